@@ -1,0 +1,146 @@
+"""Strict readers for Berth's environment variables.
+
+Every reader fails loudly (ImproperlyConfigured) on a value it cannot parse:
+a typo in a deployment's environment must stop Berth at start-up, not be
+silently replaced by a default.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from django.core.exceptions import ImproperlyConfigured
+
+TRUE_VALUES = {"1", "true", "yes", "on"}
+FALSE_VALUES = {"0", "false", "no", "off", ""}
+
+
+def envstr(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def envbool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in TRUE_VALUES:
+        return True
+    if value in FALSE_VALUES:
+        return False
+    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use 1/0, true/false, yes/no).")
+
+
+def envint(name: str, default: int, *, minimum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer.") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={value} must be at least {minimum}.")
+    return value
+
+
+def envlist(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def listen_address(name: str, default: str) -> tuple[str, int]:
+    raw = os.environ.get(name, default)
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ImproperlyConfigured(f"{name}={raw!r} must look like HOST:PORT, e.g. 127.0.0.1:8000.")
+    return host.strip("[]"), int(port)
+
+
+def database_from_url(url: str, *, sqlite_default: Path) -> dict:
+    """Return a Django DATABASES entry for a DATABASE_URL.
+
+    Only SQLite (the embedded default) and PostgreSQL (through psycopg 3) are
+    supported; anything else is a configuration error.
+    """
+    if not url:
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(sqlite_default),
+            # A file (not :memory:) so that the lock tests' child processes
+            # see the same test database.
+            "TEST": {"NAME": str(sqlite_default.with_name("test-" + sqlite_default.name))},
+            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
+        }
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        path = Path(unquote(parsed.path))
+        if not parsed.path or parsed.path == "/":
+            raise ImproperlyConfigured("DATABASE_URL=sqlite:/// needs a file path.")
+        return database_from_url("", sqlite_default=path)
+    if parsed.scheme in {"postgres", "postgresql"}:
+        name = unquote(parsed.path.lstrip("/"))
+        if not name:
+            raise ImproperlyConfigured("DATABASE_URL needs a database name, e.g. postgres://u@h/berth.")
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": name,
+            "USER": unquote(parsed.username or ""),
+            "PASSWORD": unquote(parsed.password or ""),
+            "HOST": parsed.hostname or "",
+            "PORT": str(parsed.port or ""),
+            "CONN_MAX_AGE": 60,
+            "CONN_HEALTH_CHECKS": True,
+        }
+    raise ImproperlyConfigured(
+        f"DATABASE_URL scheme {parsed.scheme!r} is not supported (use postgres:// or sqlite:///)."
+    )
+
+
+def secret_key(data_dir: Path) -> str:
+    """BERTH_SECRET_KEY, or a key generated once and kept in the data dir (0600)."""
+    configured = os.environ.get("BERTH_SECRET_KEY")
+    if configured is not None:
+        if len(configured) < 32:
+            raise ImproperlyConfigured("BERTH_SECRET_KEY must be at least 32 characters long.")
+        return configured
+    return _key_file(data_dir / "secret_key", lambda: secrets.token_urlsafe(50))
+
+
+def _key_file(path: Path, make) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # O_EXCL: two processes starting at once must not write two different keys.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        value = path.read_text().strip()
+        if not value:
+            raise ImproperlyConfigured(f"{path} is empty; remove it to make a new key.") from None
+        return value
+    with os.fdopen(fd, "w") as fh:
+        fh.write(make())
+        fh.flush()
+        os.fsync(fh.fileno())
+    return path.read_text().strip()
+
+
+def encryption_key(data_dir: Path) -> str:
+    """The Fernet key that encrypts stored secrets (registry passwords, secret env values)."""
+    from cryptography.fernet import Fernet
+
+    configured = os.environ.get("BERTH_ENCRYPTION_KEY")
+    value = configured or _key_file(
+        data_dir / "encryption_key", lambda: Fernet.generate_key().decode()
+    )
+    try:
+        Fernet(value)
+    except ValueError:
+        raise ImproperlyConfigured(
+            "BERTH_ENCRYPTION_KEY is not a valid Fernet key (32 url-safe base64-encoded bytes)."
+        ) from None
+    return value

@@ -1,0 +1,1 @@
+"""Snapshot and restore records arrive with the snapshot and restore issues."""

@@ -1,0 +1,146 @@
+"""The admin: records and a thin operations console over the engine."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import Count, Q
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from workloads import deployer
+from workloads.forms import EnvVarForm, RegistryCredentialForm
+from workloads.models import (
+    Container,
+    DeployRecord,
+    EnvVar,
+    EventLog,
+    PortMapping,
+    Project,
+    RegistryCredential,
+    Stage,
+    VolumeMount,
+    Workload,
+)
+
+
+class StageInline(admin.TabularInline):
+    model = Stage
+    extra = 0
+    fields = ["name", "slug"]
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "created"]
+    search_fields = ["name", "slug"]
+    inlines = [StageInline]
+
+
+@admin.register(Stage)
+class StageAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "project"]
+    list_select_related = ["project"]
+    list_filter = ["project"]
+    search_fields = ["name", "slug", "project__slug"]
+    autocomplete_fields = ["project"]
+
+
+@admin.register(RegistryCredential)
+class RegistryCredentialAdmin(admin.ModelAdmin):
+    form = RegistryCredentialForm
+    list_display = ["name", "registry", "username"]
+    search_fields = ["name", "registry"]
+
+
+class VolumeInline(admin.TabularInline):
+    model = VolumeMount
+    extra = 0
+    fields = ["scope", "source", "target", "read_only", "host_path_display"]
+    readonly_fields = ["host_path_display"]
+
+    @admin.display(description=_("host path"))
+    def host_path_display(self, volume: VolumeMount) -> str:
+        if not volume.pk:
+            return "—"
+        try:
+            return volume.host_path()
+        except Exception:  # noqa: BLE001 - an invalid path is shown as such, not a crash
+            return _("(invalid)")
+
+
+class EnvVarInline(admin.TabularInline):
+    model = EnvVar
+    form = EnvVarForm
+    extra = 0
+
+
+class PortInline(admin.TabularInline):
+    model = PortMapping
+    extra = 0
+
+
+class ContainerInline(admin.TabularInline):
+    model = Container
+    extra = 0
+    fields = ["name", "replica", "docker_id", "image_reference", "created", "removed"]
+    readonly_fields = fields
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Workload)
+class WorkloadAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "stage", "image", "state", "live_containers", "deployed_at"]
+    list_select_related = ["stage__project"]
+    list_filter = ["state", "source_kind", "stage__project"]
+    search_fields = ["name", "slug", "image"]
+    autocomplete_fields = ["stage", "registry_credential"]
+    readonly_fields = ["state", "running_reference", "deployed_at"]
+    inlines = [VolumeInline, EnvVarInline, PortInline, ContainerInline]
+    actions = ["deploy"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(
+            live_count=Count("containers", filter=Q(containers__removed__isnull=True))
+        )
+
+    @admin.display(description=_("containers"), ordering="live_count")
+    def live_containers(self, workload: Workload) -> int:
+        return workload.live_count
+
+    @admin.action(description=_("Deploy the selected workloads"), permissions=["deploy"])
+    def deploy(self, request, queryset) -> None:
+        for workload in queryset:
+            deployer.request_deploy(
+                workload=workload, reason=DeployRecord.Reason.MANUAL, user=request.user
+            )
+        count = len(queryset)
+        self.message_user(
+            request,
+            ngettext("Queued a deploy of %(count)d workload.",
+                     "Queued deploys of %(count)d workloads.", count) % {"count": count},
+            messages.SUCCESS,
+        )
+
+    def has_deploy_permission(self, request) -> bool:
+        return request.user.has_perm("workloads.deploy_workload")
+
+
+@admin.register(EventLog)
+class EventLogAdmin(admin.ModelAdmin):
+    list_display = ["created", "workload", "level", "message", "user"]
+    list_select_related = ["workload__stage__project", "user"]
+    list_filter = ["level"]
+    date_hierarchy = "created"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

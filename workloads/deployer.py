@@ -1,0 +1,262 @@
+"""dispatch(): the one choke point for every deploy of a workload.
+
+Every entrypoint — the API, the pages, the admin action, the `deploy`
+command, rollback and restore — ends here, so the lock, the ledger row and the
+container swap are the same for all of them.
+
+The swap keeps a single-writer app from ever running twice on one volume and
+never leaves a workload without containers when something fails:
+
+1. pull the image and pin it by digest;
+2. create the new containers (under temporary names) from the digest;
+3. stop the old containers;
+4. start the new ones — if that fails, remove them and restart the old;
+5. remove the old containers, then give the new ones their final names.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils.translation import gettext as _
+
+from workloads import locks, runtime
+from workloads.models import Container, DeployRecord, EventLog, Workload
+from workloads.redact import redact
+
+logger = logging.getLogger(__name__)
+
+Failure = DeployRecord.Failure
+
+
+class DeployError(Exception):
+    """A deploy step failed; `code` is a DeployRecord.Failure value."""
+
+    def __init__(self, code: str, raw: str = "") -> None:
+        super().__init__(Failure(code).label)
+        self.code = code
+        self.raw = raw
+
+
+def request_deploy(
+    *, workload: Workload, reason: str, user: AbstractBaseUser | None = None,
+    reference: str = "",
+) -> DeployRecord:
+    """Queue a deploy on the task worker; returns the queued ledger row to follow."""
+    from workloads import tasks
+
+    record = _new_record(workload, reason, user, reference)
+    transaction.on_commit(lambda: tasks.enqueue_deploy(record.pk))
+    return record
+
+
+def dispatch(
+    *, workload: Workload, reason: str, user: AbstractBaseUser | None = None,
+    reference: str = "", record: DeployRecord | None = None,
+) -> DeployRecord:
+    """Deploy `workload` under its lock and return the finished ledger row.
+
+    `reference` pins what to run (a `repo@sha256:…` from an earlier deploy);
+    by default the workload's image reference is pulled and pinned anew.
+    `record` is a queued row from request_deploy(); if another worker has
+    already claimed it, it is returned untouched.
+    """
+    record = record or _new_record(workload, reason, user, reference)
+    if not record.claim():
+        return record
+    try:
+        with locks.workload_lock(workload.pk):
+            _run(workload, record)
+    except locks.LockTimeout as exc:
+        _record_failure(workload, record, DeployError(Failure.LOCK_TIMEOUT, str(exc)), [])
+    return record
+
+
+def dispatch_locked(
+    *, workload: Workload, reason: str, user: AbstractBaseUser | None = None,
+    reference: str = "",
+) -> DeployRecord:
+    """dispatch() for a caller that already holds the workload's lock (restore)."""
+    locks.assert_held(workload.pk)
+    record = _new_record(workload, reason, user, reference)
+    record.claim()
+    _run(workload, record)
+    return record
+
+
+def _new_record(workload, reason, user, reference) -> DeployRecord:
+    return DeployRecord.objects.create(
+        workload=workload,
+        reason=reason,
+        source_kind=workload.source_kind,
+        requested_reference=reference or workload.image,
+        user=user if user and user.is_authenticated else None,
+    )
+
+
+def _run(workload: Workload, record: DeployRecord) -> None:
+    secrets: list[str] = []
+    try:
+        # Re-read: the configuration may have changed while the deploy was queued.
+        workload.refresh_from_db()
+        secrets = workload.secret_values()
+        workload.mark_deploying()
+        pinned = _resolve(workload, record)
+        record.pinned_reference = pinned
+        new = _replace_containers(workload, pinned, record)
+    except DeployError as exc:
+        _record_failure(workload, record, exc, secrets)
+        return
+    except Exception:  # noqa: BLE001 - every failure must end in a ledger row
+        raw = traceback.format_exc()
+        _record_failure(workload, record, DeployError(Failure.INTERNAL, raw), secrets)
+        return
+    with transaction.atomic():
+        Container.replace_for(workload, new, pinned)
+        workload.mark_deployed(pinned)
+        record.succeed(pinned)
+        EventLog.objects.create(
+            workload=workload,
+            user=record.user,
+            message=_("Deployed %(reference)s (%(replicas)d container(s)).")
+            % {"reference": pinned, "replicas": len(new)},
+        )
+
+
+def _resolve(workload: Workload, record: DeployRecord) -> str:
+    """Check the configuration, pull the image and return its pinned reference."""
+    try:
+        workload.full_clean(validate_unique=False, validate_constraints=False)
+        for volume in workload.volumes.all():
+            volume.full_clean(validate_unique=False, validate_constraints=False)
+            volume.host_path()
+    except ValidationError as exc:
+        raise DeployError(Failure.INVALID_CONFIG, str(exc.messages)) from None
+    if workload.replicas > 1 and workload.ports.exists():
+        raise DeployError(Failure.INVALID_CONFIG, "host ports with more than one replica")
+    credential = workload.registry_credential
+    try:
+        return runtime.pull(
+            record.requested_reference or workload.image,
+            username=credential.username if credential else "",
+            password=credential.get_password() if credential else "",
+        )
+    except runtime.EngineError as exc:
+        raise DeployError(exc.code, exc.raw) from None
+
+
+def _specs(workload: Workload, pinned: str, record: DeployRecord) -> list[runtime.ContainerSpec]:
+    environment = {env.name: env.get_value() for env in workload.env_vars.all()}
+    ports = {
+        f"{p.container_port}/{p.protocol}": (p.host_ip, p.host_port) for p in workload.ports.all()
+    }
+    binds = {}
+    for volume in workload.volumes.all():
+        path = volume.host_path()
+        os.makedirs(path, exist_ok=True)
+        binds[path] = {"bind": volume.target, "mode": "ro" if volume.read_only else "rw"}
+    return [
+        runtime.ContainerSpec(
+            # A temporary name: the old containers still hold the final ones.
+            name=f"{workload.container_name(n)}.deploy-{record.pk}",
+            image=pinned,
+            labels={
+                runtime.WORKLOAD_LABEL: str(workload.pk),
+                runtime.REPLICA_LABEL: str(n),
+                runtime.DEPLOY_LABEL: str(record.pk),
+            },
+            environment=environment,
+            ports=ports,
+            binds=binds,
+        )
+        for n in range(1, workload.replicas + 1)
+    ]
+
+
+def _replace_containers(
+    workload: Workload, pinned: str, record: DeployRecord
+) -> list[tuple[str, str, int]]:
+    """Swap the workload's containers for new ones running `pinned`.
+
+    Returns (docker id, name, replica) of the new containers. On failure the
+    new containers are removed and the old ones are running again.
+    """
+    specs = _specs(workload, pinned, record)
+    try:
+        old = runtime.list_containers(workload.pk)
+    except runtime.EngineError as exc:
+        raise DeployError(exc.code, exc.raw) from None
+    created: list[str] = []
+    try:
+        for spec in specs:
+            created.append(runtime.create(spec))
+    except runtime.EngineError as exc:
+        _discard(created)
+        raise DeployError(exc.code, exc.raw) from None
+
+    was_running = [c for c in old if c.running]
+    try:
+        for container in was_running:
+            runtime.stop(container.id)
+        for container_id in created:
+            runtime.start(container_id)
+    except runtime.EngineError as exc:
+        _discard(created)
+        _restart(was_running)
+        code = exc.code if exc.code == Failure.ENGINE_UNREACHABLE else Failure.START_FAILED
+        raise DeployError(code, exc.raw) from None
+
+    for container in old:
+        _best_effort(runtime.remove, container.id)
+    new = []
+    for container_id, spec in zip(created, specs, strict=True):
+        replica = int(spec.labels[runtime.REPLICA_LABEL])
+        name = workload.container_name(replica)
+        # Renaming only fails if an old container could not be removed; the
+        # new one then keeps its temporary name and still carries the labels.
+        if not _best_effort(runtime.rename, container_id, name):
+            name = spec.name
+        new.append((container_id, name, replica))
+    return new
+
+
+def _discard(container_ids: list[str]) -> None:
+    for container_id in container_ids:
+        _best_effort(runtime.remove, container_id)
+
+
+def _restart(containers: list[runtime.ContainerInfo]) -> None:
+    for container in containers:
+        _best_effort(runtime.start, container.id)
+
+
+def _best_effort(step, *args) -> bool:
+    try:
+        step(*args)
+    except runtime.EngineError as exc:
+        logger.warning("%s(%s) failed during a deploy: %s", step.__name__, args[0], exc)
+        return False
+    return True
+
+
+def _record_failure(
+    workload: Workload, record: DeployRecord, exc: DeployError, secrets: list[str]
+) -> None:
+    logger.error(
+        "deploy %s of workload %s failed (%s): %s",
+        record.pk, workload.pk, exc.code, redact(exc.raw, secrets),
+    )
+    with transaction.atomic():
+        record.fail(exc.code, pinned_reference=record.pinned_reference)
+        workload.mark_failed()
+        EventLog.objects.create(
+            workload=workload,
+            user=record.user,
+            level=EventLog.Level.ERROR,
+            message=_("Deploy failed: %(reason)s") % {"reason": Failure(exc.code).label},
+        )

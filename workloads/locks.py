@@ -1,0 +1,132 @@
+"""Per-workload locks that serialize deploys and restores across processes.
+
+PostgreSQL: a session-level advisory lock keyed on the workload id, on the
+calling thread's database connection. SQLite (the embedded default): an
+exclusive `flock` on `$BERTH_DATA_DIR/locks/workload-<id>.lock`; flock locks
+belong to the open file, so two threads of one process exclude each other too.
+
+`workload_lock` blocks (with a timeout), `try_workload_lock` does not, and
+`assert_held` lets code that must run under the lock (the lock-held deploy
+variant used by restore) check that its caller really holds it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from django.conf import settings
+from django.db import connection
+
+# The advisory-lock namespace ("BRTH"), so Berth's keys never collide with
+# another application's advisory locks on a shared database.
+_PG_NAMESPACE = 0x42525448
+_POLL_SECONDS = 0.05
+
+_held = threading.local()
+
+
+class LockTimeout(Exception):
+    """The workload's lock was not acquired in time."""
+
+
+class LockNotHeld(Exception):
+    """Code that needs the workload's lock was called without it."""
+
+
+def _held_set() -> set[int]:
+    if not hasattr(_held, "ids"):
+        _held.ids = set()
+    return _held.ids
+
+
+def is_held(workload_id: int) -> bool:
+    return workload_id in _held_set()
+
+
+def assert_held(workload_id: int) -> None:
+    if not is_held(workload_id):
+        raise LockNotHeld(f"the lock of workload {workload_id} is not held by this thread")
+
+
+class _PostgresLock:
+    def __init__(self, workload_id: int) -> None:
+        self.workload_id = workload_id
+
+    def try_acquire(self) -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_PG_NAMESPACE, self.workload_id])
+            return bool(cursor.fetchone()[0])
+
+    def release(self) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_PG_NAMESPACE, self.workload_id])
+
+
+class _FileLock:
+    def __init__(self, workload_id: int) -> None:
+        directory = os.path.join(str(settings.DATA_DIR), "locks")
+        os.makedirs(directory, exist_ok=True)
+        self.path = os.path.join(directory, f"workload-{workload_id}.lock")
+        self.fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def _make_lock(workload_id: int):
+    if connection.vendor == "postgresql":
+        return _PostgresLock(workload_id)
+    return _FileLock(workload_id)
+
+
+@contextmanager
+def _locked(workload_id: int, timeout: float | None) -> Iterator[None]:
+    if is_held(workload_id):
+        # Re-entering would self-deadlock on SQLite and silently nest on
+        # PostgreSQL; callers that hold the lock use the lock-held variants.
+        raise RuntimeError(f"the lock of workload {workload_id} is already held by this thread")
+    lock = _make_lock(workload_id)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not lock.try_acquire():
+        if deadline is not None and time.monotonic() >= deadline:
+            raise LockTimeout(f"workload {workload_id} is locked by another deploy or restore")
+        time.sleep(_POLL_SECONDS)
+    _held_set().add(workload_id)
+    try:
+        yield
+    finally:
+        _held_set().discard(workload_id)
+        lock.release()
+
+
+def workload_lock(workload_id: int, *, timeout: float | None = None):
+    """Hold the workload's lock for the `with` block, waiting up to `timeout` seconds.
+
+    With the default timeout of None, waits for BERTH_DEPLOY_LOCK_TIMEOUT.
+    """
+    if timeout is None:
+        timeout = settings.BERTH_DEPLOY_LOCK_TIMEOUT
+    return _locked(workload_id, timeout)
+
+
+def try_workload_lock(workload_id: int):
+    """Hold the workload's lock for the `with` block, or raise LockTimeout at once."""
+    return _locked(workload_id, 0)

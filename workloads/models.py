@@ -1,0 +1,476 @@
+"""Berth's domain: projects, stages, workloads and what they own."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models, transaction
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from workloads import crypto, paths
+
+SLUG_VALIDATOR = RegexValidator(
+    r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$",
+    _("Use 1–40 lowercase letters, digits and hyphens, not starting or ending with a hyphen."),
+)
+ENV_NAME_VALIDATOR = RegexValidator(
+    r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+    _("Use letters, digits and underscores, not starting with a digit."),
+)
+
+
+class Project(models.Model):
+    name = models.CharField(_("name"), max_length=100)
+    slug = models.CharField(_("slug"), max_length=40, unique=True, validators=[SLUG_VALIDATOR])
+    created = models.DateTimeField(_("created"), default=timezone.now)
+
+    class Meta:
+        ordering = ["slug"]
+        verbose_name = _("project")
+        verbose_name_plural = _("projects")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Stage(models.Model):
+    project = models.ForeignKey(
+        Project, models.CASCADE, related_name="stages", verbose_name=_("project")
+    )
+    name = models.CharField(_("name"), max_length=100)
+    slug = models.CharField(_("slug"), max_length=40, validators=[SLUG_VALIDATOR])
+    created = models.DateTimeField(_("created"), default=timezone.now)
+
+    class Meta:
+        ordering = ["project__slug", "slug"]
+        verbose_name = _("stage")
+        verbose_name_plural = _("stages")
+        constraints = [
+            models.UniqueConstraint(fields=["project", "slug"], name="stage_slug_unique_in_project")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug}/{self.slug}"
+
+
+class RegistryCredential(models.Model):
+    """A login for a private registry. The password is stored encrypted and never shown."""
+
+    name = models.CharField(_("name"), max_length=100, unique=True)
+    registry = models.CharField(
+        _("registry"), max_length=255, help_text=_("Host and port, e.g. registry.example.com:5000")
+    )
+    username = models.CharField(_("username"), max_length=255)
+    password_encrypted = models.TextField(editable=False, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("registry credential")
+        verbose_name_plural = _("registry credentials")
+
+    def __str__(self) -> str:
+        return self.name
+
+    def set_password(self, raw: str) -> None:
+        self.password_encrypted = crypto.encrypt(raw) if raw else ""
+
+    def get_password(self) -> str:
+        return crypto.decrypt(self.password_encrypted) if self.password_encrypted else ""
+
+    @property
+    def has_password(self) -> bool:
+        return bool(self.password_encrypted)
+
+
+class WorkloadQuerySet(models.QuerySet):
+    def with_parents(self) -> WorkloadQuerySet:
+        return self.select_related("stage__project", "registry_credential")
+
+
+class Workload(models.Model):
+    class SourceKind(models.TextChoices):
+        IMAGE = "image", _("Image")
+        GIT = "git", _("Git repository")
+
+    class State(models.TextChoices):
+        NEW = "new", _("Never deployed")
+        DEPLOYING = "deploying", _("Deploying")
+        RUNNING = "running", _("Running")
+        FAILED = "failed", _("Last deploy failed")
+
+    stage = models.ForeignKey(
+        Stage, models.CASCADE, related_name="workloads", verbose_name=_("stage")
+    )
+    name = models.CharField(_("name"), max_length=100)
+    slug = models.CharField(_("slug"), max_length=40, validators=[SLUG_VALIDATOR])
+    source_kind = models.CharField(
+        _("source kind"), max_length=10, choices=SourceKind, default=SourceKind.IMAGE
+    )
+    image = models.CharField(
+        _("image reference"),
+        max_length=255,
+        blank=True,
+        help_text=_("Repository and tag, e.g. 127.0.0.1:5000/team/app:1.4"),
+    )
+    registry_credential = models.ForeignKey(
+        RegistryCredential,
+        models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="workloads",
+        verbose_name=_("registry credential"),
+    )
+    replicas = models.PositiveSmallIntegerField(
+        _("replicas"), default=1, validators=[MinValueValidator(1), MaxValueValidator(20)]
+    )
+    state = models.CharField(
+        _("state"), max_length=12, choices=State, default=State.NEW, editable=False
+    )
+    running_reference = models.CharField(
+        _("running reference"),
+        max_length=512,
+        blank=True,
+        editable=False,
+        help_text=_("The digest-pinned reference the containers run."),
+    )
+    deployed_at = models.DateTimeField(_("deployed at"), null=True, blank=True, editable=False)
+    created = models.DateTimeField(_("created"), default=timezone.now)
+
+    objects = WorkloadQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["stage__project__slug", "stage__slug", "slug"]
+        verbose_name = _("workload")
+        verbose_name_plural = _("workloads")
+        constraints = [
+            models.UniqueConstraint(fields=["stage", "slug"], name="workload_slug_unique_in_stage")
+        ]
+        permissions = [("deploy_workload", _("Can deploy workloads"))]
+
+    def __str__(self) -> str:
+        return f"{self.stage.project.slug}/{self.stage.slug}/{self.slug}"
+
+    def clean(self) -> None:
+        if self.source_kind == self.SourceKind.GIT:
+            raise ValidationError(
+                {"source_kind": _("Git-built workloads are not supported yet; use an image.")}
+            )
+        if self.source_kind == self.SourceKind.IMAGE and not self.image.strip():
+            raise ValidationError({"image": _("An image workload needs an image reference.")})
+        if any(c.isspace() for c in self.image):
+            raise ValidationError({"image": _("An image reference cannot contain spaces.")})
+
+    @property
+    def container_prefix(self) -> str:
+        return f"berth-{self.stage.project.slug}-{self.stage.slug}-{self.slug}"
+
+    def container_name(self, replica: int) -> str:
+        return f"{self.container_prefix}-{replica}"
+
+    def secret_values(self) -> list[str]:
+        """Every secret this workload knows, for redacting log lines."""
+        values = [env.get_value() for env in self.env_vars.filter(is_secret=True)]
+        if self.registry_credential_id:
+            values.append(self.registry_credential.get_password())
+        return [v for v in values if v]
+
+    def mark_deploying(self) -> None:
+        Workload.objects.filter(pk=self.pk).update(state=self.State.DEPLOYING)
+        self.state = self.State.DEPLOYING
+
+    def mark_deployed(self, reference: str) -> None:
+        self.state = self.State.RUNNING
+        self.running_reference = reference
+        self.deployed_at = timezone.now()
+        self.save(update_fields=["state", "running_reference", "deployed_at"])
+
+    def mark_failed(self) -> None:
+        # The previous containers keep running after a failed deploy; the
+        # state says the last attempt failed, running_reference what runs.
+        Workload.objects.filter(pk=self.pk).update(state=self.State.FAILED)
+        self.state = self.State.FAILED
+
+
+class VolumeMount(models.Model):
+    class Scope(models.TextChoices):
+        ABSOLUTE = paths.SCOPE_ABSOLUTE, _("Absolute host path")
+        STAGE = paths.SCOPE_STAGE, _("Stage directory")
+        PROJECT = paths.SCOPE_PROJECT, _("Project directory")
+
+    workload = models.ForeignKey(
+        Workload, models.CASCADE, related_name="volumes", verbose_name=_("workload")
+    )
+    scope = models.CharField(_("scope"), max_length=10, choices=Scope, default=Scope.STAGE)
+    source = models.CharField(
+        _("source"),
+        max_length=255,
+        help_text=_("An absolute host path, or a path relative to the stage or project directory."),
+    )
+    target = models.CharField(_("container path"), max_length=255)
+    read_only = models.BooleanField(_("read-only"), default=False)
+
+    class Meta:
+        ordering = ["workload", "id"]
+        verbose_name = _("volume")
+        verbose_name_plural = _("volumes")
+        constraints = [
+            models.UniqueConstraint(fields=["workload", "target"], name="volume_target_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope}:{self.source} → {self.target}"
+
+    def clean(self) -> None:
+        errors = {}
+        try:
+            paths.validate_source(self.scope, self.source)
+        except ValidationError as exc:
+            errors["source"] = exc.messages
+        try:
+            paths.validate_target(self.target)
+        except ValidationError as exc:
+            errors["target"] = exc.messages
+        if errors:
+            raise ValidationError(errors)
+
+    def host_path(self) -> str:
+        stage = self.workload.stage
+        return paths.host_path(self.scope, stage.project.slug, stage.slug, self.source)
+
+
+class EnvVar(models.Model):
+    """An environment variable. A secret value is stored encrypted and never shown back."""
+
+    workload = models.ForeignKey(
+        Workload, models.CASCADE, related_name="env_vars", verbose_name=_("workload")
+    )
+    name = models.CharField(_("name"), max_length=128, validators=[ENV_NAME_VALIDATOR])
+    value = models.TextField(_("value"), blank=True)
+    is_secret = models.BooleanField(_("secret"), default=False)
+    secret_encrypted = models.TextField(editable=False, blank=True)
+
+    class Meta:
+        ordering = ["workload", "name"]
+        verbose_name = _("environment variable")
+        verbose_name_plural = _("environment variables")
+        constraints = [
+            models.UniqueConstraint(fields=["workload", "name"], name="env_name_unique")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def set_value(self, raw: str, *, secret: bool) -> None:
+        self.is_secret = secret
+        if secret:
+            self.secret_encrypted = crypto.encrypt(raw)
+            self.value = ""
+        else:
+            self.secret_encrypted = ""
+            self.value = raw
+
+    def get_value(self) -> str:
+        if self.is_secret:
+            return crypto.decrypt(self.secret_encrypted) if self.secret_encrypted else ""
+        return self.value
+
+
+class PortMapping(models.Model):
+    class Protocol(models.TextChoices):
+        TCP = "tcp", "TCP"
+        UDP = "udp", "UDP"
+
+    workload = models.ForeignKey(
+        Workload, models.CASCADE, related_name="ports", verbose_name=_("workload")
+    )
+    host_ip = models.GenericIPAddressField(_("host address"), default="127.0.0.1")
+    host_port = models.PositiveIntegerField(
+        _("host port"), validators=[MinValueValidator(1), MaxValueValidator(65535)]
+    )
+    container_port = models.PositiveIntegerField(
+        _("container port"), validators=[MinValueValidator(1), MaxValueValidator(65535)]
+    )
+    protocol = models.CharField(_("protocol"), max_length=3, choices=Protocol, default="tcp")
+
+    class Meta:
+        ordering = ["workload", "container_port"]
+        verbose_name = _("port")
+        verbose_name_plural = _("ports")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["host_ip", "host_port", "protocol"], name="host_port_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.host_ip}:{self.host_port}→{self.container_port}/{self.protocol}"
+
+
+class ContainerQuerySet(models.QuerySet):
+    def live(self) -> ContainerQuerySet:
+        return self.filter(removed__isnull=True)
+
+
+class Container(models.Model):
+    """The index of Docker containers a workload has had (stats join through it)."""
+
+    workload = models.ForeignKey(
+        Workload, models.CASCADE, related_name="containers", verbose_name=_("workload")
+    )
+    docker_id = models.CharField(_("Docker id"), max_length=64, unique=True)
+    name = models.CharField(_("name"), max_length=255)
+    replica = models.PositiveSmallIntegerField(_("replica"))
+    image_reference = models.CharField(_("image"), max_length=512)
+    created = models.DateTimeField(_("created"), default=timezone.now)
+    removed = models.DateTimeField(_("removed"), null=True, blank=True)
+
+    objects = ContainerQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created", "replica"]
+        verbose_name = _("container")
+        verbose_name_plural = _("containers")
+        indexes = [models.Index(fields=["workload", "removed"], name="container_live_idx")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def replace_for(cls, workload: Workload, new: list[tuple[str, str, int]], image: str) -> None:
+        """Record `new` (docker id, name, replica) as the workload's live containers."""
+        now = timezone.now()
+        # One transaction: the index never shows both generations live, or none.
+        with transaction.atomic():
+            cls.objects.filter(workload=workload, removed__isnull=True).update(removed=now)
+            cls.objects.bulk_create(
+                cls(workload=workload, docker_id=docker_id, name=name, replica=replica,
+                    image_reference=image, created=now)
+                for docker_id, name, replica in new
+            )
+
+
+class DeployRecord(models.Model):
+    """One dispatch of a workload: queued, then running, then succeeded or failed.
+
+    A failure is kept as a code from a fixed set and its fixed message; the raw
+    error (which can carry credentials) only goes to the server log, redacted.
+    """
+
+    class Reason(models.TextChoices):
+        MANUAL = "manual", _("Manual")
+        API = "api", _("API")
+        ROLLBACK = "rollback", _("Rollback")
+        RESTORE = "restore", _("Restore")
+        AUTO = "auto", _("Automatic")
+
+    class Outcome(models.TextChoices):
+        QUEUED = "queued", _("Queued")
+        RUNNING = "running", _("Running")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        FAILED = "failed", _("Failed")
+
+    class Failure(models.TextChoices):
+        ENGINE_UNREACHABLE = "engine_unreachable", _("The Docker engine is unreachable.")
+        PULL_FAILED = "pull_failed", _(
+            "The image could not be pulled (check the reference, the registry and its credential)."
+        )
+        CREATE_FAILED = "create_failed", _("The new containers could not be created.")
+        START_FAILED = "start_failed", _(
+            "The new containers did not start; the previous ones were restarted."
+        )
+        LOCK_TIMEOUT = "lock_timeout", _("Another deploy of this workload did not finish in time.")
+        INVALID_CONFIG = "invalid_config", _("The workload's configuration is not valid.")
+        INTERNAL = "internal", _("Berth hit an internal error; the server log has the details.")
+
+    workload = models.ForeignKey(
+        Workload, models.CASCADE, related_name="deploys", verbose_name=_("workload")
+    )
+    reason = models.CharField(_("reason"), max_length=10, choices=Reason)
+    source_kind = models.CharField(_("source kind"), max_length=10, choices=Workload.SourceKind)
+    requested_reference = models.CharField(_("requested reference"), max_length=512, blank=True)
+    pinned_reference = models.CharField(_("pinned reference"), max_length=512, blank=True)
+    outcome = models.CharField(
+        _("outcome"), max_length=10, choices=Outcome, default=Outcome.QUEUED
+    )
+    failure_code = models.CharField(_("failure"), max_length=20, choices=Failure, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, verbose_name=_("user")
+    )
+    created = models.DateTimeField(_("requested"), default=timezone.now)
+    started = models.DateTimeField(_("started"), null=True, blank=True)
+    finished = models.DateTimeField(_("finished"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        verbose_name = _("deploy")
+        verbose_name_plural = _("deploys")
+        indexes = [models.Index(fields=["workload", "-created"], name="deploy_history_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.workload} #{self.pk} ({self.outcome})"
+
+    @property
+    def failure_message(self) -> str:
+        return self.Failure(self.failure_code).label if self.failure_code else ""
+
+    @property
+    def duration(self):
+        if self.started and self.finished:
+            return self.finished - self.started
+        return None
+
+    @property
+    def is_finished(self) -> bool:
+        return self.outcome in {self.Outcome.SUCCEEDED, self.Outcome.FAILED}
+
+    def claim(self) -> bool:
+        """Move a queued record to running; False if another worker got there first."""
+        now = timezone.now()
+        claimed = DeployRecord.objects.filter(pk=self.pk, outcome=self.Outcome.QUEUED).update(
+            outcome=self.Outcome.RUNNING, started=now
+        )
+        if claimed:
+            self.outcome, self.started = self.Outcome.RUNNING, now
+        return bool(claimed)
+
+    def succeed(self, pinned_reference: str) -> None:
+        self.outcome = self.Outcome.SUCCEEDED
+        self.pinned_reference = pinned_reference
+        self.finished = timezone.now()
+        self.save(update_fields=["outcome", "pinned_reference", "finished"])
+
+    def fail(self, code: str, pinned_reference: str = "") -> None:
+        self.outcome = self.Outcome.FAILED
+        self.failure_code = self.Failure(code).value
+        self.pinned_reference = pinned_reference
+        self.finished = timezone.now()
+        self.save(update_fields=["outcome", "failure_code", "pinned_reference", "finished"])
+
+
+class EventLog(models.Model):
+    """Free text for people ("deployed v1.4", "deploy failed"); not a ledger."""
+
+    class Level(models.TextChoices):
+        INFO = "info", _("Info")
+        WARNING = "warning", _("Warning")
+        ERROR = "error", _("Error")
+
+    workload = models.ForeignKey(
+        Workload, models.CASCADE, related_name="events", verbose_name=_("workload")
+    )
+    level = models.CharField(_("level"), max_length=10, choices=Level, default=Level.INFO)
+    message = models.TextField(_("message"))
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, verbose_name=_("user")
+    )
+    created = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        verbose_name = _("event")
+        verbose_name_plural = _("events")
+
+    def __str__(self) -> str:
+        return self.message

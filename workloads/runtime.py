@@ -1,0 +1,213 @@
+"""The one module that talks to the Docker engine.
+
+Every call is translated into an `EngineError` subclass whose `str()` is a
+short, fixed, safe message and whose `code` is one of DeployRecord.Failure's.
+The raw Docker text can carry registry credentials or environment values, so
+it is kept only on `EngineError.raw` for the caller to log after redaction,
+and the original exception is not chained (`from None`) so no traceback
+printer can show it either.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import docker
+import docker.errors
+import requests.exceptions
+from django.conf import settings
+from docker.utils import parse_repository_tag
+
+logger = logging.getLogger(__name__)
+
+WORKLOAD_LABEL = "berth.workload"
+REPLICA_LABEL = "berth.replica"
+DEPLOY_LABEL = "berth.deploy"
+
+_clients: dict[str, docker.DockerClient] = {}
+_clients_lock = threading.Lock()
+
+
+class EngineError(Exception):
+    code = "internal"
+    message = "The Docker engine reported an error."
+
+    def __init__(self, raw: str = "") -> None:
+        super().__init__(self.message)
+        self.raw = raw
+
+
+class EngineUnreachable(EngineError):
+    code = "engine_unreachable"
+    message = "The Docker engine is unreachable."
+
+
+class PullFailed(EngineError):
+    code = "pull_failed"
+    message = "The image could not be pulled."
+
+
+class CreateFailed(EngineError):
+    code = "create_failed"
+    message = "A container could not be created."
+
+
+class StartFailed(EngineError):
+    code = "start_failed"
+    message = "A container could not be started."
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    image: str
+    labels: dict[str, str]
+    environment: dict[str, str] = field(default_factory=dict)
+    # {"80/tcp": ("127.0.0.1", 8080)}
+    ports: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # {host_path: {"bind": target, "mode": "rw"}}
+    binds: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    id: str
+    name: str
+    status: str
+    labels: dict[str, str]
+
+    @property
+    def running(self) -> bool:
+        return self.status in {"running", "restarting"}
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    reachable: bool
+    version: str = ""
+
+
+def _docker_host() -> str:
+    return os.environ.get("DOCKER_HOST", "")
+
+
+def _client() -> docker.DockerClient:
+    """A client per DOCKER_HOST value, created on first use."""
+    key = _docker_host()
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            with _translated(EngineUnreachable):
+                client = docker.from_env(timeout=settings.BERTH_DOCKER_TIMEOUT)
+            _clients[key] = client
+        return client
+
+
+def _forget_client() -> None:
+    with _clients_lock:
+        _clients.pop(_docker_host(), None)
+
+
+@contextmanager
+def _translated(error: type[EngineError]) -> Iterator[None]:
+    try:
+        yield
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+        _forget_client()
+        raise EngineUnreachable(str(exc)) from None
+    except docker.errors.DockerException as exc:
+        if "Error while fetching server API version" in str(exc):
+            raise EngineUnreachable(str(exc)) from None
+        raise error(str(exc)) from None
+
+
+def engine_status() -> EngineStatus:
+    try:
+        with _translated(EngineUnreachable):
+            version = _client().version().get("Version", "")
+    except EngineError:
+        return EngineStatus(reachable=False)
+    return EngineStatus(reachable=True, version=version)
+
+
+def split_reference(reference: str) -> tuple[str, str]:
+    """("repo", "tag") or ("repo", "sha256:…") for a reference; tag defaults to latest."""
+    repository, tag = parse_repository_tag(reference)
+    return repository, tag or "latest"
+
+
+def pull(reference: str, *, username: str = "", password: str = "") -> str:
+    """Pull `reference` and return it pinned: `repository@sha256:…`."""
+    repository, tag = split_reference(reference)
+    auth = {"username": username, "password": password} if username else None
+    with _translated(PullFailed):
+        image = _client().images.pull(repository, tag=tag, auth_config=auth)
+    for repo_digest in image.attrs.get("RepoDigests") or []:
+        repo, _, digest = repo_digest.partition("@")
+        if repo == repository:
+            return f"{repository}@{digest}"
+    raise PullFailed(f"no repository digest for {repository} after pulling {reference}")
+
+
+def list_containers(workload_id: int) -> list[ContainerInfo]:
+    with _translated(EngineError):
+        found = _client().containers.list(
+            all=True, filters={"label": f"{WORKLOAD_LABEL}={workload_id}"}
+        )
+    return [ContainerInfo(c.id, c.name, c.status, dict(c.labels)) for c in found]
+
+
+def create(spec: ContainerSpec) -> str:
+    with _translated(CreateFailed):
+        container = _client().containers.create(
+            spec.image,
+            name=spec.name,
+            labels=spec.labels,
+            environment=spec.environment,
+            ports=spec.ports,
+            volumes=spec.binds,
+            restart_policy={"Name": "unless-stopped"},
+            detach=True,
+        )
+    return container.id
+
+
+def start(container_id: str) -> None:
+    with _translated(StartFailed):
+        container = _client().containers.get(container_id)
+        container.start()
+        container.reload()
+    if container.status != "running":
+        raise StartFailed(f"container {container_id} is {container.status} after start")
+
+
+def stop(container_id: str, *, timeout: int = 10) -> None:
+    with _translated(EngineError):
+        _client().containers.get(container_id).stop(timeout=timeout)
+
+
+def remove(container_id: str) -> None:
+    with _translated(EngineError):
+        try:
+            _client().containers.get(container_id).remove(force=True)
+        except docker.errors.NotFound:
+            return
+
+
+def rename(container_id: str, name: str) -> None:
+    with _translated(EngineError):
+        _client().containers.get(container_id).rename(name)
+
+
+def inspect(container_id: str) -> ContainerInfo | None:
+    with _translated(EngineError):
+        try:
+            c = _client().containers.get(container_id)
+        except docker.errors.NotFound:
+            return None
+    return ContainerInfo(c.id, c.name, c.status, dict(c.labels))

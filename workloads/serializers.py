@@ -1,0 +1,207 @@
+"""API representations. Secrets are write-only: accepted, stored encrypted, never returned."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from rest_framework import serializers
+
+from workloads import paths
+from workloads.models import (
+    Container,
+    DeployRecord,
+    EnvVar,
+    PortMapping,
+    RegistryCredential,
+    Stage,
+    VolumeMount,
+    Workload,
+)
+
+
+class VolumeSerializer(serializers.ModelSerializer):
+    host_path = serializers.SerializerMethodField()
+
+    class Meta:
+        model = VolumeMount
+        fields = ["id", "scope", "source", "target", "read_only", "host_path"]
+        read_only_fields = ["id", "host_path"]
+
+    def get_host_path(self, volume: VolumeMount) -> str | None:
+        try:
+            return volume.host_path()
+        except DjangoValidationError:
+            return None  # Escapes its base (e.g. a planted symlink); deploys refuse it.
+
+    def validate(self, attrs):
+        for key, check in (
+            ("source", lambda: paths.validate_source(attrs["scope"], attrs["source"])),
+            ("target", lambda: paths.validate_target(attrs["target"])),
+        ):
+            try:
+                check()
+            except DjangoValidationError as exc:
+                raise serializers.ValidationError({key: exc.messages}) from None
+        return attrs
+
+
+class EnvVarSerializer(serializers.ModelSerializer):
+    value = serializers.CharField(allow_blank=True, write_only=True, trim_whitespace=False)
+
+    class Meta:
+        model = EnvVar
+        fields = ["id", "name", "value", "is_secret"]
+        read_only_fields = ["id"]
+
+    def to_representation(self, env: EnvVar) -> dict:
+        data = super().to_representation(env)
+        # A secret's value is never shown back; a plain value is.
+        data["value"] = None if env.is_secret else env.value
+        return data
+
+
+class PortSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = PortMapping
+        fields = ["id", "host_ip", "host_port", "container_port", "protocol"]
+        read_only_fields = ["id"]
+
+
+class WorkloadSerializer(serializers.ModelSerializer):
+    stage = serializers.PrimaryKeyRelatedField(queryset=Stage.objects.select_related("project"))
+    registry_credential = serializers.PrimaryKeyRelatedField(
+        queryset=RegistryCredential.objects.all(), allow_null=True, required=False
+    )
+    volumes = VolumeSerializer(many=True, required=False)
+    env = EnvVarSerializer(many=True, required=False, source="env_vars")
+    ports = PortSerializer(many=True, required=False)
+    project_slug = serializers.CharField(source="stage.project.slug", read_only=True)
+    stage_slug = serializers.CharField(source="stage.slug", read_only=True)
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Workload
+        fields = [
+            "id", "url", "name", "slug", "stage", "project_slug", "stage_slug",
+            "source_kind", "image", "registry_credential", "replicas",
+            "state", "running_reference", "deployed_at", "created",
+            "volumes", "env", "ports",
+        ]
+        read_only_fields = ["id", "state", "running_reference", "deployed_at", "created"]
+
+    def get_url(self, workload: Workload) -> str:
+        return reverse("api:workload-detail", args=[workload.pk])
+
+    def validate(self, attrs):
+        stage = attrs.get("stage") or getattr(self.instance, "stage", None)
+        slug = attrs.get("slug") or getattr(self.instance, "slug", None)
+        clash = Workload.objects.filter(stage=stage, slug=slug)
+        if self.instance is not None:
+            clash = clash.exclude(pk=self.instance.pk)
+        if clash.exists():
+            raise serializers.ValidationError(
+                {"slug": _("This stage already has a workload with this slug.")}
+            )
+        # The model's own rules (source kind, image reference) apply here too.
+        candidate = Workload(
+            source_kind=attrs.get("source_kind", getattr(self.instance, "source_kind", "image")),
+            image=attrs.get("image", getattr(self.instance, "image", "")),
+        )
+        try:
+            candidate.clean()
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict) from None
+        replicas = attrs.get("replicas", getattr(self.instance, "replicas", 1))
+        ports = attrs.get("ports")
+        if ports is None and self.instance is not None:
+            ports = list(self.instance.ports.all())
+        if replicas > 1 and ports:
+            raise serializers.ValidationError(
+                {"replicas": _("A workload that publishes host ports can only have one replica.")}
+            )
+        self._check_unique(attrs.get("volumes"), "target", "volumes")
+        self._check_unique(attrs.get("env_vars"), "name", "env")
+        return attrs
+
+    @staticmethod
+    def _check_unique(items, key: str, field: str) -> None:
+        if items is None:
+            return
+        seen = [item[key] for item in items]
+        if len(seen) != len(set(seen)):
+            raise serializers.ValidationError(
+                {field: _("Each %(key)s may appear only once.") % {"key": key}}
+            )
+
+    @transaction.atomic
+    def create(self, validated_data) -> Workload:
+        children = self._pop_children(validated_data)
+        workload = Workload.objects.create(**validated_data)
+        self._write_children(workload, children)
+        return workload
+
+    @transaction.atomic
+    def update(self, workload: Workload, validated_data) -> Workload:
+        children = self._pop_children(validated_data)
+        for key, value in validated_data.items():
+            setattr(workload, key, value)
+        workload.save()
+        self._write_children(workload, children)
+        return workload
+
+    @staticmethod
+    def _pop_children(validated_data) -> dict:
+        return {
+            key: validated_data.pop(key)
+            for key in ("volumes", "env_vars", "ports")
+            if key in validated_data
+        }
+
+    @staticmethod
+    def _write_children(workload: Workload, children: dict) -> None:
+        """Replace each given list wholesale; a list left out of a PATCH is kept."""
+        if "volumes" in children:
+            workload.volumes.all().delete()
+            VolumeMount.objects.bulk_create(
+                VolumeMount(workload=workload, **item) for item in children["volumes"]
+            )
+        if "env_vars" in children:
+            workload.env_vars.all().delete()
+            for item in children["env_vars"]:
+                env = EnvVar(workload=workload, name=item["name"])
+                env.set_value(item["value"], secret=item.get("is_secret", False))
+                env.save()
+        if "ports" in children:
+            workload.ports.all().delete()
+            PortMapping.objects.bulk_create(
+                PortMapping(workload=workload, **item) for item in children["ports"]
+            )
+
+
+class ContainerSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Container
+        fields = ["id", "docker_id", "name", "replica", "image_reference", "created", "removed"]
+
+
+class DeploySerializer(serializers.ModelSerializer):
+    user = serializers.CharField(source="user.get_username", read_only=True, default=None)
+    failure_message = serializers.CharField(read_only=True)
+    duration_seconds = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = DeployRecord
+        fields = [
+            "id", "url", "workload", "reason", "source_kind", "requested_reference",
+            "pinned_reference", "outcome", "failure_code", "failure_message", "user",
+            "created", "started", "finished", "duration_seconds",
+        ]
+
+    def get_duration_seconds(self, record: DeployRecord) -> float | None:
+        return record.duration.total_seconds() if record.duration else None
+
+    def get_url(self, record: DeployRecord) -> str:
+        return reverse("api:deploy-detail", args=[record.pk])

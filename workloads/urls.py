@@ -1,0 +1,10 @@
+from django.urls import path
+
+from workloads import views
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("workloads/<int:pk>/", views.workload_detail, name="workload-detail"),
+    path("workloads/<int:pk>/state", views.workload_state, name="workload-state"),
+    path("workloads/<int:pk>/deploy", views.workload_deploy, name="workload-deploy"),
+]
