@@ -79,10 +79,11 @@ def database_from_url(url: str, *, sqlite_default: Path) -> dict:
         }
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
-        path = Path(unquote(parsed.path))
-        if not parsed.path or parsed.path == "/":
-            raise ImproperlyConfigured("DATABASE_URL=sqlite:/// needs a file path.")
-        return database_from_url("", sqlite_default=path)
+        # sqlite:///abs/path.db (three slashes, then the absolute path)
+        path = "/" + unquote(parsed.path).lstrip("/")
+        if path == "/":
+            raise ImproperlyConfigured("DATABASE_URL=sqlite:/// needs an absolute file path.")
+        return database_from_url("", sqlite_default=Path(path))
     if parsed.scheme in {"postgres", "postgresql"}:
         name = unquote(parsed.path.lstrip("/"))
         if not name:
@@ -144,3 +145,12 @@ def encryption_key(data_dir: Path) -> str:
             "BERTH_ENCRYPTION_KEY is not a valid Fernet key (32 url-safe base64-encoded bytes)."
         ) from None
     return value
+
+
+def instance_id(data_dir: Path) -> str:
+    """This installation's id, generated once; labels its containers.
+
+    Two Berth installations (or a test run beside a real one) can share one
+    Docker engine: containers are found by workload id *and* instance id.
+    """
+    return _key_file(data_dir / "instance_id", lambda: secrets.token_hex(6))

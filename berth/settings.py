@@ -15,6 +15,7 @@ from berth.env import (
     envint,
     envlist,
     envstr,
+    instance_id,
     listen_address,
     secret_key,
 )
@@ -26,6 +27,7 @@ DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 SECRET_KEY = secret_key(DATA_DIR)
 BERTH_ENCRYPTION_KEY = encryption_key(DATA_DIR)
+BERTH_INSTANCE_ID = instance_id(DATA_DIR)
 DEBUG = envbool("BERTH_DEBUG", False)
 BERTH_LISTEN = listen_address("BERTH_LISTEN", "127.0.0.1:8000")
 ALLOWED_HOSTS = envlist("BERTH_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])

@@ -104,6 +104,11 @@ def _run(workload: Workload, record: DeployRecord) -> None:
     try:
         # Re-read: the configuration may have changed while the deploy was queued.
         workload.refresh_from_db()
+        if "@" not in record.requested_reference:
+            # A tag follows the configuration as it is now; a digest (rollback,
+            # restore) is replayed exactly as requested.
+            record.requested_reference = workload.image
+            record.save(update_fields=["requested_reference"])
         secrets = workload.secret_values()
         workload.mark_deploying()
         pinned = _resolve(workload, record)
@@ -142,7 +147,7 @@ def _resolve(workload: Workload, record: DeployRecord) -> str:
     credential = workload.registry_credential
     try:
         return runtime.pull(
-            record.requested_reference or workload.image,
+            record.requested_reference,
             username=credential.username if credential else "",
             password=credential.get_password() if credential else "",
         )
@@ -165,11 +170,10 @@ def _specs(workload: Workload, pinned: str, record: DeployRecord) -> list[runtim
             # A temporary name: the old containers still hold the final ones.
             name=f"{workload.container_name(n)}.deploy-{record.pk}",
             image=pinned,
-            labels={
-                runtime.WORKLOAD_LABEL: str(workload.pk),
-                runtime.REPLICA_LABEL: str(n),
-                runtime.DEPLOY_LABEL: str(record.pk),
-            },
+            labels=runtime.labels_for(
+                workload.pk,
+                **{runtime.REPLICA_LABEL: str(n), runtime.DEPLOY_LABEL: str(record.pk)},
+            ),
             environment=environment,
             ports=ports,
             binds=binds,

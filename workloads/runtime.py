@@ -25,6 +25,7 @@ from docker.utils import parse_repository_tag
 
 logger = logging.getLogger(__name__)
 
+INSTANCE_LABEL = "berth.instance"
 WORKLOAD_LABEL = "berth.workload"
 REPLICA_LABEL = "berth.replica"
 DEPLOY_LABEL = "berth.deploy"
@@ -154,10 +155,23 @@ def pull(reference: str, *, username: str = "", password: str = "") -> str:
     raise PullFailed(f"no repository digest for {repository} after pulling {reference}")
 
 
+def instance_label() -> str:
+    return f"{INSTANCE_LABEL}={settings.BERTH_INSTANCE_ID}"
+
+
+def labels_for(workload_id: int, **extra: str) -> dict[str, str]:
+    return {
+        INSTANCE_LABEL: settings.BERTH_INSTANCE_ID,
+        WORKLOAD_LABEL: str(workload_id),
+        **extra,
+    }
+
+
 def list_containers(workload_id: int) -> list[ContainerInfo]:
     with _translated(EngineError):
         found = _client().containers.list(
-            all=True, filters={"label": f"{WORKLOAD_LABEL}={workload_id}"}
+            all=True,
+            filters={"label": [instance_label(), f"{WORKLOAD_LABEL}={workload_id}"]},
         )
     return [ContainerInfo(c.id, c.name, c.status, dict(c.labels)) for c in found]
 
