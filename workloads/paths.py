@@ -7,8 +7,6 @@ capture and restore.
 from __future__ import annotations
 
 import os
-from pathlib import PurePosixPath
-
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext as _
@@ -34,7 +32,6 @@ def validate_source(scope: str, source: str) -> None:
         raise ValidationError(_("Unknown volume scope %(scope)s.") % {"scope": scope})
     if not source or "\x00" in source or "\\" in source:
         raise ValidationError(_("The volume source is empty or contains forbidden characters."))
-    parts = PurePosixPath(source).parts
     if ".." in source.split("/"):
         raise ValidationError(_("A volume source must not contain '..'."))
     if scope == SCOPE_ABSOLUTE:
@@ -50,8 +47,10 @@ def validate_source(scope: str, source: str) -> None:
                 _("A %(scope)s volume needs a path relative to its scope's directory.")
                 % {"scope": scope}
             )
-        if not parts or any(p in {"", "."} for p in source.split("/") if p != ""):
-            raise ValidationError(_("A volume source must name a directory."))
+        if any(part in {"", "."} for part in source.split("/")):
+            raise ValidationError(
+                _("A volume source must be a clean relative path (no empty or '.' parts).")
+            )
 
 
 def validate_target(target: str) -> None:

@@ -1,0 +1,95 @@
+"""Settings from the environment: strict readers that fail loudly."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from berth import env
+from tests.conftest import REPO_ROOT
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("1", True), ("yes", True), ("off", False), ("", False)]
+)
+def test_envbool_reads_booleans(monkeypatch, raw, expected):
+    monkeypatch.setenv("BERTH_X", raw)
+    assert env.envbool("BERTH_X", not expected) is expected
+
+
+def test_envbool_fails_loudly(monkeypatch):
+    monkeypatch.setenv("BERTH_X", "maybe")
+    with pytest.raises(ImproperlyConfigured, match="BERTH_X"):
+        env.envbool("BERTH_X", False)
+
+
+def test_envint_fails_loudly(monkeypatch):
+    monkeypatch.setenv("BERTH_X", "ten")
+    with pytest.raises(ImproperlyConfigured, match="BERTH_X"):
+        env.envint("BERTH_X", 1)
+    monkeypatch.setenv("BERTH_X", "0")
+    with pytest.raises(ImproperlyConfigured, match="at least 1"):
+        env.envint("BERTH_X", 1, minimum=1)
+
+
+@pytest.mark.parametrize(
+    "raw", ["8000", "127.0.0.1", "host:port", "127.0.0.1:0", ":8000", "h:70000"]
+)
+def test_listen_address_fails_loudly(monkeypatch, raw):
+    monkeypatch.setenv("BERTH_LISTEN", raw)
+    with pytest.raises(ImproperlyConfigured, match="BERTH_LISTEN"):
+        env.listen_address("BERTH_LISTEN", "127.0.0.1:8000")
+
+
+def test_listen_address_reads_host_and_port(monkeypatch):
+    monkeypatch.setenv("BERTH_LISTEN", "[::1]:9000")
+    assert env.listen_address("BERTH_LISTEN", "x") == ("::1", 9000)
+
+
+def test_database_url_defaults_to_sqlite_in_the_data_dir(tmp_path):
+    db = env.database_from_url("", sqlite_default=tmp_path / "berth.sqlite3")
+    assert db["ENGINE"] == "django.db.backends.sqlite3"
+    assert db["NAME"] == str(tmp_path / "berth.sqlite3")
+
+
+def test_database_url_reads_postgres():
+    db = env.database_from_url("postgres://u:p%40ss@db.example:6543/berth", sqlite_default=None)
+    assert (db["ENGINE"], db["NAME"], db["USER"], db["PASSWORD"], db["HOST"], db["PORT"]) == (
+        "django.db.backends.postgresql", "berth", "u", "p@ss", "db.example", "6543"
+    )
+
+
+@pytest.mark.parametrize("url", ["mysql://u@h/db", "postgres://u@h/", "sqlite:///"])
+def test_database_url_fails_loudly(url):
+    with pytest.raises(ImproperlyConfigured):
+        env.database_from_url(url, sqlite_default=None)
+
+
+def test_secret_key_is_generated_once_with_mode_0600(tmp_path, monkeypatch):
+    monkeypatch.delenv("BERTH_SECRET_KEY", raising=False)
+    first = env.secret_key(tmp_path)
+    assert len(first) >= 50
+    assert env.secret_key(tmp_path) == first
+    assert stat.S_IMODE(os.stat(tmp_path / "secret_key").st_mode) == 0o600
+
+
+def test_secret_key_from_the_environment_must_be_long(tmp_path, monkeypatch):
+    monkeypatch.setenv("BERTH_SECRET_KEY", "short")
+    with pytest.raises(ImproperlyConfigured, match="BERTH_SECRET_KEY"):
+        env.secret_key(tmp_path)
+    assert not (tmp_path / "secret_key").exists()
+
+
+def test_a_bad_value_stops_django_at_start_up(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=False,
+        env=os.environ | {"BERTH_DATA_DIR": str(tmp_path), "BERTH_DEBUG": "perhaps"},
+    )
+    assert result.returncode != 0
+    assert "BERTH_DEBUG='perhaps' is not a boolean" in result.stderr

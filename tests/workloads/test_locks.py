@@ -1,0 +1,121 @@
+"""The per-workload lock, across real processes (PostgreSQL advisory lock or flock)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.test import override_settings
+
+from tests.conftest import REPO_ROOT, child_env
+from workloads import deployer, locks
+from workloads.models import DeployRecord
+
+HOLD_SECONDS = 1.0
+
+# A child process: wait for the go file, take the lock, hold it, report when.
+CHILD = """
+import json, os, sys, time
+import django
+django.setup()
+from workloads.locks import workload_lock
+workload_id, go, hold = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+while not os.path.exists(go):
+    time.sleep(0.01)
+with workload_lock(workload_id, timeout=60):
+    acquired = time.time()
+    print("locked", flush=True)
+    time.sleep(hold)
+    released = time.time()
+print(json.dumps([acquired, released]), flush=True)
+"""
+
+
+def spawn(workload_id: int, go: Path, hold: float = HOLD_SECONDS) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(workload_id), str(go), str(hold)],
+        cwd=REPO_ROOT, env=child_env() | {"DJANGO_SETTINGS_MODULE": "berth.settings"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def intervals(children: list[subprocess.Popen]) -> list[tuple[float, float]]:
+    result = []
+    for child in children:
+        out, err = child.communicate(timeout=90)
+        assert child.returncode == 0, err
+        result.append(tuple(json.loads(out.strip().splitlines()[-1])))
+    return sorted(result)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_serializes_two_processes_on_one_workload(tmp_path):
+    go = tmp_path / "go"
+    children = [spawn(7001, go), spawn(7001, go)]
+    go.touch()
+    (a_start, a_end), (b_start, b_end) = intervals(children)
+    assert b_start >= a_end, "the second process got the lock while the first held it"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_does_not_serialize_different_workloads(tmp_path):
+    go = tmp_path / "go"
+    children = [spawn(7002, go), spawn(7003, go)]
+    go.touch()
+    (a_start, a_end), (b_start, b_end) = intervals(children)
+    assert b_start < a_end, "different workloads waited for each other"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_times_out_and_try_variant_fails_at_once(tmp_path):
+    go = tmp_path / "go"
+    go.touch()
+    holder = spawn(7004, go, hold=5.0)
+    assert holder.stdout.readline().strip() == "locked"
+    try:
+        started = time.monotonic()
+        with pytest.raises(locks.LockTimeout), locks.try_workload_lock(7004):
+            pass
+        with pytest.raises(locks.LockTimeout), locks.workload_lock(7004, timeout=0.3):
+            pass
+        assert time.monotonic() - started < 4, "the try variant or the timeout blocked"
+    finally:
+        holder.kill()
+        holder.wait()
+    # Once the holder is gone (killed: its lock dies with it), the lock is free.
+    with locks.workload_lock(7004, timeout=10):
+        assert locks.is_held(7004)
+    assert not locks.is_held(7004)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_refuses_to_reenter_and_tracks_what_is_held():
+    with locks.workload_lock(7005):
+        locks.assert_held(7005)
+        with pytest.raises(RuntimeError), locks.workload_lock(7005):
+            pass
+    with pytest.raises(locks.LockNotHeld):
+        locks.assert_held(7005)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_dispatch_waits_for_the_lock_held_by_another_process(tmp_path, make_workload):
+    """dispatch() takes the same lock: while another process holds it, a deploy times out."""
+    workload = make_workload()
+    go = tmp_path / "go"
+    go.touch()
+    holder = spawn(workload.pk, go, hold=5.0)
+    assert holder.stdout.readline().strip() == "locked"
+    try:
+        with override_settings(BERTH_DEPLOY_LOCK_TIMEOUT=1):
+            record = deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert record.outcome == DeployRecord.Outcome.FAILED
+    assert record.failure_code == DeployRecord.Failure.LOCK_TIMEOUT
+    assert not workload.containers.exists()
