@@ -7,6 +7,7 @@ capture and restore.
 from __future__ import annotations
 
 import os
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext as _

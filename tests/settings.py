@@ -1,0 +1,26 @@
+"""The test suite's settings: Berth's one settings module, read with a test environment.
+
+pytest-django imports settings before any conftest runs, so the environment
+is set here, up front: tasks run synchronously (django-q2 reads Q_CLUSTER at
+import) and everything is written to a data dir of this run's own, whose
+instance id starts with "test-" so leftovers of a killed run can be told from
+a real installation's containers.
+"""
+
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+os.environ["BERTH_TASKS_SYNC"] = "1"
+os.environ.setdefault("BERTH_DEPLOY_LOCK_TIMEOUT", "60")
+if "BERTH_TEST_DATA_DIR" not in os.environ:
+    os.environ["BERTH_TEST_DATA_DIR"] = tempfile.mkdtemp(prefix="berth-test-")
+    os.environ["BERTH_TEST_DATA_DIR_CREATED"] = "1"
+_data_dir = Path(os.environ["BERTH_TEST_DATA_DIR"])
+os.environ["BERTH_DATA_DIR"] = str(_data_dir)
+_instance = _data_dir / "instance_id"
+if not _instance.exists():
+    _instance.write_text(f"test-{secrets.token_hex(4)}")
+
+from berth.settings import *  # noqa: E402, F403
