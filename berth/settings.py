@@ -4,6 +4,7 @@ Each variable is documented in README.md ("Configuration"). Bad values stop
 Berth at start-up with a message naming the variable (see berth/env.py).
 """
 
+import os
 from pathlib import Path
 
 from django.utils.translation import gettext_lazy as _
@@ -123,7 +124,13 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
-if DEBUG:
+# The hashed, compressed storage reads the manifest that `collectstatic` writes
+# (`make run` runs it). Development and the test suite have no manifest: they
+# use the plain storage, whose unhashed URLs runserver and pytest-django's
+# live_server serve through the staticfiles finders. pytest sets PYTEST_VERSION
+# before Django loads (the check django-debug-toolbar's docs use).
+TESTING = "PYTEST_VERSION" in os.environ
+if DEBUG or TESTING:
     STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
 
 SESSION_COOKIE_HTTPONLY = True
@@ -181,6 +188,7 @@ if BERTH_REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
+BERTH_DEPLOY_HISTORY_KEEP = envint("BERTH_DEPLOY_HISTORY_KEEP", 50, minimum=1)
 BERTH_DEPLOY_LOCK_TIMEOUT = envint("BERTH_DEPLOY_LOCK_TIMEOUT", 900, minimum=1)
 BERTH_DOCKER_TIMEOUT = envint("BERTH_DOCKER_TIMEOUT", 120, minimum=5)
 

@@ -45,19 +45,23 @@ class DeployError(Exception):
 
 def request_deploy(
     *, workload: Workload, reason: str, user: AbstractBaseUser | None = None,
-    reference: str = "",
+    reference: str = "", rolled_back_from: DeployRecord | None = None,
 ) -> DeployRecord:
     """Queue a deploy on the task worker; returns the queued ledger row to follow."""
     from workloads import tasks
 
-    record = _new_record(workload, reason, user, reference)
+    record = DeployRecord.open(
+        workload=workload, reason=reason, user=user, reference=reference,
+        rolled_back_from=rolled_back_from,
+    )
     transaction.on_commit(lambda: tasks.enqueue_deploy(record.pk))
     return record
 
 
 def dispatch(
     *, workload: Workload, reason: str, user: AbstractBaseUser | None = None,
-    reference: str = "", record: DeployRecord | None = None,
+    reference: str = "", rolled_back_from: DeployRecord | None = None,
+    record: DeployRecord | None = None,
 ) -> DeployRecord:
     """Deploy `workload` under its lock and return the finished ledger row.
 
@@ -66,7 +70,10 @@ def dispatch(
     `record` is a queued row from request_deploy(); if another worker has
     already claimed it, it is returned untouched.
     """
-    record = record or _new_record(workload, reason, user, reference)
+    record = record or DeployRecord.open(
+        workload=workload, reason=reason, user=user, reference=reference,
+        rolled_back_from=rolled_back_from,
+    )
     if not record.claim():
         return record
     try:
@@ -83,19 +90,57 @@ def dispatch_locked(
 ) -> DeployRecord:
     """dispatch() for a caller that already holds the workload's lock (restore)."""
     locks.assert_held(workload.pk)
-    record = _new_record(workload, reason, user, reference)
+    record = DeployRecord.open(workload=workload, reason=reason, user=user, reference=reference)
     record.claim()
     _run(workload, record)
     return record
 
 
-def _new_record(workload, reason, user, reference) -> DeployRecord:
-    return DeployRecord.objects.create(
-        workload=workload,
-        reason=reason,
-        source_kind=workload.source_kind,
-        requested_reference=reference or workload.image,
-        user=user if user and user.is_authenticated else None,
+class RollbackRefused(Exception):
+    """The chosen deploy cannot be rolled back to; the message says why."""
+
+
+def rollback_target(*, workload: Workload, deploy_id: int) -> DeployRecord:
+    """The workload's own deploy `deploy_id`, checked to be a valid rollback target.
+
+    Raises DeployRecord.DoesNotExist for a deploy of another workload (so it
+    is indistinguishable from one that does not exist) and RollbackRefused
+    when the deploy exists but cannot be replayed.
+    """
+    target = workload.deploys.get(pk=deploy_id)
+    if target.source_kind != Workload.SourceKind.IMAGE:
+        raise RollbackRefused(_("Rolling back a git-built workload is not supported yet."))
+    if target.outcome != DeployRecord.Outcome.SUCCEEDED:
+        raise RollbackRefused(
+            _("Deploy #%(id)d did not succeed; only a successful deploy can be rolled back to.")
+            % {"id": target.pk}
+        )
+    if not target.pinned_reference:
+        raise RollbackRefused(
+            _("Deploy #%(id)d has no pinned reference to roll back to.") % {"id": target.pk}
+        )
+    return target
+
+
+def request_rollback(
+    *, workload: Workload, deploy_id: int, user: AbstractBaseUser | None = None
+) -> DeployRecord:
+    """Queue a deploy of an earlier successful deploy's pinned reference."""
+    target = rollback_target(workload=workload, deploy_id=deploy_id)
+    return request_deploy(
+        workload=workload, reason=DeployRecord.Reason.ROLLBACK, user=user,
+        reference=target.pinned_reference, rolled_back_from=target,
+    )
+
+
+def rollback(
+    *, workload: Workload, deploy_id: int, user: AbstractBaseUser | None = None
+) -> DeployRecord:
+    """Roll back now, in this process (the `rollback` command)."""
+    target = rollback_target(workload=workload, deploy_id=deploy_id)
+    return dispatch(
+        workload=workload, reason=DeployRecord.Reason.ROLLBACK, user=user,
+        reference=target.pinned_reference, rolled_back_from=target,
     )
 
 

@@ -147,7 +147,10 @@ class Workload(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["stage", "slug"], name="workload_slug_unique_in_stage")
         ]
-        permissions = [("deploy_workload", _("Can deploy workloads"))]
+        permissions = [
+            ("deploy_workload", _("Can deploy workloads")),
+            ("rollback_workload", _("Can roll workloads back to an earlier deploy")),
+        ]
 
     def __str__(self) -> str:
         return f"{self.stage.project.slug}/{self.stage.slug}/{self.slug}"
@@ -398,6 +401,15 @@ class DeployRecord(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, verbose_name=_("user")
     )
+    rolled_back_from = models.ForeignKey(
+        "self",
+        models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="rollbacks",
+        verbose_name=_("rolled back to deploy"),
+        help_text=_("The earlier deploy whose pinned reference this rollback replayed."),
+    )
     created = models.DateTimeField(_("requested"), default=timezone.now)
     started = models.DateTimeField(_("started"), null=True, blank=True)
     finished = models.DateTimeField(_("finished"), null=True, blank=True)
@@ -410,6 +422,51 @@ class DeployRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.workload} #{self.pk} ({self.outcome})"
+
+    @classmethod
+    def open(
+        cls, *, workload: Workload, reason: str, user=None, reference: str = "",
+        rolled_back_from: DeployRecord | None = None,
+    ) -> DeployRecord:
+        """Add a queued record and prune the workload's history to the newest N.
+
+        One transaction, so the ledger never holds more than
+        BERTH_DEPLOY_HISTORY_KEEP rows of a workload, not even for a moment.
+        """
+        with transaction.atomic():
+            record = cls.objects.create(
+                workload=workload,
+                reason=reason,
+                source_kind=workload.source_kind,
+                requested_reference=reference or workload.image,
+                user=user if user is not None and user.is_authenticated else None,
+                rolled_back_from=rolled_back_from,
+            )
+            stale = (
+                cls.objects.filter(workload=workload)
+                .order_by("-created", "-id")
+                .values_list("pk", flat=True)[settings.BERTH_DEPLOY_HISTORY_KEEP:]
+            )
+            cls.objects.filter(pk__in=list(stale)).delete()
+        return record
+
+    @property
+    def short_reference(self) -> str:
+        """`repo@sha256:0123456789ab` for a pinned reference, else the requested one."""
+        reference = self.pinned_reference or self.requested_reference
+        repo, at, digest = reference.partition("@")
+        if not at:
+            return reference
+        algorithm, _colon, value = digest.partition(":")
+        return f"{repo.rsplit('/', 1)[-1]}@{algorithm}:{value[:12]}"
+
+    @property
+    def can_be_rolled_back_to(self) -> bool:
+        return (
+            self.outcome == self.Outcome.SUCCEEDED
+            and bool(self.pinned_reference)
+            and self.source_kind == Workload.SourceKind.IMAGE
+        )
 
     @property
     def failure_message(self) -> str:
