@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -27,10 +28,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def _docker_unavailable_reason() -> str | None:
     if not runtime.engine_status().reachable:
         return "no Docker engine answers (run `make services` as root)"
-    try:
-        urllib.request.urlopen(f"http://{images.REGISTRY}/v2/", timeout=3)  # noqa: S310
-    except OSError:
-        return f"no registry on {images.REGISTRY} (run `make services` as root)"
+    for registry in (images.REGISTRY, images.AUTH_REGISTRY):
+        try:
+            urllib.request.urlopen(f"http://{registry}/v2/", timeout=3)  # noqa: S310
+        except urllib.error.HTTPError as exc:
+            if exc.code != 401:  # the auth registry answers 401 without credentials
+                return f"the registry on {registry} answers {exc.code}"
+        except OSError:
+            return f"no registry on {registry} (run `make services` as root)"
     return None
 
 

@@ -1,0 +1,137 @@
+"""The deploy ledger: a row for every dispatch, pruned, cascaded, and rollback by digest."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import override_settings
+
+from tests.conftest import container_image_digest, move_current_tag, registry_digest
+from tests.fixtures import images
+from workloads import deployer, locks, runtime
+from workloads.models import DeployRecord, Workload
+
+pytestmark = pytest.mark.django_db(transaction=True)
+Reason, Outcome, Failure = DeployRecord.Reason, DeployRecord.Outcome, DeployRecord.Failure
+
+
+def running_digest(workload: Workload) -> str:
+    [container] = runtime.list_containers(workload.pk)
+    assert container.running
+    return container_image_digest(container.id)
+
+
+@pytest.mark.parametrize("reason", [Reason.MANUAL, Reason.API, Reason.AUTO])
+def test_it_records_success_with_times_and_the_pinned_reference(
+    docker, current_tag, workload, reason
+):
+    record = deployer.dispatch(workload=workload, reason=reason)
+
+    record.refresh_from_db()
+    assert (record.reason, record.outcome, record.failure_code) == (reason, Outcome.SUCCEEDED, "")
+    assert record.source_kind == Workload.SourceKind.IMAGE
+    assert record.requested_reference == images.HTTPD_CURRENT
+    assert record.pinned_reference == f"{images.HTTPD}@{registry_digest(images.HTTPD_V1)}"
+    assert record.created <= record.started <= record.finished
+    assert record.duration.total_seconds() >= 0
+
+
+def test_it_records_a_restore_redeploy_from_the_lock_held_variant(docker, current_tag, workload):
+    with locks.workload_lock(workload.pk):
+        record = deployer.dispatch_locked(workload=workload, reason=Reason.RESTORE)
+    assert (record.reason, record.outcome) == (Reason.RESTORE, Outcome.SUCCEEDED)
+
+
+@pytest.mark.parametrize(
+    ("image", "code"),
+    [
+        (f"{images.HTTPD}:no-such-tag", Failure.PULL_FAILED),
+        ("127.0.0.1:5999/nobody/home:v1", Failure.PULL_FAILED),
+    ],
+)
+def test_it_records_failures_as_a_code_and_a_fixed_message(docker, make_workload, image, code):
+    workload = make_workload(image=image)
+
+    record = deployer.dispatch(workload=workload, reason=Reason.MANUAL)
+
+    record.refresh_from_db()
+    assert (record.outcome, record.failure_code) == (Outcome.FAILED, code)
+    assert record.failure_message == Failure(code).label
+    assert record.finished is not None
+    assert record.pinned_reference == ""
+
+
+def test_the_command_records_its_deploys_and_rollbacks(docker, current_tag, workload):
+    call_command("deploy", str(workload.pk), stdout=io.StringIO())
+    first = workload.deploys.get()
+    call_command("rollback", str(workload.pk), str(first.pk), stdout=io.StringIO())
+
+    rows = list(workload.deploys.order_by("id").values_list("reason", "outcome"))
+    assert rows == [(Reason.MANUAL, Outcome.SUCCEEDED), (Reason.ROLLBACK, Outcome.SUCCEEDED)]
+
+
+def test_it_keeps_exactly_the_newest_n(workload, make_workload):
+    other = make_workload()
+    DeployRecord.open(workload=other, reason=Reason.MANUAL)
+    with override_settings(BERTH_DEPLOY_HISTORY_KEEP=3):
+        opened = [DeployRecord.open(workload=workload, reason=Reason.MANUAL) for _ in range(5)]
+
+    kept = list(workload.deploys.order_by("id").values_list("pk", flat=True))
+    assert kept == [r.pk for r in opened[-3:]]
+    assert other.deploys.count() == 1  # another workload's history is not touched
+
+
+def test_the_history_is_deleted_with_the_workload(workload):
+    first = DeployRecord.open(workload=workload, reason=Reason.MANUAL)
+    DeployRecord.open(workload=workload, reason=Reason.ROLLBACK, rolled_back_from=first)
+    workload.delete()
+    assert not DeployRecord.objects.exists()
+
+
+def test_a_real_rollback_runs_the_first_digest_after_the_tag_moved(docker, current_tag, workload):
+    first = deployer.dispatch(workload=workload, reason=Reason.MANUAL)
+    v1 = f"{images.HTTPD}@{registry_digest(images.HTTPD_V1)}"
+    assert first.pinned_reference == v1
+    move_current_tag("v2")
+    second = deployer.dispatch(workload=workload, reason=Reason.MANUAL)
+    assert running_digest(workload) == second.pinned_reference != v1
+
+    rolled = deployer.rollback(workload=workload, deploy_id=first.pk)
+
+    assert (rolled.reason, rolled.outcome) == (Reason.ROLLBACK, Outcome.SUCCEEDED)
+    assert rolled.rolled_back_from_id == first.pk
+    assert rolled.requested_reference == rolled.pinned_reference == v1
+    assert running_digest(workload) == v1
+    workload.refresh_from_db()
+    assert workload.running_reference == v1
+
+
+def test_rollback_guards(workload, make_workload):
+    other = make_workload()
+    foreign = DeployRecord.open(workload=other, reason=Reason.MANUAL)
+    foreign.claim()
+    foreign.succeed(f"{images.HTTPD}@sha256:{'a' * 64}")
+    failed = DeployRecord.open(workload=workload, reason=Reason.MANUAL)
+    failed.claim()
+    failed.fail(Failure.PULL_FAILED)
+    unpinned = DeployRecord.open(workload=workload, reason=Reason.MANUAL)
+    DeployRecord.objects.filter(pk=unpinned.pk).update(outcome=Outcome.SUCCEEDED)
+    git = DeployRecord.open(workload=workload, reason=Reason.MANUAL)
+    DeployRecord.objects.filter(pk=git.pk).update(
+        outcome=Outcome.SUCCEEDED, source_kind="git", pinned_reference="0" * 40
+    )
+    before = DeployRecord.objects.count()
+
+    with pytest.raises(DeployRecord.DoesNotExist):
+        deployer.rollback_target(workload=workload, deploy_id=foreign.pk)
+    with pytest.raises(deployer.RollbackRefused, match="did not succeed"):
+        deployer.rollback_target(workload=workload, deploy_id=failed.pk)
+    with pytest.raises(deployer.RollbackRefused, match="no pinned reference"):
+        deployer.rollback_target(workload=workload, deploy_id=unpinned.pk)
+    with pytest.raises(deployer.RollbackRefused, match="git"):
+        deployer.rollback_target(workload=workload, deploy_id=git.pk)
+    with pytest.raises(CommandError, match="has no deploy"):
+        call_command("rollback", str(workload.pk), str(foreign.pk), stdout=io.StringIO())
+    assert DeployRecord.objects.count() == before
