@@ -4,7 +4,6 @@ Each variable is documented in README.md ("Configuration"). Bad values stop
 Berth at start-up with a message naming the variable (see berth/env.py).
 """
 
-import os
 from pathlib import Path
 
 from django.utils.translation import gettext_lazy as _
@@ -124,13 +123,9 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
-# The hashed, compressed storage reads the manifest that `collectstatic` writes
-# (`make run` runs it). Development and the test suite have no manifest: they
-# use the plain storage, whose unhashed URLs runserver and pytest-django's
-# live_server serve through the staticfiles finders. pytest sets PYTEST_VERSION
-# before Django loads (the check django-debug-toolbar's docs use).
-TESTING = "PYTEST_VERSION" in os.environ
-if DEBUG or TESTING:
+if DEBUG:
+    # runserver serves unhashed static files through the finders; the hashed,
+    # compressed storage needs the manifest `collectstatic` writes.
     STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
 
 SESSION_COOKIE_HTTPONLY = True

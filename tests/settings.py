@@ -24,3 +24,10 @@ if not _instance.exists():
     _instance.write_text(f"test-{secrets.token_hex(4)}")
 
 from berth.settings import *  # noqa: E402, F403
+
+# The test suite has no collectstatic manifest: the plain storage, whose
+# unhashed URLs pytest-django's live_server serves through the finders.
+STORAGES["staticfiles"] = {  # noqa: F405
+    "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+}
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405 - whitenoise warns without it

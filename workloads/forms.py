@@ -46,10 +46,14 @@ class EnvVarForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        marked_secret = self.is_bound and self.data.get(self.add_prefix("is_secret"))
         if self.instance.pk and self.instance.is_secret:
             self.initial["value"] = ""
-            self.fields["value"].widget = forms.PasswordInput(render_value=False)
             self.fields["value"].help_text = KEEP_HELP
+        if marked_secret or (self.instance.pk and self.instance.is_secret):
+            # Never render a secret back, not even the one just typed into a
+            # form that comes back with errors.
+            self.fields["value"].widget = forms.PasswordInput(render_value=False)
 
     def save(self, commit: bool = True):
         env = self.instance

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required, permission_required
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from workloads import deployer, runtime
-from workloads.models import DeployRecord, Workload
+from workloads.models import DeployRecord, VolumeMount, Workload
 
 
 def _get_workload(pk: int) -> Workload:
@@ -17,9 +18,30 @@ def _get_workload(pk: int) -> Workload:
 
 
 def _state_context(workload: Workload) -> dict:
+    """What the state panel and the events list show; `busy` while a deploy is unfinished."""
     last = workload.deploys.select_related("user").first()
-    busy = last is not None and not last.is_finished
-    return {"workload": workload, "last_deploy": last, "busy": busy}
+    return {
+        "workload": workload,
+        "last_deploy": last,
+        "busy": last is not None and not last.is_finished,
+        "containers": workload.containers.live(),
+        "events": workload.events.select_related("user")[:20],
+    }
+
+
+def _volume_rows(workload: Workload) -> list[tuple[VolumeMount, str | None]]:
+    """Each volume with its host path, or None where the path no longer resolves safely.
+
+    A symlink planted in a volume's directory, or a changed data dir, makes
+    host_path() refuse; the page shows that volume as invalid instead of failing.
+    """
+    rows: list[tuple[VolumeMount, str | None]] = []
+    for volume in workload.volumes.all():
+        try:
+            rows.append((volume, volume.host_path()))
+        except ValidationError:
+            rows.append((volume, None))
+    return rows
 
 
 @require_GET
@@ -40,9 +62,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 def workload_detail(request: HttpRequest, pk: int) -> HttpResponse:
     workload = _get_workload(pk)
     context = _state_context(workload) | {
-        "containers": workload.containers.live(),
-        "volumes": workload.volumes.all(),
-        "events": workload.events.select_related("user")[:20],
+        "volumes": _volume_rows(workload),
         "engine": runtime.engine_status(),
     }
     return render(request, "workloads/detail.html", context)
@@ -52,10 +72,13 @@ def workload_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @permission_required("workloads.view_workload", raise_exception=True)
 def workload_state(request: HttpRequest, pk: int) -> HttpResponse:
-    """The state panel; polled while a deploy runs, told to stop once it has finished."""
+    """The state panel (and the events list, out of band).
+
+    Polled while a deploy runs; an HTMX poll is told to stop (286) once it has finished.
+    """
     workload = _get_workload(pk)
-    context = _state_context(workload) | {"containers": workload.containers.live()}
-    response = render(request, "workloads/detail.html#state-panel", context)
+    context = _state_context(workload)
+    response = render(request, "workloads/detail.html#state-update", context)
     if request.htmx and not context["busy"]:
         response.status_code = HttpResponseStopPolling.status_code
     return response
@@ -70,5 +93,4 @@ def workload_deploy(request: HttpRequest, pk: int) -> HttpResponse:
     if not request.htmx:
         return redirect("workload-detail", pk=pk)
     workload.refresh_from_db()
-    context = _state_context(workload) | {"containers": workload.containers.live()}
-    return render(request, "workloads/detail.html#state-panel", context)
+    return render(request, "workloads/detail.html#state-update", _state_context(workload))
