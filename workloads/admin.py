@@ -134,7 +134,7 @@ class WorkloadAdmin(admin.ModelAdmin):
 
 @admin.register(EventLog)
 class EventLogAdmin(admin.ModelAdmin):
-    list_display = ["created", "workload", "level", "message", "user"]
+    list_display = ["created", "workload", "level", "text", "user"]
     list_select_related = ["workload__stage__project", "user"]
     list_filter = ["level"]
     date_hierarchy = "created"

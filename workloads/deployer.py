@@ -23,7 +23,9 @@ import traceback
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import translation
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from workloads import locks, runtime
 from workloads.models import Container, DeployRecord, EventLog, Workload
@@ -173,8 +175,8 @@ def _run(workload: Workload, record: DeployRecord) -> None:
         EventLog.objects.create(
             workload=workload,
             user=record.user,
-            message=_("Deployed %(reference)s (%(replicas)d container(s)).")
-            % {"reference": pinned, "replicas": len(new)},
+            message=gettext_noop("Deployed %(reference)s (replicas: %(replicas)d)."),
+            params={"reference": pinned, "replicas": len(new)},
         )
 
 
@@ -293,6 +295,12 @@ def _best_effort(step, *args) -> bool:
     return True
 
 
+def _untranslated(label) -> str:
+    """A lazy label's English source text, to store and translate when shown."""
+    with translation.override(None):
+        return str(label)
+
+
 def _record_failure(
     workload: Workload, record: DeployRecord, exc: DeployError, secrets: list[str]
 ) -> None:
@@ -307,5 +315,6 @@ def _record_failure(
             workload=workload,
             user=record.user,
             level=EventLog.Level.ERROR,
-            message=_("Deploy failed: %(reason)s") % {"reason": Failure(exc.code).label},
+            message=gettext_noop("Deploy failed: %(reason)s"),
+            params={"reason": _untranslated(Failure(exc.code).label)},
         )

@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models, transaction
 from django.utils import timezone
+from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
 from workloads import crypto, paths
@@ -97,7 +98,7 @@ class Workload(models.Model):
     class State(models.TextChoices):
         NEW = "new", _("Never deployed")
         DEPLOYING = "deploying", _("Deploying")
-        RUNNING = "running", _("Running")
+        RUNNING = "running", pgettext_lazy("workload state", "Running")
         FAILED = "failed", _("Last deploy failed")
 
     stage = models.ForeignKey(
@@ -370,7 +371,7 @@ class DeployRecord(models.Model):
 
     class Outcome(models.TextChoices):
         QUEUED = "queued", _("Queued")
-        RUNNING = "running", _("Running")
+        RUNNING = "running", pgettext_lazy("deploy outcome", "Running")
         SUCCEEDED = "succeeded", _("Succeeded")
         FAILED = "failed", _("Failed")
 
@@ -507,7 +508,13 @@ class DeployRecord(models.Model):
 
 
 class EventLog(models.Model):
-    """Free text for people ("deployed v1.4", "deploy failed"); not a ledger."""
+    """Free text for people ("deployed v1.4", "deploy failed"); not a ledger.
+
+    `message` is the English source text, marked with gettext_noop where it is
+    written, and `params` its values: the text is translated when it is shown,
+    in the reader's language, not in whatever language the writer (often the
+    task worker) had active.
+    """
 
     class Level(models.TextChoices):
         INFO = "info", _("Info")
@@ -519,6 +526,7 @@ class EventLog(models.Model):
     )
     level = models.CharField(_("level"), max_length=10, choices=Level, default=Level.INFO)
     message = models.TextField(_("message"))
+    params = models.JSONField(_("parameters"), default=dict, blank=True)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, verbose_name=_("user")
     )
@@ -530,4 +538,21 @@ class EventLog(models.Model):
         verbose_name_plural = _("events")
 
     def __str__(self) -> str:
-        return self.message
+        return self.text
+
+    @property
+    def text(self) -> str:
+        """The message in the active language.
+
+        String parameters are looked up in the catalogue too, so a parameter
+        that is itself a message (a failure's fixed text) is translated; one
+        that is not (a digest) comes back unchanged.
+        """
+        params = {
+            key: gettext(value) if isinstance(value, str) else value
+            for key, value in self.params.items()
+        }
+        try:
+            return gettext(self.message) % params if params else gettext(self.message)
+        except (KeyError, TypeError, ValueError):
+            return self.message

@@ -30,7 +30,9 @@ def volumes_root() -> str:
 def validate_source(scope: str, source: str) -> None:
     """Raise ValidationError unless `source` is acceptable for `scope`."""
     if scope not in SUPPORTED_SCOPES:
-        raise ValidationError(_("Unknown volume scope %(scope)s.") % {"scope": scope})
+        raise ValidationError(
+            _("Unknown volume scope %(scope)s (use absolute, stage or project).") % {"scope": scope}
+        )
     if not source or "\x00" in source or "\\" in source:
         raise ValidationError(_("The volume source is empty or contains forbidden characters."))
     if ".." in source.split("/"):
@@ -45,8 +47,7 @@ def validate_source(scope: str, source: str) -> None:
     else:
         if source.startswith("/"):
             raise ValidationError(
-                _("A %(scope)s volume needs a path relative to its scope's directory.")
-                % {"scope": scope}
+                _("A stage or project volume needs a path relative to its directory.")
             )
         if any(part in {"", "."} for part in source.split("/")):
             raise ValidationError(

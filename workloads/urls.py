@@ -7,4 +7,5 @@ urlpatterns = [
     path("workloads/<int:pk>/", views.workload_detail, name="workload-detail"),
     path("workloads/<int:pk>/state", views.workload_state, name="workload-state"),
     path("workloads/<int:pk>/deploy", views.workload_deploy, name="workload-deploy"),
+    path("workloads/<int:pk>/rollback", views.workload_rollback, name="workload-rollback"),
 ]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from django import forms
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import ValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
@@ -17,13 +19,24 @@ def _get_workload(pk: int) -> Workload:
     return get_object_or_404(Workload.objects.with_parents(), pk=pk)
 
 
+HISTORY_ROWS = 20
+
+
 def _state_context(workload: Workload) -> dict:
-    """What the state panel and the events list show; `busy` while a deploy is unfinished."""
-    last = workload.deploys.select_related("user").first()
+    """What the state panel, the deploy history and the events list show.
+
+    `busy` while a deploy is unfinished; `current_deploy` is the newest
+    successful one — the rows before it are the ones to roll back to.
+    """
+    deploys = list(workload.deploys.select_related("user", "rolled_back_from")[:HISTORY_ROWS])
+    last = deploys[0] if deploys else None
+    current = next((d for d in deploys if d.outcome == DeployRecord.Outcome.SUCCEEDED), None)
     return {
         "workload": workload,
         "last_deploy": last,
         "busy": last is not None and not last.is_finished,
+        "deploys": deploys,
+        "current_deploy": current,
         "containers": workload.containers.live(),
         "events": workload.events.select_related("user")[:20],
     }
@@ -94,3 +107,34 @@ def workload_deploy(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect("workload-detail", pk=pk)
     workload.refresh_from_db()
     return render(request, "workloads/detail.html#state-update", _state_context(workload))
+
+
+class RollbackForm(forms.Form):
+    deploy_id = forms.IntegerField(min_value=1)
+
+
+@require_POST
+@login_required
+@permission_required("workloads.rollback_workload", raise_exception=True)
+def workload_rollback(request: HttpRequest, pk: int) -> HttpResponse:
+    """Queue a rollback to an earlier deploy; answers with the refreshed panels."""
+    workload = _get_workload(pk)
+    form = RollbackForm(request.POST)
+    if not form.is_valid():
+        return HttpResponseBadRequest(form.errors.as_text())
+    error = ""
+    try:
+        deployer.request_rollback(
+            workload=workload, deploy_id=form.cleaned_data["deploy_id"], user=request.user
+        )
+    except DeployRecord.DoesNotExist:
+        raise Http404 from None
+    except deployer.RollbackRefused as exc:
+        error = str(exc)
+    if not request.htmx:
+        if error:
+            messages.error(request, error)
+        return redirect("workload-detail", pk=pk)
+    workload.refresh_from_db()
+    context = _state_context(workload) | {"rollback_error": error}
+    return render(request, "workloads/detail.html#state-update", context)
