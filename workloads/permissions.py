@@ -13,6 +13,8 @@ class ActionPermission(BasePermission):
     def has_permission(self, request, view) -> bool:
         if not (request.user and request.user.is_authenticated):
             return False
+        if request.method.lower() not in view.http_method_names:
+            return True  # The view answers 405; refusing here would say 403.
         action = getattr(view, "action", None)
         needed = view.action_permissions.get(action)
         if needed is None:

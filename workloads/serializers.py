@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from functools import reduce
+from operator import or_
+
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from rest_framework import serializers
 
-from workloads import paths
 from workloads.models import (
     Container,
     DeployRecord,
@@ -21,6 +24,21 @@ from workloads.models import (
 )
 
 
+class ReplacedListSerializer(serializers.ListSerializer):
+    """A nested list that a write replaces wholesale.
+
+    Each item is validated as a complete row, even inside a PATCH: DRF would
+    otherwise let the parent's partial mode skip an item's required fields
+    and defaults, and a half item would reach the database.
+    """
+
+    def run_child_validation(self, data):
+        child = type(self.child)(data=data, context=self.context)
+        if not child.is_valid():
+            raise serializers.ValidationError(child.errors)
+        return child.validated_data
+
+
 class VolumeSerializer(serializers.ModelSerializer):
     host_path = serializers.SerializerMethodField()
 
@@ -28,6 +46,7 @@ class VolumeSerializer(serializers.ModelSerializer):
         model = VolumeMount
         fields = ["id", "scope", "source", "target", "read_only", "host_path"]
         read_only_fields = ["id", "host_path"]
+        list_serializer_class = ReplacedListSerializer
 
     def get_host_path(self, volume: VolumeMount) -> str | None:
         try:
@@ -36,14 +55,11 @@ class VolumeSerializer(serializers.ModelSerializer):
             return None  # Escapes its base (e.g. a planted symlink); deploys refuse it.
 
     def validate(self, attrs):
-        for key, check in (
-            ("source", lambda: paths.validate_source(attrs["scope"], attrs["source"])),
-            ("target", lambda: paths.validate_target(attrs["target"])),
-        ):
-            try:
-                check()
-            except DjangoValidationError as exc:
-                raise serializers.ValidationError({key: exc.messages}) from None
+        # The model's rules, on a row with the model's defaults (scope) filled in.
+        try:
+            VolumeMount(**attrs).clean()
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict) from None
         return attrs
 
 
@@ -54,6 +70,7 @@ class EnvVarSerializer(serializers.ModelSerializer):
         model = EnvVar
         fields = ["id", "name", "value", "is_secret"]
         read_only_fields = ["id"]
+        list_serializer_class = ReplacedListSerializer
 
     def to_representation(self, env: EnvVar) -> dict:
         data = super().to_representation(env)
@@ -67,6 +84,11 @@ class PortSerializer(serializers.ModelSerializer):
         model = PortMapping
         fields = ["id", "host_ip", "host_port", "container_port", "protocol"]
         read_only_fields = ["id"]
+        list_serializer_class = ReplacedListSerializer
+        # A workload keeps its own host ports when its list is replaced, which a
+        # per-item unique validator cannot tell apart from a clash;
+        # WorkloadSerializer checks the host ports against other workloads.
+        validators: list = []
 
 
 class WorkloadSerializer(serializers.ModelSerializer):
@@ -90,6 +112,9 @@ class WorkloadSerializer(serializers.ModelSerializer):
             "volumes", "env", "ports",
         ]
         read_only_fields = ["id", "state", "running_reference", "deployed_at", "created"]
+        # validate() checks the slug within its stage, so the error names the
+        # slug field instead of DRF's generic non-field "unique set" message.
+        validators: list = []
 
     def get_url(self, workload: Workload) -> str:
         return reverse("api:workload-detail", args=[workload.pk])
@@ -123,7 +148,26 @@ class WorkloadSerializer(serializers.ModelSerializer):
             )
         self._check_unique(attrs.get("volumes"), "target", "volumes")
         self._check_unique(attrs.get("env_vars"), "name", "env")
+        if attrs.get("ports"):
+            self._check_host_ports([PortMapping(**item) for item in attrs["ports"]])
         return attrs
+
+    def _check_host_ports(self, ports: list[PortMapping]) -> None:
+        """Each host address, port and protocol is published once, by one workload."""
+        keys = [(p.host_ip, p.host_port, p.protocol) for p in ports]
+        if len(keys) != len(set(keys)):
+            raise serializers.ValidationError({"ports": _("Each host port may appear only once.")})
+        taken = PortMapping.objects.filter(
+            reduce(or_, (Q(host_ip=ip, host_port=port, protocol=proto) for ip, port, proto in keys))
+        )
+        if self.instance is not None:
+            taken = taken.exclude(workload=self.instance)  # its own, about to be replaced
+        clash = taken.first()
+        if clash is not None:
+            raise serializers.ValidationError(
+                {"ports": _("Host port %(port)s is already published by another workload.")
+                 % {"port": clash}}
+            )
 
     @staticmethod
     def _check_unique(items, key: str, field: str) -> None:
