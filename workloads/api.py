@@ -6,12 +6,24 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
 from workloads import deployer
 from workloads.models import DeployRecord, Workload
 from workloads.permissions import ActionPermission
-from workloads.serializers import ContainerSerializer, DeploySerializer, WorkloadSerializer
+from workloads.serializers import (
+    ContainerSerializer,
+    DeploySerializer,
+    RollbackSerializer,
+    WorkloadSerializer,
+)
+
+
+class HistoryPagination(PageNumberPagination):
+    page_size = 20
+    page_size_query_param = "page_size"
+    max_page_size = 100
 
 
 class WorkloadViewSet(viewsets.ModelViewSet):
@@ -26,10 +38,23 @@ class WorkloadViewSet(viewsets.ModelViewSet):
         "partial_update": "workloads.change_workload",
         "destroy": "workloads.delete_workload",
         "deploy": "workloads.deploy_workload",
+        "deploys": "workloads.view_workload",
+        "rollback": "workloads.rollback_workload",
     }
 
     def get_queryset(self):
-        return Workload.objects.with_parents().prefetch_related("volumes", "env_vars", "ports")
+        workloads = Workload.objects.with_parents()
+        if self.action in {"list", "retrieve", "create", "partial_update"}:
+            # Only the workload's own representation needs its children.
+            workloads = workloads.prefetch_related("volumes", "env_vars", "ports")
+        return workloads
+
+    def _accepted(self, record: DeployRecord) -> Response:
+        """202 with the queued deploy, and where to follow it."""
+        record.refresh_from_db()
+        url = reverse("api:deploy-detail", args=[record.pk])
+        data = DeploySerializer(record).data
+        return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": url})
 
     @extend_schema(request=None, responses={202: DeploySerializer})
     @action(detail=True, methods=["post"])
@@ -38,10 +63,36 @@ class WorkloadViewSet(viewsets.ModelViewSet):
         record = deployer.request_deploy(
             workload=self.get_object(), reason=DeployRecord.Reason.API, user=request.user
         )
-        record.refresh_from_db()
-        url = reverse("api:deploy-detail", args=[record.pk])
-        data = DeploySerializer(record).data
-        return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": url})
+        return self._accepted(record)
+
+    @extend_schema(
+        request=RollbackSerializer,
+        responses={202: DeploySerializer, 404: None, 409: None},
+    )
+    @action(detail=True, methods=["post"])
+    def rollback(self, request, pk=None):
+        """Queue a redeploy of an earlier successful deploy's pinned reference.
+
+        404 if the deploy is not this workload's; 409 if it failed, has no
+        pinned reference, or its source kind cannot be rolled back.
+        """
+        workload = self.get_object()
+        payload = RollbackSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        record = deployer.request_rollback(
+            workload=workload, deploy_id=payload.validated_data["deploy_id"], user=request.user
+        )
+        return self._accepted(record)
+
+    @extend_schema(responses=DeploySerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def deploys(self, request, pk=None):
+        """The workload's deploy history, newest first."""
+        workload = self.get_object()
+        history = workload.deploys.select_related("user").order_by("-created", "-id")
+        paginator = HistoryPagination()
+        page = paginator.paginate_queryset(history, request, view=self)
+        return paginator.get_paginated_response(DeploySerializer(page, many=True).data)
 
     @extend_schema(responses=ContainerSerializer(many=True))
     @action(detail=True, methods=["get"])

@@ -1,18 +1,35 @@
 """One place that maps errors raised below the API onto DRF responses."""
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError
 from django.http import Http404
-from rest_framework import exceptions
+from django.utils.translation import gettext_lazy as _
+from rest_framework import exceptions, status
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from workloads.deployer import RollbackRefused
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = _("The request conflicts with the current state of the resource.")
+    default_code = "conflict"
 
 
 def exception_handler(exc, context):
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else exc.messages
         exc = exceptions.ValidationError(detail=detail)
-    elif isinstance(exc, Http404):
+    elif isinstance(exc, Http404 | ObjectDoesNotExist):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, RollbackRefused):
+        exc = Conflict(detail=str(exc))
+    elif isinstance(exc, IntegrityError):
+        # Two writers raced past validation (same slug, same host port): the
+        # database refused the second; its raw text is not for the client.
+        exc = Conflict(_("Another request changed the same records at the same time; retry."))
     return drf_exception_handler(exc, context)

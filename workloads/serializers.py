@@ -64,7 +64,11 @@ class VolumeSerializer(serializers.ModelSerializer):
 
 
 class EnvVarSerializer(serializers.ModelSerializer):
-    value = serializers.CharField(allow_blank=True, write_only=True, trim_whitespace=False)
+    # null keeps a stored secret of the same name: a client can PATCH back the
+    # list it read (where secrets come back as null) without knowing them.
+    value = serializers.CharField(
+        allow_blank=True, allow_null=True, write_only=True, trim_whitespace=False
+    )
 
     class Meta:
         model = EnvVar
@@ -148,6 +152,7 @@ class WorkloadSerializer(serializers.ModelSerializer):
             )
         self._check_unique(attrs.get("volumes"), "target", "volumes")
         self._check_unique(attrs.get("env_vars"), "name", "env")
+        self._check_kept_secrets(attrs.get("env_vars"))
         if attrs.get("ports"):
             self._check_host_ports([PortMapping(**item) for item in attrs["ports"]])
         return attrs
@@ -168,6 +173,20 @@ class WorkloadSerializer(serializers.ModelSerializer):
                 {"ports": _("Host port %(port)s is already published by another workload.")
                  % {"port": clash}}
             )
+
+    def _check_kept_secrets(self, items) -> None:
+        """A null value is only allowed for a secret this workload already stores."""
+        stored = set()
+        if self.instance is not None:
+            stored = set(
+                self.instance.env_vars.filter(is_secret=True).values_list("name", flat=True)
+            )
+        for item in items or []:
+            if item["value"] is None and not (item.get("is_secret") and item["name"] in stored):
+                raise serializers.ValidationError(
+                    {"env": _("%(name)s needs a value; only a stored secret may be sent as null.")
+                     % {"name": item["name"]}}
+                )
 
     @staticmethod
     def _check_unique(items, key: str, field: str) -> None:
@@ -212,10 +231,16 @@ class WorkloadSerializer(serializers.ModelSerializer):
                 VolumeMount(workload=workload, **item) for item in children["volumes"]
             )
         if "env_vars" in children:
+            kept = dict(
+                workload.env_vars.filter(is_secret=True).values_list("name", "secret_encrypted")
+            )
             workload.env_vars.all().delete()
             for item in children["env_vars"]:
                 env = EnvVar(workload=workload, name=item["name"])
-                env.set_value(item["value"], secret=item.get("is_secret", False))
+                if item["value"] is None:  # validated: a stored secret, kept as it is
+                    env.is_secret, env.secret_encrypted = True, kept[item["name"]]
+                else:
+                    env.set_value(item["value"], secret=item.get("is_secret", False))
                 env.save()
         if "ports" in children:
             workload.ports.all().delete()
@@ -240,8 +265,8 @@ class DeploySerializer(serializers.ModelSerializer):
         model = DeployRecord
         fields = [
             "id", "url", "workload", "reason", "source_kind", "requested_reference",
-            "pinned_reference", "outcome", "failure_code", "failure_message", "user",
-            "created", "started", "finished", "duration_seconds",
+            "pinned_reference", "rolled_back_from", "outcome", "failure_code",
+            "failure_message", "user", "created", "started", "finished", "duration_seconds",
         ]
 
     def get_duration_seconds(self, record: DeployRecord) -> float | None:
@@ -249,3 +274,7 @@ class DeploySerializer(serializers.ModelSerializer):
 
     def get_url(self, record: DeployRecord) -> str:
         return reverse("api:deploy-detail", args=[record.pk])
+
+
+class RollbackSerializer(serializers.Serializer):
+    deploy_id = serializers.IntegerField(min_value=1)
