@@ -144,3 +144,37 @@ class EventLogAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+@admin.register(DeployRecord)
+class DeployRecordAdmin(admin.ModelAdmin):
+    """The deploy ledger: read-only, written only by dispatch()."""
+
+    list_display = [
+        "id", "created", "workload", "reason", "outcome", "failure_code", "short_reference",
+        "user", "duration",
+    ]
+    list_select_related = ["workload__stage__project", "user"]
+    list_filter = ["outcome", "reason", "workload"]
+    search_fields = ["requested_reference", "pinned_reference", "workload__slug"]
+    date_hierarchy = "created"
+    readonly_fields = [
+        "workload", "reason", "source_kind", "requested_reference", "pinned_reference",
+        "rolled_back_from", "outcome", "failure_code", "failure_message", "user",
+        "created", "started", "finished",
+    ]
+    fields = readonly_fields
+
+    @admin.display(description=_("reference"))
+    def short_reference(self, record: DeployRecord) -> str:
+        return record.short_reference
+
+    @admin.display(description=_("failure message"))
+    def failure_message(self, record: DeployRecord) -> str:
+        return record.failure_message
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
