@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# Points 127.0.0.1:5000/berth-test/httpd:current at v1 or v2 and pushes it, so tests can
-# move a tag in the registry. Usage: scripts/move-test-tag.sh v1|v2
+# Points 127.0.0.1:5000/berth-test/httpd:TAG (default: current) at v1 or v2 and pushes
+# it, so tests can move a tag in the registry; each test run moves a tag of its own.
+# Usage: scripts/move-test-tag.sh v1|v2 [TAG]
 set -euo pipefail
 
 case ${1:-} in
   v1 | v2) v=$1 ;;
-  *) echo "usage: $0 v1|v2" >&2; exit 2 ;;
+  *) echo "usage: $0 v1|v2 [TAG]" >&2; exit 2 ;;
 esac
+tag=${2:-current}
 httpd=127.0.0.1:5000/berth-test/httpd
 
 # A machine whose Docker data was wiped may still have the image in the registry.
 docker image inspect "$httpd:$v" >/dev/null 2>&1 || docker pull -q "$httpd:$v" >/dev/null ||
   { echo "berth: $httpd:$v not found; run scripts/build-test-images.sh" >&2; exit 1; }
-docker tag "$httpd:$v" "$httpd:current"
-out=$(docker push "$httpd:current" 2>&1) || { echo "$out" >&2; exit 1; }
-echo "berth: $httpd:current -> $v ($(echo "$out" | grep -o 'sha256:[0-9a-f]*' | tail -n1))"
+docker tag "$httpd:$v" "$httpd:$tag"
+out=$(docker push "$httpd:$tag" 2>&1) || { echo "$out" >&2; exit 1; }
+echo "berth: $httpd:$tag -> $v ($(echo "$out" | grep -o 'sha256:[0-9a-f]*' | tail -n1))"

@@ -85,9 +85,9 @@ def registry_digest(reference: str) -> str:
 
 
 def move_current_tag(version: str) -> str:
-    """Point httpd:current at v1 or v2 in the registry; returns the new digest."""
+    """Point this run's moving tag at v1 or v2 in the registry; returns the new digest."""
     subprocess.run(
-        [str(REPO_ROOT / "scripts" / "move-test-tag.sh"), version],
+        [str(REPO_ROOT / "scripts" / "move-test-tag.sh"), version, images.CURRENT_TAG],
         check=True, capture_output=True,
     )
     return registry_digest(images.HTTPD_CURRENT)
@@ -95,7 +95,7 @@ def move_current_tag(version: str) -> str:
 
 @pytest.fixture
 def current_tag(docker):
-    """httpd:current at v1 for the test, and put back at v1 afterwards."""
+    """This run's moving tag at v1 for the test, and put back at v1 afterwards."""
     move_current_tag("v1")
     yield
     move_current_tag("v1")

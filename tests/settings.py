@@ -22,6 +22,8 @@ os.environ["BERTH_DATA_DIR"] = str(_data_dir)
 _instance = _data_dir / "instance_id"
 if not _instance.exists():
     _instance.write_text(f"test-{secrets.token_hex(4)}")
+# The registry tag this run moves between v1 and v2 (tests/fixtures/images.py).
+os.environ.setdefault("BERTH_TEST_CURRENT_TAG", _instance.read_text().strip())
 
 from berth.settings import *  # noqa: E402, F403
 

@@ -8,6 +8,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
+from tests.fixtures import images
 from workloads.models import (
     Container,
     DeployRecord,
@@ -79,7 +80,7 @@ def test_it_lists_workloads_on_the_dashboard(client, viewer, make_workload):
     html = r.content.decode()
     assert "Shop front" in html and "Billing" in html
     assert 'data-state="running"' in html and 'data-state="new"' in html
-    assert "127.0.0.1:5000/berth-test/httpd:current" in html
+    assert images.HTTPD_CURRENT in html
 
 
 def test_it_renders_the_dashboard_in_a_fixed_number_of_queries(
