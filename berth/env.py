@@ -7,8 +7,10 @@ silently replaced by a default.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -114,20 +116,46 @@ def secret_key(data_dir: Path) -> str:
 
 
 def _key_file(path: Path, make) -> str:
+    """The key in `path`, generated once (mode 0600) if the file does not exist.
+
+    The key is written to a temporary file and linked into place, so a second
+    process starting at the same moment never reads a half-written key, and a
+    crash never leaves an empty one.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        # O_EXCL: two processes starting at once must not write two different keys.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        value = path.read_text().strip()
-        if not value:
-            raise ImproperlyConfigured(f"{path} is empty; remove it to make a new key.") from None
-        return value
-    with os.fdopen(fd, "w") as fh:
-        fh.write(make())
-        fh.flush()
-        os.fsync(fh.fileno())
-    return path.read_text().strip()
+    if not path.exists():
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                os.fchmod(fh.fileno(), 0o600)
+                fh.write(make())
+                fh.flush()
+                os.fsync(fh.fileno())
+            with contextlib.suppress(FileExistsError):  # another process won the race
+                os.link(temporary, path)
+        finally:
+            os.unlink(temporary)
+    value = path.read_text().strip()
+    if not value:
+        raise ImproperlyConfigured(f"{path} is empty; remove it to make a new key.")
+    return value
+
+
+def private_directory(path: Path) -> Path:
+    """Create `path` if needed and make it readable by its owner only.
+
+    The data dir holds the database (sessions, API tokens), the keys and the
+    volumes: no other local user has any business in it.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        try:
+            path.chmod(0o700)
+        except PermissionError:
+            raise ImproperlyConfigured(
+                f"BERTH_DATA_DIR {path} is readable by other users and Berth cannot change that."
+            ) from None
+    return path
 
 
 def encryption_key(data_dir: Path) -> str:

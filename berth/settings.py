@@ -17,13 +17,13 @@ from berth.env import (
     envstr,
     instance_id,
     listen_address,
+    private_directory,
     secret_key,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-DATA_DIR = Path(envstr("BERTH_DATA_DIR", str(BASE_DIR / "var"))).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+DATA_DIR = private_directory(Path(envstr("BERTH_DATA_DIR", str(BASE_DIR / "var"))).resolve())
 
 SECRET_KEY = secret_key(DATA_DIR)
 BERTH_ENCRYPTION_KEY = encryption_key(DATA_DIR)
@@ -131,6 +131,13 @@ if DEBUG:
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False
 X_FRAME_OPTIONS = "DENY"
+# Behind a TLS-terminating proxy: secure cookies, trust its X-Forwarded-Proto,
+# and accept its origin for CSRF.
+BERTH_HTTPS = envbool("BERTH_HTTPS", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = BERTH_HTTPS
+if BERTH_HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+CSRF_TRUSTED_ORIGINS = envlist("BERTH_CSRF_TRUSTED_ORIGINS", [])
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -185,6 +192,8 @@ if BERTH_REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
+# Host directories under which `absolute` volumes may live; none by default.
+BERTH_ABSOLUTE_VOLUME_ROOTS = envlist("BERTH_ABSOLUTE_VOLUME_ROOTS", [])
 BERTH_DEPLOY_HISTORY_KEEP = envint("BERTH_DEPLOY_HISTORY_KEEP", 50, minimum=1)
 BERTH_DEPLOY_LOCK_TIMEOUT = envint("BERTH_DEPLOY_LOCK_TIMEOUT", 900, minimum=1)
 BERTH_DOCKER_TIMEOUT = envint("BERTH_DOCKER_TIMEOUT", 120, minimum=5)

@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 
 os.environ["BERTH_TASKS_SYNC"] = "1"
+# pytest's tmp_path lives under /tmp: tests may bind absolute volumes there.
+os.environ.setdefault("BERTH_ABSOLUTE_VOLUME_ROOTS", tempfile.gettempdir())
 os.environ.setdefault("BERTH_DEPLOY_LOCK_TIMEOUT", "60")
 if "BERTH_TEST_DATA_DIR" not in os.environ:
     os.environ["BERTH_TEST_DATA_DIR"] = tempfile.mkdtemp(prefix="berth-test-")

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
+from django.forms.models import BaseInlineFormSet
+from django.http import HttpResponseRedirect
+from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from workloads import deployer
+from workloads import deployer, runtime
 from workloads.forms import EnvVarForm, RegistryCredentialForm
+from workloads.locks import LockTimeout
 from workloads.models import (
     Container,
+    DeployInProgress,
     DeployRecord,
     EnvVar,
     EventLog,
@@ -52,8 +58,25 @@ class RegistryCredentialAdmin(admin.ModelAdmin):
     search_fields = ["name", "registry"]
 
 
+class VolumeFormSet(BaseInlineFormSet):
+    def clean(self) -> None:
+        """The volumes together: allowed host paths that overlap no other volume."""
+        super().clean()
+        if any(self.errors):
+            return
+        volumes = [
+            form.instance for form in self.forms
+            if form.cleaned_data and not form.cleaned_data.get("DELETE")
+        ]
+        try:
+            self.instance.check_volumes(volumes)
+        except ValidationError as exc:
+            raise ValidationError(exc.messages) from None
+
+
 class VolumeInline(admin.TabularInline):
     model = VolumeMount
+    formset = VolumeFormSet
     extra = 0
     fields = ["scope", "source", "target", "read_only", "host_path_display"]
     readonly_fields = ["host_path_display"]
@@ -103,6 +126,13 @@ class WorkloadAdmin(admin.ModelAdmin):
     autocomplete_fields = ["stage", "registry_credential"]
     readonly_fields = ["state", "running_reference", "deployed_at"]
     inlines = [VolumeInline, EnvVarInline, PortInline, ContainerInline]
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        if not request.user.has_perm("workloads.use_registrycredential"):
+            # A credential is sent to a registry: attaching one is its own permission.
+            fields.append("registry_credential")
+        return fields
     actions = ["deploy"]
 
     def get_queryset(self, request):
@@ -116,17 +146,48 @@ class WorkloadAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Deploy the selected workloads"), permissions=["deploy"])
     def deploy(self, request, queryset) -> None:
+        queued = 0
         for workload in queryset:
-            deployer.request_deploy(
-                workload=workload, reason=DeployRecord.Reason.MANUAL, user=request.user
+            try:
+                deployer.request_deploy(
+                    workload=workload, reason=DeployRecord.Reason.MANUAL, user=request.user
+                )
+            except DeployInProgress as exc:
+                self.message_user(request, f"{workload}: {exc}", messages.WARNING)
+            else:
+                queued += 1
+        if queued:
+            self.message_user(
+                request,
+                ngettext("Queued a deploy of %(count)d workload.",
+                         "Queued deploys of %(count)d workloads.", queued) % {"count": queued},
+                messages.SUCCESS,
             )
-        count = len(queryset)
-        self.message_user(
-            request,
-            ngettext("Queued a deploy of %(count)d workload.",
-                     "Queued deploys of %(count)d workloads.", count) % {"count": count},
-            messages.SUCCESS,
-        )
+
+    def delete_model(self, request, workload: Workload) -> None:
+        # Containers first: a record deleted while its containers run on
+        # would leave them holding ports and volumes, unseen.
+        try:
+            deployer.remove_workload(workload=workload)
+        except (runtime.EngineError, LockTimeout) as exc:
+            request._berth_delete_failed = True
+            self.message_user(
+                request,
+                _("%(workload)s was not deleted: %(reason)s") % {"workload": workload,
+                                                                  "reason": exc},
+                messages.ERROR,
+            )
+
+    def delete_queryset(self, request, queryset) -> None:
+        for workload in queryset:
+            self.delete_model(request, workload)
+
+    def response_delete(self, request, obj_display, obj_id):
+        if getattr(request, "_berth_delete_failed", False):
+            return HttpResponseRedirect(
+                reverse("admin:workloads_workload_change", args=[obj_id])
+            )
+        return super().response_delete(request, obj_display, obj_id)
 
     def has_deploy_permission(self, request) -> bool:
         return request.user.has_perm("workloads.deploy_workload")
@@ -143,6 +204,9 @@ class EventLogAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
 
@@ -177,4 +241,7 @@ class DeployRecordAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
         return False

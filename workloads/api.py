@@ -49,6 +49,9 @@ class WorkloadViewSet(viewsets.ModelViewSet):
             workloads = workloads.prefetch_related("volumes", "env_vars", "ports")
         return workloads
 
+    def perform_destroy(self, workload: Workload) -> None:
+        deployer.remove_workload(workload=workload)
+
     def _accepted(self, record: DeployRecord) -> Response:
         """202 with the queued deploy, and where to follow it."""
         record.refresh_from_db()

@@ -5,11 +5,21 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from django.http import Http404
+from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, status
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from workloads import runtime
 from workloads.deployer import RollbackRefused
+from workloads.locks import LockTimeout
+from workloads.models import DeployInProgress
+
+
+class EngineUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = _("The Docker engine could not do what was asked; nothing was changed.")
+    default_code = "engine_unavailable"
 
 
 class Conflict(exceptions.APIException):
@@ -28,6 +38,13 @@ def exception_handler(exc, context):
         exc = exceptions.PermissionDenied()
     elif isinstance(exc, RollbackRefused):
         exc = Conflict(detail=str(exc))
+    elif isinstance(exc, DeployInProgress):
+        active = reverse("api:deploy-detail", args=[exc.active.pk]) if exc.active else None
+        exc = Conflict(detail={"detail": str(exc), "active_deploy": active})
+    elif isinstance(exc, LockTimeout):
+        exc = Conflict(_("The workload is busy with a deploy or restore; retry later."))
+    elif isinstance(exc, runtime.EngineError):
+        exc = EngineUnavailable()
     elif isinstance(exc, IntegrityError):
         # Two writers raced past validation (same slug, same host port): the
         # database refused the second; its raw text is not for the client.

@@ -27,7 +27,7 @@ from django.utils import translation
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 
-from workloads import locks, runtime
+from workloads import locks, references, runtime
 from workloads.models import Container, DeployRecord, EventLog, Workload
 from workloads.redact import redact
 
@@ -83,6 +83,10 @@ def dispatch(
             _run(workload, record)
     except locks.LockTimeout as exc:
         _record_failure(workload, record, DeployError(Failure.LOCK_TIMEOUT, str(exc)), [])
+    except Exception:  # noqa: BLE001 - the lock itself failed; still a ledger row
+        _record_failure(
+            workload, record, DeployError(Failure.INTERNAL, traceback.format_exc()), []
+        )
     return record
 
 
@@ -161,40 +165,44 @@ def _run(workload: Workload, record: DeployRecord) -> None:
         pinned = _resolve(workload, record)
         record.pinned_reference = pinned
         new = _replace_containers(workload, pinned, record)
+        with transaction.atomic():
+            Container.replace_for(workload, new, pinned)
+            workload.mark_deployed(pinned)
+            record.succeed(pinned)
+            EventLog.objects.create(
+                workload=workload,
+                user=record.user,
+                message=gettext_noop("Deployed %(reference)s (replicas: %(replicas)d)."),
+                params={"reference": pinned, "replicas": len(new)},
+            )
     except DeployError as exc:
         _record_failure(workload, record, exc, secrets)
-        return
     except Exception:  # noqa: BLE001 - every failure must end in a ledger row
         raw = traceback.format_exc()
         _record_failure(workload, record, DeployError(Failure.INTERNAL, raw), secrets)
-        return
-    with transaction.atomic():
-        Container.replace_for(workload, new, pinned)
-        workload.mark_deployed(pinned)
-        record.succeed(pinned)
-        EventLog.objects.create(
-            workload=workload,
-            user=record.user,
-            message=gettext_noop("Deployed %(reference)s (replicas: %(replicas)d)."),
-            params={"reference": pinned, "replicas": len(new)},
-        )
 
 
 def _resolve(workload: Workload, record: DeployRecord) -> str:
     """Check the configuration, pull the image and return its pinned reference."""
     try:
         workload.full_clean(validate_unique=False, validate_constraints=False)
-        for volume in workload.volumes.all():
+        volumes = list(workload.volumes.all())
+        for volume in volumes:
             volume.full_clean(validate_unique=False, validate_constraints=False)
-            volume.host_path()
+        workload.check_volumes(volumes)
     except ValidationError as exc:
         raise DeployError(Failure.INVALID_CONFIG, str(exc.messages)) from None
     if workload.replicas > 1 and workload.ports.exists():
         raise DeployError(Failure.INVALID_CONFIG, "host ports with more than one replica")
+    reference = record.requested_reference
     credential = workload.registry_credential
+    if credential and credential.registry != references.registry_host(reference):
+        # A replayed digest may come from a registry the workload has since
+        # left: its current credential is never sent anywhere but its own.
+        credential = None
     try:
         return runtime.pull(
-            record.requested_reference,
+            reference,
             username=credential.username if credential else "",
             password=credential.get_password() if credential else "",
         )
@@ -254,11 +262,17 @@ def _replace_containers(
     try:
         for container in was_running:
             runtime.stop(container.id)
+        # The old containers could rewrite their volumes until they stopped:
+        # check again that no bind goes through a symlink before Docker
+        # resolves the paths for the new ones.
+        _recheck_binds(workload, specs)
         for container_id in created:
             runtime.start(container_id)
-    except runtime.EngineError as exc:
+    except (runtime.EngineError, ValidationError) as exc:
         _discard(created)
         _restart(was_running)
+        if isinstance(exc, ValidationError):
+            raise DeployError(Failure.INVALID_CONFIG, str(exc.messages)) from None
         code = exc.code if exc.code == Failure.ENGINE_UNREACHABLE else Failure.START_FAILED
         raise DeployError(code, exc.raw) from None
 
@@ -274,6 +288,13 @@ def _replace_containers(
             name = spec.name
         new.append((container_id, name, replica))
     return new
+
+
+def _recheck_binds(workload: Workload, specs: list[runtime.ContainerSpec]) -> None:
+    expected = set(specs[0].binds) if specs else set()
+    found = {volume.host_path() for volume in workload.volumes.all()}
+    if found != expected:
+        raise ValidationError("the volumes' host paths changed during the deploy")
 
 
 def _discard(container_ids: list[str]) -> None:
@@ -318,3 +339,17 @@ def _record_failure(
             message=gettext_noop("Deploy failed: %(reason)s"),
             params={"reason": _untranslated(Failure(exc.code).label)},
         )
+
+
+def remove_workload(*, workload: Workload) -> None:
+    """Remove the workload's containers from the engine, then its records.
+
+    Under the workload's lock, so a deploy cannot start containers for a
+    workload being removed. If the engine cannot remove the containers,
+    nothing is deleted (runtime.EngineError): a record deleted while its
+    containers run on would leave them holding ports and volumes, unseen.
+    """
+    with locks.workload_lock(workload.pk):
+        for container in runtime.list_containers(workload.pk):
+            runtime.remove(container.id)
+        workload.delete()

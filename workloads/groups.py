@@ -1,8 +1,10 @@
 """The two built-in groups and what they may do.
 
-The data migration creates them; a post_migrate handler keeps them in step
-with every permission a later migration adds (and restores them after a test
-database flush).
+Data migrations create them and give them each new permission (every
+migration that adds a permission calls `sync_groups`). A post_migrate handler
+recreates a group that is missing altogether (after a test database flush,
+or if an admin deleted it) but never touches an existing one, so an admin can
+narrow a group for good.
 """
 
 from django.contrib.auth.management import create_permissions
@@ -23,18 +25,21 @@ def _ensure_permissions(apps) -> None:
             app_config.models_module = None
 
 
-def sync_groups(apps, schema_editor=None) -> None:
+def sync_groups(apps, schema_editor=None, *, only_missing: bool = False) -> None:
     _ensure_permissions(apps)
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
     berth = Permission.objects.filter(content_type__app_label__in=OPERATOR_APPS)
-    operators, _ = Group.objects.get_or_create(name="operators")
-    operators.permissions.add(*berth)
-    viewers, _ = Group.objects.get_or_create(name="viewers")
-    viewers.permissions.add(*berth.filter(codename__startswith="view_"))
+    for name, permissions in (
+        ("operators", berth),
+        ("viewers", berth.filter(codename__startswith="view_")),
+    ):
+        group, created = Group.objects.get_or_create(name=name)
+        if created or not only_missing:
+            group.permissions.add(*permissions)
 
 
 def sync_groups_after_migrate(sender, **kwargs) -> None:
     from django.apps import apps
 
-    sync_groups(apps)
+    sync_groups(apps, only_missing=True)

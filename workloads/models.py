@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
-from workloads import crypto, paths
+from workloads import crypto, paths, references
 
 SLUG_VALIDATOR = RegexValidator(
     r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$",
@@ -70,6 +73,9 @@ class RegistryCredential(models.Model):
         ordering = ["name"]
         verbose_name = _("registry credential")
         verbose_name_plural = _("registry credentials")
+        permissions = [
+            ("use_registrycredential", _("Can attach registry credentials to workloads")),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -163,8 +169,38 @@ class Workload(models.Model):
             )
         if self.source_kind == self.SourceKind.IMAGE and not self.image.strip():
             raise ValidationError({"image": _("An image workload needs an image reference.")})
-        if any(c.isspace() for c in self.image):
-            raise ValidationError({"image": _("An image reference cannot contain spaces.")})
+        if self.image and not references.is_valid(self.image):
+            raise ValidationError(
+                {"image": _("This is not a valid image reference (host/repository:tag).")}
+            )
+        credential = self.registry_credential if self.registry_credential_id else None
+        if credential and credential.registry != references.registry_host(self.image):
+            # A credential is only ever sent to its own registry: otherwise
+            # pointing the image at a host one controls would collect it.
+            raise ValidationError(
+                {"registry_credential": _(
+                    "This credential is for %(credential)s, but the image is pulled from "
+                    "%(registry)s."
+                ) % {"credential": credential.registry,
+                     "registry": references.registry_host(self.image)}}
+            )
+
+    def check_volumes(self, volumes: list[VolumeMount]) -> None:
+        """Refuse a set of volumes for this workload that overlaps any other volume.
+
+        Raises ValidationError; each volume's own path rules are checked too.
+        """
+        mine = [volume.overlap_key(self) for volume in volumes]
+        others = []
+        everyone_else = VolumeMount.objects.select_related("workload__stage__project")
+        if self.pk is not None:
+            everyone_else = everyone_else.exclude(workload_id=self.pk)
+        for other in everyone_else:
+            try:
+                others.append(other.overlap_key(other.workload))
+            except ValidationError:
+                continue  # an invalid volume can never be deployed; it holds no path
+        paths.check_no_overlap(mine, others)
 
     @property
     def container_prefix(self) -> str:
@@ -239,9 +275,18 @@ class VolumeMount(models.Model):
         if errors:
             raise ValidationError(errors)
 
-    def host_path(self) -> str:
-        stage = self.workload.stage
+    def host_path(self, workload: Workload | None = None) -> str:
+        stage = (workload or self.workload).stage
         return paths.host_path(self.scope, stage.project.slug, stage.slug, self.source)
+
+    def overlap_key(self, workload: Workload) -> tuple[str, str, str]:
+        """(host path, scope, owner) for paths.check_no_overlap."""
+        stage = workload.stage
+        owner = {
+            paths.SCOPE_PROJECT: stage.project.slug,
+            paths.SCOPE_STAGE: f"{stage.project.slug}/{stage.slug}",
+        }.get(self.scope, self.source)
+        return self.host_path(workload), self.scope, owner
 
 
 class EnvVar(models.Model):
@@ -355,6 +400,14 @@ class Container(models.Model):
             )
 
 
+class DeployInProgress(Exception):
+    """Another deploy of the workload is queued or running (single flight)."""
+
+    def __init__(self, active: DeployRecord | None) -> None:
+        super().__init__(_("Another deploy of this workload is already queued or running."))
+        self.active = active
+
+
 class DeployRecord(models.Model):
     """One dispatch of a workload: queued, then running, then succeeded or failed.
 
@@ -387,6 +440,12 @@ class DeployRecord(models.Model):
         LOCK_TIMEOUT = "lock_timeout", _("Another deploy of this workload did not finish in time.")
         INVALID_CONFIG = "invalid_config", _("The workload's configuration is not valid.")
         INTERNAL = "internal", _("Berth hit an internal error; the server log has the details.")
+        INTERRUPTED = "interrupted", _(
+            "The deploy was interrupted (its worker stopped) before it finished."
+        )
+
+    ACTIVE = (Outcome.QUEUED, Outcome.RUNNING)
+    FINISHED = (Outcome.SUCCEEDED, Outcome.FAILED)
 
     workload = models.ForeignKey(
         Workload, models.CASCADE, related_name="deploys", verbose_name=_("workload")
@@ -420,6 +479,17 @@ class DeployRecord(models.Model):
         verbose_name = _("deploy")
         verbose_name_plural = _("deploys")
         indexes = [models.Index(fields=["workload", "-created"], name="deploy_history_idx")]
+        constraints = [
+            # Single flight: one queued or running deploy per workload, enforced
+            # by the database so that two web workers cannot both queue one.
+            # A restore's redeploy runs under the lock it already holds and is
+            # exempt: a deploy requested during a restore waits for it.
+            models.UniqueConstraint(
+                fields=["workload"],
+                condition=Q(outcome__in=["queued", "running"]) & ~Q(reason="restore"),
+                name="one_active_deploy_per_workload",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.workload} #{self.pk} ({self.outcome})"
@@ -431,25 +501,46 @@ class DeployRecord(models.Model):
     ) -> DeployRecord:
         """Add a queued record and prune the workload's history to the newest N.
 
-        One transaction, so the ledger never holds more than
-        BERTH_DEPLOY_HISTORY_KEEP rows of a workload, not even for a moment.
+        Raises DeployInProgress while another deploy of the workload is queued
+        or running (a restore's redeploy excepted). One transaction, so the
+        ledger never holds more than BERTH_DEPLOY_HISTORY_KEEP finished rows of
+        a workload, not even for a moment; unfinished rows are never pruned.
         """
-        with transaction.atomic():
-            record = cls.objects.create(
-                workload=workload,
-                reason=reason,
-                source_kind=workload.source_kind,
-                requested_reference=reference or workload.image,
-                user=user if user is not None and user.is_authenticated else None,
-                rolled_back_from=rolled_back_from,
-            )
-            stale = (
-                cls.objects.filter(workload=workload)
-                .order_by("-created", "-id")
-                .values_list("pk", flat=True)[settings.BERTH_DEPLOY_HISTORY_KEEP:]
-            )
-            cls.objects.filter(pk__in=list(stale)).delete()
+        cls._expire_stale(workload)
+        try:
+            with transaction.atomic():
+                record = cls.objects.create(
+                    workload=workload,
+                    reason=reason,
+                    source_kind=workload.source_kind,
+                    requested_reference=reference or workload.image,
+                    user=user if user is not None and user.is_authenticated else None,
+                    rolled_back_from=rolled_back_from,
+                )
+                stale = (
+                    cls.objects.filter(workload=workload, outcome__in=cls.FINISHED)
+                    .order_by("-created", "-id")
+                    .values_list("pk", flat=True)[settings.BERTH_DEPLOY_HISTORY_KEEP:]
+                )
+                cls.objects.filter(pk__in=list(stale)).delete()
+        except IntegrityError:
+            active = cls.objects.filter(workload=workload, outcome__in=cls.ACTIVE).first()
+            raise DeployInProgress(active) from None
         return record
+
+    @classmethod
+    def _expire_stale(cls, workload: Workload) -> None:
+        """Fail unfinished deploys older than a task may live: their worker is gone.
+
+        django-q2 never retries a deploy (max_attempts 1), so a row still
+        queued or running after the task timeout plus the broker's retry
+        window can only belong to a worker that was killed.
+        """
+        limit = timezone.now() - timedelta(seconds=settings.BERTH_TASK_TIMEOUT + 600)
+        cls.objects.filter(workload=workload, outcome__in=cls.ACTIVE, created__lt=limit).update(
+            outcome=cls.Outcome.FAILED, failure_code=cls.Failure.INTERRUPTED,
+            finished=timezone.now(),
+        )
 
     @property
     def short_reference(self) -> str:

@@ -2,6 +2,20 @@
 
 One constant, SUPPORTED_SCOPES, drives validation here and, later, snapshot
 capture and restore.
+
+A volume binds a host directory read-write into a container, so a bad path
+hands the container the host. The rules:
+
+- `stage` and `project` sources are clean relative paths under the scope's
+  directory in `$BERTH_DATA_DIR/volumes/`;
+- `absolute` sources must lie inside one of the operator's
+  BERTH_ABSOLUTE_VOLUME_ROOTS (none by default: absolute volumes are off until
+  an operator names where they may live), and never overlap Berth's own data
+  directory, /proc, /sys, /dev or the Docker socket's directory;
+- every check runs on the real path too, so a symlink cannot redirect a
+  volume, and deploys re-check right before the containers start;
+- no volume may lie inside another (see `check_no_overlap`), so no container
+  can swap a directory that another volume's path goes through.
 """
 
 from __future__ import annotations
@@ -17,14 +31,30 @@ SCOPE_STAGE = "stage"
 SCOPE_PROJECT = "project"
 SUPPORTED_SCOPES = (SCOPE_ABSOLUTE, SCOPE_STAGE, SCOPE_PROJECT)
 
-# Host directories Berth refuses to bind as an `absolute` volume: binding one
-# of these read-write into a container hands it the host.
-FORBIDDEN_ABSOLUTE = {"/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc",
-                      "/root", "/run", "/sbin", "/sys", "/usr", "/var", "/var/run"}
+# Never bound, whatever the allowed roots say: the kernel's views of the host
+# and the directories holding the Docker socket.
+ALWAYS_FORBIDDEN = ("/proc", "/sys", "/dev", "/run", "/var/run")
+# ':' and ',' separate the fields of Docker's bind specification.
+FORBIDDEN_CHARACTERS = ("\x00", "\\", ":", ",")
 
 
 def volumes_root() -> str:
     return os.path.join(str(settings.DATA_DIR), "volumes")
+
+
+def _is_within(path: str, base: str) -> bool:
+    return os.path.commonpath([path, base]) == base
+
+
+def _overlaps(a: str, b: str) -> bool:
+    return _is_within(a, b) or _is_within(b, a)
+
+
+def _check_characters(value: str) -> None:
+    if not value or any(c in value for c in FORBIDDEN_CHARACTERS) or not value.isprintable():
+        raise ValidationError(
+            _("The path is empty or contains a forbidden character (NUL, \\, ':' or ',').")
+        )
 
 
 def validate_source(scope: str, source: str) -> None:
@@ -33,17 +63,13 @@ def validate_source(scope: str, source: str) -> None:
         raise ValidationError(
             _("Unknown volume scope %(scope)s (use absolute, stage or project).") % {"scope": scope}
         )
-    if not source or "\x00" in source or "\\" in source:
-        raise ValidationError(_("The volume source is empty or contains forbidden characters."))
+    _check_characters(source)
     if ".." in source.split("/"):
         raise ValidationError(_("A volume source must not contain '..'."))
     if scope == SCOPE_ABSOLUTE:
         if not source.startswith("/"):
             raise ValidationError(_("An absolute volume needs an absolute host path."))
-        if os.path.normpath(source) in FORBIDDEN_ABSOLUTE:
-            raise ValidationError(
-                _("%(path)s is a system directory and cannot be a volume.") % {"path": source}
-            )
+        _check_absolute_policy(os.path.normpath(source))
     else:
         if source.startswith("/"):
             raise ValidationError(
@@ -55,10 +81,32 @@ def validate_source(scope: str, source: str) -> None:
             )
 
 
+def _check_absolute_policy(path: str) -> None:
+    data_dir = os.path.realpath(str(settings.DATA_DIR))
+    forbidden = [*ALWAYS_FORBIDDEN, data_dir, str(settings.DATA_DIR)]
+    if path == "/" or any(_overlaps(path, f) for f in forbidden):
+        raise ValidationError(
+            _("%(path)s is a system directory or Berth's own data and cannot be a volume.")
+            % {"path": path}
+        )
+    roots = [os.path.normpath(r) for r in settings.BERTH_ABSOLUTE_VOLUME_ROOTS]
+    if not roots:
+        raise ValidationError(
+            _("Absolute volumes are disabled: an operator must list the allowed host "
+              "directories in BERTH_ABSOLUTE_VOLUME_ROOTS.")
+        )
+    if not any(_is_within(path, root) for root in roots):
+        raise ValidationError(
+            _("%(path)s is outside the allowed host directories (%(roots)s).")
+            % {"path": path, "roots": ", ".join(roots)}
+        )
+
+
 def validate_target(target: str) -> None:
-    if not target.startswith("/") or ".." in target.split("/") or "\x00" in target:
+    _check_characters(target)
+    if not target.startswith("/") or ".." in target.split("/"):
         raise ValidationError(_("The container path must be absolute and must not contain '..'."))
-    if os.path.normpath(target) == "/":
+    if os.path.normpath(target) == "/" or target.startswith("//"):
         raise ValidationError(_("The container path cannot be the container's root."))
 
 
@@ -80,14 +128,50 @@ def host_path(scope: str, project_slug: str, stage_slug: str, source: str) -> st
     validate_source(scope, source)
     base = scope_base(scope, project_slug, stage_slug, source)
     path = os.path.normpath(os.path.join(base, source)) if scope != SCOPE_ABSOLUTE else base
+    try:
+        real = os.path.realpath(path, strict=False)
+        real_base = os.path.realpath(base, strict=False)
+    except OSError:
+        # realpath can fail on a path it may not look at (another process's
+        # /proc/<pid>/root): such a path is never a volume.
+        raise ValidationError(
+            _("The volume path %(path)s cannot be resolved.") % {"path": path}
+        ) from None
     _check_inside(path, base)
-    _check_inside(os.path.realpath(path), os.path.realpath(base))
+    _check_inside(real, real_base)
+    if real != path:
+        raise ValidationError(
+            _("The volume path %(path)s goes through a symbolic link.") % {"path": path}
+        )
+    if scope == SCOPE_ABSOLUTE:
+        _check_absolute_policy(real)
     return path
 
 
 def _check_inside(path: str, base: str) -> None:
-    if os.path.commonpath([path, base]) != base:
+    if not _is_within(path, base):
         raise ValidationError(
             _("The volume path %(path)s escapes its base directory %(base)s.")
             % {"path": path, "base": base}
         )
+
+
+def check_no_overlap(mine: list[tuple[str, str, str]], others: list[tuple[str, str, str]]) -> None:
+    """Refuse volumes that lie inside one another.
+
+    Each entry is (host path, scope, owner): the owner is the project slug for
+    project volumes, "project/stage" for stage volumes, the path itself for
+    absolute ones. The same path may be shared only by volumes of the same
+    scope and owner (the point of a project-scoped volume); any other overlap
+    would let one container rewrite the path another volume goes through.
+    """
+    for index, (path, scope, owner) in enumerate(mine):
+        for other_path, other_scope, other_owner in [*mine[index + 1:], *others]:
+            if not _overlaps(path, other_path):
+                continue
+            if path == other_path and (scope, owner) == (other_scope, other_owner):
+                continue
+            raise ValidationError(
+                _("The volume %(path)s overlaps the volume %(other)s.")
+                % {"path": path, "other": other_path}
+            )

@@ -133,10 +133,15 @@ class WorkloadSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError(
                 {"slug": _("This stage already has a workload with this slug.")}
             )
-        # The model's own rules (source kind, image reference) apply here too.
+        self._check_credential_use(attrs)
+        # The model's own rules (source kind, image reference, credential
+        # registry) apply here too.
         candidate = Workload(
             source_kind=attrs.get("source_kind", getattr(self.instance, "source_kind", "image")),
             image=attrs.get("image", getattr(self.instance, "image", "")),
+            registry_credential=attrs.get(
+                "registry_credential", getattr(self.instance, "registry_credential", None)
+            ),
         )
         try:
             candidate.clean()
@@ -151,6 +156,7 @@ class WorkloadSerializer(serializers.ModelSerializer):
                 {"replicas": _("A workload that publishes host ports can only have one replica.")}
             )
         self._check_unique(attrs.get("volumes"), "target", "volumes")
+        self._check_volume_paths(attrs, stage)
         self._check_unique(attrs.get("env_vars"), "name", "env")
         self._check_kept_secrets(attrs.get("env_vars"))
         if attrs.get("ports"):
@@ -172,6 +178,34 @@ class WorkloadSerializer(serializers.ModelSerializer):
             raise serializers.ValidationError(
                 {"ports": _("Host port %(port)s is already published by another workload.")
                  % {"port": clash}}
+            )
+
+    def _check_volume_paths(self, attrs, stage) -> None:
+        """Each volume's host path is allowed and overlaps no other volume."""
+        if "volumes" not in attrs and "stage" not in attrs:
+            return
+        if "volumes" in attrs:
+            volumes = [VolumeMount(**item) for item in attrs["volumes"]]
+        else:
+            volumes = list(self.instance.volumes.all()) if self.instance else []
+        workload = Workload(pk=getattr(self.instance, "pk", None), stage=stage)
+        try:
+            workload.check_volumes(volumes)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError({"volumes": exc.messages}) from None
+
+    def _check_credential_use(self, attrs) -> None:
+        """Attaching a credential (it will be sent to a registry) needs its own permission."""
+        if "registry_credential" not in attrs:
+            return
+        current = getattr(self.instance, "registry_credential", None)
+        new = attrs["registry_credential"]
+        user = self.context["request"].user
+        if new is not None and new != current and not user.has_perm(
+            "workloads.use_registrycredential"
+        ):
+            raise serializers.ValidationError(
+                {"registry_credential": _("You may not attach registry credentials.")}
             )
 
     def _check_kept_secrets(self, items) -> None:

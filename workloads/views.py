@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from workloads import deployer, runtime
-from workloads.models import DeployRecord, VolumeMount, Workload
+from workloads.models import DeployInProgress, DeployRecord, VolumeMount, Workload
 
 
 def _get_workload(pk: int) -> Workload:
@@ -102,11 +102,25 @@ def workload_state(request: HttpRequest, pk: int) -> HttpResponse:
 @permission_required("workloads.deploy_workload", raise_exception=True)
 def workload_deploy(request: HttpRequest, pk: int) -> HttpResponse:
     workload = _get_workload(pk)
-    deployer.request_deploy(workload=workload, reason=DeployRecord.Reason.MANUAL, user=request.user)
+    error = ""
+    try:
+        deployer.request_deploy(
+            workload=workload, reason=DeployRecord.Reason.MANUAL, user=request.user
+        )
+    except DeployInProgress as exc:
+        error = str(exc)
+    return _after_action(request, workload, error)
+
+
+def _after_action(request: HttpRequest, workload: Workload, error: str) -> HttpResponse:
+    """The refreshed panels for HTMX (with `error` shown), or back to the page."""
     if not request.htmx:
-        return redirect("workload-detail", pk=pk)
+        if error:
+            messages.error(request, error)
+        return redirect("workload-detail", pk=workload.pk)
     workload.refresh_from_db()
-    return render(request, "workloads/detail.html#state-update", _state_context(workload))
+    context = _state_context(workload) | {"action_error": error}
+    return render(request, "workloads/detail.html#state-update", context)
 
 
 class RollbackForm(forms.Form):
@@ -129,12 +143,6 @@ def workload_rollback(request: HttpRequest, pk: int) -> HttpResponse:
         )
     except DeployRecord.DoesNotExist:
         raise Http404 from None
-    except deployer.RollbackRefused as exc:
+    except (deployer.RollbackRefused, DeployInProgress) as exc:
         error = str(exc)
-    if not request.htmx:
-        if error:
-            messages.error(request, error)
-        return redirect("workload-detail", pk=pk)
-    workload.refresh_from_db()
-    context = _state_context(workload) | {"rollback_error": error}
-    return render(request, "workloads/detail.html#state-update", context)
+    return _after_action(request, workload, error)

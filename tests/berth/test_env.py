@@ -93,3 +93,25 @@ def test_a_bad_value_stops_django_at_start_up(tmp_path):
     )
     assert result.returncode != 0
     assert "BERTH_DEBUG='perhaps' is not a boolean" in result.stderr
+
+
+def test_the_data_dir_is_made_private(tmp_path):
+    shared = tmp_path / "data"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    env.private_directory(shared)
+    assert stat.S_IMODE(os.stat(shared).st_mode) == 0o700
+
+
+def test_a_key_file_is_written_whole_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("BERTH_SECRET_KEY", raising=False)
+    key = env.secret_key(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secret_key"]
+    assert (tmp_path / "secret_key").read_text() == key
+
+
+def test_an_empty_key_file_stops_berth(tmp_path, monkeypatch):
+    monkeypatch.delenv("BERTH_SECRET_KEY", raising=False)
+    (tmp_path / "secret_key").write_text("")
+    with pytest.raises(ImproperlyConfigured, match="is empty"):
+        env.secret_key(tmp_path)

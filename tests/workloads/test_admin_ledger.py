@@ -12,7 +12,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def ledger(make_workload):
     web, db = make_workload(), make_workload()
-    ok = DeployRecord.open(workload=web, reason=DeployRecord.Reason.API)
+    ok = DeployRecord.open(workload=web, reason=DeployRecord.Reason.API)  # finished below
     DeployRecord.objects.filter(pk=ok.pk).update(outcome="succeeded", pinned_reference="r@sha256:1")
     bad = DeployRecord.open(workload=db, reason=DeployRecord.Reason.MANUAL)
     DeployRecord.objects.filter(pk=bad.pk).update(outcome="failed", failure_code="pull_failed")

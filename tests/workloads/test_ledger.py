@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import io
+from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.test import override_settings
+from django.utils import timezone
 
 from tests.conftest import container_image_digest, move_current_tag, registry_digest
 from tests.fixtures import images
 from workloads import deployer, locks, runtime
-from workloads.models import DeployRecord, Workload
+from workloads.models import DeployInProgress, DeployRecord, Workload
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Reason, Outcome, Failure = DeployRecord.Reason, DeployRecord.Outcome, DeployRecord.Failure
@@ -72,20 +74,55 @@ def test_the_command_records_its_deploys_and_rollbacks(docker, current_tag, work
     assert rows == [(Reason.MANUAL, Outcome.SUCCEEDED), (Reason.ROLLBACK, Outcome.SUCCEEDED)]
 
 
-def test_it_keeps_exactly_the_newest_n(workload, make_workload):
+def finished(workload: Workload, **fields) -> DeployRecord:
+    record = DeployRecord.open(workload=workload, reason=fields.pop("reason", Reason.MANUAL),
+                               rolled_back_from=fields.pop("rolled_back_from", None))
+    fields.setdefault("outcome", Outcome.SUCCEEDED)
+    DeployRecord.objects.filter(pk=record.pk).update(**fields)
+    record.refresh_from_db()
+    return record
+
+
+def test_it_keeps_exactly_the_newest_n_finished(workload, make_workload):
     other = make_workload()
-    DeployRecord.open(workload=other, reason=Reason.MANUAL)
+    finished(other)
     with override_settings(BERTH_DEPLOY_HISTORY_KEEP=3):
-        opened = [DeployRecord.open(workload=workload, reason=Reason.MANUAL) for _ in range(5)]
+        opened = [finished(workload) for _ in range(5)]
+        active = DeployRecord.open(workload=workload, reason=Reason.MANUAL)
 
     kept = list(workload.deploys.order_by("id").values_list("pk", flat=True))
-    assert kept == [r.pk for r in opened[-3:]]
+    # The three newest finished rows, and the unfinished one, which is never pruned.
+    assert kept == [r.pk for r in opened[-3:]] + [active.pk]
     assert other.deploys.count() == 1  # another workload's history is not touched
 
 
+def test_a_second_deploy_while_one_is_active_is_refused(workload):
+    active = DeployRecord.open(workload=workload, reason=Reason.API)
+    with pytest.raises(DeployInProgress) as refused:
+        DeployRecord.open(workload=workload, reason=Reason.MANUAL)
+    assert refused.value.active == active
+    assert workload.deploys.count() == 1
+    # A restore's redeploy runs under the lock the restore holds: not refused.
+    DeployRecord.open(workload=workload, reason=Reason.RESTORE)
+    assert workload.deploys.count() == 2
+
+
+def test_a_deploy_left_behind_by_a_dead_worker_expires(workload, settings):
+    stuck = DeployRecord.open(workload=workload, reason=Reason.API)
+    stuck.claim()
+    long_ago = timezone.now() - timedelta(seconds=settings.BERTH_TASK_TIMEOUT + 601)
+    DeployRecord.objects.filter(pk=stuck.pk).update(created=long_ago)
+
+    fresh = DeployRecord.open(workload=workload, reason=Reason.MANUAL)
+
+    stuck.refresh_from_db()
+    assert (stuck.outcome, stuck.failure_code) == (Outcome.FAILED, Failure.INTERRUPTED)
+    assert fresh.outcome == Outcome.QUEUED
+
+
 def test_the_history_is_deleted_with_the_workload(workload):
-    first = DeployRecord.open(workload=workload, reason=Reason.MANUAL)
-    DeployRecord.open(workload=workload, reason=Reason.ROLLBACK, rolled_back_from=first)
+    first = finished(workload)
+    finished(workload, reason=Reason.ROLLBACK, rolled_back_from=first)
     workload.delete()
     assert not DeployRecord.objects.exists()
 
@@ -110,18 +147,10 @@ def test_a_real_rollback_runs_the_first_digest_after_the_tag_moved(docker, curre
 
 def test_rollback_guards(workload, make_workload):
     other = make_workload()
-    foreign = DeployRecord.open(workload=other, reason=Reason.MANUAL)
-    foreign.claim()
-    foreign.succeed(f"{images.HTTPD}@sha256:{'a' * 64}")
-    failed = DeployRecord.open(workload=workload, reason=Reason.MANUAL)
-    failed.claim()
-    failed.fail(Failure.PULL_FAILED)
-    unpinned = DeployRecord.open(workload=workload, reason=Reason.MANUAL)
-    DeployRecord.objects.filter(pk=unpinned.pk).update(outcome=Outcome.SUCCEEDED)
-    git = DeployRecord.open(workload=workload, reason=Reason.MANUAL)
-    DeployRecord.objects.filter(pk=git.pk).update(
-        outcome=Outcome.SUCCEEDED, source_kind="git", pinned_reference="0" * 40
-    )
+    foreign = finished(other, pinned_reference=f"{images.HTTPD}@sha256:{'a' * 64}")
+    failed = finished(workload, outcome=Outcome.FAILED, failure_code=Failure.PULL_FAILED)
+    unpinned = finished(workload)
+    git = finished(workload, source_kind="git", pinned_reference="0" * 40)
     before = DeployRecord.objects.count()
 
     with pytest.raises(DeployRecord.DoesNotExist):

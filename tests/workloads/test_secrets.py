@@ -10,7 +10,7 @@ from django.db import connection
 from django.test import Client
 
 from tests.fixtures import images
-from workloads import deployer
+from workloads import deployer, references
 from workloads.models import DeployRecord, EnvVar, RegistryCredential, Workload
 from workloads.redact import MASK, redact
 
@@ -37,9 +37,9 @@ def tables_containing(needle: str) -> list[str]:
     return found
 
 
-def credential(password: str) -> RegistryCredential:
+def credential(password: str, registry: str) -> RegistryCredential:
     cred = RegistryCredential(
-        name=f"auth-{password[-4:]}", registry=images.AUTH_REGISTRY, username=images.AUTH_USERNAME
+        name=f"auth-{password[-4:]}", registry=registry, username=images.AUTH_USERNAME
     )
     cred.set_password(password)
     cred.save()
@@ -47,7 +47,7 @@ def credential(password: str) -> RegistryCredential:
 
 
 def with_secrets(workload: Workload, password: str) -> Workload:
-    workload.registry_credential = credential(password)
+    workload.registry_credential = credential(password, references.registry_host(workload.image))
     workload.save()
     env = EnvVar(workload=workload, name="API_TOKEN")
     env.set_value(ENV_SECRET, secret=True)

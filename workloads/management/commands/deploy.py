@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from workloads import deployer
 from workloads.management.lookup import find_workload
-from workloads.models import DeployRecord
+from workloads.models import DeployInProgress, DeployRecord
 
 
 class Command(BaseCommand):
@@ -16,7 +16,10 @@ class Command(BaseCommand):
     def handle(self, *args, workload: str, **options) -> None:
         target = find_workload(workload)
         self.stdout.write(f"Deploying {target} …")
-        record = deployer.dispatch(workload=target, reason=DeployRecord.Reason.MANUAL)
+        try:
+            record = deployer.dispatch(workload=target, reason=DeployRecord.Reason.MANUAL)
+        except DeployInProgress as exc:
+            raise CommandError(str(exc)) from None
         if record.outcome != DeployRecord.Outcome.SUCCEEDED:
             raise CommandError(f"Deploy #{record.pk} failed: {record.failure_message}")
         self.stdout.write(self.style.SUCCESS(f"Deploy #{record.pk} runs {record.pinned_reference}"))

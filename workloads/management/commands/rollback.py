@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from workloads import deployer
 from workloads.management.lookup import find_workload
-from workloads.models import DeployRecord
+from workloads.models import DeployInProgress, DeployRecord
 
 
 class Command(BaseCommand):
@@ -20,7 +20,7 @@ class Command(BaseCommand):
             record = deployer.rollback(workload=target, deploy_id=deploy_id)
         except DeployRecord.DoesNotExist:
             raise CommandError(f"{target} has no deploy #{deploy_id}.") from None
-        except deployer.RollbackRefused as exc:
+        except (deployer.RollbackRefused, DeployInProgress) as exc:
             raise CommandError(str(exc)) from None
         if record.outcome != DeployRecord.Outcome.SUCCEEDED:
             raise CommandError(f"Rollback #{record.pk} failed: {record.failure_message}")
