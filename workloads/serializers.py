@@ -278,3 +278,28 @@ class DeploySerializer(serializers.ModelSerializer):
 
 class RollbackSerializer(serializers.Serializer):
     deploy_id = serializers.IntegerField(min_value=1)
+
+
+class StatsPointSerializer(serializers.Serializer):
+    t = serializers.DateTimeField()
+    cpu_percent = serializers.FloatField()
+    memory_bytes = serializers.IntegerField()
+    containers = serializers.IntegerField()
+
+
+class StatsMarkerSerializer(serializers.Serializer):
+    t = serializers.DateTimeField()
+    kind = serializers.ChoiceField(choices=["deploy", "rollback", "restore"])
+    outcome = serializers.ChoiceField(choices=DeployRecord.Outcome.choices)
+    deploy = serializers.IntegerField()
+
+
+class StatsHistorySerializer(serializers.Serializer):
+    """A workload's stats history (workloads/metrics_history.History); read-only."""
+
+    window = serializers.CharField()
+    step_seconds = serializers.IntegerField()
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    points = StatsPointSerializer(many=True)
+    markers = StatsMarkerSerializer(many=True)
