@@ -84,6 +84,10 @@ class Point:
     memory_bytes: int
     containers: int
 
+    @property
+    def memory_mib(self) -> float:
+        return self.memory_bytes / (1024 * 1024)
+
 
 @dataclass(frozen=True)
 class Marker:
