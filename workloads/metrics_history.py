@@ -2,15 +2,11 @@
 
 Samples join through the Container index, so a window covers every container
 the workload had in it — replicas side by side, and generations replaced by a
-redeploy. Per time bucket the database sums each tick's samples across the
-containers and averages those sums over the bucket's ticks:
-
-    value(bucket) = SUM(sample value) / COUNT(DISTINCT timestamp)
-
-which is the mean of the per-tick totals (a tick's samples share one
-timestamp). At a step of one interval a bucket holds one tick, so a point is
-that tick's total. Each call runs a fixed number of queries, whatever the
-number of containers or samples.
+redeploy. The database sums each tick's samples across the containers (a
+tick's samples share one timestamp), then averages those totals per time
+bucket: a point is the mean of its bucket's per-tick totals. At a step of one
+interval a bucket holds one tick, so a point is that tick's total. Each call
+runs a fixed number of queries, whatever the number of containers or samples.
 """
 
 from __future__ import annotations
@@ -20,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
+from django.db import connections
 from django.db.models import BigIntegerField, Count, F, FloatField, Func, Q, Sum
 from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
@@ -71,7 +68,8 @@ class EpochBucket(Func):
 
     def as_postgresql(self, compiler, connection, **extra):
         sql, params = compiler.compile(self.source_expressions[0])
-        return f"(FLOOR(EXTRACT(EPOCH FROM {sql}) / {self.step}) * {self.step})::bigint", params
+        # date_part() is double precision; EXTRACT() is numeric (PostgreSQL 14+), far slower.
+        return f"(FLOOR(date_part('epoch', {sql}) / {self.step}) * {self.step})::bigint", params
 
     def as_sql(self, compiler, connection, **extra):
         raise NotImplementedError(f"EpochBucket does not support {connection.vendor}")
@@ -133,34 +131,47 @@ def history(*, workload: Workload, window: str, now: datetime | None = None) -> 
     )
 
 
-def _per_tick(expression) -> Cast:
-    return Cast(expression, FloatField()) / Cast(Count("timestamp", distinct=True), FloatField())
-
-
 def _points(workload: Workload, start: datetime, end: datetime, step: int) -> list[Point]:
-    rows = (
+    """One query in two levels: each tick's totals (the ORM), then their mean per bucket.
+
+    The outer level is the only SQL text here: the ORM cannot select FROM a
+    subquery. The single-level alternative (SUM(x) / COUNT(DISTINCT
+    timestamp) per bucket) gives the same numbers, but DISTINCT makes
+    PostgreSQL sort every sample instead of hashing them, which on a day of
+    ten containers (57,600 samples) took it from about 20 ms to 50 ms.
+    """
+    per_tick = (
         ContainerStatsSample.objects.filter(
             container__workload=workload, timestamp__gte=start, timestamp__lte=end
         )
         # A container removed before the window has no samples in it: leave it
         # out before the samples index is even looked at.
         .filter(Q(container__removed__isnull=True) | Q(container__removed__gte=start))
-        .values(bucket=EpochBucket("timestamp", step))
+        .values("timestamp")
         .annotate(
-            cpu=_per_tick(Sum("cpu_percent")),
-            memory=_per_tick(Sum("memory_bytes")),
-            containers=_per_tick(Count("pk")),
+            bucket=EpochBucket("timestamp", step),
+            cpu=Sum("cpu_percent"),
+            memory=Sum(Cast("memory_bytes", FloatField())),
+            containers=Cast(Count("pk"), FloatField()),
         )
-        .order_by("bucket")
+        .order_by()
     )
+    inner, params = per_tick.query.sql_with_params()
+    sql = (
+        "SELECT bucket, AVG(cpu), AVG(memory), AVG(containers) "  # noqa: S608 - no input in it
+        f"FROM ({inner}) per_tick GROUP BY bucket ORDER BY bucket"
+    )
+    with connections[per_tick.db].cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
     return [
         Point(
-            t=datetime.fromtimestamp(row["bucket"], UTC),
-            cpu_percent=round(row["cpu"], 2),
-            memory_bytes=round(row["memory"]),
-            containers=round(row["containers"]),
+            t=datetime.fromtimestamp(bucket, UTC),
+            cpu_percent=round(cpu, 2),
+            memory_bytes=round(memory),
+            containers=round(containers),
         )
-        for row in rows
+        for bucket, cpu, memory, containers in rows
     ]
 
 
