@@ -107,7 +107,10 @@ def workload_metrics(request: HttpRequest, pk: int) -> HttpResponse:
     workload = _get_workload(pk)
     window = request.GET.get("window", METRICS_DEFAULT)
     if window not in metrics_history.WINDOWS:
-        return HttpResponseBadRequest(_("Unknown window."))
+        return HttpResponseBadRequest(
+            _("Unknown window; use one of: %(windows)s.")
+            % {"windows": ", ".join(metrics_history.WINDOWS)}
+        )
     context = _metrics_context(workload, window)
     return render(request, "workloads/detail.html#metrics-panel", context)
 
