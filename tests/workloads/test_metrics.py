@@ -229,8 +229,8 @@ def test_it_survives_an_unreachable_engine_and_resumes_when_it_is_back(
 def test_reconcile_indexes_this_installations_labelled_containers_only(docker, make_workload):
     web = make_workload()
     unknown = run_labelled(web, "sleep 3600", **{runtime.REPLICA_LABEL: "2"})
-    running = DeployRecord.open(workload=web, reason=DeployRecord.Reason.MANUAL)
     finished = deploy(web, at=timezone.now(), outcome=DeployRecord.Outcome.FAILED)
+    running = DeployRecord.open(workload=web, reason=DeployRecord.Reason.MANUAL)
     mid_deploy = run_labelled(web, "sleep 3600", **{runtime.DEPLOY_LABEL: str(running.pk)})
     left_over = run_labelled(web, "sleep 3600", **{runtime.DEPLOY_LABEL: str(finished.pk)})
     no_workload = run_labelled(None, "sleep 3600")
