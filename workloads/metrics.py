@@ -116,7 +116,6 @@ class Sampler:
         samples = []
         for docker_id, reading in batch.readings.items():
             previous = self.previous.get(docker_id)
-            self.previous[docker_id] = reading
             cpu = cpu_percent(previous, reading) if previous else None
             if cpu is None:
                 result.primed += 1
@@ -127,8 +126,9 @@ class Sampler:
             ))
         ContainerStatsSample.objects.bulk_create(samples)
         result.written = len(samples)
-        # Keep baselines only for containers still read; a gone one's would go stale.
-        self.previous = {k: v for k, v in self.previous.items() if k in batch.readings}
+        # This tick's readings are the next one's baselines; a container that
+        # was not read has none (an old baseline would average over the gap).
+        self.previous = dict(batch.readings)
         return result
 
     def prune(self, now: datetime | None = None) -> int:
