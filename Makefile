@@ -35,10 +35,11 @@ run: $(STAMP) host messages
 	$(MANAGE) collectstatic --no-input -v 0
 	$(MANAGE) recover_restores
 	$(MANAGE) createadmin --if-none
-	@echo "Berth: http://$${BERTH_LISTEN:-127.0.0.1:8000}/ (Ctrl-C stops the web server and the worker)"
+	@echo "Berth: http://$${BERTH_LISTEN:-127.0.0.1:8000}/ (Ctrl-C stops the web server, the worker and the stats sampler)"
 	@trap 'kill 0' EXIT INT TERM; \
 	  $(VENV)/bin/gunicorn -c berth/gunicorn.conf.py & \
 	  $(MANAGE) qcluster & \
+	  $(MANAGE) sample_stats & \
 	  wait -n
 
 lint: $(STAMP)

@@ -49,6 +49,30 @@ def envint(name: str, default: int, *, minimum: int | None = None) -> int:
     return value
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def envduration(name: str, default: int, *, minimum: int | None = None) -> int:
+    """A duration in seconds: plain seconds ("3600") or a number and a unit ("90m", "7d").
+
+    Units: s, m, h, d, w. One unit only, no fractions: "1d12h" or "1.5d" fail
+    loudly rather than being read as something else.
+    """
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    text = raw.strip().lower()
+    number, unit = (text[:-1], text[-1]) if text[-1:] in DURATION_UNITS else (text, "s")
+    if not number.isdigit():
+        raise ImproperlyConfigured(
+            f"{name}={raw!r} is not a duration (use seconds, or e.g. 90m, 36h, 7d, 2w)."
+        )
+    value = int(number) * DURATION_UNITS[unit]
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name}={raw!r} must be at least {minimum} seconds.")
+    return value
+
+
 def envlist(name: str, default: list[str]) -> list[str]:
     raw = os.environ.get(name)
     if raw is None:

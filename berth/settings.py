@@ -12,6 +12,7 @@ from berth.env import (
     database_from_url,
     encryption_key,
     envbool,
+    envduration,
     envint,
     envlist,
     envstr,
@@ -197,6 +198,14 @@ BERTH_ABSOLUTE_VOLUME_ROOTS = envlist("BERTH_ABSOLUTE_VOLUME_ROOTS", [])
 BERTH_DEPLOY_HISTORY_KEEP = envint("BERTH_DEPLOY_HISTORY_KEEP", 50, minimum=1)
 BERTH_DEPLOY_LOCK_TIMEOUT = envint("BERTH_DEPLOY_LOCK_TIMEOUT", 900, minimum=1)
 BERTH_DOCKER_TIMEOUT = envint("BERTH_DOCKER_TIMEOUT", 120, minimum=5)
+
+# The stats sampler (`manage.py sample_stats`, workloads/metrics.py).
+BERTH_STATS_INTERVAL = envint("BERTH_STATS_INTERVAL", 15, minimum=1)
+BERTH_STATS_RETENTION = envduration("BERTH_STATS_RETENTION", 7 * 86400, minimum=3600)
+BERTH_STATS_WORKERS = envint("BERTH_STATS_WORKERS", 32, minimum=1)
+# Not a variable: one stats call may take at most an interval (5 s at least),
+# which bounds how long a tick can run on a slow engine.
+BERTH_STATS_TIMEOUT = max(5, BERTH_STATS_INTERVAL)
 
 LOGGING = {
     "version": 1,

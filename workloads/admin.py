@@ -29,6 +29,19 @@ from workloads.models import (
 )
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """History and index records: shown, never added, changed or deleted by hand."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 class StageInline(admin.TabularInline):
     model = Stage
     extra = 0
@@ -103,12 +116,14 @@ class PortInline(admin.TabularInline):
 
 
 class ContainerInline(admin.TabularInline):
+    """Every container the workload has had, newest first: live ones have no `removed`."""
+
     model = Container
     extra = 0
     fields = ["name", "replica", "docker_id", "image_reference", "created", "removed"]
     readonly_fields = fields
     can_delete = False
-    show_change_link = False
+    show_change_link = True
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -194,24 +209,15 @@ class WorkloadAdmin(admin.ModelAdmin):
 
 
 @admin.register(EventLog)
-class EventLogAdmin(admin.ModelAdmin):
+class EventLogAdmin(ReadOnlyAdmin):
     list_display = ["created", "workload", "level", "text", "user"]
     list_select_related = ["workload__stage__project", "user"]
     list_filter = ["level"]
     date_hierarchy = "created"
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(DeployRecord)
-class DeployRecordAdmin(admin.ModelAdmin):
+class DeployRecordAdmin(ReadOnlyAdmin):
     """The deploy ledger: read-only, written only by dispatch()."""
 
     list_display = [
@@ -237,11 +243,26 @@ class DeployRecordAdmin(admin.ModelAdmin):
     def failure_message(self, record: DeployRecord) -> str:
         return record.failure_message
 
-    def has_add_permission(self, request) -> bool:
-        return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
+@admin.register(Container)
+class ContainerAdmin(ReadOnlyAdmin):
+    """The Container index: read-only, written by deploys and the stats sampler's reconcile.
 
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+    Stats samples join through it, so deleting a row here would delete its
+    history too: there is no delete either.
+    """
+
+    list_display = [
+        "name", "workload", "replica", "short_docker_id", "image_reference", "created", "removed",
+    ]
+    list_select_related = ["workload__stage__project"]
+    list_filter = [("removed", admin.EmptyFieldListFilter), "workload"]
+    search_fields = ["name", "docker_id", "workload__slug"]
+    date_hierarchy = "created"
+    fields = ["workload", "name", "replica", "docker_id", "image_reference", "created", "removed"]
+    readonly_fields = fields
+
+    @admin.display(description=_("Docker id"), ordering="docker_id")
+    def short_docker_id(self, container: Container) -> str:
+        return container.docker_id[:12]
+

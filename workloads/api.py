@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from django.urls import reverse
-from drf_spectacular.utils import extend_schema
+from django.utils.translation import gettext as _
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
-from workloads import deployer
+from workloads import deployer, metrics_history
 from workloads.models import DeployRecord, Workload
 from workloads.permissions import ActionPermission
 from workloads.serializers import (
     ContainerSerializer,
     DeploySerializer,
     RollbackSerializer,
+    StatsHistorySerializer,
     WorkloadSerializer,
 )
 
@@ -40,6 +43,7 @@ class WorkloadViewSet(viewsets.ModelViewSet):
         "deploy": "workloads.deploy_workload",
         "deploys": "workloads.view_workload",
         "rollback": "workloads.rollback_workload",
+        "stats_history": "workloads.view_workload",
     }
 
     def get_queryset(self):
@@ -107,6 +111,32 @@ class WorkloadViewSet(viewsets.ModelViewSet):
             containers = containers.live()
         page = self.paginate_queryset(containers)
         return self.get_paginated_response(ContainerSerializer(page, many=True).data)
+
+    @extend_schema(
+        parameters=[OpenApiParameter(
+            "window", str, enum=list(metrics_history.WINDOWS),
+            default=metrics_history.DEFAULT_WINDOW,
+        )],
+        responses={200: StatsHistorySerializer, 400: None},
+    )
+    @action(detail=True, methods=["get"], url_path="stats/history", url_name="stats-history")
+    def stats_history(self, request, pk=None):
+        """CPU and memory over a window, summed across the workload's containers.
+
+        Downsampled to at most about 1,000 points (the average per
+        `step_seconds` bucket), with the deploys, rollbacks and restores in
+        the window as markers.
+        """
+        workload = self.get_object()
+        window = request.query_params.get("window", metrics_history.DEFAULT_WINDOW)
+        try:
+            found = metrics_history.history(workload=workload, window=window)
+        except metrics_history.UnknownWindow:
+            raise ValidationError({"window": [
+                _("Unknown window; use one of: %(windows)s.")
+                % {"windows": ", ".join(metrics_history.WINDOWS)}
+            ]}) from None
+        return Response(StatsHistorySerializer(found).data)
 
 
 class DeployViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):

@@ -408,6 +408,37 @@ class DeployInProgress(Exception):
         self.active = active
 
 
+class ContainerStatsSample(models.Model):
+    """One sampler tick's reading of one container (written by workloads/metrics.py).
+
+    A tick's samples share one timestamp, so a workload's usage at an instant
+    is the sum over the rows with that timestamp.
+    """
+
+    # No index of its own: (container, timestamp) below serves every lookup by container.
+    container = models.ForeignKey(
+        Container, models.CASCADE, related_name="stats", verbose_name=_("container"),
+        db_index=False,
+    )
+    timestamp = models.DateTimeField(_("timestamp"))
+    cpu_percent = models.FloatField(_("CPU percent"))
+    memory_bytes = models.PositiveBigIntegerField(_("memory (bytes)"))
+    memory_limit = models.PositiveBigIntegerField(_("memory limit (bytes)"))
+
+    class Meta:
+        verbose_name = _("stats sample")
+        verbose_name_plural = _("stats samples")
+        indexes = [
+            # The history query: a workload's containers, then a time range of each.
+            models.Index(fields=["container", "timestamp"], name="stats_container_time_idx"),
+            # Pruning: everything older than the retention, whatever the container.
+            models.Index(fields=["timestamp"], name="stats_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.container_id} @ {self.timestamp:%Y-%m-%d %H:%M:%S}"
+
+
 class DeployRecord(models.Model):
     """One dispatch of a workload: queued, then running, then succeeded or failed.
 

@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -21,7 +22,7 @@ import docker
 import docker.errors
 import requests.exceptions
 from django.conf import settings
-from docker.utils import parse_repository_tag
+from docker.utils import parse_repository_tag, version_gte
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +31,12 @@ WORKLOAD_LABEL = "berth.workload"
 REPLICA_LABEL = "berth.replica"
 DEPLOY_LABEL = "berth.deploy"
 
-_clients: dict[str, docker.DockerClient] = {}
+# Clients by (DOCKER_HOST, purpose): the stats sampler has its own, with a short
+# timeout and a connection pool as large as its thread pool.
+_clients: dict[tuple[str, str], docker.DockerClient] = {}
 _clients_lock = threading.Lock()
+STATS = "stats"
+ONE_SHOT_API = "1.41"
 
 
 class EngineError(Exception):
@@ -81,10 +86,37 @@ class ContainerInfo:
     name: str
     status: str
     labels: dict[str, str]
+    created: float | None = None  # seconds since the epoch, where the engine said
+    image: str = ""
 
     @property
     def running(self) -> bool:
         return self.status in {"running", "restarting"}
+
+
+@dataclass(frozen=True)
+class StatsReading:
+    """One reading of a running container's counters, as the engine reports them.
+
+    `cpu_total` and `system_cpu` are cumulative nanoseconds: a CPU percentage
+    needs two readings (see workloads/metrics.py). `memory_bytes` is what
+    `docker stats` shows: usage minus the inactive file cache.
+    """
+
+    cpu_total: int
+    system_cpu: int
+    online_cpus: int
+    memory_bytes: int
+    memory_limit: int
+
+
+@dataclass
+class StatsBatch:
+    """What read_stats() found: a reading, or why there is none, per container id."""
+
+    readings: dict[str, StatsReading] = field(default_factory=dict)
+    missing: set[str] = field(default_factory=set)  # gone, or not running
+    failed: dict[str, EngineError] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -97,21 +129,29 @@ def _docker_host() -> str:
     return os.environ.get("DOCKER_HOST", "")
 
 
-def _client() -> docker.DockerClient:
-    """A client per DOCKER_HOST value, created on first use."""
-    key = _docker_host()
+def _client(purpose: str = "") -> docker.DockerClient:
+    """A client per DOCKER_HOST value and purpose, created on first use."""
+    key = (_docker_host(), purpose)
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
             with _translated(EngineUnreachable):
-                client = docker.from_env(timeout=settings.BERTH_DOCKER_TIMEOUT)
+                if purpose == STATS:
+                    client = docker.from_env(
+                        timeout=settings.BERTH_STATS_TIMEOUT,
+                        max_pool_size=settings.BERTH_STATS_WORKERS,
+                    )
+                else:
+                    client = docker.from_env(timeout=settings.BERTH_DOCKER_TIMEOUT)
             _clients[key] = client
         return client
 
 
 def _forget_client() -> None:
+    host = _docker_host()
     with _clients_lock:
-        _clients.pop(_docker_host(), None)
+        for key in [key for key in _clients if key[0] == host]:
+            del _clients[key]
 
 
 @contextmanager
@@ -225,3 +265,103 @@ def inspect(container_id: str) -> ContainerInfo | None:
         except docker.errors.NotFound:
             return None
     return ContainerInfo(c.id, c.name, c.status, dict(c.labels))
+
+
+def list_instance_containers() -> list[ContainerInfo]:
+    """Every container of this installation that carries a workload label, in one call.
+
+    The engine's list answer already has names, labels and states: no
+    per-container inspect (what `containers.list()` would do).
+    """
+    with _translated(EngineError):
+        found = _client().api.containers(
+            all=True, filters={"label": [instance_label(), WORKLOAD_LABEL]}
+        )
+    return [
+        ContainerInfo(
+            id=c["Id"],
+            name=(c.get("Names") or ["/"])[0].lstrip("/"),
+            status=c.get("State", ""),
+            labels=dict(c.get("Labels") or {}),
+            created=c.get("Created"),
+            image=c.get("Image", ""),
+        )
+        for c in found
+    ]
+
+
+def read_stats(container_ids: list[str], *, workers: int) -> StatsBatch:
+    """Read the containers' stats in parallel, at most `workers` calls at a time.
+
+    Returns when every call has returned (or timed out after
+    BERTH_STATS_TIMEOUT). Raises EngineUnreachable when no call reached the
+    engine; a container that vanished meanwhile is only `missing`.
+    """
+    # The client is made here, once: made lazily by each thread, a hanging
+    # engine would be waited for once per container, one after the other.
+    api = _client(STATS).api
+    one_shot = True if version_gte(api.api_version, ONE_SHOT_API) else None
+    batch = StatsBatch()
+    if not container_ids:
+        return batch
+    with ThreadPoolExecutor(min(workers, len(container_ids)), "berth-stats") as pool:
+        futures = {
+            container_id: pool.submit(_stats, api, container_id, one_shot)
+            for container_id in container_ids
+        }
+    for container_id, future in futures.items():
+        try:
+            reading = future.result()
+        except EngineError as exc:
+            batch.failed[container_id] = exc
+            continue
+        if reading is None:
+            batch.missing.add(container_id)
+        else:
+            batch.readings[container_id] = reading
+    unreachable = [e for e in batch.failed.values() if isinstance(e, EngineUnreachable)]
+    if len(unreachable) == len(container_ids):
+        raise EngineUnreachable(unreachable[0].raw)
+    return batch
+
+
+def _stats(api, container_id: str, one_shot: bool | None) -> StatsReading | None:
+    """One container's counters now; None if it is gone or not running.
+
+    One-shot stats (API 1.41+) answer at once instead of waiting for the
+    engine's second reading; they carry no previous values, so the sampler
+    keeps the previous reading itself.
+    """
+    with _translated(EngineError):
+        try:
+            raw = api.stats(container_id, stream=False, one_shot=one_shot)
+        except docker.errors.NotFound:
+            return None
+    return parse_stats(raw)
+
+
+def parse_stats(raw: dict) -> StatsReading | None:
+    """A StatsReading from the engine's stats JSON; None for a container that is not running."""
+    memory = raw.get("memory_stats") or {}
+    cpu = raw.get("cpu_stats") or {}
+    if "usage" not in memory or not cpu.get("system_cpu_usage"):
+        return None  # a stopped container answers with zeros and an empty memory_stats
+    usage = cpu.get("cpu_usage") or {}
+    return StatsReading(
+        cpu_total=int(usage.get("total_usage") or 0),
+        system_cpu=int(cpu["system_cpu_usage"]),
+        online_cpus=int(cpu.get("online_cpus") or len(usage.get("percpu_usage") or []) or 1),
+        memory_bytes=_memory_without_cache(memory),
+        memory_limit=int(memory.get("limit") or 0),
+    )
+
+
+def _memory_without_cache(memory: dict) -> int:
+    """Usage minus inactive file cache, as the docker CLI computes it (cgroup v1 and v2)."""
+    usage = int(memory["usage"])
+    detail = memory.get("stats") or {}
+    # cgroup v1 reports total_inactive_file; cgroup v2 reports inactive_file.
+    inactive = detail.get("total_inactive_file", detail.get("inactive_file"))
+    if inactive is not None and int(inactive) < usage:
+        return usage - int(inactive)
+    return usage

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from functools import reduce
 from operator import or_
 
@@ -312,3 +313,40 @@ class DeploySerializer(serializers.ModelSerializer):
 
 class RollbackSerializer(serializers.Serializer):
     deploy_id = serializers.IntegerField(min_value=1)
+
+
+class StatsPointSerializer(serializers.Serializer):
+    t = serializers.DateTimeField()
+    cpu_percent = serializers.FloatField()
+    memory_bytes = serializers.IntegerField()
+    containers = serializers.IntegerField()
+
+    def to_representation(self, point):
+        # Up to ~1,000 points per response: the fields above document them, but
+        # going through each field per point (DateTimeField's time zone work
+        # above all) cost about 5 ms a response. A point's t is a UTC bucket
+        # start, written as DRF writes UTC.
+        return {
+            "t": point.t.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "cpu_percent": point.cpu_percent,
+            "memory_bytes": point.memory_bytes,
+            "containers": point.containers,
+        }
+
+
+class StatsMarkerSerializer(serializers.Serializer):
+    t = serializers.DateTimeField()
+    kind = serializers.ChoiceField(choices=["deploy", "rollback", "restore"])
+    outcome = serializers.ChoiceField(choices=DeployRecord.Outcome.choices)
+    deploy = serializers.IntegerField()
+
+
+class StatsHistorySerializer(serializers.Serializer):
+    """A workload's stats history (workloads/metrics_history.History); read-only."""
+
+    window = serializers.CharField()
+    step_seconds = serializers.IntegerField()
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    points = StatsPointSerializer(many=True)
+    markers = StatsMarkerSerializer(many=True)

@@ -8,4 +8,5 @@ urlpatterns = [
     path("workloads/<int:pk>/state", views.workload_state, name="workload-state"),
     path("workloads/<int:pk>/deploy", views.workload_deploy, name="workload-deploy"),
     path("workloads/<int:pk>/rollback", views.workload_rollback, name="workload-rollback"),
+    path("workloads/<int:pk>/metrics", views.workload_metrics, name="workload-metrics"),
 ]

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from workloads import deployer, runtime
+from workloads import charts, deployer, metrics_history, runtime
 from workloads.models import DeployInProgress, DeployRecord, VolumeMount, Workload
 
 
@@ -20,6 +22,7 @@ def _get_workload(pk: int) -> Workload:
 
 
 HISTORY_ROWS = 20
+METRICS_DEFAULT = metrics_history.DEFAULT_WINDOW
 
 
 def _state_context(workload: Workload) -> dict:
@@ -57,6 +60,21 @@ def _volume_rows(workload: Workload) -> list[tuple[VolumeMount, str | None]]:
     return rows
 
 
+def _metrics_context(workload: Workload, window: str) -> dict:
+    """What the metrics panel shows: the chart of `window`, and the newest tick's totals."""
+    found = metrics_history.history(workload=workload, window=window)
+    return {
+        "workload": workload,
+        "metrics_window": window,
+        "metrics_window_label": metrics_history.WINDOW_LABELS[window],
+        "metrics_windows": list(metrics_history.WINDOW_LABELS.items()),
+        "metrics_history": found,
+        "chart": charts.build_chart(found),
+        "current": metrics_history.latest(workload=workload, now=found.end),
+        "stats_interval": settings.BERTH_STATS_INTERVAL,
+    }
+
+
 @require_GET
 @login_required
 @permission_required("workloads.view_workload", raise_exception=True)
@@ -74,11 +92,27 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @permission_required("workloads.view_workload", raise_exception=True)
 def workload_detail(request: HttpRequest, pk: int) -> HttpResponse:
     workload = _get_workload(pk)
-    context = _state_context(workload) | {
+    context = _state_context(workload) | _metrics_context(workload, METRICS_DEFAULT) | {
         "volumes": _volume_rows(workload),
         "engine": runtime.engine_status(),
     }
     return render(request, "workloads/detail.html", context)
+
+
+@require_GET
+@login_required
+@permission_required("workloads.view_workload", raise_exception=True)
+def workload_metrics(request: HttpRequest, pk: int) -> HttpResponse:
+    """The metrics panel for ?window= (what the window buttons and the 15 s refresh fetch)."""
+    workload = _get_workload(pk)
+    window = request.GET.get("window", METRICS_DEFAULT)
+    if window not in metrics_history.WINDOWS:
+        return HttpResponseBadRequest(
+            _("Unknown window; use one of: %(windows)s.")
+            % {"windows": ", ".join(metrics_history.WINDOWS)}
+        )
+    context = _metrics_context(workload, window)
+    return render(request, "workloads/detail.html#metrics-panel", context)
 
 
 @require_GET

@@ -115,3 +115,53 @@ def test_an_empty_key_file_stops_berth(tmp_path, monkeypatch):
     (tmp_path / "secret_key").write_text("")
     with pytest.raises(ImproperlyConfigured, match="is empty"):
         env.secret_key(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [("3600", 3600), ("90m", 5400), ("36h", 129600), ("7d", 604800), ("2W", 1209600),
+     (" 45s ", 45), ("", 99)],
+)
+def test_envduration_reads_seconds_or_a_number_and_a_unit(monkeypatch, raw, seconds):
+    monkeypatch.setenv("BERTH_X", raw)
+    assert env.envduration("BERTH_X", 99) == seconds
+
+
+@pytest.mark.parametrize("raw", ["7 days", "1.5d", "1d12h", "-5", "d", "7y", "ten"])
+def test_envduration_fails_loudly(monkeypatch, raw):
+    monkeypatch.setenv("BERTH_X", raw)
+    with pytest.raises(ImproperlyConfigured, match="BERTH_X"):
+        env.envduration("BERTH_X", 60)
+
+
+def test_envduration_has_a_minimum(monkeypatch):
+    monkeypatch.setenv("BERTH_X", "30m")
+    with pytest.raises(ImproperlyConfigured, match="at least 3600 seconds"):
+        env.envduration("BERTH_X", 7200, minimum=3600)
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [({"BERTH_STATS_INTERVAL": "0"}, "BERTH_STATS_INTERVAL=0 must be at least 1"),
+     ({"BERTH_STATS_RETENTION": "a week"}, "BERTH_STATS_RETENTION"),
+     ({"BERTH_STATS_RETENTION": "10m"}, "BERTH_STATS_RETENTION")],
+)
+def test_bad_stats_settings_stop_berth_at_start_up(tmp_path, variables, message):
+    result = subprocess.run(
+        [sys.executable, "-c", "import berth.settings"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=False,
+        env=os.environ | {"BERTH_DATA_DIR": str(tmp_path)} | variables,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+def test_the_stats_settings_default_to_fifteen_seconds_and_seven_days(tmp_path):
+    env_vars = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_STATS_")}
+    result = subprocess.run(
+        [sys.executable, "-c", "from berth import settings as s; "
+         "print(s.BERTH_STATS_INTERVAL, s.BERTH_STATS_RETENTION, s.BERTH_STATS_TIMEOUT)"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+        env=env_vars | {"BERTH_DATA_DIR": str(tmp_path)},
+    )
+    assert result.stdout.split() == ["15", "604800", "15"]

@@ -1,0 +1,460 @@
+"""The stats sampler, step by step: tick, prune, reconcile, and the loop that runs them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import signal
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from tests.conftest import REPO_ROOT, child_env
+from tests.fixtures import images
+from tests.workloads.stats_data import MIB, container, deploy, sample, ticks
+from workloads import runtime
+from workloads.metrics import Sampler, cpu_percent
+from workloads.models import Container, ContainerStatsSample, DeployRecord, Workload
+
+CLOSED_SOCKET = "unix:///nonexistent/closed.sock"
+BUSY_LOOP = "while :; do :; done"
+HOLD_64_MIB = "head -c 67108864 /dev/zero > /dev/shm/x && touch /dev/shm/ready; sleep 3600"
+
+
+# --- helpers ---------------------------------------------------------------------
+
+def run_labelled(
+    workload: Workload | None, command: str, *, instance: str | None = None, **labels: str
+) -> str:
+    """`docker run -d` of the busybox image with Berth's labels; returns the container id.
+
+    The docker fixture removes it afterwards (it carries this run's instance
+    label) unless `instance` names another installation.
+    """
+    labels = {
+        runtime.INSTANCE_LABEL: instance or settings.BERTH_INSTANCE_ID,
+        **({runtime.WORKLOAD_LABEL: str(workload.pk)} if workload else {}),
+        **labels,
+    }
+    args = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
+    # 96 MiB of /dev/shm: room for the 64 MiB the memory test holds there.
+    return subprocess.run(
+        ["docker", "run", "-d", "--shm-size", "96m", *args, images.BUSYBOX, "sh", "-c", command],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+
+
+def wait_for_file(container_id: str, path: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        probe = subprocess.run(["docker", "exec", container_id, "test", "-e", path],
+                               capture_output=True, check=False)
+        if probe.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{path} never appeared in {container_id[:12]}")
+
+
+def docker_stats_memory(container_id: str) -> float:
+    """The memory `docker stats --no-stream` shows, in bytes."""
+    out = subprocess.run(
+        ["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", container_id],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    value, unit = re.match(r"([\d.]+)([KMG]i?B|B)", out.strip()).groups()
+    return float(value) * {"B": 1, "KiB": 1024, "MiB": MIB, "GiB": 1024 * MIB}[unit]
+
+
+def reading(cpu_total: int, system_cpu: int, *, cpus: int = 2) -> runtime.StatsReading:
+    return runtime.StatsReading(
+        cpu_total=cpu_total, system_cpu=system_cpu, online_cpus=cpus,
+        memory_bytes=MIB, memory_limit=512 * MIB,
+    )
+
+
+# --- what a reading means ------------------------------------------------------------
+
+def test_cpu_percent_is_computed_the_way_docker_stats_computes_it():
+    # Half of the system's time on a 2-CPU host: one CPU fully busy, 100 %.
+    assert cpu_percent(reading(1_000, 10_000), reading(3_000, 14_000)) == pytest.approx(100.0)
+    assert cpu_percent(reading(1_000, 10_000), reading(1_000, 14_000)) == 0.0
+    # Counters that restarted, or no system time between the readings: no value.
+    assert cpu_percent(reading(5_000, 10_000), reading(1_000, 14_000)) is None
+    assert cpu_percent(reading(1_000, 10_000), reading(2_000, 10_000)) is None
+
+
+def test_memory_is_usage_minus_the_inactive_file_cache_on_cgroup_v1_and_v2():
+    def raw(memory_stats: dict) -> dict:
+        cpu = {"cpu_usage": {"total_usage": 5, "percpu_usage": [2, 3]}, "system_cpu_usage": 9}
+        return {"cpu_stats": cpu, "memory_stats": memory_stats}
+
+    v1 = runtime.parse_stats(raw({"usage": 100, "limit": 800, "stats": {
+        "total_inactive_file": 30, "inactive_file": 99}}))
+    v2 = runtime.parse_stats(raw({"usage": 100, "limit": 800, "stats": {"inactive_file": 40}}))
+    odd = runtime.parse_stats(raw({"usage": 100, "stats": {"total_inactive_file": 500}}))
+    assert (v1.memory_bytes, v1.memory_limit, v1.online_cpus) == (70, 800, 2)
+    assert v2.memory_bytes == 60
+    assert odd.memory_bytes == 100
+
+
+def test_a_stopped_containers_zeroed_stats_are_no_reading():
+    stopped = {"read": "0001-01-01T00:00:00Z", "memory_stats": {},
+               "cpu_stats": {"cpu_usage": {"total_usage": 0}}}
+    assert runtime.parse_stats(stopped) is None
+
+
+# --- the real engine -------------------------------------------------------------------
+
+@pytest.mark.django_db(transaction=True)
+def test_it_shows_a_busy_loop_above_half_a_cpu_within_two_ticks(docker, workload):
+    busy = run_labelled(workload, BUSY_LOOP)
+    sampler = Sampler()
+
+    assert sampler.reconcile().indexed == [busy]
+    first = sampler.tick()
+    time.sleep(2)  # a longer window between the readings: less noise from a busy host
+    second = sampler.tick()
+
+    assert (first.primed, first.written) == (1, 0)  # a one-shot reading has no previous values
+    assert second.written == 1
+    [row] = ContainerStatsSample.objects.filter(container__docker_id=busy)
+    assert row.cpu_percent > 50.0
+    assert row.timestamp == second.at
+    assert row.memory_limit > 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_shows_a_container_holding_64_mib_within_ten_percent(docker, workload):
+    holder = run_labelled(workload, HOLD_64_MIB)
+    wait_for_file(holder, "/dev/shm/ready")
+    sampler = Sampler()
+    sampler.reconcile()
+
+    sampler.tick()
+    sampler.tick()
+
+    [row] = ContainerStatsSample.objects.filter(container__docker_id=holder)
+    assert row.memory_bytes == pytest.approx(64 * MIB, rel=0.10)
+    # And what docker stats shows for it, the same way.
+    assert row.memory_bytes == pytest.approx(docker_stats_memory(holder), rel=0.10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_writes_one_timestamp_per_tick_for_all_containers_in_bulk(docker, make_workload):
+    web, other = make_workload(), make_workload()
+    ids = [run_labelled(web, "sleep 3600"), run_labelled(web, "sleep 3600"),
+           run_labelled(other, "sleep 3600")]
+    sampler = Sampler()
+    sampler.reconcile()
+    sampler.tick()
+
+    with CaptureQueriesContext(connection) as queries:
+        result = sampler.tick()
+
+    assert result.written == 3
+    inserts = [q for q in queries.captured_queries if q["sql"].startswith("INSERT")]
+    assert len(inserts) == 1
+    rows = ContainerStatsSample.objects.filter(container__docker_id__in=ids)
+    assert set(rows.values_list("timestamp", flat=True)) == {result.at}
+    by_workload = dict(rows.values_list("container__docker_id", "container__workload"))
+    assert by_workload == {ids[0]: web.pk, ids[1]: web.pk, ids[2]: other.pk}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_survives_a_container_removed_mid_tick(docker, workload, monkeypatch):
+    doomed, survivor = run_labelled(workload, "sleep 3600"), run_labelled(workload, "sleep 3600")
+    sampler = Sampler()
+    sampler.reconcile()
+    sampler.tick()
+    real_stats = runtime._stats
+
+    def remove_first(api, container_id, one_shot):
+        # The tick has listed both containers; this one goes before it is read.
+        if container_id == doomed:
+            subprocess.run(["docker", "rm", "-f", doomed], capture_output=True, check=True)
+        return real_stats(api, container_id, one_shot)
+
+    monkeypatch.setattr(runtime, "_stats", remove_first)
+    result = sampler.tick()
+
+    assert (result.written, result.missing, result.failed) == (1, 1, 0)
+    assert ContainerStatsSample.objects.filter(container__docker_id=survivor).count() == 1
+    assert doomed not in sampler.previous
+    # The next reconcile marks the vanished container removed; the survivor stays live.
+    assert sampler.reconcile().marked_removed == [doomed]
+    assert Container.objects.get(docker_id=doomed).removed is not None
+    assert Container.objects.get(docker_id=survivor).removed is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_survives_an_unreachable_engine_and_resumes_when_it_is_back(
+    docker, workload, monkeypatch, caplog
+):
+    running = run_labelled(workload, "sleep 3600")
+    sampler = Sampler()
+    sampler.reconcile()
+    sampler.tick()
+
+    monkeypatch.setenv("DOCKER_HOST", CLOSED_SOCKET)
+    with caplog.at_level(logging.WARNING, logger="workloads.metrics"):
+        down = [sampler.tick(), sampler.tick()]
+        sampler._guarded(sampler.reconcile)  # what the loop does: logged, not raised
+        monkeypatch.delenv("DOCKER_HOST")
+        back = sampler.tick()
+
+    assert [r.engine_unreachable for r in down] == [True, True]
+    assert [r.written for r in down] == [0, 0]
+    assert Container.objects.get(docker_id=running).removed is None  # not taken for gone
+    assert back.written == 1  # the reading from before the outage was kept as the baseline
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("unreachable" in m for m in messages) == 1  # once per outage, not per tick
+    assert sum("reachable again" in m for m in messages) == 1
+
+
+# --- reconcile ---------------------------------------------------------------------------
+
+@pytest.mark.django_db(transaction=True)
+def test_reconcile_indexes_this_installations_labelled_containers_only(docker, make_workload):
+    web = make_workload()
+    unknown = run_labelled(web, "sleep 3600", **{runtime.REPLICA_LABEL: "2"})
+    finished = deploy(web, at=timezone.now(), outcome=DeployRecord.Outcome.FAILED)
+    running = DeployRecord.open(workload=web, reason=DeployRecord.Reason.MANUAL)
+    mid_deploy = run_labelled(web, "sleep 3600", **{runtime.DEPLOY_LABEL: str(running.pk)})
+    left_over = run_labelled(web, "sleep 3600", **{runtime.DEPLOY_LABEL: str(finished.pk)})
+    no_workload = run_labelled(None, "sleep 3600")
+    gone = make_workload()
+    deleted_workload = run_labelled(gone, "sleep 3600")
+    gone.delete()
+    foreign = run_labelled(web, "sleep 3600", instance=f"{settings.BERTH_INSTANCE_ID}-other")
+    try:
+        result = Sampler().reconcile()
+    finally:
+        subprocess.run(["docker", "rm", "-f", foreign], capture_output=True, check=False)
+
+    assert result.indexed == sorted([unknown, left_over])
+    row = Container.objects.get(docker_id=unknown)
+    assert (row.workload_id, row.replica, row.removed) == (web.pk, 2, None)
+    assert row.image_reference == images.BUSYBOX
+    assert row.name and row.created <= timezone.now()
+    indexed = set(Container.objects.values_list("docker_id", flat=True))
+    assert not indexed & {mid_deploy, no_workload, deleted_workload, foreign}
+    assert Sampler().reconcile().indexed == []  # nothing new the second time
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reconcile_marks_indexed_containers_the_engine_lost_as_removed(docker, workload):
+    kept = run_labelled(workload, "sleep 3600")
+    lost = container(workload)  # indexed, but no such container on the engine
+    already_removed = container(workload, removed=timezone.now() - timedelta(days=1))
+    sampler = Sampler()
+
+    result = sampler.reconcile()
+
+    assert result.marked_removed == [lost.docker_id]
+    lost.refresh_from_db()
+    assert lost.removed is not None
+    assert Container.objects.get(docker_id=kept).removed is None
+    before = already_removed.removed
+    already_removed.refresh_from_db()
+    assert already_removed.removed == before
+
+
+# --- prune -------------------------------------------------------------------------------
+
+@pytest.mark.django_db
+def test_prune_deletes_samples_older_than_the_retention_in_batches(workload):
+    c = container(workload)
+    now = timezone.now()
+    old = sample(c, ticks(now - timedelta(days=8), every=15, count=10), cpu=1.0, memory=1)
+    recent = sample(c, ticks(now, every=15, count=5), cpu=1.0, memory=1)
+    sampler = Sampler(retention=7 * 86400, prune_batch=4)
+
+    with CaptureQueriesContext(connection) as queries:
+        assert sampler.prune(now=now) == len(old)
+
+    deletes = [q for q in queries.captured_queries if q["sql"].startswith("DELETE")]
+    assert len(deletes) == 3  # 4 + 4 + 2 rows
+    assert set(ContainerStatsSample.objects.values_list("pk", flat=True)) == {
+        r.pk for r in recent
+    }
+    assert sampler.prune(now=now) == 0
+
+
+def test_the_retention_and_interval_come_from_settings(settings):
+    settings.BERTH_STATS_INTERVAL, settings.BERTH_STATS_RETENTION = 30, 86400
+    sampler = Sampler()
+    assert (sampler.interval, sampler.retention) == (30, 86400)
+
+
+# --- a slow engine and the loop ------------------------------------------------------------
+
+class HangingEngine(BaseHTTPRequestHandler):
+    """An engine that answers its version at once and never answers a stats call in time."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if "/stats" in self.path:
+            time.sleep(10)
+            return
+        body = json.dumps({"ApiVersion": "1.41", "Version": "20.10.24"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class ThreadingUnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+@pytest.fixture
+def slow_engine(tmp_path, monkeypatch, settings):
+    socket_path = Path(tmp_path) / "slow.sock"
+    server = ThreadingUnixServer(str(socket_path), HangingEngine)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    settings.BERTH_STATS_TIMEOUT = 1
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{socket_path}")
+    yield
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.django_db
+def test_a_tick_on_a_slow_engine_ends_after_the_stats_timeout(slow_engine, workload):
+    for replica in range(1, 9):
+        container(workload, replica=replica)
+    sampler = Sampler(workers=4)
+
+    started = time.monotonic()
+    result = sampler.tick()
+    elapsed = time.monotonic() - started
+
+    # Eight calls, four at a time, one second each at most: about 2 s, not 8 × 10 s.
+    assert elapsed < 5, elapsed
+    assert result.engine_unreachable and result.written == 0
+
+
+class TimedSampler(Sampler):
+    """A sampler whose tick takes `duration` seconds and records when it ran."""
+
+    def __init__(self, duration: float) -> None:
+        super().__init__(interval=1)
+        self.duration = duration
+        self.runs: list[tuple[float, float, float]] = []  # (slot, started, finished)
+        self.ticking = threading.Event()
+
+    def tick(self, at=None):
+        started = time.time()
+        self.ticking.set()
+        time.sleep(self.duration)
+        self.runs.append((at.timestamp(), started, time.time()))
+        self.ticking.clear()
+
+    def reconcile(self, now=None):
+        pass
+
+    def prune(self, now=None):
+        return 0
+
+
+def run_in_thread(sampler: Sampler, stop: threading.Event) -> threading.Thread:
+    thread = threading.Thread(target=sampler.run, args=(stop,))
+    thread.start()
+    return thread
+
+
+def test_ticks_never_overlap_and_missed_slots_are_skipped(caplog):
+    sampler, stop = TimedSampler(duration=1.5), threading.Event()
+    with caplog.at_level(logging.WARNING, logger="workloads.metrics"):
+        thread = run_in_thread(sampler, stop)
+        time.sleep(5)
+        stop.set()
+        thread.join(timeout=5)
+
+    assert not thread.is_alive()
+    assert len(sampler.runs) >= 2
+    for (_slot, _started, finished), (next_slot, next_started, _) in zip(
+        sampler.runs, sampler.runs[1:], strict=False
+    ):
+        assert next_started >= finished  # never two at once
+        assert next_slot >= finished  # the next slot after the slow tick, not a missed one
+    assert all(slot == int(slot) for slot, _, _ in sampler.runs)  # on the interval's grid
+    assert all(started >= slot for slot, started, _ in sampler.runs)
+    assert re.search(r"overran the interval: skipped [12] tick\(s\)", caplog.text)
+
+
+def test_stopping_lets_the_tick_in_progress_finish():
+    sampler, stop = TimedSampler(duration=1.0), threading.Event()
+    thread = run_in_thread(sampler, stop)
+    assert sampler.ticking.wait(timeout=5)
+    stop.set()
+    stopped_at = time.time()
+    thread.join(timeout=5)
+
+    assert not thread.is_alive()
+    [(_slot, started, finished)] = sampler.runs  # the one in progress, finished; none after
+    assert started < stopped_at < finished
+
+
+def test_a_failing_step_is_logged_and_the_loop_goes_on(caplog):
+    class Failing(TimedSampler):
+        def tick(self, at=None):
+            super().tick(at)
+            raise RuntimeError("database went away")
+
+    sampler, stop = Failing(duration=0), threading.Event()
+    with caplog.at_level(logging.ERROR, logger="workloads.metrics"):
+        thread = run_in_thread(sampler, stop)
+        time.sleep(2.5)
+        stop.set()
+        thread.join(timeout=5)
+    assert len(sampler.runs) >= 2
+    assert "the stats sampler's tick step failed" in caplog.text
+
+
+# --- the command ---------------------------------------------------------------------------
+
+@pytest.mark.django_db(transaction=True)
+def test_the_command_stops_cleanly_on_sigterm():
+    # A closed engine socket keeps the child off the real engine; it must run anyway.
+    env = child_env() | {"BERTH_STATS_INTERVAL": "1", "DOCKER_HOST": CLOSED_SOCKET}
+    child = subprocess.Popen(
+        [sys.executable, "manage.py", "sample_stats"], cwd=REPO_ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert "Sampling container stats every 1 s" in child.stdout.readline()
+        time.sleep(2.5)  # a few ticks against the closed socket
+        assert child.poll() is None, child.stderr.read()
+        child.send_signal(signal.SIGTERM)
+        out, err = child.communicate(timeout=15)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 0, err
+    assert "Stats sampler stopped." in out
+    assert "Traceback" not in err
+
+
+def test_make_run_starts_the_sampler_beside_the_web_server_and_the_worker():
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    run = makefile.split("\nrun:", 1)[1].split("\n\n", 1)[0]
+    assert "$(MANAGE) sample_stats &" in run
+    assert "trap 'kill 0'" in run
+
