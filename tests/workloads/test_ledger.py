@@ -118,6 +118,7 @@ def test_rollback_guards(workload, make_workload):
     failed.fail(Failure.PULL_FAILED)
     unpinned = DeployRecord.open(workload=workload, reason=Reason.MANUAL)
     DeployRecord.objects.filter(pk=unpinned.pk).update(outcome=Outcome.SUCCEEDED)
+    # A git deploy of a workload that deploys an image now: another source kind.
     git = DeployRecord.open(workload=workload, reason=Reason.MANUAL)
     DeployRecord.objects.filter(pk=git.pk).update(
         outcome=Outcome.SUCCEEDED, source_kind="git", pinned_reference="0" * 40
@@ -130,7 +131,7 @@ def test_rollback_guards(workload, make_workload):
         deployer.rollback_target(workload=workload, deploy_id=failed.pk)
     with pytest.raises(deployer.RollbackRefused, match="no pinned reference"):
         deployer.rollback_target(workload=workload, deploy_id=unpinned.pk)
-    with pytest.raises(deployer.RollbackRefused, match="git"):
+    with pytest.raises(deployer.RollbackRefused, match="another source kind"):
         deployer.rollback_target(workload=workload, deploy_id=git.pk)
     with pytest.raises(CommandError, match="has no deploy"):
         call_command("rollback", str(workload.pk), str(foreign.pk), stdout=io.StringIO())
