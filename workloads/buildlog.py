@@ -48,8 +48,9 @@ class BuildLogWriter:
         self.last_step = ""
         self.failed_step = ""
         self.flushed_at = 0.0
+        # By id: a row cached on the record would go stale as the log grows.
         DeployLog.objects.update_or_create(
-            deploy=record, defaults={"text": "", "truncated": False, "failed_step": ""}
+            deploy_id=record.pk, defaults={"text": "", "truncated": False, "failed_step": ""}
         )
 
     def note(self, message: str) -> None:

@@ -119,12 +119,12 @@ def validate_url(url: str) -> None:
 
 def _validate_network_url(parts, scheme: str) -> None:
     userinfo, at, hostport = parts.netloc.rpartition("@")
-    if at and (scheme != "ssh" or ":" in userinfo or not _SSH_USER.match(userinfo)):
+    if at and (scheme != "ssh" or ":" in userinfo or not _SSH_USER.fullmatch(userinfo)):
         raise ValidationError(_("Put the repository's credential in the credential fields."))
     host, port = _split_host_port(hostport)
-    if not host or not _HOST.match(host) or host.startswith("-"):
+    if not host or not _HOST.fullmatch(host) or host.startswith("-"):
         raise ValidationError(_("The repository URL needs a valid host name."))
-    if port and (not _PORT.match(port) or not 0 < int(port) < 65536):
+    if port and (not _PORT.fullmatch(port) or not 0 < int(port) < 65536):
         raise ValidationError(_("The repository URL has an invalid port."))
     path = parts.path
     if not path.strip("/") or path.lstrip("/").startswith("-"):
@@ -157,7 +157,7 @@ def validate_ref(ref: str) -> None:
         "Use a branch, tag or commit: letters, digits and . _ / -, not starting with "
         "'-', '.' or '/', without '..', '//' or a trailing '/', '.' or '.lock'."
     )
-    if not ref or len(ref) > MAX_REF_LENGTH or not _REF.match(ref):
+    if not ref or len(ref) > MAX_REF_LENGTH or not _REF.fullmatch(ref):
         raise ValidationError(message)
     parts = ref.split("/")
     if (
@@ -194,7 +194,7 @@ def validate_build_args(build_args) -> None:
             _("At most %(count)d build arguments are allowed.") % {"count": MAX_BUILD_ARGS}
         )
     for name, value in build_args.items():
-        if not isinstance(name, str) or not _BUILD_ARG_NAME.match(name):
+        if not isinstance(name, str) or not _BUILD_ARG_NAME.fullmatch(name):
             raise ValidationError(
                 _("Build argument names use letters, digits and underscores, "
                   "not starting with a digit.")
@@ -207,11 +207,11 @@ def validate_build_args(build_args) -> None:
 
 
 def is_full_sha(value: str) -> bool:
-    return bool(_FULL_SHA.match(value))
+    return bool(_FULL_SHA.fullmatch(value))
 
 
 def looks_like_short_sha(value: str) -> bool:
-    return bool(_SHORT_SHA.match(value))
+    return bool(_SHORT_SHA.fullmatch(value))
 
 
 def web_url(url: str) -> str | None:
@@ -229,7 +229,7 @@ def web_url(url: str) -> str | None:
         return None
     path = parts.path.strip("/").removesuffix(".git")
     segments = path.split("/")
-    if len(segments) < 2 or not all(_FORGE_PATH_PART.match(s) for s in segments):
+    if len(segments) < 2 or not all(_FORGE_PATH_PART.fullmatch(s) for s in segments):
         return None
     return f"https://{host}/{path}"
 
