@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.http import Http404
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
@@ -10,10 +11,11 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
 from workloads import deployer
-from workloads.models import DeployRecord, Workload
+from workloads.models import DeployLog, DeployRecord, Workload
 from workloads.permissions import ActionPermission
 from workloads.serializers import (
     ContainerSerializer,
+    DeployLogSerializer,
     DeploySerializer,
     RollbackSerializer,
     WorkloadSerializer,
@@ -111,7 +113,21 @@ class DeployViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
 
     serializer_class = DeploySerializer
     permission_classes = [ActionPermission]
-    action_permissions = {"retrieve": "workloads.view_workload"}
+    action_permissions = {"retrieve": "workloads.view_workload", "log": "workloads.view_workload"}
 
     def get_queryset(self):
         return DeployRecord.objects.select_related("user")
+
+    @extend_schema(responses={200: DeployLogSerializer, 404: None})
+    @action(detail=True, methods=["get"])
+    def log(self, request, pk=None):
+        """A git deploy's build log (its bounded tail), growing while the build runs.
+
+        404 for a deploy without one (an image deploy, or one not started yet).
+        """
+        record = self.get_object()
+        try:
+            log = DeployLog.objects.select_related("deploy").get(deploy=record)
+        except DeployLog.DoesNotExist:
+            raise Http404 from None
+        return Response(DeployLogSerializer(log).data)

@@ -595,7 +595,7 @@ class DeployRecord(models.Model):
                 workload=workload,
                 reason=reason,
                 source_kind=workload.source_kind,
-                requested_reference=reference or workload.image,
+                requested_reference=reference or workload.source_reference,
                 user=user if user is not None and user.is_authenticated else None,
                 rolled_back_from=rolled_back_from,
             )
