@@ -8,4 +8,6 @@ urlpatterns = [
     path("workloads/<int:pk>/state", views.workload_state, name="workload-state"),
     path("workloads/<int:pk>/deploy", views.workload_deploy, name="workload-deploy"),
     path("workloads/<int:pk>/rollback", views.workload_rollback, name="workload-rollback"),
+    path("deploys/<int:pk>/", views.deploy_detail, name="deploy-detail"),
+    path("deploys/<int:pk>/panel", views.deploy_panel, name="deploy-panel"),
 ]
