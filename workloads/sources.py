@@ -118,9 +118,12 @@ def _deploy_ref(
     workload: Workload, record: DeployRecord, log: BuildLogWriter, ref: str
 ) -> Resolved:
     cache = _fetch(workload, log)
+    if giturls.is_full_sha(ref) and not gitcache.has_commit(cache, ref):
+        # A commit no branch or tag reaches; servers that allow it hand it out by id.
+        gitcache.fetch_commit(cache, workload.git_url, ref, _credential(workload))
     sha = gitcache.resolve(cache, ref)
     log.note(f"{ref} is commit {sha}")
-    gitcache.unpin_except(cache, _ledger_commits(workload))
+    gitcache.unpin_except(cache, _kept_commits(workload))
     return _build(workload, record, log, cache, sha)
 
 
@@ -143,11 +146,18 @@ def _replay(workload: Workload, record: DeployRecord, log: BuildLogWriter, sha: 
 
 
 def _recorded_images(workload: Workload, record: DeployRecord, sha: str) -> list[str]:
-    """Images built for `sha` by this workload: the rolled-back deploy's first, newest next."""
+    """Images built for `sha` by this workload, best first.
+
+    The rolled-back deploy's own image; then, when `sha` is what runs, the
+    running containers' image (what a restore must bring back, even after the
+    ledger row that built it was pruned); then other deploys of `sha`, newest first.
+    """
     images = []
     target = record.rolled_back_from
     if target is not None and target.pinned_reference == sha and target.image_id:
         images.append(target.image_id)
+    if workload.running_commit == sha:
+        images += workload.containers.live().values_list("image_reference", flat=True)
     images += (
         workload.deploys.filter(
             outcome=DeployRecord.Outcome.SUCCEEDED,
@@ -161,12 +171,14 @@ def _recorded_images(workload: Workload, record: DeployRecord, sha: str) -> list
     return list(dict.fromkeys(images))
 
 
-def _ledger_commits(workload: Workload) -> set[str]:
-    return set(
+def _kept_commits(workload: Workload) -> set[str]:
+    """Commits the cache keeps pinned: every one in the ledger, and the running one."""
+    commits = set(
         workload.deploys.filter(source_kind=Workload.SourceKind.GIT)
         .exclude(pinned_reference="")
         .values_list("pinned_reference", flat=True)
     )
+    return commits | {workload.running_commit} - {""}
 
 
 def _build(

@@ -11,6 +11,7 @@ import re
 import subprocess
 
 import pytest
+from django.test import override_settings
 
 from tests.fixtures.gitrepo import GitRepo, dockerfile
 from workloads import deployer, gitcache, locks, runtime, sources
@@ -365,3 +366,45 @@ def test_the_cache_is_fetched_incrementally_and_holds_no_url_or_credential(
     assert f"refs/berth/built/{second.pinned_reference}" in pins
     workload.delete()
     assert not cache.exists()  # removed with its workload, after the commit
+
+
+def test_a_restore_after_the_ledger_was_pruned_reuses_the_running_image(
+    built_images, repo, make_git_workload
+):
+    repo.serve("running\n")
+    workload = make_git_workload(repo)
+    with override_settings(BERTH_DEPLOY_HISTORY_KEEP=1):
+        first = deploy(workload)
+        workload.git_ref = "no-such-branch"
+        workload.save()
+        assert deploy(workload).failure_code == Failure.UNKNOWN_REF
+        assert not DeployRecord.objects.filter(pk=first.pk).exists()  # pruned
+        workload.refresh_from_db()
+
+        with locks.workload_lock(workload.pk):
+            again = deployer.dispatch_locked(
+                workload=workload, reason=Reason.RESTORE, reference=workload.running_reference
+            )
+
+    again.refresh_from_db()
+    assert again.outcome == Outcome.SUCCEEDED, again.failure_code
+    assert again.image_id == first.image_id
+    assert "reusing its image" in again.build_log.text
+    assert serving(workload) == "running\n"
+
+
+def test_a_commit_no_branch_reaches_is_fetched_by_id_where_the_server_allows(
+    built_images, repo, make_git_workload
+):
+    repo.serve("on main\n")
+    repo.git("checkout", "--quiet", "-b", "short-lived")
+    loose = repo.serve("only on a deleted branch\n")
+    repo.git("checkout", "--quiet", "main")
+    repo.git("branch", "--quiet", "-D", "short-lived")
+    repo.git("config", "uploadpack.allowAnySHA1InWant", "true")
+    workload = make_git_workload(repo, git_ref=loose)
+
+    record = deploy(workload)
+
+    assert record.outcome == Outcome.SUCCEEDED, record.failure_code
+    assert serving(workload) == "only on a deleted branch\n"
