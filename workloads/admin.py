@@ -121,8 +121,14 @@ class WorkloadAdmin(admin.ModelAdmin):
     ]
     fieldsets = [
         (None, {"fields": ["stage", "name", "slug", "replicas", "created"]}),
-        (_("Image source"), {"fields": ["source_kind", "image", "registry_credential"]}),
-        (_("Git source"), {
+        (_("Source"), {
+            "fields": ["source_kind", "image", "registry_credential"],
+            "description": _(
+                "An image from a registry (pulled and pinned by digest), or a git repository "
+                "built here (below)."
+            ),
+        }),
+        (_("Git repository"), {
             "fields": [
                 "git_url", "git_ref", "git_dockerfile", "git_context", "build_args",
                 "git_credential_status", "git_username", "git_password", "clear_git_credential",
@@ -131,6 +137,7 @@ class WorkloadAdmin(admin.ModelAdmin):
                 "Used when the source kind is a git repository: Berth fetches the "
                 "repository, builds the ref's commit with the Dockerfile and runs it."
             ),
+            "classes": ["wide"],
         }),
         (_("State"), {
             "fields": ["state", "running_reference", "running_commit_display", "deployed_at"]

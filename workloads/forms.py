@@ -81,21 +81,21 @@ class WorkloadForm(forms.ModelForm):
     """
 
     git_username = forms.CharField(
-        label=_("repository username"),
+        label=_("Repository username"),
         required=False,
         strip=False,
         widget=WriteOnlyTextInput(attrs={"autocomplete": "off"}),
         help_text=KEEP_HELP,
     )
     git_password = forms.CharField(
-        label=_("repository password or token"),
+        label=_("Repository password or token"),
         required=False,
         strip=False,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text=KEEP_HELP,
     )
     clear_git_credential = forms.BooleanField(
-        label=_("remove the stored repository credential"), required=False
+        label=_("Remove the stored repository credential"), required=False
     )
 
     class Meta:
@@ -105,6 +105,7 @@ class WorkloadForm(forms.ModelForm):
             "git_url", "git_ref", "git_dockerfile", "git_context", "build_args", "replicas",
             "created",
         ]
+        widgets = {"git_url": forms.TextInput(attrs={"class": "vTextField", "size": 80})}
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -123,6 +123,8 @@ def _deploy_ref(
         gitcache.fetch_commit(cache, workload.git_url, ref, _credential(workload))
     sha = gitcache.resolve(cache, ref)
     log.note(f"{ref} is commit {sha}")
+    # Known from here on: a build that fails is recorded with the commit it failed on.
+    record.pinned_reference = sha
     gitcache.unpin_except(cache, _kept_commits(workload))
     return _build(workload, record, log, cache, sha)
 
@@ -142,6 +144,7 @@ def _replay(workload: Workload, record: DeployRecord, log: BuildLogWriter, sha: 
             cache, workload.git_url, sha, _credential(workload)
         ):
             raise gitcache.CommitMissing(f"commit {sha} is not in the repository any more")
+    record.pinned_reference = sha
     return _build(workload, record, log, cache, sha)
 
 

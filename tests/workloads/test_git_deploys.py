@@ -285,6 +285,8 @@ def test_a_build_failure_keeps_the_log_with_the_failing_step(
     failed = deploy(workload)
 
     assert failed.failure_code == Failure.BUILD_FAILED
+    assert failed.pinned_reference == repo.head()  # the commit that failed to build
+    assert not failed.can_be_rolled_back_to
     log = DeployLog.objects.get(deploy=failed)
     assert re.fullmatch(r"Step 3/\d+ : RUN echo building-step-output && exit 3", log.failed_step)
     assert "building-step-output" in log.text
