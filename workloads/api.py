@@ -75,8 +75,10 @@ class WorkloadViewSet(viewsets.ModelViewSet):
     def rollback(self, request, pk=None):
         """Queue a redeploy of an earlier successful deploy's pinned reference.
 
-        404 if the deploy is not this workload's; 409 if it failed, has no
-        pinned reference, or its source kind cannot be rolled back.
+        An image deploy's digest, or a git deploy's commit (its image reused
+        while the engine has it, else the commit rebuilt). 404 if the deploy is
+        not this workload's; 409 if it failed, has no pinned reference, or ran
+        from another source kind than the workload uses now.
         """
         workload = self.get_object()
         payload = RollbackSerializer(data=request.data)

@@ -124,6 +124,8 @@ class WorkloadForm(forms.ModelForm):
         # credential the save would store.
         credential = self._new_credential(cleaned)
         if credential is not None:
+            # Bound to the URL being saved, not the one stored before.
+            self.instance.git_url = cleaned.get("git_url", self.instance.git_url)
             self.instance.set_git_credential(*credential)
         return cleaned
 
@@ -133,5 +135,7 @@ class WorkloadForm(forms.ModelForm):
         username, password = cleaned.get("git_username", ""), cleaned.get("git_password", "")
         if not (username or password):
             return self.url_credential
-        stored = self.url_credential or self.instance.get_git_credential()
+        stored = self.url_credential or self.instance.stored_git_credential_for(
+            cleaned.get("git_url", "")
+        )
         return (username or stored[0], password or stored[1])

@@ -85,6 +85,24 @@ def split_credential(url: str) -> SplitUrl:
     return SplitUrl(clean, unquote(username), unquote(password), had_credential=True)
 
 
+def origin(url: str) -> str:
+    """`scheme://host:port` of a URL (default port filled in), "" if it has none.
+
+    A stored credential is bound to the origin it was given for: it is only
+    sent there, and a URL moved to another origin must come with it again.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return ""
+    if not parts.hostname:
+        return ""
+    scheme = parts.scheme.lower()
+    port = port or {"https": 443, "ssh": 22}.get(scheme, 0)
+    return f"{scheme}://{parts.hostname.lower()}:{port}"
+
+
 def scheme_of(url: str) -> str:
     return url.partition("://")[0].lower() if "://" in url else ""
 

@@ -164,8 +164,9 @@ class Workload(models.Model):
             "are kept in the image's history."
         ),
     )
-    # Fernet token of {"username", "password"}: both parts are write-only,
-    # since a bare `https://TOKEN@host/` puts the secret in the username.
+    # Fernet token of {"username", "password", "origin"}: both parts are
+    # write-only, since a bare `https://TOKEN@host/` puts the secret in the
+    # username; "origin" is the scheme, host and port it was given for.
     git_credential_encrypted = models.TextField(editable=False, blank=True)
     replicas = models.PositiveSmallIntegerField(
         _("replicas"), default=1, validators=[MinValueValidator(1), MaxValueValidator(20)]
@@ -240,12 +241,19 @@ class Workload(models.Model):
                 check()
             except ValidationError as exc:
                 errors[field] = exc.messages
-        scheme = giturls.scheme_of(self.git_url)
-        if "git_url" not in errors and scheme != "https" and self.has_git_credential:
-            errors["git_url"] = [_(
-                "Only https:// repositories use the stored credential (ssh:// uses the "
-                "server's SSH keys); remove the credential or use an https:// URL."
-            )]
+        if "git_url" not in errors and self.has_git_credential:
+            if giturls.scheme_of(self.git_url) != "https":
+                errors["git_url"] = [_(
+                    "Only https:// repositories use the stored credential (ssh:// uses the "
+                    "server's SSH keys); remove the credential or use an https:// URL."
+                )]
+            elif not self.git_credential_matches_url:
+                # Else anyone who may edit the workload could send the stored
+                # secret to a server of their own by changing the URL.
+                errors["git_url"] = [_(
+                    "The stored repository credential was given for another host; enter it "
+                    "again for this URL, or remove it."
+                )]
         if errors:
             raise ValidationError(errors)
 
@@ -255,18 +263,41 @@ class Workload(models.Model):
         return self.git_ref if self.source_kind == self.SourceKind.GIT else self.image
 
     def set_git_credential(self, username: str, password: str) -> None:
+        """Store (or, both empty, remove) the credential, bound to git_url's origin as it is now."""
         if username or password:
-            payload = json.dumps({"username": username, "password": password})
-            self.git_credential_encrypted = crypto.encrypt(payload)
+            payload = {
+                "username": username, "password": password,
+                "origin": giturls.origin(self.git_url),
+            }
+            self.git_credential_encrypted = crypto.encrypt(json.dumps(payload))
         else:
             self.git_credential_encrypted = ""
 
+    def _git_credential_payload(self) -> dict:
+        if not self.git_credential_encrypted:
+            return {}
+        return json.loads(crypto.decrypt(self.git_credential_encrypted))
+
     def get_git_credential(self) -> tuple[str, str]:
         """(username, password); both empty when none is stored."""
-        if not self.git_credential_encrypted:
-            return "", ""
-        payload = json.loads(crypto.decrypt(self.git_credential_encrypted))
+        payload = self._git_credential_payload()
         return payload.get("username", ""), payload.get("password", "")
+
+    @property
+    def git_credential_matches_url(self) -> bool:
+        return self._git_credential_for(self.git_url)
+
+    def _git_credential_for(self, url: str) -> bool:
+        origin = self._git_credential_payload().get("origin", "")
+        return bool(origin) and origin == giturls.origin(url)
+
+    def stored_git_credential_for(self, url: str) -> tuple[str, str]:
+        """The stored parts to keep in a partial update to `url`: none for another origin.
+
+        Otherwise a new password typed for another host would be sent there
+        together with the stored username, which may itself be a token.
+        """
+        return self.get_git_credential() if self._git_credential_for(url) else ("", "")
 
     @property
     def has_git_credential(self) -> bool:

@@ -200,8 +200,10 @@ class WorkloadSerializer(serializers.ModelSerializer):
         if username is None and password is None:
             return
         stored = attrs.get("git_credential")
-        if stored is None:
-            stored = self.instance.get_git_credential() if self.instance else ("", "")
+        if stored is None and self.instance is not None:
+            url = attrs.get("git_url", self.instance.git_url)
+            stored = self.instance.stored_git_credential_for(url)
+        stored = stored or ("", "")
         attrs["git_credential"] = (
             stored[0] if username is None else username,
             stored[1] if password is None else password,

@@ -79,8 +79,11 @@ def image_tag(workload: Workload, sha: str) -> str:
 
 
 def _credential(workload: Workload) -> gitcache.Credential | None:
+    """The stored credential, only for the origin it was given for (clean() checks that too)."""
     username, password = workload.get_git_credential()
-    return gitcache.Credential(username, password) if username or password else None
+    if not (username or password) or not workload.git_credential_matches_url:
+        return None
+    return gitcache.Credential(username, password)
 
 
 def _resolve_git(workload: Workload, record: DeployRecord, log: BuildLogWriter) -> Resolved:

@@ -113,3 +113,26 @@ def test_the_ledger_shows_a_git_deploys_commit_and_escaped_build_log(admin_clien
     assert "&lt;b&gt;step&lt;/b&gt;" in html and "<b>step</b>" not in html
     assert "Step 2/2 : RUN x" in html
     assert admin_client.get("/admin/workloads/workload/").status_code == 200
+
+
+def test_moving_the_url_to_another_host_needs_the_credential_again(admin_client, stage):
+    admin_client.post("/admin/workloads/workload/add/", form_data(
+        stage, git_username="bot", git_password=TOKEN,
+    ))
+    workload = Workload.objects.get(stage=stage, slug="shop")
+    url = f"/admin/workloads/workload/{workload.pk}/change/"
+
+    moved = admin_client.post(url, form_data(stage, git_url="https://evil.example/shop.git"))
+
+    assert moved.status_code == 200
+    assert "another host" in str(moved.context["adminform"].form.errors["git_url"])
+    workload.refresh_from_db()
+    assert workload.git_url == "https://github.com/acme/shop.git"
+    again = admin_client.post(url, form_data(
+        stage, git_url="https://evil.example/shop.git", git_password="for-the-new-host",
+    ))
+    assert again.status_code == 302
+    workload.refresh_from_db()
+    # The stored username (a token, perhaps) did not follow to the new host.
+    assert workload.get_git_credential() == ("", "for-the-new-host")
+    assert workload.git_credential_matches_url

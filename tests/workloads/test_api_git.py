@@ -207,3 +207,34 @@ def test_the_schema_documents_the_build_log(api_as, viewer):
     fields = schema["components"]["schemas"]["Workload"]["properties"]
     assert "git_url" in fields and "has_git_credential" in fields
     assert fields["git_password"].get("writeOnly") is True
+
+
+def test_a_stored_credential_cannot_be_sent_to_another_host(api_as, operator, stage):
+    client = api_as(operator)
+    body = git_payload(stage, git_url=f"https://oauth2:{TOKEN}@gitlab.com/acme/shop.git")
+    url = f"/api/workloads/{client.post('/api/workloads', body, format='json').json()['id']}"
+
+    moved = client.patch(url, {"git_url": "https://evil.example/acme/shop.git"}, format="json")
+
+    assert moved.status_code == 400
+    assert "another host" in moved.json()["git_url"][0]
+    workload = Workload.objects.get(pk=url.rsplit("/", 1)[1])
+    assert workload.git_url == "https://gitlab.com/acme/shop.git"
+    # Another repository on the same host keeps it; another host needs it again, or none.
+    same_host = client.patch(url, {"git_url": "https://gitlab.com/acme/other.git"}, format="json")
+    assert same_host.status_code == 200, same_host.json()
+    again = client.patch(
+        url, {"git_url": "https://git.example.com/acme/shop.git", "git_password": "new-9a0c"},
+        format="json",
+    )
+    assert again.status_code == 200, again.json()
+    workload.refresh_from_db()
+    # The stored username (a token, perhaps) did not follow to the new host.
+    assert workload.get_git_credential() == ("", "new-9a0c")
+    assert workload.git_credential_matches_url
+    cleared = client.patch(
+        url, {"git_url": "https://other.example/x.git", "git_username": "", "git_password": ""},
+        format="json",
+    )
+    assert cleared.status_code == 200, cleared.json()
+    assert cleared.json()["has_git_credential"] is False

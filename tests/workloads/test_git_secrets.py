@@ -210,3 +210,22 @@ def test_the_https_server_refuses_git_without_the_credential(served, tmp_path: P
     )
     assert result.returncode != 0
     assert served.requests and served.requests[-1][1] == ""
+
+
+def test_a_credential_is_never_sent_to_a_host_it_was_not_given_for(
+    served, make_workload, tmp_path
+):
+    workload = make_workload(
+        image="", source_kind=Workload.SourceKind.GIT,
+        git_url=served.url.replace("https://", f"https://{USERNAME}:{PASSWORD}@") + "app.git",
+    )
+    other_root = tmp_path / "other"
+    other_root.mkdir()
+    with https_git_server(other_root, username="x", password="y") as other:
+        # Moved behind the checks' back (a raw update): the deploy still refuses.
+        Workload.objects.filter(pk=workload.pk).update(git_url=other.url + "app.git")
+
+        record = deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+
+    assert (record.outcome, record.failure_code) == ("failed", "invalid_config")
+    assert other.requests == []
