@@ -244,7 +244,12 @@ def export(cache: Path, sha: str, context: str, out: IO[bytes]) -> None:
     or of .git), whatever the cache's state.
     """
     tree = f"{sha}:" if context in {"", "."} else f"{sha}:{context}"
-    _git(cache, "archive", "--format=tar", tree, stdout=out, error=ExportFailed)
+    try:
+        _git(cache, "archive", "--format=tar", tree, stdout=out, error=ExportFailed)
+    except ExportFailed as exc:
+        raise ExportFailed(
+            f"the build context {context or '.'} is not a directory of commit {sha}: {exc.raw}"
+        ) from None
 
 
 def pin(cache: Path, sha: str) -> None:

@@ -13,6 +13,7 @@ import subprocess
 import pytest
 from django.test import override_settings
 
+from tests.conftest import remove_test_containers
 from tests.fixtures.gitrepo import GitRepo, dockerfile
 from workloads import deployer, gitcache, locks, runtime, sources
 from workloads.models import DeployLog, DeployRecord, Workload
@@ -29,6 +30,8 @@ def built_images(docker):
 
 
 def remove_built_images() -> None:
+    """Remove this run's containers, then the images it built (a running one pins its image)."""
+    remove_test_containers()
     ids = subprocess.run(
         ["docker", "images", "-q", "--filter", f"label={runtime.instance_label()}"],
         capture_output=True, text=True, check=False,
@@ -293,6 +296,18 @@ def test_a_build_failure_keeps_the_log_with_the_failing_step(
     assert "returned a non-zero code: 3" in log.text
     assert log.text.startswith(f"berth: fetching {repo.url}\n")
     assert not log.truncated
+
+
+def test_a_missing_build_context_is_the_failed_step(built_images, repo, make_git_workload):
+    repo.serve("x\n")
+    workload = make_git_workload(repo, git_context="no/such/dir")
+
+    failed = deploy(workload)
+
+    assert failed.failure_code == Failure.BUILD_FAILED
+    assert failed.build_log.failed_step.startswith(
+        "the build context no/such/dir is not a directory of commit"
+    )
 
 
 def test_a_dockerfile_parse_error_is_the_failed_step(built_images, repo, make_git_workload):
