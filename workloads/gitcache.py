@@ -135,10 +135,14 @@ def _git(
 ) -> subprocess.CompletedProcess:
     """Run `git --git-dir=<cache> <args>`; raise `error` (with git's stderr) if it fails."""
     command = ["git", f"--git-dir={cache}", *args]
-    with subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE,
-        env=env or _environment(), start_new_session=True,
-    ) as process:
+    try:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.PIPE,
+            env=env or _environment(), start_new_session=True,
+        )
+    except FileNotFoundError:
+        raise error("git is not installed on the Berth host") from None
+    with process:
         try:
             out, err = process.communicate(timeout=settings.BERTH_GIT_TIMEOUT)
         except subprocess.TimeoutExpired:
@@ -161,10 +165,7 @@ def ensure_cache(workload_id: int) -> Path:
     if not (cache / "HEAD").exists():
         cache.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # An empty template: no sample hooks, nothing but what git needs.
-        subprocess.run(
-            ["git", "init", "--quiet", "--bare", "--template=", str(cache)],
-            check=True, capture_output=True, env=_environment(), timeout=60,
-        )
+        _git(cache, "init", "--quiet", "--bare", "--template=")
         cache.chmod(0o700)
     return cache
 
