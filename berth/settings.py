@@ -198,6 +198,11 @@ BERTH_ABSOLUTE_VOLUME_ROOTS = envlist("BERTH_ABSOLUTE_VOLUME_ROOTS", [])
 BERTH_DEPLOY_HISTORY_KEEP = envint("BERTH_DEPLOY_HISTORY_KEEP", 50, minimum=1)
 BERTH_DEPLOY_LOCK_TIMEOUT = envint("BERTH_DEPLOY_LOCK_TIMEOUT", 900, minimum=1)
 BERTH_DOCKER_TIMEOUT = envint("BERTH_DOCKER_TIMEOUT", 120, minimum=5)
+# Git-built workloads: how long one git command and one image build may run,
+# and how much of a build's log is kept with its deploy (the tail).
+BERTH_GIT_TIMEOUT = envint("BERTH_GIT_TIMEOUT", 600, minimum=5)
+BERTH_BUILD_TIMEOUT = envint("BERTH_BUILD_TIMEOUT", 1800, minimum=30)
+BERTH_BUILD_LOG_KIB = envint("BERTH_BUILD_LOG_KIB", 256, minimum=16)
 
 # The stats sampler (`manage.py sample_stats`, workloads/metrics.py).
 BERTH_STATS_INTERVAL = envint("BERTH_STATS_INTERVAL", 15, minimum=1)

@@ -8,15 +8,17 @@ from django.db.models import Count, Q
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpResponseRedirect
 from django.urls import reverse
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from workloads import deployer, runtime
-from workloads.forms import EnvVarForm, RegistryCredentialForm
+from workloads.forms import EnvVarForm, RegistryCredentialForm, WorkloadForm
 from workloads.locks import LockTimeout
 from workloads.models import (
     Container,
     DeployInProgress,
+    DeployLog,
     DeployRecord,
     EnvVar,
     EventLog,
@@ -132,14 +134,53 @@ class ContainerInline(admin.TabularInline):
         return False
 
 
+def commit_link(sha: str, url: str | None) -> str:
+    if not sha:
+        return "—"
+    if url:
+        return format_html(
+            '<a href="{}" rel="noopener noreferrer" target="_blank"><code>{}</code></a>',
+            url, sha[:12],
+        )
+    return format_html("<code>{}</code>", sha[:12])
+
+
 @admin.register(Workload)
 class WorkloadAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "stage", "image", "state", "live_containers", "deployed_at"]
+    form = WorkloadForm
+    list_display = ["name", "slug", "stage", "source", "state", "live_containers", "deployed_at"]
     list_select_related = ["stage__project"]
     list_filter = ["state", "source_kind", "stage__project"]
-    search_fields = ["name", "slug", "image"]
+    search_fields = ["name", "slug", "image", "git_url"]
     autocomplete_fields = ["stage", "registry_credential"]
-    readonly_fields = ["state", "running_reference", "deployed_at"]
+    readonly_fields = [
+        "state", "running_reference", "running_commit_display", "deployed_at",
+        "git_credential_status",
+    ]
+    fieldsets = [
+        (None, {"fields": ["stage", "name", "slug", "replicas", "created"]}),
+        (_("Source"), {
+            "fields": ["source_kind", "image", "registry_credential"],
+            "description": _(
+                "An image from a registry (pulled and pinned by digest), or a git repository "
+                "built here (below)."
+            ),
+        }),
+        (_("Git repository"), {
+            "fields": [
+                "git_url", "git_ref", "git_dockerfile", "git_context", "build_args",
+                "git_credential_status", "git_username", "git_password", "clear_git_credential",
+            ],
+            "description": _(
+                "Used when the source kind is a git repository: Berth fetches the "
+                "repository, builds the ref's commit with the Dockerfile and runs it."
+            ),
+            "classes": ["wide"],
+        }),
+        (_("State"), {
+            "fields": ["state", "running_reference", "running_commit_display", "deployed_at"]
+        }),
+    ]
     inlines = [VolumeInline, EnvVarInline, PortInline, ContainerInline]
 
     def get_readonly_fields(self, request, obj=None):
@@ -149,6 +190,20 @@ class WorkloadAdmin(admin.ModelAdmin):
             fields.append("registry_credential")
         return fields
     actions = ["deploy"]
+
+    @admin.display(description=_("source"))
+    def source(self, workload: Workload) -> str:
+        if workload.source_kind == Workload.SourceKind.GIT:
+            return f"{workload.git_url} ({workload.git_ref})"
+        return workload.image
+
+    @admin.display(description=_("repository credential"))
+    def git_credential_status(self, workload: Workload) -> str:
+        return _("stored (never shown)") if workload.has_git_credential else _("none")
+
+    @admin.display(description=_("running commit"))
+    def running_commit_display(self, workload: Workload) -> str:
+        return commit_link(workload.running_commit, workload.running_commit_url)
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(
@@ -230,14 +285,31 @@ class DeployRecordAdmin(ReadOnlyAdmin):
     date_hierarchy = "created"
     readonly_fields = [
         "workload", "reason", "source_kind", "requested_reference", "pinned_reference",
-        "rolled_back_from", "outcome", "failure_code", "failure_message", "user",
-        "created", "started", "finished",
+        "repository", "commit_display", "image_id", "rolled_back_from", "outcome",
+        "failure_code", "failure_message", "failed_step", "user", "created", "started",
+        "finished", "build_log_display",
     ]
     fields = readonly_fields
 
     @admin.display(description=_("reference"))
     def short_reference(self, record: DeployRecord) -> str:
         return record.short_reference
+
+    @admin.display(description=_("commit"))
+    def commit_display(self, record: DeployRecord) -> str:
+        return commit_link(record.commit, record.commit_url)
+
+    @admin.display(description=_("failed step"))
+    def failed_step(self, record: DeployRecord) -> str:
+        log = DeployLog.objects.filter(deploy=record).first()
+        return log.failed_step if log and log.failed_step else "—"
+
+    @admin.display(description=_("build log"))
+    def build_log_display(self, record: DeployRecord) -> str:
+        log = DeployLog.objects.filter(deploy=record).first()
+        if log is None:
+            return "—"
+        return format_html('<pre class="log" style="white-space: pre-wrap">{}</pre>', log.text)
 
     @admin.display(description=_("failure message"))
     def failure_message(self, record: DeployRecord) -> str:

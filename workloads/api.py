@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.http import Http404
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -12,10 +13,11 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
 from workloads import deployer, metrics_history
-from workloads.models import DeployRecord, Workload
+from workloads.models import DeployLog, DeployRecord, Workload
 from workloads.permissions import ActionPermission
 from workloads.serializers import (
     ContainerSerializer,
+    DeployLogSerializer,
     DeploySerializer,
     RollbackSerializer,
     StatsHistorySerializer,
@@ -80,8 +82,10 @@ class WorkloadViewSet(viewsets.ModelViewSet):
     def rollback(self, request, pk=None):
         """Queue a redeploy of an earlier successful deploy's pinned reference.
 
-        404 if the deploy is not this workload's; 409 if it failed, has no
-        pinned reference, or its source kind cannot be rolled back.
+        An image deploy's digest, or a git deploy's commit (its image reused
+        while the engine has it, else the commit rebuilt). 404 if the deploy is
+        not this workload's; 409 if it failed, has no pinned reference, or ran
+        from another source kind than the workload uses now.
         """
         workload = self.get_object()
         payload = RollbackSerializer(data=request.data)
@@ -144,7 +148,21 @@ class DeployViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
 
     serializer_class = DeploySerializer
     permission_classes = [ActionPermission]
-    action_permissions = {"retrieve": "workloads.view_workload"}
+    action_permissions = {"retrieve": "workloads.view_workload", "log": "workloads.view_workload"}
 
     def get_queryset(self):
         return DeployRecord.objects.select_related("user")
+
+    @extend_schema(responses={200: DeployLogSerializer, 404: None})
+    @action(detail=True, methods=["get"])
+    def log(self, request, pk=None):
+        """A git deploy's build log (its bounded tail), growing while the build runs.
+
+        404 for a deploy without one (an image deploy, or one not started yet).
+        """
+        record = self.get_object()
+        try:
+            log = DeployLog.objects.select_related("deploy").get(deploy=record)
+        except DeployLog.DoesNotExist:
+            raise Http404 from None
+        return Response(DeployLogSerializer(log).data)

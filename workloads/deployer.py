@@ -7,8 +7,9 @@ container swap are the same for all of them.
 The swap keeps a single-writer app from ever running twice on one volume and
 never leaves a workload without containers when something fails:
 
-1. pull the image and pin it by digest;
-2. create the new containers (under temporary names) from the digest;
+1. resolve the source (workloads/sources.py): pull the image and pin it by
+   digest, or fetch the repository, pin the commit and build its image;
+2. create the new containers (under temporary names) from the pinned image;
 3. stop the old containers;
 4. start the new ones — if that fails, remove them and restart the old;
 5. remove the old containers, then give the new ones their final names.
@@ -27,7 +28,7 @@ from django.utils import translation
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 
-from workloads import locks, references, runtime
+from workloads import locks, runtime, sources
 from workloads.models import Container, DeployRecord, EventLog, Workload
 from workloads.redact import redact
 
@@ -67,8 +68,9 @@ def dispatch(
 ) -> DeployRecord:
     """Deploy `workload` under its lock and return the finished ledger row.
 
-    `reference` pins what to run (a `repo@sha256:…` from an earlier deploy);
-    by default the workload's image reference is pulled and pinned anew.
+    `reference` pins what to run (an earlier deploy's replay_reference: a
+    `repo@sha256:…`, or a git `ref@<commit>`); by default the workload's image
+    reference, or git ref, is resolved and pinned anew.
     `record` is a queued row from request_deploy(); if another worker has
     already claimed it, it is returned untouched.
     """
@@ -114,8 +116,16 @@ def rollback_target(*, workload: Workload, deploy_id: int) -> DeployRecord:
     when the deploy exists but cannot be replayed.
     """
     target = workload.deploys.get(pk=deploy_id)
-    if target.source_kind != Workload.SourceKind.IMAGE:
-        raise RollbackRefused(_("Rolling back a git-built workload is not supported yet."))
+    if target.source_kind != workload.source_kind:
+        raise RollbackRefused(
+            _("Deploy #%(id)d ran from another source kind (%(then)s) than the workload "
+              "uses now (%(now)s); switch the workload back to roll back to it.")
+            % {
+                "id": target.pk,
+                "then": Workload.SourceKind(target.source_kind).label,
+                "now": Workload.SourceKind(workload.source_kind).label,
+            }
+        )
     if target.outcome != DeployRecord.Outcome.SUCCEEDED:
         raise RollbackRefused(
             _("Deploy #%(id)d did not succeed; only a successful deploy can be rolled back to.")
@@ -135,7 +145,7 @@ def request_rollback(
     target = rollback_target(workload=workload, deploy_id=deploy_id)
     return request_deploy(
         workload=workload, reason=DeployRecord.Reason.ROLLBACK, user=user,
-        reference=target.pinned_reference, rolled_back_from=target,
+        reference=target.replay_reference, rolled_back_from=target,
     )
 
 
@@ -146,7 +156,7 @@ def rollback(
     target = rollback_target(workload=workload, deploy_id=deploy_id)
     return dispatch(
         workload=workload, reason=DeployRecord.Reason.ROLLBACK, user=user,
-        reference=target.pinned_reference, rolled_back_from=target,
+        reference=target.replay_reference, rolled_back_from=target,
     )
 
 
@@ -155,25 +165,22 @@ def _run(workload: Workload, record: DeployRecord) -> None:
     try:
         # Re-read: the configuration may have changed while the deploy was queued.
         workload.refresh_from_db()
-        if "@" not in record.requested_reference:
-            # A tag follows the configuration as it is now; a digest (rollback,
-            # restore) is replayed exactly as requested.
-            record.requested_reference = workload.image
-            record.save(update_fields=["requested_reference"])
+        _settle_request(workload, record)
         secrets = workload.secret_values()
         workload.mark_deploying()
-        pinned = _resolve(workload, record)
-        record.pinned_reference = pinned
-        new = _replace_containers(workload, pinned, record)
+        _check_config(workload)
+        try:
+            resolved = sources.resolve(workload, record, secrets)
+        except sources.SourceFailed as exc:
+            raise DeployError(exc.code, exc.raw) from None
+        record.pinned_reference, record.image_id = resolved.pinned, resolved.image_id
+        new = _replace_containers(workload, resolved.image, record)
         with transaction.atomic():
-            Container.replace_for(workload, new, pinned)
-            workload.mark_deployed(pinned)
-            record.succeed(pinned)
+            Container.replace_for(workload, new, resolved.image)
+            record.succeed(resolved.pinned, image_id=resolved.image_id)
+            workload.mark_deployed(record.replay_reference)
             EventLog.objects.create(
-                workload=workload,
-                user=record.user,
-                message=gettext_noop("Deployed %(reference)s (replicas: %(replicas)d)."),
-                params={"reference": pinned, "replicas": len(new)},
+                workload=workload, user=record.user, **_deployed_event(record, new)
             )
     except DeployError as exc:
         _record_failure(workload, record, exc, secrets)
@@ -182,8 +189,36 @@ def _run(workload: Workload, record: DeployRecord) -> None:
         _record_failure(workload, record, DeployError(Failure.INTERNAL, raw), secrets)
 
 
-def _resolve(workload: Workload, record: DeployRecord) -> str:
-    """Check the configuration, pull the image and return its pinned reference."""
+def _settle_request(workload: Workload, record: DeployRecord) -> None:
+    """Fix what this deploy asks for, against the configuration as it is now.
+
+    A reference without "@" follows the configuration (the tag or git ref of
+    now); one with "@" (rollback, restore) is replayed exactly as requested,
+    and only if the workload still has the source kind it was recorded with.
+    """
+    if sources.is_replay(record.requested_reference):
+        if record.source_kind != workload.source_kind:
+            raise DeployError(Failure.INVALID_CONFIG, "the source kind changed since the deploy")
+    else:
+        record.source_kind = workload.source_kind
+        record.requested_reference = workload.source_reference
+    is_git = workload.source_kind == Workload.SourceKind.GIT
+    record.repository = workload.git_url if is_git else ""
+    record.save(update_fields=["source_kind", "requested_reference", "repository"])
+
+
+def _deployed_event(record: DeployRecord, new: list) -> dict:
+    """The EventLog fields of a successful deploy (translated when shown)."""
+    if record.is_git:
+        message = gettext_noop("Deployed commit %(commit)s of %(ref)s (replicas: %(replicas)d).")
+        params = {"commit": record.pinned_reference[:12], "ref": record.git_ref}
+    else:
+        message = gettext_noop("Deployed %(reference)s (replicas: %(replicas)d).")
+        params = {"reference": record.pinned_reference}
+    return {"message": message, "params": params | {"replicas": len(new)}}
+
+
+def _check_config(workload: Workload) -> None:
     try:
         workload.full_clean(validate_unique=False, validate_constraints=False)
         volumes = list(workload.volumes.all())
@@ -194,20 +229,6 @@ def _resolve(workload: Workload, record: DeployRecord) -> str:
         raise DeployError(Failure.INVALID_CONFIG, str(exc.messages)) from None
     if workload.replicas > 1 and workload.ports.exists():
         raise DeployError(Failure.INVALID_CONFIG, "host ports with more than one replica")
-    reference = record.requested_reference
-    credential = workload.registry_credential
-    if credential and credential.registry != references.registry_host(reference):
-        # A replayed digest may come from a registry the workload has since
-        # left: its current credential is never sent anywhere but its own.
-        credential = None
-    try:
-        return runtime.pull(
-            reference,
-            username=credential.username if credential else "",
-            password=credential.get_password() if credential else "",
-        )
-    except runtime.EngineError as exc:
-        raise DeployError(exc.code, exc.raw) from None
 
 
 def _specs(workload: Workload, pinned: str, record: DeployRecord) -> list[runtime.ContainerSpec]:
@@ -330,7 +351,7 @@ def _record_failure(
         record.pk, workload.pk, exc.code, redact(exc.raw, secrets),
     )
     with transaction.atomic():
-        record.fail(exc.code, pinned_reference=record.pinned_reference)
+        record.fail(exc.code, pinned_reference=record.pinned_reference, image_id=record.image_id)
         workload.mark_failed()
         EventLog.objects.create(
             workload=workload,

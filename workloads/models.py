@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from django.conf import settings
@@ -13,7 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
-from workloads import crypto, paths, references
+from workloads import crypto, gitcache, giturls, paths, references
 
 SLUG_VALIDATOR = RegexValidator(
     r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$",
@@ -129,6 +130,49 @@ class Workload(models.Model):
         related_name="workloads",
         verbose_name=_("registry credential"),
     )
+    git_url = models.CharField(
+        _("repository URL"),
+        max_length=giturls.MAX_URL_LENGTH,
+        blank=True,
+        help_text=_(
+            "https://, ssh:// or file://. A credential pasted into the URL is moved to the "
+            "write-only repository credential."
+        ),
+    )
+    git_ref = models.CharField(
+        _("git ref"),
+        max_length=giturls.MAX_REF_LENGTH,
+        blank=True,
+        default="main",
+        help_text=_("A branch, a tag or a commit id."),
+    )
+    git_dockerfile = models.CharField(
+        _("Dockerfile path"),
+        max_length=giturls.MAX_PATH_LENGTH,
+        blank=True,
+        default="Dockerfile",
+        help_text=_("Relative to the build context."),
+    )
+    git_context = models.CharField(
+        _("build context"),
+        max_length=giturls.MAX_PATH_LENGTH,
+        blank=True,
+        default=".",
+        help_text=_("A directory of the repository; '.' (or empty) is its root."),
+    )
+    build_args = models.JSONField(
+        _("build arguments"),
+        default=dict,
+        blank=True,
+        help_text=_(
+            'Names and values, e.g. {"VERSION": "1.4"}. Not for secrets: build arguments '
+            "are kept in the image's history."
+        ),
+    )
+    # Fernet token of {"username", "password", "origin"}: both parts are
+    # write-only, since a bare `https://TOKEN@host/` puts the secret in the
+    # username; "origin" is the scheme, host and port it was given for.
+    git_credential_encrypted = models.TextField(editable=False, blank=True)
     replicas = models.PositiveSmallIntegerField(
         _("replicas"), default=1, validators=[MinValueValidator(1), MaxValueValidator(20)]
     )
@@ -140,7 +184,10 @@ class Workload(models.Model):
         max_length=512,
         blank=True,
         editable=False,
-        help_text=_("The digest-pinned reference the containers run."),
+        help_text=_(
+            "What the containers run: the image pinned by digest, or ref@commit for a git "
+            "workload."
+        ),
     )
     deployed_at = models.DateTimeField(_("deployed at"), null=True, blank=True, editable=False)
     created = models.DateTimeField(_("created"), default=timezone.now)
@@ -162,11 +209,23 @@ class Workload(models.Model):
     def __str__(self) -> str:
         return f"{self.stage.project.slug}/{self.stage.slug}/{self.slug}"
 
+    def save(self, *args, **kwargs) -> None:
+        # Whatever path a URL came in by, a credential inside it is never stored
+        # in the URL column: it moves to the encrypted, write-only credential.
+        update_fields = kwargs.get("update_fields")
+        if update_fields is None or "git_url" in update_fields:
+            split = giturls.split_credential(self.git_url)
+            if split.had_credential:
+                self.git_url = split.url
+                self.set_git_credential(split.username, split.password)
+                if update_fields is not None:
+                    kwargs["update_fields"] = {*update_fields, "git_credential_encrypted"}
+        super().save(*args, **kwargs)
+
     def clean(self) -> None:
         if self.source_kind == self.SourceKind.GIT:
-            raise ValidationError(
-                {"source_kind": _("Git-built workloads are not supported yet; use an image.")}
-            )
+            self._clean_git()
+            return
         if self.source_kind == self.SourceKind.IMAGE and not self.image.strip():
             raise ValidationError({"image": _("An image workload needs an image reference.")})
         if self.image and not references.is_valid(self.image):
@@ -202,6 +261,102 @@ class Workload(models.Model):
                 continue  # an invalid volume can never be deployed; it holds no path
         paths.check_no_overlap(mine, others)
 
+    def _clean_git(self) -> None:
+        errors: dict[str, list[str]] = {}
+        checks = [
+            ("git_url", lambda: giturls.validate_url(giturls.split_credential(self.git_url).url)),
+            ("git_ref", lambda: giturls.validate_ref(self.git_ref)),
+            ("git_dockerfile",
+             lambda: giturls.validate_repo_path(self.git_dockerfile, allow_root=False)),
+            ("git_context", lambda: giturls.validate_repo_path(self.git_context, allow_root=True)),
+            ("build_args", lambda: giturls.validate_build_args(self.build_args)),
+        ]
+        for field, check in checks:
+            try:
+                check()
+            except ValidationError as exc:
+                errors[field] = exc.messages
+        if "git_url" not in errors and self.has_git_credential:
+            if giturls.scheme_of(self.git_url) != "https":
+                errors["git_url"] = [_(
+                    "Only https:// repositories use the stored credential (ssh:// uses the "
+                    "server's SSH keys); remove the credential or use an https:// URL."
+                )]
+            elif not self.git_credential_matches_url:
+                # Else anyone who may edit the workload could send the stored
+                # secret to a server of their own by changing the URL.
+                errors["git_url"] = [_(
+                    "The stored repository credential was given for another host; enter it "
+                    "again for this URL, or remove it."
+                )]
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def source_reference(self) -> str:
+        """What a deploy asks for: the image reference, or the git ref."""
+        return self.git_ref if self.source_kind == self.SourceKind.GIT else self.image
+
+    def set_git_credential(self, username: str, password: str) -> None:
+        """Store (or, both empty, remove) the credential, bound to git_url's origin as it is now."""
+        if username or password:
+            payload = {
+                "username": username, "password": password,
+                "origin": giturls.origin(self.git_url),
+            }
+            self.git_credential_encrypted = crypto.encrypt(json.dumps(payload))
+        else:
+            self.git_credential_encrypted = ""
+
+    def _git_credential_payload(self) -> dict:
+        if not self.git_credential_encrypted:
+            return {}
+        return json.loads(crypto.decrypt(self.git_credential_encrypted))
+
+    def get_git_credential(self) -> tuple[str, str]:
+        """(username, password); both empty when none is stored."""
+        payload = self._git_credential_payload()
+        return payload.get("username", ""), payload.get("password", "")
+
+    @property
+    def git_credential_matches_url(self) -> bool:
+        return self._git_credential_for(self.git_url)
+
+    def _git_credential_for(self, url: str) -> bool:
+        origin = self._git_credential_payload().get("origin", "")
+        return bool(origin) and origin == giturls.origin(url)
+
+    def stored_git_credential_for(self, url: str) -> tuple[str, str]:
+        """The stored parts to keep in a partial update to `url`: none for another origin.
+
+        Otherwise a new password typed for another host would be sent there
+        together with the stored username, which may itself be a token.
+        """
+        return self.get_git_credential() if self._git_credential_for(url) else ("", "")
+
+    @property
+    def has_git_credential(self) -> bool:
+        return bool(self.git_credential_encrypted)
+
+    @property
+    def repository_web_url(self) -> str | None:
+        return giturls.web_url(self.git_url) if self.git_url else None
+
+    @property
+    def running_commit(self) -> str:
+        """The commit a git workload's containers run (from `ref@sha`), else ""."""
+        ref, at, sha = self.running_reference.partition("@")
+        return sha if at and giturls.is_full_sha(sha) else ""
+
+    @property
+    def running_git_ref(self) -> str:
+        return self.running_reference.partition("@")[0] if self.running_commit else ""
+
+    @property
+    def running_commit_url(self) -> str | None:
+        commit = self.running_commit
+        return giturls.commit_url(self.git_url, commit) if commit else None
+
     @property
     def container_prefix(self) -> str:
         return f"berth-{self.stage.project.slug}-{self.stage.slug}-{self.slug}"
@@ -214,6 +369,8 @@ class Workload(models.Model):
         values = [env.get_value() for env in self.env_vars.filter(is_secret=True)]
         if self.registry_credential_id:
             values.append(self.registry_credential.get_password())
+        if self.has_git_credential:
+            values.extend(gitcache.Credential(*self.get_git_credential()).secrets())
         return [v for v in values if v]
 
     def mark_deploying(self) -> None:
@@ -231,6 +388,12 @@ class Workload(models.Model):
         # state says the last attempt failed, running_reference what runs.
         Workload.objects.filter(pk=self.pk).update(state=self.State.FAILED)
         self.state = self.State.FAILED
+
+
+def remove_git_cache_after_delete(sender, instance: Workload, **kwargs) -> None:
+    """A deleted workload's repository cache goes too, once the delete is committed."""
+    workload_id = instance.pk
+    transaction.on_commit(lambda: gitcache.remove_cache(workload_id))
 
 
 class VolumeMount(models.Model):
@@ -470,6 +633,17 @@ class DeployRecord(models.Model):
         )
         LOCK_TIMEOUT = "lock_timeout", _("Another deploy of this workload did not finish in time.")
         INVALID_CONFIG = "invalid_config", _("The workload's configuration is not valid.")
+        FETCH_FAILED = "fetch_failed", _(
+            "The repository could not be fetched (check the URL, the network and the credential)."
+        )
+        UNKNOWN_REF = "unknown_ref", _("The repository has no branch, tag or commit of that name.")
+        COMMIT_MISSING = "commit_missing", _(
+            "The commit no longer exists in the repository (force-pushed away and "
+            "garbage-collected), and its image is gone from the engine."
+        )
+        BUILD_FAILED = "build_failed", _(
+            "The image could not be built; the build log shows the failing step."
+        )
         INTERNAL = "internal", _("Berth hit an internal error; the server log has the details.")
         INTERRUPTED = "interrupted", _(
             "The deploy was interrupted (its worker stopped) before it finished."
@@ -485,6 +659,18 @@ class DeployRecord(models.Model):
     source_kind = models.CharField(_("source kind"), max_length=10, choices=Workload.SourceKind)
     requested_reference = models.CharField(_("requested reference"), max_length=512, blank=True)
     pinned_reference = models.CharField(_("pinned reference"), max_length=512, blank=True)
+    repository = models.CharField(
+        _("repository"),
+        max_length=giturls.MAX_URL_LENGTH,
+        blank=True,
+        help_text=_("The repository a git deploy was built from (never with a credential)."),
+    )
+    image_id = models.CharField(
+        _("image id"),
+        max_length=100,
+        blank=True,
+        help_text=_("The image a git deploy built or reused (sha256:…)."),
+    )
     outcome = models.CharField(
         _("outcome"), max_length=10, choices=Outcome, default=Outcome.QUEUED
     )
@@ -544,7 +730,7 @@ class DeployRecord(models.Model):
                     workload=workload,
                     reason=reason,
                     source_kind=workload.source_kind,
-                    requested_reference=reference or workload.image,
+                    requested_reference=reference or workload.source_reference,
                     user=user if user is not None and user.is_authenticated else None,
                     rolled_back_from=rolled_back_from,
                 )
@@ -574,8 +760,48 @@ class DeployRecord(models.Model):
         )
 
     @property
+    def is_git(self) -> bool:
+        return self.source_kind == Workload.SourceKind.GIT
+
+    @property
+    def git_ref(self) -> str:
+        """The ref a git deploy asked for (`main`, also for a replay of `main@<sha>`)."""
+        return self.requested_reference.partition("@")[0] if self.is_git else ""
+
+    @property
+    def commit(self) -> str:
+        return self.pinned_reference if self.is_git else ""
+
+    @property
+    def short_commit(self) -> str:
+        return self.commit[:12]
+
+    @property
+    def short_image_id(self) -> str:
+        return self.image_id.removeprefix("sha256:")[:12]
+
+    @property
+    def commit_url(self) -> str | None:
+        return giturls.commit_url(self.repository, self.commit) if self.commit else None
+
+    @property
+    def replay_reference(self) -> str:
+        """The reference that makes dispatch() run exactly this deploy again.
+
+        An image deploy's pinned `repo@sha256:…`; a git deploy's `ref@<commit>`.
+        Both contain "@", which is how dispatch() tells a replay from a
+        reference to resolve anew.
+        """
+        if self.is_git and self.pinned_reference:
+            return f"{self.git_ref}@{self.pinned_reference}"
+        return self.pinned_reference
+
+    @property
     def short_reference(self) -> str:
-        """`repo@sha256:0123456789ab` for a pinned reference, else the requested one."""
+        """`repo@sha256:0123456789ab` or `main@0123456789ab` pinned, else the requested one."""
+        if self.is_git:
+            sha = self.pinned_reference or self.requested_reference.partition("@")[2]
+            return f"{self.git_ref}@{sha[:12]}" if sha else self.git_ref
         reference = self.pinned_reference or self.requested_reference
         repo, at, digest = reference.partition("@")
         if not at:
@@ -585,11 +811,7 @@ class DeployRecord(models.Model):
 
     @property
     def can_be_rolled_back_to(self) -> bool:
-        return (
-            self.outcome == self.Outcome.SUCCEEDED
-            and bool(self.pinned_reference)
-            and self.source_kind == Workload.SourceKind.IMAGE
-        )
+        return self.outcome == self.Outcome.SUCCEEDED and bool(self.pinned_reference)
 
     @property
     def failure_message(self) -> str:
@@ -615,18 +837,54 @@ class DeployRecord(models.Model):
             self.outcome, self.started = self.Outcome.RUNNING, now
         return bool(claimed)
 
-    def succeed(self, pinned_reference: str) -> None:
+    def succeed(self, pinned_reference: str, image_id: str = "") -> None:
         self.outcome = self.Outcome.SUCCEEDED
         self.pinned_reference = pinned_reference
+        self.image_id = image_id
         self.finished = timezone.now()
-        self.save(update_fields=["outcome", "pinned_reference", "finished"])
+        self.save(update_fields=["outcome", "pinned_reference", "image_id", "finished"])
 
-    def fail(self, code: str, pinned_reference: str = "") -> None:
+    def fail(self, code: str, pinned_reference: str = "", image_id: str = "") -> None:
         self.outcome = self.Outcome.FAILED
         self.failure_code = self.Failure(code).value
         self.pinned_reference = pinned_reference
+        self.image_id = image_id
         self.finished = timezone.now()
-        self.save(update_fields=["outcome", "failure_code", "pinned_reference", "finished"])
+        self.save(
+            update_fields=["outcome", "failure_code", "pinned_reference", "image_id", "finished"]
+        )
+
+
+class DeployLog(models.Model):
+    """The bounded build log of a git deploy: what the fetch and the build printed.
+
+    This is the one place where output Berth did not write reaches the
+    database. That is acceptable because it is the build's own output (the
+    operator's Dockerfile steps and git's report), with every known secret of
+    the workload and any `user:password@` in a URL masked before it is
+    stored; the repository credential never enters the build context (the
+    context is exported from the commit's objects) and is passed to git only
+    as an environment variable. Only the tail (BERTH_BUILD_LOG_KIB) is kept.
+    """
+
+    deploy = models.OneToOneField(
+        DeployRecord,
+        models.CASCADE,
+        primary_key=True,
+        related_name="build_log",
+        verbose_name=_("deploy"),
+    )
+    text = models.TextField(_("log"), blank=True)
+    truncated = models.BooleanField(_("truncated"), default=False)
+    failed_step = models.CharField(_("failed step"), max_length=300, blank=True)
+    updated = models.DateTimeField(_("updated"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("build log")
+        verbose_name_plural = _("build logs")
+
+    def __str__(self) -> str:
+        return f"build log of deploy #{self.deploy_id}"
 
 
 class EventLog(models.Model):

@@ -1,8 +1,14 @@
 """Removing known secret values from text before it reaches a log line."""
 
+import re
 from collections.abc import Iterable
 
 MASK = "[redacted]"
+
+# The userinfo of an http(s)/git/ftp URL is a credential (`user:pass@`, or a
+# bare `token@`); of an ssh URL only the password is (`git@` is the login).
+_URL_USERINFO = re.compile(r"(?i)\b((?:https?|git|ftp)://)[^/\s@]+@")
+_SSH_PASSWORD = re.compile(r"(?i)\b(ssh://[^/\s@:]+):[^/\s@]+@")
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -10,3 +16,9 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
         text = text.replace(secret, MASK)
     return text
+
+
+def redact_url_credentials(text: str) -> str:
+    """Mask credentials written into URLs, known to Berth or not."""
+    text = _URL_USERINFO.sub(rf"\1{MASK}@", text)
+    return _SSH_PASSWORD.sub(rf"\1:{MASK}@", text)

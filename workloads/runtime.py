@@ -13,10 +13,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import IO
 
 import docker
 import docker.errors
@@ -30,6 +32,7 @@ INSTANCE_LABEL = "berth.instance"
 WORKLOAD_LABEL = "berth.workload"
 REPLICA_LABEL = "berth.replica"
 DEPLOY_LABEL = "berth.deploy"
+COMMIT_LABEL = "berth.commit"
 
 # Clients by (DOCKER_HOST, purpose): the stats sampler has its own, with a short
 # timeout and a connection pool as large as its thread pool.
@@ -66,6 +69,11 @@ class CreateFailed(EngineError):
 class StartFailed(EngineError):
     code = "start_failed"
     message = "A container could not be started."
+
+
+class BuildFailed(EngineError):
+    code = "build_failed"
+    message = "The image could not be built."
 
 
 @dataclass(frozen=True)
@@ -193,6 +201,60 @@ def pull(reference: str, *, username: str = "", password: str = "") -> str:
         if repo == repository:
             return f"{repository}@{digest}"
     raise PullFailed(f"no repository digest for {repository} after pulling {reference}")
+
+
+def build(
+    context: IO[bytes], *, dockerfile: str, tag: str, buildargs: dict[str, str],
+    labels: dict[str, str], on_output: Callable[[str], None],
+) -> str:
+    """Build an image from a tar build context; returns its id (`sha256:…`).
+
+    The engine's output is handed to `on_output` as it streams. A build that
+    fails raises BuildFailed with the engine's own message (the failing step's
+    error); its output so far has already gone to `on_output`.
+    """
+    deadline = time.monotonic() + settings.BERTH_BUILD_TIMEOUT
+    image_id = ""
+    with _translated(BuildFailed):
+        try:
+            stream = _client().api.build(
+                fileobj=context, custom_context=True, dockerfile=dockerfile, tag=tag,
+                buildargs=buildargs, labels=labels, rm=True, forcerm=True, pull=False,
+                decode=True, timeout=settings.BERTH_BUILD_TIMEOUT, use_config_proxy=False,
+            )
+            for chunk in stream:
+                if "stream" in chunk:
+                    on_output(str(chunk["stream"]))
+                if "error" in chunk:
+                    raise BuildFailed(str(chunk["error"]))
+                image_id = (chunk.get("aux") or {}).get("ID", image_id)
+                if time.monotonic() > deadline:
+                    stream.close()
+                    raise BuildFailed(_build_timeout())
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout):
+            if time.monotonic() < deadline:
+                raise  # The engine went away: _translated says so.
+            raise BuildFailed(_build_timeout()) from None
+        except docker.errors.APIError as exc:
+            # The daemon's own words; str(exc) would add the request URL,
+            # whose query string carries the build arguments.
+            raise BuildFailed(str(exc.explanation or exc.status_code)) from None
+    if not image_id:
+        raise BuildFailed("the engine reported no image id for the build")
+    return image_id
+
+
+def _build_timeout() -> str:
+    return f"the build ran longer than BERTH_BUILD_TIMEOUT ({settings.BERTH_BUILD_TIMEOUT} s)"
+
+
+def image_exists(image: str) -> bool:
+    with _translated(EngineError):
+        try:
+            _client().images.get(image)
+        except docker.errors.ImageNotFound:
+            return False
+    return True
 
 
 def instance_label() -> str:

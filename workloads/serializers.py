@@ -13,8 +13,10 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from rest_framework import serializers
 
+from workloads import giturls
 from workloads.models import (
     Container,
+    DeployLog,
     DeployRecord,
     EnvVar,
     PortMapping,
@@ -96,8 +98,28 @@ class PortSerializer(serializers.ModelSerializer):
         validators: list = []
 
 
+# The model fields that make up a workload's source, checked together by Workload.clean().
+SOURCE_FIELDS = (
+    "source_kind", "image", "git_url", "git_ref", "git_dockerfile", "git_context", "build_args",
+)
+
+
 class WorkloadSerializer(serializers.ModelSerializer):
     stage = serializers.PrimaryKeyRelatedField(queryset=Stage.objects.select_related("project"))
+    # The repository credential is write-only: accepted here (or inside
+    # git_url, from which it is taken out), stored encrypted, never returned.
+    # A part left out of a write keeps its stored value; both parts sent
+    # empty remove the credential.
+    git_username = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, trim_whitespace=False, max_length=255
+    )
+    git_password = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, trim_whitespace=False, max_length=4096
+    )
+    has_git_credential = serializers.BooleanField(read_only=True)
+    repository_web_url = serializers.CharField(read_only=True)
+    running_commit = serializers.CharField(read_only=True)
+    running_commit_url = serializers.CharField(read_only=True)
     registry_credential = serializers.PrimaryKeyRelatedField(
         queryset=RegistryCredential.objects.all(), allow_null=True, required=False
     )
@@ -112,9 +134,11 @@ class WorkloadSerializer(serializers.ModelSerializer):
         model = Workload
         fields = [
             "id", "url", "name", "slug", "stage", "project_slug", "stage_slug",
-            "source_kind", "image", "registry_credential", "replicas",
-            "state", "running_reference", "deployed_at", "created",
-            "volumes", "env", "ports",
+            "source_kind", "image", "registry_credential",
+            "git_url", "git_ref", "git_dockerfile", "git_context", "build_args",
+            "git_username", "git_password", "has_git_credential", "repository_web_url",
+            "replicas", "state", "running_reference", "running_commit", "running_commit_url",
+            "deployed_at", "created", "volumes", "env", "ports",
         ]
         read_only_fields = ["id", "state", "running_reference", "deployed_at", "created"]
         # validate() checks the slug within its stage, so the error names the
@@ -135,15 +159,18 @@ class WorkloadSerializer(serializers.ModelSerializer):
                 {"slug": _("This stage already has a workload with this slug.")}
             )
         self._check_credential_use(attrs)
-        # The model's own rules (source kind, image reference, credential
-        # registry) apply here too.
-        candidate = Workload(
-            source_kind=attrs.get("source_kind", getattr(self.instance, "source_kind", "image")),
-            image=attrs.get("image", getattr(self.instance, "image", "")),
-            registry_credential=attrs.get(
-                "registry_credential", getattr(self.instance, "registry_credential", None)
-            ),
-        )
+        self._settle_git_credential(attrs)
+        # The model's own rules (source kind, image and its registry's
+        # credential, git settings) apply here too.
+        candidate = Workload()
+        for name in (*SOURCE_FIELDS, "registry_credential", "git_credential_encrypted"):
+            if self.instance is not None:
+                setattr(candidate, name, getattr(self.instance, name))
+        for name in (*SOURCE_FIELDS, "registry_credential"):
+            if name in attrs:
+                setattr(candidate, name, attrs[name])
+        if "git_credential" in attrs:
+            candidate.set_git_credential(*attrs["git_credential"])
         try:
             candidate.clean()
         except DjangoValidationError as exc:
@@ -163,6 +190,28 @@ class WorkloadSerializer(serializers.ModelSerializer):
         if attrs.get("ports"):
             self._check_host_ports([PortMapping(**item) for item in attrs["ports"]])
         return attrs
+
+    def _settle_git_credential(self, attrs) -> None:
+        """Take a credential out of git_url, merge the write-only fields, and put the
+        result in attrs["git_credential"] (username, password) when it changes."""
+        username = attrs.pop("git_username", None)
+        password = attrs.pop("git_password", None)
+        if "git_url" in attrs:
+            split = giturls.split_credential(attrs["git_url"])
+            attrs["git_url"] = split.url
+            if split.had_credential:
+                attrs["git_credential"] = (split.username, split.password)
+        if username is None and password is None:
+            return
+        stored = attrs.get("git_credential")
+        if stored is None and self.instance is not None:
+            url = attrs.get("git_url", self.instance.git_url)
+            stored = self.instance.stored_git_credential_for(url)
+        stored = stored or ("", "")
+        attrs["git_credential"] = (
+            stored[0] if username is None else username,
+            stored[1] if password is None else password,
+        )
 
     def _check_host_ports(self, ports: list[PortMapping]) -> None:
         """Each host address, port and protocol is published once, by one workload."""
@@ -236,15 +285,22 @@ class WorkloadSerializer(serializers.ModelSerializer):
     @transaction.atomic
     def create(self, validated_data) -> Workload:
         children = self._pop_children(validated_data)
-        workload = Workload.objects.create(**validated_data)
+        credential = validated_data.pop("git_credential", None)
+        workload = Workload(**validated_data)
+        if credential is not None:
+            workload.set_git_credential(*credential)
+        workload.save()
         self._write_children(workload, children)
         return workload
 
     @transaction.atomic
     def update(self, workload: Workload, validated_data) -> Workload:
         children = self._pop_children(validated_data)
+        credential = validated_data.pop("git_credential", None)
         for key, value in validated_data.items():
             setattr(workload, key, value)
+        if credential is not None:
+            workload.set_git_credential(*credential)
         workload.save()
         self._write_children(workload, children)
         return workload
@@ -295,20 +351,38 @@ class DeploySerializer(serializers.ModelSerializer):
     failure_message = serializers.CharField(read_only=True)
     duration_seconds = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
+    commit = serializers.CharField(read_only=True)
+    commit_url = serializers.CharField(read_only=True)
+    build_log_url = serializers.SerializerMethodField()
 
     class Meta:
         model = DeployRecord
         fields = [
             "id", "url", "workload", "reason", "source_kind", "requested_reference",
-            "pinned_reference", "rolled_back_from", "outcome", "failure_code",
-            "failure_message", "user", "created", "started", "finished", "duration_seconds",
+            "pinned_reference", "repository", "commit", "commit_url", "image_id",
+            "rolled_back_from", "outcome", "failure_code", "failure_message", "user",
+            "created", "started", "finished", "duration_seconds", "build_log_url",
         ]
+
+    def get_build_log_url(self, record: DeployRecord) -> str | None:
+        if not record.is_git:
+            return None
+        return reverse("api:deploy-log", args=[record.pk])
 
     def get_duration_seconds(self, record: DeployRecord) -> float | None:
         return record.duration.total_seconds() if record.duration else None
 
     def get_url(self, record: DeployRecord) -> str:
         return reverse("api:deploy-detail", args=[record.pk])
+
+
+class DeployLogSerializer(serializers.ModelSerializer):
+    deploy = serializers.IntegerField(source="deploy_id", read_only=True)
+    finished = serializers.BooleanField(source="deploy.is_finished", read_only=True)
+
+    class Meta:
+        model = DeployLog
+        fields = ["deploy", "finished", "text", "truncated", "failed_step", "updated"]
 
 
 class RollbackSerializer(serializers.Serializer):

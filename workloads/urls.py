@@ -9,4 +9,6 @@ urlpatterns = [
     path("workloads/<int:pk>/deploy", views.workload_deploy, name="workload-deploy"),
     path("workloads/<int:pk>/rollback", views.workload_rollback, name="workload-rollback"),
     path("workloads/<int:pk>/metrics", views.workload_metrics, name="workload-metrics"),
+    path("deploys/<int:pk>/", views.deploy_detail, name="deploy-detail"),
+    path("deploys/<int:pk>/panel", views.deploy_panel, name="deploy-panel"),
 ]

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from workloads import charts, deployer, metrics_history, runtime
-from workloads.models import DeployInProgress, DeployRecord, VolumeMount, Workload
+from workloads.models import DeployInProgress, DeployLog, DeployRecord, VolumeMount, Workload
 
 
 def _get_workload(pk: int) -> Workload:
@@ -155,6 +155,37 @@ def _after_action(request: HttpRequest, workload: Workload, error: str) -> HttpR
     workload.refresh_from_db()
     context = _state_context(workload) | {"action_error": error}
     return render(request, "workloads/detail.html#state-update", context)
+
+
+def _deploy_context(pk: int) -> dict:
+    record = get_object_or_404(
+        DeployRecord.objects.select_related("workload__stage__project", "user"), pk=pk
+    )
+    return {
+        "deploy": record,
+        "workload": record.workload,
+        "log": DeployLog.objects.filter(deploy=record).first(),
+    }
+
+
+@require_GET
+@login_required
+@permission_required("workloads.view_workload", raise_exception=True)
+def deploy_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """One deploy: what it asked for, what it pinned, and a git deploy's build log."""
+    return render(request, "workloads/deploy.html", _deploy_context(pk))
+
+
+@require_GET
+@login_required
+@permission_required("workloads.view_workload", raise_exception=True)
+def deploy_panel(request: HttpRequest, pk: int) -> HttpResponse:
+    """The deploy panel with the build log so far; polled while the deploy runs."""
+    context = _deploy_context(pk)
+    response = render(request, "workloads/deploy.html#deploy-panel", context)
+    if request.htmx and context["deploy"].is_finished:
+        response.status_code = HttpResponseStopPolling.status_code
+    return response
 
 
 class RollbackForm(forms.Form):

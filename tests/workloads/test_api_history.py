@@ -102,9 +102,10 @@ def test_an_unknown_workload_has_no_ledger(api_as, viewer):
         (lambda w, o: finished(w, outcome=Outcome.FAILED, failure_code="pull_failed"), 409,
          "did not succeed"),
         (lambda w, o: finished(w, pinned=""), 409, "no pinned reference"),
-        (lambda w, o: finished(w, source_kind="git", pinned="c" * 40), 409, "git"),
+        (lambda w, o: finished(w, source_kind="git", pinned="c" * 40), 409,
+         "another source kind"),
     ],
-    ids=["another-workloads-deploy", "failed-deploy", "unpinned-deploy", "git-deploy"],
+    ids=["another-workloads-deploy", "failed-deploy", "unpinned-deploy", "other-source-kind"],
 )
 def test_rollback_guards(api_as, operator, make_workload, make_target, status, message):
     workload, other = make_workload(), make_workload()

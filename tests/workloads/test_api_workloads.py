@@ -508,7 +508,7 @@ def test_it_refuses_bad_input_and_creates_nothing(api_as, operator, stage, case)
     assert row_counts() == before
 
 
-def test_it_explains_that_git_is_not_supported_yet(api_as, operator, stage):
+def test_it_explains_that_a_git_workload_needs_a_repository_url(api_as, operator, stage):
     before = row_counts()
 
     response = api_as(operator).post(
@@ -516,9 +516,7 @@ def test_it_explains_that_git_is_not_supported_yet(api_as, operator, stage):
     )
 
     assert response.status_code == 400
-    assert response.json()["source_kind"] == [
-        "Git-built workloads are not supported yet; use an image."
-    ]
+    assert response.json()["git_url"] == ["A git workload needs a repository URL."]
     assert row_counts() == before
 
 
@@ -613,13 +611,13 @@ def test_it_refuses_a_bad_patch_and_changes_nothing(api_as, operator, stage):
     assert row_counts() == before
 
 
-def test_it_refuses_a_patch_to_git(api_as, operator, workload):
+def test_it_refuses_a_patch_to_git_without_a_repository(api_as, operator, workload):
     response = api_as(operator).patch(
         f"/api/workloads/{workload.pk}", {"source_kind": "git"}, format="json"
     )
 
     assert response.status_code == 400
-    assert "not supported yet" in response.json()["source_kind"][0]
+    assert "git_url" in response.json()
     workload.refresh_from_db()
     assert workload.source_kind == "image"
 

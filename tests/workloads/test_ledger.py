@@ -150,6 +150,7 @@ def test_rollback_guards(workload, make_workload):
     foreign = finished(other, pinned_reference=f"{images.HTTPD}@sha256:{'a' * 64}")
     failed = finished(workload, outcome=Outcome.FAILED, failure_code=Failure.PULL_FAILED)
     unpinned = finished(workload)
+    # A git deploy of a workload that deploys an image now: another source kind.
     git = finished(workload, source_kind="git", pinned_reference="0" * 40)
     before = DeployRecord.objects.count()
 
@@ -159,7 +160,7 @@ def test_rollback_guards(workload, make_workload):
         deployer.rollback_target(workload=workload, deploy_id=failed.pk)
     with pytest.raises(deployer.RollbackRefused, match="no pinned reference"):
         deployer.rollback_target(workload=workload, deploy_id=unpinned.pk)
-    with pytest.raises(deployer.RollbackRefused, match="git"):
+    with pytest.raises(deployer.RollbackRefused, match="another source kind"):
         deployer.rollback_target(workload=workload, deploy_id=git.pk)
     with pytest.raises(CommandError, match="has no deploy"):
         call_command("rollback", str(workload.pk), str(foreign.pk), stdout=io.StringIO())

@@ -1,4 +1,4 @@
-"""manage.py rollback <workload> <deploy_id>: replay an earlier deploy's pinned image."""
+"""manage.py rollback <workload> <deploy_id>: replay an earlier deploy's pinned image or commit."""
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -8,7 +8,10 @@ from workloads.models import DeployInProgress, DeployRecord
 
 
 class Command(BaseCommand):
-    help = "Roll a workload back to an earlier successful deploy's pinned image, and wait."
+    help = (
+        "Roll a workload back to an earlier successful deploy's pinned image (or git commit), "
+        "and wait."
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("workload", help="id, or project/stage/workload slugs")
