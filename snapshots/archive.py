@@ -1,0 +1,726 @@
+"""Berth's snapshot archive format and THE safe extractor that restore trusts.
+
+An archive is one zstd frame (with a content checksum) holding a POSIX tar
+stream: `manifest.json` first, then `volumes/<index>/` and everything under
+it, each directory before its contents. docs/archive-format.md is the full
+description; this module is its one implementation.
+
+`extract()` streams an archive into staging directories, validating every
+member in the same pass, and either returns what it wrote or raises
+ArchiveError after removing every staging directory it created. It never
+calls tarfile's extract functions: see snapshots/tarfmt.py for why tarfile is
+not used at all. Its rules, in brief:
+
+- only regular files and directories (no links, devices, FIFOs, sparse or
+  contiguous files, unknown types, multivolume or global headers); the whole
+  archive is refused on the first bad member, nothing is skipped;
+- only `volumes/<index>/…` names after the one leading `manifest.json`, with a
+  canonical decimal index below the current configuration's volume count;
+  names are checked after GNU long-name and PAX overrides;
+- no duplicates, no file/directory conflicts, every parent before its children;
+- caps on the size of each file, the bytes actually written, the entry count
+  and the manifest size, and free space and inodes kept on each staging
+  filesystem;
+- every directory and file created relative to an open directory fd, with
+  O_NOFOLLOW (and files with O_EXCL), modes without setuid/setgid/sticky,
+  extended attributes and ACLs dropped.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import queue
+import re
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import zstandard
+from django.conf import settings
+from django.utils.translation import gettext_noop
+
+from snapshots import tarfmt
+from snapshots.errors import ArchiveError, InsufficientSpace
+from snapshots.fsutil import DIR_FLAGS, DirChain, remove_tree, syncfs
+from workloads.paths import SUPPORTED_SCOPES
+
+FORMAT = "berth-snapshot"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# Larger windows than this are refused before the decompressor allocates them.
+MAX_WINDOW_BYTES = 1 << 27
+MAX_META_BYTES = 64 * 1024
+# GNU tar pads the stream to its 10 KiB record size; more zeros than this after
+# the end-of-archive marker are not padding.
+MAX_TRAILING_ZEROS = 1 << 20
+_CHUNK = 1 << 20
+_INDEX = re.compile(r"0|[1-9][0-9]{0,5}")
+_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the extractor (and so the capture) accepts; see README "Configuration"."""
+
+    max_bytes: int
+    max_file_bytes: int
+    max_entries: int
+    reserve_bytes: int
+    reserve_inodes: int
+    max_manifest_bytes: int = 16 * 1024 * 1024
+    max_depth: int = 128
+    max_path_bytes: int = 3072
+    max_name_bytes: int = 255
+
+    @classmethod
+    def from_settings(cls) -> Limits:
+        return cls(
+            max_bytes=settings.BERTH_SNAPSHOT_MAX_BYTES,
+            max_file_bytes=settings.BERTH_SNAPSHOT_MAX_FILE_BYTES,
+            max_entries=settings.BERTH_SNAPSHOT_MAX_ENTRIES,
+            reserve_bytes=settings.BERTH_SNAPSHOT_RESERVE_BYTES,
+            reserve_inodes=settings.BERTH_SNAPSHOT_RESERVE_INODES,
+        )
+
+
+# --- names --------------------------------------------------------------------
+
+# Unicode's control characters (category Cc) are exactly these; with the slashes.
+_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f/\\\\]")
+
+
+def name_problem(name: bytes, limits: Limits) -> str | None:
+    """Why one path component cannot be stored, or None. Shared with the capture."""
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        return gettext_noop("not UTF-8")
+    if text in ("", ".", ".."):
+        return gettext_noop("an empty, '.' or '..' component")
+    if len(name) > limits.max_name_bytes:
+        return gettext_noop("a component longer than 255 bytes")
+    if _FORBIDDEN.search(text):
+        return gettext_noop("a NUL, a control character, a slash or a backslash")
+    return None
+
+
+def member_parts(raw: bytes, is_dir: bool, limits: Limits) -> tuple[str, ...]:
+    """The components of a member's effective name, or ArchiveError saying why not."""
+    shown = raw.decode("utf-8", "backslashreplace")[:300]
+    if is_dir and raw.endswith(b"/"):
+        raw = raw[:-1]
+    if len(raw) > limits.max_path_bytes:
+        raise ArchiveError(gettext_noop("The name %(name)s is too long."), name=shown)
+    if raw.startswith(b"/"):
+        raise ArchiveError(gettext_noop("The name %(name)s is absolute."), name=shown)
+    parts = raw.split(b"/")
+    # All components at once (this runs for every member); name_problem says
+    # which rule a refused one breaks.
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if (text is None or _FORBIDDEN.search(text.replace("/", "")) or b"" in parts
+            or b"." in parts or b".." in parts or max(map(len, parts)) > limits.max_name_bytes):
+        problems = (name_problem(part, limits) for part in parts)
+        problem = next((p for p in problems if p), gettext_noop("a forbidden character"))
+        raise ArchiveError(
+            gettext_noop("The name %(name)s has %(what)s."), name=shown, what=problem
+        )
+    return tuple(text.split("/"))
+
+
+# --- the manifest ---------------------------------------------------------------
+
+def manifest_bytes(manifest: dict) -> bytes:
+    return json.dumps(manifest, ensure_ascii=False, indent=1, sort_keys=True).encode()
+
+
+def _unique_object(pairs: list[tuple[str, object]]) -> dict:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise ValueError("duplicate key")
+    return result
+
+
+def _reject_constant(value: str) -> None:
+    raise ValueError(value)
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def parse_manifest(data: bytes, volume_count: int, limits: Limits) -> dict:
+    """The manifest, checked: version, volumes numbered 0…n-1 and in range, sane counts."""
+    try:
+        manifest = json.loads(
+            data.decode("utf-8"), object_pairs_hook=_unique_object,
+            parse_constant=_reject_constant,
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise ArchiveError(gettext_noop("The manifest is not valid JSON.")) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ArchiveError(gettext_noop("The archive is not a Berth snapshot."))
+    if manifest.get("version") != FORMAT_VERSION:
+        raise ArchiveError(
+            gettext_noop("The archive's format version %(version)s is not supported."),
+            version=str(manifest.get("version"))[:20],
+        )
+    volumes = manifest.get("volumes")
+    if not isinstance(volumes, list) or not volumes:
+        raise ArchiveError(gettext_noop("The manifest lists no volumes."))
+    for position, volume in enumerate(volumes):
+        _check_manifest_volume(volume, position, volume_count)
+    if not isinstance(manifest.get("skipped", []), list) or not _count(
+        manifest.get("skipped_count", 0)
+    ):
+        raise ArchiveError(gettext_noop("The manifest's list of skipped entries is malformed."))
+    if sum(v["bytes"] for v in volumes) > limits.max_bytes:
+        raise ArchiveError(gettext_noop("The manifest declares more data than the limit allows."))
+    if sum(v["files"] + v["directories"] for v in volumes) > limits.max_entries:
+        raise ArchiveError(
+            gettext_noop("The manifest declares more entries than the limit allows.")
+        )
+    return manifest
+
+
+def _check_manifest_volume(volume: object, position: int, volume_count: int) -> None:
+    if not isinstance(volume, dict) or volume.get("index") != position:
+        raise ArchiveError(gettext_noop("The manifest's volumes are not numbered 0, 1, 2…"))
+    if position >= volume_count:
+        raise ArchiveError(
+            gettext_noop("The archive holds volume %(index)d, but the workload has only "
+                         "%(count)d volume(s)."),
+            index=position, count=volume_count,
+        )
+    if volume.get("scope") not in SUPPORTED_SCOPES or not all(
+        isinstance(volume.get(key), str) for key in ("source", "target")
+    ):
+        raise ArchiveError(gettext_noop("The manifest describes volume %(index)d badly."),
+                           index=position)
+    if not all(_count(volume.get(key)) for key in ("files", "directories", "bytes")):
+        raise ArchiveError(gettext_noop("The manifest describes volume %(index)d badly."),
+                           index=position)
+
+
+# --- the compressed stream --------------------------------------------------------
+
+class _OneFrame:
+    """The bytes of exactly one zstd frame of `source`, for the decompressor to read.
+
+    The block headers are walked as the bytes pass, so the end of the frame is
+    known without trusting the decompressor: the stream must end exactly
+    there (no trailing data, no second or skippable frame), and a stream that
+    ends early is reported as truncated rather than read as a short archive.
+    """
+
+    def __init__(self, source: BinaryIO) -> None:
+        self.source = source
+        self._pieces = self._walk()
+        self._pending = b""
+        self.finished = False
+
+    def _exact(self, n: int) -> bytes:
+        data = self.source.read(n)
+        while len(data) < n:
+            more = self.source.read(n - len(data))
+            if not more:
+                raise ArchiveError(gettext_noop("The archive is truncated."))
+            data += more
+        return data
+
+    def _walk(self) -> Iterator[bytes]:
+        head = self.source.read(5)
+        if len(head) < 5 or head[:4] != ZSTD_MAGIC:
+            raise ArchiveError(gettext_noop("The file is not a zstd-compressed archive."))
+        descriptor = head[4]
+        fcs_flag, single = descriptor >> 6, (descriptor >> 5) & 1
+        if descriptor & 0b1000:
+            raise ArchiveError(gettext_noop("The archive's compressed stream is corrupt."))
+        if not descriptor & 0b100:
+            raise ArchiveError(gettext_noop("The archive's compressed stream has no checksum."))
+        if descriptor & 0b11:
+            raise ArchiveError(gettext_noop("The archive needs a zstd dictionary, which is "
+                                            "not supported."))
+        rest = (0 if single else 1) + ((1 if single else 0), 2, 4, 8)[fcs_flag]
+        yield head + self._exact(rest)
+        last = False
+        while not last:
+            block = self._exact(3)
+            yield block
+            value = int.from_bytes(block, "little")
+            last, kind, size = bool(value & 1), (value >> 1) & 3, value >> 3
+            if kind == 3:
+                raise ArchiveError(gettext_noop("The archive's compressed stream is corrupt."))
+            remaining = 1 if kind == 1 else size
+            while remaining:
+                data = self.source.read(min(remaining, _CHUNK))
+                if not data:
+                    raise ArchiveError(gettext_noop("The archive is truncated."))
+                remaining -= len(data)
+                yield data
+        yield self._exact(4)  # the content checksum
+        self.finished = True
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._pending:
+            piece = next(self._pieces, None)
+            if piece is None:
+                return b""
+            self._pending = piece
+        if size < 0 or size >= len(self._pending):
+            data, self._pending = self._pending, b""
+        else:
+            data, self._pending = self._pending[:size], self._pending[size:]
+        return data
+
+    def check_end(self) -> None:
+        if self._pending or next(self._pieces, None) is not None or not self.finished:
+            raise ArchiveError(gettext_noop("The archive's compressed stream is corrupt."))
+        if self.source.read(1):
+            raise ArchiveError(gettext_noop("The archive has data after its end."))
+
+
+class _Inflater:
+    """The decompressed stream, produced on its own thread a few chunks ahead of the parser.
+
+    Decompression releases the GIL, so it overlaps with parsing and writing.
+    `read()` returns the next chunk (at most 1 MiB, so a decompression bomb
+    never sits in memory), b"" at the end, or raises what the thread met.
+    """
+
+    def __init__(self, frame: _OneFrame) -> None:
+        decompressor = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW_BYTES)
+        self._reader = decompressor.stream_reader(
+            frame, read_size=1 << 17, read_across_frames=False, closefd=False
+        )
+        self._queue: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=8)
+        self._stopping = False
+        self._ended = False
+        self._thread = threading.Thread(target=self._run, name="snapshot-inflater", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping:
+                data = self._reader.read(_CHUNK)
+                self._put(data)
+                if not data:
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException) -> None:
+        while not self._stopping:
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read(self) -> bytes:
+        if self._ended:
+            return b""
+        item = self._queue.get()
+        if isinstance(item, zstandard.ZstdError):
+            self._ended = True
+            raise ArchiveError(
+                gettext_noop("The archive's compressed stream is corrupt: %(error)s"),
+                error=str(item)[:200],
+            )
+        if isinstance(item, BaseException):
+            self._ended = True
+            raise item
+        if not item:
+            self._ended = True
+            self._thread.join()
+        return item
+
+    def close(self) -> None:
+        self._stopping = True
+        self._thread.join()
+
+
+class _TarStream:
+    """The decompressed tar stream, read in whole blocks and bounded chunks."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self.frame = _OneFrame(source)
+        self._inflater = _Inflater(self.frame)
+        self._buffer = memoryview(b"")
+
+    def close(self) -> None:
+        self._inflater.close()
+
+    def read_some(self, limit: int) -> memoryview:
+        """Between 1 and `limit` bytes; ArchiveError if the stream ends first."""
+        if not self._buffer:
+            self._buffer = memoryview(self._inflater.read())
+            if not self._buffer:
+                raise ArchiveError(gettext_noop("The archive is truncated."))
+        data, self._buffer = self._buffer[:limit], self._buffer[limit:]
+        return data
+
+    def read_exact(self, n: int) -> bytes:
+        parts, wanted = [], n
+        while wanted:
+            piece = self.read_some(wanted)
+            parts.append(piece)
+            wanted -= len(piece)
+        return b"".join(parts)
+
+    def skip(self, n: int) -> None:
+        while n:
+            n -= len(self.read_some(n))
+
+    def finish(self) -> None:
+        """After the end-of-archive marker: only zero padding, then the frame's end."""
+        seen = 0
+        while True:
+            data = self._buffer if self._buffer else memoryview(self._inflater.read())
+            self._buffer = memoryview(b"")
+            if not data:
+                break
+            seen += len(data)
+            if seen > MAX_TRAILING_ZEROS or bytes(data).strip(b"\x00"):
+                raise ArchiveError(gettext_noop("The archive has data after its end."))
+        self.frame.check_end()
+
+
+# --- members --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Member:
+    name: bytes
+    is_dir: bool
+    size: int
+    mode: int
+    uid: int
+    gid: int
+    mtime_ns: int
+
+
+def _apply_pax(header: tarfmt.RawHeader, records: dict[str, bytes]) -> dict:
+    values = {
+        "name": header.name, "size": header.size, "uid": header.uid,
+        "gid": header.gid, "mtime_ns": header.mtime,
+    }
+    for key, value in records.items():
+        if key == "path":
+            values["name"] = value
+        elif key == "size":
+            values["size"] = tarfmt.pax_decimal(value, key, (1 << 63) - 1)
+        elif key in ("uid", "gid"):
+            values[key] = tarfmt.pax_decimal(value, key, (1 << 32) - 2)
+        elif key == "mtime":
+            values["mtime_ns"] = tarfmt.pax_mtime(value)
+        elif key.startswith("GNU.sparse."):
+            raise ArchiveError(gettext_noop("The archive holds %(what)s."),
+                               what=gettext_noop("a GNU sparse file"))
+        elif key not in tarfmt.PAX_IGNORED and not key.startswith(tarfmt.PAX_IGNORED_PREFIXES):
+            raise ArchiveError(gettext_noop("A PAX header uses the unsupported keyword %(key)s."),
+                               key=key[:100])
+    return values
+
+
+def _next_member(stream: _TarStream) -> Member | None:
+    """The next member with its overrides applied, or None at the end-of-archive marker.
+
+    At most one extended header (PAX `x` or GNU `L`) may precede a member.
+    """
+    records: dict[str, bytes] | None = None
+    long_name: bytes | None = None
+    while True:
+        header = tarfmt.parse_header(stream.read_exact(tarfmt.BLOCK))
+        if header is None:
+            if records is not None or long_name is not None:
+                raise ArchiveError(gettext_noop("An extended header is not followed by a member."))
+            if stream.read_exact(tarfmt.BLOCK) != tarfmt.ZERO_BLOCK:
+                raise ArchiveError(gettext_noop("The archive has a lone zero block."))
+            return None
+        kind = header.typeflag
+        if kind in (tarfmt.PAX_HEADER, tarfmt.GNU_LONGNAME):
+            if records is not None or long_name is not None:
+                raise ArchiveError(gettext_noop("A member has more than one extended header."))
+            if header.size > MAX_META_BYTES:
+                raise ArchiveError(gettext_noop("An extended header is too large."))
+            data = stream.read_exact(header.size)
+            stream.skip(-header.size % tarfmt.BLOCK)
+            if kind == tarfmt.PAX_HEADER:
+                records = tarfmt.parse_pax(data)
+            else:
+                long_name = data[:-1] if data.endswith(b"\x00") else data
+            continue
+        if kind in tarfmt.REFUSED_TYPES:
+            raise ArchiveError(
+                gettext_noop("The archive holds %(what)s (%(name)s); only regular files and "
+                             "directories are allowed."),
+                what=tarfmt.REFUSED_TYPES[kind],
+                name=(long_name or header.name).decode("utf-8", "backslashreplace")[:200],
+            )
+        if kind not in (tarfmt.REGULAR, tarfmt.REGULAR_OLD, tarfmt.DIRECTORY):
+            raise ArchiveError(gettext_noop("The archive holds a member of unknown type %(type)s."),
+                               type=repr(kind))
+        values = _apply_pax(header, records or {})
+        if long_name is not None:
+            values["name"] = long_name
+        return Member(is_dir=kind == tarfmt.DIRECTORY, mode=header.mode & 0o777, **values)
+
+
+# --- the extractor ----------------------------------------------------------------
+
+@dataclass
+class Extracted:
+    """What an extraction wrote: the manifest, and per volume the counts actually found."""
+
+    manifest: dict
+    files: list[int] = field(default_factory=list)
+    directories: list[int] = field(default_factory=list)
+    bytes: list[int] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.bytes)
+
+
+class _Extractor:
+    def __init__(self, roots: list[int], limits: Limits,
+                 progress: Callable[[int], None] | None) -> None:
+        self.roots = roots
+        self.chains = [DirChain(fd) for fd in roots]
+        self.limits = limits
+        self.progress = progress
+        self.is_root = os.geteuid() == 0
+        self.seen: dict[tuple[int, str], bool] = {}  # (volume, path) → is a directory
+        self.directories: list[tuple[int, tuple[str, ...], Member]] = []
+        self.entries = 0
+        self.written = 0
+        self.reported = 0
+
+    def close(self) -> None:
+        for chain in self.chains:
+            chain.close()
+
+    def run(self, stream: _TarStream, volume_count: int) -> Extracted:
+        manifest = self._read_manifest(stream, volume_count)
+        count = len(manifest["volumes"])
+        result = Extracted(manifest, [0] * count, [0] * count, [0] * count)
+        while (member := _next_member(stream)) is not None:
+            self.entries += 1
+            if self.entries > self.limits.max_entries:
+                raise ArchiveError(gettext_noop("The archive has more entries than the limit "
+                                                "of %(limit)d."), limit=self.limits.max_entries)
+            index, parts = self._place(member, count)
+            if member.is_dir:
+                self._make_dir(index, parts, member)
+                result.directories[index] += 1
+            else:
+                self._write_file(stream, index, parts, member)
+                result.files[index] += 1
+                result.bytes[index] += member.size
+        stream.finish()
+        self._check_counts(manifest, result)
+        self._apply_directory_metadata()
+        return result
+
+    def _read_manifest(self, stream: _TarStream, volume_count: int) -> dict:
+        member = _next_member(stream)
+        if member is None or member.name != MANIFEST_NAME.encode() or member.is_dir:
+            raise ArchiveError(gettext_noop("The archive does not start with its manifest."))
+        if member.size > self.limits.max_manifest_bytes:
+            raise ArchiveError(gettext_noop("The manifest is larger than the limit."))
+        data = stream.read_exact(member.size)
+        stream.skip(-member.size % tarfmt.BLOCK)
+        return parse_manifest(data, volume_count, self.limits)
+
+    def _place(self, member: Member, volume_count: int) -> tuple[int, tuple[str, ...]]:
+        """The member's volume and path inside it, checked against everything seen so far."""
+        parts = member_parts(member.name, member.is_dir, self.limits)
+        shown = "/".join(parts)
+        if len(parts) < 2 or parts[0] != "volumes" or not _INDEX.fullmatch(parts[1]):
+            raise ArchiveError(gettext_noop("The name %(name)s is not under volumes/<index>/."),
+                               name=shown)
+        index, inner = int(parts[1]), parts[2:]
+        if index >= volume_count:
+            raise ArchiveError(
+                gettext_noop("The name %(name)s is in volume %(index)d, which the manifest "
+                             "does not list."), name=shown, index=index,
+            )
+        if len(inner) > self.limits.max_depth:
+            raise ArchiveError(gettext_noop("The name %(name)s is nested too deeply."), name=shown)
+        key = (index, "/".join(inner))
+        if key in self.seen:
+            raise ArchiveError(gettext_noop("The archive holds %(name)s twice."), name=shown)
+        if not inner and not member.is_dir:
+            raise ArchiveError(gettext_noop("The volume root %(name)s is not a directory."),
+                               name=shown)
+        if inner and not self.seen.get((index, "/".join(inner[:-1]))):
+            raise ArchiveError(
+                gettext_noop("%(name)s comes before its parent directory, or its parent is "
+                             "a file."), name=shown,
+            )
+        if member.size > self.limits.max_file_bytes:
+            raise ArchiveError(gettext_noop("%(name)s is larger than the per-file limit."),
+                               name=shown)
+        if member.is_dir and member.size:
+            raise ArchiveError(gettext_noop("The directory %(name)s has data."), name=shown)
+        self.seen[key] = member.is_dir
+        return index, inner
+
+    def _check_space(self, index: int, size: int) -> None:
+        stat = os.fstatvfs(self.roots[index])
+        if stat.f_bavail * stat.f_frsize < size + self.limits.reserve_bytes:
+            raise InsufficientSpace(gettext_noop("The staging filesystem is out of free space."))
+        if stat.f_files and stat.f_favail < 1 + self.limits.reserve_inodes:
+            raise InsufficientSpace(gettext_noop("The staging filesystem is out of free inodes."))
+
+    def _make_dir(self, index: int, parts: tuple[str, ...], member: Member) -> None:
+        if parts:
+            self._check_space(index, 0)
+            parent = self.chains[index].fd(parts[:-1])
+            os.mkdir(parts[-1], 0o700, dir_fd=parent)
+        # Modes and times are set at the end: writing inside would change them.
+        self.directories.append((index, parts, member))
+
+    def _write_file(self, stream: _TarStream, index: int, parts: tuple[str, ...],
+                    member: Member) -> None:
+        if self.written + member.size > self.limits.max_bytes:
+            raise ArchiveError(gettext_noop("The archive holds more data than the limit allows."))
+        self._check_space(index, member.size)
+        parent = self.chains[index].fd(parts[:-1])
+        fd = os.open(parts[-1], _FILE_FLAGS, 0o600, dir_fd=parent)
+        try:
+            remaining = member.size
+            while remaining:
+                chunk = stream.read_some(min(remaining, _CHUNK))
+                remaining -= len(chunk)
+                self.written += len(chunk)
+                if self.written > self.limits.max_bytes:
+                    raise ArchiveError(
+                        gettext_noop("The archive holds more data than the limit allows."))
+                while chunk:
+                    chunk = chunk[os.write(fd, chunk):]
+            stream.skip(-member.size % tarfmt.BLOCK)
+            self._set_metadata(fd, member)
+        finally:
+            os.close(fd)
+        if self.progress and self.written - self.reported >= 8 * _CHUNK:
+            self.reported = self.written
+            self.progress(self.written)
+
+    def _set_metadata(self, fd: int, member: Member) -> None:
+        if self.is_root:
+            os.fchown(fd, member.uid, member.gid)
+        os.fchmod(fd, member.mode & 0o777)
+        try:
+            os.utime(fd, ns=(member.mtime_ns, member.mtime_ns))
+        except (OverflowError, ValueError):
+            raise ArchiveError(gettext_noop("A member's modification time cannot be stored."),
+                               ) from None
+
+    def _check_counts(self, manifest: dict, result: Extracted) -> None:
+        for volume in manifest["volumes"]:
+            index = volume["index"]
+            if (index, "") not in self.seen:
+                raise ArchiveError(gettext_noop("The archive lacks the root of volume %(index)d."),
+                                   index=index)
+            found = (result.files[index], result.directories[index], result.bytes[index])
+            if found != (volume["files"], volume["directories"], volume["bytes"]):
+                raise ArchiveError(
+                    gettext_noop("Volume %(index)d does not hold what the manifest says."),
+                    index=index,
+                )
+
+    def _apply_directory_metadata(self) -> None:
+        # Deepest first, so that a parent's mode never stops a child being opened.
+        for index, parts, member in reversed(self.directories):
+            fd = os.open(parts[-1], DIR_FLAGS, dir_fd=self.chains[index].fd(parts[:-1])) \
+                if parts else os.dup(self.roots[index])
+            try:
+                self._set_metadata(fd, member)
+            finally:
+                os.close(fd)
+
+
+def extract(source: BinaryIO, destinations: Sequence[str], *, limits: Limits | None = None,
+            durable: bool = False, progress: Callable[[int], None] | None = None) -> Extracted:
+    """Stream the archive in `source` into `destinations[i]`, one directory per volume.
+
+    Each destination must not exist; it is created (0700 until the volume
+    root's own mode is applied at the end). `len(destinations)` is the
+    current configuration's volume count: an archive volume beyond it is
+    refused. On any error every destination created here is removed and
+    ArchiveError (InsufficientSpace for a full disk) is raised. `durable`
+    flushes each destination's filesystem before returning; `progress` is
+    called with the bytes written so far.
+    """
+    limits = limits or Limits.from_settings()
+    created: list[str] = []
+    roots: list[int] = []
+    extractor = None
+    try:
+        for destination in destinations:
+            try:
+                os.mkdir(destination, 0o700)
+            except FileExistsError:
+                raise ArchiveError(gettext_noop("The staging directory %(path)s already exists."),
+                                   path=destination) from None
+            created.append(destination)
+            roots.append(os.open(destination, DIR_FLAGS))
+        extractor = _Extractor(roots, limits, progress)
+        stream = _TarStream(source)
+        try:
+            result = extractor.run(stream, len(destinations))
+        finally:
+            stream.close()
+        if durable:
+            for fd in roots:
+                syncfs(fd)
+        return result
+    except BaseException as exc:
+        if extractor:
+            extractor.close()
+            extractor = None
+        for fd in roots:
+            os.close(fd)
+        roots.clear()
+        for path in created:
+            remove_tree(path)
+        if isinstance(exc, OSError):
+            raise _os_error(exc) from None
+        raise
+    finally:
+        if extractor:
+            extractor.close()
+        for fd in roots:
+            os.close(fd)
+
+
+def _os_error(exc: OSError) -> ArchiveError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientSpace(gettext_noop("The staging filesystem is out of free space."))
+    return ArchiveError(gettext_noop("The archive could not be written to staging: %(error)s"),
+                        error=exc.strerror or str(exc))
+
+
+def extract_tree(source: BinaryIO, staging: str, *, volume_count: int,
+                 limits: Limits | None = None, durable: bool = False,
+                 progress: Callable[[int], None] | None = None) -> Extracted:
+    """extract() into `staging/volumes/<i>`, `staging` created here and removed on error."""
+    try:
+        os.mkdir(staging, 0o700)
+    except FileExistsError:
+        raise ArchiveError(gettext_noop("The staging directory %(path)s already exists."),
+                           path=staging) from None
+    try:
+        os.mkdir(os.path.join(staging, "volumes"), 0o700)
+        destinations = [os.path.join(staging, "volumes", str(i)) for i in range(volume_count)]
+        return extract(source, destinations, limits=limits, durable=durable, progress=progress)
+    except BaseException:
+        remove_tree(staging)
+        raise
