@@ -192,13 +192,13 @@ def parse_header(block: bytes) -> RawHeader | None:
         prefix = _cstring(block[345:500], "prefix")
         if prefix:
             name = prefix + b"/" + name
-    if _cstring(block[157:257], "link name"):
-        raise ArchiveError(gettext_noop("A member names a link target; links are refused."))
     typeflag = block[156:157]
     size = _octal(block[124:136], "size")
     if typeflag not in (REGULAR, REGULAR_OLD, DIRECTORY):
         # An extended header or a refused type: its other fields are never used.
         return RawHeader(name, typeflag, size, 0, 0, 0, 0)
+    if _cstring(block[157:257], "link name"):
+        raise ArchiveError(gettext_noop("A member names a link target; links are refused."))
     return RawHeader(
         name=name,
         typeflag=typeflag,
