@@ -156,8 +156,8 @@ def backup_before_deploy(*, workload: Workload, record: DeployRecord) -> Snapsho
         logger.exception("reading the backup setting of workload %s failed", workload.pk)
         _no_backup(workload, record, DeployRecord.BackupFailure.SETTING_UNREADABLE)
         return None
-    if not wanted:
-        return None
+    if not wanted or not captured_volumes(workload):
+        return None  # off, or nothing to keep
     try:
         snapshot = capture_locked(
             workload=workload, kind=Snapshot.Kind.PRE_DEPLOY, user=record.user, deploy=record
@@ -201,6 +201,8 @@ def _capture(workload: Workload, snapshot: Snapshot, *, stop_containers: bool,
     stopped: list[str] = []
     try:
         volumes = captured_volumes(workload)
+        if not volumes:
+            raise CaptureError(gettext_noop("This workload has no volumes to snapshot."))
         roots = [_host_path(v) for v in volumes]
         if stop_containers:
             stopped = _stop_containers(workload)

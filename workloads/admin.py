@@ -7,6 +7,7 @@ from django.db.models import Count, Q
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from snapshots import capture
 from workloads import deployer
 from workloads.forms import EnvVarForm, RegistryCredentialForm
 from workloads.models import (
@@ -103,7 +104,7 @@ class WorkloadAdmin(admin.ModelAdmin):
     autocomplete_fields = ["stage", "registry_credential"]
     readonly_fields = ["state", "running_reference", "deployed_at"]
     inlines = [VolumeInline, EnvVarInline, PortInline, ContainerInline]
-    actions = ["deploy"]
+    actions = ["deploy", "snapshot"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(
@@ -130,6 +131,27 @@ class WorkloadAdmin(admin.ModelAdmin):
 
     def has_deploy_permission(self, request) -> bool:
         return request.user.has_perm("workloads.deploy_workload")
+
+    @admin.action(description=_("Take a snapshot of the selected workloads"),
+                  permissions=["snapshot"])
+    def snapshot(self, request, queryset) -> None:
+        queued = 0
+        for workload in queryset:
+            try:
+                capture.request_snapshot(workload=workload, user=request.user)
+                queued += 1
+            except capture.SnapshotBusy as exc:
+                self.message_user(request, f"{workload}: {exc}", messages.WARNING)
+        if queued:
+            self.message_user(
+                request,
+                ngettext("Queued a snapshot of %(count)d workload.",
+                         "Queued snapshots of %(count)d workloads.", queued) % {"count": queued},
+                messages.SUCCESS,
+            )
+
+    def has_snapshot_permission(self, request) -> bool:
+        return request.user.has_perm("workloads.snapshot_workload")
 
 
 @admin.register(EventLog)

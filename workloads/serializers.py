@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import reduce
 from operator import or_
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.db.models import Q
@@ -113,6 +114,7 @@ class WorkloadSerializer(serializers.ModelSerializer):
             "id", "url", "name", "slug", "stage", "project_slug", "stage_slug",
             "source_kind", "image", "registry_credential", "replicas",
             "state", "running_reference", "deployed_at", "created",
+            "snapshot_consistency", "auto_backup_before_deploy",
             "volumes", "env", "ports",
         ]
         read_only_fields = ["id", "state", "running_reference", "deployed_at", "created"]
@@ -260,6 +262,8 @@ class DeploySerializer(serializers.ModelSerializer):
     failure_message = serializers.CharField(read_only=True)
     duration_seconds = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
+    pre_deploy_snapshot = serializers.SerializerMethodField()
+    backup_failure_message = serializers.CharField(read_only=True)
 
     class Meta:
         model = DeployRecord
@@ -267,7 +271,15 @@ class DeploySerializer(serializers.ModelSerializer):
             "id", "url", "workload", "reason", "source_kind", "requested_reference",
             "pinned_reference", "rolled_back_from", "outcome", "failure_code",
             "failure_message", "user", "created", "started", "finished", "duration_seconds",
+            "pre_deploy_snapshot", "backup_failure", "backup_failure_message",
         ]
+
+    def get_pre_deploy_snapshot(self, record: DeployRecord) -> int | None:
+        """The snapshot taken before this deploy (select_related it: one query less per row)."""
+        try:
+            return record.pre_deploy_snapshot.pk
+        except ObjectDoesNotExist:
+            return None
 
     def get_duration_seconds(self, record: DeployRecord) -> float | None:
         return record.duration.total_seconds() if record.duration else None

@@ -11,6 +11,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
+from snapshots import views as snapshot_views
 from workloads import deployer, runtime
 from workloads.models import DeployRecord, VolumeMount, Workload
 
@@ -28,7 +29,11 @@ def _state_context(workload: Workload) -> dict:
     `busy` while a deploy is unfinished; `current_deploy` is the newest
     successful one — the rows before it are the ones to roll back to.
     """
-    deploys = list(workload.deploys.select_related("user", "rolled_back_from")[:HISTORY_ROWS])
+    deploys = list(
+        workload.deploys.select_related("user", "rolled_back_from", "pre_deploy_snapshot")[
+            :HISTORY_ROWS
+        ]
+    )
     last = deploys[0] if deploys else None
     current = next((d for d in deploys if d.outcome == DeployRecord.Outcome.SUCCEEDED), None)
     return {
@@ -74,7 +79,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @permission_required("workloads.view_workload", raise_exception=True)
 def workload_detail(request: HttpRequest, pk: int) -> HttpResponse:
     workload = _get_workload(pk)
-    context = _state_context(workload) | {
+    context = _state_context(workload) | snapshot_views.panel_context(workload) | {
         "volumes": _volume_rows(workload),
         "engine": runtime.engine_status(),
     }

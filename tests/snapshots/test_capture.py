@@ -197,3 +197,9 @@ def test_a_never_deployed_volume_is_captured_empty(make_workload):
 def test_the_caps_come_from_the_settings(settings):
     settings.BERTH_SNAPSHOT_MAX_ENTRIES = 7
     assert Limits.from_settings().max_entries == 7
+
+
+def test_a_workload_without_volumes_has_nothing_to_snapshot(make_workload):
+    snapshot = capture.capture_snapshot(workload=make_workload())
+    assert snapshot.state == Snapshot.State.FAILED
+    assert snapshot.failure_text == "This workload has no volumes to snapshot."
