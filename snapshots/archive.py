@@ -54,6 +54,9 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 # Larger windows than this are refused before the decompressor allocates them.
 MAX_WINDOW_BYTES = 1 << 27
 MAX_META_BYTES = 64 * 1024
+# No count in a manifest may exceed these (they have to fit the database's columns).
+MAX_COUNT = 1 << 62
+MAX_SKIPPED_COUNT = (1 << 31) - 1
 # GNU tar pads the stream to its 10 KiB record size; more zeros than this after
 # the end-of-archive marker are not padding.
 MAX_TRAILING_ZEROS = 1 << 20
@@ -152,7 +155,7 @@ def _reject_constant(value: str) -> None:
 
 
 def _count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
 
 
 def parse_manifest(data: bytes, volume_count: int, limits: Limits) -> dict:
@@ -162,7 +165,7 @@ def parse_manifest(data: bytes, volume_count: int, limits: Limits) -> dict:
             data.decode("utf-8"), object_pairs_hook=_unique_object,
             parse_constant=_reject_constant,
         )
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise ArchiveError(gettext_noop("The manifest is not valid JSON.")) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ArchiveError(gettext_noop("The archive is not a Berth snapshot."))
@@ -176,8 +179,9 @@ def parse_manifest(data: bytes, volume_count: int, limits: Limits) -> dict:
         raise ArchiveError(gettext_noop("The manifest lists no volumes."))
     for position, volume in enumerate(volumes):
         _check_manifest_volume(volume, position, volume_count)
-    if not isinstance(manifest.get("skipped", []), list) or not _count(
-        manifest.get("skipped_count", 0)
+    skipped_count = manifest.get("skipped_count", 0)
+    if not isinstance(manifest.get("skipped", []), list) or not _count(skipped_count) or (
+        skipped_count > MAX_SKIPPED_COUNT
     ):
         raise ArchiveError(gettext_noop("The manifest's list of skipped entries is malformed."))
     if sum(v["bytes"] for v in volumes) > limits.max_bytes:

@@ -270,6 +270,10 @@ def corpus(canary: str) -> list[Case]:
             manifest_member(b'{"format": "berth-snapshot", "format": "x"}'))), "not valid JSON"),
         Case("manifest-nan", zst(tar(manifest_member(
             json.dumps(manifest(extra=float("nan"))).encode()))), "not valid JSON"),
+        Case("manifest-deeply-nested", zst(tar(manifest_member(b"[" * 2000 + b"]" * 2000))),
+             "not valid JSON"),
+        Case("manifest-huge-skipped-count", zst(tar(manifest_member(
+            manifest(skipped_count=1 << 40)), directory("volumes/0"))), "skipped entries"),
         Case("manifest-wrong-format", zst(tar(manifest_member(manifest(format="tar")))),
              "not a Berth snapshot"),
         Case("manifest-wrong-version", zst(tar(manifest_member(manifest(version=2)))),
