@@ -492,11 +492,62 @@ class Extracted:
         return sum(self.bytes)
 
 
+class _Space:
+    """Free space and inodes on one staging filesystem, kept above the reserve.
+
+    `fstatvfs` is read afresh every 64 MiB or 1000 entries (others write to
+    the filesystem too), and whenever what the last reading left would not
+    hold the next entry; in between, each entry is subtracted from it. A
+    write that still meets a full disk fails with ENOSPC, reported the same way.
+    """
+
+    RECHECK_BYTES = 64 << 20
+    RECHECK_ENTRIES = 1000
+
+    def __init__(self, fd: int, limits: Limits) -> None:
+        self.fd = fd
+        self.limits = limits
+        self.bytes_left = self.inodes_left = 0
+        self.since_bytes = self.since_entries = 0
+        self.block = 4096
+        self.stale = True
+
+    def _read(self) -> None:
+        stat = os.fstatvfs(self.fd)
+        self.block = stat.f_frsize or 4096
+        self.bytes_left = stat.f_bavail * stat.f_frsize - self.limits.reserve_bytes
+        # Some filesystems (btrfs) have no inode limit and report f_files = 0.
+        self.inodes_left = (
+            stat.f_favail - self.limits.reserve_inodes if stat.f_files else 1 << 62
+        )
+        self.since_bytes = self.since_entries = 0
+        self.stale = False
+
+    def claim(self, size: int) -> None:
+        allocated = -(-size // self.block) * self.block
+        if (self.stale or allocated > self.bytes_left or self.inodes_left < 1
+                or self.since_bytes + size > self.RECHECK_BYTES
+                or self.since_entries >= self.RECHECK_ENTRIES):
+            self._read()
+            allocated = -(-size // self.block) * self.block
+            if allocated > self.bytes_left:
+                raise InsufficientSpace(
+                    gettext_noop("The staging filesystem is out of free space."))
+            if self.inodes_left < 1:
+                raise InsufficientSpace(
+                    gettext_noop("The staging filesystem is out of free inodes."))
+        self.bytes_left -= allocated
+        self.inodes_left -= 1
+        self.since_bytes += size
+        self.since_entries += 1
+
+
 class _Extractor:
     def __init__(self, roots: list[int], limits: Limits,
                  progress: Callable[[int], None] | None) -> None:
         self.roots = roots
         self.chains = [DirChain(fd) for fd in roots]
+        self.space = [_Space(fd, limits) for fd in roots]
         self.limits = limits
         self.progress = progress
         self.is_root = os.geteuid() == 0
@@ -577,11 +628,7 @@ class _Extractor:
         return index, inner
 
     def _check_space(self, index: int, size: int) -> None:
-        stat = os.fstatvfs(self.roots[index])
-        if stat.f_bavail * stat.f_frsize < size + self.limits.reserve_bytes:
-            raise InsufficientSpace(gettext_noop("The staging filesystem is out of free space."))
-        if stat.f_files and stat.f_favail < 1 + self.limits.reserve_inodes:
-            raise InsufficientSpace(gettext_noop("The staging filesystem is out of free inodes."))
+        self.space[index].claim(size)
 
     def _make_dir(self, index: int, parts: tuple[str, ...], member: Member) -> None:
         if parts:

@@ -306,3 +306,52 @@ def test_random_trees_round_trip_byte_for_byte(volumes):
         after = [describe(base / "staging" / "volumes" / str(i)) for i in range(len(roots))]
         assert after == before
         assert result.files == [sum(v[0] == "file" for v in tree.values()) for tree in before]
+
+
+# --- a real small filesystem -----------------------------------------------------------------
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 2 MiB tmpfs with 200 inodes, or a skip where mounting is not allowed."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m,nr_inodes=200", "tmpfs", str(mount)],
+        capture_output=True, check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_filesystem_stops_the_extraction_and_it_cleans_up(small_fs, tmp_path):
+    source = tmp_path / "v"
+    source.mkdir()
+    for i in range(3):
+        (source / f"f{i}").write_bytes(os.urandom(1 << 20))
+    with pytest.raises(InsufficientSpace, match="free space"):
+        extract_bytes(archive_of([source]), small_fs / "staging", 1)
+    assert os.listdir(small_fs) == []
+
+
+def test_running_out_of_inodes_stops_the_extraction(small_fs, tmp_path):
+    source = tmp_path / "v"
+    source.mkdir()
+    for i in range(300):
+        (source / f"f{i}").write_bytes(b"x")
+    with pytest.raises(InsufficientSpace, match="free inodes"):
+        extract_bytes(archive_of([source]), small_fs / "staging", 1)
+    assert os.listdir(small_fs) == []
+
+
+def test_a_write_that_meets_a_full_disk_is_reported_as_such(small_fs, tmp_path, monkeypatch):
+    monkeypatch.setattr(archive._Space, "claim", lambda self, size: None)
+    source = tmp_path / "v"
+    source.mkdir()
+    (source / "big").write_bytes(os.urandom(3 << 20))
+    with pytest.raises(InsufficientSpace, match="free space"):
+        extract_bytes(archive_of([source]), small_fs / "staging", 1)
+    assert os.listdir(small_fs) == []
