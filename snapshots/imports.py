@@ -23,7 +23,6 @@ from django.utils.translation import gettext_noop
 
 from snapshots import archive, retention, storage
 from snapshots.capture import captured_volumes
-from snapshots.errors import ArchiveError
 from snapshots.models import Snapshot
 from workloads.models import EventLog, Workload
 
@@ -39,15 +38,13 @@ class Staged:
     sha256: str
 
 
-def stage(source: BinaryIO, *, limit: int | None = None) -> Staged:
-    """Copy `source` into a temporary file, hashing it; ArchiveError past `limit` bytes."""
+def stage(source: BinaryIO) -> Staged:
+    """Copy `source` into a temporary file beside the archives, hashing it."""
     fd, path = storage.open_temp(storage.uploads_dir(), prefix=".upload-")
     digest, size = hashlib.sha256(), 0
     try:
         while chunk := source.read(_CHUNK):
             size += len(chunk)
-            if limit is not None and size > limit:
-                raise ArchiveError(gettext_noop("The file is larger than the upload limit."))
             digest.update(chunk)
             view = memoryview(chunk)
             while view:
