@@ -22,9 +22,10 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone, translation
-from django.utils.translation import gettext_noop
+from django.utils.translation import gettext, gettext_noop
 
 from snapshots import retention, storage, writer
 from snapshots.archive import Limits
@@ -47,8 +48,6 @@ class SnapshotBusy(Exception):
         self.message = message
 
     def __str__(self) -> str:
-        from django.utils.translation import gettext
-
         return gettext(self.message)
 
 
@@ -222,8 +221,6 @@ def _capture(workload: Workload, snapshot: Snapshot, *, stop_containers: bool,
 
 
 def _host_path(volume: VolumeMount) -> str:
-    from django.core.exceptions import ValidationError
-
     try:
         return volume.host_path()
     except ValidationError:
