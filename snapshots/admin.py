@@ -22,7 +22,7 @@ class SnapshotAdmin(admin.ModelAdmin):
         "id", "created", "workload", "kind", "state", "imported", "archive_size", "skipped",
         "much_smaller", "deploy",
     ]
-    list_select_related = ["workload__stage__project"]
+    list_select_related = ["workload__stage__project", "deploy__workload__stage__project"]
     list_filter = ["kind", "state", "imported", "much_smaller"]
     search_fields = ["workload__slug", "sha256", "archive"]
     date_hierarchy = "created"
