@@ -10,6 +10,7 @@ raises ArchiveError on anything else. docs/archive-format.md describes it.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -128,8 +129,13 @@ def member_header(name: str, *, is_dir: bool, size: int, mode: int, uid: int, gi
     if not records:
         return header
     data = b"".join(records)
-    pax = _ustar(b"PaxHeader/" + raw[:90], PAX_HEADER, len(data), 0o644, 0, 0, 0)
-    return pax + data + pad(len(data)) + header
+    return _pax_header(len(data)) + data + pad(len(data)) + header
+
+
+@functools.lru_cache(maxsize=512)
+def _pax_header(size: int) -> bytes:
+    """The header of a PAX extended header; only its size varies (readers ignore its name)."""
+    return _ustar(b"././@PaxHeader", PAX_HEADER, size, 0o644, 0, 0, 0)
 
 
 def _format_mtime(mtime_ns: int) -> str:

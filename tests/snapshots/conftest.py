@@ -43,3 +43,12 @@ def archive_files(workload: Workload) -> list[str]:
     """Everything in the workload's snapshot directory, temporary files included."""
     directory = storage.workload_dir(workload.pk)
     return sorted(os.listdir(directory)) if directory.is_dir() else []
+
+
+def leftovers() -> list[str]:
+    """Temporary uploads and scratch trees left anywhere under the snapshots root."""
+    found = []
+    for directory, dirnames, filenames in os.walk(storage.root()):
+        found += [os.path.join(directory, n) for n in dirnames + filenames
+                  if n.startswith(storage.TEMP_PREFIXES)]
+    return found

@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 from snapshots import capture, storage
 from snapshots.models import Snapshot
 from tests.snapshots import hostile
-from tests.snapshots.conftest import archive_files
+from tests.snapshots.conftest import archive_files, leftovers
 from tests.snapshots.trees import archive_of
 from workloads.models import EventLog
 
@@ -25,15 +25,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def ready(workload, **fields) -> Snapshot:
     return capture.capture_snapshot(workload=workload, **fields)
-
-
-def leftovers() -> list[str]:
-    """Temporary uploads and scratch trees left anywhere under the snapshots root."""
-    found = []
-    for directory, dirnames, filenames in os.walk(storage.root()):
-        found += [os.path.join(directory, n) for n in dirnames + filenames
-                  if n.startswith(storage.TEMP_PREFIXES)]
-    return found
 
 
 def upload(client: APIClient, workload, data: bytes, name: str = "snap.tar.zst"):

@@ -12,8 +12,7 @@ from django.test import Client
 from snapshots import storage
 from snapshots.models import Snapshot
 from tests.snapshots import hostile
-from tests.snapshots.conftest import archive_files
-from tests.snapshots.test_api import leftovers
+from tests.snapshots.conftest import archive_files, leftovers
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
