@@ -212,6 +212,30 @@ BERTH_STATS_WORKERS = envint("BERTH_STATS_WORKERS", 32, minimum=1)
 # which bounds how long a tick can run on a slow engine.
 BERTH_STATS_TIMEOUT = max(5, BERTH_STATS_INTERVAL)
 
+# Snapshots (README "Snapshots"). Retention: the newest N of each kind per workload.
+BERTH_SNAPSHOT_KEEP = {
+    "manual": envint("BERTH_SNAPSHOT_KEEP_MANUAL", 10, minimum=1),
+    "pre_deploy": envint("BERTH_SNAPSHOT_KEEP_PRE_DEPLOY", 5, minimum=1),
+    "pre_restore": envint("BERTH_SNAPSHOT_KEEP_PRE_RESTORE", 5, minimum=1),
+    "scheduled": envint("BERTH_SNAPSHOT_KEEP_SCHEDULED", 7, minimum=1),
+}
+# A pre-restore snapshot younger than this is never pruned, however many there are.
+BERTH_SNAPSHOT_PRE_RESTORE_MIN_AGE_HOURS = envint(
+    "BERTH_SNAPSHOT_PRE_RESTORE_MIN_AGE_HOURS", 72, minimum=0
+)
+# A capture holding less than this share of the previous snapshot's data is flagged.
+BERTH_SNAPSHOT_SHRINK_PERCENT = envint("BERTH_SNAPSHOT_SHRINK_PERCENT", 50, minimum=0, maximum=100)
+# The site-wide default of each workload's "back up before deploy" setting.
+BERTH_AUTO_BACKUP_BEFORE_DEPLOY = envbool("BERTH_AUTO_BACKUP_BEFORE_DEPLOY", False)
+# What one archive may hold; the capture and the extractor enforce the same caps.
+BERTH_SNAPSHOT_MAX_BYTES = envint("BERTH_SNAPSHOT_MAX_BYTES", 1 << 40, minimum=1)
+BERTH_SNAPSHOT_MAX_FILE_BYTES = envint("BERTH_SNAPSHOT_MAX_FILE_BYTES", 256 << 30, minimum=1)
+BERTH_SNAPSHOT_MAX_ENTRIES = envint("BERTH_SNAPSHOT_MAX_ENTRIES", 1_000_000, minimum=1)
+BERTH_SNAPSHOT_MAX_UPLOAD_BYTES = envint("BERTH_SNAPSHOT_MAX_UPLOAD_BYTES", 20 << 30, minimum=1)
+# Free space and inodes an extraction leaves on the filesystem it writes to.
+BERTH_SNAPSHOT_RESERVE_BYTES = envint("BERTH_SNAPSHOT_RESERVE_BYTES", 256 << 20, minimum=0)
+BERTH_SNAPSHOT_RESERVE_INODES = envint("BERTH_SNAPSHOT_RESERVE_INODES", 10_000, minimum=0)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -12,4 +12,5 @@ urlpatterns = [
     path("api/", include("workloads.api_urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("", include("workloads.urls")),
+    path("", include("snapshots.urls")),
 ]

@@ -1,1 +1,216 @@
-"""Snapshot and restore records arrive with the snapshot and restore issues."""
+"""Snapshots: point-in-time archives of a workload's volumes, one row per archive."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext, gettext_noop
+from django.utils.translation import gettext_lazy as _
+
+from snapshots.errors import SnapshotError
+from workloads.models import DeployRecord, Workload
+
+
+class SnapshotQuerySet(models.QuerySet):
+    def ready(self) -> SnapshotQuerySet:
+        return self.filter(state=Snapshot.State.READY)
+
+    def active(self) -> SnapshotQuerySet:
+        return self.filter(state__in=Snapshot.ACTIVE_STATES)
+
+
+class Snapshot(models.Model):
+    class Kind(models.TextChoices):
+        MANUAL = "manual", _("Manual")
+        PRE_DEPLOY = "pre_deploy", _("Before deploy")
+        PRE_RESTORE = "pre_restore", _("Before restore")
+        SCHEDULED = "scheduled", _("Scheduled")
+
+    class State(models.TextChoices):
+        QUEUED = "queued", _("Queued")
+        CAPTURING = "capturing", _("Capturing")
+        READY = "ready", _("Ready")
+        FAILED = "failed", _("Failed")
+
+    ACTIVE_STATES = (State.QUEUED, State.CAPTURING)
+
+    workload = models.ForeignKey(
+        Workload, models.CASCADE, related_name="snapshots", verbose_name=_("workload")
+    )
+    kind = models.CharField(_("kind"), max_length=12, choices=Kind, default=Kind.MANUAL)
+    state = models.CharField(_("state"), max_length=10, choices=State, default=State.QUEUED)
+    imported = models.BooleanField(
+        _("imported"), default=False, help_text=_("Uploaded rather than captured here.")
+    )
+    archive = models.CharField(
+        _("archive file"), max_length=100, blank=True,
+        help_text=_("The file's name in the workload's snapshot directory."),
+    )
+    size = models.BigIntegerField(_("archive size"), default=0)
+    sha256 = models.CharField(_("SHA-256"), max_length=64, blank=True)
+    manifest = models.JSONField(_("manifest"), default=dict, blank=True)
+    data_bytes = models.BigIntegerField(_("data size"), default=0)
+    file_count = models.PositiveIntegerField(_("files"), default=0)
+    volume_count = models.PositiveSmallIntegerField(_("volumes"), default=0)
+    skipped_count = models.PositiveIntegerField(_("skipped entries"), default=0)
+    changed_count = models.PositiveIntegerField(
+        _("changed while captured"), default=0,
+        help_text=_("Files whose size changed while a live capture read them."),
+    )
+    much_smaller = models.BooleanField(
+        _("much smaller than the last one"), default=False,
+        help_text=_("Holds much less data than the workload's previous snapshot."),
+    )
+    bytes_done = models.BigIntegerField(_("bytes done"), default=0)
+    bytes_total = models.BigIntegerField(_("bytes in total"), default=0)
+    failure = models.TextField(_("failure"), blank=True)
+    failure_params = models.JSONField(default=dict, blank=True)
+    deploy = models.OneToOneField(
+        DeployRecord, models.SET_NULL, null=True, blank=True, related_name="pre_deploy_snapshot",
+        verbose_name=_("deploy"), help_text=_("The deploy this snapshot was taken before."),
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, verbose_name=_("user")
+    )
+    created = models.DateTimeField(_("created"), default=timezone.now)
+    finished = models.DateTimeField(_("finished"), null=True, blank=True)
+
+    objects = SnapshotQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        verbose_name = _("snapshot")
+        verbose_name_plural = _("snapshots")
+        indexes = [models.Index(fields=["workload", "-created"], name="snapshot_workload_idx")]
+        constraints = [
+            # One manual capture queued or running per workload, also across processes.
+            models.UniqueConstraint(
+                fields=["workload"],
+                condition=Q(kind="manual", state__in=["queued", "capturing"]),
+                name="one_active_manual_snapshot",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workload} snapshot #{self.pk} ({self.kind}, {self.state})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in self.ACTIVE_STATES
+
+    @property
+    def is_ready(self) -> bool:
+        return self.state == self.State.READY
+
+    @property
+    def failure_text(self) -> str:
+        """Why it failed, in the active language."""
+        if not self.failure:
+            return ""
+        error = SnapshotError(self.failure, **self.failure_params)
+        try:
+            return str(error)
+        except (KeyError, TypeError, ValueError):
+            return gettext(self.failure)
+
+    @property
+    def progress_percent(self) -> int:
+        if not self.bytes_total:
+            return 0
+        return min(100, self.bytes_done * 100 // self.bytes_total)
+
+    @property
+    def skipped(self) -> list[dict]:
+        return list(self.manifest.get("skipped", []))
+
+    @property
+    def volumes(self) -> list[dict]:
+        return list(self.manifest.get("volumes", []))
+
+    def claim(self) -> bool:
+        """Move a queued row to capturing; False if another worker got there first."""
+        claimed = Snapshot.objects.filter(pk=self.pk, state=self.State.QUEUED).update(
+            state=self.State.CAPTURING
+        )
+        if claimed:
+            self.state = self.State.CAPTURING
+        return bool(claimed)
+
+    def report_progress(self, done: int) -> None:
+        Snapshot.objects.filter(pk=self.pk).update(bytes_done=done)
+
+    def start(self, total: int) -> None:
+        self.bytes_total, self.bytes_done = total, 0
+        Snapshot.objects.filter(pk=self.pk).update(bytes_total=total, bytes_done=0)
+
+    def succeed(self, *, archive: str, size: int, sha256: str, manifest: dict,
+                changed: int = 0) -> bool:
+        """Record the finished archive; False if the row was deleted meanwhile."""
+        volumes = manifest["volumes"]
+        self.state = self.State.READY
+        self.archive, self.size, self.sha256, self.manifest = archive, size, sha256, manifest
+        self.data_bytes = sum(v["bytes"] for v in volumes)
+        self.file_count = sum(v["files"] for v in volumes)
+        self.volume_count = len(volumes)
+        self.skipped_count = manifest.get("skipped_count", 0)
+        self.changed_count = changed
+        self.bytes_done = self.bytes_total = self.data_bytes
+        self.much_smaller = self._is_much_smaller()
+        self.finished = timezone.now()
+        fields = [
+            "state", "archive", "size", "sha256", "manifest", "data_bytes", "file_count",
+            "volume_count", "skipped_count", "changed_count", "bytes_done", "bytes_total",
+            "much_smaller", "finished",
+        ]
+        values = {name: getattr(self, name) for name in fields}
+        return bool(Snapshot.objects.filter(pk=self.pk).update(**values))
+
+    def _is_much_smaller(self) -> bool:
+        previous = (
+            Snapshot.objects.ready().filter(workload_id=self.workload_id)
+            .exclude(pk=self.pk).order_by("-created", "-id").first()
+        )
+        if previous is None or not previous.data_bytes:
+            return False
+        return self.data_bytes * 100 < previous.data_bytes * settings.BERTH_SNAPSHOT_SHRINK_PERCENT
+
+    def fail(self, error: SnapshotError, *, only_from: str | None = None) -> bool:
+        """Mark the row failed (only if it is still in state `only_from`, when given)."""
+        rows = Snapshot.objects.filter(pk=self.pk)
+        if only_from is not None:
+            rows = rows.filter(state=only_from)
+        failure, params, finished = error.message, _jsonable(error.params), timezone.now()
+        if not rows.update(state=self.State.FAILED, failure=failure, failure_params=params,
+                           finished=finished):
+            return False
+        self.state, self.failure, self.failure_params = self.State.FAILED, failure, params
+        self.finished = finished
+        return True
+
+    @classmethod
+    def fail_interrupted(cls, *, workload: Workload, lock_held: bool) -> int:
+        """Mark the workload's unfinished captures that cannot still be running as failed.
+
+        A row is claimed (queued → capturing) only under the workload's lock,
+        which the capture then holds until it is done, so a caller that holds
+        the lock knows every capturing row is dead (its process was killed). Without
+        the lock, only rows older than the task timeout are known dead (their
+        task was lost or killed).
+        """
+        if lock_held:
+            stale = Q(state=cls.State.CAPTURING)
+        else:
+            cutoff = timezone.now() - timedelta(seconds=settings.BERTH_TASK_TIMEOUT + 600)
+            stale = Q(state__in=cls.ACTIVE_STATES, created__lt=cutoff)
+        return cls.objects.filter(stale, workload=workload).update(
+            state=cls.State.FAILED, finished=timezone.now(), failure_params={},
+            failure=gettext_noop("The capture was interrupted before it finished."),
+        )
+
+
+def _jsonable(params: dict) -> dict:
+    return {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in params.items()}

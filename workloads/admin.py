@@ -12,6 +12,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from snapshots import capture
 from workloads import deployer, runtime
 from workloads.forms import EnvVarForm, RegistryCredentialForm, WorkloadForm
 from workloads.locks import LockTimeout
@@ -182,6 +183,7 @@ class WorkloadAdmin(admin.ModelAdmin):
         }),
     ]
     inlines = [VolumeInline, EnvVarInline, PortInline, ContainerInline]
+    actions = ["deploy", "snapshot"]
 
     def get_readonly_fields(self, request, obj=None):
         fields = list(super().get_readonly_fields(request, obj))
@@ -189,7 +191,6 @@ class WorkloadAdmin(admin.ModelAdmin):
             # A credential is sent to a registry: attaching one is its own permission.
             fields.append("registry_credential")
         return fields
-    actions = ["deploy"]
 
     @admin.display(description=_("source"))
     def source(self, workload: Workload) -> str:
@@ -261,6 +262,27 @@ class WorkloadAdmin(admin.ModelAdmin):
 
     def has_deploy_permission(self, request) -> bool:
         return request.user.has_perm("workloads.deploy_workload")
+
+    @admin.action(description=_("Take a snapshot of the selected workloads"),
+                  permissions=["snapshot"])
+    def snapshot(self, request, queryset) -> None:
+        queued = 0
+        for workload in queryset:
+            try:
+                capture.request_snapshot(workload=workload, user=request.user)
+                queued += 1
+            except capture.SnapshotBusy as exc:
+                self.message_user(request, f"{workload}: {exc}", messages.WARNING)
+        if queued:
+            self.message_user(
+                request,
+                ngettext("Queued a snapshot of %(count)d workload.",
+                         "Queued snapshots of %(count)d workloads.", queued) % {"count": queued},
+                messages.SUCCESS,
+            )
+
+    def has_snapshot_permission(self, request) -> bool:
+        return request.user.has_perm("workloads.snapshot_workload")
 
 
 @admin.register(EventLog)

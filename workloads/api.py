@@ -100,7 +100,9 @@ class WorkloadViewSet(viewsets.ModelViewSet):
     def deploys(self, request, pk=None):
         """The workload's deploy history, newest first."""
         workload = self.get_object()
-        history = workload.deploys.select_related("user").order_by("-created", "-id")
+        history = workload.deploys.select_related("user", "pre_deploy_snapshot").order_by(
+            "-created", "-id"
+        )
         paginator = HistoryPagination()
         page = paginator.paginate_queryset(history, request, view=self)
         return paginator.get_paginated_response(DeploySerializer(page, many=True).data)
@@ -151,7 +153,7 @@ class DeployViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     action_permissions = {"retrieve": "workloads.view_workload", "log": "workloads.view_workload"}
 
     def get_queryset(self):
-        return DeployRecord.objects.select_related("user")
+        return DeployRecord.objects.select_related("user", "pre_deploy_snapshot")
 
     @extend_schema(responses={200: DeployLogSerializer, 404: None})
     @action(detail=True, methods=["get"])

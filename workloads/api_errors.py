@@ -10,6 +10,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, status
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from snapshots.errors import ArchiveError, InsufficientSpace
 from workloads import runtime
 from workloads.deployer import RollbackRefused
 from workloads.locks import LockTimeout
@@ -20,6 +21,12 @@ class EngineUnavailable(exceptions.APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_detail = _("The Docker engine could not do what was asked; nothing was changed.")
     default_code = "engine_unavailable"
+
+
+class InsufficientStorage(exceptions.APIException):
+    status_code = status.HTTP_507_INSUFFICIENT_STORAGE
+    default_detail = _("The server lacks the free space to do this.")
+    default_code = "insufficient_storage"
 
 
 class Conflict(exceptions.APIException):
@@ -36,6 +43,11 @@ def exception_handler(exc, context):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, InsufficientSpace):
+        exc = InsufficientStorage(detail=str(exc))
+    elif isinstance(exc, ArchiveError):
+        # A hostile, corrupt or oversized archive: the reason is for the uploader.
+        exc = exceptions.ValidationError(detail={"archive": [str(exc)]})
     elif isinstance(exc, RollbackRefused):
         exc = Conflict(detail=str(exc))
     elif isinstance(exc, DeployInProgress):

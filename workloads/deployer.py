@@ -11,8 +11,10 @@ never leaves a workload without containers when something fails:
    digest, or fetch the repository, pin the commit and build its image;
 2. create the new containers (under temporary names) from the pinned image;
 3. stop the old containers;
-4. start the new ones — if that fails, remove them and restart the old;
-5. remove the old containers, then give the new ones their final names.
+4. take the pre-deploy snapshot when the workload wants one (the old
+   containers are stopped already, so it costs no extra stop; fail-open);
+5. start the new ones — if that fails, remove them and restart the old;
+6. remove the old containers, then give the new ones their final names.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import traceback
+from collections.abc import Callable
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
@@ -28,6 +31,7 @@ from django.utils import translation
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 
+from snapshots import capture
 from workloads import locks, runtime, sources
 from workloads.models import Container, DeployRecord, EventLog, Workload
 from workloads.redact import redact
@@ -174,7 +178,9 @@ def _run(workload: Workload, record: DeployRecord) -> None:
         except sources.SourceFailed as exc:
             raise DeployError(exc.code, exc.raw) from None
         record.pinned_reference, record.image_id = resolved.pinned, resolved.image_id
-        new = _replace_containers(workload, resolved.image, record)
+        new = _replace_containers(
+            workload, resolved.image, record, before_start=lambda: _backup(workload, record)
+        )
         with transaction.atomic():
             Container.replace_for(workload, new, resolved.image)
             record.succeed(resolved.pinned, image_id=resolved.image_id)
@@ -258,13 +264,23 @@ def _specs(workload: Workload, pinned: str, record: DeployRecord) -> list[runtim
     ]
 
 
+def _backup(workload: Workload, record: DeployRecord) -> None:
+    """The pre-deploy snapshot; it never stops the deploy (backup_before_deploy says why)."""
+    try:
+        capture.backup_before_deploy(workload=workload, record=record)
+    except Exception:  # noqa: BLE001 - fail open, even on a bug in the backup itself
+        logger.exception("the pre-deploy backup of deploy %s failed", record.pk)
+
+
 def _replace_containers(
-    workload: Workload, pinned: str, record: DeployRecord
+    workload: Workload, pinned: str, record: DeployRecord,
+    before_start: Callable[[], None] | None = None,
 ) -> list[tuple[str, str, int]]:
     """Swap the workload's containers for new ones running `pinned`.
 
-    Returns (docker id, name, replica) of the new containers. On failure the
-    new containers are removed and the old ones are running again.
+    `before_start` runs once the old containers are stopped and before the new
+    ones start. Returns (docker id, name, replica) of the new containers. On
+    failure the new containers are removed and the old ones are running again.
     """
     specs = _specs(workload, pinned, record)
     try:
@@ -283,6 +299,8 @@ def _replace_containers(
     try:
         for container in was_running:
             runtime.stop(container.id)
+        if before_start is not None:
+            before_start()
         # The old containers could rewrite their volumes until they stopped:
         # check again that no bind goes through a symlink before Docker
         # resolves the paths for the new ones.

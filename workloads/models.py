@@ -97,6 +97,11 @@ class WorkloadQuerySet(models.QuerySet):
         return self.select_related("stage__project", "registry_credential")
 
 
+class SnapshotConsistency(models.TextChoices):
+    STOP = "stop", _("Stop the containers")
+    LIVE = "live", _("Live (no downtime)")
+
+
 class Workload(models.Model):
     class SourceKind(models.TextChoices):
         IMAGE = "image", _("Image")
@@ -190,6 +195,21 @@ class Workload(models.Model):
         ),
     )
     deployed_at = models.DateTimeField(_("deployed at"), null=True, blank=True, editable=False)
+    snapshot_consistency = models.CharField(
+        _("snapshot consistency"),
+        max_length=4,
+        choices=SnapshotConsistency,
+        default=SnapshotConsistency.STOP,
+        help_text=_("Stop the containers while a snapshot is taken, or take it while they run."),
+    )
+    auto_backup_before_deploy = models.BooleanField(
+        _("back up before deploy"),
+        null=True,
+        blank=True,
+        default=None,
+        choices=[(None, _("Site default")), (True, _("On")), (False, _("Off"))],
+        help_text=_("Take a snapshot of the volumes before every deploy."),
+    )
     created = models.DateTimeField(_("created"), default=timezone.now)
 
     objects = WorkloadQuerySet.as_manager()
@@ -204,6 +224,8 @@ class Workload(models.Model):
         permissions = [
             ("deploy_workload", _("Can deploy workloads")),
             ("rollback_workload", _("Can roll workloads back to an earlier deploy")),
+            ("snapshot_workload", _("Can take, download and import snapshots of workloads")),
+            ("restore_workload", _("Can restore snapshots onto workloads")),
         ]
 
     def __str__(self) -> str:
@@ -652,6 +674,16 @@ class DeployRecord(models.Model):
     ACTIVE = (Outcome.QUEUED, Outcome.RUNNING)
     FINISHED = (Outcome.SUCCEEDED, Outcome.FAILED)
 
+    class BackupFailure(models.TextChoices):
+        """Why a deploy that should have been preceded by a snapshot went on without one."""
+
+        SETTING_UNREADABLE = "setting_unreadable", _(
+            "The backup-before-deploy setting could not be read; no snapshot was taken."
+        )
+        CAPTURE_FAILED = "capture_failed", _(
+            "The snapshot before this deploy failed; the deploy went on without it."
+        )
+
     workload = models.ForeignKey(
         Workload, models.CASCADE, related_name="deploys", verbose_name=_("workload")
     )
@@ -675,6 +707,10 @@ class DeployRecord(models.Model):
         _("outcome"), max_length=10, choices=Outcome, default=Outcome.QUEUED
     )
     failure_code = models.CharField(_("failure"), max_length=20, choices=Failure, blank=True)
+    backup_failure = models.CharField(
+        _("backup failure"), max_length=20, choices=BackupFailure, blank=True,
+        help_text=_("Set when the snapshot before this deploy should have been taken and was not."),
+    )
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, verbose_name=_("user")
     )
@@ -843,6 +879,14 @@ class DeployRecord(models.Model):
         self.image_id = image_id
         self.finished = timezone.now()
         self.save(update_fields=["outcome", "pinned_reference", "image_id", "finished"])
+
+    @property
+    def backup_failure_message(self) -> str:
+        return self.BackupFailure(self.backup_failure).label if self.backup_failure else ""
+
+    def note_backup_failure(self, code: str) -> None:
+        self.backup_failure = self.BackupFailure(code).value
+        self.save(update_fields=["backup_failure"])
 
     def fail(self, code: str, pinned_reference: str = "", image_id: str = "") -> None:
         self.outcome = self.Outcome.FAILED

@@ -6,6 +6,7 @@ from datetime import UTC
 from functools import reduce
 from operator import or_
 
+from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.db.models import Q
@@ -138,7 +139,8 @@ class WorkloadSerializer(serializers.ModelSerializer):
             "git_url", "git_ref", "git_dockerfile", "git_context", "build_args",
             "git_username", "git_password", "has_git_credential", "repository_web_url",
             "replicas", "state", "running_reference", "running_commit", "running_commit_url",
-            "deployed_at", "created", "volumes", "env", "ports",
+            "deployed_at", "created", "snapshot_consistency", "auto_backup_before_deploy",
+            "volumes", "env", "ports",
         ]
         read_only_fields = ["id", "state", "running_reference", "deployed_at", "created"]
         # validate() checks the slug within its stage, so the error names the
@@ -354,6 +356,8 @@ class DeploySerializer(serializers.ModelSerializer):
     commit = serializers.CharField(read_only=True)
     commit_url = serializers.CharField(read_only=True)
     build_log_url = serializers.SerializerMethodField()
+    pre_deploy_snapshot = serializers.SerializerMethodField()
+    backup_failure_message = serializers.CharField(read_only=True)
 
     class Meta:
         model = DeployRecord
@@ -362,12 +366,20 @@ class DeploySerializer(serializers.ModelSerializer):
             "pinned_reference", "repository", "commit", "commit_url", "image_id",
             "rolled_back_from", "outcome", "failure_code", "failure_message", "user",
             "created", "started", "finished", "duration_seconds", "build_log_url",
+            "pre_deploy_snapshot", "backup_failure", "backup_failure_message",
         ]
 
     def get_build_log_url(self, record: DeployRecord) -> str | None:
         if not record.is_git:
             return None
         return reverse("api:deploy-log", args=[record.pk])
+
+    def get_pre_deploy_snapshot(self, record: DeployRecord) -> int | None:
+        """The snapshot taken before this deploy (select_related it: one query less per row)."""
+        try:
+            return record.pre_deploy_snapshot.pk
+        except ObjectDoesNotExist:
+            return None
 
     def get_duration_seconds(self, record: DeployRecord) -> float | None:
         return record.duration.total_seconds() if record.duration else None

@@ -13,6 +13,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
+from snapshots import views as snapshot_views
 from workloads import charts, deployer, metrics_history, runtime
 from workloads.models import DeployInProgress, DeployLog, DeployRecord, VolumeMount, Workload
 
@@ -31,7 +32,11 @@ def _state_context(workload: Workload) -> dict:
     `busy` while a deploy is unfinished; `current_deploy` is the newest
     successful one — the rows before it are the ones to roll back to.
     """
-    deploys = list(workload.deploys.select_related("user", "rolled_back_from")[:HISTORY_ROWS])
+    deploys = list(
+        workload.deploys.select_related("user", "rolled_back_from", "pre_deploy_snapshot")[
+            :HISTORY_ROWS
+        ]
+    )
     last = deploys[0] if deploys else None
     current = next((d for d in deploys if d.outcome == DeployRecord.Outcome.SUCCEEDED), None)
     return {
@@ -92,10 +97,12 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @permission_required("workloads.view_workload", raise_exception=True)
 def workload_detail(request: HttpRequest, pk: int) -> HttpResponse:
     workload = _get_workload(pk)
-    context = _state_context(workload) | _metrics_context(workload, METRICS_DEFAULT) | {
-        "volumes": _volume_rows(workload),
-        "engine": runtime.engine_status(),
-    }
+    context = (
+        _state_context(workload)
+        | _metrics_context(workload, METRICS_DEFAULT)
+        | snapshot_views.panel_context(workload)
+        | {"volumes": _volume_rows(workload), "engine": runtime.engine_status()}
+    )
     return render(request, "workloads/detail.html", context)
 
 

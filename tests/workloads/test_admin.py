@@ -62,6 +62,8 @@ def change_form(workload: Workload, env: EnvVar, *, value: str) -> dict[str, str
         "image": workload.image,
         "registry_credential": "",
         "replicas": str(workload.replicas),
+        "snapshot_consistency": workload.snapshot_consistency,
+        "auto_backup_before_deploy": "",
         "created_0": created.strftime("%Y-%m-%d"),
         "created_1": created.strftime("%H:%M:%S"),
         "env_vars-TOTAL_FORMS": "1",

@@ -1,0 +1,149 @@
+"""The snapshots API, nested under a workload: /api/workloads/{id}/snapshots[/{sid}]."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import FileResponse
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import MultiPartParser
+from rest_framework.response import Response
+
+from snapshots import capture, imports, storage
+from snapshots.models import Snapshot
+from snapshots.serializers import SnapshotSerializer
+from snapshots.uploads import FIELD, SnapshotUploadHandler, StagedUpload
+from workloads.api_errors import Conflict
+from workloads.models import Workload
+from workloads.permissions import ActionPermission
+
+WORKLOAD_ID = OpenApiParameter("workload_pk", OpenApiTypes.INT, OpenApiParameter.PATH,
+                               description="The workload's id.")
+
+
+class IgnoreAccept(BaseContentNegotiation):
+    """A download answers whatever the client accepts: the file, or an error as JSON."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class ImportSerializer(serializers.Serializer):
+    archive = serializers.FileField(help_text="A snapshot archive (.tar.zst).")
+
+
+@extend_schema_view(
+    list=extend_schema(parameters=[WORKLOAD_ID]),
+    retrieve=extend_schema(parameters=[WORKLOAD_ID]),
+    destroy=extend_schema(parameters=[WORKLOAD_ID], responses={204: None, 409: None}),
+)
+class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                      mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    serializer_class = SnapshotSerializer
+    permission_classes = [ActionPermission]
+    http_method_names = ["get", "post", "delete", "head", "options"]
+    lookup_value_regex = "[0-9]+"
+    action_permissions = {
+        "list": "snapshots.view_snapshot",
+        "retrieve": "snapshots.view_snapshot",
+        "create": "workloads.snapshot_workload",
+        "download": "workloads.snapshot_workload",
+        "import_archive": "workloads.snapshot_workload",
+        "destroy": "snapshots.delete_snapshot",
+    }
+    _upload_handler: SnapshotUploadHandler | None = None
+
+    def get_workload(self) -> Workload:
+        return get_object_or_404(Workload.objects.with_parents(), pk=self.kwargs["workload_pk"])
+
+    def get_queryset(self):
+        return Snapshot.objects.filter(workload_id=self.kwargs["workload_pk"]).select_related(
+            "user"
+        )
+
+    def initial(self, request, *args, **kwargs) -> None:
+        if self.action == "import_archive":
+            # Before authentication: with session auth the CSRF check reads the body.
+            self._upload_handler = SnapshotUploadHandler(
+                request._request, limit=settings.BERTH_SNAPSHOT_MAX_UPLOAD_BYTES
+            )
+            request._request.upload_handlers = [self._upload_handler]
+        super().initial(request, *args, **kwargs)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        if self._upload_handler is not None:
+            self._upload_handler.discard()  # whatever an import did not keep
+        return super().finalize_response(request, response, *args, **kwargs)
+
+    def list(self, request, *args, **kwargs):
+        """The workload's snapshots, newest first."""
+        self.get_workload()
+        return super().list(request, *args, **kwargs)
+
+    def _located(self, snapshot: Snapshot, code: int) -> Response:
+        url = reverse("api:workload-snapshot-detail", args=[snapshot.workload_id, snapshot.pk])
+        return Response(SnapshotSerializer(snapshot).data, status=code, headers={"Location": url})
+
+    @extend_schema(request=None, parameters=[WORKLOAD_ID],
+                   responses={202: SnapshotSerializer, 409: None})
+    def create(self, request, *args, **kwargs):
+        """Queue a snapshot; follow it at the returned snapshot's `url`. 409 while one runs."""
+        try:
+            snapshot = capture.request_snapshot(workload=self.get_workload(), user=request.user)
+        except capture.SnapshotBusy as exc:
+            raise Conflict(str(exc)) from None
+        snapshot.refresh_from_db()
+        return self._located(snapshot, status.HTTP_202_ACCEPTED)
+
+    def perform_destroy(self, snapshot: Snapshot) -> None:
+        try:
+            capture.delete_snapshot(snapshot=snapshot, user=self.request.user)
+        except capture.SnapshotBusy as exc:
+            raise Conflict(str(exc)) from None
+
+    @extend_schema(parameters=[WORKLOAD_ID], responses={
+        (200, "application/zstd"): OpenApiTypes.BINARY, 404: None, 409: None,
+    })
+    @action(detail=True, methods=["get"], content_negotiation_class=IgnoreAccept)
+    def download(self, request, *args, **kwargs):
+        """The archive itself; its SHA-256 is in the ETag header."""
+        snapshot = self.get_object()
+        if not snapshot.is_ready:
+            raise Conflict(_("This snapshot has no archive to download (it is not ready)."))
+        try:
+            archive = storage.open_archive(snapshot.workload_id, snapshot.archive)
+        except FileNotFoundError:
+            raise Conflict(_("This snapshot's archive file is missing.")) from None
+        workload = self.get_workload()
+        name = f"{workload.container_prefix}-snapshot-{snapshot.pk}.tar.zst"
+        response = FileResponse(archive, as_attachment=True, filename=name,
+                                content_type="application/zstd")
+        response["ETag"] = f'"{snapshot.sha256}"'
+        return response
+
+    @extend_schema(
+        parameters=[WORKLOAD_ID],
+        request={"multipart/form-data": ImportSerializer},
+        responses={201: SnapshotSerializer, 400: None, 413: None, 507: None},
+    )
+    @action(detail=False, methods=["post"], url_path="import", parser_classes=[MultiPartParser])
+    def import_archive(self, request, *args, **kwargs):
+        """Upload an archive (multipart field `archive`); kept only once it validates in full."""
+        workload = self.get_workload()
+        upload = request.FILES.get(FIELD)
+        if not isinstance(upload, StagedUpload):
+            raise ValidationError({FIELD: [_("Send the archive as a file in the field "
+                                             "“archive”.")]})
+        snapshot = imports.import_snapshot(workload=workload, staged=upload.staged,
+                                           user=request.user)
+        return self._located(snapshot, status.HTTP_201_CREATED)

@@ -1,0 +1,504 @@
+"""Berth's snapshot archive format and THE safe extractor that restore trusts.
+
+An archive is one zstd frame (with a content checksum) holding a POSIX tar
+stream: `manifest.json` first, then `volumes/<index>/` and everything under
+it, each directory before its contents. docs/archive-format.md is the full
+description; this module is its one implementation.
+
+`extract()` streams an archive into staging directories, validating every
+member in the same pass, and either returns what it wrote or raises
+ArchiveError after removing every staging directory it created. It never
+calls tarfile's extract functions: see snapshots/tarfmt.py for why tarfile is
+not used at all; snapshots/tarstream.py reads the compressed stream and the
+members, this module decides what each member may do. Its rules, in brief:
+
+- only regular files and directories (no links, devices, FIFOs, sparse or
+  contiguous files, unknown types, multivolume or global headers); the whole
+  archive is refused on the first bad member, nothing is skipped;
+- only `volumes/<index>/…` names after the one leading `manifest.json`, with a
+  canonical decimal index below the current configuration's volume count;
+  names are checked after GNU long-name and PAX overrides;
+- no duplicates, no file/directory conflicts, every parent before its children;
+- caps on the size of each file, the bytes actually written, the entry count
+  and the manifest size, and free space and inodes kept on each staging
+  filesystem;
+- every directory and file created relative to an open directory fd, with
+  O_NOFOLLOW (and files with O_EXCL), modes without setuid/setgid/sticky,
+  extended attributes and ACLs dropped.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from django.conf import settings
+from django.utils.translation import gettext_noop
+
+from snapshots import tarfmt, tarstream
+from snapshots.errors import ArchiveError, InsufficientSpace
+from snapshots.fsutil import DIR_FLAGS, DirChain, remove_tree, syncfs
+from workloads.paths import SUPPORTED_SCOPES
+
+FORMAT = "berth-snapshot"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+# No count in a manifest may exceed these (they have to fit the database's columns).
+MAX_COUNT = 1 << 62
+MAX_SKIPPED_COUNT = (1 << 31) - 1
+_CHUNK = 1 << 20
+_INDEX = re.compile(r"0|[1-9][0-9]{0,5}")
+_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the extractor (and so the capture) accepts; see README "Configuration"."""
+
+    max_bytes: int
+    max_file_bytes: int
+    max_entries: int
+    reserve_bytes: int
+    reserve_inodes: int
+    max_manifest_bytes: int = 16 * 1024 * 1024
+    max_depth: int = 128
+    max_path_bytes: int = 3072
+    max_name_bytes: int = 255
+
+    @classmethod
+    def from_settings(cls) -> Limits:
+        return cls(
+            max_bytes=settings.BERTH_SNAPSHOT_MAX_BYTES,
+            max_file_bytes=settings.BERTH_SNAPSHOT_MAX_FILE_BYTES,
+            max_entries=settings.BERTH_SNAPSHOT_MAX_ENTRIES,
+            reserve_bytes=settings.BERTH_SNAPSHOT_RESERVE_BYTES,
+            reserve_inodes=settings.BERTH_SNAPSHOT_RESERVE_INODES,
+        )
+
+
+# --- names --------------------------------------------------------------------
+
+# Unicode's control characters (category Cc) are exactly these; with the slashes.
+_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f/\\\\]")
+
+
+def name_problem(name: bytes, limits: Limits) -> str | None:
+    """Why one path component cannot be stored, or None. Shared with the capture."""
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        return gettext_noop("not UTF-8")
+    if text in ("", ".", ".."):
+        return gettext_noop("an empty, '.' or '..' component")
+    if len(name) > limits.max_name_bytes:
+        return gettext_noop("a component longer than 255 bytes")
+    if _FORBIDDEN.search(text):
+        return gettext_noop("a NUL, a control character, a slash or a backslash")
+    return None
+
+
+def member_parts(raw: bytes, is_dir: bool, limits: Limits) -> tuple[str, ...]:
+    """The components of a member's effective name, or ArchiveError saying why not."""
+    shown = raw.decode("utf-8", "backslashreplace")[:300]
+    if is_dir and raw.endswith(b"/"):
+        raw = raw[:-1]
+    if len(raw) > limits.max_path_bytes:
+        raise ArchiveError(gettext_noop("The name %(name)s is too long."), name=shown)
+    if raw.startswith(b"/"):
+        raise ArchiveError(gettext_noop("The name %(name)s is absolute."), name=shown)
+    parts = raw.split(b"/")
+    # All components at once (this runs for every member); name_problem says
+    # which rule a refused one breaks.
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if (text is None or _FORBIDDEN.search(text.replace("/", "")) or b"" in parts
+            or b"." in parts or b".." in parts or max(map(len, parts)) > limits.max_name_bytes):
+        problems = (name_problem(part, limits) for part in parts)
+        problem = next((p for p in problems if p), gettext_noop("a forbidden character"))
+        raise ArchiveError(
+            gettext_noop("The name %(name)s has %(what)s."), name=shown, what=problem
+        )
+    return tuple(text.split("/"))
+
+
+# --- the manifest ---------------------------------------------------------------
+
+def manifest_bytes(manifest: dict) -> bytes:
+    return json.dumps(manifest, ensure_ascii=False, indent=1, sort_keys=True).encode()
+
+
+def _unique_object(pairs: list[tuple[str, object]]) -> dict:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise ValueError("duplicate key")
+    return result
+
+
+def _reject_constant(value: str) -> None:
+    raise ValueError(value)
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
+
+
+def parse_manifest(data: bytes, volume_count: int, limits: Limits) -> dict:
+    """The manifest, checked: version, volumes numbered 0…n-1 and in range, sane counts."""
+    try:
+        manifest = json.loads(
+            data.decode("utf-8"), object_pairs_hook=_unique_object,
+            parse_constant=_reject_constant,
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise ArchiveError(gettext_noop("The manifest is not valid JSON.")) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ArchiveError(gettext_noop("The archive is not a Berth snapshot."))
+    if manifest.get("version") != FORMAT_VERSION:
+        raise ArchiveError(
+            gettext_noop("The archive's format version %(version)s is not supported."),
+            version=str(manifest.get("version"))[:20],
+        )
+    volumes = manifest.get("volumes")
+    if not isinstance(volumes, list) or not volumes:
+        raise ArchiveError(gettext_noop("The manifest lists no volumes."))
+    for position, volume in enumerate(volumes):
+        _check_manifest_volume(volume, position, volume_count)
+    skipped_count = manifest.get("skipped_count", 0)
+    if not isinstance(manifest.get("skipped", []), list) or not _count(skipped_count) or (
+        skipped_count > MAX_SKIPPED_COUNT
+    ):
+        raise ArchiveError(gettext_noop("The manifest's list of skipped entries is malformed."))
+    if sum(v["bytes"] for v in volumes) > limits.max_bytes:
+        raise ArchiveError(gettext_noop("The manifest declares more data than the limit allows."))
+    if sum(v["files"] + v["directories"] for v in volumes) > limits.max_entries:
+        raise ArchiveError(
+            gettext_noop("The manifest declares more entries than the limit allows.")
+        )
+    return manifest
+
+
+def _check_manifest_volume(volume: object, position: int, volume_count: int) -> None:
+    if not isinstance(volume, dict) or volume.get("index") != position:
+        raise ArchiveError(gettext_noop("The manifest's volumes are not numbered 0, 1, 2…"))
+    if position >= volume_count:
+        raise ArchiveError(
+            gettext_noop("The archive holds volume %(index)d, but the workload has only "
+                         "%(count)d volume(s)."),
+            index=position, count=volume_count,
+        )
+    if volume.get("scope") not in SUPPORTED_SCOPES or not all(
+        isinstance(volume.get(key), str) for key in ("source", "target")
+    ):
+        raise ArchiveError(gettext_noop("The manifest describes volume %(index)d badly."),
+                           index=position)
+    if not all(_count(volume.get(key)) for key in ("files", "directories", "bytes")):
+        raise ArchiveError(gettext_noop("The manifest describes volume %(index)d badly."),
+                           index=position)
+
+
+# --- the extractor ----------------------------------------------------------------
+
+@dataclass
+class Extracted:
+    """What an extraction wrote: the manifest, and per volume the counts actually found."""
+
+    manifest: dict
+    files: list[int] = field(default_factory=list)
+    directories: list[int] = field(default_factory=list)
+    bytes: list[int] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.bytes)
+
+
+class _Space:
+    """Free space and inodes on one staging filesystem, kept above the reserve.
+
+    `fstatvfs` is read afresh every 64 MiB or 1000 entries (others write to
+    the filesystem too), and whenever what the last reading left would not
+    hold the next entry; in between, each entry is subtracted from it. A
+    write that still meets a full disk fails with ENOSPC, reported the same way.
+    """
+
+    RECHECK_BYTES = 64 << 20
+    RECHECK_ENTRIES = 1000
+
+    def __init__(self, fd: int, limits: Limits) -> None:
+        self.fd = fd
+        self.limits = limits
+        self.bytes_left = self.inodes_left = 0
+        self.since_bytes = self.since_entries = 0
+        self.block = 4096
+        self.stale = True
+
+    def _read(self) -> None:
+        stat = os.fstatvfs(self.fd)
+        self.block = stat.f_frsize or 4096
+        self.bytes_left = stat.f_bavail * stat.f_frsize - self.limits.reserve_bytes
+        # Some filesystems (btrfs) have no inode limit and report f_files = 0.
+        self.inodes_left = (
+            stat.f_favail - self.limits.reserve_inodes if stat.f_files else 1 << 62
+        )
+        self.since_bytes = self.since_entries = 0
+        self.stale = False
+
+    def claim(self, size: int) -> None:
+        allocated = -(-size // self.block) * self.block
+        if (self.stale or allocated > self.bytes_left or self.inodes_left < 1
+                or self.since_bytes + size > self.RECHECK_BYTES
+                or self.since_entries >= self.RECHECK_ENTRIES):
+            self._read()
+            allocated = -(-size // self.block) * self.block
+            if allocated > self.bytes_left:
+                raise InsufficientSpace(
+                    gettext_noop("The staging filesystem is out of free space."))
+            if self.inodes_left < 1:
+                raise InsufficientSpace(
+                    gettext_noop("The staging filesystem is out of free inodes."))
+        self.bytes_left -= allocated
+        self.inodes_left -= 1
+        self.since_bytes += size
+        self.since_entries += 1
+
+
+class _Extractor:
+    def __init__(self, roots: list[int], limits: Limits,
+                 progress: Callable[[int], None] | None) -> None:
+        self.roots = roots
+        self.chains = [DirChain(fd) for fd in roots]
+        self.space = [_Space(fd, limits) for fd in roots]
+        self.limits = limits
+        self.progress = progress
+        self.is_root = os.geteuid() == 0
+        self.seen: dict[tuple[int, str], bool] = {}  # (volume, path) → is a directory
+        self.directories: list[tuple[int, tuple[str, ...], tarstream.Member]] = []
+        self.entries = 0
+        self.written = 0
+        self.reported = 0
+
+    def close(self) -> None:
+        for chain in self.chains:
+            chain.close()
+
+    def run(self, stream: tarstream.TarStream, volume_count: int) -> Extracted:
+        manifest = self._read_manifest(stream, volume_count)
+        count = len(manifest["volumes"])
+        result = Extracted(manifest, [0] * count, [0] * count, [0] * count)
+        while (member := tarstream.next_member(stream)) is not None:
+            self.entries += 1
+            if self.entries > self.limits.max_entries:
+                raise ArchiveError(gettext_noop("The archive has more entries than the limit "
+                                                "of %(limit)d."), limit=self.limits.max_entries)
+            index, parts = self._place(member, count)
+            if member.is_dir:
+                self._make_dir(index, parts, member)
+                result.directories[index] += 1
+            else:
+                self._write_file(stream, index, parts, member)
+                result.files[index] += 1
+                result.bytes[index] += member.size
+        stream.finish()
+        self._check_counts(manifest, result)
+        self._apply_directory_metadata()
+        return result
+
+    def _read_manifest(self, stream: tarstream.TarStream, volume_count: int) -> dict:
+        member = tarstream.next_member(stream)
+        if member is None or member.name != MANIFEST_NAME.encode() or member.is_dir:
+            raise ArchiveError(gettext_noop("The archive does not start with its manifest."))
+        if member.size > self.limits.max_manifest_bytes:
+            raise ArchiveError(gettext_noop("The manifest is larger than the limit."))
+        data = stream.read_exact(member.size)
+        stream.skip(-member.size % tarfmt.BLOCK)
+        return parse_manifest(data, volume_count, self.limits)
+
+    def _place(self, member: tarstream.Member, volume_count: int) -> tuple[int, tuple[str, ...]]:
+        """The member's volume and path inside it, checked against everything seen so far."""
+        parts = member_parts(member.name, member.is_dir, self.limits)
+        shown = "/".join(parts)
+        if len(parts) < 2 or parts[0] != "volumes" or not _INDEX.fullmatch(parts[1]):
+            raise ArchiveError(gettext_noop("The name %(name)s is not under volumes/<index>/."),
+                               name=shown)
+        index, inner = int(parts[1]), parts[2:]
+        if index >= volume_count:
+            raise ArchiveError(
+                gettext_noop("The name %(name)s is in volume %(index)d, which the manifest "
+                             "does not list."), name=shown, index=index,
+            )
+        if len(inner) > self.limits.max_depth:
+            raise ArchiveError(gettext_noop("The name %(name)s is nested too deeply."), name=shown)
+        key = (index, "/".join(inner))
+        if key in self.seen:
+            raise ArchiveError(gettext_noop("The archive holds %(name)s twice."), name=shown)
+        if not inner and not member.is_dir:
+            raise ArchiveError(gettext_noop("The volume root %(name)s is not a directory."),
+                               name=shown)
+        if inner and not self.seen.get((index, "/".join(inner[:-1]))):
+            raise ArchiveError(
+                gettext_noop("%(name)s comes before its parent directory, or its parent is "
+                             "a file."), name=shown,
+            )
+        if member.size > self.limits.max_file_bytes:
+            raise ArchiveError(gettext_noop("%(name)s is larger than the per-file limit."),
+                               name=shown)
+        if member.is_dir and member.size:
+            raise ArchiveError(gettext_noop("The directory %(name)s has data."), name=shown)
+        self.seen[key] = member.is_dir
+        return index, inner
+
+    def _check_space(self, index: int, size: int) -> None:
+        self.space[index].claim(size)
+
+    def _make_dir(self, index: int, parts: tuple[str, ...], member: tarstream.Member) -> None:
+        if parts:
+            self._check_space(index, 0)
+            parent = self.chains[index].fd(parts[:-1])
+            os.mkdir(parts[-1], 0o700, dir_fd=parent)
+        # Modes and times are set at the end: writing inside would change them.
+        self.directories.append((index, parts, member))
+
+    def _write_file(self, stream: tarstream.TarStream, index: int, parts: tuple[str, ...],
+                    member: tarstream.Member) -> None:
+        if self.written + member.size > self.limits.max_bytes:
+            raise ArchiveError(gettext_noop("The archive holds more data than the limit allows."))
+        self._check_space(index, member.size)
+        parent = self.chains[index].fd(parts[:-1])
+        fd = os.open(parts[-1], _FILE_FLAGS, 0o600, dir_fd=parent)
+        try:
+            remaining = member.size
+            while remaining:
+                chunk = stream.read_some(min(remaining, _CHUNK))
+                remaining -= len(chunk)
+                self.written += len(chunk)
+                if self.written > self.limits.max_bytes:
+                    raise ArchiveError(
+                        gettext_noop("The archive holds more data than the limit allows."))
+                while chunk:
+                    chunk = chunk[os.write(fd, chunk):]
+            stream.skip(-member.size % tarfmt.BLOCK)
+            self._set_metadata(fd, member)
+        finally:
+            os.close(fd)
+        if self.progress and self.written - self.reported >= 8 * _CHUNK:
+            self.reported = self.written
+            self.progress(self.written)
+
+    def _set_metadata(self, fd: int, member: tarstream.Member) -> None:
+        if self.is_root:
+            os.fchown(fd, member.uid, member.gid)
+        os.fchmod(fd, member.mode & 0o777)
+        try:
+            os.utime(fd, ns=(member.mtime_ns, member.mtime_ns))
+        except (OverflowError, ValueError):
+            raise ArchiveError(gettext_noop("A member's modification time cannot be stored."),
+                               ) from None
+
+    def _check_counts(self, manifest: dict, result: Extracted) -> None:
+        for volume in manifest["volumes"]:
+            index = volume["index"]
+            if (index, "") not in self.seen:
+                raise ArchiveError(gettext_noop("The archive lacks the root of volume %(index)d."),
+                                   index=index)
+            found = (result.files[index], result.directories[index], result.bytes[index])
+            if found != (volume["files"], volume["directories"], volume["bytes"]):
+                raise ArchiveError(
+                    gettext_noop("Volume %(index)d does not hold what the manifest says."),
+                    index=index,
+                )
+
+    def _apply_directory_metadata(self) -> None:
+        # Deepest first, so that a parent's mode never stops a child being opened.
+        for index, parts, member in reversed(self.directories):
+            fd = os.open(parts[-1], DIR_FLAGS, dir_fd=self.chains[index].fd(parts[:-1])) \
+                if parts else os.dup(self.roots[index])
+            try:
+                self._set_metadata(fd, member)
+            finally:
+                os.close(fd)
+
+
+def extract(source: BinaryIO, destinations: Sequence[str], *, limits: Limits | None = None,
+            durable: bool = False, progress: Callable[[int], None] | None = None) -> Extracted:
+    """Stream the archive in `source` into `destinations[i]`, one directory per volume.
+
+    Each destination must not exist; it is created (0700 until the volume
+    root's own mode is applied at the end). `len(destinations)` is the
+    current configuration's volume count: an archive volume beyond it is
+    refused. On any error every destination created here is removed and
+    ArchiveError (InsufficientSpace for a full disk) is raised. `durable`
+    flushes each destination's filesystem before returning; `progress` is
+    called with the bytes written so far.
+    """
+    limits = limits or Limits.from_settings()
+    created: list[str] = []
+    roots: list[int] = []
+    extractor = None
+    try:
+        for destination in destinations:
+            try:
+                os.mkdir(destination, 0o700)
+            except FileExistsError:
+                raise ArchiveError(gettext_noop("The staging directory %(path)s already exists."),
+                                   path=destination) from None
+            created.append(destination)
+            roots.append(os.open(destination, DIR_FLAGS))
+        extractor = _Extractor(roots, limits, progress)
+        stream = tarstream.TarStream(source)
+        try:
+            result = extractor.run(stream, len(destinations))
+        finally:
+            stream.close()
+        if durable:
+            for fd in roots:
+                syncfs(fd)
+        return result
+    except BaseException as exc:
+        if extractor:
+            extractor.close()
+            extractor = None
+        for fd in roots:
+            os.close(fd)
+        roots.clear()
+        for path in created:
+            remove_tree(path)
+        if isinstance(exc, OSError):
+            raise _os_error(exc) from None
+        raise
+    finally:
+        if extractor:
+            extractor.close()
+        for fd in roots:
+            os.close(fd)
+
+
+def _os_error(exc: OSError) -> ArchiveError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientSpace(gettext_noop("The staging filesystem is out of free space."))
+    return ArchiveError(gettext_noop("The archive could not be written to staging: %(error)s"),
+                        error=exc.strerror or str(exc))
+
+
+def extract_tree(source: BinaryIO, staging: str, *, volume_count: int,
+                 limits: Limits | None = None, durable: bool = False,
+                 progress: Callable[[int], None] | None = None) -> Extracted:
+    """extract() into `staging/volumes/<i>`, `staging` created here and removed on error."""
+    try:
+        os.mkdir(staging, 0o700)
+    except FileExistsError:
+        raise ArchiveError(gettext_noop("The staging directory %(path)s already exists."),
+                           path=staging) from None
+    try:
+        os.mkdir(os.path.join(staging, "volumes"), 0o700)
+        destinations = [os.path.join(staging, "volumes", str(i)) for i in range(volume_count)]
+        return extract(source, destinations, limits=limits, durable=durable, progress=progress)
+    except BaseException:
+        remove_tree(staging)
+        raise

@@ -1,0 +1,43 @@
+"""Errors of the snapshot engine, each with an untranslated message and its parameters.
+
+The message is the English source text (marked with gettext_noop where it is
+raised); str() translates it into the active language, so an API response is
+in the caller's language while a row keeps the source text and its
+parameters, to be translated when it is shown.
+"""
+
+from __future__ import annotations
+
+from django.utils.translation import gettext
+
+
+class SnapshotError(Exception):
+    def __init__(self, message: str, **params: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.params = params
+
+    def __str__(self) -> str:
+        # A `what` parameter is itself a message ("a symbolic link"); names and
+        # numbers are shown as they are.
+        params = {
+            key: gettext(value) if key == "what" else value for key, value in self.params.items()
+        }
+        text = gettext(self.message)
+        return text % params if params else text
+
+    @property
+    def english(self) -> str:
+        return self.message % self.params if self.params else self.message
+
+
+class ArchiveError(SnapshotError):
+    """The archive is hostile, corrupt or over a limit; nothing of it was kept."""
+
+
+class InsufficientSpace(ArchiveError):
+    """The staging filesystem lacks the free space or inodes to hold the archive."""
+
+
+class CaptureError(SnapshotError):
+    """A capture could not finish; the message says why."""

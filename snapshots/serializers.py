@@ -1,0 +1,46 @@
+"""API representations of snapshots."""
+
+from __future__ import annotations
+
+from django.urls import reverse
+from rest_framework import serializers
+
+from snapshots.models import Snapshot
+
+
+class SnapshotSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    download_url = serializers.SerializerMethodField()
+    user = serializers.CharField(source="user.get_username", read_only=True, default=None)
+    failure = serializers.CharField(source="failure_text", read_only=True)
+    progress = serializers.SerializerMethodField()
+    volumes = serializers.SerializerMethodField()
+    skipped = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Snapshot
+        fields = [
+            "id", "url", "workload", "kind", "state", "imported", "created", "finished", "user",
+            "deploy", "size", "sha256", "data_bytes", "file_count", "volume_count",
+            "skipped_count", "skipped", "changed_count", "much_smaller", "progress", "failure",
+            "volumes", "download_url",
+        ]
+
+    def get_url(self, snapshot: Snapshot) -> str:
+        return reverse("api:workload-snapshot-detail", args=[snapshot.workload_id, snapshot.pk])
+
+    def get_download_url(self, snapshot: Snapshot) -> str | None:
+        if not snapshot.is_ready:
+            return None
+        return reverse("api:workload-snapshot-download", args=[snapshot.workload_id, snapshot.pk])
+
+    def get_progress(self, snapshot: Snapshot) -> dict:
+        return {"bytes_done": snapshot.bytes_done, "bytes_total": snapshot.bytes_total}
+
+    def get_volumes(self, snapshot: Snapshot) -> list[dict]:
+        keys = ("index", "scope", "source", "target", "files", "directories", "bytes")
+        return [{key: volume.get(key) for key in keys} for volume in snapshot.volumes]
+
+    def get_skipped(self, snapshot: Snapshot) -> list[dict]:
+        """The skipped entries the manifest lists (at most 1000; `skipped_count` has all)."""
+        return snapshot.skipped

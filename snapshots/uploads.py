@@ -1,0 +1,91 @@
+"""Receiving an archive upload: straight to a file beside the archives, hashed and capped.
+
+Django's own upload handlers would buffer in memory or write to the system's
+temporary directory, without a size cap on files. This handler writes the
+one `archive` field to a temporary file on the archives' filesystem (so a
+valid import is a rename), hashes it as it arrives, and refuses with 413 as
+soon as it passes BERTH_SNAPSHOT_MAX_UPLOAD_BYTES. Anything the request did
+not hand over to an import is removed by `discard()` when the response goes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from django.core.files.uploadedfile import UploadedFile
+from django.core.files.uploadhandler import FileUploadHandler
+from django.utils.translation import gettext_lazy as _
+from rest_framework import exceptions, status
+
+from snapshots import storage
+from snapshots.imports import Staged
+
+FIELD = "archive"
+# Multipart framing around the file: boundaries, headers, other small fields.
+FRAMING_BYTES = 64 * 1024
+
+
+class UploadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = _("The upload is larger than the limit (BERTH_SNAPSHOT_MAX_UPLOAD_BYTES).")
+    default_code = "upload_too_large"
+
+
+class StagedUpload(UploadedFile):
+    def __init__(self, staged: Staged, name: str) -> None:
+        super().__init__(open(staged.path, "rb"), name=name,  # noqa: SIM115 - closed by Django
+                         content_type="application/zstd", size=staged.size)
+        self.staged = staged
+
+
+class SnapshotUploadHandler(FileUploadHandler):
+    def __init__(self, request=None, *, limit: int) -> None:
+        super().__init__(request)
+        self.limit = limit
+        self.fd: int | None = None
+        self.path: Path | None = None
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
+        if content_length and content_length > self.limit + FRAMING_BYTES:
+            raise UploadTooLarge
+        return None  # go on with the normal parsing
+
+    def new_file(self, field_name, file_name, *args, **kwargs) -> None:
+        super().new_file(field_name, file_name, *args, **kwargs)
+        if field_name == FIELD and self.path is None:
+            self.fd, self.path = storage.open_temp(storage.uploads_dir(), prefix=".upload-")
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> None:
+        if self.fd is None:
+            return None  # another field, or a second archive: dropped
+        self.size += len(raw_data)
+        if self.size > self.limit:
+            self.discard()
+            raise UploadTooLarge
+        self.digest.update(raw_data)
+        view = memoryview(raw_data)
+        while view:
+            view = view[os.write(self.fd, view):]
+        return None
+
+    def file_complete(self, file_size: int) -> StagedUpload | None:
+        if self.fd is None:
+            return None
+        os.fsync(self.fd)
+        os.close(self.fd)
+        self.fd = None
+        staged = Staged(path=self.path, size=self.size, sha256=self.digest.hexdigest())
+        return StagedUpload(staged, self.file_name or "archive.tar.zst")
+
+    def upload_interrupted(self) -> None:
+        self.discard()
+
+    def discard(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        storage.discard(self.path)
