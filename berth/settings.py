@@ -203,6 +203,9 @@ BERTH_DOCKER_TIMEOUT = envint("BERTH_DOCKER_TIMEOUT", 120, minimum=5)
 BERTH_GIT_TIMEOUT = envint("BERTH_GIT_TIMEOUT", 600, minimum=5)
 BERTH_BUILD_TIMEOUT = envint("BERTH_BUILD_TIMEOUT", 1800, minimum=30)
 BERTH_BUILD_LOG_KIB = envint("BERTH_BUILD_LOG_KIB", 256, minimum=16)
+# Directories under which file:// repositories may live; none by default
+# (file:// repositories are off until an operator names where they may be).
+BERTH_GIT_FILE_ROOTS = envlist("BERTH_GIT_FILE_ROOTS", [])
 
 # The stats sampler (`manage.py sample_stats`, workloads/metrics.py).
 BERTH_STATS_INTERVAL = envint("BERTH_STATS_INTERVAL", 15, minimum=1)
@@ -219,6 +222,9 @@ BERTH_SNAPSHOT_KEEP = {
     "pre_restore": envint("BERTH_SNAPSHOT_KEEP_PRE_RESTORE", 5, minimum=1),
     "scheduled": envint("BERTH_SNAPSHOT_KEEP_SCHEDULED", 7, minimum=1),
 }
+# Imported snapshots are a bucket of their own (whatever their kind), so that an
+# import never pushes a captured snapshot out: the newest N of them are kept.
+BERTH_SNAPSHOT_KEEP_IMPORTED = envint("BERTH_SNAPSHOT_KEEP_IMPORTED", 3, minimum=1)
 # A pre-restore snapshot younger than this is never pruned, however many there are.
 BERTH_SNAPSHOT_PRE_RESTORE_MIN_AGE_HOURS = envint(
     "BERTH_SNAPSHOT_PRE_RESTORE_MIN_AGE_HOURS", 72, minimum=0

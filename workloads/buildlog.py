@@ -5,10 +5,13 @@ every FLUSH_SECONDS while output streams in, and once more at the end.
 
 Redaction works on whole lines: a secret split across two chunks of the
 engine's stream is still masked, because a line is only redacted (and kept)
-once it is complete. Lines of a multi-line secret (a PEM key) are masked one
-by one too. The kept text is the tail: whole lines are dropped from the
-front once it passes BERTH_BUILD_LOG_KIB, so a secret is never cut in half
-by the truncation either.
+once it is complete. A line longer than MAX_LINE is cut into pieces, and
+there too no secret is cut in half: the text is masked before the cut, and
+the last (longest secret - 1) characters stay behind for the next piece, so
+a secret whose end has not arrived yet is masked whole with it. Lines of a
+multi-line secret (a PEM key) are masked one by one too. The kept text is
+the tail: whole lines are dropped from the front once it passes
+BERTH_BUILD_LOG_KIB, so a secret is never cut in half by the truncation either.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from workloads.models import DeployLog, DeployRecord
-from workloads.redact import redact, redact_url_credentials
+from workloads.redact import MASK, redact, redact_url_credentials
 
 FLUSH_SECONDS = 0.5
 MAX_LINE = 8 * 1024
@@ -40,6 +43,10 @@ class BuildLogWriter:
     def __init__(self, record: DeployRecord, secrets: list[str]) -> None:
         self.record = record
         self.secrets = _fragments(secrets)
+        # What a forced cut of a long line holds back: a secret that straddles
+        # the cut is then whole in the piece after it (a secret spanning lines
+        # can only be masked line by line anyway).
+        self.hold = max((len(s) - 1 for s in self.secrets if "\n" not in s), default=0)
         self.max_bytes = settings.BERTH_BUILD_LOG_KIB * 1024
         self.lines: deque[str] = deque()
         self.size = 0
@@ -59,12 +66,21 @@ class BuildLogWriter:
 
     def write(self, text: str) -> None:
         self.partial += text.replace("\r\n", "\n")
-        while "\n" in self.partial or len(self.partial) > MAX_LINE:
-            if "\n" in self.partial:
-                line, _nl, self.partial = self.partial.partition("\n")
-            else:
-                line, self.partial = self.partial[:MAX_LINE], self.partial[MAX_LINE:]
+        while "\n" in self.partial:
+            line, _nl, self.partial = self.partial.partition("\n")
             self._keep(line)
+        while len(self.partial) > MAX_LINE + self.hold:
+            # Masked first: every secret already whole in the text is masked,
+            # and one still arriving lies wholly in the held-back tail.
+            clean = self._clean(self.partial)
+            cut = min(MAX_LINE, len(clean) - self.hold)
+            mask = clean.rfind(MASK, 0, cut + len(MASK) - 1)
+            if mask > 0 and mask + len(MASK) > cut:
+                cut = mask  # nor a mask cut in two
+            if cut <= 0:
+                break
+            self._keep(clean[:cut])
+            self.partial = clean[cut:]
         if time.monotonic() - self.flushed_at >= FLUSH_SECONDS:
             self.flush()
 

@@ -18,24 +18,35 @@ How git is run, and why:
   https, ssh and file protocols, ssh in batch mode;
 - the credential as an HTTP header set through GIT_CONFIG_COUNT variables:
   not on the command line (visible to every user in `ps`), not in a file,
-  and scoped to the repository's own scheme, host and port, so a redirect to
-  another host does not carry it;
-- a timeout (BERTH_GIT_TIMEOUT) after which the whole process group is killed.
+  and scoped to the repository's own scheme, host and port;
+- no HTTP redirect followed (http.followRedirects=false): git sends the
+  header of the URL it started from to wherever a redirect points, so a
+  repository that moved fails the fetch with a message asking for its new URL;
+- a file:// repository checked again right before each fetch
+  (giturls.check_file_repository: BERTH_GIT_FILE_ROOTS, no gitfile, no
+  alternates), since what lies at a path can change after it was validated;
+- a timeout (BERTH_GIT_TIMEOUT) after which the whole process group is killed,
+  and git's messages read as they come, keeping only their tail
+  (STDERR_TAIL bytes): a server can make git print without end.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import re
+import selectors
 import shutil
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 
 from workloads import giturls
 
@@ -48,8 +59,16 @@ PASSTHROUGH = {
     "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
 }
 # Fixed settings for every git command (passed as GIT_CONFIG_* variables): no
-# hooks, and an automatic gc that stays in the foreground, inside the timeout.
-BASE_CONFIG = [("core.hooksPath", os.devnull), ("gc.autoDetach", "false")]
+# hooks, an automatic gc that stays in the foreground, inside the timeout, and
+# no HTTP redirect followed (the credential header would follow it).
+BASE_CONFIG = [
+    ("core.hooksPath", os.devnull), ("gc.autoDetach", "false"),
+    ("http.followRedirects", "false"),
+]
+# How much of git's messages (stderr) is kept: the tail, where its error is.
+STDERR_TAIL = 64 * 1024
+_READ_SIZE = 64 * 1024
+_REDIRECT = re.compile(r"The requested URL returned error: 30[0-8]\b")
 
 
 class GitError(Exception):
@@ -133,7 +152,11 @@ def _git(
     cache: Path, *args: str, env: dict[str, str] | None = None,
     stdout: int | IO[bytes] = subprocess.PIPE, error: type[GitError] = FetchFailed,
 ) -> subprocess.CompletedProcess:
-    """Run `git --git-dir=<cache> <args>`; raise `error` (with git's stderr) if it fails."""
+    """Run `git --git-dir=<cache> <args>`; raise `error` (with git's stderr) if it fails.
+
+    stderr (and stdout, when piped) are read as they come, within the timeout;
+    of stderr only the last STDERR_TAIL bytes are kept.
+    """
     command = ["git", f"--git-dir={cache}", *args]
     try:
         process = subprocess.Popen(
@@ -144,16 +167,52 @@ def _git(
         raise error("git is not installed on the Berth host") from None
     with process:
         try:
-            out, err = process.communicate(timeout=settings.BERTH_GIT_TIMEOUT)
+            out, err = _read(process, time.monotonic() + settings.BERTH_GIT_TIMEOUT)
         except subprocess.TimeoutExpired:
             # git fetch runs helpers (git-remote-https, ssh): end the whole group.
             os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
+            process.wait()
             raise error(f"git {args[0]} took longer than {settings.BERTH_GIT_TIMEOUT} s") from None
     result = subprocess.CompletedProcess(command, process.returncode, out, err)
     if result.returncode != 0:
         raise error(_text(err))
     return result
+
+
+def _read(process: subprocess.Popen, deadline: float) -> tuple[bytes, bytes]:
+    """Read the process's pipes until they close and it exits, or raise TimeoutExpired.
+
+    Returns stdout (whole; only small outputs are piped) and the tail of stderr.
+    """
+    out, err = bytearray(), bytearray()
+    dropped = 0
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stderr, selectors.EVENT_READ, err)
+        if process.stdout is not None:
+            selector.register(process.stdout, selectors.EVENT_READ, out)
+        while selector.get_map():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise subprocess.TimeoutExpired(process.args, settings.BERTH_GIT_TIMEOUT)
+            for key, _events in selector.select(remaining):
+                chunk = os.read(key.fd, _READ_SIZE)
+                if not chunk:
+                    selector.unregister(key.fileobj)
+                    continue
+                key.data.extend(chunk)
+                if key.data is err and len(err) > 2 * STDERR_TAIL:
+                    dropped += len(err) - STDERR_TAIL
+                    del err[:-STDERR_TAIL]
+    try:
+        process.wait(timeout=max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        raise subprocess.TimeoutExpired(process.args, settings.BERTH_GIT_TIMEOUT) from None
+    if len(err) > STDERR_TAIL:
+        dropped += len(err) - STDERR_TAIL
+        del err[:-STDERR_TAIL]
+    if dropped:
+        err[:0] = f"[{dropped} earlier bytes of git's messages dropped]\n".encode()
+    return bytes(out), bytes(err)
 
 
 def _text(data: bytes | None) -> str:
@@ -172,16 +231,21 @@ def ensure_cache(workload_id: int) -> Path:
 
 def fetch(cache: Path, url: str, credential: Credential | None = None) -> str:
     """Fetch every branch and tag of `url` into the cache; returns git's report."""
-    result = _git(
-        cache, "fetch", "--prune", "--force", "--no-write-fetch-head", "--", url,
-        "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*",
-        env=_environment(url, credential),
-    )
+    _check_source(url)
+    try:
+        result = _git(
+            cache, "fetch", "--prune", "--force", "--no-write-fetch-head", "--", url,
+            "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*",
+            env=_environment(url, credential),
+        )
+    except FetchFailed as exc:
+        raise FetchFailed(_explained(exc.raw)) from None
     return _text(result.stderr)
 
 
 def fetch_commit(cache: Path, url: str, sha: str, credential: Credential | None = None) -> bool:
     """Ask the server for one commit by id (servers that allow it); False if it would not."""
+    _check_source(url)
     try:
         _git(
             cache, "fetch", "--no-write-fetch-head", "--", url, sha,
@@ -190,6 +254,26 @@ def fetch_commit(cache: Path, url: str, sha: str, credential: Credential | None 
     except FetchFailed:
         return False
     return has_commit(cache, sha)
+
+
+def _check_source(url: str) -> None:
+    """Right before git reads a file:// repository: is it still one it may read?"""
+    if giturls.scheme_of(url) != "file":
+        return
+    try:
+        giturls.check_file_repository(url)
+    except ValidationError as exc:
+        raise FetchFailed(" ".join(exc.messages)) from None
+
+
+def _explained(raw: str) -> str:
+    """git's words, with what Berth makes of a redirect put first."""
+    if _REDIRECT.search(raw):
+        return (
+            "the repository's server answered with a redirect, which Berth does not follow "
+            "(the credential would go along): use the URL it redirects to\n" + raw
+        )
+    return raw
 
 
 def has_commit(cache: Path, sha: str) -> bool:

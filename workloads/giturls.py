@@ -8,6 +8,20 @@ climb out of the repository, and no credential left inside a URL.
 
 Error messages never repeat the value they refuse: a URL can carry a
 credential, and an error message ends up on a page or in an API response.
+
+file:// repositories are off unless the operator lists the directories they
+may live in (BERTH_GIT_FILE_ROOTS): git reads a local repository with Berth's
+own rights, so a path must never lead it to Berth's data (other workloads'
+repository caches, keys) or to another process's files. check_file_repository()
+holds the rules; it runs when a URL is validated and again right before each
+fetch (see gitcache). A path, and its real path, must lie inside an allowed
+root and overlap neither the data directory nor /proc, /sys or /dev, and both
+must name the same directory (a "magic" link such as /proc/<pid>/root/... has
+a real path that names something else). The repository found there, the way
+git finds it, must be a plain git directory: not a gitfile (a `.git` file
+pointing elsewhere), no objects/info/alternates, http-alternates or commondir
+(which borrow another repository's objects or refs), and no symbolic link
+inside it that leads outside those rules.
 """
 
 from __future__ import annotations
@@ -46,6 +60,18 @@ _FULL_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _SHORT_SHA = re.compile(r"^[0-9a-f]{7,64}$")
 _BUILD_ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _FORGE_PATH_PART = re.compile(r"^[A-Za-z0-9._-]+$")
+
+# Never a file:// repository, whatever BERTH_GIT_FILE_ROOTS says: the kernel's
+# views of the host and of every process (/proc/<pid>/root is a container's root).
+FILE_FORBIDDEN = ("/proc", "/sys", "/dev")
+# The order in which git (enter_repo) looks for the repository a local path names.
+GIT_DIR_SUFFIXES = ("/.git", "", ".git/.git", ".git")
+# Files that make a repository read objects or refs from another one.
+FOREIGN_POINTERS = (
+    "objects/info/alternates", "objects/info/http-alternates", "commondir",
+)
+# What git reads of a repository directory: symbolic links there must obey the rules too.
+GIT_DIR_ENTRIES = ("HEAD", "packed-refs", "objects", "refs")
 
 
 @dataclass(frozen=True)
@@ -111,8 +137,10 @@ def validate_url(url: str) -> None:
     """Raise ValidationError unless `url` (already without credential) is fetchable.
 
     https:// and ssh:// need a host; ssh:// may name a login user; file:// an
-    absolute local path outside Berth's data directory (which holds other
-    workloads' repository caches and Berth's keys).
+    absolute local path inside BERTH_GIT_FILE_ROOTS and outside Berth's data
+    directory (which holds other workloads' repository caches and Berth's
+    keys), and, if a repository is already there, one that passes
+    check_file_repository()'s rules.
     """
     if not url:
         raise ValidationError(_("A git workload needs a repository URL."))
@@ -158,15 +186,151 @@ def _split_host_port(hostport: str) -> tuple[str, str]:
 
 
 def _validate_file_url(parts) -> None:
+    path = _file_path(parts)
+    _check_file_path(path)
+    if _git_dirs(path):
+        _check_git_dirs(path)
+
+
+def _file_path(parts) -> str:
+    """The local path a file:// URL names, decoded as git decodes it."""
     if parts.netloc not in {"", "localhost"}:
         raise ValidationError(_("A file:// URL names a local path: file:///path/to/repository."))
-    path = unquote(parts.path)
+    try:
+        path = unquote(parts.path, errors="strict")
+    except UnicodeDecodeError:
+        path = ""  # not a path Berth can check the way git will read it
     if not path.startswith("/") or ".." in path.split("/") or "\x00" in path:
         raise ValidationError(_("A file:// URL needs an absolute path without '..'."))
-    data_dir = os.path.realpath(settings.DATA_DIR)
-    real = os.path.realpath(path)
-    if os.path.commonpath([real, data_dir]) == data_dir:
+    return os.path.normpath(path)
+
+
+def check_file_repository(url: str) -> None:
+    """Raise ValidationError unless the file:// `url` names a repository git may read now.
+
+    The fetcher's check, right before git runs: the URL's rules, and a
+    repository that exists and passes them (see the module's docstring).
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ValidationError(_("The repository URL cannot be parsed.")) from None
+    path = _file_path(parts)
+    _check_file_path(path)
+    if not _git_dirs(path):
+        raise ValidationError(_("There is no git repository at the file:// URL's path."))
+    _check_git_dirs(path)
+
+
+def _is_within(path: str, base: str) -> bool:
+    return os.path.commonpath([path, base]) == base
+
+
+def _overlaps(a: str, b: str) -> bool:
+    return _is_within(a, b) or _is_within(b, a)
+
+
+def _real(path: str) -> str:
+    try:
+        return os.path.realpath(path)
+    except OSError:
+        raise ValidationError(_("The file:// repository's path cannot be resolved.")) from None
+
+
+def _check_file_path(path: str) -> None:
+    """`path` (absolute, normalised) and its real path obey BERTH_GIT_FILE_ROOTS."""
+    configured = [
+        os.path.normpath(r) for r in settings.BERTH_GIT_FILE_ROOTS if os.path.isabs(r)
+    ]
+    if not configured:
+        raise ValidationError(
+            _("file:// repositories are disabled: an operator must list the allowed "
+              "directories in BERTH_GIT_FILE_ROOTS.")
+        )
+    roots = {*configured, *(os.path.realpath(r) for r in configured)}
+    _check_allowed(path, roots)
+    real = _real(path)  # only once the path itself is known to be no /proc one
+    _check_allowed(real, roots)
+    if not _same_file(path, real):
+        # A link the kernel resolves by itself (/proc/<pid>/root/...) has a
+        # real path that names another file: git would read that other file.
+        raise ValidationError(_("The file:// repository's path cannot be resolved."))
+
+
+def _check_allowed(path: str, roots: set[str]) -> None:
+    data_dirs = {os.path.normpath(str(settings.DATA_DIR)), os.path.realpath(settings.DATA_DIR)}
+    if any(_is_within(path, d) for d in data_dirs):
         raise ValidationError(_("A file:// repository cannot be inside Berth's data directory."))
+    if any(_is_within(d, path) for d in data_dirs) or any(
+        _overlaps(path, f) for f in FILE_FORBIDDEN
+    ):
+        raise ValidationError(
+            _("A file:// repository cannot be in /proc, /sys or /dev, "
+              "nor contain Berth's data directory.")
+        )
+    if not any(_is_within(path, root) for root in roots):
+        raise ValidationError(
+            _("The file:// repository is outside the directories BERTH_GIT_FILE_ROOTS allows.")
+        )
+
+
+def _same_file(path: str, real: str) -> bool:
+    """Whether both name the same file (or neither exists)."""
+    try:
+        first = os.stat(path)
+    except OSError:
+        return not os.path.lexists(real)
+    try:
+        second = os.stat(real)
+    except OSError:
+        return False
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
+
+
+def _git_dirs(path: str) -> list[str]:
+    """What git could take for the repository at `path`: every candidate that exists.
+
+    git takes the first of `path/.git`, `path`, `path.git/.git`, `path.git`
+    that is a file (a gitfile) or a git directory. All of them are checked,
+    so no candidate Berth and git might judge differently goes unchecked.
+    """
+    return [path + suffix for suffix in GIT_DIR_SUFFIXES if os.path.lexists(path + suffix)]
+
+
+def _check_git_dirs(path: str) -> None:
+    for candidate in _git_dirs(path):
+        _check_file_path(candidate)
+        if os.path.isdir(candidate):
+            _check_git_dir(candidate)
+        else:
+            raise ValidationError(
+                _("A file:// repository cannot be a .git file pointing to another directory.")
+            )
+
+
+def _check_git_dir(git_dir: str) -> None:
+    """No pointer to another repository's objects or refs, no link leading out.
+
+    Only what git reads of a repository is looked at, so a working tree's own
+    symbolic links (content of the repository) are no concern here. A working
+    tree is checked like a bare repository too (git falls back to it when its
+    .git directory is not one git accepts): one whose content has such names
+    at its root is refused.
+    """
+    if any(os.path.lexists(os.path.join(git_dir, name)) for name in FOREIGN_POINTERS):
+        raise ValidationError(
+            _("A file:// repository cannot borrow objects from another repository "
+              "(objects/info/alternates or commondir).")
+        )
+    for name in GIT_DIR_ENTRIES:
+        entry = os.path.join(git_dir, name)
+        if os.path.islink(entry):
+            _check_file_path(entry)
+        if name in {"objects", "refs"} and os.path.isdir(entry):
+            for directory, dirnames, filenames in os.walk(entry):
+                for child in dirnames + filenames:
+                    if os.path.islink(os.path.join(directory, child)):
+                        _check_file_path(os.path.join(directory, child))
 
 
 def validate_ref(ref: str) -> None:

@@ -10,8 +10,12 @@ printer can show it either.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import posixpath
+import re
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +27,7 @@ from typing import IO
 import docker
 import docker.errors
 import requests.exceptions
+import urllib3.exceptions
 from django.conf import settings
 from docker.utils import parse_repository_tag, version_gte
 
@@ -191,16 +196,28 @@ def split_reference(reference: str) -> tuple[str, str]:
 
 
 def pull(reference: str, *, username: str = "", password: str = "") -> str:
-    """Pull `reference` and return it pinned: `repository@sha256:…`."""
+    """Pull `reference` and return it pinned: `repository@sha256:…`.
+
+    The registry is asked first, with the credential given, whether it hands
+    out `reference` (its distribution data): the engine serves an image it
+    already has without asking the registry, and a private image another
+    workload pulled is no business of a workload without the credential.
+    """
     repository, tag = split_reference(reference)
     auth = {"username": username, "password": password} if username else None
     with _translated(PullFailed):
+        _client().images.get_registry_data(_joined(repository, tag), auth_config=auth)
         image = _client().images.pull(repository, tag=tag, auth_config=auth)
     for repo_digest in image.attrs.get("RepoDigests") or []:
         repo, _, digest = repo_digest.partition("@")
         if repo == repository:
             return f"{repository}@{digest}"
     raise PullFailed(f"no repository digest for {repository} after pulling {reference}")
+
+
+def _joined(repository: str, tag: str) -> str:
+    """`repo:tag` or `repo@sha256:…` again, from split_reference()'s parts."""
+    return f"{repository}@{tag}" if ":" in tag else f"{repository}:{tag}"
 
 
 def build(
@@ -212,14 +229,24 @@ def build(
     The engine's output is handed to `on_output` as it streams. A build that
     fails raises BuildFailed with the engine's own message (the failing step's
     error); its output so far has already gone to `on_output`.
+
+    Every FROM image is pulled from its registry (`pull=True`), never taken
+    from what the engine happens to hold: not another workload's built image,
+    not a private image pulled with someone else's credential. The engine
+    still serves an image named by digest from its own store when it has it
+    (it keeps the digest's manifest), so every image the Dockerfile names by
+    digest is first asked of its registry (see _check_digest_images). A
+    build that runs past BERTH_BUILD_TIMEOUT (printing, or silent for that
+    long) fails with a message saying so.
     """
     deadline = time.monotonic() + settings.BERTH_BUILD_TIMEOUT
     image_id = ""
     with _translated(BuildFailed):
+        _check_digest_images(context, dockerfile, buildargs)
         try:
             stream = _client().api.build(
                 fileobj=context, custom_context=True, dockerfile=dockerfile, tag=tag,
-                buildargs=buildargs, labels=labels, rm=True, forcerm=True, pull=False,
+                buildargs=buildargs, labels=labels, rm=True, forcerm=True, pull=True,
                 decode=True, timeout=settings.BERTH_BUILD_TIMEOUT, use_config_proxy=False,
             )
             for chunk in stream:
@@ -239,9 +266,190 @@ def build(
             # The daemon's own words; str(exc) would add the request URL,
             # whose query string carries the build arguments.
             raise BuildFailed(str(exc.explanation or exc.status_code)) from None
+        except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException) as exc:
+            # Reading the build's stream (after APIError: that is a
+            # RequestException too): a read that waited the whole timeout for
+            # output (ReadTimeoutError), or a connection that broke.
+            if isinstance(exc, urllib3.exceptions.TimeoutError) or time.monotonic() >= deadline:
+                raise BuildFailed(_build_timeout()) from None
+            _forget_client()
+            raise EngineUnreachable(str(exc)) from None
     if not image_id:
         raise BuildFailed("the engine reported no image id for the build")
     return image_id
+
+
+# Reading the Dockerfile to find the images it builds from (_check_digest_images).
+MAX_DOCKERFILE_BYTES = 4 << 20
+MAX_EXPANSIONS = 256
+_FROM_FLAG = re.compile(r"(?i)--from=(\S+)")
+_VARIABLE = re.compile(r"\$\{(\w+)(?::?[-+]([^${}]*))?\}|\$(\w+)")
+
+
+def _check_digest_images(context: IO[bytes], dockerfile: str, buildargs: dict[str, str]) -> None:
+    """Ask the registry for every image the Dockerfile names by digest; BuildFailed if refused.
+
+    `FROM repo@sha256:…` and `COPY --from=repo@sha256:…` are served from the
+    engine's store without the registry when the engine has them, whatever
+    `pull` says. The Dockerfile is read generously (a superset of what the
+    engine reads: both escape characters, every ARG value, build arguments),
+    so a reference the engine would resolve is never missed; one that uses a
+    variable this reading cannot resolve fails the build.
+    """
+    text = _read_dockerfile(context, dockerfile)
+    for reference in sorted(_digest_references(text, buildargs)):
+        try:
+            _client().images.get_registry_data(reference)
+        except docker.errors.APIError as exc:
+            raise BuildFailed(
+                f"{reference}: its registry does not hand it out to this build "
+                f"({exc.explanation or exc.status_code})"
+            ) from None
+
+
+def _read_dockerfile(context: IO[bytes], dockerfile: str) -> str:
+    """The Dockerfile's text, found in the tar context as the engine finds it."""
+    start = context.tell()
+    try:
+        with tarfile.open(fileobj=context, mode="r:*") as tar:
+            members = {posixpath.normpath(m.name.lstrip("/")): m for m in tar.getmembers()}
+            name = _in_context(members, dockerfile)
+            if name is None and dockerfile == "Dockerfile":
+                name = _in_context(members, "dockerfile")  # the engine's own fallback
+            member = members.get(name) if name else None
+            if member is None or not (member.isfile() or member.islnk()):
+                raise BuildFailed(f"Cannot locate specified Dockerfile: {dockerfile}")
+            if member.size > MAX_DOCKERFILE_BYTES:
+                raise BuildFailed(f"the Dockerfile {dockerfile} is larger than 4 MiB")
+            data = tar.extractfile(member).read(MAX_DOCKERFILE_BYTES + 1)
+    except (tarfile.TarError, OSError, KeyError) as exc:
+        raise BuildFailed(f"the build context cannot be read: {exc}") from None
+    finally:
+        context.seek(start)
+    return data.decode("utf-8", "replace")
+
+
+def _in_context(members: dict[str, tarfile.TarInfo], path: str) -> str | None:
+    """`path` in the context, its symbolic links followed inside the context's root."""
+    parts = [p for p in posixpath.normpath(path).split("/") if p not in {"", "."}]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            resolved = resolved[:-1]
+            continue
+        current = "/".join([*resolved, part])
+        member = members.get(current)
+        if member is not None and member.issym():
+            hops += 1
+            if hops > 40:
+                return None
+            target = member.linkname
+            base = [] if target.startswith("/") else resolved
+            parts = [*base, *[p for p in target.split("/") if p not in {"", "."}], *parts]
+            resolved = []
+            continue
+        resolved.append(part)
+    return "/".join(resolved) or None
+
+
+def _digest_references(text: str, buildargs: dict[str, str]) -> set[str]:
+    """Every image reference with a digest the Dockerfile may build from (FROM, --from)."""
+    lines = [line.rstrip("\r") for line in text.lstrip("\ufeff").split("\n")]
+    candidates: list[str] = []
+    defaults: dict[str, set[str]] = {}
+    for logical in [*lines, *_logical_lines(lines, "\\"), *_logical_lines(lines, "`")]:
+        tokens = logical.split()
+        keyword = tokens[0].lower() if tokens else ""
+        if keyword == "from":
+            names = [t for t in tokens[1:] if not t.startswith("--")]
+            candidates += names[:1]
+        elif keyword == "arg":
+            for token in tokens[1:]:
+                name, _eq, value = token.partition("=")
+                defaults.setdefault(name, set()).add(_unquoted(value))
+        candidates += _FROM_FLAG.findall(logical)
+    found = set()
+    for candidate in candidates:
+        if candidate in {"\\", "`"}:
+            continue  # a line continued on the next one
+        for expanded in _expansions(candidate, defaults, buildargs):
+            if "$" in expanded:
+                raise BuildFailed(
+                    f"the Dockerfile names an image through a variable Berth cannot resolve: "
+                    f"{candidate}"
+                )
+            if "@" in expanded:
+                found.add(expanded)
+    return found
+
+
+def _logical_lines(lines: list[str], escape: str) -> list[str]:
+    """The Dockerfile's instructions, continued lines joined, with `escape` as the escape."""
+    out: list[str] = []
+    current: str | None = None
+    continued = re.compile(re.escape(escape) + r"[ \t]*$")
+    for line in lines:
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        match = continued.search(line)
+        piece = line[: match.start()] if match else line
+        current = piece if current is None else current + piece
+        if not match:
+            out.append(current)
+            current = None
+    if current is not None:
+        out.append(current)
+    return out
+
+
+def _expansions(
+    candidate: str, defaults: dict[str, set[str]], buildargs: dict[str, str], depth: int = 0
+) -> list[str]:
+    """Every value `candidate` may take: each variable with each value it may have
+    (an ARG's default may name another variable: expanded again, a few levels deep)."""
+    names = sorted({a or b for a, _word, b in _VARIABLE.findall(candidate)})
+    if not names:
+        return [candidate if depth else _unquoted(candidate).replace("\\", "").replace("`", "")]
+    choices = []
+    for name in names:
+        values = set(defaults.get(name, set())) | {""}
+        if name in buildargs:
+            values.add(str(buildargs[name]))
+        choices.append(sorted(values))
+    combinations = list(itertools.islice(itertools.product(*choices), MAX_EXPANSIONS + 1))
+    if len(combinations) > MAX_EXPANSIONS:
+        raise BuildFailed(f"the Dockerfile's image reference {candidate} has too many values")
+    results: list[str] = []
+    for combination in combinations:
+        env = dict(zip(names, combination, strict=True))
+
+        def value(match: re.Match, env=env) -> str:
+            name = match.group(1) or match.group(3)
+            word = match.group(2)
+            if word is None:
+                return env[name]
+            operator = match.group(0)[len(name) + 2:].lstrip(":")[:1]
+            if operator == "-":
+                return env[name] or word
+            return word if env[name] else ""
+
+        expanded = _VARIABLE.sub(value, candidate)
+        if "$" in expanded and depth < 3:
+            results += _expansions(expanded, defaults, buildargs, depth + 1)
+        else:
+            results.append(expanded)
+        if len(results) > MAX_EXPANSIONS:
+            raise BuildFailed(f"the Dockerfile's image reference {candidate} has too many values")
+    if depth:
+        return results
+    return [_unquoted(r).replace("\\", "").replace("`", "") for r in results]
+
+
+def _unquoted(value: str) -> str:
+    return value.replace('"', "").replace("'", "")
 
 
 def _build_timeout() -> str:

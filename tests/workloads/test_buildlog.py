@@ -95,3 +95,32 @@ def test_a_new_writer_for_the_same_deploy_starts_empty(record):
     BuildLogWriter(record, []).write("old\n")
     BuildLogWriter(record, []).close()
     assert stored(record).text == ""
+
+
+@pytest.mark.parametrize("split", range(1, len(SECRET)))
+@pytest.mark.parametrize("padding", [buildlog.MAX_LINE - 4, buildlog.MAX_LINE + 10])
+def test_a_secret_straddling_the_cut_of_an_over_long_line_is_masked(record, split, padding):
+    log = BuildLogWriter(record, [SECRET, "short"])
+    # One engine chunk that crosses MAX_LINE with the secret's head, its tail later.
+    log.write("A" * padding + SECRET[:split])
+    log.write(SECRET[split:] + " end\n")
+    log.close()
+
+    assert stored(record).text.replace("\n", "") == "A" * padding + f"{MASK} end"
+
+
+def test_an_endless_line_is_cut_into_pieces_with_every_secret_masked(record):
+    log = BuildLogWriter(record, [SECRET])
+    # Secrets right across MAX_LINE, just before and after it, and close together.
+    gaps = (buildlog.MAX_LINE - 8, 8180, 8170, 3, 0, 8100, 9000, 1)
+    text = "".join("x" * gap + SECRET for gap in gaps)
+    for start in range(0, len(text), 700):
+        log.write(text[start:start + 700])
+    log.close()
+
+    text = stored(record).text
+    assert SECRET not in text.replace("\n", "")
+    assert text.count(MASK) == len(gaps)
+    lines = text.splitlines()
+    assert len(lines) > 1
+    assert all(len(line) <= buildlog.MAX_LINE for line in lines[:-1])

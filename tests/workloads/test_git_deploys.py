@@ -143,7 +143,7 @@ def test_a_rollback_reuses_the_commits_image_without_touching_the_repository(
     repo.serve("second\n")
     assert deploy(workload).outcome == Outcome.SUCCEEDED
     # The repository goes away entirely: the engine still has the first image.
-    Workload.objects.filter(pk=workload.pk).update(git_url="file:///nonexistent/repo")
+    Workload.objects.filter(pk=workload.pk).update(git_url=f"{repo.url}-gone")
 
     rolled = deployer.rollback(workload=workload, deploy_id=first.pk)
 

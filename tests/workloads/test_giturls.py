@@ -3,9 +3,12 @@ value from becoming an option, another protocol or a path outside the repository
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.test import override_settings
 
 from workloads import giturls
 from workloads.redact import MASK, redact_url_credentials
@@ -50,7 +53,8 @@ def test_it_leaves_a_url_without_credential_alone(url):
      "ssh://host/app.git", "file:///srv/git/app.git", "file://localhost/srv/git/app"],
 )
 def test_it_accepts_https_ssh_and_file_urls(url):
-    giturls.validate_url(url)
+    with override_settings(BERTH_GIT_FILE_ROOTS=["/srv/git"]):
+        giturls.validate_url(url)
 
 
 @pytest.mark.parametrize(
@@ -75,6 +79,67 @@ def test_it_refuses_other_schemes_options_and_malformed_urls(url):
 def test_it_refuses_a_file_url_into_the_data_dir():
     with pytest.raises(ValidationError, match="data directory"):
         giturls.validate_url(f"file://{settings.DATA_DIR}/git/1")
+
+
+# --- file:// repositories: BERTH_GIT_FILE_ROOTS ------------------------------
+
+def test_file_urls_are_off_until_an_operator_lists_where_they_may_be(tmp_path):
+    with override_settings(BERTH_GIT_FILE_ROOTS=[]), \
+            pytest.raises(ValidationError, match="BERTH_GIT_FILE_ROOTS") as caught:
+        giturls.validate_url(f"file://{tmp_path}/repo")
+    assert "disabled" in caught.value.messages[0]
+    # A relative entry names no directory: still off.
+    with override_settings(BERTH_GIT_FILE_ROOTS=["srv/git"]), \
+            pytest.raises(ValidationError, match="disabled"):
+        giturls.validate_url("file:///srv/git/app")
+
+
+@pytest.mark.parametrize(
+    "url", ["file:///srv/other/app", "file:///srv/gitx/app", "file:///srv", "file:///"],
+)
+def test_a_file_url_must_lie_inside_an_allowed_root(url):
+    with override_settings(BERTH_GIT_FILE_ROOTS=["/srv/git", "/opt/repos"]), \
+            pytest.raises(ValidationError):
+        giturls.validate_url(url)
+
+
+@pytest.mark.parametrize(
+    "path", ["/proc/1/root/srv/app", "/proc/self/root/tmp/app", "/sys/kernel", "/dev/shm/app"],
+)
+def test_a_file_url_is_never_in_proc_sys_or_dev_whatever_the_roots(path):
+    with override_settings(BERTH_GIT_FILE_ROOTS=["/"]), \
+            pytest.raises(ValidationError, match="/proc, /sys or /dev"):
+        giturls.validate_url(f"file://{path}")
+
+
+def test_a_file_url_never_overlaps_the_data_dir_even_inside_an_allowed_root():
+    data = str(settings.DATA_DIR)
+    with override_settings(BERTH_GIT_FILE_ROOTS=["/"]):
+        with pytest.raises(ValidationError, match="data directory"):
+            giturls.validate_url(f"file://{data}/git/1")
+        with pytest.raises(ValidationError, match="data directory"):
+            # A repository around the data dir could reach it through a link.
+            giturls.validate_url(f"file://{os.path.dirname(data)}")
+
+
+def test_a_symlink_inside_a_root_cannot_lead_out_of_it(tmp_path):
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "to-data").symlink_to(settings.DATA_DIR)
+    (allowed / "to-etc").symlink_to("/etc")
+    (allowed / "inside").symlink_to(allowed)
+    with override_settings(BERTH_GIT_FILE_ROOTS=[str(allowed)]):
+        with pytest.raises(ValidationError, match="data directory"):
+            giturls.validate_url(f"file://{allowed}/to-data/git/1")
+        with pytest.raises(ValidationError, match="outside"):
+            giturls.validate_url(f"file://{allowed}/to-etc")
+        giturls.validate_url(f"file://{allowed}/inside/app")
+
+
+@pytest.mark.parametrize("path", ["/srv/git/%ff%fe", "/srv/git/a/%2e%2e/%2e%2e/etc"])
+def test_a_file_url_is_decoded_as_git_decodes_it_or_refused(path):
+    with override_settings(BERTH_GIT_FILE_ROOTS=["/srv/git"]), pytest.raises(ValidationError):
+        giturls.validate_url(f"file://{path}")
 
 
 def test_its_messages_never_repeat_the_url():
