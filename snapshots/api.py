@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.http import FileResponse
+from django.http import FileResponse, QueryDict
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.authentication import CSRFCheck, SessionAuthentication
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 
 from snapshots import capture, imports, storage
 from snapshots.models import Snapshot
-from snapshots.serializers import SnapshotSerializer
+from snapshots.serializers import SnapshotListSerializer, SnapshotSerializer
 from snapshots.uploads import FIELD, SnapshotUploadHandler, StagedUpload
 from workloads.api_errors import Conflict
 from workloads.models import Workload
@@ -38,12 +40,49 @@ class IgnoreAccept(BaseContentNegotiation):
         return renderers[0], renderers[0].media_type
 
 
+class _WithoutBody:
+    """The request as the CSRF check sees it for an import: no form fields.
+
+    Django's check reads `request.POST` (the whole multipart body) for a form
+    token before it looks at the header; an import must be authorised before
+    its body is read, so its token has to come in the X-CSRFToken header.
+    """
+
+    POST = QueryDict()
+
+    def __init__(self, request) -> None:
+        object.__setattr__(self, "_wrapped", request)
+
+    def __getattr__(self, name: str):
+        return getattr(self._wrapped, name)
+
+    def __setattr__(self, name: str, value) -> None:
+        setattr(self._wrapped, name, value)
+
+
+class HeaderCSRFSessionAuthentication(SessionAuthentication):
+    """Session authentication whose CSRF check never reads the request body."""
+
+    def enforce_csrf(self, request) -> None:
+        check = CSRFCheck(lambda request: None)
+        plain = _WithoutBody(request._request)
+        check.process_request(plain)
+        reason = check.process_view(plain, None, (), {})
+        if reason:
+            raise PermissionDenied(f"CSRF Failed: {reason}")
+
+
+def _import_authenticators() -> list[type]:
+    return [HeaderCSRFSessionAuthentication if cls is SessionAuthentication else cls
+            for cls in api_settings.DEFAULT_AUTHENTICATION_CLASSES]
+
+
 class ImportSerializer(serializers.Serializer):
     archive = serializers.FileField(help_text="A snapshot archive (.tar.zst).")
 
 
 @extend_schema_view(
-    list=extend_schema(parameters=[WORKLOAD_ID]),
+    list=extend_schema(parameters=[WORKLOAD_ID], responses=SnapshotListSerializer(many=True)),
     retrieve=extend_schema(parameters=[WORKLOAD_ID]),
     destroy=extend_schema(parameters=[WORKLOAD_ID], responses={204: None, 409: None}),
 )
@@ -66,6 +105,9 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
     def get_workload(self) -> Workload:
         return get_object_or_404(Workload.objects.with_parents(), pk=self.kwargs["workload_pk"])
 
+    def get_serializer_class(self):
+        return SnapshotListSerializer if self.action == "list" else SnapshotSerializer
+
     def get_queryset(self):
         return Snapshot.objects.filter(workload_id=self.kwargs["workload_pk"]).select_related(
             "user"
@@ -73,17 +115,26 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
 
     def initial(self, request, *args, **kwargs) -> None:
         if self.action == "import_archive":
-            # Before authentication: with session auth the CSRF check reads the body.
+            # Nothing of the body is read before the caller is known to be allowed
+            # to import: authentication (CSRF from the header only, see
+            # HeaderCSRFSessionAuthentication) and the permission come first.
+            self.perform_authentication(request)
+            self.check_permissions(request)
             self._upload_handler = SnapshotUploadHandler(
                 request._request, limit=settings.BERTH_SNAPSHOT_MAX_UPLOAD_BYTES
             )
             request._request.upload_handlers = [self._upload_handler]
         super().initial(request, *args, **kwargs)
 
-    def finalize_response(self, request, response, *args, **kwargs):
-        if self._upload_handler is not None:
-            self._upload_handler.discard()  # whatever an import did not keep
-        return super().finalize_response(request, response, *args, **kwargs)
+    def dispatch(self, request, *args, **kwargs):
+        try:
+            return super().dispatch(request, *args, **kwargs)
+        finally:
+            # Whatever an import did not keep, however the request ended (an
+            # exception while parsing the body never reaches finalize_response).
+            if self._upload_handler is not None:
+                self._upload_handler.discard()
+                self._upload_handler = None
 
     def list(self, request, *args, **kwargs):
         """The workload's snapshots, newest first."""
@@ -136,7 +187,8 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
         request={"multipart/form-data": ImportSerializer},
         responses={201: SnapshotSerializer, 400: None, 413: None, 507: None},
     )
-    @action(detail=False, methods=["post"], url_path="import", parser_classes=[MultiPartParser])
+    @action(detail=False, methods=["post"], url_path="import", parser_classes=[MultiPartParser],
+            authentication_classes=_import_authenticators())
     def import_archive(self, request, *args, **kwargs):
         """Upload an archive (multipart field `archive`); kept only once it validates in full."""
         workload = self.get_workload()

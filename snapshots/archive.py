@@ -181,7 +181,60 @@ def parse_manifest(data: bytes, volume_count: int, limits: Limits) -> dict:
         raise ArchiveError(
             gettext_noop("The manifest declares more entries than the limit allows.")
         )
-    return manifest
+    return normalise_manifest(manifest)
+
+
+# What a stored manifest may hold: the known keys, strings of bounded length.
+MAX_SKIPPED_LISTED = 1000
+_TEXT_LIMITS = {"created": 64, "consistency": 16, "name": 200, "path": 1024, "scope": 16,
+                "source": 1024, "target": 1024, "type": 32, "reason": 200}
+
+
+def _text(value: object, key: str) -> str:
+    if not isinstance(value, str):
+        return ""
+    limit = _TEXT_LIMITS[key]
+    return value if len(value) <= limit else value[:limit - 1] + "…"
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if _count(value) else None
+
+
+def normalise_manifest(manifest: dict) -> dict:
+    """A checked manifest reduced to what Berth stores: known keys only, typed, bounded.
+
+    An imported manifest is stored and shown: whatever else it holds is
+    dropped, strings are cut to a few hundred characters, `skipped` keeps its
+    first 1000 well-formed entries and `skipped_count` is never below them.
+    """
+    workload = manifest.get("workload")
+    workload = workload if isinstance(workload, dict) else {}
+    skipped = manifest.get("skipped", [])
+    listed = [
+        {"volume": _int_or_none(item.get("volume")), "path": _text(item.get("path"), "path"),
+         "type": _text(item.get("type"), "type"), "reason": _text(item.get("reason"), "reason")}
+        for item in skipped[:MAX_SKIPPED_LISTED] if isinstance(item, dict)
+    ]
+    return {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        "created": _text(manifest.get("created"), "created"),
+        "workload": {"id": _int_or_none(workload.get("id")),
+                     "name": _text(workload.get("name"), "name"),
+                     "path": _text(workload.get("path"), "path")},
+        "consistency": _text(manifest.get("consistency"), "consistency"),
+        "volumes": [
+            {"index": v["index"], "scope": v["scope"], "source": _text(v["source"], "source"),
+             "target": _text(v["target"], "target"), "files": v["files"],
+             "directories": v["directories"], "bytes": v["bytes"],
+             "missing": v.get("missing") is True}
+            for v in manifest["volumes"]
+        ],
+        "skipped": listed,
+        "skipped_count": min(max(manifest.get("skipped_count", 0), len(skipped)),
+                             MAX_SKIPPED_COUNT),
+    }
 
 
 def _check_manifest_volume(volume: object, position: int, volume_count: int) -> None:
@@ -278,8 +331,20 @@ class _Extractor:
         self.limits = limits
         self.progress = progress
         self.is_root = os.geteuid() == 0
-        self.seen: dict[tuple[int, str], bool] = {}  # (volume, path) → is a directory
-        self.directories: list[tuple[int, tuple[str, ...], tarstream.Member]] = []
+        # Compact bookkeeping (1M entries with long paths must not take gigabytes):
+        # every directory gets an id; per id the names of its children so far,
+        # its parent id and name (a volume root: parent -1 - index, name "") and
+        # its metadata, applied at the end. No full path is kept anywhere, and a
+        # file's name not at all.
+        self.volume_roots: dict[int, int] = {}  # volume index → directory id
+        self.subdirs: dict[tuple[int, str], int] = {}  # (parent id, name) → directory id
+        # directory id → hash() of its members' names: a 64-bit hash rather than the
+        # name (up to 255 bytes). Two names with one hash could only make a good
+        # archive be refused as holding a name twice, never let a duplicate through.
+        self.children: list[set[int]] = []
+        self.dirs: list[tuple[int, str, int, int, int, int]] = []
+        # directory id → (parent id, name, mode, uid, gid, mtime_ns)
+        self._last_parent: tuple[int, tuple[str, ...], int | None] = (-1, (), None)
         self.entries = 0
         self.written = 0
         self.reported = 0
@@ -292,23 +357,53 @@ class _Extractor:
         manifest = self._read_manifest(stream, volume_count)
         count = len(manifest["volumes"])
         result = Extracted(manifest, [0] * count, [0] * count, [0] * count)
+        declared = manifest["volumes"]
+        self._check_room_for(declared)
         while (member := tarstream.next_member(stream)) is not None:
             self.entries += 1
             if self.entries > self.limits.max_entries:
                 raise ArchiveError(gettext_noop("The archive has more entries than the limit "
                                                 "of %(limit)d."), limit=self.limits.max_entries)
             index, parts = self._place(member, count)
+            # The manifest's counts are upper bounds, checked before anything is written:
+            # a small archive cannot fill the disk with more than it declared.
             if member.is_dir:
-                self._make_dir(index, parts, member)
                 result.directories[index] += 1
+                over = result.directories[index] > declared[index]["directories"]
             else:
-                self._write_file(stream, index, parts, member)
                 result.files[index] += 1
                 result.bytes[index] += member.size
+                over = (result.files[index] > declared[index]["files"]
+                        or result.bytes[index] > declared[index]["bytes"])
+            if over:
+                raise ArchiveError(gettext_noop(
+                    "The archive holds more than its manifest declares (volume %(index)d)."),
+                    index=index)
+            if member.is_dir:
+                self._make_dir(index, parts, member)
+            else:
+                self._write_file(stream, index, parts, member)
         stream.finish()
         self._check_counts(manifest, result)
         self._apply_directory_metadata()
         return result
+
+    def _check_room_for(self, declared: list[dict]) -> None:
+        """Refuse up front what the manifest says will not fit above the reserve."""
+        needs: dict[int, list[int]] = {}
+        for volume in declared:
+            fd = self.roots[volume["index"]]
+            need = needs.setdefault(os.fstat(fd).st_dev, [fd, 0, 0])
+            need[1] += volume["bytes"]
+            need[2] += volume["files"] + volume["directories"]
+        for fd, size, entries in needs.values():
+            stat = os.fstatvfs(fd)
+            if size > stat.f_bavail * stat.f_frsize - self.limits.reserve_bytes:
+                raise InsufficientSpace(
+                    gettext_noop("The staging filesystem is out of free space."))
+            if stat.f_files and entries > stat.f_favail - self.limits.reserve_inodes:
+                raise InsufficientSpace(
+                    gettext_noop("The staging filesystem is out of free inodes."))
 
     def _read_manifest(self, stream: tarstream.TarStream, volume_count: int) -> dict:
         member = tarstream.next_member(stream)
@@ -335,13 +430,14 @@ class _Extractor:
             )
         if len(inner) > self.limits.max_depth:
             raise ArchiveError(gettext_noop("The name %(name)s is nested too deeply."), name=shown)
-        key = (index, "/".join(inner))
-        if key in self.seen:
+        parent = self._parent_id(index, inner) if inner else None
+        if (parent is not None and hash(inner[-1]) in self.children[parent]) or (
+                not inner and index in self.volume_roots):
             raise ArchiveError(gettext_noop("The archive holds %(name)s twice."), name=shown)
         if not inner and not member.is_dir:
             raise ArchiveError(gettext_noop("The volume root %(name)s is not a directory."),
                                name=shown)
-        if inner and not self.seen.get((index, "/".join(inner[:-1]))):
+        if inner and parent is None:
             raise ArchiveError(
                 gettext_noop("%(name)s comes before its parent directory, or its parent is "
                              "a file."), name=shown,
@@ -351,8 +447,43 @@ class _Extractor:
                                name=shown)
         if member.is_dir and member.size:
             raise ArchiveError(gettext_noop("The directory %(name)s has data."), name=shown)
-        self.seen[key] = member.is_dir
+        if parent is not None:
+            self.children[parent].add(hash(inner[-1]))
+        if member.is_dir:
+            directory = len(self.dirs)
+            if parent is None:
+                self.volume_roots[index] = directory
+                self.dirs.append((-1 - index, "", member.mode, member.uid, member.gid,
+                                  member.mtime_ns))
+            else:
+                self.subdirs[parent, inner[-1]] = directory
+                self.dirs.append((parent, inner[-1], member.mode, member.uid, member.gid,
+                                  member.mtime_ns))
+            self.children.append(set())
         return index, inner
+
+    def _parent_id(self, index: int, inner: tuple[str, ...]) -> int | None:
+        """The id of the directory holding `inner` in volume `index`, None if not one yet."""
+        dirname = inner[:-1]
+        last_index, last_dirname, last_id = self._last_parent
+        if last_index == index and last_dirname == dirname and last_id is not None:
+            return last_id
+        directory = self.volume_roots.get(index)
+        for part in dirname:
+            if directory is None:
+                break
+            directory = self.subdirs.get((directory, part))
+        self._last_parent = (index, dirname, directory)
+        return directory
+
+    def _dir_path(self, directory: int) -> tuple[int, tuple[str, ...]]:
+        """A directory's volume index and path inside it, from its id."""
+        parts: list[str] = []
+        parent, name = self.dirs[directory][:2]
+        while parent >= 0:
+            parts.append(name)
+            parent, name = self.dirs[parent][:2]
+        return -1 - parent, tuple(reversed(parts))
 
     def _check_space(self, index: int, size: int) -> None:
         self.space[index].claim(size)
@@ -362,8 +493,8 @@ class _Extractor:
             self._check_space(index, 0)
             parent = self.chains[index].fd(parts[:-1])
             os.mkdir(parts[-1], 0o700, dir_fd=parent)
-        # Modes and times are set at the end: writing inside would change them.
-        self.directories.append((index, parts, member))
+        # Modes and times are set at the end (writing inside would change them),
+        # from what _place kept of the member.
 
     def _write_file(self, stream: tarstream.TarStream, index: int, parts: tuple[str, ...],
                     member: tarstream.Member) -> None:
@@ -384,19 +515,19 @@ class _Extractor:
                 while chunk:
                     chunk = chunk[os.write(fd, chunk):]
             stream.skip(-member.size % tarfmt.BLOCK)
-            self._set_metadata(fd, member)
+            self._set_metadata(fd, member.mode, member.uid, member.gid, member.mtime_ns)
         finally:
             os.close(fd)
         if self.progress and self.written - self.reported >= 8 * _CHUNK:
             self.reported = self.written
             self.progress(self.written)
 
-    def _set_metadata(self, fd: int, member: tarstream.Member) -> None:
+    def _set_metadata(self, fd: int, mode: int, uid: int, gid: int, mtime_ns: int) -> None:
         if self.is_root:
-            os.fchown(fd, member.uid, member.gid)
-        os.fchmod(fd, member.mode & 0o777)
+            os.fchown(fd, uid, gid)
+        os.fchmod(fd, mode & 0o777)
         try:
-            os.utime(fd, ns=(member.mtime_ns, member.mtime_ns))
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
         except (OverflowError, ValueError):
             raise ArchiveError(gettext_noop("A member's modification time cannot be stored."),
                                ) from None
@@ -404,7 +535,7 @@ class _Extractor:
     def _check_counts(self, manifest: dict, result: Extracted) -> None:
         for volume in manifest["volumes"]:
             index = volume["index"]
-            if (index, "") not in self.seen:
+            if index not in self.volume_roots:
                 raise ArchiveError(gettext_noop("The archive lacks the root of volume %(index)d."),
                                    index=index)
             found = (result.files[index], result.directories[index], result.bytes[index])
@@ -416,11 +547,12 @@ class _Extractor:
 
     def _apply_directory_metadata(self) -> None:
         # Deepest first, so that a parent's mode never stops a child being opened.
-        for index, parts, member in reversed(self.directories):
+        for directory in range(len(self.dirs) - 1, -1, -1):
+            index, parts = self._dir_path(directory)
             fd = os.open(parts[-1], DIR_FLAGS, dir_fd=self.chains[index].fd(parts[:-1])) \
                 if parts else os.dup(self.roots[index])
             try:
-                self._set_metadata(fd, member)
+                self._set_metadata(fd, *self.dirs[directory][2:])
             finally:
                 os.close(fd)
 

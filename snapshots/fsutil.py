@@ -6,7 +6,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
-import shutil
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -63,21 +62,59 @@ def syncfs(fd: int) -> None:
         raise OSError(errno, os.strerror(errno))
 
 
-def remove_tree(path: str) -> None:
-    """Remove a directory tree Berth wrote, even where its modes deny writing.
+def _open_up(parent_fd: int, name: str) -> None:
+    """Make directory `name` (never a symlink put in its place) 0700, so that it can be
+    listed and emptied whatever mode an archive gave it."""
+    try:
+        handle = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC,
+                         dir_fd=parent_fd)
+    except OSError:
+        return  # gone, or not a directory: the removal says what is wrong
+    try:
+        os.chmod(f"/proc/self/fd/{handle}", 0o700)
+    except OSError:
+        with contextlib.suppress(OSError):
+            # Without /proc: fchmodat, the directory just checked through the handle.
+            os.chmod(name, 0o700, dir_fd=parent_fd)
+    finally:
+        os.close(handle)
 
-    shutil.rmtree works on file descriptors here (it never follows a symlink
-    planted inside); a tree extracted with read-only directory modes needs
-    them opened up first when Berth does not run as root.
+
+def _remove_dir(parent_fd: int, name: str) -> None:
+    """Remove directory `name` of `parent_fd` and everything in it, top-down."""
+    _open_up(parent_fd, name)
+    fd = os.open(name, DIR_FLAGS, dir_fd=parent_fd)
+    try:
+        with os.scandir(fd) as entries:
+            children = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+        for child, is_dir in children:
+            if is_dir:
+                _remove_dir(fd, child)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(child, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent_fd)
+
+
+def remove_tree(path: str) -> None:
+    """Remove a directory tree Berth wrote, even where its modes deny reading or writing.
+
+    Top-down and relative to open directory fds: each directory is made 0700
+    (through a handle opened with O_NOFOLLOW, relative to its parent) before
+    it is listed and emptied, so a tree extracted with modes like 0000 or 0500
+    goes when Berth does not run as root, and a symlink planted inside is
+    removed, never followed. A missing path is not an error.
     """
     if not os.path.lexists(path):
         return
-    try:
-        shutil.rmtree(path)
+    if not os.path.isdir(path) or os.path.islink(path):
+        os.unlink(path)
         return
-    except PermissionError:
-        pass
-    for _root, _dirs, _files, dir_fd in os.fwalk(path, follow_symlinks=False):
-        with contextlib.suppress(OSError):
-            os.chmod(dir_fd, 0o700)
-    shutil.rmtree(path)
+    parent, name = os.path.split(os.path.normpath(path))
+    parent_fd = os.open(parent or ".", DIR_FLAGS)
+    try:
+        _remove_dir(parent_fd, name)
+    finally:
+        os.close(parent_fd)

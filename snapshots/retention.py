@@ -1,5 +1,10 @@
 """Retention: keep the newest N snapshots of each kind per workload (BERTH_SNAPSHOT_KEEP_*).
 
+Imported snapshots are counted apart from captured ones, in a bucket of their
+own kept by BERTH_SNAPSHOT_KEEP_IMPORTED: an import can only push out older
+imports, never a snapshot Berth captured, so the permission to import (or to
+capture) is never a way to delete snapshots without the permission to delete.
+
 Two kinds of snapshot are kept beyond that count: a `pre_restore` snapshot
 younger than BERTH_SNAPSHOT_PRE_RESTORE_MIN_AGE_HOURS (the data a restore
 replaced, which an operator may still want back), and the `pre_deploy`
@@ -48,8 +53,11 @@ def stale_ids(workload: Workload) -> list[int]:
     stale: list[int] = []
     newest_first = Snapshot.objects.filter(workload=workload).order_by("-created", "-id")
     for kind, keep in settings.BERTH_SNAPSHOT_KEEP.items():
-        ready = newest_first.filter(kind=kind, state=Snapshot.State.READY)
+        ready = newest_first.filter(kind=kind, state=Snapshot.State.READY, imported=False)
         stale += [pk for pk in ready.values_list("pk", flat=True)[keep:] if pk not in protected]
+    imported = newest_first.filter(state=Snapshot.State.READY, imported=True)
+    stale += [pk for pk in imported.values_list("pk", flat=True)[
+        settings.BERTH_SNAPSHOT_KEEP_IMPORTED:] if pk not in protected]
     failed = newest_first.filter(state=Snapshot.State.FAILED).values_list("pk", flat=True)
     stale += list(failed[KEEP_FAILED:])
     return stale

@@ -43,4 +43,11 @@ class SnapshotSerializer(serializers.ModelSerializer):
 
     def get_skipped(self, snapshot: Snapshot) -> list[dict]:
         """The skipped entries the manifest lists (at most 1000; `skipped_count` has all)."""
-        return snapshot.skipped
+        return snapshot.skipped[:1000]
+
+
+class SnapshotListSerializer(SnapshotSerializer):
+    """A snapshot in a list: without the `skipped` entries (the detail has them)."""
+
+    class Meta(SnapshotSerializer.Meta):
+        fields = [name for name in SnapshotSerializer.Meta.fields if name != "skipped"]

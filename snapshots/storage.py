@@ -137,7 +137,13 @@ def sweep(workload_id: int, known: set[str]) -> int:
                 directory == workload_dir(workload_id)
                 and ARCHIVE_NAME.fullmatch(entry.name) and entry.name not in known
             )
-            if leftover and entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                discard(entry.path)
-                removed += 1
+            if not leftover:
+                continue
+            # One entry that cannot be removed must not stop the rest (nor the caller).
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    discard(entry.path)
+                    removed += 1
+            except OSError as exc:
+                logger.warning("could not remove the snapshot leftover %s: %s", entry.path, exc)
     return removed

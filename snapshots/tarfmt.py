@@ -216,11 +216,14 @@ def parse_header(block: bytes) -> RawHeader | None:
     )
 
 
-def parse_pax(data: bytes) -> dict[str, bytes]:
-    """The records of a PAX extended header, strictly: `LEN KEY=VALUE\\n`, each key once."""
+def parse_pax(data: bytes, max_records: int | None = None) -> dict[str, bytes]:
+    """The records of a PAX extended header, strictly: `LEN KEY=VALUE\\n`, each key once
+    (and at most `max_records` of them)."""
     records: dict[str, bytes] = {}
     pos = 0
     while pos < len(data):
+        if max_records is not None and len(records) >= max_records:
+            raise ArchiveError(gettext_noop("A PAX header has too many records."))
         space = data.find(b" ", pos, pos + 7)
         if space == -1 or not _PAX_LENGTH.fullmatch(data, pos, space):
             raise ArchiveError(gettext_noop("A PAX header record has a malformed length."))

@@ -25,6 +25,13 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 # Larger windows than this are refused before the decompressor allocates them.
 MAX_WINDOW_BYTES = 1 << 27
 MAX_META_BYTES = 64 * 1024
+# Extended headers cost parsing time far beyond their compressed size. Each
+# may use META_ALLOWANCE_BYTES for free (a longest path and the numeric
+# records the writer emits); what any uses beyond that comes out of one budget
+# per archive, and an extended header holds at most MAX_PAX_RECORDS records.
+META_ALLOWANCE_BYTES = 4 * 1024
+MAX_META_EXCESS_BYTES = 16 << 20
+MAX_PAX_RECORDS = 32
 # GNU tar pads the stream to its 10 KiB record size; more zeros than this after
 # the end-of-archive marker are not padding.
 MAX_TRAILING_ZEROS = 1 << 20
@@ -176,6 +183,7 @@ class TarStream:
         self.frame = _OneFrame(source)
         self._inflater = _Inflater(self.frame)
         self._buffer = memoryview(b"")
+        self.meta_excess = 0  # extended-header bytes beyond each header's allowance
 
     def close(self) -> None:
         self._inflater.close()
@@ -272,10 +280,14 @@ def next_member(stream: TarStream) -> Member | None:
                 raise ArchiveError(gettext_noop("A member has more than one extended header."))
             if header.size > MAX_META_BYTES:
                 raise ArchiveError(gettext_noop("An extended header is too large."))
+            stream.meta_excess += max(0, header.size - META_ALLOWANCE_BYTES)
+            if stream.meta_excess > MAX_META_EXCESS_BYTES:
+                raise ArchiveError(gettext_noop("The archive's extended headers are too large "
+                                                "in all."))
             data = stream.read_exact(header.size)
             stream.skip(-header.size % tarfmt.BLOCK)
             if kind == tarfmt.PAX_HEADER:
-                records = tarfmt.parse_pax(data)
+                records = tarfmt.parse_pax(data, max_records=MAX_PAX_RECORDS)
             else:
                 long_name = data[:-1] if data.endswith(b"\x00") else data
             continue

@@ -4,8 +4,11 @@ Django's own upload handlers would buffer in memory or write to the system's
 temporary directory, without a size cap on files. This handler writes the
 one `archive` field to a temporary file on the archives' filesystem (so a
 valid import is a rename), hashes it as it arrives, and refuses with 413 as
-soon as it passes BERTH_SNAPSHOT_MAX_UPLOAD_BYTES. Anything the request did
-not hand over to an import is removed by `discard()` when the response goes.
+soon as it passes BERTH_SNAPSHOT_MAX_UPLOAD_BYTES, or with 507 as soon as
+writing it would leave less than BERTH_SNAPSHOT_RESERVE_BYTES free. The view
+installs it only once the caller is authenticated and allowed to import, and
+removes anything the request did not hand over to an import (`discard()`)
+however the request ends.
 """
 
 from __future__ import annotations
@@ -14,17 +17,22 @@ import hashlib
 import os
 from pathlib import Path
 
+from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_noop
 from rest_framework import exceptions, status
 
 from snapshots import storage
+from snapshots.errors import InsufficientSpace
 from snapshots.imports import Staged
 
 FIELD = "archive"
 # Multipart framing around the file: boundaries, headers, other small fields.
 FRAMING_BYTES = 64 * 1024
+# Free space is read afresh at least this often while an upload arrives.
+SPACE_RECHECK_BYTES = 64 << 20
 
 
 class UploadTooLarge(exceptions.APIException):
@@ -48,6 +56,7 @@ class SnapshotUploadHandler(FileUploadHandler):
         self.path: Path | None = None
         self.digest = hashlib.sha256()
         self.size = 0
+        self.room = 0  # bytes that may still be written before free space is read again
 
     def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
         if content_length and content_length > self.limit + FRAMING_BYTES:
@@ -66,11 +75,24 @@ class SnapshotUploadHandler(FileUploadHandler):
         if self.size > self.limit:
             self.discard()
             raise UploadTooLarge
+        self._claim(len(raw_data))
         self.digest.update(raw_data)
         view = memoryview(raw_data)
         while view:
             view = view[os.write(self.fd, view):]
         return None
+
+    def _claim(self, size: int) -> None:
+        """Keep BERTH_SNAPSHOT_RESERVE_BYTES free on the archives' filesystem."""
+        if size > self.room:
+            stat = os.fstatvfs(self.fd)
+            free = stat.f_bavail * stat.f_frsize - settings.BERTH_SNAPSHOT_RESERVE_BYTES
+            if size > free:
+                self.discard()
+                raise InsufficientSpace(gettext_noop(
+                    "There is not enough free space to receive the upload."))
+            self.room = min(free, SPACE_RECHECK_BYTES)
+        self.room -= size
 
     def file_complete(self, file_size: int) -> StagedUpload | None:
         if self.fd is None:

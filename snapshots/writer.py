@@ -72,6 +72,7 @@ class VolumeScan:
     directories: int = 0
     bytes: int = 0
     missing: bool = False
+    identity: tuple[int, int] | None = None  # the root's (st_dev, st_ino) when scanned
 
     def describe(self) -> dict:
         return {
@@ -189,7 +190,8 @@ def scan_volumes(roots: list[str], limits: Limits) -> list[VolumeScan]:
         scan = VolumeScan(index=index, root=root)
         scanner = _Scanner(scan, limits, budget)
         try:
-            fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            # O_NOFOLLOW: a volume root replaced by a symlink is refused, not followed.
+            fd = os.open(root, DIR_FLAGS)
         except FileNotFoundError:
             scan.missing = True
             scanner.add(Entry((), True, 0, 0o755, 0, 0, time.time_ns()))
@@ -199,7 +201,9 @@ def scan_volumes(roots: list[str], limits: Limits) -> list[VolumeScan]:
             raise CaptureError(gettext_noop("The volume %(path)s cannot be read (%(error)s)."),
                                path=root, error=exc.strerror or str(exc)) from None
         try:
-            scanner.add(_entry((), os.fstat(fd), True))
+            info = os.fstat(fd)
+            scan.identity = (info.st_dev, info.st_ino)
+            scanner.add(_entry((), info, True))
             scanner.walk(fd, ())
         finally:
             os.close(fd)
@@ -308,7 +312,7 @@ class _Writer:
             root = scan.entries[0]
             self.batch.add(self._header(base, root))
             return
-        root_fd = os.open(scan.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        root_fd = _reopen_root(scan)
         chain = DirChain(root_fd)
         try:
             for entry in scan.entries:
@@ -377,6 +381,21 @@ class _Writer:
             if self.progress and copied % (64 * _CHUNK) < _CHUNK:
                 self.progress(self.done + copied)
         return copied
+
+
+def _reopen_root(scan: VolumeScan) -> int:
+    """The scanned volume root again: never through a symlink, and the same directory."""
+    try:
+        fd = os.open(scan.root, DIR_FLAGS)
+    except OSError as exc:
+        raise CaptureError(gettext_noop("The volume %(path)s cannot be read (%(error)s)."),
+                           path=scan.root, error=exc.strerror or str(exc)) from None
+    info = os.fstat(fd)
+    if (info.st_dev, info.st_ino) != scan.identity:
+        os.close(fd)
+        raise CaptureError(gettext_noop("The volume %(path)s was replaced while it was being "
+                                        "captured."), path=scan.root)
+    return fd
 
 
 def write_archive(out: BinaryIO, manifest: dict, scans: list[VolumeScan], *,

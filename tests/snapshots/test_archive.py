@@ -355,3 +355,101 @@ def test_a_write_that_meets_a_full_disk_is_reported_as_such(small_fs, tmp_path, 
     with pytest.raises(InsufficientSpace, match="free space"):
         extract_bytes(archive_of([source]), small_fs / "staging", 1)
     assert os.listdir(small_fs) == []
+
+
+# --- the manifest's counts are upper bounds, checked while writing ------------------------
+
+@pytest.mark.parametrize(("volumes", "members"), [
+    ([(1, 1, 10)], [hostile.member("volumes/0/a", b"x" * 10),
+                    hostile.member("volumes/0/b", b"y")]),          # one file too many
+    ([(1, 1, 10)], [hostile.member("volumes/0/a", b"x" * 11)]),     # bytes over
+    ([(0, 1, 0)], [hostile.directory("volumes/0/d")]),              # a directory too many
+])
+def test_an_archive_holding_more_than_its_manifest_is_refused_at_once(volumes, members,
+                                                                       tmp_path, monkeypatch):
+    written: list[int] = []
+    real = archive._Extractor._write_file
+
+    def spy(self, stream, index, parts, member):
+        written.append(member.size)
+        return real(self, stream, index, parts, member)
+
+    monkeypatch.setattr(archive._Extractor, "_write_file", spy)
+    data = hostile.zst(hostile.tar(hostile.manifest_member(hostile.manifest(volumes)),
+                                   hostile.directory("volumes/0"), *members))
+    with pytest.raises(ArchiveError, match="more than its manifest declares"):
+        archive.extract_tree(io.BytesIO(data), str(tmp_path / "s"), volume_count=1,
+                     limits=hostile.LIMITS)
+    assert sum(written) <= volumes[0][2]  # nothing beyond the declared bytes was written
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_manifest_declaring_more_than_the_free_space_is_refused_before_writing(tmp_path):
+    stat = os.statvfs(tmp_path)
+    free = stat.f_bavail * stat.f_frsize
+    limits = replace(hostile.LIMITS, max_bytes=1 << 62, max_file_bytes=1 << 62,
+                     reserve_bytes=free - (1 << 20))
+    data = hostile.zst(hostile.tar(hostile.manifest_member(hostile.manifest([(1, 1, 2 << 20)])),
+                                   hostile.directory("volumes/0")))
+    with pytest.raises(InsufficientSpace):
+        archive.extract_tree(io.BytesIO(data), str(tmp_path / "s"), volume_count=1, limits=limits)
+
+
+# --- extended headers have a budget ----------------------------------------------------------
+
+def _ignored_records(count: int, value: str = "") -> dict[str, str]:
+    return {f"SCHILY.xattr.{i:x}": value for i in range(count)}
+
+
+def test_a_pax_header_with_too_many_records_is_refused(tmp_path):
+    data = hostile.archive(hostile.pax(_ignored_records(tarstream.MAX_PAX_RECORDS + 1)),
+                           hostile.member("volumes/0/f", b"x"))
+    with pytest.raises(ArchiveError, match="too many records"):
+        archive.extract_tree(io.BytesIO(data), str(tmp_path / "s"), volume_count=1,
+                             limits=hostile.LIMITS)
+
+
+def test_the_extended_headers_of_an_archive_have_a_total_budget(tmp_path, monkeypatch):
+    monkeypatch.setattr(tarstream, "MAX_META_EXCESS_BYTES", 20_000)
+    big = hostile.pax(_ignored_records(10, "v" * 1000))  # ~10 KiB: ~6 KiB over the allowance
+    members = [big + hostile.member(f"volumes/0/f{i}", b"") for i in range(5)]
+    data = hostile.archive(*members, volumes=[(5, 1, 0)])
+    with pytest.raises(ArchiveError, match="extended headers are too large"):
+        archive.extract_tree(io.BytesIO(data), str(tmp_path / "s"), volume_count=1,
+                             limits=hostile.LIMITS)
+    # a few of them are within it
+    data = hostile.archive(*members[:3], volumes=[(3, 1, 0)])
+    archive.extract_tree(io.BytesIO(data), str(tmp_path / "t"), volume_count=1,
+                         limits=hostile.LIMITS)
+
+
+def test_bookkeeping_per_entry_is_small_even_with_long_paths(tmp_path, monkeypatch):
+    """No full path is kept per entry: 5000 files 2 KB deep take well under 10 MB."""
+    import tracemalloc
+
+    deep = "/".join(["d" * 200] * 10)  # ~2 KB of directories
+    dirs = [hostile.pax({"path": "volumes/0/" + "/".join(["d" * 200] * (i + 1))})
+            + hostile.directory("x") for i in range(10)]
+    files = [hostile.pax({"path": f"volumes/0/{deep}/f{i}"}) + hostile.member("x", b"")
+             for i in range(5000)]
+    data = hostile.archive(*dirs, *files, volumes=[(5000, 11, 0)])
+    limits = archive.Limits(max_bytes=1 << 20, max_file_bytes=1 << 20, max_entries=10_000,
+                            reserve_bytes=0, reserve_inodes=0)
+    kept: list[int] = []
+    real = archive._Extractor._check_counts
+
+    def measure(self, manifest, result):
+        # What the extractor holds once every member is in: allocated in archive.py.
+        snapshot = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(True, archive.__file__)])
+        kept.append(sum(stat.size for stat in snapshot.statistics("filename")))
+        return real(self, manifest, result)
+
+    monkeypatch.setattr(archive._Extractor, "_check_counts", measure)
+    tracemalloc.start()
+    try:
+        archive.extract_tree(io.BytesIO(data), str(tmp_path / "s"), volume_count=1,
+                             limits=limits)
+    finally:
+        tracemalloc.stop()
+    assert kept and kept[0] < 2 << 20, kept  # a full path per entry would be over 10 MB

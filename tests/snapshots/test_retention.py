@@ -174,3 +174,37 @@ def test_a_stored_name_cannot_point_elsewhere(workload):
     Snapshot.objects.create(workload=workload, state=Snapshot.State.READY,
                             archive="../../secret_key").delete()
     assert (storage.root().parent / "secret_key").exists()
+
+
+def test_imports_never_push_captured_snapshots_out(api_as, volume_workload, settings):
+    """A user who may import but not delete cannot evict real snapshots by importing."""
+    from django.contrib.auth.models import Permission, User
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.snapshots import hostile
+
+    workload, _paths = volume_workload
+    settings.BERTH_SNAPSHOT_KEEP = settings.BERTH_SNAPSHOT_KEEP | {"manual": 3}
+    settings.BERTH_SNAPSHOT_KEEP_IMPORTED = 2
+    real = [capture.capture_snapshot(workload=workload) for _ in range(3)]
+    user = User.objects.create_user("snap-only", password="x")
+    user.user_permissions.add(Permission.objects.get(codename="snapshot_workload"),
+                              Permission.objects.get(codename="view_snapshot"))
+    api = api_as(user)
+    assert api.delete(f"/api/workloads/{workload.pk}/snapshots/{real[0].pk}").status_code == 403
+    data = hostile.zst(hostile.tar(hostile.manifest_member(hostile.manifest([(0, 1, 0)] * 2)),
+                                   hostile.directory("volumes/0"), hostile.directory("volumes/1")))
+    imported = []
+    for _ in range(4):
+        response = api.post(f"/api/workloads/{workload.pk}/snapshots/import",
+                            {"archive": SimpleUploadedFile("a", data)}, format="multipart")
+        assert response.status_code == 201, response.content
+        imported.append(response.json()["id"])
+    left = set(Snapshot.objects.values_list("pk", flat=True))
+    assert {s.pk for s in real} <= left  # every captured snapshot is still there
+    assert left & set(imported) == set(imported[-2:])  # imports keep their own count
+    # and a capture does not count the imports against the manual ones
+    newer = capture.capture_snapshot(workload=workload)
+    left = set(Snapshot.objects.values_list("pk", flat=True))
+    assert {newer.pk, real[2].pk, real[1].pk} <= left and real[0].pk not in left
+    assert left & set(imported) == set(imported[-2:])
