@@ -7,11 +7,13 @@ import io
 import json
 import os
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
 from snapshots import journal, storage
 from snapshots.models import Snapshot
+from tests.conftest import REPO_ROOT, child_env
 from tests.snapshots.trees import describe, extract_bytes
 from workloads import runtime
 from workloads.models import Workload
@@ -107,3 +109,42 @@ def snapshot_from_bytes(workload: Workload, data: bytes, manifest: dict) -> Snap
 
 def read_archive(snapshot: Snapshot) -> io.BytesIO:
     return io.BytesIO(storage.archive_path(snapshot.workload_id, snapshot.archive).read_bytes())
+
+
+# --- child processes: a restore and the recovery sweep, each able to crash -----------------
+
+# A restore in its own process (the crash and pause points act only there).
+CHILD_RESTORE = """
+import os, sys
+import django
+django.setup()
+from snapshots import exchange, restore
+from snapshots.models import Snapshot
+from workloads.models import Workload
+if os.environ.get("TEST_NO_EXCHANGE") == "1":
+    exchange.supported = lambda directory: False
+workload = Workload.objects.with_parents().get(pk=int(sys.argv[1]))
+snapshot = Snapshot.objects.get(pk=int(sys.argv[2]))
+job = restore.restore(workload=workload, snapshot=snapshot)
+print(job.pk, job.outcome, flush=True)
+"""
+
+
+def child_process_env(**extra: str) -> dict[str, str]:
+    return child_env() | {"DJANGO_SETTINGS_MODULE": "tests.settings"} | extra
+
+
+def spawn_restore(workload: Workload, snapshot: Snapshot, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD_RESTORE, str(workload.pk), str(snapshot.pk)],
+        cwd=REPO_ROOT, env=child_process_env(**env), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+
+
+def run_sweep(**env: str) -> subprocess.CompletedProcess:
+    """`manage.py recover_restores` in a child process (it may be told to crash)."""
+    return subprocess.run(
+        [sys.executable, "manage.py", "recover_restores"], cwd=REPO_ROOT,
+        env=child_process_env(**env), capture_output=True, text=True, timeout=300, check=False,
+    )
