@@ -193,6 +193,7 @@ def _put_back(target: Target) -> None:
         exchange.exchange(target.staging, target.live)
     elif new is not None and live == new and aside == old and staging is None:
         os.rename(target.live, target.staging)
+        crashpoints.reached("rollback.half-put-back")
         os.rename(target.aside, target.live)
     elif live is None and aside == old:
         os.rename(target.aside, target.live)
