@@ -16,8 +16,6 @@ from snapshots.models import RestoreJob, Snapshot
 from tests.snapshots import hostile
 from tests.snapshots.conftest import add_volume, fill
 from tests.snapshots.restoring import (
-    NEW,
-    NEW_CONFIG,
     OLD,
     OLD_CONFIG,
     journals,
@@ -32,31 +30,6 @@ from workloads.models import EventLog, VolumeMount, Workload
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Outcome = RestoreJob.Outcome
-
-
-@pytest.fixture
-def two_volumes(make_workload) -> tuple[Workload, list[Path]]:
-    """A never-deployed workload with two volumes holding the "new" data."""
-    workload = make_workload()
-    data = add_volume(workload, "data", "/data")
-    config = add_volume(workload, "config", "/config")
-    fill(data, NEW)
-    fill(config, NEW_CONFIG)
-    os.chown(data / "index.html", 1000, 1000)
-    os.chmod(data / "index.html", 0o640)
-    return workload, [data, config]
-
-
-@pytest.fixture
-def snapshotted(two_volumes):
-    """(workload, paths, snapshot of the "new" data, trees of it); the volumes then hold "old"."""
-    workload, paths = two_volumes
-    wanted = trees(paths)
-    snapshot = capture.capture_snapshot(workload=workload)
-    assert snapshot.is_ready, snapshot.failure_text
-    replace_content(paths[0], OLD)
-    replace_content(paths[1], OLD_CONFIG)
-    return workload, paths, snapshot, wanted
 
 
 def assert_untouched(workload: Workload, paths: list[Path], before: list[dict]) -> None:
