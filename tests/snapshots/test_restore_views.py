@@ -149,3 +149,20 @@ def test_a_snapshot_being_restored_cannot_be_deleted(operator, snapshotted):
         f"/workloads/{workload.pk}/snapshots/{snapshot.pk}/delete", headers=HTMX)
     assert "This snapshot is being restored" in response.content.decode()
     assert Snapshot.objects.filter(pk=snapshot.pk).exists()
+
+
+def test_the_admin_lists_restores_read_only(snapshotted):
+    from django.contrib.auth.models import User
+
+    workload, _paths, snapshot, _wanted = snapshotted
+    job = RestoreJob.objects.create(workload=workload, snapshot=snapshot, state="running")
+    admin = User.objects.create_superuser("root-admin", password="x")
+    client = as_user(admin)
+    listing = client.get("/admin/snapshots/restorejob/")
+    assert listing.status_code == 200 and str(workload) in listing.content.decode()
+    detail = client.get(f"/admin/snapshots/restorejob/{job.pk}/change/")
+    assert detail.status_code == 200 and 'name="_save"' not in detail.content.decode()
+    assert client.get("/admin/snapshots/restorejob/add/").status_code == 403
+    assert client.post(f"/admin/snapshots/restorejob/{job.pk}/delete/",
+                       {"post": "yes"}).status_code == 403
+    assert RestoreJob.objects.filter(pk=job.pk).exists()
