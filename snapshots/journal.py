@@ -135,6 +135,16 @@ def identity(path: str) -> list[int] | None:
     return [info.st_dev, info.st_ino]
 
 
+def same(found: list[int] | None, recorded: list[int] | None) -> bool:
+    """Whether `found` is the directory `recorded`: the inode number decides.
+
+    The device number is recorded but not compared: a disk can come back with
+    another one after a reboot, and the paths a restore compares all sit in
+    one parent directory, so on one filesystem (pre-flight refuses mount points).
+    """
+    return found is not None and recorded is not None and found[1] == recorded[1]
+
+
 def write(journal: Journal) -> None:
     """Replace the journal on disk atomically and durably."""
     folder = directory()

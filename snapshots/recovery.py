@@ -153,7 +153,12 @@ def roll_back(record: Journal, *, job: RestoreJob | None, workload: Workload | N
     if job is not None:
         job.set_phase(Phase.ROLLING_BACK)
     if not record.has(journal.ROLLBACK):
-        record.record(journal.ROLLBACK, reason=error.english)
+        try:
+            record.record(journal.ROLLBACK, reason=error.english)
+        except OSError:
+            # Putting back is decided by inodes, not by this record, so a full
+            # disk that cannot take it must not keep the old data away.
+            logger.exception("restore %s: the rollback could not be journaled", record.job)
     for target in record.targets:
         _put_back(target)
         crashpoints.reached(f"rollback.put-back-{target.index}")
@@ -164,7 +169,7 @@ def roll_back(record: Journal, *, job: RestoreJob | None, workload: Workload | N
     deploy = None
     if workload is not None and record.has(journal.QUIESCE):
         # The containers were stopped (and perhaps removed): bring the old data back up.
-        deploy = _redeploy(record, job, workload)
+        deploy = redeploy(record, job, workload)
     crashpoints.reached("rollback.redeployed")
     if job is not None and workload is not None and job.finish(Outcome.FAILED, error.message,
                                                                error.params):
@@ -182,40 +187,53 @@ def roll_back(record: Journal, *, job: RestoreJob | None, workload: Workload | N
     journal.remove(record.job)
 
 
+OLD, NEW, NOTHING, OTHER = "the old data", "the snapshot", "nothing", "something else"
+
+
+def _what(target: Target, path: str) -> str:
+    """What `path` holds now, going by the inode the journal recorded."""
+    found = journal.identity(path)
+    if found is None:
+        return NOTHING
+    if journal.same(found, target.live_id):
+        return OLD
+    if journal.same(found, target.staging_id):
+        return NEW
+    return OTHER
+
+
 def _put_back(target: Target) -> None:
     """Make the live path name the old data again, whichever swap step was reached."""
-    old, new = target.live_id, target.staging_id
-    live, staging, aside = (journal.identity(p) for p in (target.live, target.staging,
-                                                            target.aside))
-    if live == old:
+    live, staging, aside = (_what(target, p) for p in (target.live, target.staging,
+                                                        target.aside))
+    if live == OLD:
         return  # never swapped, or already put back
-    if new is not None and live == new and staging == old:
+    if live == NEW and staging == OLD:
         exchange.exchange(target.staging, target.live)
-    elif new is not None and live == new and aside == old and staging is None:
+    elif live == NEW and aside == OLD and staging == NOTHING:
         os.rename(target.live, target.staging)
         crashpoints.reached("rollback.half-put-back")
         os.rename(target.aside, target.live)
-    elif live is None and aside == old:
+    elif live == NOTHING and aside == OLD:
         os.rename(target.aside, target.live)
     else:
-        raise RecoveryError(_found(target, live, staging, aside))
-    if journal.identity(target.live) != old:
-        raise RecoveryError(_found(target, *(journal.identity(p) for p in (
-            target.live, target.staging, target.aside))))
+        raise RecoveryError(_found(target))
+    if _what(target, target.live) != OLD:
+        raise RecoveryError(_found(target))
 
 
 def _remove_staging(target: Target) -> None:
     """Remove the unpacked snapshot: the staging path once the old data is back live."""
-    found = journal.identity(target.staging)
-    if found is None:
+    found = _what(target, target.staging)
+    if found == NOTHING:
         return
-    if target.staging_id is not None and found != target.staging_id:
-        raise RecoveryError(_found(target, journal.identity(target.live), found,
-                                   journal.identity(target.aside)))
     # Without a recorded inode (killed while unpacking) the path is still one
     # only this restore makes (journal.py checks the name), so it holds a
     # partial extraction.
-    _remove(target.staging)
+    if found == NEW or (found == OTHER and target.staging_id is None):
+        _remove(target.staging)
+    else:
+        raise RecoveryError(_found(target))
 
 
 # --- finishing forward ------------------------------------------------------------------
@@ -224,10 +242,8 @@ def finish_forward(record: Journal, *, job: RestoreJob | None, workload: Workloa
                    recovered: bool = False) -> None:
     """After COMMIT: redeploy, keep the previous data as a snapshot, remove it, close the job."""
     for target in record.targets:
-        if journal.identity(target.live) != target.staging_id:
-            raise RecoveryError(_found(target, journal.identity(target.live),
-                                       journal.identity(target.staging),
-                                       journal.identity(target.aside)))
+        if _what(target, target.live) != NEW:
+            raise RecoveryError(_found(target))
     if workload is None:
         # Deleted meanwhile: nothing to start or archive; the old data is left for people.
         logger.error("restore %s: workload %s is gone; the previous data is left in %s",
@@ -238,7 +254,7 @@ def finish_forward(record: Journal, *, job: RestoreJob | None, workload: Workloa
         if job is not None:
             job.set_phase(Phase.STARTING)
         record.record(journal.REDEPLOY)
-        deploy = _redeploy(record, job, workload)
+        deploy = redeploy(record, job, workload)
         record.record(journal.REDEPLOYED, deploy=deploy.pk if deploy else None,
                       succeeded=deploy is None or deploy.outcome == DeployRecord.Outcome.SUCCEEDED)
     crashpoints.reached("forward.redeployed")
@@ -261,15 +277,13 @@ def finish_forward(record: Journal, *, job: RestoreJob | None, workload: Workloa
 def _tidy(record: Journal) -> None:
     """After an exchange the old data sits under the staging name: give it the .old name."""
     moves = [t for t in record.targets
-             if t.mode == journal.EXCHANGE and journal.identity(t.staging) == t.live_id]
+             if t.mode == journal.EXCHANGE and _what(t, t.staging) == OLD]
     if not moves:
         return
     record.record(journal.TIDY)
     for target in moves:
-        if journal.identity(target.aside) is not None:
-            raise RecoveryError(_found(target, journal.identity(target.live),
-                                       journal.identity(target.staging),
-                                       journal.identity(target.aside)))
+        if _what(target, target.aside) != NOTHING:
+            raise RecoveryError(_found(target))
         os.rename(target.staging, target.aside)
     _fsync_parents(record)
 
@@ -310,9 +324,9 @@ def _archive(record: Journal, job: RestoreJob | None,
 
 def _close_forward(record: Journal, job: RestoreJob | None, workload: Workload,
                    kept: list[str], archive_error: str, recovered: bool) -> None:
+    job = RestoreJob.objects.filter(pk=job.pk).first() if job is not None else None
     if job is None:
         return
-    job.refresh_from_db()
     started = record.last(journal.REDEPLOYED)["succeeded"]
     outcome = Outcome.SUCCEEDED if started else Outcome.NOT_STARTED
     reason, params = "", {}
@@ -351,7 +365,7 @@ def _not_running_event(workload: Workload, job: RestoreJob) -> None:
 
 # --- shared ------------------------------------------------------------------------------
 
-def _redeploy(record: Journal, job: RestoreJob | None,
+def redeploy(record: Journal, job: RestoreJob | None,
               workload: Workload) -> DeployRecord | None:
     """Bring the workload back on the digest it ran (never a newer tag); None if it never ran."""
     if not record.reference:
@@ -368,7 +382,7 @@ def _redeploy(record: Journal, job: RestoreJob | None,
 def _old_copy(target: Target) -> str | None:
     """Where the volume's previous data is now (after the swap), or None once removed."""
     for path in (target.aside, target.staging):
-        if journal.identity(path) == target.live_id:
+        if _what(target, path) == OLD:
             return path
     return None
 
@@ -388,7 +402,9 @@ def _fsync_parents(record: Journal) -> None:
             fsync_dir(parent)
 
 
-def _found(target: Target, live, staging, aside) -> str:
-    return (f"volume {target.index} ({target.live}): expected the old data {target.live_id} or "
-            f"the snapshot {target.staging_id}, found live={live} staging={staging} "
-            f"aside={aside}; nothing more is changed")
+def _found(target: Target) -> str:
+    found = ", ".join(f"{name} {path}: {_what(target, path)} {journal.identity(path)}"
+                      for name, path in (("live", target.live), ("staging", target.staging),
+                                         ("aside", target.aside)))
+    return (f"volume {target.index}: the old data is inode {target.live_id}, the snapshot "
+            f"{target.staging_id}; found {found}. Nothing more was changed.")

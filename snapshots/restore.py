@@ -227,14 +227,33 @@ class _Restore:
                 crashpoints.reached("restore.swapped")
                 record.record(journal.COMMIT)
             except BaseException as exc:
-                recovery.roll_back(record, job=self.job, workload=self.workload,
-                                   error=_as_restore_error(exc, self.job))
+                self._undo(record, exc)
                 if not isinstance(exc, Exception):
                     raise  # Ctrl-C in the command: put back, then stop
                 return
         crashpoints.reached("restore.committed")
         self.progress.phase(Phase.STARTING)
-        recovery.finish_forward(record, job=self.job, workload=self.workload)
+        try:
+            recovery.finish_forward(record, job=self.job, workload=self.workload)
+        except Exception:  # noqa: BLE001 - the journal keeps the rest for the recovery
+            logger.exception("restore %s could not be finished; its journal is kept and the "
+                             "recovery sweep (or the next deploy) will finish it", self.job.pk)
+            self._bring_back(record)
+
+    def _undo(self, record: Journal, exc: BaseException) -> None:
+        try:
+            recovery.roll_back(record, job=self.job, workload=self.workload,
+                               error=_as_restore_error(exc, self.job))
+        except Exception:  # noqa: BLE001 - the journal keeps what is needed to try again
+            logger.critical("restore %s failed and could not be undone; its journal is kept "
+                            "for `manage.py recover_restores`", self.job.pk, exc_info=True)
+
+    def _bring_back(self, record: Journal) -> None:
+        """After the commit, whatever else failed: the workload must not stay down."""
+        try:
+            recovery.redeploy(record, self.job, self.workload)
+        except Exception:  # noqa: BLE001 - logged; the sweep redeploys again
+            logger.exception("restore %s: the emergency redeploy failed", self.job.pk)
 
     def _prepare(self, plan: preflight.Plan) -> Journal:
         """Make any missing volume directory, choose the names beside each, journal them."""
@@ -309,8 +328,8 @@ class _Restore:
     def _swap(self, record: Journal) -> None:
         self.progress.phase(Phase.SWAPPING)
         for target in record.targets:
-            if journal.identity(target.live) != target.live_id or \
-                    journal.identity(target.staging) != target.staging_id:
+            if not journal.same(journal.identity(target.live), target.live_id) or \
+                    not journal.same(journal.identity(target.staging), target.staging_id):
                 raise RestoreError(gettext_noop("The host path %(path)s changed while the "
                                                 "snapshot was unpacked."), path=target.live)
             if target.mode == journal.EXCHANGE:

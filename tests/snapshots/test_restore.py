@@ -403,3 +403,73 @@ def test_an_unreadable_journal_is_refused_by_the_sweep(db, settings):
         assert report.problems and "cannot be read" in report.problems[0]
     finally:
         (folder / "job-3.json").unlink()
+
+
+def full_disk_for(monkeypatch, step: str) -> None:
+    """Journal writes fail with ENOSPC from the record of `step` on."""
+    real = journal.write
+
+    def write(record) -> None:
+        if any(s["step"] == step for s in record.steps):
+            raise OSError(28, "No space left on device")
+        real(record)
+
+    monkeypatch.setattr(journal, "write", write)
+
+
+def test_a_journal_that_cannot_take_the_rollback_still_puts_everything_back(
+    snapshotted, monkeypatch
+):
+    workload, paths, snapshot, _wanted = snapshotted
+    before = trees(paths)
+    real = exchange.exchange
+    calls = []
+
+    def second_fails(first: str, second: str) -> None:
+        calls.append(second)
+        if len(calls) == 2:
+            raise OSError(5, "Input/output error")
+        real(first, second)
+
+    monkeypatch.setattr(exchange, "exchange", second_fails)
+    full_disk_for(monkeypatch, journal.ROLLBACK)
+
+    job = restore.restore(workload=workload, snapshot=snapshot)
+
+    refused(job, "Input/output error")
+    assert_untouched(workload, paths, before)
+
+
+def test_a_journal_that_fails_after_the_commit_is_finished_by_the_sweep(snapshotted,
+                                                                         monkeypatch):
+    workload, paths, snapshot, wanted = snapshotted
+    with monkeypatch.context() as patch:
+        full_disk_for(patch, journal.REDEPLOY)
+        job = restore.restore(workload=workload, snapshot=snapshot)
+    job.refresh_from_db()
+    assert job.state == RestoreJob.State.RUNNING  # left for the recovery, not guessed
+    assert trees(paths) == wanted and len(journals()) == 1
+
+    report = recovery.recover_all()
+
+    assert report.recovered == [f"restore #{job.pk}"] and not report.problems
+    job.refresh_from_db()
+    assert job.outcome == Outcome.SUCCEEDED and job.pre_restore_snapshot.is_ready
+    assert trees(paths) == wanted and strays(paths) == [] and journals() == []
+
+
+def test_a_restore_killed_on_this_workload_is_recovered_before_the_next_one_runs(snapshotted,
+                                                                                monkeypatch):
+    workload, paths, snapshot, wanted = snapshotted
+    with monkeypatch.context() as patch:
+        full_disk_for(patch, journal.REDEPLOY)
+        first = restore.restore(workload=workload, snapshot=snapshot)
+    assert len(journals()) == 1
+
+    second = restore.restore(workload=workload, snapshot=snapshot)
+
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.outcome == Outcome.SUCCEEDED  # finished from its journal first
+    assert second.outcome == Outcome.SUCCEEDED
+    assert journals() == [] and strays(paths) == []

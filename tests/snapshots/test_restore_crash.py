@@ -131,8 +131,9 @@ def crash_and_recover(scene, restore_point: str, sweep_point: str, side: str, **
     child = spawn_restore(workload, snapshot, BERTH_CRASH_POINT=restore_point, **env)
     out, err = child.communicate(timeout=180)
     assert child.returncode == crashpoints.CRASH_EXIT, f"it did not crash: {out}\n{err}"
-    left = journals()
-    committed = any(journal.load(Path(journal.directory()) / name).committed for name in left)
+    left = [journal.load(Path(journal.directory()) / name) for name in journals()]
+    assert [record.workload for record in left] in ([], [workload.pk])
+    committed = any(record.committed for record in left)
     assert ("new" if committed else "old") == side, "the commit record disagrees with the case"
 
     first = run_sweep(BERTH_CRASH_POINT=sweep_point)

@@ -66,6 +66,12 @@ class Command(BaseCommand):
 
     def _report(self, job: RestoreJob) -> None:
         job.refresh_from_db()
+        if job.is_active:
+            raise CommandError(
+                f"Restore #{job.pk} could not be finished or undone here (the server log says "
+                "why); `manage.py recover_restores` or the workload's next deploy will do it "
+                "from its journal."
+            )
         if job.outcome == RestoreJob.Outcome.FAILED:
             raise CommandError(f"Restore #{job.pk} failed; nothing was changed: "
                                f"{job.reason_text}")
