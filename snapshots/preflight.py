@@ -15,6 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext_noop
@@ -24,7 +25,7 @@ from snapshots.archive import Limits
 from snapshots.capture import captured_volumes
 from snapshots.errors import PreflightError
 from snapshots.models import Snapshot
-from workloads import runtime
+from workloads import paths, runtime
 from workloads.models import VolumeMount, Workload
 
 # Room kept beyond the snapshot's own size: per file and directory the
@@ -61,13 +62,48 @@ def check(*, workload: Workload, snapshot: Snapshot, limits: Limits) -> Plan:
         raise PreflightError(gettext_noop("This workload has no volumes to restore."))
     _check_indexes(snapshot, volumes)
     targets = [_host_path(volume) for volume in volumes]
+    for volume, target in zip(volumes, targets, strict=True):
+        _check_berths_own(volume, target)
     _check_overlaps(volumes, targets)
     for volume, target in zip(volumes, targets, strict=True):
         _check_target(volume, target)
     _check_neighbours(workload, targets)
     _check_space(snapshot, targets, limits)
+    reference = _reference(workload)
+    if reference:
+        _check_redeployable(workload, reference)
     return Plan(workload=workload, snapshot=snapshot, volumes=volumes, targets=targets,
-                reference=_reference(workload))
+                reference=reference)
+
+
+def _berths_own_paths() -> list[str]:
+    """Directories and files Berth itself lives on: no restore may swap them away."""
+    database = settings.DATABASES["default"]
+    own = [str(settings.DATA_DIR), str(settings.BASE_DIR), paths.volumes_root(),
+           str(storage.root()), str(settings.DATA_DIR / "restore-journal")]
+    if database["ENGINE"].endswith("sqlite3"):
+        own.append(str(database["NAME"]))
+    return [os.path.normpath(path) for path in own]
+
+
+def _check_berths_own(volume: VolumeMount, target: str) -> None:
+    """A target may not hold Berth's data, code or database, nor sit in its data directory
+    anywhere but under the volumes root (an `absolute` volume could name either)."""
+    for own in _berths_own_paths():
+        if exchange.is_inside(own, target):
+            raise PreflightError(
+                gettext_noop("The host path %(path)s of volume %(target)s holds Berth's own "
+                             "files (%(own)s); a restore cannot swap it."),
+                path=target, target=volume.target, own=own,
+            )
+    data_dir = os.path.normpath(str(settings.DATA_DIR))
+    if exchange.is_inside(target, data_dir) and not exchange.is_inside(target,
+                                                                       paths.volumes_root()):
+        raise PreflightError(
+            gettext_noop("The host path %(path)s of volume %(target)s is inside Berth's data "
+                         "directory but not under its volumes; a restore cannot swap it."),
+            path=target, target=volume.target,
+        )
 
 
 def _check_indexes(snapshot: Snapshot, volumes: list[VolumeMount]) -> None:
@@ -237,6 +273,28 @@ def _reference(workload: Workload) -> str:
             raise PreflightError(gettext_noop("The workload has containers but no recorded "
                                               "running version; deploy it before restoring."))
     return reference
+
+
+def _check_redeployable(workload: Workload, reference: str) -> None:
+    """The workload must be able to come back: the engine answers and its image can be pulled.
+
+    The pull also leaves the image on the host, so the redeploy inside the
+    downtime window has nothing to download.
+    """
+    if not runtime.engine_status().reachable:
+        raise PreflightError(gettext_noop("The Docker engine is unreachable: the workload "
+                                          "could not be stopped and brought back."))
+    credential = workload.registry_credential
+    try:
+        runtime.pull(reference, username=credential.username if credential else "",
+                     password=credential.get_password() if credential else "")
+    except runtime.EngineError as exc:
+        raise PreflightError(
+            gettext_noop("The image the workload runs (%(reference)s) cannot be pulled now, "
+                         "so the workload could not be brought back after the restore: "
+                         "%(error)s"),
+            reference=reference, error=str(exc),
+        ) from None
 
 
 def open_verified(snapshot: Snapshot) -> BinaryIO:

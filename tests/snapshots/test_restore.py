@@ -197,6 +197,30 @@ def test_another_workloads_volume_inside_a_target_is_refused(snapshotted, make_w
     assert_untouched(workload, paths, before)
 
 
+@pytest.mark.parametrize("where", ["data-dir-parent", "data-dir", "inside-data-dir",
+                                   "volumes-root", "code"])
+def test_a_volume_over_berths_own_files_is_refused(where, snapshotted, settings):
+    """An `absolute` volume could name Berth's own directories: swapping them would move
+    its database, journals and archives away and then delete them."""
+    workload, paths, snapshot, _wanted = snapshotted
+    data_dir = Path(settings.DATA_DIR)
+    source = {"data-dir-parent": data_dir.parent, "data-dir": data_dir,
+              "inside-data-dir": data_dir / "locks", "volumes-root": data_dir / "volumes",
+              "code": Path(settings.BASE_DIR)}[where]
+    first = workload.volumes.order_by("id").first()
+    VolumeMount.objects.filter(pk=first.pk).update(scope="absolute", source=str(source))
+    database = Path(settings.DATABASES["default"]["NAME"])
+    before = (database.stat().st_ino, sorted(os.listdir(data_dir)), trees(paths[1:]))
+
+    job = restore.restore(workload=workload, snapshot=snapshot)
+
+    job.refresh_from_db()
+    assert job.outcome == Outcome.FAILED
+    assert "Berth's own files" in job.reason_text or "Berth's data directory" in job.reason_text
+    assert (database.stat().st_ino, sorted(os.listdir(data_dir)), trees(paths[1:])) == before
+    assert journals() == []
+
+
 def test_a_mount_point_volume_is_refused(snapshotted):
     workload, paths, snapshot, _wanted = snapshotted
     mounted = mount_tmpfs(paths[1], "1m")

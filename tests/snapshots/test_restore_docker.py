@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -157,11 +158,16 @@ def test_when_the_containers_cannot_be_removed_the_old_data_runs_again(deployed,
 def test_a_redeploy_failure_after_the_commit_keeps_the_restore_and_says_so(deployed,
                                                                           monkeypatch):
     workload, paths, _deploy, snapshot, wanted = deployed
+    real = runtime.pull
+    pulls = []
 
-    def unreachable(*args, **kwargs):
-        raise runtime.PullFailed("simulated: registry gone")
+    def gone_after_the_checks(*args, **kwargs):
+        pulls.append(args)
+        if len(pulls) > 1:  # pre-flight's pull works; the redeploy's does not
+            raise runtime.PullFailed("simulated: registry gone")
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(runtime, "pull", unreachable)
+    monkeypatch.setattr(runtime, "pull", gone_after_the_checks)
 
     job = restore.restore(workload=workload, snapshot=snapshot)
 
@@ -176,14 +182,33 @@ def test_a_redeploy_failure_after_the_commit_keeps_the_restore_and_says_so(deplo
                                    message__contains="did not start again").exists()
 
 
+def test_an_image_that_cannot_be_pulled_is_refused_before_anything_stops(deployed,
+                                                                          monkeypatch):
+    workload, paths, _deploy, snapshot, _wanted = deployed
+    before, live = engine_containers(workload), trees(paths)
+
+    def unreachable(*args, **kwargs):
+        raise runtime.PullFailed("simulated: registry gone")
+
+    monkeypatch.setattr(runtime, "pull", unreachable)
+
+    job = restore.restore(workload=workload, snapshot=snapshot)
+
+    job.refresh_from_db()
+    assert job.outcome == Outcome.FAILED and "cannot be pulled now" in job.reason_text
+    assert "The image could not be pulled." in job.reason_text  # the safe message, no raw text
+    assert engine_containers(workload) == before and trees(paths) == live
+    assert strays(paths) == [] and journals() == []
+
+
 def test_a_full_volume_filesystem_is_refused_without_stopping_anything(
     docker, current_tag, make_workload, settings
 ):
     from tests.snapshots.test_restore import mount_tmpfs, unmount
 
     settings.BERTH_SNAPSHOT_RESERVE_BYTES = 0
-    base = Path(os.environ["BERTH_DATA_DIR"]) / f"small-{os.getpid()}"
-    small = mount_tmpfs(base, "6m")
+    base = Path(tempfile.mkdtemp(prefix="berth-small-disk-"))
+    small = mount_tmpfs(base / "fs", "6m")
     try:
         workload = make_workload()
         VolumeMount.objects.create(workload=workload, scope="absolute", source=str(small / "v"),
@@ -208,6 +233,7 @@ def test_a_full_volume_filesystem_is_refused_without_stopping_anything(
 
         remove_test_containers()  # they hold the tmpfs busy
         unmount(small)
+        small.rmdir()
         base.rmdir()
 
 
