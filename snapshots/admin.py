@@ -13,7 +13,7 @@ from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from snapshots.models import Snapshot
+from snapshots.models import RestoreJob, Snapshot
 
 
 @admin.register(Snapshot)
@@ -54,3 +54,36 @@ class SnapshotAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+@admin.register(RestoreJob)
+class RestoreJobAdmin(admin.ModelAdmin):
+    """Restores are history: read-only here. Start one from the workload's page, the API or
+    `manage.py restore`."""
+
+    list_display = ["id", "created", "workload", "snapshot", "state", "phase", "outcome", "user",
+                    "pre_restore_snapshot", "finished"]
+    list_select_related = ["workload__stage__project", "snapshot", "user"]
+    list_filter = ["state", "outcome"]
+    search_fields = ["workload__slug"]
+    date_hierarchy = "created"
+    readonly_fields = [
+        "workload", "snapshot", "state", "phase", "outcome", "reason_text", "bytes_done",
+        "bytes_total", "pre_restore_snapshot", "deploy", "kept_paths", "user", "created",
+        "started", "finished",
+    ]
+    fields = readonly_fields
+
+    @admin.display(description=_("reason"))
+    def reason_text(self, job: RestoreJob) -> str:
+        return job.reason_text
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # An active job's row is what keeps a second restore out; a finished one is history.
+        return obj is None or not obj.is_active

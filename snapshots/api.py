@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import mixins, serializers, status, viewsets
+from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.authentication import CSRFCheck, SessionAuthentication
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
@@ -19,8 +19,10 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
 from snapshots import capture, imports, storage
-from snapshots.models import Snapshot
-from snapshots.serializers import SnapshotListSerializer, SnapshotSerializer
+from snapshots import restore as restore_engine
+from snapshots.errors import PreflightError
+from snapshots.models import RestoreJob, Snapshot
+from snapshots.serializers import RestoreJobSerializer, SnapshotListSerializer, SnapshotSerializer
 from snapshots.uploads import FIELD, SnapshotUploadHandler, StagedUpload
 from workloads.api_errors import Conflict
 from workloads.models import Workload
@@ -77,6 +79,15 @@ def _import_authenticators() -> list[type]:
             for cls in api_settings.DEFAULT_AUTHENTICATION_CLASSES]
 
 
+CONFIRM_HEADER = "X-Confirm-Restore"
+
+
+class PreconditionRequired(exceptions.APIException):
+    status_code = 428
+    default_detail = _("This request needs a confirmation header.")
+    default_code = "precondition_required"
+
+
 class ImportSerializer(serializers.Serializer):
     archive = serializers.FileField(help_text="A snapshot archive (.tar.zst).")
 
@@ -99,6 +110,7 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
         "download": "workloads.snapshot_workload",
         "import_archive": "workloads.snapshot_workload",
         "destroy": "snapshots.delete_snapshot",
+        "restore": "workloads.restore_workload",
     }
     _upload_handler: SnapshotUploadHandler | None = None
 
@@ -199,3 +211,62 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
         snapshot = imports.import_snapshot(workload=workload, staged=upload.staged,
                                            user=request.user)
         return self._located(snapshot, status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=None,
+        parameters=[WORKLOAD_ID, OpenApiParameter(
+            CONFIRM_HEADER, OpenApiTypes.STR, OpenApiParameter.HEADER, required=True,
+            description="The workload's slug: confirms that its volumes are replaced.",
+        )],
+        responses={202: RestoreJobSerializer, 404: None, 409: None, 428: None},
+    )
+    @action(detail=True, methods=["post"])
+    def restore(self, request, *args, **kwargs):
+        """Replace the workload's volumes with this snapshot; follow the returned job's `url`.
+
+        The workload stops for a moment while its volumes are swapped and comes
+        back on the version it ran; its current data is kept as a
+        `pre_restore` snapshot. 428 without the confirmation header, 409 while
+        another restore of the workload is queued or running (with a link to it).
+        """
+        workload = self.get_workload()
+        snapshot = self.get_object()
+        if request.headers.get(CONFIRM_HEADER) != workload.slug:
+            raise PreconditionRequired(
+                _("Confirm the restore with the header %(header)s: %(slug)s (the workload's "
+                  "slug); its volumes will be replaced by the snapshot's data.")
+                % {"header": CONFIRM_HEADER, "slug": workload.slug}
+            )
+        try:
+            job = restore_engine.request_restore(workload=workload, snapshot=snapshot,
+                                                  user=request.user)
+        except restore_engine.RestoreBusy as exc:
+            return _busy(exc)
+        except PreflightError as exc:
+            raise Conflict(str(exc)) from None
+        job.refresh_from_db()
+        url = reverse("api:restore-detail", args=[job.pk])
+        return Response(RestoreJobSerializer(job).data, status=status.HTTP_202_ACCEPTED,
+                        headers={"Location": url})
+
+
+def _busy(exc) -> Response:
+    """409, with a link to the restore that holds the workload."""
+    active = exc.active
+    url = reverse("api:restore-detail", args=[active.pk]) if active is not None else None
+    headers = {"Location": url} if url else {}
+    return Response({"detail": str(exc), "active_restore": url},
+                    status=status.HTTP_409_CONFLICT, headers=headers)
+
+
+class RestoreJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                        viewsets.GenericViewSet):
+    """Restores, newest first; one to follow after POST …/snapshots/{sid}/restore."""
+
+    serializer_class = RestoreJobSerializer
+    permission_classes = [ActionPermission]
+    action_permissions = {"list": "snapshots.view_restorejob",
+                          "retrieve": "snapshots.view_restorejob"}
+
+    def get_queryset(self):
+        return RestoreJob.objects.select_related("user")

@@ -142,6 +142,38 @@ def capture_locked(
     return snapshot
 
 
+def capture_copies_locked(
+    *, workload: Workload, roots: list[str], volumes: list[dict],
+    user: AbstractBaseUser | None = None,
+) -> Snapshot:
+    """The restore's `pre_restore` snapshot: the volumes' previous data, no longer live.
+
+    `roots[i]` is the directory that holds volume i's previous data (the
+    restore has swapped it out of the host path, so nothing writes to it);
+    `volumes[i]` is how the manifest describes that volume. Runs under the
+    caller's lock; returns the row, ready or failed with the reason.
+    """
+    locks.assert_held(workload.pk)
+    Snapshot.fail_interrupted(workload=workload, lock_held=True)
+    snapshot = Snapshot.objects.create(
+        workload=workload, kind=Snapshot.Kind.PRE_RESTORE, user=_user(user),
+        state=Snapshot.State.CAPTURING,
+    )
+    try:
+        _write(workload, snapshot, volumes, roots, SnapshotConsistency.STOP)
+    except SnapshotError as exc:
+        _failed(workload, snapshot, exc)
+    except Exception:  # noqa: BLE001 - every failure must end in a failed row
+        logger.exception("pre-restore snapshot %s of workload %s failed", snapshot.pk,
+                         workload.pk)
+        _failed(workload, snapshot, CaptureError(
+            gettext_noop("Berth hit an internal error; the server log has the details.")
+        ))
+    if snapshot.is_ready:
+        retention.prune(workload)
+    return snapshot
+
+
 def backup_before_deploy(*, workload: Workload, record: DeployRecord) -> Snapshot | None:
     """dispatch()'s pre-deploy snapshot, taken while the old containers are stopped.
 
@@ -205,7 +237,7 @@ def _capture(workload: Workload, snapshot: Snapshot, *, stop_containers: bool,
         roots = [_host_path(v) for v in volumes]
         if stop_containers:
             stopped = _stop_containers(workload)
-        _write(workload, snapshot, volumes, roots, consistency)
+        _write(workload, snapshot, [_described(v) for v in volumes], roots, consistency)
     except SnapshotError as exc:
         _failed(workload, snapshot, exc)
     except Exception:  # noqa: BLE001 - every failure must end in a failed row
@@ -281,7 +313,12 @@ class _Progress:
             self.snapshot.report_progress(done)
 
 
-def _write(workload: Workload, snapshot: Snapshot, volumes: list[VolumeMount],
+def _described(volume: VolumeMount) -> dict:
+    """A volume as the manifest records it (for people: restore never uses these paths)."""
+    return {"scope": volume.scope, "source": volume.source, "target": volume.target}
+
+
+def _write(workload: Workload, snapshot: Snapshot, volumes: list[dict],
            roots: list[str], consistency: str) -> None:
     scans = writer.scan_volumes(roots, Limits.from_settings())
     snapshot.start(sum(scan.bytes for scan in scans))
@@ -289,7 +326,7 @@ def _write(workload: Workload, snapshot: Snapshot, volumes: list[VolumeMount],
         created=timezone.now().isoformat(),
         workload={"id": workload.pk, "name": workload.name, "path": str(workload)},
         consistency=consistency,
-        volumes=[{"scope": v.scope, "source": v.source, "target": v.target} for v in volumes],
+        volumes=volumes,
         scans=scans,
     )
     fd, temp = storage.open_temp(storage.workload_dir(workload.pk))
@@ -355,6 +392,9 @@ def delete_snapshot(*, snapshot: Snapshot, user: AbstractBaseUser | None = None)
     if snapshot.is_active:
         raise SnapshotBusy(gettext_noop("This snapshot is still being taken; delete it once it "
                                         "has finished."))
+    if snapshot.restores.active().exists():
+        raise SnapshotBusy(gettext_noop("This snapshot is being restored; delete it once the "
+                                        "restore has finished."))
     with transaction.atomic():
         snapshot_id = snapshot.pk
         snapshot.delete()

@@ -41,3 +41,11 @@ class InsufficientSpace(ArchiveError):
 
 class CaptureError(SnapshotError):
     """A capture could not finish; the message says why."""
+
+
+class RestoreError(SnapshotError):
+    """A restore could not go on; every volume is (or is being put) back as it was."""
+
+
+class PreflightError(RestoreError):
+    """A restore was refused before anything was touched."""

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
-from django.utils.translation import gettext, gettext_noop
+from django.utils.translation import gettext, gettext_noop, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
 from snapshots.errors import SnapshotError
@@ -214,3 +214,178 @@ class Snapshot(models.Model):
 
 def _jsonable(params: dict) -> dict:
     return {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in params.items()}
+
+
+class RestoreJobQuerySet(models.QuerySet):
+    def active(self) -> RestoreJobQuerySet:
+        return self.filter(state__in=RestoreJob.ACTIVE_STATES)
+
+
+class RestoreJob(models.Model):
+    """One restore of a snapshot onto its workload's live volumes (snapshots/restore.py).
+
+    `state` says whether it is waiting, running or over; `phase` where it is;
+    `outcome` how it ended. While one is queued or running no other may start
+    for the same workload: a partial unique index says so to every process.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued", _("Queued")
+        RUNNING = "running", pgettext_lazy("restore state", "Running")
+        FINISHED = "finished", _("Finished")
+
+    class Phase(models.TextChoices):
+        QUEUED = "queued", _("Waiting to start")
+        PREFLIGHT = "preflight", _("Checking the snapshot and the volumes")
+        EXTRACTING = "extracting", _("Unpacking the snapshot beside the volumes")
+        STOPPING = "stopping", _("Stopping the workload")
+        SWAPPING = "swapping", _("Swapping the volumes")
+        STARTING = "starting", _("Starting the workload")
+        ARCHIVING = "archiving", _("Keeping the previous data as a snapshot")
+        ROLLING_BACK = "rolling_back", _("Putting the previous data back")
+        DONE = "done", _("Done")
+
+    class Outcome(models.TextChoices):
+        SUCCEEDED = "succeeded", _("Restored")
+        NOT_STARTED = "not_started", _("Restored, but the workload did not start")
+        FAILED = "failed", _("Failed; the volumes were left as they were")
+
+    ACTIVE_STATES = (State.QUEUED, State.RUNNING)
+
+    workload = models.ForeignKey(
+        Workload, models.CASCADE, related_name="restores", verbose_name=_("workload")
+    )
+    snapshot = models.ForeignKey(
+        Snapshot, models.SET_NULL, null=True, blank=True, related_name="restores",
+        verbose_name=_("snapshot"), help_text=_("The snapshot restored."),
+    )
+    state = models.CharField(_("state"), max_length=10, choices=State, default=State.QUEUED)
+    phase = models.CharField(_("phase"), max_length=12, choices=Phase, default=Phase.QUEUED)
+    outcome = models.CharField(_("outcome"), max_length=12, choices=Outcome, blank=True)
+    bytes_done = models.BigIntegerField(_("bytes done"), default=0)
+    bytes_total = models.BigIntegerField(_("bytes in total"), default=0)
+    reason = models.TextField(
+        _("reason"), blank=True,
+        help_text=_("Why it failed, or what the operator should know about its outcome."),
+    )
+    reason_params = models.JSONField(default=dict, blank=True)
+    pre_restore_snapshot = models.ForeignKey(
+        Snapshot, models.SET_NULL, null=True, blank=True, related_name="+",
+        verbose_name=_("pre-restore snapshot"),
+        help_text=_("The data the volumes held before, kept as a snapshot."),
+    )
+    deploy = models.ForeignKey(
+        DeployRecord, models.SET_NULL, null=True, blank=True, related_name="+",
+        verbose_name=_("redeploy"), help_text=_("The deploy that brought the workload back."),
+    )
+    kept_paths = models.JSONField(
+        _("kept directories"), default=list, blank=True,
+        help_text=_("Directories holding the previous data that could not be archived."),
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, verbose_name=_("user")
+    )
+    created = models.DateTimeField(_("requested"), default=timezone.now)
+    started = models.DateTimeField(_("started"), null=True, blank=True)
+    finished = models.DateTimeField(_("finished"), null=True, blank=True)
+
+    objects = RestoreJobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        verbose_name = _("restore")
+        verbose_name_plural = _("restores")
+        indexes = [models.Index(fields=["workload", "-created"], name="restore_workload_idx")]
+        constraints = [
+            # Single flight: one restore queued or running per workload, in every process.
+            models.UniqueConstraint(
+                fields=["workload"], condition=Q(state__in=["queued", "running"]),
+                name="one_active_restore_per_workload",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workload} restore #{self.pk} ({self.state})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in self.ACTIVE_STATES
+
+    @property
+    def reason_text(self) -> str:
+        """The reason in the active language."""
+        if not self.reason:
+            return ""
+        try:
+            return str(SnapshotError(self.reason, **self.reason_params))
+        except (KeyError, TypeError, ValueError):
+            return gettext(self.reason)
+
+    @property
+    def progress_percent(self) -> int:
+        if not self.bytes_total:
+            return 0
+        return min(100, self.bytes_done * 100 // self.bytes_total)
+
+    def claim(self) -> bool:
+        """Queued → running; False if another worker got there first. Call under the lock."""
+        now = timezone.now()
+        claimed = RestoreJob.objects.filter(pk=self.pk, state=self.State.QUEUED).update(
+            state=self.State.RUNNING, phase=self.Phase.PREFLIGHT, started=now
+        )
+        if claimed:
+            self.state, self.phase, self.started = self.State.RUNNING, self.Phase.PREFLIGHT, now
+        return bool(claimed)
+
+    def set_phase(self, phase: str) -> None:
+        self.phase = phase
+        RestoreJob.objects.filter(pk=self.pk).update(phase=phase)
+
+    def start_progress(self, total: int) -> None:
+        self.bytes_total, self.bytes_done = total, 0
+        RestoreJob.objects.filter(pk=self.pk).update(bytes_total=total, bytes_done=0)
+
+    def report_progress(self, done: int) -> None:
+        self.bytes_done = done
+        RestoreJob.objects.filter(pk=self.pk).update(bytes_done=done)
+
+    def link(self, **fields: object) -> None:
+        """Record the redeploy or the pre-restore snapshot as soon as they exist."""
+        for name, value in fields.items():
+            setattr(self, name, value)
+        RestoreJob.objects.filter(pk=self.pk).update(**fields)
+
+    def finish(self, outcome: str, reason: str = "", params: dict | None = None,
+               kept_paths: list[str] | None = None) -> bool:
+        """Mark the job over; False if it already was (a second sweep changes nothing)."""
+        values = {
+            "state": self.State.FINISHED, "phase": self.Phase.DONE, "outcome": outcome,
+            "reason": reason, "reason_params": _jsonable(params or {}),
+            "kept_paths": list(kept_paths or []), "finished": timezone.now(),
+        }
+        if not RestoreJob.objects.active().filter(pk=self.pk).update(**values):
+            return False
+        for name, value in values.items():
+            setattr(self, name, value)
+        return True
+
+    @classmethod
+    def fail_dead(cls, *, workload: Workload, lock_held: bool) -> int:
+        """Mark the workload's restores that cannot still be running as failed.
+
+        A job is claimed (queued → running) only under the workload's lock,
+        which the restore holds to the end, so a caller holding the lock knows
+        a running job is dead — after the recovery of its journal, if it had
+        one, so call this only once that is done. Without the lock, only queued
+        jobs older than the task timeout are known dead (their task was lost).
+        """
+        if lock_held:
+            dead = Q(state=cls.State.RUNNING)
+        else:
+            cutoff = timezone.now() - timedelta(seconds=settings.BERTH_TASK_TIMEOUT + 600)
+            dead = Q(state=cls.State.QUEUED, created__lt=cutoff)
+        return cls.objects.filter(dead, workload=workload).update(
+            state=cls.State.FINISHED, phase=cls.Phase.DONE, outcome=cls.Outcome.FAILED,
+            finished=timezone.now(), reason_params={},
+            reason=gettext_noop("The restore was interrupted before it changed anything."),
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.urls import reverse
 from rest_framework import serializers
 
-from snapshots.models import Snapshot
+from snapshots.models import RestoreJob, Snapshot
 
 
 class SnapshotSerializer(serializers.ModelSerializer):
@@ -51,3 +51,27 @@ class SnapshotListSerializer(SnapshotSerializer):
 
     class Meta(SnapshotSerializer.Meta):
         fields = [name for name in SnapshotSerializer.Meta.fields if name != "skipped"]
+
+
+class RestoreJobSerializer(serializers.ModelSerializer):
+    """A restore to follow: its phase, the bytes unpacked so far, and how it ended."""
+
+    url = serializers.SerializerMethodField()
+    phase_display = serializers.CharField(source="get_phase_display", read_only=True)
+    progress = serializers.SerializerMethodField()
+    reason = serializers.CharField(source="reason_text", read_only=True)
+    user = serializers.CharField(source="user.get_username", read_only=True, default=None)
+
+    class Meta:
+        model = RestoreJob
+        fields = [
+            "id", "url", "workload", "snapshot", "state", "phase", "phase_display", "progress",
+            "outcome", "reason", "pre_restore_snapshot", "deploy", "kept_paths", "user",
+            "created", "started", "finished",
+        ]
+
+    def get_url(self, job: RestoreJob) -> str:
+        return reverse("api:restore-detail", args=[job.pk])
+
+    def get_progress(self, job: RestoreJob) -> dict:
+        return {"bytes_done": job.bytes_done, "bytes_total": job.bytes_total}

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.utils.translation import gettext_noop
 from django_q.tasks import async_task
 
 from snapshots import capture
-from snapshots.models import Snapshot
+from snapshots.models import RestoreJob, Snapshot
 
 
 def enqueue_capture(snapshot_id: int) -> None:
@@ -29,3 +30,35 @@ def run_capture(snapshot_id: int) -> None:
     capture.capture_snapshot(
         workload=snapshot.workload, kind=snapshot.kind, user=snapshot.user, snapshot=snapshot
     )
+
+
+def enqueue_restore(job_id: int) -> None:
+    # A restore must never run twice: the job is claimed with a conditional
+    # update under the workload's lock (a second delivery finds it no longer
+    # queued), the cluster acknowledges failures instead of retrying them
+    # (max_attempts 1, ack_failures), and `retry` is longer than this timeout
+    # so the broker never hands out a task that is still running. A restore
+    # killed at the timeout is finished or undone from its journal by the next
+    # holder of the workload's lock, or at start-up.
+    async_task(
+        "snapshots.tasks.run_restore",
+        job_id,
+        task_name=f"restore-{job_id}",
+        timeout=settings.BERTH_TASK_TIMEOUT,
+    )
+
+
+def run_restore(job_id: int) -> None:
+    from snapshots import restore
+
+    job = (
+        RestoreJob.objects.select_related("workload__stage__project", "snapshot", "user")
+        .filter(pk=job_id)
+        .first()
+    )
+    if job is None or job.state != RestoreJob.State.QUEUED or job.snapshot is None:
+        if job is not None and job.snapshot is None and job.state == RestoreJob.State.QUEUED:
+            job.finish(RestoreJob.Outcome.FAILED, gettext_noop(
+                "The snapshot was deleted before the restore started."))
+        return  # Deleted with its workload, or already run by another worker.
+    restore.restore(workload=job.workload, snapshot=job.snapshot, user=job.user, job=job)

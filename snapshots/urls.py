@@ -9,4 +9,6 @@ urlpatterns = [
          name="snapshot-delete"),
     path("workloads/<int:pk>/snapshots/<int:sid>/download", views.snapshot_download,
          name="snapshot-download"),
+    path("workloads/<int:pk>/snapshots/<int:sid>/restore", views.snapshot_restore,
+         name="snapshot-restore"),
 ]

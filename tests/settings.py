@@ -37,3 +37,7 @@ STORAGES["staticfiles"] = {  # noqa: F405
     "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
 }
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405 - whitenoise warns without it
+
+# Crash and pause points in the restore engine (snapshots/crashpoints.py): only
+# this test settings module turns them on; berth/settings.py has no such switch.
+BERTH_TEST_CRASH_POINTS = True

@@ -86,7 +86,8 @@ def dispatch(
         return record
     try:
         with locks.workload_lock(workload.pk):
-            _run(workload, record)
+            if _finish_interrupted_restores(workload, record):
+                _run(workload, record)
     except locks.LockTimeout as exc:
         _record_failure(workload, record, DeployError(Failure.LOCK_TIMEOUT, str(exc)), [])
     except Exception:  # noqa: BLE001 - the lock itself failed; still a ledger row
@@ -98,14 +99,38 @@ def dispatch(
 
 def dispatch_locked(
     *, workload: Workload, reason: str, user: AbstractBaseUser | None = None,
-    reference: str = "",
+    reference: str = "", backup: bool = True,
 ) -> DeployRecord:
-    """dispatch() for a caller that already holds the workload's lock (restore)."""
+    """dispatch() for a caller that already holds the workload's lock (restore).
+
+    `backup=False` skips the pre-deploy snapshot. The restore passes it: the
+    volumes it redeploys onto hold exactly the snapshot it just restored, the
+    data they held before is kept as the restore's `pre_restore` snapshot, and
+    capturing them here would stretch the workload's downtime with the size
+    of its data.
+    """
     locks.assert_held(workload.pk)
     record = DeployRecord.open(workload=workload, reason=reason, user=user, reference=reference)
     record.claim()
-    _run(workload, record)
+    _run(workload, record, backup=backup)
     return record
+
+
+def _finish_interrupted_restores(workload: Workload, record: DeployRecord) -> bool:
+    """Recover a restore of this workload that died, before deploying onto its volumes.
+
+    A restore holds the lock to its end, so one whose journal is still on disk
+    while we hold the lock was killed: its volumes may be half swapped. False
+    (and the deploy fails) if the recovery cannot decide what to do.
+    """
+    from snapshots import recovery
+
+    try:
+        recovery.recover_workload(workload)
+    except recovery.RecoveryError as exc:
+        _record_failure(workload, record, DeployError(Failure.INTERNAL, str(exc)), [])
+        return False
+    return True
 
 
 class RollbackRefused(Exception):
@@ -164,7 +189,7 @@ def rollback(
     )
 
 
-def _run(workload: Workload, record: DeployRecord) -> None:
+def _run(workload: Workload, record: DeployRecord, *, backup: bool = True) -> None:
     secrets: list[str] = []
     try:
         # Re-read: the configuration may have changed while the deploy was queued.
@@ -179,7 +204,8 @@ def _run(workload: Workload, record: DeployRecord) -> None:
             raise DeployError(exc.code, exc.raw) from None
         record.pinned_reference, record.image_id = resolved.pinned, resolved.image_id
         new = _replace_containers(
-            workload, resolved.image, record, before_start=lambda: _backup(workload, record)
+            workload, resolved.image, record,
+            before_start=(lambda: _backup(workload, record)) if backup else None,
         )
         with transaction.atomic():
             Container.replace_for(workload, new, resolved.image)

@@ -29,8 +29,8 @@ METRICS_DEFAULT = metrics_history.DEFAULT_WINDOW
 def _state_context(workload: Workload) -> dict:
     """What the state panel, the deploy history and the events list show.
 
-    `busy` while a deploy is unfinished; `current_deploy` is the newest
-    successful one — the rows before it are the ones to roll back to.
+    `busy` while a deploy or a restore is unfinished; `current_deploy` is the
+    newest successful one — the rows before it are the ones to roll back to.
     """
     deploys = list(
         workload.deploys.select_related("user", "rolled_back_from", "pre_deploy_snapshot")[
@@ -39,10 +39,14 @@ def _state_context(workload: Workload) -> dict:
     )
     last = deploys[0] if deploys else None
     current = next((d for d in deploys if d.outcome == DeployRecord.Outcome.SUCCEEDED), None)
+    # A restore swaps the volumes and redeploys: deploying or rolling back
+    # meanwhile would only wait for its lock, so the buttons say so instead.
+    restoring = workload.restores.active().exists()
     return {
         "workload": workload,
         "last_deploy": last,
-        "busy": last is not None and not last.is_finished,
+        "restoring": restoring,
+        "busy": restoring or (last is not None and not last.is_finished),
         "deploys": deploys,
         "current_deploy": current,
         "containers": workload.containers.live(),

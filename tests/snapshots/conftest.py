@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from snapshots import storage
+from snapshots import capture, storage
 from workloads.models import VolumeMount, Workload
 
 
@@ -52,3 +52,44 @@ def leftovers() -> list[str]:
         found += [os.path.join(directory, n) for n in dirnames + filenames
                   if n.startswith(storage.TEMP_PREFIXES)]
     return found
+
+
+@pytest.fixture
+def two_volumes(make_workload) -> tuple[Workload, list[Path]]:
+    """A never-deployed workload with two volumes holding the "new" data."""
+    from tests.snapshots.restoring import NEW, NEW_CONFIG
+
+    workload = make_workload()
+    data = add_volume(workload, "data", "/data")
+    config = add_volume(workload, "config", "/config")
+    fill(data, NEW)
+    fill(config, NEW_CONFIG)
+    os.chown(data / "index.html", 1000, 1000)
+    os.chmod(data / "index.html", 0o640)
+    return workload, [data, config]
+
+
+@pytest.fixture
+def snapshotted(two_volumes):
+    """(workload, paths, snapshot of the "new" data, trees of it); the volumes then hold "old"."""
+    from tests.snapshots.restoring import OLD, OLD_CONFIG, replace_content, trees
+
+    workload, paths = two_volumes
+    wanted = trees(paths)
+    snapshot = capture.capture_snapshot(workload=workload)
+    assert snapshot.is_ready, snapshot.failure_text
+    replace_content(paths[0], OLD)
+    replace_content(paths[1], OLD_CONFIG)
+    return workload, paths, snapshot, wanted
+
+
+@pytest.fixture(autouse=True)
+def no_journal_outlives_its_test():
+    """A test that fails half-way must not leave a restore journal for the next one to find."""
+    yield
+    from snapshots import journal
+
+    folder = journal.directory()
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            entry.unlink()

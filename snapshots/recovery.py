@@ -1,0 +1,410 @@
+"""Finishing or undoing a restore from its journal: after a failure, and after a crash.
+
+One decision, made by the COMMIT record: a journal without it is rolled back
+(every volume put back, staging removed, the workload brought back on its
+old data if it had been stopped); a journal with it is finished forward
+(redeploy, archive the previous data, remove it). Within either direction,
+what to do for each volume is decided by the device and inode actually found
+at its live, staging and aside paths, compared with the journal's — never by
+which step the journal says came last — so running a direction again after
+it was killed half-way redoes only what is still missing, and running it on
+a finished state changes nothing.
+
+The restore engine calls roll_back() and finish_forward() itself; the
+start-up sweep (`manage.py recover_restores`, recover_all()) and any later
+holder of the workload's lock (recover_workload()) call them for a restore
+that was killed. They hold the workload's lock throughout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.utils.translation import gettext_noop
+
+from snapshots import capture, crashpoints, exchange, journal
+from snapshots.errors import RestoreError, SnapshotError
+from snapshots.fsutil import fsync_dir, remove_tree
+from snapshots.journal import Journal, Target
+from snapshots.models import RestoreJob
+from workloads import deployer, locks
+from workloads.models import DeployRecord, EventLog, Workload
+
+logger = logging.getLogger(__name__)
+
+Phase, Outcome = RestoreJob.Phase, RestoreJob.Outcome
+
+
+class RecoveryError(Exception):
+    """What is on disk is not a state a restore can leave; nothing more was changed."""
+
+
+# --- entry points -------------------------------------------------------------------
+
+@dataclass
+class SweepReport:
+    recovered: list[str] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def recover_all(*, say: Callable[[str], None] = logger.info) -> SweepReport:
+    """The start-up sweep: every unfinished journal, then every job left running without one.
+
+    A journal whose workload's lock is held belongs to a restore that is
+    still running (the sweep was started by hand beside a running Berth): it
+    is left alone. Problems (an unreadable journal, a state no restore could
+    leave) are collected and reported; the other journals are still recovered.
+    """
+    report = SweepReport()
+    try:
+        paths = journal.pending()
+    except journal.JournalError as exc:
+        report.problems.append(str(exc))
+        return report
+    workloads: set[int] = set()
+    for path in paths:
+        try:
+            record = journal.load(path)
+        except journal.JournalError as exc:
+            report.problems.append(str(exc))
+            continue
+        workloads.add(record.workload)
+        _sweep_one(record, path, report, say)
+    for workload_id in set(RestoreJob.objects.filter(state=RestoreJob.State.RUNNING)
+                           .values_list("workload_id", flat=True)) - workloads:
+        try:
+            with locks.try_workload_lock(workload_id):
+                workload = Workload.objects.get(pk=workload_id)
+                if RestoreJob.fail_dead(workload=workload, lock_held=True):
+                    say(f"Workload {workload_id}: an interrupted restore had changed nothing; "
+                        "its job is marked failed.")
+        except locks.LockTimeout:
+            report.busy.append(f"workload {workload_id}")
+    return report
+
+
+def _sweep_one(record: Journal, path, report: SweepReport, say: Callable[[str], None]) -> None:
+    try:
+        with locks.try_workload_lock(record.workload):
+            if not path.exists():
+                return  # finished while we waited
+            direction = "finishing" if record.committed else "undoing"
+            say(f"Restore #{record.job} of workload {record.workload}: {direction} it.")
+            recover(record)
+            report.recovered.append(f"restore #{record.job}")
+    except locks.LockTimeout:
+        report.busy.append(f"restore #{record.job} (still running)")
+    except RecoveryError as exc:
+        logger.error("restore #%s cannot be recovered: %s", record.job, exc)
+        report.problems.append(f"restore #{record.job}: {exc}")
+
+
+def recover_workload(workload: Workload) -> int:
+    """Under the workload's lock: recover its killed restores, then close jobs that died early.
+
+    Raises RecoveryError (and closes nothing) if one cannot be recovered.
+    """
+    locks.assert_held(workload.pk)
+    records = journal.for_workload(workload.pk)
+    for record in records:
+        recover(record)
+    RestoreJob.fail_dead(workload=workload, lock_held=True)
+    return len(records)
+
+
+def recover(record: Journal) -> None:
+    """Finish forward or roll back one journal, by its COMMIT record. Holds the lock."""
+    locks.assert_held(record.workload)
+    workload = Workload.objects.with_parents().filter(pk=record.workload).first()
+    job = RestoreJob.objects.select_related("user").filter(pk=record.job).first()
+    logger.warning("recovering restore %s of workload %s (%s; last step %s)", record.job,
+                   record.workload, "committed" if record.committed else "not committed",
+                   record.steps[-1]["step"] if record.steps else "none")
+    record.record(journal.RECOVER)
+    crashpoints.reached("sweep.started")
+    if job is not None and not job.is_active:
+        _forget_finished(record)
+    elif record.committed:
+        finish_forward(record, job=job, workload=workload, recovered=True)
+    else:
+        roll_back(record, job=job, workload=workload, error=RestoreError(gettext_noop(
+            "Berth stopped while this restore was running; every volume was put back as it "
+            "was.")))
+
+
+def _forget_finished(record: Journal) -> None:
+    """The job's outcome is recorded, so only the journal's removal was cut short."""
+    if not record.committed:
+        for target in record.targets:
+            _put_back(target)
+            _remove_staging(target)
+    journal.remove(record.job)
+
+
+# --- rolling back ---------------------------------------------------------------------
+
+def roll_back(record: Journal, *, job: RestoreJob | None, workload: Workload | None,
+              error: SnapshotError) -> None:
+    """Before COMMIT: every volume back as it was, staging removed, the old data running again."""
+    if job is not None:
+        job.set_phase(Phase.ROLLING_BACK)
+    if not record.has(journal.ROLLBACK):
+        try:
+            record.record(journal.ROLLBACK, reason=error.english)
+        except OSError:
+            # Putting back is decided by inodes, not by this record, so a full
+            # disk that cannot take it must not keep the old data away.
+            logger.exception("restore %s: the rollback could not be journaled", record.job)
+    for target in record.targets:
+        _put_back(target)
+        crashpoints.reached(f"rollback.put-back-{target.index}")
+    _fsync_parents(record)
+    for target in record.targets:
+        _remove_staging(target)
+    crashpoints.reached("rollback.cleaned")
+    deploy = None
+    if workload is not None and record.has(journal.QUIESCE):
+        # The containers were stopped (and perhaps removed): bring the old data back up.
+        deploy = redeploy(record, job, workload)
+    crashpoints.reached("rollback.redeployed")
+    if job is not None and workload is not None and job.finish(Outcome.FAILED, error.message,
+                                                               error.params):
+        logger.warning("restore %s of workload %s failed and was undone: %s", record.job,
+                       record.workload, error.english)
+        EventLog.objects.create(
+            workload=workload, user=job.user, level=EventLog.Level.WARNING,
+            message=gettext_noop("Restore #%(job)d failed; every volume was left as it was: "
+                                 "%(reason)s"),
+            params={"job": record.job, "reason": error.english},
+        )
+        if deploy is not None and deploy.outcome != DeployRecord.Outcome.SUCCEEDED:
+            _not_running_event(workload, job)
+    crashpoints.reached("rollback.marked")
+    journal.remove(record.job)
+
+
+OLD, NEW, NOTHING, OTHER = "the old data", "the snapshot", "nothing", "something else"
+
+
+def _what(target: Target, path: str) -> str:
+    """What `path` holds now, going by the inode the journal recorded."""
+    found = journal.identity(path)
+    if found is None:
+        return NOTHING
+    if journal.same(found, target.live_id):
+        return OLD
+    if journal.same(found, target.staging_id):
+        return NEW
+    return OTHER
+
+
+def _put_back(target: Target) -> None:
+    """Make the live path name the old data again, whichever swap step was reached."""
+    live, staging, aside = (_what(target, p) for p in (target.live, target.staging,
+                                                        target.aside))
+    if live == OLD:
+        return  # never swapped, or already put back
+    if live == NEW and staging == OLD:
+        exchange.exchange(target.staging, target.live)
+    elif live == NEW and aside == OLD and staging == NOTHING:
+        os.rename(target.live, target.staging)
+        crashpoints.reached("rollback.half-put-back")
+        os.rename(target.aside, target.live)
+    elif live == NOTHING and aside == OLD:
+        os.rename(target.aside, target.live)
+    else:
+        raise RecoveryError(_found(target))
+    if _what(target, target.live) != OLD:
+        raise RecoveryError(_found(target))
+
+
+def _remove_staging(target: Target) -> None:
+    """Remove the unpacked snapshot: the staging path once the old data is back live."""
+    found = _what(target, target.staging)
+    if found == NOTHING:
+        return
+    # Without a recorded inode (killed while unpacking) the path is still one
+    # only this restore makes (journal.py checks the name), so it holds a
+    # partial extraction.
+    if found == NEW or (found == OTHER and target.staging_id is None):
+        _remove(target.staging)
+    else:
+        raise RecoveryError(_found(target))
+
+
+# --- finishing forward ------------------------------------------------------------------
+
+def finish_forward(record: Journal, *, job: RestoreJob | None, workload: Workload | None,
+                   recovered: bool = False) -> None:
+    """After COMMIT: redeploy, keep the previous data as a snapshot, remove it, close the job."""
+    for target in record.targets:
+        if _what(target, target.live) != NEW:
+            raise RecoveryError(_found(target))
+    if workload is None:
+        # Deleted meanwhile: nothing to start or archive; the old data is left for people.
+        logger.error("restore %s: workload %s is gone; the previous data is left in %s",
+                     record.job, record.workload, [_old_copy(t) for t in record.targets])
+        journal.remove(record.job)
+        return
+    if not record.has(journal.REDEPLOYED):
+        if job is not None:
+            job.set_phase(Phase.STARTING)
+        record.record(journal.REDEPLOY)
+        deploy = redeploy(record, job, workload)
+        record.record(journal.REDEPLOYED, deploy=deploy.pk if deploy else None,
+                      succeeded=deploy is None or deploy.outcome == DeployRecord.Outcome.SUCCEEDED)
+    crashpoints.reached("forward.redeployed")
+    _tidy(record)
+    kept, archive_error = _archive(record, job, workload)
+    crashpoints.reached("forward.archived")
+    if not kept and not record.has(journal.CLEANED):
+        record.record(journal.CLEANUP)
+        for target in record.targets:
+            copy = _old_copy(target)
+            if copy is not None:
+                _remove(copy)
+        record.record(journal.CLEANED)
+    crashpoints.reached("forward.cleaned")
+    _close_forward(record, job, workload, kept, archive_error, recovered)
+    crashpoints.reached("forward.marked")
+    journal.remove(record.job)
+
+
+def _tidy(record: Journal) -> None:
+    """After an exchange the old data sits under the staging name: give it the .old name."""
+    moves = [t for t in record.targets
+             if t.mode == journal.EXCHANGE and _what(t, t.staging) == OLD]
+    if not moves:
+        return
+    record.record(journal.TIDY)
+    for target in moves:
+        if _what(target, target.aside) != NOTHING:
+            raise RecoveryError(_found(target))
+        os.rename(target.staging, target.aside)
+    _fsync_parents(record)
+
+
+def _archive(record: Journal, job: RestoreJob | None,
+             workload: Workload) -> tuple[list[str], str]:
+    """Archive the previous data as a `pre_restore` snapshot, once.
+
+    Returns the directories to keep (those of a failed archive) and why.
+    """
+    done = record.last(journal.ARCHIVED)
+    if done is not None:
+        return list(done.get("kept", [])), done.get("error", "")
+    if job is not None:
+        job.set_phase(Phase.ARCHIVING)
+    record.record(journal.ARCHIVE)
+    copies = [_old_copy(target) for target in record.targets]
+    if None in copies:
+        raise RecoveryError(f"restore #{record.job}: a copy of the previous data is missing "
+                            "although it was never archived")
+    snapshot = job.pre_restore_snapshot if job is not None else None
+    if snapshot is None or not snapshot.is_ready:
+        snapshot = capture.capture_copies_locked(
+            workload=workload, roots=copies, volumes=[t.volume for t in record.targets],
+            user=job.user if job is not None else None,
+        )
+    if snapshot.is_ready:
+        if job is not None:
+            job.link(pre_restore_snapshot=snapshot)
+        record.record(journal.ARCHIVED, snapshot=snapshot.pk)
+        return [], ""
+    logger.error("restore %s: the previous data could not be archived (%s); kept in %s",
+                 record.job, snapshot.failure, copies)
+    reason = snapshot.failure_text
+    record.record(journal.ARCHIVED, snapshot=None, kept=copies, error=reason)
+    return copies, reason
+
+
+def _close_forward(record: Journal, job: RestoreJob | None, workload: Workload,
+                   kept: list[str], archive_error: str, recovered: bool) -> None:
+    job = RestoreJob.objects.filter(pk=job.pk).first() if job is not None else None
+    if job is None:
+        return
+    started = record.last(journal.REDEPLOYED)["succeeded"]
+    outcome = Outcome.SUCCEEDED if started else Outcome.NOT_STARTED
+    reason, params = "", {}
+    if kept:
+        reason = gettext_noop("The previous data could not be archived (%(error)s); it is kept "
+                              "in %(paths)s.")
+        params = {"error": archive_error, "paths": ", ".join(kept)}
+    elif not started:
+        reason = gettext_noop("The volumes hold the snapshot, but the workload did not start "
+                              "again; its previous data is snapshot #%(kept)d. Deploy it, or "
+                              "restore that snapshot to go back.")
+        params = {"kept": job.pre_restore_snapshot_id or 0}
+    elif recovered:
+        reason = gettext_noop("Berth stopped during this restore; it was finished when Berth "
+                              "started again.")
+    if not job.finish(outcome, reason, params, kept_paths=kept):
+        return
+    EventLog.objects.create(
+        workload=workload, user=job.user,
+        level=EventLog.Level.INFO if started and not kept else EventLog.Level.WARNING,
+        message=gettext_noop("Restored snapshot #%(snapshot)d (restore #%(job)d)."),
+        params={"snapshot": record.snapshot, "job": record.job},
+    )
+    if not started:
+        _not_running_event(workload, job)
+
+
+def _not_running_event(workload: Workload, job: RestoreJob) -> None:
+    EventLog.objects.create(
+        workload=workload, user=job.user, level=EventLog.Level.ERROR,
+        message=gettext_noop("The workload did not start again after restore #%(job)d; the "
+                             "deploy history says why."),
+        params={"job": job.pk},
+    )
+
+
+# --- shared ------------------------------------------------------------------------------
+
+def redeploy(record: Journal, job: RestoreJob | None,
+              workload: Workload) -> DeployRecord | None:
+    """Bring the workload back on the digest it ran (never a newer tag); None if it never ran."""
+    if not record.reference:
+        return None
+    deploy = deployer.dispatch_locked(
+        workload=workload, reason=DeployRecord.Reason.RESTORE, reference=record.reference,
+        user=job.user if job is not None else None, backup=False,
+    )
+    if job is not None:
+        job.link(deploy=deploy)
+    return deploy
+
+
+def _old_copy(target: Target) -> str | None:
+    """Where the volume's previous data is now (after the swap), or None once removed."""
+    for path in (target.aside, target.staging):
+        if _what(target, path) == OLD:
+            return path
+    return None
+
+
+def _remove(path: str) -> None:
+    """Remove a tree this restore made or swapped out, never crossing into a mounted filesystem."""
+    mounts = exchange.mounts_at_or_below(path)
+    if mounts:
+        raise RecoveryError(f"{path} holds a mount point ({mounts[0]}); it is left alone")
+    remove_tree(path)
+    fsync_dir(os.path.dirname(path))
+
+
+def _fsync_parents(record: Journal) -> None:
+    for parent in sorted({t.parent for t in record.targets}):
+        if os.path.isdir(parent):
+            fsync_dir(parent)
+
+
+def _found(target: Target) -> str:
+    found = ", ".join(f"{name} {path}: {_what(target, path)} {journal.identity(path)}"
+                      for name, path in (("live", target.live), ("staging", target.staging),
+                                         ("aside", target.aside)))
+    return (f"volume {target.index}: the old data is inode {target.live_id}, the snapshot "
+            f"{target.staging_id}; found {found}. Nothing more was changed.")
