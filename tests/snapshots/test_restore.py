@@ -501,3 +501,31 @@ def test_a_restore_killed_on_this_workload_is_recovered_before_the_next_one_runs
     assert first.outcome == Outcome.SUCCEEDED  # finished from its journal first
     assert second.outcome == Outcome.SUCCEEDED
     assert journals() == [] and strays(paths) == []
+
+
+def test_a_lost_lock_stops_the_restore_before_anything_stops(snapshotted, monkeypatch):
+    from workloads import locks
+
+    workload, paths, snapshot, _wanted = snapshotted
+    before = trees(paths)
+    monkeypatch.setattr(locks, "still_held", lambda workload_id: False)
+
+    job = restore.restore(workload=workload, snapshot=snapshot)
+
+    refused(job, "The workload's lock was lost")
+    assert_untouched(workload, paths, before)
+
+
+def test_a_capture_finishes_a_killed_restore_before_reading_the_volumes(snapshotted,
+                                                                         monkeypatch):
+    workload, paths, snapshot, wanted = snapshotted
+    with monkeypatch.context() as patch:
+        full_disk_for(patch, journal.REDEPLOY)
+        job = restore.restore(workload=workload, snapshot=snapshot)
+    assert len(journals()) == 1
+
+    taken = capture.capture_snapshot(workload=workload)
+
+    job.refresh_from_db()
+    assert job.outcome == Outcome.SUCCEEDED and journals() == []
+    assert taken.is_ready and trees(paths) == wanted
