@@ -198,12 +198,12 @@ def timed(step, *args) -> float:
 
 
 def run(args: argparse.Namespace, base: Path) -> None:
-    from snapshots import capture
-
     data_dir, out = base / "berth", base / "out"
     data_dir.mkdir()
     out.mkdir()
     instance = prepare_django(data_dir)
+    from snapshots import capture
+
     try:
         windows: dict[str, list[float]] = {}
         totals: dict[str, list[float]] = {}

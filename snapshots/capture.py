@@ -102,29 +102,52 @@ def capture_snapshot(
     once the lock is held (so a capturing row always has the lock), and if
     another worker has already claimed it, it is returned untouched.
     """
+    error = None
     try:
         with locks.workload_lock(workload.pk):
             Snapshot.fail_interrupted(workload=workload, lock_held=True)
-            if snapshot is None:
-                snapshot = Snapshot.objects.create(
-                    workload=workload, kind=kind, user=_user(user),
-                    state=Snapshot.State.CAPTURING,
-                )
-            elif not snapshot.claim():
-                return snapshot
-            workload.refresh_from_db()
-            live = workload.snapshot_consistency == SnapshotConsistency.LIVE
-            _capture(workload, snapshot, stop_containers=not live,
-                     consistency=workload.snapshot_consistency)
+            error = _finish_interrupted_restores(workload)
+            if error is None:
+                if snapshot is None:
+                    snapshot = Snapshot.objects.create(
+                        workload=workload, kind=kind, user=_user(user),
+                        state=Snapshot.State.CAPTURING,
+                    )
+                elif not snapshot.claim():
+                    return snapshot
+                workload.refresh_from_db()
+                live = workload.snapshot_consistency == SnapshotConsistency.LIVE
+                _capture(workload, snapshot, stop_containers=not live,
+                         consistency=workload.snapshot_consistency)
     except locks.LockTimeout:
         error = CaptureError(gettext_noop(
             "Another deploy, restore or snapshot of this workload did not finish in time."
         ))
+    if error is not None:
         if snapshot is None:
             snapshot = Snapshot.objects.create(workload=workload, kind=kind, user=_user(user),
                                                state=Snapshot.State.FAILED)
         _failed(workload, snapshot, error, only_from=snapshot.state)
     return snapshot
+
+
+def _finish_interrupted_restores(workload: Workload) -> CaptureError | None:
+    """A restore killed half-way is finished or undone before its volumes are read.
+
+    (A restore holds the lock to its end, so a journal found under the lock is
+    a dead one's.) Returns why the capture cannot go on, if the recovery failed.
+    """
+    from snapshots import recovery
+
+    try:
+        recovery.recover_workload(workload)
+    except recovery.RecoveryError:
+        logger.exception("an interrupted restore of workload %s cannot be recovered", workload.pk)
+        return CaptureError(gettext_noop(
+            "An interrupted restore of this workload could not be recovered; its volumes are "
+            "not captured until it is (see `manage.py recover_restores`)."
+        ))
+    return None
 
 
 def capture_locked(

@@ -28,7 +28,14 @@ class SnapshotError(Exception):
 
     @property
     def english(self) -> str:
-        return self.message % self.params if self.params else self.message
+        """The English text, storable anywhere (PostgreSQL refuses NUL in text and jsonb)."""
+        text = self.message % self.params if self.params else self.message
+        return storable(text)
+
+
+def storable(text: str) -> str:
+    """`text` with NUL written as \\x00: a hostile archive's member names may hold one."""
+    return text.replace("\x00", "\\x00")
 
 
 class ArchiveError(SnapshotError):

@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.translation import gettext, gettext_noop, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
-from snapshots.errors import SnapshotError
+from snapshots.errors import SnapshotError, storable
 from workloads.models import DeployRecord, Workload
 
 
@@ -213,7 +213,8 @@ class Snapshot(models.Model):
 
 
 def _jsonable(params: dict) -> dict:
-    return {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in params.items()}
+    return {k: storable(v) if isinstance(v, str) else v if isinstance(v, int | float | bool)
+            else storable(str(v)) for k, v in params.items()}
 
 
 class RestoreJobQuerySet(models.QuerySet):

@@ -23,6 +23,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from django.db import DatabaseError
 from django.utils.translation import gettext_noop
 
 from snapshots import capture, crashpoints, exchange, journal
@@ -132,8 +133,8 @@ def recover(record: Journal) -> None:
         finish_forward(record, job=job, workload=workload, recovered=True)
     else:
         roll_back(record, job=job, workload=workload, error=RestoreError(gettext_noop(
-            "Berth stopped while this restore was running; every volume was put back as it "
-            "was.")))
+            "The restore was interrupted (its process stopped) before its volumes were all "
+            "swapped; every volume was put back as it was.")))
 
 
 def _forget_finished(record: Journal) -> None:
@@ -151,7 +152,11 @@ def roll_back(record: Journal, *, job: RestoreJob | None, workload: Workload | N
               error: SnapshotError) -> None:
     """Before COMMIT: every volume back as it was, staging removed, the old data running again."""
     if job is not None:
-        job.set_phase(Phase.ROLLING_BACK)
+        try:
+            job.set_phase(Phase.ROLLING_BACK)
+        except DatabaseError:
+            # The files come first: a database that went away must not keep the old data away.
+            logger.exception("restore %s: could not show the rollback's phase", record.job)
     if not record.has(journal.ROLLBACK):
         try:
             record.record(journal.ROLLBACK, reason=error.english)
@@ -340,8 +345,8 @@ def _close_forward(record: Journal, job: RestoreJob | None, workload: Workload,
                               "restore that snapshot to go back.")
         params = {"kept": job.pre_restore_snapshot_id or 0}
     elif recovered:
-        reason = gettext_noop("Berth stopped during this restore; it was finished when Berth "
-                              "started again.")
+        reason = gettext_noop("The restore was interrupted (its process stopped) after its "
+                              "volumes were swapped; Berth finished it afterwards.")
     if not job.finish(outcome, reason, params, kept_paths=kept):
         return
     EventLog.objects.create(

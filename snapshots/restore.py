@@ -225,6 +225,7 @@ class _Restore:
                 self._quiesce(record)
                 self._swap(record)
                 crashpoints.reached("restore.swapped")
+                _check_lock(self.workload)
                 record.record(journal.COMMIT)
             except BaseException as exc:
                 self._undo(record, exc)
@@ -307,6 +308,7 @@ class _Restore:
 
     def _quiesce(self, record: Journal) -> None:
         self.progress.phase(Phase.STOPPING)
+        _check_lock(self.workload)
         record.record(journal.QUIESCE)
         try:
             containers = runtime.list_containers(self.workload.pk)
@@ -344,6 +346,17 @@ class _Restore:
             crashpoints.reached(f"restore.swapped-{target.index}")
         for parent in sorted({t.parent for t in record.targets}):
             fsync_dir(parent)
+
+
+def _check_lock(workload: Workload) -> None:
+    """Before stopping the workload and before committing: the lock must really be ours.
+
+    (A PostgreSQL advisory lock dies with its connection; another process
+    could then take it and recover this restore's journal at the same time.)
+    """
+    if not locks.still_held(workload.pk):
+        raise RestoreError(gettext_noop("The workload's lock was lost (the database connection "
+                                        "dropped); the restore was stopped."))
 
 
 def _internal() -> RestoreError:

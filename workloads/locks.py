@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 
 # The advisory-lock namespace ("BRTH"), so Berth's keys never collide with
 # another application's advisory locks on a shared database.
@@ -115,6 +115,30 @@ def _locked(workload_id: int, timeout: float | None) -> Iterator[None]:
     finally:
         _held_set().discard(workload_id)
         lock.release()
+
+
+def still_held(workload_id: int) -> bool:
+    """Whether this thread really still holds the lock, asked of the database where it lives.
+
+    A PostgreSQL advisory lock belongs to a session: if the connection drops,
+    the lock is gone although the `with` block goes on. A caller about to do
+    something that must not overlap with another holder asks first. An flock
+    lives as long as this process keeps its file open, so it cannot be lost.
+    """
+    if not is_held(workload_id):
+        return False
+    if connection.vendor != "postgresql":
+        return True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = %s "
+                "AND objid = %s AND objsubid = 2 AND pid = pg_backend_pid() AND granted",
+                [_PG_NAMESPACE, workload_id],
+            )
+            return cursor.fetchone() is not None
+    except DatabaseError:
+        return False
 
 
 def workload_lock(workload_id: int, *, timeout: float | None = None):

@@ -87,7 +87,7 @@ def test_recover_restores_finishes_a_committed_journal_step_by_step(snapshotted,
     assert "Recovered 1 interrupted restore(s)" in out.getvalue()
     job.refresh_from_db()
     assert job.outcome == RestoreJob.Outcome.SUCCEEDED and job.pre_restore_snapshot_id
-    assert "Berth stopped during this restore" in job.reason_text
+    assert "Berth finished it afterwards" in job.reason_text
     assert journals() == [] and strays(paths) == [] and trees(paths) == wanted
     again = io.StringIO()
     call_command("recover_restores", stdout=again)

@@ -167,3 +167,21 @@ def crash_and_recover(scene, restore_point: str, sweep_point: str, side: str, **
 
     assert third.returncode == 0 and "No interrupted restores." in third.stdout
     assert state(workload, paths) == settled, "a second sweep changed something"
+
+
+def test_a_deploy_after_a_killed_restore_puts_the_volumes_back_first(scene):
+    """No start-up in between: the next holder of the workload's lock recovers the journal."""
+    workload, paths, snapshot, deploy, expected = scene
+    child = spawn_restore(workload, snapshot, BERTH_CRASH_POINT="restore.swapped-0")
+    child.communicate(timeout=180)
+    assert child.returncode == crashpoints.CRASH_EXIT
+    assert trees(paths) not in (expected["old"], expected["new"])  # half swapped
+
+    record = deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+
+    assert record.outcome == DeployRecord.Outcome.SUCCEEDED, record.failure_code
+    assert trees(paths) == expected["old"] and strays(paths) == [] and journals() == []
+    job = RestoreJob.objects.get(workload=workload)
+    assert job.outcome == RestoreJob.Outcome.FAILED and "were all swapped" in job.reason_text
+    [running] = engine_containers(workload)
+    assert served(running.id, "index.html") == OLD["index.html"]

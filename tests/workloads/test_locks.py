@@ -119,3 +119,21 @@ def test_dispatch_waits_for_the_lock_held_by_another_process(tmp_path, make_work
     assert record.outcome == DeployRecord.Outcome.FAILED
     assert record.failure_code == DeployRecord.Failure.LOCK_TIMEOUT
     assert not workload.containers.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_still_held_asks_where_the_lock_lives():
+    from django.db import connection
+
+    assert not locks.still_held(7006)
+    with locks.workload_lock(7006):
+        assert locks.still_held(7006)
+        if connection.vendor == "postgresql":
+            # The session lost it (as when the connection drops): the thread-local
+            # bookkeeping still says held, the database does not.
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [locks._PG_NAMESPACE, 7006])
+            assert locks.is_held(7006) and not locks.still_held(7006)
+            with connection.cursor() as cursor:  # give it back for the release
+                cursor.execute("SELECT pg_advisory_lock(%s, %s)", [locks._PG_NAMESPACE, 7006])
+    assert not locks.still_held(7006)
