@@ -17,6 +17,7 @@ import errno
 import logging
 import os
 import platform
+import re
 import secrets
 import threading
 
@@ -86,10 +87,14 @@ def supported(directory: str) -> bool:
     return result
 
 
+_PROBE = re.compile(r"\.berth-probe-([0-9]+)-[0-9a-f]{12}-[ab]")
+
+
 def _probe(directory: str) -> bool:
+    _remove_dead_probes(directory)
     token = secrets.token_hex(6)
-    first = os.path.join(directory, f".berth-probe-{token}-a")
-    second = os.path.join(directory, f".berth-probe-{token}-b")
+    first = os.path.join(directory, f".berth-probe-{os.getpid()}-{token}-a")
+    second = os.path.join(directory, f".berth-probe-{os.getpid()}-{token}-b")
     try:
         os.mkdir(first, 0o700)
         os.mkdir(second, 0o700)
@@ -102,6 +107,33 @@ def _probe(directory: str) -> bool:
         for path in (first, second):
             with contextlib.suppress(OSError):
                 os.rmdir(path)
+
+
+def _remove_dead_probes(directory: str) -> None:
+    """Remove the empty probe directories a process killed mid-probe left behind.
+
+    The probe's name carries its process id; one whose process is gone is
+    removed (rmdir only: a probe directory is always empty).
+    """
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        match = _PROBE.fullmatch(name)
+        if match and not _alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(directory, name))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def forget_probes() -> None:

@@ -31,7 +31,8 @@ from snapshots.fsutil import fsync_dir
 FORMAT = "berth-restore-journal"
 VERSION = 1
 EXCHANGE, RENAME = "exchange", "rename"
-_NAME = re.compile(r"job-([1-9][0-9]{0,18})\.json")
+_NAME = re.compile(r"workload-([1-9][0-9]{0,18})-job-([1-9][0-9]{0,18})\.json")
+_TEMP = re.compile(r"\.workload-([1-9][0-9]{0,18})-job-([1-9][0-9]{0,18})\.json\.tmp-[0-9a-f]{8}")
 _BESIDE = re.compile(r"\.berth-restore-([0-9]+)-([0-9]+)-[0-9a-f]{8}\.(new|old)")
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -98,12 +99,34 @@ class Journal:
 
     @property
     def committed(self) -> bool:
-        return self.has(COMMIT)
+        """A COMMIT record not followed by a ROLLBACK one.
+
+        A restore whose COMMIT write failed rolls back and records ROLLBACK
+        first; if that failed write had reached the disk after all (the
+        rename did, the directory's fsync did not), the later ROLLBACK
+        record still says which way the volumes went.
+        """
+        names = [s["step"] for s in self.steps]
+        if COMMIT not in names:
+            return False
+        return ROLLBACK not in names[names.index(COMMIT):]
+
+    @property
+    def path(self) -> Path:
+        return path_for(self.workload, self.job)
 
     def record(self, step: str, **details: object) -> None:
-        """Append `step` and make the journal durable before the caller takes it."""
+        """Append `step` and make the journal durable before the caller takes it.
+
+        If the write fails the step is taken out again: a record that did not
+        reach the disk must not ride along with the next one.
+        """
         self.steps.append({"step": step, "at": timezone.now().isoformat(), **details})
-        write(self)
+        try:
+            write(self)
+        except BaseException:
+            self.steps.pop()
+            raise
 
     def to_json(self) -> bytes:
         return json.dumps({"format": FORMAT, "version": VERSION, **asdict(self)},
@@ -114,8 +137,10 @@ def directory() -> Path:
     return Path(settings.DATA_DIR) / "restore-journal"
 
 
-def path_for(job_id: int) -> Path:
-    return directory() / f"job-{int(job_id)}.json"
+def path_for(workload_id: int, job_id: int) -> Path:
+    """A journal's name carries its workload, so one workload's journals are found (and
+    one unreadable journal hurts) without reading any other workload's."""
+    return directory() / f"workload-{int(workload_id)}-job-{int(job_id)}.json"
 
 
 def beside(live: str, job_id: int, index: int) -> tuple[str, str]:
@@ -145,11 +170,18 @@ def same(found: list[int] | None, recorded: list[int] | None) -> bool:
     return found is not None and recorded is not None and found[1] == recorded[1]
 
 
+def _ensure_directory() -> Path:
+    folder = directory()
+    if not folder.is_dir():
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fsync_dir(str(folder.parent))  # the journal's directory itself must survive a crash
+    return folder
+
+
 def write(journal: Journal) -> None:
     """Replace the journal on disk atomically and durably."""
-    folder = directory()
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    final = path_for(journal.job)
+    folder = _ensure_directory()
+    final = journal.path
     temp = folder / f".{final.name}.tmp-{secrets.token_hex(4)}"
     fd = os.open(temp, _NEW_FILE, 0o600)
     try:
@@ -166,36 +198,75 @@ def write(journal: Journal) -> None:
     fsync_dir(str(folder))
 
 
-def remove(job_id: int) -> None:
+def remove(journal: Journal) -> None:
     """Delete a finished restore's journal, durably: the last thing a restore does."""
     try:
-        path_for(job_id).unlink()
+        journal.path.unlink()
     except FileNotFoundError:
         return
     fsync_dir(str(directory()))
 
 
-def pending() -> list[Path]:
-    """The journals on disk, oldest job first. Temporary files of a killed write are removed:
-    their rename never happened, so the journal they would have replaced is the record."""
+@dataclass
+class Scan:
+    """What the journal directory holds: journals, temporary files, and anything else."""
+
+    journals: list[tuple[int, int, Path]] = field(default_factory=list)  # workload, job, path
+    temps: list[tuple[int, Path]] = field(default_factory=list)           # workload, path
+    strangers: list[Path] = field(default_factory=list)
+
+    def workloads(self) -> set[int]:
+        return {w for w, _j, _p in self.journals} | {w for w, _p in self.temps}
+
+
+def scan(workload_id: int | None = None) -> Scan:
+    """List the journal directory (one workload's entries, or all), oldest job first.
+
+    Nothing is read or removed here: a temporary file may belong to a restore
+    that is writing its journal right now. Only a holder of its workload's
+    lock knows it is dead (remove_temps).
+    """
+    found = Scan()
     folder = directory()
     if not folder.is_dir():
-        return []
-    found = []
+        return found
     for entry in os.scandir(folder):
-        if entry.name.startswith(".job-") and ".json.tmp-" in entry.name:
-            os.unlink(entry.path)
-        elif match := _NAME.fullmatch(entry.name):
-            found.append((int(match.group(1)), Path(entry.path)))
-        else:
-            raise JournalError(f"{entry.path} is not a restore journal; move it away")
-    return [path for _job, path in sorted(found)]
+        if match := _NAME.fullmatch(entry.name):
+            workload, job = int(match.group(1)), int(match.group(2))
+            if workload_id is None or workload == workload_id:
+                found.journals.append((workload, job, Path(entry.path)))
+        elif match := _TEMP.fullmatch(entry.name):
+            if workload_id is None or int(match.group(1)) == workload_id:
+                found.temps.append((int(match.group(1)), Path(entry.path)))
+        elif workload_id is None:
+            found.strangers.append(Path(entry.path))
+    found.journals.sort(key=lambda item: item[1])
+    return found
+
+
+def remove_temps(workload_id: int) -> int:
+    """Remove the workload's temporary journal files. Only under the workload's lock.
+
+    A restore holds the lock until its journal is gone, so a temporary file
+    found by the lock's holder is a write whose rename never happened: the
+    journal it would have replaced (if any) is the record.
+    """
+    temps = scan(workload_id).temps
+    for _workload, path in temps:
+        path.unlink(missing_ok=True)
+    if temps:
+        fsync_dir(str(directory()))
+    return len(temps)
+
+
+def exists(workload_id: int, job_id: int) -> bool:
+    """Whether the job has a journal on disk (readable or not)."""
+    return os.path.lexists(path_for(workload_id, job_id))
 
 
 def for_workload(workload_id: int) -> list[Journal]:
-    """The unfinished journals of one workload."""
-    journals = [load(path) for path in pending()]
-    return [j for j in journals if j.workload == workload_id]
+    """The unfinished journals of one workload; JournalError if one of them cannot be read."""
+    return [load(path) for _workload, _job, path in scan(workload_id).journals]
 
 
 def load(path: Path) -> Journal:
@@ -213,8 +284,9 @@ def load(path: Path) -> Journal:
 
 
 def _check(journal: Journal, path: Path) -> None:
-    if _NAME.fullmatch(path.name).group(1) != str(journal.job):
-        raise ValueError("the file name does not match the job")
+    match = _NAME.fullmatch(path.name)
+    if not match or match.groups() != (str(journal.workload), str(journal.job)):
+        raise ValueError("the file name does not match the workload and job")
     for number in (journal.job, journal.workload, journal.snapshot):
         if not isinstance(number, int) or isinstance(number, bool) or number < 1:
             raise ValueError("ids must be positive integers")

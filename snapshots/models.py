@@ -357,14 +357,19 @@ class RestoreJob(models.Model):
         RestoreJob.objects.filter(pk=self.pk).update(**fields)
 
     def finish(self, outcome: str, reason: str = "", params: dict | None = None,
-               kept_paths: list[str] | None = None) -> bool:
-        """Mark the job over; False if it already was (a second sweep changes nothing)."""
+               kept_paths: list[str] | None = None, *, only_queued: bool = False) -> bool:
+        """Mark the job over; False if it already was (a second sweep changes nothing).
+
+        `only_queued`: only a job nobody has claimed yet (a refusal made
+        before the claim must never end a restore that another worker runs).
+        """
+        states = [self.State.QUEUED] if only_queued else self.ACTIVE_STATES
         values = {
             "state": self.State.FINISHED, "phase": self.Phase.DONE, "outcome": outcome,
             "reason": reason, "reason_params": _jsonable(params or {}),
             "kept_paths": list(kept_paths or []), "finished": timezone.now(),
         }
-        if not RestoreJob.objects.active().filter(pk=self.pk).update(**values):
+        if not RestoreJob.objects.filter(pk=self.pk, state__in=states).update(**values):
             return False
         for name, value in values.items():
             setattr(self, name, value)
@@ -380,8 +385,14 @@ class RestoreJob(models.Model):
         one, so call this only once that is done. Without the lock, only queued
         jobs older than the task timeout are known dead (their task was lost).
         """
+        from snapshots import journal
+
         if lock_held:
-            dead = Q(state=cls.State.RUNNING)
+            # A job with a journal on disk, readable or not, is the recovery's
+            # to close, by what the journal and the volumes say.
+            running = cls.objects.filter(workload=workload, state=cls.State.RUNNING)
+            dead = Q(pk__in=[pk for pk in running.values_list("pk", flat=True)
+                             if not journal.exists(workload.pk, pk)])
         else:
             cutoff = timezone.now() - timedelta(seconds=settings.BERTH_TASK_TIMEOUT + 600)
             dead = Q(state=cls.State.QUEUED, created__lt=cutoff)

@@ -53,30 +53,29 @@ class SweepReport:
 
 
 def recover_all(*, say: Callable[[str], None] = logger.info) -> SweepReport:
-    """The start-up sweep: every unfinished journal, then every job left running without one.
+    """The sweep: every unfinished journal, then every job left running without one.
 
-    A journal whose workload's lock is held belongs to a restore that is
-    still running (the sweep was started by hand beside a running Berth): it
-    is left alone. Problems (an unreadable journal, a state no restore could
-    leave) are collected and reported; the other journals are still recovered.
+    Run at start-up (`manage.py recover_restores`) and every minute by the
+    task worker (snapshots.tasks.sweep_restores). A journal whose workload's
+    lock is held belongs to a restore that is still running and is left
+    alone. Problems (an unreadable journal, a state no restore could leave, a
+    stranger in the journal directory) are collected and reported; they
+    concern only their own workload, and the other journals are still
+    recovered.
     """
     report = SweepReport()
     try:
-        paths = journal.pending()
-    except journal.JournalError as exc:
-        report.problems.append(str(exc))
+        found = journal.scan()
+    except OSError as exc:
+        report.problems.append(f"the restore journal directory cannot be read ({exc})")
         return report
-    workloads: set[int] = set()
-    for path in paths:
-        try:
-            record = journal.load(path)
-        except journal.JournalError as exc:
-            report.problems.append(str(exc))
-            continue
-        workloads.add(record.workload)
-        _sweep_one(record, path, report, say)
-    for workload_id in set(RestoreJob.objects.filter(state=RestoreJob.State.RUNNING)
-                           .values_list("workload_id", flat=True)) - workloads:
+    for path in found.strangers:
+        report.problems.append(f"{path} is not a restore journal; move it away")
+    for workload_id in sorted(found.workloads()):
+        _sweep_one(workload_id, report, say)
+    running = set(RestoreJob.objects.filter(state=RestoreJob.State.RUNNING)
+                  .values_list("workload_id", flat=True))
+    for workload_id in sorted(running - found.workloads()):
         try:
             with locks.try_workload_lock(workload_id):
                 workload = Workload.objects.get(pk=workload_id)
@@ -88,31 +87,54 @@ def recover_all(*, say: Callable[[str], None] = logger.info) -> SweepReport:
     return report
 
 
-def _sweep_one(record: Journal, path, report: SweepReport, say: Callable[[str], None]) -> None:
+def _sweep_one(workload_id: int, report: SweepReport, say: Callable[[str], None]) -> None:
+    """Recover one workload's journals, under its lock if it is free."""
     try:
-        with locks.try_workload_lock(record.workload):
-            if not path.exists():
-                return  # finished while we waited
-            direction = "finishing" if record.committed else "undoing"
-            say(f"Restore #{record.job} of workload {record.workload}: {direction} it.")
-            recover(record)
-            report.recovered.append(f"restore #{record.job}")
+        with locks.try_workload_lock(workload_id):
+            journal.remove_temps(workload_id)
+            for _workload, _job, path in journal.scan(workload_id).journals:
+                try:
+                    record = journal.load(path)
+                except journal.JournalError as exc:
+                    report.problems.append(str(exc))
+                    return  # this workload's later journals wait for this one
+                direction = "finishing" if record.committed else "undoing"
+                say(f"Restore #{record.job} of workload {record.workload}: {direction} it.")
+                _recover_reporting(record)
+                report.recovered.append(f"restore #{record.job}")
     except locks.LockTimeout:
-        report.busy.append(f"restore #{record.job} (still running)")
+        report.busy.append(f"workload {workload_id} (a restore is still running)")
     except RecoveryError as exc:
-        logger.error("restore #%s cannot be recovered: %s", record.job, exc)
-        report.problems.append(f"restore #{record.job}: {exc}")
+        logger.error("workload %s: a restore cannot be recovered: %s", workload_id, exc)
+        report.problems.append(f"workload {workload_id}: {exc}")
+
+
+def _recover_reporting(record: Journal) -> None:
+    """recover(), with the file system's and the database's errors as RecoveryError."""
+    try:
+        recover(record)
+    except (OSError, DatabaseError) as exc:
+        logger.exception("restore %s: recovery stopped", record.job)
+        raise RecoveryError(f"restore #{record.job}: recovery stopped ({exc}); it is tried "
+                            "again by the next sweep") from exc
 
 
 def recover_workload(workload: Workload) -> int:
     """Under the workload's lock: recover its killed restores, then close jobs that died early.
 
-    Raises RecoveryError (and closes nothing) if one cannot be recovered.
+    Called by whatever takes the lock to change the workload's volumes (a
+    deploy, a restore, a capture) — in the task worker or a command, never in
+    a web request. Raises RecoveryError (and closes nothing) if one cannot be
+    recovered; other workloads' journals are never read.
     """
     locks.assert_held(workload.pk)
-    records = journal.for_workload(workload.pk)
+    try:
+        journal.remove_temps(workload.pk)
+        records = journal.for_workload(workload.pk)
+    except (journal.JournalError, OSError) as exc:
+        raise RecoveryError(str(exc)) from exc
     for record in records:
-        recover(record)
+        _recover_reporting(record)
     RestoreJob.fail_dead(workload=workload, lock_held=True)
     return len(records)
 
@@ -125,12 +147,20 @@ def recover(record: Journal) -> None:
     logger.warning("recovering restore %s of workload %s (%s; last step %s)", record.job,
                    record.workload, "committed" if record.committed else "not committed",
                    record.steps[-1]["step"] if record.steps else "none")
-    record.record(journal.RECOVER)
+    try:
+        record.record(journal.RECOVER)
+    except OSError:
+        # Only a note for people; the direction and every action are decided
+        # by what is on disk, so a full disk must not stop the recovery.
+        logger.warning("restore %s: the recovery could not be journaled", record.job,
+                       exc_info=True)
     crashpoints.reached("sweep.started")
-    if job is not None and not job.is_active:
-        _forget_finished(record)
-    elif record.committed:
+    if record.committed:
+        # Idempotent at every step, so also right for a job that is already
+        # marked (only the journal's removal was cut short).
         finish_forward(record, job=job, workload=workload, recovered=True)
+    elif job is not None and not job.is_active:
+        _forget_finished(record)
     else:
         roll_back(record, job=job, workload=workload, error=RestoreError(gettext_noop(
             "The restore was interrupted (its process stopped) before its volumes were all "
@@ -138,19 +168,27 @@ def recover(record: Journal) -> None:
 
 
 def _forget_finished(record: Journal) -> None:
-    """The job's outcome is recorded, so only the journal's removal was cut short."""
-    if not record.committed:
-        for target in record.targets:
-            _put_back(target)
-            _remove_staging(target)
-    journal.remove(record.job)
+    """The job was marked after a rollback, so only the journal's removal was cut short."""
+    for target in record.targets:
+        _put_back(target)
+        _remove_staging(target)
+    journal.remove(record)
 
 
 # --- rolling back ---------------------------------------------------------------------
 
 def roll_back(record: Journal, *, job: RestoreJob | None, workload: Workload | None,
-              error: SnapshotError) -> None:
-    """Before COMMIT: every volume back as it was, staging removed, the old data running again."""
+              error: SnapshotError, commit_unknown: bool = False) -> None:
+    """Before COMMIT: every volume back as it was, staging removed, the old data running again.
+
+    `commit_unknown`: the COMMIT record's write failed, so the disk may hold
+    it after all. Then the ROLLBACK record must reach the disk before any
+    volume is put back — otherwise a later recovery could read COMMIT and
+    finish forward over volumes that were put back. If it cannot be written,
+    RecoveryError, and nothing is moved: the journal on disk, whichever
+    record it holds, matches the volumes (all swapped), and the sweep goes
+    the way it says.
+    """
     if job is not None:
         try:
             job.set_phase(Phase.ROLLING_BACK)
@@ -160,9 +198,12 @@ def roll_back(record: Journal, *, job: RestoreJob | None, workload: Workload | N
     if not record.has(journal.ROLLBACK):
         try:
             record.record(journal.ROLLBACK, reason=error.english)
-        except OSError:
-            # Putting back is decided by inodes, not by this record, so a full
-            # disk that cannot take it must not keep the old data away.
+        except OSError as exc:
+            if commit_unknown:
+                raise RecoveryError(f"restore #{record.job}: neither the commit nor the "
+                                    f"rollback could be journaled ({exc})") from exc
+            # Before any COMMIT write, putting back is decided by inodes, not
+            # by this record, so a full disk must not keep the old data away.
             logger.exception("restore %s: the rollback could not be journaled", record.job)
     for target in record.targets:
         _put_back(target)
@@ -189,7 +230,7 @@ def roll_back(record: Journal, *, job: RestoreJob | None, workload: Workload | N
         if deploy is not None and deploy.outcome != DeployRecord.Outcome.SUCCEEDED:
             _not_running_event(workload, job)
     crashpoints.reached("rollback.marked")
-    journal.remove(record.job)
+    journal.remove(record)
 
 
 OLD, NEW, NOTHING, OTHER = "the old data", "the snapshot", "nothing", "something else"
@@ -253,7 +294,7 @@ def finish_forward(record: Journal, *, job: RestoreJob | None, workload: Workloa
         # Deleted meanwhile: nothing to start or archive; the old data is left for people.
         logger.error("restore %s: workload %s is gone; the previous data is left in %s",
                      record.job, record.workload, [_old_copy(t) for t in record.targets])
-        journal.remove(record.job)
+        journal.remove(record)
         return
     if not record.has(journal.REDEPLOYED):
         if job is not None:
@@ -276,7 +317,7 @@ def finish_forward(record: Journal, *, job: RestoreJob | None, workload: Workloa
     crashpoints.reached("forward.cleaned")
     _close_forward(record, job, workload, kept, archive_error, recovered)
     crashpoints.reached("forward.marked")
-    journal.remove(record.job)
+    journal.remove(record)
 
 
 def _tidy(record: Journal) -> None:

@@ -73,7 +73,7 @@ def request_restore(*, workload: Workload, snapshot: Snapshot,
     """
     from snapshots import tasks
 
-    job = _open(workload, snapshot, user)
+    job = _open(workload, snapshot, user, recover=False)
     transaction.on_commit(lambda: tasks.enqueue_restore(job.pk))
     return job
 
@@ -89,7 +89,7 @@ def restore(*, workload: Workload, snapshot: Snapshot, user: AbstractBaseUser | 
     called with the job whenever its phase or progress changes.
     """
     if job is None:
-        job = _open(workload, snapshot, user)
+        job = _open(workload, snapshot, user, recover=True)
     try:
         with locks.workload_lock(workload.pk):
             recovery.recover_workload(workload)  # a killed restore of this workload first
@@ -98,23 +98,27 @@ def restore(*, workload: Workload, snapshot: Snapshot, user: AbstractBaseUser | 
             crashpoints.reached("restore.claimed")
             _Restore(job, workload, snapshot, limits or Limits.from_settings(), progress).run()
     except locks.LockTimeout:
+        # Only while still queued: a second delivery of the task waits here
+        # while the first runs the restore, and must not end it.
         _refused(job, workload, RestoreError(gettext_noop(
-            "Another deploy, restore or snapshot of this workload did not finish in time.")))
+            "Another deploy, restore or snapshot of this workload did not finish in time.")),
+            only_queued=True)
     except recovery.RecoveryError as exc:
         logger.error("restore %s: an earlier restore could not be recovered: %s", job.pk, exc)
         _refused(job, workload, RestoreError(gettext_noop(
             "An earlier restore of this workload was interrupted and cannot be recovered "
-            "automatically; the server log says what was found.")))
+            "automatically; the server log says what was found.")), only_queued=True)
     return job
 
 
-def _open(workload: Workload, snapshot: Snapshot, user: AbstractBaseUser | None) -> RestoreJob:
+def _open(workload: Workload, snapshot: Snapshot, user: AbstractBaseUser | None, *,
+          recover: bool) -> RestoreJob:
     if snapshot.workload_id != workload.pk:
         raise Snapshot.DoesNotExist(f"snapshot {snapshot.pk} is not one of workload {workload.pk}")
     if not snapshot.is_ready:
         raise PreflightError(gettext_noop("Snapshot #%(id)d is not ready to restore."),
                              id=snapshot.pk)
-    _clear_dead(workload)
+    _clear_dead(workload, recover=recover)
     try:
         with transaction.atomic():
             return RestoreJob.objects.create(
@@ -125,11 +129,22 @@ def _open(workload: Workload, snapshot: Snapshot, user: AbstractBaseUser | None)
         raise RestoreBusy(RestoreJob.objects.active().filter(workload=workload).first()) from None
 
 
-def _clear_dead(workload: Workload) -> None:
-    """Recover and close the jobs of restores that were killed, so they block nothing."""
+def _clear_dead(workload: Workload, *, recover: bool) -> None:
+    """Close the jobs of restores that died, so they block nothing.
+
+    In a web request (`recover=False`) a journal is never recovered — that
+    can mean a redeploy and archiving gigabytes — so a killed restore that
+    left one keeps its job active, and keeps refusing new restores, until
+    the sweep (every minute in the task worker, and at start-up) or the
+    workload's next deploy has finished or undone it. The restore command
+    (`recover=True`) recovers it first, like any holder of the lock.
+    """
     try:
         with locks.try_workload_lock(workload.pk):
-            recovery.recover_workload(workload)
+            if recover:
+                recovery.recover_workload(workload)
+            else:
+                RestoreJob.fail_dead(workload=workload, lock_held=True)
     except locks.LockTimeout:
         pass  # a deploy, restore or capture runs: its rows are alive
     except recovery.RecoveryError:
@@ -137,9 +152,10 @@ def _clear_dead(workload: Workload) -> None:
     RestoreJob.fail_dead(workload=workload, lock_held=False)
 
 
-def _refused(job: RestoreJob, workload: Workload, error: SnapshotError) -> None:
+def _refused(job: RestoreJob, workload: Workload, error: SnapshotError, *,
+             only_queued: bool = False) -> None:
     logger.warning("restore %s of workload %s refused: %s", job.pk, workload.pk, error.english)
-    if job.finish(Outcome.FAILED, error.message, error.params):
+    if job.finish(Outcome.FAILED, error.message, error.params, only_queued=only_queued):
         EventLog.objects.create(
             workload=workload, user=job.user, level=EventLog.Level.WARNING,
             message=gettext_noop("Restore #%(job)d was refused; nothing was changed: "
@@ -220,15 +236,17 @@ class _Restore:
             except Exception as exc:  # noqa: BLE001 - nothing is journaled, nothing touched
                 _refused(self.job, self.workload, _as_restore_error(exc, self.job))
                 return
+            committing = False
             try:
                 self._extract(record, source)
                 self._quiesce(record)
                 self._swap(record)
                 crashpoints.reached("restore.swapped")
                 _check_lock(self.workload)
+                committing = True
                 record.record(journal.COMMIT)
             except BaseException as exc:
-                self._undo(record, exc)
+                self._undo(record, exc, commit_unknown=committing)
                 if not isinstance(exc, Exception):
                     raise  # Ctrl-C in the command: put back, then stop
                 return
@@ -241,16 +259,24 @@ class _Restore:
                              "recovery sweep (or the next deploy) will finish it", self.job.pk)
             self._bring_back(record)
 
-    def _undo(self, record: Journal, exc: BaseException) -> None:
+    def _undo(self, record: Journal, exc: BaseException, *, commit_unknown: bool) -> None:
         try:
             recovery.roll_back(record, job=self.job, workload=self.workload,
-                               error=_as_restore_error(exc, self.job))
+                               error=_as_restore_error(exc, self.job),
+                               commit_unknown=commit_unknown)
         except Exception:  # noqa: BLE001 - the journal keeps what is needed to try again
             logger.critical("restore %s failed and could not be undone; its journal is kept "
-                            "for `manage.py recover_restores`", self.job.pk, exc_info=True)
+                            "for the recovery sweep (every minute in the task worker, and "
+                            "`manage.py recover_restores`)", self.job.pk, exc_info=True)
 
     def _bring_back(self, record: Journal) -> None:
-        """After the commit, whatever else failed: the workload must not stay down."""
+        """After the commit, whatever else failed: the workload must not stay down.
+
+        Only if no redeploy ran yet: one that ran (and perhaps failed) is in
+        the ledger, and a second attempt would only restart what runs.
+        """
+        if RestoreJob.objects.filter(pk=self.job.pk, deploy__isnull=False).exists():
+            return
         try:
             recovery.redeploy(record, self.job, self.workload)
         except Exception:  # noqa: BLE001 - logged; the sweep redeploys again
@@ -265,6 +291,7 @@ class _Restore:
                 # A volume never deployed has no directory yet: it gets an empty
                 # one now, which becomes its (empty) pre-restore copy.
                 os.makedirs(live)
+                fsync_dir(os.path.dirname(live))
             if os.path.islink(live) or not os.path.isdir(live):
                 raise RestoreError(gettext_noop("The host path %(path)s changed during the "
                                                 "checks."), path=live)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 from django.utils.translation import gettext_noop
 from django_q.tasks import async_task
 
 from snapshots import capture
 from snapshots.models import RestoreJob, Snapshot
+
+logger = logging.getLogger(__name__)
 
 
 def enqueue_capture(snapshot_id: int) -> None:
@@ -32,19 +36,27 @@ def run_capture(snapshot_id: int) -> None:
     )
 
 
+# A restore (and the sweep that finishes or undoes a killed one) runs with no
+# task timeout. django-q2 ends a task at its timeout with SIGALRM and then
+# terminates the worker: cut there, a restore would stop between two steps of
+# its protocol — with the workload down until something recovers it — and a
+# recovery would stop likewise. Neither can wedge: every step that waits on
+# something outside Berth has its own bound (Docker calls, the lock), and the
+# rest is reading and writing the data, which takes as long as the data needs.
+NO_TIMEOUT = -1
+
+
 def enqueue_restore(job_id: int) -> None:
     # A restore must never run twice: the job is claimed with a conditional
     # update under the workload's lock (a second delivery finds it no longer
-    # queued), the cluster acknowledges failures instead of retrying them
-    # (max_attempts 1, ack_failures), and `retry` is longer than this timeout
-    # so the broker never hands out a task that is still running. A restore
-    # killed at the timeout is finished or undone from its journal by the next
-    # holder of the workload's lock, or at start-up.
+    # queued, and one that gave up waiting for the lock only ends a job that
+    # is still queued), and the cluster acknowledges failures instead of
+    # retrying them (max_attempts 1, ack_failures).
     async_task(
         "snapshots.tasks.run_restore",
         job_id,
         task_name=f"restore-{job_id}",
-        timeout=settings.BERTH_TASK_TIMEOUT,
+        timeout=NO_TIMEOUT,
     )
 
 
@@ -62,3 +74,20 @@ def run_restore(job_id: int) -> None:
                 "The snapshot was deleted before the restore started."))
         return  # Deleted with its workload, or already run by another worker.
     restore.restore(workload=job.workload, snapshot=job.snapshot, user=job.user, job=job)
+
+
+def sweep_restores() -> None:
+    """Finish or undo restores whose process died while Berth kept running (every minute).
+
+    Scheduled by the migration snapshots 0004 with no task timeout. A journal
+    whose workload is locked belongs to a restore that is still running and
+    is left alone; problems are logged (and refuse that workload's deploys
+    and restores until someone looks, docs/restore-protocol.md "By hand").
+    """
+    from snapshots import recovery
+
+    report = recovery.recover_all()
+    for problem in report.problems:
+        logger.error("restore sweep: %s", problem)
+    if report.recovered:
+        logger.warning("restore sweep recovered %s", ", ".join(report.recovered))

@@ -24,6 +24,7 @@ import os
 import traceback
 from collections.abc import Callable
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -39,6 +40,8 @@ from workloads.redact import redact
 logger = logging.getLogger(__name__)
 
 Failure = DeployRecord.Failure
+# A deploy stops waiting for a restore this long before its task timeout would end it.
+_TASK_MARGIN_SECONDS = 300
 
 
 class DeployError(Exception):
@@ -85,7 +88,8 @@ def dispatch(
     if not record.claim():
         return record
     try:
-        with locks.workload_lock(workload.pk):
+        with locks.workload_lock(workload.pk, keep_waiting=_restore_running(workload),
+                                 longest=_longest_wait()):
             if _finish_interrupted_restores(workload, record):
                 _run(workload, record)
     except locks.LockTimeout as exc:
@@ -95,6 +99,19 @@ def dispatch(
             workload, record, DeployError(Failure.INTERNAL, traceback.format_exc()), []
         )
     return record
+
+
+def _restore_running(workload: Workload):
+    """While a restore of the workload is active, a deploy waits for it past the lock timeout."""
+    from snapshots.models import RestoreJob
+
+    return RestoreJob.objects.active().filter(workload=workload).exists
+
+
+def _longest_wait() -> float:
+    """A deploy waits for a restore at most until shortly before its own task would be ended."""
+    return max(float(settings.BERTH_DEPLOY_LOCK_TIMEOUT),
+               float(settings.BERTH_TASK_TIMEOUT) - _TASK_MARGIN_SECONDS)
 
 
 def dispatch_locked(

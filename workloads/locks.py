@@ -16,7 +16,7 @@ import fcntl
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from django.conf import settings
@@ -26,6 +26,7 @@ from django.db import DatabaseError, connection
 # another application's advisory locks on a shared database.
 _PG_NAMESPACE = 0x42525448
 _POLL_SECONDS = 0.05
+_EXTEND_SECONDS = 60.0
 
 _held = threading.local()
 
@@ -98,16 +99,28 @@ def _make_lock(workload_id: int):
 
 
 @contextmanager
-def _locked(workload_id: int, timeout: float | None) -> Iterator[None]:
+def _locked(workload_id: int, timeout: float | None,
+            keep_waiting: Callable[[], bool] | None = None,
+            longest: float | None = None) -> Iterator[None]:
     if is_held(workload_id):
         # Re-entering would self-deadlock on SQLite and silently nest on
         # PostgreSQL; callers that hold the lock use the lock-held variants.
         raise RuntimeError(f"the lock of workload {workload_id} is already held by this thread")
     lock = _make_lock(workload_id)
-    deadline = None if timeout is None else time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = None if timeout is None else started + timeout
     while not lock.try_acquire():
-        if deadline is not None and time.monotonic() >= deadline:
-            raise LockTimeout(f"workload {workload_id} is locked by another deploy or restore")
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            if keep_waiting is not None and (longest is None or now - started < longest) \
+                    and keep_waiting():
+                deadline = now + min(_EXTEND_SECONDS, timeout or _EXTEND_SECONDS)
+                if longest is not None:
+                    deadline = min(deadline, started + longest)
+            else:
+                raise LockTimeout(
+                    f"workload {workload_id} is locked by another deploy or restore"
+                )
         time.sleep(_POLL_SECONDS)
     _held_set().add(workload_id)
     try:
@@ -141,14 +154,19 @@ def still_held(workload_id: int) -> bool:
         return False
 
 
-def workload_lock(workload_id: int, *, timeout: float | None = None):
+def workload_lock(workload_id: int, *, timeout: float | None = None,
+                  keep_waiting: Callable[[], bool] | None = None,
+                  longest: float | None = None):
     """Hold the workload's lock for the `with` block, waiting up to `timeout` seconds.
 
     With the default timeout of None, waits for BERTH_DEPLOY_LOCK_TIMEOUT.
+    When that has passed, a caller's `keep_waiting()` may ask to wait on (a
+    deploy waits for a restore of any length), in steps of a minute, but
+    never longer than `longest` seconds in all.
     """
     if timeout is None:
         timeout = settings.BERTH_DEPLOY_LOCK_TIMEOUT
-    return _locked(workload_id, timeout)
+    return _locked(workload_id, timeout, keep_waiting, longest)
 
 
 def try_workload_lock(workload_id: int):

@@ -432,12 +432,12 @@ def test_when_archiving_the_previous_data_fails_it_is_kept_and_said_where(snapsh
 def test_an_unreadable_journal_is_refused_by_the_sweep(db, settings):
     folder = journal.directory()
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "job-3.json").write_text('{"format": "berth-restore-journal"}')
+    (folder / "workload-3-job-3.json").write_text('{"format": "berth-restore-journal"}')
     try:
         report = recovery.recover_all()
         assert report.problems and "cannot be read" in report.problems[0]
     finally:
-        (folder / "job-3.json").unlink()
+        (folder / "workload-3-job-3.json").unlink()
 
 
 def full_disk_for(monkeypatch, step: str) -> None:

@@ -110,9 +110,9 @@ def test_recover_restores_finds_nothing_to_do(db, settings):
 def test_recover_restores_refuses_journals_it_cannot_read(db, settings):
     journal_dir = settings.DATA_DIR / "restore-journal"
     journal_dir.mkdir(exist_ok=True)
-    (journal_dir / "job-1.json").write_text("{}")
+    (journal_dir / "workload-1-job-1.json").write_text("{}")
     try:
         with pytest.raises(CommandError, match="cannot be read"):
             call_command("recover_restores", stdout=io.StringIO())
     finally:
-        (journal_dir / "job-1.json").unlink()
+        (journal_dir / "workload-1-job-1.json").unlink()
