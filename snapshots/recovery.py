@@ -286,7 +286,15 @@ def _remove_staging(target: Target) -> None:
 
 def finish_forward(record: Journal, *, job: RestoreJob | None, workload: Workload | None,
                    recovered: bool = False) -> None:
-    """After COMMIT: redeploy, keep the previous data as a snapshot, remove it, close the job."""
+    """After COMMIT: redeploy, keep the previous data as a snapshot, remove it, close the job.
+
+    In the restore's own process a journal write that fails stops this (the
+    restore then brings the workload back and leaves the rest to the sweep).
+    In a recovery (`recovered`) the records are notes: every action is
+    decided by the inodes on disk and by what the database links to the job,
+    so a full disk must not keep the sweep from finishing.
+    """
+    note = _note if recovered else _record
     for target in record.targets:
         if _what(target, target.live) != NEW:
             raise RecoveryError(_found(target))
@@ -296,37 +304,66 @@ def finish_forward(record: Journal, *, job: RestoreJob | None, workload: Workloa
                      record.job, record.workload, [_old_copy(t) for t in record.targets])
         journal.remove(record)
         return
-    if not record.has(journal.REDEPLOYED):
+    started = _started(record, job)
+    if started is None:
         if job is not None:
             job.set_phase(Phase.STARTING)
-        record.record(journal.REDEPLOY)
+        note(record, journal.REDEPLOY)
         deploy = redeploy(record, job, workload)
-        record.record(journal.REDEPLOYED, deploy=deploy.pk if deploy else None,
-                      succeeded=deploy is None or deploy.outcome == DeployRecord.Outcome.SUCCEEDED)
+        started = deploy is None or deploy.outcome == DeployRecord.Outcome.SUCCEEDED
+        note(record, journal.REDEPLOYED, deploy=deploy.pk if deploy else None,
+             succeeded=started)
     crashpoints.reached("forward.redeployed")
-    _tidy(record)
-    kept, archive_error = _archive(record, job, workload)
+    _tidy(record, note)
+    kept, archive_error = _archive(record, job, workload, note)
     crashpoints.reached("forward.archived")
     if not kept and not record.has(journal.CLEANED):
-        record.record(journal.CLEANUP)
+        note(record, journal.CLEANUP)
         for target in record.targets:
             copy = _old_copy(target)
             if copy is not None:
                 _remove(copy)
-        record.record(journal.CLEANED)
+        note(record, journal.CLEANED)
     crashpoints.reached("forward.cleaned")
-    _close_forward(record, job, workload, kept, archive_error, recovered)
+    _close_forward(record, job, workload, kept, archive_error, recovered, started)
     crashpoints.reached("forward.marked")
     journal.remove(record)
 
 
-def _tidy(record: Journal) -> None:
+def _record(record: Journal, step: str, **details: object) -> None:
+    record.record(step, **details)
+
+
+def _note(record: Journal, step: str, **details: object) -> None:
+    """Journal `step` if the disk takes it; the recovery does not depend on it."""
+    try:
+        record.record(step, **details)
+    except OSError:
+        logger.warning("restore %s: could not journal %r; going on", record.job, step,
+                       exc_info=True)
+
+
+def _started(record: Journal, job: RestoreJob | None) -> bool | None:
+    """Whether the redeploy after the commit brought the workload back; None if none ran."""
+    done = record.last(journal.REDEPLOYED)
+    if done is not None:
+        return bool(done.get("succeeded"))
+    if job is not None and job.deploy_id is not None:
+        # It ran, but its record did not reach the journal (a full disk).
+        outcome = DeployRecord.objects.filter(pk=job.deploy_id).values_list("outcome",
+                                                                           flat=True).first()
+        if outcome in (DeployRecord.Outcome.SUCCEEDED, DeployRecord.Outcome.FAILED):
+            return outcome == DeployRecord.Outcome.SUCCEEDED
+    return None
+
+
+def _tidy(record: Journal, note: Callable[..., None]) -> None:
     """After an exchange the old data sits under the staging name: give it the .old name."""
     moves = [t for t in record.targets
              if t.mode == journal.EXCHANGE and _what(t, t.staging) == OLD]
     if not moves:
         return
-    record.record(journal.TIDY)
+    note(record, journal.TIDY)
     for target in moves:
         if _what(target, target.aside) != NOTHING:
             raise RecoveryError(_found(target))
@@ -334,8 +371,8 @@ def _tidy(record: Journal) -> None:
     _fsync_parents(record)
 
 
-def _archive(record: Journal, job: RestoreJob | None,
-             workload: Workload) -> tuple[list[str], str]:
+def _archive(record: Journal, job: RestoreJob | None, workload: Workload,
+             note: Callable[..., None]) -> tuple[list[str], str]:
     """Archive the previous data as a `pre_restore` snapshot, once.
 
     Returns the directories to keep (those of a failed archive) and why.
@@ -345,7 +382,7 @@ def _archive(record: Journal, job: RestoreJob | None,
         return list(done.get("kept", [])), done.get("error", "")
     if job is not None:
         job.set_phase(Phase.ARCHIVING)
-    record.record(journal.ARCHIVE)
+    note(record, journal.ARCHIVE)
     copies = [_old_copy(target) for target in record.targets]
     if None in copies:
         raise RecoveryError(f"restore #{record.job}: a copy of the previous data is missing "
@@ -359,21 +396,21 @@ def _archive(record: Journal, job: RestoreJob | None,
     if snapshot.is_ready:
         if job is not None:
             job.link(pre_restore_snapshot=snapshot)
-        record.record(journal.ARCHIVED, snapshot=snapshot.pk)
+        note(record, journal.ARCHIVED, snapshot=snapshot.pk)
         return [], ""
     logger.error("restore %s: the previous data could not be archived (%s); kept in %s",
                  record.job, snapshot.failure, copies)
     reason = snapshot.failure_text
-    record.record(journal.ARCHIVED, snapshot=None, kept=copies, error=reason)
+    note(record, journal.ARCHIVED, snapshot=None, kept=copies, error=reason)
     return copies, reason
 
 
 def _close_forward(record: Journal, job: RestoreJob | None, workload: Workload,
-                   kept: list[str], archive_error: str, recovered: bool) -> None:
+                   kept: list[str], archive_error: str, recovered: bool,
+                   started: bool) -> None:
     job = RestoreJob.objects.filter(pk=job.pk).first() if job is not None else None
     if job is None:
         return
-    started = record.last(journal.REDEPLOYED)["succeeded"]
     outcome = Outcome.SUCCEEDED if started else Outcome.NOT_STARTED
     reason, params = "", {}
     if kept:

@@ -1,0 +1,407 @@
+"""Regression tests for the adversarial review of restore: each test names the finding it pins.
+
+No containers here (the `snapshotted` workload was never deployed); the
+crash tests in test_restore_crash.py cover the same paths with a running
+workload and a killed process.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import os
+import threading
+import time
+
+import pytest
+from django.db import connection
+
+from snapshots import capture, exchange, journal, recovery, restore, tasks
+from snapshots.models import RestoreJob
+from tests.snapshots.restoring import journals, strays, trees
+from workloads import deployer, locks
+from workloads.models import DeployRecord
+
+pytestmark = pytest.mark.django_db(transaction=True)
+Outcome = RestoreJob.Outcome
+
+
+def failing_writes(monkeypatch, *steps: str, after_write: bool = False) -> None:
+    """Journal writes fail with ENOSPC once any of `steps` is in the record.
+
+    `after_write`: the record reaches the disk first and the failure comes
+    after it (as when the directory's fsync fails after the rename).
+    """
+    real = journal.write
+
+    def write(record) -> None:
+        if any(s["step"] in steps for s in record.steps):
+            if after_write:
+                real(record)
+            raise OSError(28, "No space left on device")
+        real(record)
+
+    monkeypatch.setattr(journal, "write", write)
+
+
+def queued(workload, snapshot) -> RestoreJob:
+    """A queued job, as request_restore() makes it, without handing it to the (synchronous)
+    test worker."""
+    return RestoreJob.objects.create(workload=workload, snapshot=snapshot,
+                                     bytes_total=snapshot.data_bytes)
+
+
+def on_disk(workload_id: int, job_id: int) -> journal.Journal:
+    return journal.load(journal.path_for(workload_id, job_id))
+
+
+# --- finding 2: a COMMIT record whose write failed ------------------------------------------
+
+def test_a_commit_that_could_not_be_written_is_rolled_back(snapshotted, monkeypatch):
+    workload, paths, snapshot, _wanted = snapshotted
+    before = trees(paths)
+    failing_writes(monkeypatch, journal.COMMIT)
+
+    job = restore.restore(workload=workload, snapshot=snapshot)
+
+    job.refresh_from_db()
+    assert job.outcome == Outcome.FAILED and "No space left" in job.reason_text
+    assert trees(paths) == before and strays(paths) == [] and journals() == []
+
+
+def test_a_commit_that_reached_the_disk_despite_its_error_is_overruled_by_the_rollback(
+    snapshotted, monkeypatch
+):
+    """The rename of the COMMIT record happened, its directory's fsync failed: the restore
+    rolls back, and the ROLLBACK record that follows it on disk says so to any later reader."""
+    workload, paths, snapshot, _wanted = snapshotted
+    before = trees(paths)
+    seen: list[list[str]] = []
+    real = journal.write
+
+    def write(record) -> None:
+        real(record)
+        seen.append([s["step"] for s in record.steps])
+        if record.steps[-1]["step"] == journal.COMMIT:
+            raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(journal, "write", write)
+
+    job = restore.restore(workload=workload, snapshot=snapshot)
+
+    job.refresh_from_db()
+    assert job.outcome == Outcome.FAILED and trees(paths) == before and journals() == []
+    committed = [i for i, steps in enumerate(seen) if journal.COMMIT in steps]
+    assert len(committed) == 1  # the COMMIT record was on disk for a moment …
+    following = seen[committed[0] + 1]
+    assert following[-1] == journal.ROLLBACK and journal.COMMIT not in following  # … no more
+
+
+def test_commit_followed_by_rollback_is_not_committed():
+    record = journal.Journal(job=1, workload=1, snapshot=1, reference="", targets=[])
+    record.steps = [{"step": journal.SWAP}, {"step": journal.COMMIT}]
+    assert record.committed
+    record.steps.append({"step": journal.ROLLBACK})
+    assert not record.committed
+
+
+def test_when_neither_commit_nor_rollback_can_be_written_nothing_moves_until_the_sweep(
+    snapshotted, monkeypatch
+):
+    workload, paths, snapshot, wanted = snapshotted
+    before = trees(paths)
+    with monkeypatch.context() as patch:
+        failing_writes(patch, journal.COMMIT, journal.ROLLBACK)
+        job = restore.restore(workload=workload, snapshot=snapshot)
+
+    job.refresh_from_db()
+    assert job.state == RestoreJob.State.RUNNING  # left to the sweep, not guessed
+    assert trees(paths) == wanted  # every volume still swapped: all on one side
+    assert not on_disk(workload.pk, job.pk).committed
+
+    report = recovery.recover_all()
+
+    assert report.recovered == [f"restore #{job.pk}"] and not report.problems
+    job.refresh_from_db()
+    assert job.outcome == Outcome.FAILED
+    assert trees(paths) == before and strays(paths) == [] and journals() == []
+
+
+# --- finding 3: temporary files of other restores ---------------------------------------
+
+def test_temporary_journal_files_are_removed_only_by_their_workloads_lock_holder(snapshotted):
+    workload, _paths, _snapshot, _wanted = snapshotted
+    folder = journal.directory()
+    folder.mkdir(parents=True, exist_ok=True)
+    mine = folder / f".workload-{workload.pk}-job-7.json.tmp-0123abcd"
+    other = folder / f".workload-{workload.pk + 1000}-job-8.json.tmp-0123abcd"
+    mine.write_text("{")
+    other.write_text("{")
+
+    assert journal.scan().temps  # listing removes nothing
+    assert mine.exists() and other.exists()
+    with locks.workload_lock(workload.pk):
+        recovery.recover_workload(workload)
+
+    assert not mine.exists()
+    assert other.exists()  # another workload's restore may be writing it right now
+    other.unlink()
+
+
+# --- finding 4: one unreadable journal -------------------------------------------------------
+
+def test_an_unreadable_journal_concerns_only_its_own_workload(snapshotted, make_workload):
+    workload, _paths, _snapshot, _wanted = snapshotted
+    other = make_workload()
+    broken = journal.path_for(workload.pk, 99)
+    broken.parent.mkdir(parents=True, exist_ok=True)
+    broken.write_text('{"format": "berth-restore-journal"}')
+    try:
+        with locks.workload_lock(other.pk):
+            assert recovery.recover_workload(other) == 0  # the other workload is not hurt
+
+        with locks.workload_lock(workload.pk), pytest.raises(recovery.RecoveryError,
+                                                             match="cannot be read"):
+            recovery.recover_workload(workload)
+
+        record = deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+        record.refresh_from_db()
+        assert record.outcome == DeployRecord.Outcome.FAILED  # recorded, not left claimed
+        assert record.failure_code == DeployRecord.Failure.INTERNAL
+
+        report = recovery.recover_all()
+        assert len(report.problems) == 1 and "cannot be read" in report.problems[0]
+    finally:
+        broken.unlink()
+
+
+# --- finding 5: the sweep on a full disk -----------------------------------------------------
+
+def test_the_sweep_finishes_a_committed_restore_when_the_journal_cannot_be_written(
+    snapshotted, monkeypatch
+):
+    workload, paths, snapshot, wanted = snapshotted
+    with monkeypatch.context() as patch:
+        failing_writes(patch, journal.REDEPLOY)
+        job = restore.restore(workload=workload, snapshot=snapshot)
+    assert on_disk(workload.pk, job.pk).committed
+
+    with monkeypatch.context() as patch:
+        failing_writes(patch, journal.RECOVER, journal.REDEPLOY, journal.TIDY, journal.ARCHIVE)
+        report = recovery.recover_all()
+
+    assert report.recovered == [f"restore #{job.pk}"] and not report.problems
+    job.refresh_from_db()
+    assert job.outcome == Outcome.SUCCEEDED and job.pre_restore_snapshot.is_ready
+    assert trees(paths) == wanted and strays(paths) == [] and journals() == []
+
+
+# --- finding 6: jobs with a journal are the recovery's to close ------------------------------
+
+def test_a_job_whose_journal_cannot_be_read_is_not_closed_as_if_nothing_happened(
+    snapshotted, monkeypatch
+):
+    workload, paths, snapshot, wanted = snapshotted
+    with monkeypatch.context() as patch:
+        failing_writes(patch, journal.REDEPLOY)
+        job = restore.restore(workload=workload, snapshot=snapshot)
+    path = journal.path_for(workload.pk, job.pk)
+    good = path.read_bytes()
+    path.write_bytes(b"{ damaged")
+
+    report = recovery.recover_all()
+
+    job.refresh_from_db()
+    assert report.problems and job.state == RestoreJob.State.RUNNING
+    assert trees(paths) == wanted
+
+    path.write_bytes(good)  # an operator repaired it
+    report = recovery.recover_all()
+
+    job.refresh_from_db()
+    assert not report.problems and job.outcome == Outcome.SUCCEEDED
+    assert job.pre_restore_snapshot.is_ready and strays(paths) == [] and journals() == []
+
+
+def test_a_committed_journal_of_a_job_already_marked_is_still_finished(snapshotted,
+                                                                       monkeypatch):
+    workload, paths, snapshot, wanted = snapshotted
+    with monkeypatch.context() as patch:
+        failing_writes(patch, journal.REDEPLOY)
+        job = restore.restore(workload=workload, snapshot=snapshot)
+    RestoreJob.objects.filter(pk=job.pk).update(state=RestoreJob.State.FINISHED,
+                                                outcome=Outcome.FAILED)
+
+    recovery.recover_all()
+
+    job.refresh_from_db()
+    assert job.pre_restore_snapshot is not None and job.pre_restore_snapshot.is_ready
+    assert trees(paths) == wanted and strays(paths) == [] and journals() == []
+
+
+# --- finding 1: no task timeout, no recovery in web requests, a sweep every minute ------------
+
+def test_restores_and_the_sweep_are_handed_to_the_worker_without_a_timeout(monkeypatch, db):
+    """django-q2 itself is not run here: this checks what Berth asks of it (the broker call is
+    replaced to capture its arguments), and that the sweep's schedule exists after migrating."""
+    from django_q.models import Schedule
+
+    handed = []
+    monkeypatch.setattr(tasks, "async_task", lambda *a, **kw: handed.append((a, kw)))
+    tasks.enqueue_restore(5)
+    assert handed[0][0] == ("snapshots.tasks.run_restore", 5)
+    assert handed[0][1]["timeout"] == -1
+
+    # The rows of data migrations do not survive the flush of transactional tests,
+    # so the migration's own function makes it again here.
+    from django.apps import apps
+
+    migration = importlib.import_module("snapshots.migrations.0004_restore_sweep_schedule")
+    migration.add_schedule(apps, None)
+    migration.add_schedule(apps, None)  # idempotent
+    sweep = Schedule.objects.get(name="berth-restore-sweep")
+    assert sweep.func == "snapshots.tasks.sweep_restores"
+    assert (sweep.schedule_type, sweep.minutes, sweep.repeats) == (Schedule.MINUTES, 1, -1)
+    options = ast.parse(f"f({sweep.kwargs})").body[0].value.keywords
+    assert ast.literal_eval(options[0].value)["timeout"] == -1
+
+
+def test_a_web_request_never_recovers_a_journal_and_the_sweep_task_does(snapshotted,
+                                                                        monkeypatch):
+    workload, paths, snapshot, wanted = snapshotted
+    with monkeypatch.context() as patch:
+        failing_writes(patch, journal.REDEPLOY)
+        killed = restore.restore(workload=workload, snapshot=snapshot)
+    staged = strays(paths)
+
+    with pytest.raises(restore.RestoreBusy) as busy:
+        restore.request_restore(workload=workload, snapshot=snapshot)
+
+    assert busy.value.active.pk == killed.pk
+    assert strays(paths) == staged and len(journals()) == 1  # nothing recovered here
+
+    tasks.sweep_restores()
+
+    killed.refresh_from_db()
+    assert killed.outcome == Outcome.SUCCEEDED and journals() == [] and strays(paths) == []
+    assert trees(paths) == wanted
+
+
+def test_a_second_delivery_that_gives_up_waiting_does_not_end_the_running_restore(
+    snapshotted, settings
+):
+    workload, _paths, snapshot, _wanted = snapshotted
+    job = queued(workload, snapshot)
+    RestoreJob.objects.filter(pk=job.pk).update(state=RestoreJob.State.RUNNING)
+    job.refresh_from_db()
+    settings.BERTH_DEPLOY_LOCK_TIMEOUT = 0.2
+    held = threading.Event()
+    release = threading.Event()
+
+    def holder() -> None:
+        with locks.workload_lock(workload.pk):
+            held.set()
+            release.wait(10)
+        connection.close()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(10)
+    try:
+        restore.restore(workload=workload, snapshot=snapshot, job=job)
+    finally:
+        release.set()
+        thread.join()
+
+    job.refresh_from_db()
+    assert job.state == RestoreJob.State.RUNNING  # still the first delivery's
+
+
+# --- finding 7: a deploy waits for a restore of any length --------------------------------
+
+def hold_lock_for(workload_id: int, seconds: float) -> threading.Thread:
+    held = threading.Event()
+
+    def holder() -> None:
+        with locks.workload_lock(workload_id):
+            held.set()
+            time.sleep(seconds)
+        connection.close()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert held.wait(10)
+    return thread
+
+
+def test_the_lock_wait_goes_on_while_the_caller_wants_it(db, settings):
+    settings.BERTH_DEPLOY_LOCK_TIMEOUT = 0.3
+    thread = hold_lock_for(424242, 1.5)
+    asked = []
+    try:
+        with locks.workload_lock(424242, keep_waiting=lambda: asked.append(1) or True):
+            assert locks.is_held(424242)
+    finally:
+        thread.join()
+    assert asked  # the timeout passed and the caller chose to wait on
+
+
+def test_the_lock_wait_ends_at_the_timeout_without_a_reason_to_wait(db, settings):
+    settings.BERTH_DEPLOY_LOCK_TIMEOUT = 0.3
+    thread = hold_lock_for(424243, 1.5)
+    try:
+        with pytest.raises(locks.LockTimeout), \
+                locks.workload_lock(424243, keep_waiting=lambda: False):
+            pass
+        with pytest.raises(locks.LockTimeout), \
+                locks.workload_lock(424243, keep_waiting=lambda: True, longest=0.5):
+            pass
+    finally:
+        thread.join()
+
+
+def test_a_deploy_keeps_waiting_while_a_restore_of_its_workload_is_active(snapshotted):
+    workload, _paths, snapshot, _wanted = snapshotted
+    waiting = deployer._restore_running(workload)
+    assert not waiting()
+    queued(workload, snapshot)
+    assert waiting()
+
+
+# --- finding 8: the low ones ---------------------------------------------------------------
+
+def test_probe_directories_of_dead_processes_are_removed(tmp_path):
+    dead = tmp_path / ".berth-probe-999999999-0123456789ab-a"
+    alive = tmp_path / f".berth-probe-{os.getpid()}-0123456789ab-b"
+    dead.mkdir()
+    alive.mkdir()
+    exchange.forget_probes()
+
+    exchange.supported(str(tmp_path))
+
+    assert not dead.exists() and alive.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [alive.name]
+    exchange.forget_probes()
+
+
+def test_a_failed_archive_after_the_redeploy_does_not_redeploy_again(snapshotted,
+                                                                     monkeypatch):
+    """The emergency redeploy is for a redeploy that never ran, not for a second one."""
+    workload, paths, snapshot, wanted = snapshotted
+    redeploys = []
+    monkeypatch.setattr(recovery, "redeploy",
+                        lambda record, job, workload: redeploys.append(job.pk)
+                        or job.link(deploy=DeployRecord.open(
+                            workload=workload, reason=DeployRecord.Reason.RESTORE)))
+
+    def broken(**kwargs):
+        raise RuntimeError("archive broke")
+
+    monkeypatch.setattr(capture, "capture_copies_locked", broken)
+
+    job = restore.restore(workload=workload, snapshot=snapshot)
+
+    assert len(redeploys) == 1, redeploys
+    assert trees(paths) == wanted
+    job.refresh_from_db()
+    assert job.state == RestoreJob.State.RUNNING  # the rest is the sweep's
