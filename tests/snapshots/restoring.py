@@ -148,3 +148,33 @@ def run_sweep(**env: str) -> subprocess.CompletedProcess:
         [sys.executable, "manage.py", "recover_restores"], cwd=REPO_ROOT,
         env=child_process_env(**env), capture_output=True, text=True, timeout=300, check=False,
     )
+
+
+def failing_journal_writes(monkeypatch, *steps: str, after_write: bool = False) -> None:
+    """Journal writes fail with ENOSPC once any of `steps` is in the record.
+
+    `after_write`: the record reaches the disk first and the failure comes
+    after it (as when the directory's fsync fails after the rename).
+    """
+    real = journal.write
+
+    def write(record) -> None:
+        if any(s["step"] in steps for s in record.steps):
+            if after_write:
+                real(record)
+            raise OSError(28, "No space left on device")
+        real(record)
+
+    monkeypatch.setattr(journal, "write", write)
+
+
+def restore_left_committed(monkeypatch, workload: Workload, snapshot: Snapshot):
+    """A restore whose journal could take nothing after its COMMIT record: the volumes hold
+    the snapshot, the job still runs, and the committed journal is left for the recovery."""
+    from snapshots import restore
+
+    with monkeypatch.context() as patch:
+        failing_journal_writes(patch, journal.REDEPLOY)
+        job = restore.restore(workload=workload, snapshot=snapshot)
+    assert journal.load(journal.path_for(workload.pk, job.pk)).committed
+    return job

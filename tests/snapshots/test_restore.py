@@ -18,8 +18,10 @@ from tests.snapshots.conftest import add_volume, fill
 from tests.snapshots.restoring import (
     OLD,
     OLD_CONFIG,
+    failing_journal_writes,
     journals,
     replace_content,
+    restore_left_committed,
     snapshot_from_bytes,
     snapshot_trees,
     strays,
@@ -440,18 +442,6 @@ def test_an_unreadable_journal_is_refused_by_the_sweep(db, settings):
         (folder / "workload-3-job-3.json").unlink()
 
 
-def full_disk_for(monkeypatch, step: str) -> None:
-    """Journal writes fail with ENOSPC from the record of `step` on."""
-    real = journal.write
-
-    def write(record) -> None:
-        if any(s["step"] == step for s in record.steps):
-            raise OSError(28, "No space left on device")
-        real(record)
-
-    monkeypatch.setattr(journal, "write", write)
-
-
 def test_a_journal_that_cannot_take_the_rollback_still_puts_everything_back(
     snapshotted, monkeypatch
 ):
@@ -467,7 +457,7 @@ def test_a_journal_that_cannot_take_the_rollback_still_puts_everything_back(
         real(first, second)
 
     monkeypatch.setattr(exchange, "exchange", second_fails)
-    full_disk_for(monkeypatch, journal.ROLLBACK)
+    failing_journal_writes(monkeypatch, journal.ROLLBACK)
 
     job = restore.restore(workload=workload, snapshot=snapshot)
 
@@ -478,9 +468,7 @@ def test_a_journal_that_cannot_take_the_rollback_still_puts_everything_back(
 def test_a_journal_that_fails_after_the_commit_is_finished_by_the_sweep(snapshotted,
                                                                          monkeypatch):
     workload, paths, snapshot, wanted = snapshotted
-    with monkeypatch.context() as patch:
-        full_disk_for(patch, journal.REDEPLOY)
-        job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restore_left_committed(monkeypatch, workload, snapshot)
     job.refresh_from_db()
     assert job.state == RestoreJob.State.RUNNING  # left for the recovery, not guessed
     assert trees(paths) == wanted and len(journals()) == 1
@@ -496,9 +484,7 @@ def test_a_journal_that_fails_after_the_commit_is_finished_by_the_sweep(snapshot
 def test_a_restore_killed_on_this_workload_is_recovered_before_the_next_one_runs(snapshotted,
                                                                                 monkeypatch):
     workload, paths, snapshot, wanted = snapshotted
-    with monkeypatch.context() as patch:
-        full_disk_for(patch, journal.REDEPLOY)
-        first = restore.restore(workload=workload, snapshot=snapshot)
+    first = restore_left_committed(monkeypatch, workload, snapshot)
     assert len(journals()) == 1
 
     second = restore.restore(workload=workload, snapshot=snapshot)
@@ -544,9 +530,7 @@ def test_a_lost_lock_stops_the_restore_before_anything_stops(snapshotted, monkey
 def test_a_capture_finishes_a_killed_restore_before_reading_the_volumes(snapshotted,
                                                                          monkeypatch):
     workload, paths, snapshot, wanted = snapshotted
-    with monkeypatch.context() as patch:
-        full_disk_for(patch, journal.REDEPLOY)
-        job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restore_left_committed(monkeypatch, workload, snapshot)
     assert len(journals()) == 1
 
     taken = capture.capture_snapshot(workload=workload)

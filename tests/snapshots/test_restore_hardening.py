@@ -18,30 +18,18 @@ from django.db import connection
 
 from snapshots import capture, exchange, journal, recovery, restore, tasks
 from snapshots.models import RestoreJob
-from tests.snapshots.restoring import journals, strays, trees
+from tests.snapshots.restoring import (
+    failing_journal_writes,
+    journals,
+    restore_left_committed,
+    strays,
+    trees,
+)
 from workloads import deployer, locks
 from workloads.models import DeployRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Outcome = RestoreJob.Outcome
-
-
-def failing_writes(monkeypatch, *steps: str, after_write: bool = False) -> None:
-    """Journal writes fail with ENOSPC once any of `steps` is in the record.
-
-    `after_write`: the record reaches the disk first and the failure comes
-    after it (as when the directory's fsync fails after the rename).
-    """
-    real = journal.write
-
-    def write(record) -> None:
-        if any(s["step"] in steps for s in record.steps):
-            if after_write:
-                real(record)
-            raise OSError(28, "No space left on device")
-        real(record)
-
-    monkeypatch.setattr(journal, "write", write)
 
 
 def queued(workload, snapshot) -> RestoreJob:
@@ -60,7 +48,7 @@ def on_disk(workload_id: int, job_id: int) -> journal.Journal:
 def test_a_commit_that_could_not_be_written_is_rolled_back(snapshotted, monkeypatch):
     workload, paths, snapshot, _wanted = snapshotted
     before = trees(paths)
-    failing_writes(monkeypatch, journal.COMMIT)
+    failing_journal_writes(monkeypatch, journal.COMMIT)
 
     job = restore.restore(workload=workload, snapshot=snapshot)
 
@@ -111,7 +99,7 @@ def test_when_neither_commit_nor_rollback_can_be_written_nothing_moves_until_the
     workload, paths, snapshot, wanted = snapshotted
     before = trees(paths)
     with monkeypatch.context() as patch:
-        failing_writes(patch, journal.COMMIT, journal.ROLLBACK)
+        failing_journal_writes(patch, journal.COMMIT, journal.ROLLBACK)
         job = restore.restore(workload=workload, snapshot=snapshot)
 
     job.refresh_from_db()
@@ -181,13 +169,11 @@ def test_the_sweep_finishes_a_committed_restore_when_the_journal_cannot_be_writt
     snapshotted, monkeypatch
 ):
     workload, paths, snapshot, wanted = snapshotted
-    with monkeypatch.context() as patch:
-        failing_writes(patch, journal.REDEPLOY)
-        job = restore.restore(workload=workload, snapshot=snapshot)
-    assert on_disk(workload.pk, job.pk).committed
+    job = restore_left_committed(monkeypatch, workload, snapshot)
 
     with monkeypatch.context() as patch:
-        failing_writes(patch, journal.RECOVER, journal.REDEPLOY, journal.TIDY, journal.ARCHIVE)
+        failing_journal_writes(patch, journal.RECOVER, journal.REDEPLOY, journal.TIDY,
+                               journal.ARCHIVE)
         report = recovery.recover_all()
 
     assert report.recovered == [f"restore #{job.pk}"] and not report.problems
@@ -202,9 +188,7 @@ def test_a_job_whose_journal_cannot_be_read_is_not_closed_as_if_nothing_happened
     snapshotted, monkeypatch
 ):
     workload, paths, snapshot, wanted = snapshotted
-    with monkeypatch.context() as patch:
-        failing_writes(patch, journal.REDEPLOY)
-        job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restore_left_committed(monkeypatch, workload, snapshot)
     path = journal.path_for(workload.pk, job.pk)
     good = path.read_bytes()
     path.write_bytes(b"{ damaged")
@@ -226,9 +210,7 @@ def test_a_job_whose_journal_cannot_be_read_is_not_closed_as_if_nothing_happened
 def test_a_committed_journal_of_a_job_already_marked_is_still_finished(snapshotted,
                                                                        monkeypatch):
     workload, paths, snapshot, wanted = snapshotted
-    with monkeypatch.context() as patch:
-        failing_writes(patch, journal.REDEPLOY)
-        job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restore_left_committed(monkeypatch, workload, snapshot)
     RestoreJob.objects.filter(pk=job.pk).update(state=RestoreJob.State.FINISHED,
                                                 outcome=Outcome.FAILED)
 
@@ -269,9 +251,7 @@ def test_restores_and_the_sweep_are_handed_to_the_worker_without_a_timeout(monke
 def test_a_web_request_never_recovers_a_journal_and_the_sweep_task_does(snapshotted,
                                                                         monkeypatch):
     workload, paths, snapshot, wanted = snapshotted
-    with monkeypatch.context() as patch:
-        failing_writes(patch, journal.REDEPLOY)
-        killed = restore.restore(workload=workload, snapshot=snapshot)
+    killed = restore_left_committed(monkeypatch, workload, snapshot)
     staged = strays(paths)
 
     with pytest.raises(restore.RestoreBusy) as busy:
