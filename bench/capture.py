@@ -31,17 +31,15 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import secrets
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-MIB = 1 << 20
+from _common import MIB, half_compressible, prepare_environment, setup_django
+
 BIG_FILE = 512 * MIB
 SMALL_FILES = 20_000
 SMALL_DIRS = 100
@@ -59,44 +57,25 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def _chunk(rnd: random.Random, size: int) -> bytes:
-    """Half random bytes, half repetitive text: zstd -3 makes it about half the size."""
-    out = bytearray()
-    while len(out) < size:
-        out += rnd.randbytes(2048) + (b"berth snapshot line %06d\n" % rnd.randrange(10**6)) * 80
-    return bytes(out[:size])
-
-
 def make_data_set(root: Path) -> None:
     rnd = random.Random(20261126)
     root.mkdir()
     with open(root / "big.bin", "wb") as fh:
         for _ in range(BIG_FILE // MIB):
-            fh.write(_chunk(rnd, MIB))
+            fh.write(half_compressible(rnd, MIB))
     small = (TOTAL - BIG_FILE) // SMALL_FILES
     per_dir = SMALL_FILES // SMALL_DIRS
     for d in range(SMALL_DIRS):
         directory = root / f"d{d:03d}"
         directory.mkdir()
         for i in range(per_dir):
-            (directory / f"f{i:04d}.dat").write_bytes(_chunk(rnd, small))
+            (directory / f"f{i:04d}.dat").write_bytes(half_compressible(rnd, small))
 
 
 def prepare_django(data_dir: Path) -> None:
     """A fresh Berth (settings read once, at import) on a SQLite file in `data_dir`."""
-    (data_dir / "instance_id").write_text(f"bench-{secrets.token_hex(4)}")
-    (data_dir / "static").mkdir()
-    os.environ["BERTH_DATA_DIR"] = str(data_dir)
-    os.environ["DATABASE_URL"] = f"sqlite://{data_dir / 'berth.sqlite3'}"
-    os.environ["BERTH_TASKS_SYNC"] = "1"
-    os.environ["DJANGO_SETTINGS_MODULE"] = "berth.settings"
-    os.environ.setdefault("BERTH_LOG_LEVEL", "WARNING")
-    sys.path.insert(0, str(REPO_ROOT))
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0)
+    prepare_environment(data_dir)
+    setup_django()
 
 
 def make_workload(data_set: Path):

@@ -36,15 +36,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from _common import REPO_ROOT, BenchError, docker, prepare_environment, remove_labelled
+
 IMAGE = "127.0.0.1:5000/berth-test/httpd:v1"
 DEPLOY_TIMEOUT = 120.0  # seconds for one deploy before the bench gives up
 POLL_SECONDS = 0.01  # GET /api/deploys/{id} interval in worker mode
 WORKER_STOP_TIMEOUT = 20.0
-
-
-class BenchError(Exception):
-    pass
 
 
 def parse_args() -> argparse.Namespace:
@@ -62,34 +59,6 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def prepare_environment(data_dir: Path, *, sync: bool) -> str:
-    """Point Berth at a fresh data dir and SQLite database; returns the instance id.
-
-    Must run before Django is imported: settings and django-q2's Q_CLUSTER are
-    read once, at import.
-    """
-    instance = f"bench-{secrets.token_hex(4)}"
-    # Written before settings load, so leftovers of a killed run are easy to tell apart.
-    (data_dir / "instance_id").write_text(instance)
-    (data_dir / "static").mkdir()  # STATIC_ROOT; whitenoise warns when it is missing
-    os.environ["BERTH_DATA_DIR"] = str(data_dir)
-    os.environ["DATABASE_URL"] = f"sqlite://{data_dir / 'berth.sqlite3'}"
-    os.environ.pop("BERTH_REDIS_URL", None)  # the ORM broker, the embedded default
-    os.environ["BERTH_TASKS_SYNC"] = "1" if sync else "0"
-    os.environ["DJANGO_SETTINGS_MODULE"] = "berth.settings"
-    os.environ.setdefault("BERTH_LOG_LEVEL", "WARNING")
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    return instance
-
-
-def docker(*args: str, check: bool = True) -> str:
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
-    if check and result.returncode != 0:
-        raise BenchError(f"docker {' '.join(args)} failed: {result.stderr.strip()}")
-    return result.stdout.strip()
-
-
 def check_services(image: str) -> None:
     if shutil.which("docker") is None:
         raise BenchError("no docker CLI on PATH (run `make services` as root)")
@@ -102,13 +71,6 @@ def check_services(image: str) -> None:
     if not docker("image", "inspect", "--format", "{{.Id}}", image, check=False):
         # The baseline must not pay for a pull Berth's warm-up already did: have it local.
         docker("pull", "-q", image)
-
-
-def remove_labelled(label: str) -> int:
-    ids = docker("ps", "-aq", "--filter", f"label={label}", check=False).split()
-    if ids:
-        docker("rm", "-f", *ids, check=False)
-    return len(ids)
 
 
 # --- the task worker -------------------------------------------------------

@@ -25,7 +25,6 @@ import secrets
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,15 +32,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from _common import BenchError, docker, prepare_environment, remove_labelled
+
 IMAGE = "127.0.0.1:5000/berth-test/busybox:latest"
 DATABASE_URL = "postgres://postgres@127.0.0.1:5432/berth_bench_metrics"
 HISTORY_CONTAINERS = 10
 HISTORY_TICKS = 24 * 3600 // 15  # 5,760 ticks: 57,600 samples for 10 containers
-
-
-class BenchError(Exception):
-    pass
 
 
 def parse_args() -> argparse.Namespace:
@@ -95,35 +91,11 @@ def drop_database(url: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
 
-def prepare_environment(data_dir: Path, database_url: str) -> str:
-    """Point Berth at the data dir and the database before Django starts; returns the instance."""
-    instance = f"bench-{secrets.token_hex(4)}"
-    (data_dir / "instance_id").write_text(instance)
-    (data_dir / "static").mkdir()
-    os.environ["BERTH_DATA_DIR"] = str(data_dir)
-    os.environ["DATABASE_URL"] = database_url
-    os.environ["BERTH_TASKS_SYNC"] = "1"
-    os.environ["DJANGO_SETTINGS_MODULE"] = "berth.settings"
-    os.environ.setdefault("BERTH_LOG_LEVEL", "WARNING")
+def prepare_berth(data_dir: Path, database_url: str) -> str:
+    """The shared stand-alone set-up, with the stats sampler's defaults (a 15 s interval)."""
     for name in [n for n in os.environ if n.startswith("BERTH_STATS_")]:
-        del os.environ[name]  # the defaults: a 15 s interval
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    return instance
-
-
-def docker(*args: str, check: bool = True) -> str:
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
-    if check and result.returncode != 0:
-        raise BenchError(f"docker {' '.join(args[:3])}… failed: {result.stderr.strip()}")
-    return result.stdout.strip()
-
-
-def remove_labelled(label: str) -> int:
-    ids = docker("ps", "-aq", "--filter", f"label={label}", check=False).split()
-    if ids:
-        docker("rm", "-f", *ids, check=False)
-    return len(ids)
+        del os.environ[name]
+    return prepare_environment(data_dir, database_url=database_url)
 
 
 def make_workload(name: str):
@@ -278,7 +250,7 @@ def main() -> int:
     args = parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     data_dir = Path(tempfile.mkdtemp(prefix="berth-bench-"))
-    instance = prepare_environment(data_dir, args.database_url)
+    instance = prepare_berth(data_dir, args.database_url)
     created = False
     try:
         recreate_database(args.database_url)

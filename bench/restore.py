@@ -31,18 +31,16 @@ import argparse
 import json
 import os
 import random
-import secrets
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-MIB = 1 << 20
+from _common import MIB, half_compressible, prepare_environment, remove_labelled, setup_django
+
 IMAGE = "127.0.0.1:5000/berth-test/httpd:v1"
 SIZES = {"1 MiB": MIB, "1 GiB": 1 << 30}
 SMALL = 64 << 10
@@ -59,14 +57,6 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def _chunk(rnd: random.Random, size: int) -> bytes:
-    """Half random bytes, half repetitive text: zstd -3 makes it about half the size."""
-    out = bytearray()
-    while len(out) < size:
-        out += rnd.randbytes(2048) + (b"berth restore line %06d\n" % rnd.randrange(10**6)) * 80
-    return bytes(out[:size])
-
-
 def fill(root: Path, total: int) -> None:
     """A quarter of `total` in 64 KiB files (in directories of 256), the rest in one file."""
     rnd = random.Random(total)
@@ -75,31 +65,19 @@ def fill(root: Path, total: int) -> None:
     for i in range(small):
         directory = root / f"d{i // 256:03d}"
         directory.mkdir(exist_ok=True)
-        (directory / f"f{i:05d}.dat").write_bytes(_chunk(rnd, SMALL))
+        (directory / f"f{i:05d}.dat").write_bytes(half_compressible(rnd, SMALL))
     rest = total - small * SMALL
     if rest:
         with open(root / "big.bin", "wb") as fh:
             for _ in range(rest // MIB):
-                fh.write(_chunk(rnd, MIB))
-            fh.write(_chunk(rnd, rest % MIB))
+                fh.write(half_compressible(rnd, MIB))
+            fh.write(half_compressible(rnd, rest % MIB))
 
 
 def prepare_django(data_dir: Path) -> str:
     """A fresh Berth (settings read once, at import) on a SQLite file in `data_dir`."""
-    instance = f"bench-{secrets.token_hex(4)}"
-    (data_dir / "instance_id").write_text(instance)
-    (data_dir / "static").mkdir()
-    os.environ["BERTH_DATA_DIR"] = str(data_dir)
-    os.environ["DATABASE_URL"] = f"sqlite://{data_dir / 'berth.sqlite3'}"
-    os.environ["BERTH_TASKS_SYNC"] = "1"
-    os.environ["DJANGO_SETTINGS_MODULE"] = "berth.settings"
-    os.environ.setdefault("BERTH_LOG_LEVEL", "WARNING")
-    sys.path.insert(0, str(REPO_ROOT))
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0)
+    instance = prepare_environment(data_dir)
+    setup_django()
     return instance
 
 
@@ -229,7 +207,7 @@ def run(args: argparse.Namespace, base: Path) -> None:
         print(f"restore_bench: downtime ratio 1 GiB / 1 MiB {large / small:.2f} "
               f"(target ≤ 1.5; median of {args.rounds} rounds)")
     finally:
-        remove_containers(instance)
+        remove_labelled(f"berth.instance={instance}")
 
 
 def extract_rounds(args: argparse.Namespace, snapshot, out: Path) -> None:
@@ -247,13 +225,6 @@ def extract_rounds(args: argparse.Namespace, snapshot, out: Path) -> None:
           f"{data / statistics.median(theirs):.0f} MiB/s")
     print(f"restore_bench: extraction ratio {statistics.median(ratios):.2f} (target ≥ 0.7; "
           f"median of {args.rounds} rounds)")
-
-
-def remove_containers(instance: str) -> None:
-    ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=berth.instance={instance}"],
-                         capture_output=True, text=True, check=False).stdout.split()
-    if ids:
-        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
 
 
 def main() -> None:
