@@ -306,6 +306,17 @@ def _check(journal: Journal, path: Path) -> None:
         raise ValueError("a target's volume or created_live is malformed")
 
 
+def _may_be_a_volume(live: str) -> bool:
+    """A journal names only volume directories: below Berth's volumes root, or below one of
+    BERTH_ABSOLUTE_VOLUME_ROOTS (a planted journal cannot make the recovery rename /etc)."""
+    from workloads import paths
+
+    roots = [paths.volumes_root(), *settings.BERTH_ABSOLUTE_VOLUME_ROOTS]
+    return any(live != os.path.normpath(root) and
+               os.path.commonpath([live, os.path.normpath(root)]) == os.path.normpath(root)
+               for root in roots)
+
+
 def _check_target(job: int, position: int, target: Target) -> None:
     if target.index != position or target.mode not in (EXCHANGE, RENAME):
         raise ValueError(f"target {position}: index or mode")
@@ -313,6 +324,8 @@ def _check_target(job: int, position: int, target: Target) -> None:
     if not isinstance(live, str) or not live.startswith("/") or os.path.normpath(live) != live \
             or live == "/":
         raise ValueError(f"target {position}: the live path is not absolute and normal")
+    if not _may_be_a_volume(live):
+        raise ValueError(f"target {position}: {live} is not where Berth keeps volumes")
     for name, suffix in ((target.staging, "new"), (target.aside, "old")):
         match = _BESIDE.fullmatch(os.path.basename(name)) if isinstance(name, str) else None
         if not match or os.path.dirname(name) != target.parent or match.groups() != (

@@ -43,6 +43,25 @@ class RecoveryError(Exception):
     """What is on disk is not a state a restore can leave; nothing more was changed."""
 
 
+class LockLost(RecoveryError):
+    """The workload's lock is gone (its database connection dropped): change nothing more.
+
+    Another process may hold the lock now and be recovering the same journal;
+    whoever holds it next finishes or undoes the restore from the journal.
+    """
+
+
+def ensure_lock(record: Journal) -> None:
+    """Before each step that changes volumes, containers or the journal: the lock is still ours.
+
+    (A PostgreSQL advisory lock dies with its connection, and Django
+    reconnects without it after an error; locks.still_held asks PostgreSQL.)
+    """
+    if not locks.still_held(record.workload):
+        raise LockLost(f"restore #{record.job}: the lock of workload {record.workload} was "
+                       "lost; nothing more was changed, the next holder of the lock recovers it")
+
+
 # --- entry points -------------------------------------------------------------------
 
 @dataclass
@@ -84,6 +103,9 @@ def recover_all(*, say: Callable[[str], None] = logger.info) -> SweepReport:
                         "its job is marked failed.")
         except locks.LockTimeout:
             report.busy.append(f"workload {workload_id}")
+        except Exception as exc:  # noqa: BLE001 - one workload's trouble must not stop the others
+            logger.exception("workload %s: the restore sweep failed", workload_id)
+            report.problems.append(f"workload {workload_id}: the sweep failed ({exc!r})")
     return report
 
 
@@ -107,6 +129,9 @@ def _sweep_one(workload_id: int, report: SweepReport, say: Callable[[str], None]
     except RecoveryError as exc:
         logger.error("workload %s: a restore cannot be recovered: %s", workload_id, exc)
         report.problems.append(f"workload {workload_id}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - one workload's trouble must not stop the others
+        logger.exception("workload %s: the restore sweep failed", workload_id)
+        report.problems.append(f"workload {workload_id}: the sweep failed ({exc!r})")
 
 
 def _recover_reporting(record: Journal) -> None:
@@ -148,7 +173,9 @@ def recover(record: Journal) -> None:
                    record.workload, "committed" if record.committed else "not committed",
                    record.steps[-1]["step"] if record.steps else "none")
     try:
-        record.record(journal.RECOVER)
+        if not record.steps or record.steps[-1]["step"] != journal.RECOVER:
+            # (Once: a journal the sweep keeps refusing is not rewritten every minute.)
+            record.record(journal.RECOVER)
     except OSError:
         # Only a note for people; the direction and every action are decided
         # by what is on disk, so a full disk must not stop the recovery.
@@ -163,8 +190,8 @@ def recover(record: Journal) -> None:
         _forget_finished(record)
     else:
         roll_back(record, job=job, workload=workload, error=RestoreError(gettext_noop(
-            "The restore was interrupted (its process stopped) before its volumes were all "
-            "swapped; every volume was put back as it was.")))
+            "The restore was interrupted (its process stopped, or lost the workload's lock) "
+            "before its volumes were all swapped; every volume was put back as it was.")))
 
 
 def _forget_finished(record: Journal) -> None:
@@ -189,6 +216,7 @@ def roll_back(record: Journal, *, job: RestoreJob | None, workload: Workload | N
     record it holds, matches the volumes (all swapped), and the sweep goes
     the way it says.
     """
+    ensure_lock(record)
     if job is not None:
         try:
             job.set_phase(Phase.ROLLING_BACK)
@@ -215,6 +243,7 @@ def roll_back(record: Journal, *, job: RestoreJob | None, workload: Workload | N
     deploy = None
     if workload is not None and record.has(journal.QUIESCE):
         # The containers were stopped (and perhaps removed): bring the old data back up.
+        ensure_lock(record)
         deploy = redeploy(record, job, workload)
     crashpoints.reached("rollback.redeployed")
     if job is not None and workload is not None and job.finish(Outcome.FAILED, error.message,
@@ -295,6 +324,7 @@ def finish_forward(record: Journal, *, job: RestoreJob | None, workload: Workloa
     so a full disk must not keep the sweep from finishing.
     """
     note = _note if recovered else _record
+    ensure_lock(record)
     for target in record.targets:
         if _what(target, target.live) != NEW:
             raise RecoveryError(_found(target))
@@ -314,10 +344,13 @@ def finish_forward(record: Journal, *, job: RestoreJob | None, workload: Workloa
         note(record, journal.REDEPLOYED, deploy=deploy.pk if deploy else None,
              succeeded=started)
     crashpoints.reached("forward.redeployed")
+    ensure_lock(record)
     _tidy(record, note)
+    ensure_lock(record)
     kept, archive_error = _archive(record, job, workload, note)
     crashpoints.reached("forward.archived")
     if not kept and not record.has(journal.CLEANED):
+        ensure_lock(record)
         note(record, journal.CLEANUP)
         for target in record.targets:
             copy = _old_copy(target)
@@ -325,6 +358,7 @@ def finish_forward(record: Journal, *, job: RestoreJob | None, workload: Workloa
                 _remove(copy)
         note(record, journal.CLEANED)
     crashpoints.reached("forward.cleaned")
+    ensure_lock(record)
     _close_forward(record, job, workload, kept, archive_error, recovered, started)
     crashpoints.reached("forward.marked")
     journal.remove(record)

@@ -254,6 +254,9 @@ class _Restore:
         self.progress.phase(Phase.STARTING)
         try:
             recovery.finish_forward(record, job=self.job, workload=self.workload)
+        except recovery.LockLost:
+            logger.critical("restore %s lost the workload's lock after the commit; it stopped "
+                            "and leaves the rest to the next holder of the lock", self.job.pk)
         except Exception:  # noqa: BLE001 - the journal keeps the rest for the recovery
             logger.exception("restore %s could not be finished; its journal is kept and the "
                              "recovery sweep (or the next deploy) will finish it", self.job.pk)
@@ -264,6 +267,10 @@ class _Restore:
             recovery.roll_back(record, job=self.job, workload=self.workload,
                                error=_as_restore_error(exc, self.job),
                                commit_unknown=commit_unknown)
+        except recovery.LockLost:
+            logger.critical("restore %s lost the workload's lock; it stopped without putting "
+                            "anything back and leaves that to the next holder of the lock",
+                            self.job.pk)
         except Exception:  # noqa: BLE001 - the journal keeps what is needed to try again
             logger.critical("restore %s failed and could not be undone; its journal is kept "
                             "for the recovery sweep (every minute in the task worker, and "
@@ -277,6 +284,8 @@ class _Restore:
         """
         if RestoreJob.objects.filter(pk=self.job.pk, deploy__isnull=False).exists():
             return
+        if not locks.still_held(self.workload.pk):
+            return  # the next holder of the lock redeploys
         try:
             recovery.redeploy(record, self.job, self.workload)
         except Exception:  # noqa: BLE001 - logged; the sweep redeploys again
@@ -290,8 +299,7 @@ class _Restore:
             if created:
                 # A volume never deployed has no directory yet: it gets an empty
                 # one now, which becomes its (empty) pre-restore copy.
-                os.makedirs(live)
-                fsync_dir(os.path.dirname(live))
+                _make_durable_dirs(live)
             if os.path.islink(live) or not os.path.isdir(live):
                 raise RestoreError(gettext_noop("The host path %(path)s changed during the "
                                                 "checks."), path=live)
@@ -357,6 +365,7 @@ class _Restore:
     def _swap(self, record: Journal) -> None:
         self.progress.phase(Phase.SWAPPING)
         for target in record.targets:
+            _check_lock(self.workload)
             if not journal.same(journal.identity(target.live), target.live_id) or \
                     not journal.same(journal.identity(target.staging), target.staging_id):
                 raise RestoreError(gettext_noop("The host path %(path)s changed while the "
@@ -373,6 +382,18 @@ class _Restore:
             crashpoints.reached(f"restore.swapped-{target.index}")
         for parent in sorted({t.parent for t in record.targets}):
             fsync_dir(parent)
+
+
+def _make_durable_dirs(path: str) -> None:
+    """os.makedirs(path), with every directory it made fsynced into its parent."""
+    missing = []
+    probe = path
+    while not os.path.lexists(probe):
+        missing.append(probe)
+        probe = os.path.dirname(probe)
+    os.makedirs(path)
+    for made in missing:  # deepest first; each one's entry lives in its parent
+        fsync_dir(os.path.dirname(made))
 
 
 def _check_lock(workload: Workload) -> None:

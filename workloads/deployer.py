@@ -24,7 +24,6 @@ import os
 import traceback
 from collections.abc import Callable
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -40,8 +39,6 @@ from workloads.redact import redact
 logger = logging.getLogger(__name__)
 
 Failure = DeployRecord.Failure
-# A deploy stops waiting for a restore this long before its task timeout would end it.
-_TASK_MARGIN_SECONDS = 300
 
 
 class DeployError(Exception):
@@ -88,8 +85,7 @@ def dispatch(
     if not record.claim():
         return record
     try:
-        with locks.workload_lock(workload.pk, keep_waiting=_restore_running(workload),
-                                 longest=_longest_wait()):
+        with locks.workload_lock(workload.pk, keep_waiting=_restore_running(workload)):
             if _finish_interrupted_restores(workload, record):
                 _run(workload, record)
     except locks.LockTimeout as exc:
@@ -98,6 +94,11 @@ def dispatch(
         _record_failure(
             workload, record, DeployError(Failure.INTERNAL, traceback.format_exc()), []
         )
+    except BaseException:
+        # Ctrl-C in `manage.py deploy`: the swap put the old containers back;
+        # the ledger row must not stay "running".
+        _record_failure(workload, record, DeployError(Failure.INTERRUPTED, "interrupted"), [])
+        raise
     return record
 
 
@@ -106,12 +107,6 @@ def _restore_running(workload: Workload):
     from snapshots.models import RestoreJob
 
     return RestoreJob.objects.active().filter(workload=workload).exists
-
-
-def _longest_wait() -> float:
-    """A deploy waits for a restore at most until shortly before its own task would be ended."""
-    return max(float(settings.BERTH_DEPLOY_LOCK_TIMEOUT),
-               float(settings.BERTH_TASK_TIMEOUT) - _TASK_MARGIN_SECONDS)
 
 
 def dispatch_locked(
@@ -357,6 +352,12 @@ def _replace_containers(
             raise DeployError(Failure.INVALID_CONFIG, str(exc.messages)) from None
         code = exc.code if exc.code == Failure.ENGINE_UNREACHABLE else Failure.START_FAILED
         raise DeployError(code, exc.raw) from None
+    except BaseException:
+        # Anything else (Ctrl-C in the deploy command, a bug): the old
+        # containers must not stay stopped.
+        _discard(created)
+        _restart(was_running)
+        raise
 
     for container in old:
         _best_effort(runtime.remove, container.id)

@@ -100,23 +100,18 @@ def _make_lock(workload_id: int):
 
 @contextmanager
 def _locked(workload_id: int, timeout: float | None,
-            keep_waiting: Callable[[], bool] | None = None,
-            longest: float | None = None) -> Iterator[None]:
+            keep_waiting: Callable[[], bool] | None = None) -> Iterator[None]:
     if is_held(workload_id):
         # Re-entering would self-deadlock on SQLite and silently nest on
         # PostgreSQL; callers that hold the lock use the lock-held variants.
         raise RuntimeError(f"the lock of workload {workload_id} is already held by this thread")
     lock = _make_lock(workload_id)
-    started = time.monotonic()
-    deadline = None if timeout is None else started + timeout
+    deadline = None if timeout is None else time.monotonic() + timeout
     while not lock.try_acquire():
         now = time.monotonic()
         if deadline is not None and now >= deadline:
-            if keep_waiting is not None and (longest is None or now - started < longest) \
-                    and keep_waiting():
+            if keep_waiting is not None and keep_waiting():
                 deadline = now + min(_EXTEND_SECONDS, timeout or _EXTEND_SECONDS)
-                if longest is not None:
-                    deadline = min(deadline, started + longest)
             else:
                 raise LockTimeout(
                     f"workload {workload_id} is locked by another deploy or restore"
@@ -155,18 +150,16 @@ def still_held(workload_id: int) -> bool:
 
 
 def workload_lock(workload_id: int, *, timeout: float | None = None,
-                  keep_waiting: Callable[[], bool] | None = None,
-                  longest: float | None = None):
+                  keep_waiting: Callable[[], bool] | None = None):
     """Hold the workload's lock for the `with` block, waiting up to `timeout` seconds.
 
     With the default timeout of None, waits for BERTH_DEPLOY_LOCK_TIMEOUT.
     When that has passed, a caller's `keep_waiting()` may ask to wait on (a
-    deploy waits for a restore of any length), in steps of a minute, but
-    never longer than `longest` seconds in all.
+    deploy waits for a restore of any length), asked again every minute.
     """
     if timeout is None:
         timeout = settings.BERTH_DEPLOY_LOCK_TIMEOUT
-    return _locked(workload_id, timeout, keep_waiting, longest)
+    return _locked(workload_id, timeout, keep_waiting)
 
 
 def try_workload_lock(workload_id: int):

@@ -783,14 +783,21 @@ class DeployRecord(models.Model):
 
     @classmethod
     def _expire_stale(cls, workload: Workload) -> None:
-        """Fail unfinished deploys older than a task may live: their worker is gone.
+        """Fail unfinished deploys older than a deploy may take: their worker is gone.
 
-        django-q2 never retries a deploy (max_attempts 1), so a row still
-        queued or running after the task timeout plus the broker's retry
-        window can only belong to a worker that was killed.
+        Every step of a deploy has its own bound and django-q2 never retries
+        one (max_attempts 1), so a row still queued or running after
+        BERTH_TASK_TIMEOUT plus the broker's retry window belongs to a worker
+        that was killed — unless a restore of the workload is active: a
+        deploy waits for a restore as long as the restore takes.
         """
+        from snapshots.models import RestoreJob
+
         limit = timezone.now() - timedelta(seconds=settings.BERTH_TASK_TIMEOUT + 600)
-        cls.objects.filter(workload=workload, outcome__in=cls.ACTIVE, created__lt=limit).update(
+        stale = cls.objects.filter(workload=workload, outcome__in=cls.ACTIVE, created__lt=limit)
+        if not stale.exists() or RestoreJob.objects.active().filter(workload=workload).exists():
+            return
+        stale.update(
             outcome=cls.Outcome.FAILED, failure_code=cls.Failure.INTERRUPTED,
             finished=timezone.now(),
         )

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django_q.tasks import async_task
 
 from workloads import deployer
 from workloads.models import DeployRecord
+
+# Berth's tasks (deploys, snapshots, restores) run with no task timeout.
+# django-q2 ends a task at its timeout with SIGALRM (a SystemExit) and then
+# terminates the worker: cut there, a deploy could stop between stopping the
+# old containers and starting the new ones, a capture with the workload
+# stopped, a restore between two steps of its protocol. None of them can
+# wedge instead: every step that waits on something outside Berth has its own
+# bound (Docker calls, git, the image build, the lock), and the rest is
+# reading and writing data, which takes as long as the data needs. A second
+# delivery of a task (the broker's retry) finds its row claimed and does nothing.
+NO_TIMEOUT = -1
 
 
 def enqueue_deploy(record_id: int) -> None:
@@ -14,7 +24,7 @@ def enqueue_deploy(record_id: int) -> None:
         "workloads.tasks.run_deploy",
         record_id,
         task_name=f"deploy-{record_id}",
-        timeout=settings.BERTH_TASK_TIMEOUT,
+        timeout=NO_TIMEOUT,
     )
 
 

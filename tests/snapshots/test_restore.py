@@ -514,16 +514,26 @@ def test_a_snapshot_of_reordered_volumes_is_refused(snapshotted):
     assert [describe(p) for p in paths] == before
 
 
-def test_a_lost_lock_stops_the_restore_before_anything_stops(snapshotted, monkeypatch):
+def test_a_lost_lock_stops_the_restore_and_leaves_it_to_the_next_holder(snapshotted,
+                                                                        monkeypatch):
+    """The lock is found lost before the containers stop: nothing more is changed (another
+    process may hold the lock now); the next holder rolls the restore back."""
     from workloads import locks
 
     workload, paths, snapshot, _wanted = snapshotted
     before = trees(paths)
-    monkeypatch.setattr(locks, "still_held", lambda workload_id: False)
+    with monkeypatch.context() as patch:
+        patch.setattr(locks, "still_held", lambda workload_id: False)
+        job = restore.restore(workload=workload, snapshot=snapshot)
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job.refresh_from_db()
+    assert job.state == RestoreJob.State.RUNNING and len(journals()) == 1
+    assert trees(paths) == before  # the containers were never stopped, nothing swapped
 
-    refused(job, "The workload's lock was lost")
+    report = recovery.recover_all()
+
+    assert report.recovered == [f"restore #{job.pk}"]
+    refused(job, "lost the workload's lock")
     assert_untouched(workload, paths, before)
 
 

@@ -7,9 +7,10 @@ workload and a killed process.
 
 from __future__ import annotations
 
-import ast
-import importlib
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -18,6 +19,7 @@ from django.db import connection
 
 from snapshots import capture, exchange, journal, recovery, restore, tasks
 from snapshots.models import RestoreJob
+from tests.conftest import REPO_ROOT, child_env
 from tests.snapshots.restoring import (
     failing_journal_writes,
     journals,
@@ -223,33 +225,28 @@ def test_a_committed_journal_of_a_job_already_marked_is_still_finished(snapshott
 
 # --- finding 1: no task timeout, no recovery in web requests, a sweep every minute ------------
 
-def test_restores_and_the_sweep_are_handed_to_the_worker_without_a_timeout(monkeypatch, db):
+def test_berths_tasks_are_handed_to_the_worker_without_a_timeout(monkeypatch):
     """django-q2 itself is not run here: this checks what Berth asks of it (the broker call is
-    replaced to capture its arguments), and that the sweep's schedule exists after migrating."""
-    from django_q.models import Schedule
+    replaced to capture its arguments). django-q2 reads timeout -1 as "no timeout"."""
+    from workloads import tasks as workload_tasks
 
     handed = []
     monkeypatch.setattr(tasks, "async_task", lambda *a, **kw: handed.append((a, kw)))
+    monkeypatch.setattr(workload_tasks, "async_task", lambda *a, **kw: handed.append((a, kw)))
     tasks.enqueue_restore(5)
-    assert handed[0][0] == ("snapshots.tasks.run_restore", 5)
-    assert handed[0][1]["timeout"] == -1
+    tasks.enqueue_capture(6)
+    workload_tasks.enqueue_deploy(7)
 
-    # The rows of data migrations do not survive the flush of transactional tests,
-    # so the migration's own function makes it again here.
-    from django.apps import apps
-
-    migration = importlib.import_module("snapshots.migrations.0004_restore_sweep_schedule")
-    migration.add_schedule(apps, None)
-    migration.add_schedule(apps, None)  # idempotent
-    sweep = Schedule.objects.get(name="berth-restore-sweep")
-    assert sweep.func == "snapshots.tasks.sweep_restores"
-    assert (sweep.schedule_type, sweep.minutes, sweep.repeats) == (Schedule.MINUTES, 1, -1)
-    options = ast.parse(f"f({sweep.kwargs})").body[0].value.keywords
-    assert ast.literal_eval(options[0].value)["timeout"] == -1
+    assert [args for args, _kw in handed] == [
+        ("snapshots.tasks.run_restore", 5), ("snapshots.tasks.run_capture", 6),
+        ("workloads.tasks.run_deploy", 7),
+    ]
+    assert [kw["timeout"] for _args, kw in handed] == [-1, -1, -1]
 
 
-def test_a_web_request_never_recovers_a_journal_and_the_sweep_task_does(snapshotted,
-                                                                        monkeypatch):
+def test_a_web_request_never_recovers_a_journal_and_the_sweep_process_does(snapshotted,
+                                                                           monkeypatch):
+    """The sweep runs as its own process (`recover_restores --every`), as `make run` starts it."""
     workload, paths, snapshot, wanted = snapshotted
     killed = restore_left_committed(monkeypatch, workload, snapshot)
     staged = strays(paths)
@@ -260,11 +257,23 @@ def test_a_web_request_never_recovers_a_journal_and_the_sweep_task_does(snapshot
     assert busy.value.active.pk == killed.pk
     assert strays(paths) == staged and len(journals()) == 1  # nothing recovered here
 
-    tasks.sweep_restores()
+    sweeper = subprocess.Popen(
+        [sys.executable, "manage.py", "recover_restores", "--every", "1"], cwd=REPO_ROOT,
+        env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while journals() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        sweeper.send_signal(signal.SIGTERM)
+        output, _ = sweeper.communicate(timeout=60)
 
+    assert sweeper.returncode == 0, output
+    assert "Restore sweep stopped." in output
     killed.refresh_from_db()
-    assert killed.outcome == Outcome.SUCCEEDED and journals() == [] and strays(paths) == []
-    assert trees(paths) == wanted
+    assert killed.outcome == Outcome.SUCCEEDED, output
+    assert journals() == [] and strays(paths) == [] and trees(paths) == wanted
 
 
 def test_a_second_delivery_that_gives_up_waiting_does_not_end_the_running_restore(
@@ -333,9 +342,6 @@ def test_the_lock_wait_ends_at_the_timeout_without_a_reason_to_wait(db, settings
         with pytest.raises(locks.LockTimeout), \
                 locks.workload_lock(424243, keep_waiting=lambda: False):
             pass
-        with pytest.raises(locks.LockTimeout), \
-                locks.workload_lock(424243, keep_waiting=lambda: True, longest=0.5):
-            pass
     finally:
         thread.join()
 
@@ -385,3 +391,113 @@ def test_a_failed_archive_after_the_redeploy_does_not_redeploy_again(snapshotted
     assert trees(paths) == wanted
     job.refresh_from_db()
     assert job.state == RestoreJob.State.RUNNING  # the rest is the sweep's
+
+
+# --- the second review ----------------------------------------------------------------------
+
+def test_a_lock_lost_after_the_commit_stops_everything_until_the_next_holder(snapshotted,
+                                                                              monkeypatch):
+    """After the commit the restore checks the lock before each step; found lost, it changes
+    nothing more (no redeploy, no archive, no removal) and the sweep finishes it."""
+    workload, paths, snapshot, wanted = snapshotted
+    real = journal.Journal.record
+    lost = []
+
+    def record(self, step, **details):
+        real(self, step, **details)
+        if step == journal.COMMIT:
+            lost.append(True)
+
+    monkeypatch.setattr(journal.Journal, "record", record)
+    monkeypatch.setattr(locks, "still_held", lambda workload_id: not lost)
+    job = restore.restore(workload=workload, snapshot=snapshot)
+
+    job.refresh_from_db()
+    assert job.state == RestoreJob.State.RUNNING and job.deploy is None
+    assert job.pre_restore_snapshot is None
+    assert trees(paths) == wanted and len(strays(paths)) == 2  # the old data, untouched
+    steps = [s["step"] for s in on_disk(workload.pk, job.pk).steps]
+    assert steps[-1] == journal.COMMIT
+
+    lost.clear()
+    recovery.recover_all()
+
+    job.refresh_from_db()
+    assert job.outcome == Outcome.SUCCEEDED and job.pre_restore_snapshot.is_ready
+    assert strays(paths) == [] and journals() == []
+
+
+def test_one_workloads_unremovable_temporary_file_does_not_stop_the_sweep(snapshotted,
+                                                                          make_workload,
+                                                                          monkeypatch):
+    workload, paths, snapshot, wanted = snapshotted
+    job = restore_left_committed(monkeypatch, workload, snapshot)
+    other = make_workload()
+    stuck = journal.directory() / f".workload-{other.pk}-job-3.json.tmp-deadbeef"
+    stuck.mkdir()  # unlink() fails on it: IsADirectoryError
+    try:
+        report = recovery.recover_all()
+    finally:
+        stuck.rmdir()
+
+    assert report.recovered == [f"restore #{job.pk}"]
+    assert len(report.problems) == 1 and f"workload {other.pk}" in report.problems[0]
+    job.refresh_from_db()
+    assert job.outcome == Outcome.SUCCEEDED and trees(paths) == wanted
+
+
+def test_a_journal_the_sweep_keeps_refusing_is_noted_once(snapshotted, monkeypatch):
+    workload, paths, snapshot, _wanted = snapshotted
+    job = restore_left_committed(monkeypatch, workload, snapshot)
+    hidden = paths[0].with_name("hidden")
+    paths[0].rename(hidden)  # someone moved a volume by hand: no restore leaves this
+    try:
+        for _ in range(3):
+            report = recovery.recover_all()
+            assert len(report.problems) == 1
+        steps = [s["step"] for s in on_disk(workload.pk, job.pk).steps]
+        assert steps.count(journal.RECOVER) == 1
+    finally:
+        hidden.rename(paths[0])
+    assert not recovery.recover_all().problems
+
+
+def test_a_planted_journal_cannot_name_a_directory_outside_the_volumes(snapshotted, tmp_path,
+                                                                        settings):
+    """Only paths where Berth keeps volumes are accepted; a journal naming /etc-like
+    directories is refused as unreadable and nothing is renamed."""
+    workload, _paths, _snapshot, _wanted = snapshotted
+    settings.BERTH_ABSOLUTE_VOLUME_ROOTS = []  # tmp_path is then no place for a volume
+    victim = tmp_path / "etc"
+    victim.mkdir()
+    (victim / "passwd").write_text("root:x:0:0")
+    staging = victim.with_name(".berth-restore-9-0-0123abcd.new")
+    staging.mkdir()
+    planted = journal.Journal(
+        job=9, workload=workload.pk, snapshot=1, reference="",
+        targets=[journal.Target(
+            index=0, live=str(victim), staging=str(staging),
+            aside=str(victim.with_name(".berth-restore-9-0-0123abcd.old")), mode=journal.EXCHANGE,
+            live_id=journal.identity(str(staging)), staging_id=journal.identity(str(victim)),
+        )],
+        steps=[{"step": journal.PREPARE}, {"step": journal.SWAP, "index": 0}],
+    )
+    journal.write(planted)
+
+    report = recovery.recover_all()
+
+    assert report.problems and "not where Berth keeps volumes" in report.problems[0]
+    assert (victim / "passwd").read_text() == "root:x:0:0" and staging.is_dir()
+    planted.path.unlink()
+
+
+def test_a_volume_whose_parents_are_missing_too_is_made_and_restored(snapshotted):
+    workload, paths, snapshot, wanted = snapshotted
+    stage_dir = paths[0].parent
+    subprocess.run(["rm", "-rf", str(stage_dir)], check=True)
+
+    job = restore.restore(workload=workload, snapshot=snapshot)
+
+    job.refresh_from_db()
+    assert job.outcome == Outcome.SUCCEEDED, job.reason_text
+    assert trees(paths) == wanted

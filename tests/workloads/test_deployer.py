@@ -110,6 +110,28 @@ def test_it_restarts_the_old_containers_when_the_new_ones_cannot_start(
     assert Container.objects.live().get(workload=workload).docker_id == before.id
 
 
+def test_an_interrupted_swap_starts_the_old_containers_again(docker, current_tag, make_workload,
+                                                            monkeypatch):
+    """Ctrl-C in `manage.py deploy` (or any exception that is not Docker's) between stopping
+    the old containers and starting the new ones must not leave the workload stopped."""
+    workload = make_workload()
+    deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+    [before] = live_engine_containers(workload)
+
+    def interrupted(container_id: str) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runtime, "start", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+
+    containers = live_engine_containers(workload)
+    assert [c.id for c in containers] == [before.id] and containers[0].running
+    interrupted_row = workload.deploys.order_by("-id").first()
+    assert interrupted_row.outcome == DeployRecord.Outcome.FAILED
+    assert interrupted_row.failure_code == DeployRecord.Failure.INTERRUPTED
+
+
 def test_it_fails_clearly_when_the_engine_is_unreachable(db, make_workload, monkeypatch, tmp_path):
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/closed.sock")
     workload = make_workload()

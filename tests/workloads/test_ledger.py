@@ -120,6 +120,23 @@ def test_a_deploy_left_behind_by_a_dead_worker_expires(workload, settings):
     assert fresh.outcome == Outcome.QUEUED
 
 
+def test_a_deploy_waiting_for_a_restore_never_expires(workload, settings):
+    """A deploy waits for a restore as long as the restore takes; its row stays active."""
+    from snapshots.models import RestoreJob
+
+    waiting = DeployRecord.open(workload=workload, reason=Reason.API)
+    waiting.claim()
+    long_ago = timezone.now() - timedelta(seconds=settings.BERTH_TASK_TIMEOUT + 601)
+    DeployRecord.objects.filter(pk=waiting.pk).update(created=long_ago)
+    RestoreJob.objects.create(workload=workload, state=RestoreJob.State.RUNNING)
+
+    with pytest.raises(DeployInProgress):
+        DeployRecord.open(workload=workload, reason=Reason.MANUAL)
+
+    waiting.refresh_from_db()
+    assert waiting.outcome == Outcome.RUNNING
+
+
 def test_the_history_is_deleted_with_the_workload(workload):
     first = finished(workload)
     finished(workload, reason=Reason.ROLLBACK, rolled_back_from=first)
