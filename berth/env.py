@@ -127,6 +127,11 @@ def database_from_url(url: str, *, sqlite_default: Path) -> dict:
             "PORT": str(parsed.port or ""),
             "CONN_MAX_AGE": 60,
             "CONN_HEALTH_CHECKS": True,
+            # A session whose client went away (a host or network failure, not a
+            # process exit, which closes the socket) ends within about a minute,
+            # and its advisory locks with it.
+            "OPTIONS": {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+                        "keepalives_count": 3},
         }
     raise ImproperlyConfigured(
         f"DATABASE_URL scheme {parsed.scheme!r} is not supported (use postgres:// or sqlite:///)."

@@ -41,6 +41,11 @@ class JournalError(Exception):
     """A journal that cannot be read or does not describe a restore Berth could have made."""
 
 
+class JournalTaken(Exception):
+    """The journal on disk is no longer the one this process wrote or read last (another
+    process wrote or removed it): this process must change nothing more."""
+
+
 # Steps, in the order a restore records them. A step is written before it is
 # taken; the ones ending in "-done" record that it finished.
 PREPARE = "prepare"          # staging paths chosen; extraction is about to start
@@ -179,9 +184,20 @@ def _ensure_directory() -> Path:
 
 
 def write(journal: Journal) -> None:
-    """Replace the journal on disk atomically and durably."""
+    """Replace the journal on disk atomically and durably.
+
+    Only the journal this process wrote or read last is replaced: its first
+    record must create the file, every later one must find the file it left
+    (by inode). Anything else raises JournalTaken — another process has
+    finished, removed or rewritten it, and a record from here would bring a
+    finished restore's journal back, or overwrite what the other one decided.
+    """
     folder = _ensure_directory()
     final = journal.path
+    found = identity(str(final))
+    mine = getattr(journal, "_inode", None)
+    if (found is None) != (mine is None) or (found is not None and found[1] != mine):
+        raise JournalTaken(f"the journal {final} changed under restore #{journal.job}")
     temp = folder / f".{final.name}.tmp-{secrets.token_hex(4)}"
     fd = os.open(temp, _NEW_FILE, 0o600)
     try:
@@ -189,12 +205,14 @@ def write(journal: Journal) -> None:
         while data:
             data = data[os.write(fd, data):]
         os.fsync(fd)
+        inode = os.fstat(fd).st_ino
     except BaseException:
         os.close(fd)
         os.unlink(temp)
         raise
     os.close(fd)
     os.replace(temp, final)
+    journal._inode = inode  # renamed: the file on disk is now this one, even if the fsync fails
     fsync_dir(str(folder))
 
 
@@ -272,12 +290,15 @@ def for_workload(workload_id: int) -> list[Journal]:
 def load(path: Path) -> Journal:
     """Read and check one journal; JournalError (saying it cannot be read) if it is not sane."""
     try:
-        raw = json.loads(path.read_bytes())
+        with open(path, "rb") as fh:
+            inode = os.fstat(fh.fileno()).st_ino
+            raw = json.loads(fh.read())
         if raw.pop("format") != FORMAT or raw.pop("version") != VERSION:
             raise ValueError("format or version")
         targets = [Target(**t) for t in raw.pop("targets")]
         journal = Journal(targets=targets, **raw)
         _check(journal, path)
+        journal._inode = inode
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise JournalError(f"the restore journal {path} cannot be read ({exc})") from None
     return journal
@@ -308,13 +329,22 @@ def _check(journal: Journal, path: Path) -> None:
 
 def _may_be_a_volume(live: str) -> bool:
     """A journal names only volume directories: below Berth's volumes root, or below one of
-    BERTH_ABSOLUTE_VOLUME_ROOTS (a planted journal cannot make the recovery rename /etc)."""
+    BERTH_ABSOLUTE_VOLUME_ROOTS — by name and with symlinks resolved in its parent (a
+    planted journal cannot make the recovery rename /etc, not even through a symlink a
+    container made inside its volume)."""
     from workloads import paths
 
-    roots = [paths.volumes_root(), *settings.BERTH_ABSOLUTE_VOLUME_ROOTS]
-    return any(live != os.path.normpath(root) and
-               os.path.commonpath([live, os.path.normpath(root)]) == os.path.normpath(root)
-               for root in roots)
+    parent = os.path.realpath(os.path.dirname(live))
+    for root in (paths.volumes_root(), *settings.BERTH_ABSOLUTE_VOLUME_ROOTS):
+        root = os.path.normpath(root)
+        real_root = os.path.realpath(root)
+        if live != root and _within(live, root) and _within(parent, real_root):
+            return True
+    return False
+
+
+def _within(path: str, base: str) -> bool:
+    return os.path.commonpath([path, base]) == base
 
 
 def _check_target(job: int, position: int, target: Target) -> None:

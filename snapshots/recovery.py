@@ -351,11 +351,12 @@ def finish_forward(record: Journal, *, job: RestoreJob | None, workload: Workloa
     crashpoints.reached("forward.archived")
     if not kept and not record.has(journal.CLEANED):
         ensure_lock(record)
+        copies = [c for c in (_old_copy(t) for t in record.targets) if c is not None]
+        for copy in copies:
+            _refuse_mounts(copy)
         note(record, journal.CLEANUP)
-        for target in record.targets:
-            copy = _old_copy(target)
-            if copy is not None:
-                _remove(copy)
+        for copy in copies:
+            _remove(copy)
         note(record, journal.CLEANED)
     crashpoints.reached("forward.cleaned")
     ensure_lock(record)
@@ -397,10 +398,11 @@ def _tidy(record: Journal, note: Callable[..., None]) -> None:
              if t.mode == journal.EXCHANGE and _what(t, t.staging) == OLD]
     if not moves:
         return
-    note(record, journal.TIDY)
-    for target in moves:
+    for target in moves:  # all checked before the note: a refusal leaves no trace
         if _what(target, target.aside) != NOTHING:
             raise RecoveryError(_found(target))
+    note(record, journal.TIDY)
+    for target in moves:
         os.rename(target.staging, target.aside)
     _fsync_parents(record)
 
@@ -416,17 +418,20 @@ def _archive(record: Journal, job: RestoreJob | None, workload: Workload,
         return list(done.get("kept", [])), done.get("error", "")
     if job is not None:
         job.set_phase(Phase.ARCHIVING)
-    note(record, journal.ARCHIVE)
+    snapshot = job.pre_restore_snapshot if job is not None else None
+    if snapshot is not None and snapshot.is_ready:
+        # Archived already; only the record of it did not reach the journal.
+        note(record, journal.ARCHIVED, snapshot=snapshot.pk)
+        return [], ""
     copies = [_old_copy(target) for target in record.targets]
     if None in copies:
         raise RecoveryError(f"restore #{record.job}: a copy of the previous data is missing "
                             "although it was never archived")
-    snapshot = job.pre_restore_snapshot if job is not None else None
-    if snapshot is None or not snapshot.is_ready:
-        snapshot = capture.capture_copies_locked(
-            workload=workload, roots=copies, volumes=[t.volume for t in record.targets],
-            user=job.user if job is not None else None,
-        )
+    note(record, journal.ARCHIVE)
+    snapshot = capture.capture_copies_locked(
+        workload=workload, roots=copies, volumes=[t.volume for t in record.targets],
+        user=job.user if job is not None else None,
+    )
     if snapshot.is_ready:
         if job is not None:
             job.link(pre_restore_snapshot=snapshot)
@@ -504,11 +509,15 @@ def _old_copy(target: Target) -> str | None:
     return None
 
 
-def _remove(path: str) -> None:
-    """Remove a tree this restore made or swapped out, never crossing into a mounted filesystem."""
+def _refuse_mounts(path: str) -> None:
     mounts = exchange.mounts_at_or_below(path)
     if mounts:
         raise RecoveryError(f"{path} holds a mount point ({mounts[0]}); it is left alone")
+
+
+def _remove(path: str) -> None:
+    """Remove a tree this restore made or swapped out, never crossing into a mounted filesystem."""
+    _refuse_mounts(path)
     remove_tree(path)
     fsync_dir(os.path.dirname(path))
 

@@ -251,10 +251,10 @@ class _Restore:
                     raise  # Ctrl-C in the command: put back, then stop
                 return
         crashpoints.reached("restore.committed")
-        self.progress.phase(Phase.STARTING)
         try:
+            self.progress.phase(Phase.STARTING)
             recovery.finish_forward(record, job=self.job, workload=self.workload)
-        except recovery.LockLost:
+        except (recovery.LockLost, journal.JournalTaken):
             logger.critical("restore %s lost the workload's lock after the commit; it stopped "
                             "and leaves the rest to the next holder of the lock", self.job.pk)
         except Exception:  # noqa: BLE001 - the journal keeps the rest for the recovery
@@ -267,7 +267,7 @@ class _Restore:
             recovery.roll_back(record, job=self.job, workload=self.workload,
                                error=_as_restore_error(exc, self.job),
                                commit_unknown=commit_unknown)
-        except recovery.LockLost:
+        except (recovery.LockLost, journal.JournalTaken):
             logger.critical("restore %s lost the workload's lock; it stopped without putting "
                             "anything back and leaves that to the next holder of the lock",
                             self.job.pk)
@@ -313,6 +313,7 @@ class _Restore:
             ))
         record = Journal(job=self.job.pk, workload=self.workload.pk, snapshot=self.snapshot.pk,
                          reference=plan.reference, targets=targets)
+        _check_lock(self.workload)
         record.record(journal.PREPARE)
         crashpoints.reached("restore.prepared")
         return record

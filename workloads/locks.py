@@ -1,9 +1,21 @@
 """Per-workload locks that serialize deploys and restores across processes.
 
-PostgreSQL: a session-level advisory lock keyed on the workload id, on the
-calling thread's database connection. SQLite (the embedded default): an
-exclusive `flock` on `$BERTH_DATA_DIR/locks/workload-<id>.lock`; flock locks
-belong to the open file, so two threads of one process exclude each other too.
+Always an exclusive `flock` on `$BERTH_DATA_DIR/locks/workload-<id>.lock`
+(flock locks belong to the open file, so two threads of one process exclude
+each other too), and on PostgreSQL also a session-level advisory lock keyed
+on the workload id, on the calling thread's database connection, taken after
+the file lock.
+
+Why both on PostgreSQL: the advisory lock is what the design names, and what
+an administrator sees in pg_locks; but it belongs to a database session, and
+a session can end while its process goes on (the connection drops, or Django
+closes it after an error and reconnects without the lock). Another process
+could then take the lock and work on the same volumes at the same time. The
+file lock cannot be lost while its process lives, and every Berth process
+shares one host and one data directory (they deploy onto its Docker engine
+and its host paths), so holding both means no other process can hold the
+lock until this one lets go or dies. A lost advisory lock is taken back by
+still_held().
 
 `workload_lock` blocks (with a timeout), `try_workload_lock` does not, and
 `assert_held` lets code that must run under the lock (the lock-held deploy
@@ -92,9 +104,37 @@ class _FileLock:
             self.fd = None
 
 
+class _BothLocks:
+    """The file lock, then the advisory lock; both or neither."""
+
+    def __init__(self, workload_id: int) -> None:
+        self.file = _FileLock(workload_id)
+        self.advisory = _PostgresLock(workload_id)
+
+    def try_acquire(self) -> bool:
+        if not self.file.try_acquire():
+            return False
+        try:
+            if self.advisory.try_acquire():
+                return True
+        except BaseException:
+            self.file.release()
+            raise
+        self.file.release()
+        return False
+
+    def release(self) -> None:
+        try:
+            self.advisory.release()
+        except DatabaseError:
+            pass  # the session is gone, and its advisory lock with it
+        finally:
+            self.file.release()
+
+
 def _make_lock(workload_id: int):
     if connection.vendor == "postgresql":
-        return _PostgresLock(workload_id)
+        return _BothLocks(workload_id)
     return _FileLock(workload_id)
 
 
@@ -126,12 +166,16 @@ def _locked(workload_id: int, timeout: float | None,
 
 
 def still_held(workload_id: int) -> bool:
-    """Whether this thread really still holds the lock, asked of the database where it lives.
+    """Whether this thread really still holds the lock; on PostgreSQL, asked of the database.
 
-    A PostgreSQL advisory lock belongs to a session: if the connection drops,
-    the lock is gone although the `with` block goes on. A caller about to do
-    something that must not overlap with another holder asks first. An flock
-    lives as long as this process keeps its file open, so it cannot be lost.
+    The file lock lives as long as this process keeps its file open, so it
+    cannot be lost. A PostgreSQL advisory lock belongs to a session: if the
+    session ended (the connection dropped, or Django reconnected after an
+    error), the lock is taken again on the current session — no other Berth
+    process can hold it meanwhile, as they all need the file lock first. False
+    only if that fails (another session took it, or the database cannot be
+    reached): a caller about to do something that must not overlap with
+    another holder then stops.
     """
     if not is_held(workload_id):
         return False
@@ -144,7 +188,9 @@ def still_held(workload_id: int) -> bool:
                 "AND objid = %s AND objsubid = 2 AND pid = pg_backend_pid() AND granted",
                 [_PG_NAMESPACE, workload_id],
             )
-            return cursor.fetchone() is not None
+            if cursor.fetchone() is not None:
+                return True
+        return _PostgresLock(workload_id).try_acquire()
     except DatabaseError:
         return False
 

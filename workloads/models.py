@@ -783,24 +783,33 @@ class DeployRecord(models.Model):
 
     @classmethod
     def _expire_stale(cls, workload: Workload) -> None:
-        """Fail unfinished deploys older than a deploy may take: their worker is gone.
+        """Fail unfinished deploys whose worker is gone, so they stop blocking new ones.
 
-        Every step of a deploy has its own bound and django-q2 never retries
-        one (max_attempts 1), so a row still queued or running after
-        BERTH_TASK_TIMEOUT plus the broker's retry window belongs to a worker
-        that was killed — unless a restore of the workload is active: a
-        deploy waits for a restore as long as the restore takes.
+        Only rows older than BERTH_TASK_TIMEOUT plus the broker's retry window
+        are considered, and none while a restore of the workload is active (a
+        deploy waits for a restore as long as the restore takes). Of those, a
+        queued row's task was lost (django-q2 never retries a deploy). A
+        running row is dead only if the workload's lock can be taken now: a
+        live deploy holds it, or waits for whoever holds it — age alone says
+        nothing, since Berth's tasks have no timeout.
         """
         from snapshots.models import RestoreJob
+        from workloads import locks
 
         limit = timezone.now() - timedelta(seconds=settings.BERTH_TASK_TIMEOUT + 600)
-        stale = cls.objects.filter(workload=workload, outcome__in=cls.ACTIVE, created__lt=limit)
-        if not stale.exists() or RestoreJob.objects.active().filter(workload=workload).exists():
+        old = cls.objects.filter(workload=workload, outcome__in=cls.ACTIVE, created__lt=limit)
+        if not old.exists() or RestoreJob.objects.active().filter(workload=workload).exists():
             return
-        stale.update(
-            outcome=cls.Outcome.FAILED, failure_code=cls.Failure.INTERRUPTED,
-            finished=timezone.now(),
-        )
+        expire = {"outcome": cls.Outcome.FAILED, "failure_code": cls.Failure.INTERRUPTED,
+                  "finished": timezone.now()}
+        if not locks.is_held(workload.pk):
+            try:
+                with locks.try_workload_lock(workload.pk):
+                    old.update(**expire)
+                    return
+            except locks.LockTimeout:
+                pass
+        old.filter(outcome=cls.Outcome.QUEUED).update(**expire)
 
     @property
     def is_git(self) -> bool:

@@ -501,3 +501,90 @@ def test_a_volume_whose_parents_are_missing_too_is_made_and_restored(snapshotted
     job.refresh_from_db()
     assert job.outcome == Outcome.SUCCEEDED, job.reason_text
     assert trees(paths) == wanted
+
+
+# --- the third review ------------------------------------------------------------------------
+
+def test_a_journal_is_never_brought_back_or_overwritten_by_a_process_that_lost_it(db):
+    from workloads import paths
+
+    live = os.path.join(paths.volumes_root(), "p", "s", "data")
+    staging, aside = (os.path.join(os.path.dirname(live), f".berth-restore-31-0-0123abcd.{e}")
+                      for e in ("new", "old"))
+    record = journal.Journal(job=31, workload=31, snapshot=1, reference="", targets=[
+        journal.Target(index=0, live=live, staging=staging, aside=aside, mode=journal.EXCHANGE,
+                       live_id=[1, 2]),
+    ])
+    journal.write(record)
+    record.steps.append({"step": journal.PREPARE})
+    journal.write(record)  # its own file: fine
+
+    other = journal.load(record.path)  # another process recovers it …
+    other.record(journal.RECOVER)
+    with pytest.raises(journal.JournalTaken):
+        record.record(journal.EXTRACTED)  # … so this one must not write over it
+    assert [s["step"] for s in journal.load(record.path).steps][-1] == journal.RECOVER
+
+    journal.remove(other)  # … and finishes it
+    with pytest.raises(journal.JournalTaken):
+        other.record(journal.CLEANED)
+    assert not record.path.exists()  # not brought back
+
+
+def test_an_archive_whose_record_was_lost_is_not_taken_twice(snapshotted, monkeypatch):
+    workload, paths, snapshot, wanted = snapshotted
+    with monkeypatch.context() as patch:
+        failing_journal_writes(patch, journal.ARCHIVED)
+        job = restore.restore(workload=workload, snapshot=snapshot)
+    job.refresh_from_db()
+    assert job.state == RestoreJob.State.RUNNING and job.pre_restore_snapshot.is_ready
+
+    report = recovery.recover_all()
+
+    assert not report.problems
+    job.refresh_from_db()
+    assert job.outcome == Outcome.SUCCEEDED
+    assert workload.snapshots.filter(kind="pre_restore").count() == 1
+    assert trees(paths) == wanted and strays(paths) == [] and journals() == []
+
+
+def test_a_refusal_after_progress_leaves_the_journal_as_it_was(snapshotted, monkeypatch):
+    """The previous data was removed by hand before it was archived: every sweep refuses,
+    and after the first one the journal stops changing."""
+    workload, paths, snapshot, _wanted = snapshotted
+    job = restore_left_committed(monkeypatch, workload, snapshot)
+    for name in strays(paths):
+        subprocess.run(["rm", "-rf", str(paths[0].parent / name)], check=True)
+
+    lengths = []
+    for _ in range(4):
+        report = recovery.recover_all()
+        assert len(report.problems) == 1 and "missing" in report.problems[0]
+        lengths.append(len(on_disk(workload.pk, job.pk).steps))
+    assert lengths[1] == lengths[2] == lengths[3]
+
+
+def test_a_planted_journal_cannot_reach_out_through_a_symlink(snapshotted, tmp_path, settings):
+    workload, paths, _snapshot, _wanted = snapshotted
+    settings.BERTH_ABSOLUTE_VOLUME_ROOTS = []  # tmp_path is then no place for a volume
+    outside = tmp_path / "outside"
+    (outside / "victim").mkdir(parents=True)
+    link = paths[0].parent / "escape"
+    link.symlink_to(outside)  # as a container could make inside its own volume
+    live = link / "victim"
+    planted = journal.Journal(
+        job=12, workload=workload.pk, snapshot=1, reference="",
+        targets=[journal.Target(
+            index=0, live=str(live), staging=str(link / ".berth-restore-12-0-0123abcd.new"),
+            aside=str(link / ".berth-restore-12-0-0123abcd.old"), mode=journal.EXCHANGE,
+            live_id=journal.identity(str(live)),
+        )],
+        steps=[{"step": journal.PREPARE}],
+    )
+    journal.write(planted)
+    try:
+        with pytest.raises(journal.JournalError, match="not where Berth keeps volumes"):
+            journal.load(planted.path)
+    finally:
+        planted.path.unlink()
+        link.unlink()

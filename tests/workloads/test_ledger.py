@@ -120,6 +120,37 @@ def test_a_deploy_left_behind_by_a_dead_worker_expires(workload, settings):
     assert fresh.outcome == Outcome.QUEUED
 
 
+def test_a_deploy_whose_workload_is_locked_is_alive_however_old(workload, settings):
+    """Berth's tasks have no timeout: a running deploy whose lock is held is not expired."""
+    import threading
+
+    from django.db import connection
+
+    running = DeployRecord.open(workload=workload, reason=Reason.API)
+    running.claim()
+    long_ago = timezone.now() - timedelta(seconds=settings.BERTH_TASK_TIMEOUT + 601)
+    DeployRecord.objects.filter(pk=running.pk).update(created=long_ago)
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with locks.workload_lock(workload.pk):
+            held.set()
+            release.wait(10)
+        connection.close()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert held.wait(10)
+    try:
+        with pytest.raises(DeployInProgress):
+            DeployRecord.open(workload=workload, reason=Reason.MANUAL)
+    finally:
+        release.set()
+        thread.join()
+    running.refresh_from_db()
+    assert running.outcome == Outcome.RUNNING
+
+
 def test_a_deploy_waiting_for_a_restore_never_expires(workload, settings):
     """A deploy waits for a restore as long as the restore takes; its row stays active."""
     from snapshots.models import RestoreJob

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -129,11 +130,47 @@ def test_still_held_asks_where_the_lock_lives():
     with locks.workload_lock(7006):
         assert locks.still_held(7006)
         if connection.vendor == "postgresql":
-            # The session lost it (as when the connection drops): the thread-local
-            # bookkeeping still says held, the database does not.
+            # The session lost it (as when the connection drops and Django
+            # reconnects): still_held takes it back on the current session.
+            connection.close()
+            assert locks.is_held(7006) and locks.still_held(7006)
+            # Another session holds it meanwhile (no Berth process can: it needs the
+            # file lock first): still_held says so.
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [locks._PG_NAMESPACE, 7006])
-            assert locks.is_held(7006) and not locks.still_held(7006)
-            with connection.cursor() as cursor:  # give it back for the release
-                cursor.execute("SELECT pg_advisory_lock(%s, %s)", [locks._PG_NAMESPACE, 7006])
+            with other_session() as other:
+                other.execute("SELECT pg_advisory_lock(%s, %s)", [locks._PG_NAMESPACE, 7006])
+                assert not locks.still_held(7006)
+            assert locks.still_held(7006)  # the other session ended: taken back
     assert not locks.still_held(7006)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lost_advisory_lock_does_not_let_another_process_in(tmp_path):
+    """The file lock is held as long as the process lives: a child waits for it even while
+    the holder's database session (and its advisory lock) is gone."""
+    from django.db import connection
+
+    go = tmp_path / "go"
+    go.touch()
+    with locks.workload_lock(7007):
+        connection.close()  # on PostgreSQL the advisory lock is gone with the session
+        child = spawn(7007, go, hold=0.1)
+        time.sleep(1.5)
+        assert child.poll() is None, "another process got the lock"
+        released = time.time()
+    [(acquired, _end)] = intervals([child])
+    assert acquired >= released
+
+
+@contextmanager
+def other_session():
+    """A second PostgreSQL session, outside Django's connection handling."""
+    import psycopg
+    from django.db import connection
+
+    db = connection.settings_dict
+    with psycopg.connect(dbname=db["NAME"], user=db["USER"], password=db["PASSWORD"],
+                         host=db["HOST"] or None, port=db["PORT"] or None,
+                         autocommit=True) as conn:
+        yield conn
