@@ -94,6 +94,7 @@ class Journal:
     reference: str                   # the digest the workload ran, to redeploy it unchanged
     targets: list[Target]
     steps: list[dict] = field(default_factory=list)
+    generation: str = ""             # a new random token with every write (the fence)
 
     def has(self, step: str, **details: object) -> bool:
         return any(s["step"] == step and all(s.get(k) == v for k, v in details.items())
@@ -187,41 +188,60 @@ def write(journal: Journal) -> None:
     """Replace the journal on disk atomically and durably.
 
     Only the journal this process wrote or read last is replaced: its first
-    record must create the file, every later one must find the file it left
-    (by inode). Anything else raises JournalTaken — another process has
+    record must create the file, every later one must find the generation
+    token it left. Anything else raises JournalTaken — another process has
     finished, removed or rewritten it, and a record from here would bring a
     finished restore's journal back, or overwrite what the other one decided.
+    (The workload's lock already keeps a second process away; this is the
+    second line.)
     """
     folder = _ensure_directory()
     final = journal.path
-    found = identity(str(final))
-    mine = getattr(journal, "_inode", None)
-    if (found is None) != (mine is None) or (found is not None and found[1] != mine):
-        raise JournalTaken(f"the journal {final} changed under restore #{journal.job}")
+    _check_fence(journal)
+    previous, journal.generation = journal.generation, secrets.token_hex(8)
     temp = folder / f".{final.name}.tmp-{secrets.token_hex(4)}"
-    fd = os.open(temp, _NEW_FILE, 0o600)
     try:
-        data = memoryview(journal.to_json())
-        while data:
-            data = data[os.write(fd, data):]
-        os.fsync(fd)
-        inode = os.fstat(fd).st_ino
-    except BaseException:
+        fd = os.open(temp, _NEW_FILE, 0o600)
+        try:
+            data = memoryview(journal.to_json())
+            while data:
+                data = data[os.write(fd, data):]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(temp)
+            raise
         os.close(fd)
-        os.unlink(temp)
+        os.replace(temp, final)
+    except BaseException:
+        journal.generation = previous  # nothing was renamed: the disk holds the previous one
         raise
-    os.close(fd)
-    os.replace(temp, final)
-    journal._inode = inode  # renamed: the file on disk is now this one, even if the fsync fails
+    journal._on_disk = journal.generation  # renamed: ours now, even if the fsync fails
     fsync_dir(str(folder))
 
 
-def remove(journal: Journal) -> None:
-    """Delete a finished restore's journal, durably: the last thing a restore does."""
+def _check_fence(journal: Journal) -> None:
+    """The file on disk is the one this process wrote or read last (or none, for the first)."""
+    expected = getattr(journal, "_on_disk", None)
     try:
-        journal.path.unlink()
+        found = json.loads(journal.path.read_bytes()).get("generation")
     except FileNotFoundError:
+        found = None
+    except (OSError, ValueError, AttributeError):
+        found = "?"  # unreadable: not ours to overwrite
+    if found != expected:
+        raise JournalTaken(f"the journal {journal.path} changed under restore #{journal.job}")
+
+
+def remove(journal: Journal) -> None:
+    """Delete a finished restore's journal, durably: the last thing a restore does.
+
+    Only the journal this process wrote or read last (JournalTaken otherwise).
+    """
+    if not journal.path.exists():
         return
+    _check_fence(journal)
+    journal.path.unlink(missing_ok=True)
     fsync_dir(str(directory()))
 
 
@@ -290,15 +310,13 @@ def for_workload(workload_id: int) -> list[Journal]:
 def load(path: Path) -> Journal:
     """Read and check one journal; JournalError (saying it cannot be read) if it is not sane."""
     try:
-        with open(path, "rb") as fh:
-            inode = os.fstat(fh.fileno()).st_ino
-            raw = json.loads(fh.read())
+        raw = json.loads(path.read_bytes())
         if raw.pop("format") != FORMAT or raw.pop("version") != VERSION:
             raise ValueError("format or version")
         targets = [Target(**t) for t in raw.pop("targets")]
         journal = Journal(targets=targets, **raw)
         _check(journal, path)
-        journal._inode = inode
+        journal._on_disk = journal.generation
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise JournalError(f"the restore journal {path} cannot be read ({exc})") from None
     return journal
@@ -311,8 +329,9 @@ def _check(journal: Journal, path: Path) -> None:
     for number in (journal.job, journal.workload, journal.snapshot):
         if not isinstance(number, int) or isinstance(number, bool) or number < 1:
             raise ValueError("ids must be positive integers")
-    if not isinstance(journal.reference, str) or not isinstance(journal.steps, list):
-        raise ValueError("reference or steps")
+    if not isinstance(journal.reference, str) or not isinstance(journal.steps, list) \
+            or not isinstance(journal.generation, str):
+        raise ValueError("reference, steps or generation")
     if not journal.targets or not all(isinstance(s, dict) and isinstance(s.get("step"), str)
                                       for s in journal.steps):
         raise ValueError("targets or steps")

@@ -77,29 +77,43 @@ def dispatch(
     reference, or git ref, is resolved and pinned anew.
     `record` is a queued row from request_deploy(); if another worker has
     already claimed it, it is returned untouched.
+
+    The row is claimed (queued → running) only once the lock is held, so a
+    running deploy always holds its workload's lock: one whose lock is free
+    is dead (DeployRecord._expire_stale). A failure before the claim fails
+    the row only if it is still queued — a second delivery of the task that
+    gave up waiting must not end the deploy the first one runs.
     """
     record = record or DeployRecord.open(
         workload=workload, reason=reason, user=user, reference=reference,
         rolled_back_from=rolled_back_from,
     )
-    if not record.claim():
+    if record.outcome != DeployRecord.Outcome.QUEUED:
         return record
     try:
         with locks.workload_lock(workload.pk, keep_waiting=_restore_running(workload)):
+            if not record.claim():
+                return record
             if _finish_interrupted_restores(workload, record):
                 _run(workload, record)
     except locks.LockTimeout as exc:
-        _record_failure(workload, record, DeployError(Failure.LOCK_TIMEOUT, str(exc)), [])
+        _fail_unless_taken(workload, record, DeployError(Failure.LOCK_TIMEOUT, str(exc)))
     except Exception:  # noqa: BLE001 - the lock itself failed; still a ledger row
-        _record_failure(
-            workload, record, DeployError(Failure.INTERNAL, traceback.format_exc()), []
-        )
+        _fail_unless_taken(workload, record,
+                           DeployError(Failure.INTERNAL, traceback.format_exc()))
     except BaseException:
         # Ctrl-C in `manage.py deploy`: the swap put the old containers back;
         # the ledger row must not stay "running".
-        _record_failure(workload, record, DeployError(Failure.INTERRUPTED, "interrupted"), [])
+        _fail_unless_taken(workload, record, DeployError(Failure.INTERRUPTED, "interrupted"))
         raise
     return record
+
+
+def _fail_unless_taken(workload: Workload, record: DeployRecord, error: DeployError) -> None:
+    """Record the failure on a row this call claimed, or on one still queued (claimed here to
+    fail it); a row another worker claimed is left to that worker."""
+    if record.outcome == DeployRecord.Outcome.RUNNING or record.claim():
+        _record_failure(workload, record, error, [])
 
 
 def _restore_running(workload: Workload):

@@ -1,21 +1,26 @@
-"""Per-workload locks that serialize deploys and restores across processes.
+"""Per-workload locks that serialize deploys, restores and captures across processes.
 
 Always an exclusive `flock` on `$BERTH_DATA_DIR/locks/workload-<id>.lock`
 (flock locks belong to the open file, so two threads of one process exclude
 each other too), and on PostgreSQL also a session-level advisory lock keyed
-on the workload id, on the calling thread's database connection, taken after
-the file lock.
+on the workload id, taken after the file lock on a database session of its
+own.
 
 Why both on PostgreSQL: the advisory lock is what the design names, and what
 an administrator sees in pg_locks; but it belongs to a database session, and
-a session can end while its process goes on (the connection drops, or Django
-closes it after an error and reconnects without the lock). Another process
-could then take the lock and work on the same volumes at the same time. The
-file lock cannot be lost while its process lives, and every Berth process
-shares one host and one data directory (they deploy onto its Docker engine
-and its host paths), so holding both means no other process can hold the
-lock until this one lets go or dies. A lost advisory lock is taken back by
-still_held().
+a session can end while its process goes on (the connection drops). Another
+process could then take the lock and work on the same volumes at the same
+time. The file lock cannot be lost while its process lives, and every Berth
+process shares one host and one data directory (they deploy onto its Docker
+engine and its host paths), so holding both means no other process can hold
+the lock until this one lets go or dies. A lost advisory lock is taken back
+by still_held().
+
+Why a session of its own: an advisory lock taken on Django's connection
+lives and dies with Django's transactions and reconnects — a release inside
+a failed transaction cannot run, and a session that Django closes after an
+error takes the lock with it. The lock's own autocommit session is closed to
+release it, which always works.
 
 `workload_lock` blocks (with a timeout), `try_workload_lock` does not, and
 `assert_held` lets code that must run under the lock (the lock-held deploy
@@ -24,6 +29,7 @@ variant used by restore) check that its caller really holds it.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import threading
@@ -32,7 +38,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import connection
 
 # The advisory-lock namespace ("BRTH"), so Berth's keys never collide with
 # another application's advisory locks on a shared database.
@@ -47,18 +53,22 @@ class LockTimeout(Exception):
     """The workload's lock was not acquired in time."""
 
 
+class LockUnavailable(LockTimeout):
+    """The lock could not be taken at all (its file or the database cannot be used)."""
+
+
 class LockNotHeld(Exception):
     """Code that needs the workload's lock was called without it."""
 
 
-def _held_set() -> set[int]:
-    if not hasattr(_held, "ids"):
-        _held.ids = set()
-    return _held.ids
+def _held_locks() -> dict[int, _FileLock | _BothLocks]:
+    if not hasattr(_held, "locks"):
+        _held.locks = {}
+    return _held.locks
 
 
 def is_held(workload_id: int) -> bool:
-    return workload_id in _held_set()
+    return workload_id in _held_locks()
 
 
 def assert_held(workload_id: int) -> None:
@@ -66,42 +76,108 @@ def assert_held(workload_id: int) -> None:
         raise LockNotHeld(f"the lock of workload {workload_id} is not held by this thread")
 
 
-class _PostgresLock:
-    def __init__(self, workload_id: int) -> None:
-        self.workload_id = workload_id
-
-    def try_acquire(self) -> bool:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_PG_NAMESPACE, self.workload_id])
-            return bool(cursor.fetchone()[0])
-
-    def release(self) -> None:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_PG_NAMESPACE, self.workload_id])
-
-
 class _FileLock:
     def __init__(self, workload_id: int) -> None:
-        directory = os.path.join(str(settings.DATA_DIR), "locks")
-        os.makedirs(directory, exist_ok=True)
-        self.path = os.path.join(directory, f"workload-{workload_id}.lock")
+        self.path = os.path.join(str(settings.DATA_DIR), "locks", f"workload-{workload_id}.lock")
         self.fd: int | None = None
 
     def try_acquire(self) -> bool:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise LockUnavailable(f"the lock file {self.path} cannot be used ({exc})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             return False
+        except BaseException as exc:
+            os.close(fd)
+            if isinstance(exc, OSError):
+                raise LockUnavailable(f"the lock file {self.path} cannot be locked ({exc})") \
+                    from None
+            raise
         self.fd = fd
         return True
 
     def release(self) -> None:
         if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
+            fd, self.fd = self.fd, None
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def held(self) -> bool:
+        return self.fd is not None
+
+
+class _AdvisoryLock:
+    """pg_try_advisory_lock on an autocommit session opened for it; closing it releases."""
+
+    def __init__(self, workload_id: int) -> None:
+        self.workload_id = workload_id
+        self.session = None
+
+    def _connect(self):
+        import psycopg
+
+        db = connection.settings_dict
+        try:
+            return psycopg.connect(
+                dbname=db["NAME"], user=db["USER"] or None, password=db["PASSWORD"] or None,
+                host=db["HOST"] or None, port=db["PORT"] or None, autocommit=True,
+                application_name="berth-lock", **db.get("OPTIONS", {}),
+            )
+        except psycopg.Error as exc:
+            raise LockUnavailable(f"the database cannot be reached for the lock ({exc})") \
+                from None
+
+    def try_acquire(self) -> bool:
+        import psycopg
+
+        session = self._connect()
+        try:
+            got = session.execute("SELECT pg_try_advisory_lock(%s, %s)",
+                                  [_PG_NAMESPACE, self.workload_id]).fetchone()[0]
+        except BaseException as exc:
+            session.close()  # whatever the server did, the lock ends with the session
+            if isinstance(exc, psycopg.Error):
+                raise LockUnavailable(f"the advisory lock failed ({exc})") from None
+            raise
+        if not got:
+            session.close()
+            return False
+        self.session = session
+        return True
+
+    def release(self) -> None:
+        if self.session is not None:
+            session, self.session = self.session, None
+            session.close()
+
+    def held(self) -> bool:
+        """Whether the lock's session still holds it, asked of PostgreSQL."""
+        import psycopg
+
+        if self.session is None:
+            return False
+        try:
+            return self.session.execute(
+                "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = %s "
+                "AND objid = %s AND objsubid = 2 AND pid = pg_backend_pid() AND granted",
+                [_PG_NAMESPACE, self.workload_id],
+            ).fetchone() is not None
+        except psycopg.Error:
+            return False
+
+    def take_back(self) -> bool:
+        """After the session was lost: a new session, and the lock on it if nobody has it."""
+        self.release()
+        try:
+            return self.try_acquire()
+        except LockUnavailable:
+            return False
 
 
 class _BothLocks:
@@ -109,7 +185,7 @@ class _BothLocks:
 
     def __init__(self, workload_id: int) -> None:
         self.file = _FileLock(workload_id)
-        self.advisory = _PostgresLock(workload_id)
+        self.advisory = _AdvisoryLock(workload_id)
 
     def try_acquire(self) -> bool:
         if not self.file.try_acquire():
@@ -126,13 +202,14 @@ class _BothLocks:
     def release(self) -> None:
         try:
             self.advisory.release()
-        except DatabaseError:
-            pass  # the session is gone, and its advisory lock with it
         finally:
             self.file.release()
 
+    def held(self) -> bool:
+        return self.file.held() and (self.advisory.held() or self.advisory.take_back())
 
-def _make_lock(workload_id: int):
+
+def _make_lock(workload_id: int) -> _FileLock | _BothLocks:
     if connection.vendor == "postgresql":
         return _BothLocks(workload_id)
     return _FileLock(workload_id)
@@ -142,26 +219,27 @@ def _make_lock(workload_id: int):
 def _locked(workload_id: int, timeout: float | None,
             keep_waiting: Callable[[], bool] | None = None) -> Iterator[None]:
     if is_held(workload_id):
-        # Re-entering would self-deadlock on SQLite and silently nest on
-        # PostgreSQL; callers that hold the lock use the lock-held variants.
+        # Re-entering would self-deadlock on the file lock; callers that hold
+        # the lock use the lock-held variants.
         raise RuntimeError(f"the lock of workload {workload_id} is already held by this thread")
     lock = _make_lock(workload_id)
     deadline = None if timeout is None else time.monotonic() + timeout
-    while not lock.try_acquire():
-        now = time.monotonic()
-        if deadline is not None and now >= deadline:
-            if keep_waiting is not None and keep_waiting():
-                deadline = now + min(_EXTEND_SECONDS, timeout or _EXTEND_SECONDS)
-            else:
-                raise LockTimeout(
-                    f"workload {workload_id} is locked by another deploy or restore"
-                )
-        time.sleep(_POLL_SECONDS)
-    _held_set().add(workload_id)
     try:
+        while not lock.try_acquire():
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                if keep_waiting is not None and keep_waiting():
+                    deadline = now + min(_EXTEND_SECONDS, timeout or _EXTEND_SECONDS)
+                else:
+                    raise LockTimeout(
+                        f"workload {workload_id} is locked by another deploy or restore"
+                    )
+            time.sleep(_POLL_SECONDS)
+        _held_locks()[workload_id] = lock
         yield
     finally:
-        _held_set().discard(workload_id)
+        # (Also when an exception arrives between the acquisition and here.)
+        _held_locks().pop(workload_id, None)
         lock.release()
 
 
@@ -169,30 +247,15 @@ def still_held(workload_id: int) -> bool:
     """Whether this thread really still holds the lock; on PostgreSQL, asked of the database.
 
     The file lock lives as long as this process keeps its file open, so it
-    cannot be lost. A PostgreSQL advisory lock belongs to a session: if the
-    session ended (the connection dropped, or Django reconnected after an
-    error), the lock is taken again on the current session — no other Berth
-    process can hold it meanwhile, as they all need the file lock first. False
-    only if that fails (another session took it, or the database cannot be
-    reached): a caller about to do something that must not overlap with
-    another holder then stops.
+    cannot be lost. If the advisory lock's session ended (the connection
+    dropped), the lock is taken again on a new session — no other Berth
+    process can hold it meanwhile, as they all need the file lock first.
+    False only if that fails (another session took it, or the database
+    cannot be reached): a caller about to do something that must not overlap
+    with another holder then stops.
     """
-    if not is_held(workload_id):
-        return False
-    if connection.vendor != "postgresql":
-        return True
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = %s "
-                "AND objid = %s AND objsubid = 2 AND pid = pg_backend_pid() AND granted",
-                [_PG_NAMESPACE, workload_id],
-            )
-            if cursor.fetchone() is not None:
-                return True
-        return _PostgresLock(workload_id).try_acquire()
-    except DatabaseError:
-        return False
+    lock = _held_locks().get(workload_id)
+    return lock is not None and lock.held()
 
 
 def workload_lock(workload_id: int, *, timeout: float | None = None,
@@ -202,6 +265,7 @@ def workload_lock(workload_id: int, *, timeout: float | None = None,
     With the default timeout of None, waits for BERTH_DEPLOY_LOCK_TIMEOUT.
     When that has passed, a caller's `keep_waiting()` may ask to wait on (a
     deploy waits for a restore of any length), asked again every minute.
+    LockUnavailable (a LockTimeout) if the lock cannot be taken at all.
     """
     if timeout is None:
         timeout = settings.BERTH_DEPLOY_LOCK_TIMEOUT

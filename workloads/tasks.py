@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from django_q.tasks import async_task
 
 from workloads import deployer
 from workloads.models import DeployRecord
+
+logger = logging.getLogger(__name__)
 
 # Berth's tasks (deploys, snapshots, restores) run with no task timeout.
 # django-q2 ends a task at its timeout with SIGALRM (a SystemExit) and then
@@ -35,6 +39,9 @@ def run_deploy(record_id: int) -> None:
         .first()
     )
     if record is None or record.outcome != DeployRecord.Outcome.QUEUED:
+        if record is not None and record.failure_code == DeployRecord.Failure.INTERRUPTED:
+            logger.warning("deploy %s waited in the queue so long that it was counted as "
+                           "lost (BERTH_TASK_TIMEOUT); it is not run now", record_id)
         return  # Deleted with its workload, or already run by another worker.
     deployer.dispatch(
         workload=record.workload, reason=record.reason, user=record.user, record=record

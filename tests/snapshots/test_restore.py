@@ -514,16 +514,38 @@ def test_a_snapshot_of_reordered_volumes_is_refused(snapshotted):
     assert [describe(p) for p in paths] == before
 
 
-def test_a_lost_lock_stops_the_restore_and_leaves_it_to_the_next_holder(snapshotted,
-                                                                        monkeypatch):
-    """The lock is found lost before the containers stop: nothing more is changed (another
-    process may hold the lock now); the next holder rolls the restore back."""
+def test_a_lock_lost_before_the_journal_refuses_the_restore(snapshotted, monkeypatch):
     from workloads import locks
 
     workload, paths, snapshot, _wanted = snapshotted
     before = trees(paths)
+    monkeypatch.setattr(locks, "still_held", lambda workload_id: False)
+
+    job = restore.restore(workload=workload, snapshot=snapshot)
+
+    refused(job, "The workload's lock was lost")
+    assert_untouched(workload, paths, before)
+
+
+def test_a_lock_lost_later_stops_the_restore_and_leaves_it_to_the_next_holder(snapshotted,
+                                                                               monkeypatch):
+    """The lock is found lost after extracting, before the containers stop: nothing more is
+    changed (another process could hold the lock); the next holder rolls the restore back."""
+    from workloads import locks
+
+    workload, paths, snapshot, _wanted = snapshotted
+    before = trees(paths)
+    real = journal.Journal.record
+    lost = []
+
+    def record(self, step, **details):
+        real(self, step, **details)
+        if step == journal.EXTRACTED:
+            lost.append(True)
+
     with monkeypatch.context() as patch:
-        patch.setattr(locks, "still_held", lambda workload_id: False)
+        patch.setattr(journal.Journal, "record", record)
+        patch.setattr(locks, "still_held", lambda workload_id: not lost)
         job = restore.restore(workload=workload, snapshot=snapshot)
 
     job.refresh_from_db()

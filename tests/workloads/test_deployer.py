@@ -118,8 +118,13 @@ def test_an_interrupted_swap_starts_the_old_containers_again(docker, current_tag
     deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
     [before] = live_engine_containers(workload)
 
+    real_start, calls = runtime.start, []
+
     def interrupted(container_id: str) -> None:
-        raise KeyboardInterrupt
+        calls.append(container_id)
+        if len(calls) == 1:  # starting the new container; restarting the old one works
+            raise KeyboardInterrupt
+        real_start(container_id)
 
     monkeypatch.setattr(runtime, "start", interrupted)
     with pytest.raises(KeyboardInterrupt):

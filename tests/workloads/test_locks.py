@@ -130,19 +130,58 @@ def test_still_held_asks_where_the_lock_lives():
     with locks.workload_lock(7006):
         assert locks.still_held(7006)
         if connection.vendor == "postgresql":
-            # The session lost it (as when the connection drops and Django
-            # reconnects): still_held takes it back on the current session.
-            connection.close()
-            assert locks.is_held(7006) and locks.still_held(7006)
-            # Another session holds it meanwhile (no Berth process can: it needs the
+            advisory = locks._held_locks()[7006].advisory
+            assert advisory_holders(7006) == [advisory.session.info.backend_pid]
+            # The lock's session ended (as when the connection drops): still_held
+            # takes the lock back on a new session.
+            advisory.session.close()
+            assert locks.still_held(7006)
+            assert advisory_holders(7006) == [advisory.session.info.backend_pid]
+            # Another session took it meanwhile (no Berth process can: it needs the
             # file lock first): still_held says so.
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [locks._PG_NAMESPACE, 7006])
+            advisory.session.close()
             with other_session() as other:
                 other.execute("SELECT pg_advisory_lock(%s, %s)", [locks._PG_NAMESPACE, 7006])
                 assert not locks.still_held(7006)
             assert locks.still_held(7006)  # the other session ended: taken back
     assert not locks.still_held(7006)
+    if connection.vendor == "postgresql":
+        assert advisory_holders(7006) == []  # released with its session
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_transaction_around_the_lock_does_not_keep_it():
+    """The advisory lock lives on its own session: a transaction that failed inside the
+    `with` block cannot stop its release."""
+    from django.db import DatabaseError, connection, transaction
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the advisory lock exists on PostgreSQL only")
+    with pytest.raises(DatabaseError), transaction.atomic(), locks.workload_lock(7008), \
+            connection.cursor() as cursor:
+        cursor.execute("SELECT 1/0")
+    assert advisory_holders(7008) == []
+    with locks.try_workload_lock(7008):
+        assert locks.still_held(7008)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lock_directory_that_cannot_be_used_is_a_clear_lock_error(settings, tmp_path):
+    blocked = tmp_path / "data"
+    blocked.mkdir()
+    (blocked / "locks").write_text("not a directory")
+    settings.DATA_DIR = blocked
+    with pytest.raises(locks.LockUnavailable, match="cannot be used"), \
+            locks.workload_lock(7009, timeout=1):
+        pass
+    assert not locks.is_held(7009)
+
+
+def advisory_holders(workload_id: int) -> list[int]:
+    with other_session() as other:
+        return [row[0] for row in other.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s "
+            "AND objid = %s AND granted", [locks._PG_NAMESPACE, workload_id]).fetchall()]
 
 
 @pytest.mark.django_db(transaction=True)
