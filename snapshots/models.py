@@ -197,15 +197,16 @@ class Snapshot(models.Model):
 
         A row is claimed (queued → capturing) only under the workload's lock,
         which the capture then holds until it is done, so a caller that holds
-        the lock knows every capturing row is dead (its process was killed). Without
-        the lock, only rows older than the task timeout are known dead (their
-        task was lost or killed).
+        the lock knows every capturing row is dead (its process was killed).
+        Without the lock, only queued rows older than BERTH_TASK_TIMEOUT (plus
+        the broker's retry window) are known dead (their task was lost); a
+        capturing row's age says nothing, as captures have no task timeout.
         """
         if lock_held:
             stale = Q(state=cls.State.CAPTURING)
         else:
             cutoff = timezone.now() - timedelta(seconds=settings.BERTH_TASK_TIMEOUT + 600)
-            stale = Q(state__in=cls.ACTIVE_STATES, created__lt=cutoff)
+            stale = Q(state=cls.State.QUEUED, created__lt=cutoff)
         return cls.objects.filter(stale, workload=workload).update(
             state=cls.State.FAILED, finished=timezone.now(), failure_params={},
             failure=gettext_noop("The capture was interrupted before it finished."),

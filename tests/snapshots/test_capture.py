@@ -160,6 +160,29 @@ def test_a_capture_marks_an_interrupted_one_failed(volume_workload):
     assert dead.failure_text == "The capture was interrupted before it finished."
 
 
+def test_a_long_capture_is_never_counted_lost_while_it_holds_the_lock(volume_workload,
+                                                                      settings):
+    """Captures have no task timeout: a capturing row is dead only when its lock is free."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    workload, _paths = volume_workload
+    long_ago = timezone.now() - timedelta(seconds=settings.BERTH_TASK_TIMEOUT + 601)
+    capturing = Snapshot.objects.create(workload=workload, state=Snapshot.State.CAPTURING,
+                                        created=long_ago)
+    Snapshot.fail_interrupted(workload=workload, lock_held=False)
+    capturing.refresh_from_db()
+    assert capturing.state == Snapshot.State.CAPTURING
+
+    capturing.delete()
+    lost = Snapshot.objects.create(workload=workload, state=Snapshot.State.QUEUED,
+                                   created=long_ago)
+    Snapshot.fail_interrupted(workload=workload, lock_held=False)
+    lost.refresh_from_db()
+    assert lost.state == Snapshot.State.FAILED  # its task never reached a worker
+
+
 def test_a_row_deleted_during_the_capture_takes_its_file_along(volume_workload, monkeypatch):
     workload, _paths = volume_workload
     real = Snapshot.succeed
