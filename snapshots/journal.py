@@ -32,6 +32,7 @@ FORMAT = "berth-restore-journal"
 VERSION = 1
 EXCHANGE, RENAME = "exchange", "rename"
 _NAME = re.compile(r"workload-([1-9][0-9]{0,18})-job-([1-9][0-9]{0,18})\.json")
+_LEGACY_NAME = re.compile(r"job-([1-9][0-9]{0,18})\.json")  # before the workload was in it
 _TEMP = re.compile(r"\.workload-([1-9][0-9]{0,18})-job-([1-9][0-9]{0,18})\.json\.tmp-[0-9a-f]{8}")
 _BESIDE = re.compile(r"\.berth-restore-([0-9]+)-([0-9]+)-[0-9a-f]{8}\.(new|old)")
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -227,8 +228,9 @@ def _check_fence(journal: Journal) -> None:
         found = json.loads(journal.path.read_bytes()).get("generation")
     except FileNotFoundError:
         found = None
-    except (OSError, ValueError, AttributeError):
-        found = "?"  # unreadable: not ours to overwrite
+    except (ValueError, AttributeError):
+        found = "?"  # not a journal any more: not ours to overwrite
+    # (Any other OSError is an I/O error, raised as such: not a sign of another writer.)
     if found != expected:
         raise JournalTaken(f"the journal {journal.path} changed under restore #{journal.job}")
 
@@ -251,6 +253,7 @@ class Scan:
 
     journals: list[tuple[int, int, Path]] = field(default_factory=list)  # workload, job, path
     temps: list[tuple[int, Path]] = field(default_factory=list)           # workload, path
+    legacy: list[Path] = field(default_factory=list)  # job-<id>.json, from an older Berth
     strangers: list[Path] = field(default_factory=list)
 
     def workloads(self) -> set[int]:
@@ -276,10 +279,36 @@ def scan(workload_id: int | None = None) -> Scan:
         elif match := _TEMP.fullmatch(entry.name):
             if workload_id is None or int(match.group(1)) == workload_id:
                 found.temps.append((int(match.group(1)), Path(entry.path)))
-        elif workload_id is None:
+        elif workload_id is not None:
+            continue
+        elif _LEGACY_NAME.fullmatch(entry.name):
+            found.legacy.append(Path(entry.path))
+        else:
             found.strangers.append(Path(entry.path))
     found.journals.sort(key=lambda item: item[1])
     return found
+
+
+def legacy_workload(path: Path) -> int:
+    """The workload of a journal an older Berth named `job-<id>.json` (JournalError if none)."""
+    try:
+        workload = json.loads(path.read_bytes())["workload"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise JournalError(f"the restore journal {path} cannot be read ({exc})") from None
+    if not isinstance(workload, int) or isinstance(workload, bool) or workload < 1:
+        raise JournalError(f"the restore journal {path} names no workload")
+    return workload
+
+
+def adopt_legacy(path: Path, workload_id: int) -> Path:
+    """Give an older Berth's journal today's name. Only under the workload's lock."""
+    job = _LEGACY_NAME.fullmatch(path.name).group(1)
+    target = path_for(workload_id, int(job))
+    if os.path.lexists(target):
+        raise JournalError(f"{path} and {target} both exist; keep the right one")
+    os.rename(path, target)
+    fsync_dir(str(directory()))
+    return target
 
 
 def remove_temps(workload_id: int) -> int:
@@ -311,12 +340,13 @@ def load(path: Path) -> Journal:
     """Read and check one journal; JournalError (saying it cannot be read) if it is not sane."""
     try:
         raw = json.loads(path.read_bytes())
+        on_disk = raw.get("generation")  # None in a journal written before the token existed
         if raw.pop("format") != FORMAT or raw.pop("version") != VERSION:
             raise ValueError("format or version")
         targets = [Target(**t) for t in raw.pop("targets")]
         journal = Journal(targets=targets, **raw)
         _check(journal, path)
-        journal._on_disk = journal.generation
+        journal._on_disk = on_disk
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
         raise JournalError(f"the restore journal {path} cannot be read ({exc})") from None
     return journal

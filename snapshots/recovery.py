@@ -90,11 +90,12 @@ def recover_all(*, say: Callable[[str], None] = logger.info) -> SweepReport:
         return report
     for path in found.strangers:
         report.problems.append(f"{path} is not a restore journal; move it away")
-    for workload_id in sorted(found.workloads()):
+    adopted = _adopt_legacy(found.legacy, report)
+    for workload_id in sorted(found.workloads() | adopted):
         _sweep_one(workload_id, report, say)
     running = set(RestoreJob.objects.filter(state=RestoreJob.State.RUNNING)
                   .values_list("workload_id", flat=True))
-    for workload_id in sorted(running - found.workloads()):
+    for workload_id in sorted(running - found.workloads() - adopted):
         try:
             with locks.try_workload_lock(workload_id):
                 workload = Workload.objects.get(pk=workload_id)
@@ -107,6 +108,25 @@ def recover_all(*, say: Callable[[str], None] = logger.info) -> SweepReport:
             logger.exception("workload %s: the restore sweep failed", workload_id)
             report.problems.append(f"workload {workload_id}: the sweep failed ({exc!r})")
     return report
+
+
+def _adopt_legacy(paths: list, report: SweepReport) -> set[int]:
+    """Journals an older Berth named `job-<id>.json`: renamed (under their workload's lock) to
+    today's names, so they are recovered like the others. Returns their workloads."""
+    adopted = set()
+    for path in paths:
+        try:
+            workload_id = journal.legacy_workload(path)
+            with locks.try_workload_lock(workload_id):
+                journal.adopt_legacy(path, workload_id)
+            adopted.add(workload_id)
+        except journal.JournalError as exc:
+            report.problems.append(str(exc))
+        except locks.LockTimeout:
+            report.busy.append(f"{path} (its workload is locked)")
+        except OSError as exc:
+            report.problems.append(f"{path} cannot be renamed ({exc})")
+    return adopted
 
 
 def _sweep_one(workload_id: int, report: SweepReport, say: Callable[[str], None]) -> None:
@@ -138,6 +158,8 @@ def _recover_reporting(record: Journal) -> None:
     """recover(), with the file system's and the database's errors as RecoveryError."""
     try:
         recover(record)
+    except journal.JournalTaken as exc:
+        raise LockLost(f"restore #{record.job}: {exc}; nothing more was changed") from exc
     except (OSError, DatabaseError) as exc:
         logger.exception("restore %s: recovery stopped", record.job)
         raise RecoveryError(f"restore #{record.job}: recovery stopped ({exc}); it is tried "

@@ -46,6 +46,13 @@ _PG_NAMESPACE = 0x42525448
 _POLL_SECONDS = 0.05
 _EXTEND_SECONDS = 60.0
 
+_LIBPQ_KEYWORDS = frozenset({
+    "application_name", "connect_timeout", "keepalives", "keepalives_idle",
+    "keepalives_interval", "keepalives_count", "tcp_user_timeout", "sslmode", "sslrootcert",
+    "sslcert", "sslkey", "sslpassword", "sslcrl", "target_session_attrs", "options",
+    "passfile", "service", "gssencmode", "channel_binding",
+})
+
 _held = threading.local()
 
 
@@ -123,11 +130,14 @@ class _AdvisoryLock:
         import psycopg
 
         db = connection.settings_dict
+        # Only libpq's own connection keywords from OPTIONS (Django's, like
+        # isolation_level, are not for a bare session).
+        params = {"application_name": "berth-lock", "connect_timeout": 10}
+        params |= {k: v for k, v in db.get("OPTIONS", {}).items() if k in _LIBPQ_KEYWORDS}
         try:
             return psycopg.connect(
                 dbname=db["NAME"], user=db["USER"] or None, password=db["PASSWORD"] or None,
-                host=db["HOST"] or None, port=db["PORT"] or None, autocommit=True,
-                application_name="berth-lock", **db.get("OPTIONS", {}),
+                host=db["HOST"] or None, port=db["PORT"] or None, autocommit=True, **params,
             )
         except psycopg.Error as exc:
             raise LockUnavailable(f"the database cannot be reached for the lock ({exc})") \

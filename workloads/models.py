@@ -787,11 +787,13 @@ class DeployRecord(models.Model):
 
         Only rows older than BERTH_TASK_TIMEOUT plus the broker's retry window
         are considered, and none while a restore of the workload is active (a
-        deploy waits for a restore as long as the restore takes). Of those, a
-        queued row's task was lost (django-q2 never retries a deploy). A
-        running row is dead only if the workload's lock can be taken now: a
-        live deploy holds it, or waits for whoever holds it — age alone says
-        nothing, since Berth's tasks have no timeout.
+        deploy waits for a restore as long as the restore takes), and only
+        when the workload's lock can be taken now: a running deploy holds it
+        (deploys claim their row under the lock), and a queued one may be
+        waiting for whoever holds it. With the lock free, a running row's
+        process is dead and a queued row's task was lost (django-q2 never
+        retries a deploy) — age alone says nothing, since Berth's tasks have
+        no timeout.
         """
         from snapshots.models import RestoreJob
         from workloads import locks
@@ -802,14 +804,13 @@ class DeployRecord(models.Model):
             return
         expire = {"outcome": cls.Outcome.FAILED, "failure_code": cls.Failure.INTERRUPTED,
                   "finished": timezone.now()}
-        if not locks.is_held(workload.pk):
-            try:
-                with locks.try_workload_lock(workload.pk):
-                    old.update(**expire)
-                    return
-            except locks.LockTimeout:
-                pass
-        old.filter(outcome=cls.Outcome.QUEUED).update(**expire)
+        if locks.is_held(workload.pk):
+            return  # (a restore's redeploy) someone may be waiting for this very lock
+        try:
+            with locks.try_workload_lock(workload.pk):
+                old.update(**expire)
+        except locks.LockTimeout:
+            pass  # someone works on the workload; a queued deploy may be waiting for it
 
     @property
     def is_git(self) -> bool:

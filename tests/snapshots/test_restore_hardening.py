@@ -7,6 +7,7 @@ workload and a killed process.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -592,3 +593,54 @@ def test_a_planted_journal_cannot_reach_out_through_a_symlink(snapshotted, tmp_p
     finally:
         planted.path.unlink()
         link.unlink()
+
+
+# --- the fourth review -----------------------------------------------------------------------
+
+def test_a_journal_written_before_the_generation_token_is_recovered(snapshotted, monkeypatch):
+    workload, paths, snapshot, wanted = snapshotted
+    job = restore_left_committed(monkeypatch, workload, snapshot)
+    path = journal.path_for(workload.pk, job.pk)
+    raw = json.loads(path.read_bytes())
+    del raw["generation"]
+    path.write_text(json.dumps(raw))
+
+    report = recovery.recover_all()
+
+    assert report.recovered == [f"restore #{job.pk}"] and not report.problems
+    job.refresh_from_db()
+    assert job.outcome == Outcome.SUCCEEDED and trees(paths) == wanted and journals() == []
+
+
+def test_a_journal_named_by_an_older_berth_is_adopted_and_recovered(snapshotted, monkeypatch):
+    """Berth used to name journals job-<id>.json: the sweep renames them, then recovers."""
+    workload, paths, snapshot, wanted = snapshotted
+    job = restore_left_committed(monkeypatch, workload, snapshot)
+    path = journal.path_for(workload.pk, job.pk)
+    raw = json.loads(path.read_bytes())
+    del raw["generation"]
+    (path.parent / f"job-{job.pk}.json").write_text(json.dumps(raw))
+    path.unlink()
+
+    report = recovery.recover_all()
+
+    assert report.recovered == [f"restore #{job.pk}"] and not report.problems
+    job.refresh_from_db()
+    assert job.outcome == Outcome.SUCCEEDED and trees(paths) == wanted
+    assert journals() == [] and strays(paths) == []
+
+
+def test_a_journal_taken_by_another_writer_is_a_recovery_error_for_lock_holders(snapshotted,
+                                                                                monkeypatch):
+    workload, _paths, snapshot, _wanted = snapshotted
+    restore_left_committed(monkeypatch, workload, snapshot)
+    real = journal.write
+
+    def taken(record) -> None:
+        raise journal.JournalTaken("changed under it")
+
+    monkeypatch.setattr(journal, "write", taken)
+    with locks.workload_lock(workload.pk), pytest.raises(recovery.RecoveryError):
+        recovery.recover_workload(workload)
+    monkeypatch.setattr(journal, "write", real)
+    assert not recovery.recover_all().problems

@@ -144,11 +144,15 @@ def test_a_deploy_whose_workload_is_locked_is_alive_however_old(workload, settin
     try:
         with pytest.raises(DeployInProgress):
             DeployRecord.open(workload=workload, reason=Reason.MANUAL)
+        # A queued deploy may be waiting for whoever holds the lock: not lost either.
+        DeployRecord.objects.filter(pk=running.pk).update(outcome=Outcome.QUEUED)
+        with pytest.raises(DeployInProgress):
+            DeployRecord.open(workload=workload, reason=Reason.MANUAL)
     finally:
         release.set()
         thread.join()
     running.refresh_from_db()
-    assert running.outcome == Outcome.RUNNING
+    assert running.outcome == Outcome.QUEUED
 
 
 def test_a_deploy_waiting_for_a_restore_never_expires(workload, settings):

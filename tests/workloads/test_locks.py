@@ -166,6 +166,21 @@ def test_a_failed_transaction_around_the_lock_does_not_keep_it():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_djangos_own_database_options_do_not_reach_the_lock_session(monkeypatch):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the advisory lock exists on PostgreSQL only")
+    options = {**connection.settings_dict.get("OPTIONS", {}), "isolation_level": 1,
+               "server_side_binding": True, "application_name": "berth-web"}
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", options)
+    with locks.workload_lock(7010):
+        session = locks._held_locks()[7010].advisory.session
+        assert session.info.parameter_status("application_name") == "berth-web"
+        assert locks.still_held(7010)
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_lock_directory_that_cannot_be_used_is_a_clear_lock_error(settings, tmp_path):
     blocked = tmp_path / "data"
     blocked.mkdir()
@@ -193,7 +208,8 @@ def test_a_lost_advisory_lock_does_not_let_another_process_in(tmp_path):
     go = tmp_path / "go"
     go.touch()
     with locks.workload_lock(7007):
-        connection.close()  # on PostgreSQL the advisory lock is gone with the session
+        if connection.vendor == "postgresql":
+            locks._held_locks()[7007].advisory.session.close()  # the advisory lock is gone
         child = spawn(7007, go, hold=0.1)
         time.sleep(1.5)
         assert child.poll() is None, "another process got the lock"
