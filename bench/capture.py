@@ -161,6 +161,9 @@ def run(args: argparse.Namespace, base: Path) -> None:
     make_data_set(data_set)
     print(f"data set: {TOTAL // MIB} MiB (1 × {BIG_FILE // MIB} MiB + {SMALL_FILES} small "
           f"files) in {time.perf_counter() - started:.1f} s, under {base}")
+    # The data set is an `absolute` volume, which Berth allows only below the
+    # directories an operator lists.
+    os.environ["BERTH_ABSOLUTE_VOLUME_ROOTS"] = str(data_set)
     prepare_django(data_dir)
     workload = make_workload(data_set)
     rows = [one_round(workload, data_set, out) for _ in range(args.rounds)]
