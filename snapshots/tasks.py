@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.utils.translation import gettext_noop
 from django_q.tasks import async_task
 
 from snapshots import capture
 from snapshots.models import RestoreJob, Snapshot
 from workloads.tasks import NO_TIMEOUT
+
+logger = logging.getLogger(__name__)
 
 
 def enqueue_capture(snapshot_id: int) -> None:
@@ -26,6 +30,9 @@ def run_capture(snapshot_id: int) -> None:
         .first()
     )
     if snapshot is None or snapshot.state != Snapshot.State.QUEUED:
+        if snapshot is not None and snapshot.state == Snapshot.State.FAILED:
+            logger.warning("snapshot %s is already marked failed (a queued task that waited "
+                           "past BERTH_TASK_TIMEOUT counts as lost); it is not run", snapshot_id)
         return  # Deleted, or already run by another worker.
     capture.capture_snapshot(
         workload=snapshot.workload, kind=snapshot.kind, user=snapshot.user, snapshot=snapshot
@@ -59,6 +66,9 @@ def run_restore(job_id: int) -> None:
         if job is not None and job.snapshot is None and job.state == RestoreJob.State.QUEUED:
             job.finish(RestoreJob.Outcome.FAILED, gettext_noop(
                 "The snapshot was deleted before the restore started."))
+        elif job is not None and job.state == RestoreJob.State.FINISHED and job.started is None:
+            logger.warning("restore %s was closed before a worker took it (a queued task that "
+                           "waited past BERTH_TASK_TIMEOUT counts as lost); it is not run", job_id)
         return  # Deleted with its workload, or already run by another worker.
     restore.restore(workload=job.workload, snapshot=job.snapshot, user=job.user, job=job)
 
