@@ -385,19 +385,27 @@ def test_a_snapshot_that_fits_on_the_small_filesystem_is_restored(small_disk, ma
 
 # --- failures after pre-flight are undone -----------------------------------------------------
 
-def test_a_failure_half_way_through_the_swap_puts_every_volume_back(snapshotted, monkeypatch):
-    workload, paths, snapshot, _wanted = snapshotted
-    before = trees(paths)
+def second_exchange_fails(monkeypatch) -> list[str]:
+    """The first volume swaps; the second one's renameat2 fails with EIO. Returns the calls."""
     real = exchange.exchange
     calls = []
 
     def second_fails(first: str, second: str) -> None:
+        if ".berth-probe-" in second:  # the once-per-filesystem support probe
+            return real(first, second)
         calls.append(second)
         if len(calls) == 2:
             raise OSError(5, "Input/output error")
         real(first, second)
 
     monkeypatch.setattr(exchange, "exchange", second_fails)
+    return calls
+
+
+def test_a_failure_half_way_through_the_swap_puts_every_volume_back(snapshotted, monkeypatch):
+    workload, paths, snapshot, _wanted = snapshotted
+    before = trees(paths)
+    calls = second_exchange_fails(monkeypatch)
 
     job = restore.restore(workload=workload, snapshot=snapshot)
 
@@ -447,16 +455,7 @@ def test_a_journal_that_cannot_take_the_rollback_still_puts_everything_back(
 ):
     workload, paths, snapshot, _wanted = snapshotted
     before = trees(paths)
-    real = exchange.exchange
-    calls = []
-
-    def second_fails(first: str, second: str) -> None:
-        calls.append(second)
-        if len(calls) == 2:
-            raise OSError(5, "Input/output error")
-        real(first, second)
-
-    monkeypatch.setattr(exchange, "exchange", second_fails)
+    second_exchange_fails(monkeypatch)
     failing_journal_writes(monkeypatch, journal.ROLLBACK)
 
     job = restore.restore(workload=workload, snapshot=snapshot)
