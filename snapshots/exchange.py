@@ -21,6 +21,8 @@ import re
 import secrets
 import threading
 
+from workloads.paths import is_within
+
 logger = logging.getLogger(__name__)
 
 RENAME_EXCHANGE = 1 << 1
@@ -167,14 +169,9 @@ def mount_points() -> list[str]:
     return [_unescape(line.split(" ")[4]) for line in lines if len(line.split(" ")) > 4]
 
 
-def is_inside(path: str, base: str) -> bool:
-    """`path` is `base` or lies below it (both absolute and normalised)."""
-    return path == base or path.startswith(base.rstrip("/") + "/")
-
-
 def mounts_at_or_below(path: str) -> list[str]:
     """Mount points at `path` or anywhere below it: a restore must not swap or remove those."""
-    found = [m for m in mount_points() if is_inside(m, path)]
+    found = [m for m in mount_points() if is_within(m, path)]
     if os.path.isdir(path) and os.path.ismount(path) and path not in found:
         found.insert(0, path)
     return found

@@ -387,13 +387,9 @@ def _may_be_a_volume(live: str) -> bool:
     for root in (paths.volumes_root(), *settings.BERTH_ABSOLUTE_VOLUME_ROOTS):
         root = os.path.normpath(root)
         real_root = os.path.realpath(root)
-        if live != root and _within(live, root) and _within(parent, real_root):
+        if live != root and paths.is_within(live, root) and paths.is_within(parent, real_root):
             return True
     return False
-
-
-def _within(path: str, base: str) -> bool:
-    return os.path.commonpath([path, base]) == base
 
 
 def _check_target(job: int, position: int, target: Target) -> None:

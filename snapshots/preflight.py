@@ -90,14 +90,14 @@ def _check_berths_own(volume: VolumeMount, target: str) -> None:
     """A target may not hold Berth's data, code or database, nor sit in its data directory
     anywhere but under the volumes root (an `absolute` volume could name either)."""
     for own in _berths_own_paths():
-        if exchange.is_inside(own, target):
+        if paths.is_within(own, target):
             raise PreflightError(
                 gettext_noop("The host path %(path)s of volume %(target)s holds Berth's own "
                              "files (%(own)s); a restore cannot swap it."),
                 path=target, target=volume.target, own=own,
             )
     data_dir = os.path.normpath(str(settings.DATA_DIR))
-    if exchange.is_inside(target, data_dir) and not exchange.is_inside(target,
+    if paths.is_within(target, data_dir) and not paths.is_within(target,
                                                                        paths.volumes_root()):
         raise PreflightError(
             gettext_noop("The host path %(path)s of volume %(target)s is inside Berth's data "
@@ -168,7 +168,7 @@ def _host_path(volume: VolumeMount) -> str:
 def _check_overlaps(volumes: list[VolumeMount], targets: list[str]) -> None:
     for i, first in enumerate(targets):
         for j, second in enumerate(targets):
-            if i != j and exchange.is_inside(second, first):
+            if i != j and paths.is_within(second, first):
                 raise PreflightError(
                     gettext_noop("The volumes %(first)s and %(second)s share a host directory "
                                  "(%(path)s); a restore cannot swap one without the other."),
@@ -219,7 +219,7 @@ def _check_neighbours(workload: Workload, targets: list[str]) -> None:
         except ValidationError:
             continue
         for target in targets:
-            if exchange.is_inside(path, target):
+            if paths.is_within(path, target):
                 raise PreflightError(
                     gettext_noop("The host path %(path)s is also a volume of %(other)s (at "
                                  "%(inner)s); restoring it would pull the data from under that "

@@ -35,6 +35,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext as _
 
+from workloads.paths import is_within, overlaps
+
 SCHEMES = ("https", "ssh", "file")
 MAX_URL_LENGTH = 500
 MAX_REF_LENGTH = 255
@@ -222,14 +224,6 @@ def check_file_repository(url: str) -> None:
     _check_git_dirs(path)
 
 
-def _is_within(path: str, base: str) -> bool:
-    return os.path.commonpath([path, base]) == base
-
-
-def _overlaps(a: str, b: str) -> bool:
-    return _is_within(a, b) or _is_within(b, a)
-
-
 def _real(path: str) -> str:
     try:
         return os.path.realpath(path)
@@ -259,16 +253,16 @@ def _check_file_path(path: str) -> None:
 
 def _check_allowed(path: str, roots: set[str]) -> None:
     data_dirs = {os.path.normpath(str(settings.DATA_DIR)), os.path.realpath(settings.DATA_DIR)}
-    if any(_is_within(path, d) for d in data_dirs):
+    if any(is_within(path, d) for d in data_dirs):
         raise ValidationError(_("A file:// repository cannot be inside Berth's data directory."))
-    if any(_is_within(d, path) for d in data_dirs) or any(
-        _overlaps(path, f) for f in FILE_FORBIDDEN
+    if any(is_within(d, path) for d in data_dirs) or any(
+        overlaps(path, f) for f in FILE_FORBIDDEN
     ):
         raise ValidationError(
             _("A file:// repository cannot be in /proc, /sys or /dev, "
               "nor contain Berth's data directory.")
         )
-    if not any(_is_within(path, root) for root in roots):
+    if not any(is_within(path, root) for root in roots):
         raise ValidationError(
             _("The file:// repository is outside the directories BERTH_GIT_FILE_ROOTS allows.")
         )

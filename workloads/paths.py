@@ -42,12 +42,13 @@ def volumes_root() -> str:
     return os.path.join(str(settings.DATA_DIR), "volumes")
 
 
-def _is_within(path: str, base: str) -> bool:
+def is_within(path: str, base: str) -> bool:
+    """`path` is `base` or lies below it (both absolute and normalised)."""
     return os.path.commonpath([path, base]) == base
 
 
-def _overlaps(a: str, b: str) -> bool:
-    return _is_within(a, b) or _is_within(b, a)
+def overlaps(a: str, b: str) -> bool:
+    return is_within(a, b) or is_within(b, a)
 
 
 def _check_characters(value: str) -> None:
@@ -84,7 +85,7 @@ def validate_source(scope: str, source: str) -> None:
 def _check_absolute_policy(path: str) -> None:
     data_dir = os.path.realpath(str(settings.DATA_DIR))
     forbidden = [*ALWAYS_FORBIDDEN, data_dir, str(settings.DATA_DIR)]
-    if path == "/" or any(_overlaps(path, f) for f in forbidden):
+    if path == "/" or any(overlaps(path, f) for f in forbidden):
         raise ValidationError(
             _("%(path)s is a system directory or Berth's own data and cannot be a volume.")
             % {"path": path}
@@ -95,7 +96,7 @@ def _check_absolute_policy(path: str) -> None:
             _("Absolute volumes are disabled: an operator must list the allowed host "
               "directories in BERTH_ABSOLUTE_VOLUME_ROOTS.")
         )
-    if not any(_is_within(path, root) for root in roots):
+    if not any(is_within(path, root) for root in roots):
         raise ValidationError(
             _("%(path)s is outside the allowed host directories (%(roots)s).")
             % {"path": path, "roots": ", ".join(roots)}
@@ -149,7 +150,7 @@ def host_path(scope: str, project_slug: str, stage_slug: str, source: str) -> st
 
 
 def _check_inside(path: str, base: str) -> None:
-    if not _is_within(path, base):
+    if not is_within(path, base):
         raise ValidationError(
             _("The volume path %(path)s escapes its base directory %(base)s.")
             % {"path": path, "base": base}
@@ -167,7 +168,7 @@ def check_no_overlap(mine: list[tuple[str, str, str]], others: list[tuple[str, s
     """
     for index, (path, scope, owner) in enumerate(mine):
         for other_path, other_scope, other_owner in [*mine[index + 1:], *others]:
-            if not _overlaps(path, other_path):
+            if not overlaps(path, other_path):
                 continue
             if path == other_path and (scope, owner) == (other_scope, other_owner):
                 continue
