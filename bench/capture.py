@@ -109,9 +109,9 @@ def timed(step, *args) -> tuple[float, object]:
 
 
 def berth_capture(workload):
-    from snapshots import capture
+    from engine import captures
 
-    snapshot = capture.capture_snapshot(workload=workload)
+    snapshot = captures.capture_snapshot(workload=workload)
     if not snapshot.is_ready:
         raise SystemExit(f"capture failed: {snapshot.failure_text}")
     return snapshot

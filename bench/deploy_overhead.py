@@ -173,7 +173,7 @@ class BerthDeployer:
 
     def check_running(self, deploy: dict) -> None:
         """Outside the timed window: the workload's container is this deploy's, and runs."""
-        from workloads import runtime
+        from lib import runtime
 
         name = self.workload.container_name(1)
         template = f'{{{{.State.Running}}}} {{{{index .Config.Labels "{runtime.DEPLOY_LABEL}"}}}}'

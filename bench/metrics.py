@@ -109,8 +109,8 @@ def make_workload(name: str):
 # --- part 1: a tick against docker stats ---------------------------------------------------
 
 def bench_tick(args: argparse.Namespace) -> float:
-    from workloads import runtime
-    from workloads.metrics import Sampler
+    from engine.sampler import Sampler
+    from lib import runtime
 
     if shutil.which("docker") is None:
         raise BenchError("no docker CLI on PATH (run `make services` as root)")
@@ -155,7 +155,7 @@ def bench_tick(args: argparse.Namespace) -> float:
 def _one_shot() -> bool:
     from docker.utils import version_gte
 
-    from workloads import runtime
+    from lib import runtime
 
     return version_gte(runtime._client(runtime.STATS).api.api_version, runtime.ONE_SHOT_API)
 

@@ -2,7 +2,7 @@
 
 For a workload whose one volume holds 1 MiB, then 1 GiB, each round restores
 the same snapshot onto the deployed workload (the httpd test image from the
-local registry) with `restore.restore()` and measures:
+local registry) with `restores.restore()` and measures:
 
 - the downtime window: from the moment the old container stopped running
   (Docker's `die` event for it) to the moment the new one runs (the `start`
@@ -82,7 +82,7 @@ def prepare_django(data_dir: Path) -> str:
 
 
 def deployed_workload(label: str, size: int):
-    from workloads import deployer
+    from engine import deploys
     from workloads.models import Project, Stage, VolumeMount, Workload
 
     slug = label.replace(" ", "").lower()
@@ -92,7 +92,7 @@ def deployed_workload(label: str, size: int):
                                        image=IMAGE)
     volume = VolumeMount.objects.create(workload=workload, source=slug, target="/data")
     fill(Path(volume.host_path()), size)
-    record = deployer.dispatch(workload=workload, reason="manual")
+    record = deploys.dispatch(workload=workload, reason="manual")
     if record.outcome != "succeeded":
         raise SystemExit(f"the deploy failed: {record.failure_message}")
     workload.refresh_from_db()
@@ -127,14 +127,14 @@ def downtime(events: list[dict], old_id: str, new_id: str) -> float:
 
 
 def one_restore(workload, snapshot, instance: str) -> tuple[float, float]:
-    from snapshots import restore
+    from engine import restores
+    from lib import runtime
     from snapshots.models import Snapshot
-    from workloads import runtime
 
     [old] = runtime.list_containers(workload.pk)
     events = Events(instance)
     start = time.perf_counter()
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
     total = time.perf_counter() - start
     seen = events.stop()
     job.refresh_from_db()
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace, base: Path) -> None:
     data_dir.mkdir()
     out.mkdir()
     instance = prepare_django(data_dir)
-    from snapshots import capture
+    from engine import captures
 
     try:
         windows: dict[str, list[float]] = {}
@@ -188,7 +188,7 @@ def run(args: argparse.Namespace, base: Path) -> None:
         snapshots = {}
         for label, size in SIZES.items():
             workload = deployed_workload(label, size)
-            snapshot = capture.capture_snapshot(workload=workload)
+            snapshot = captures.capture_snapshot(workload=workload)
             if not snapshot.is_ready:
                 raise SystemExit(f"capture failed: {snapshot.failure_text}")
             snapshots[label] = snapshot

@@ -9,8 +9,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/schema", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
-    path("api/", include("workloads.api_urls")),
+    path("api/", include("web.api.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
-    path("", include("workloads.urls")),
-    path("", include("snapshots.urls")),
+    path("", include("web.pages.urls")),
 ]

@@ -40,10 +40,10 @@ from typing import BinaryIO
 from django.conf import settings
 from django.utils.translation import gettext_noop
 
+from lib.fsutil import DIR_FLAGS, DirChain, remove_tree, syncfs
+from lib.paths import SUPPORTED_SCOPES
 from snapshots import tarfmt, tarstream
 from snapshots.errors import ArchiveError, InsufficientSpace
-from snapshots.fsutil import DIR_FLAGS, DirChain, remove_tree, syncfs
-from workloads.paths import SUPPORTED_SCOPES
 
 FORMAT = "berth-snapshot"
 FORMAT_VERSION = 1

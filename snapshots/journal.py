@@ -26,7 +26,7 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
-from snapshots.fsutil import fsync_dir
+from lib.fsutil import fsync_dir
 
 FORMAT = "berth-restore-journal"
 VERSION = 1
@@ -381,7 +381,7 @@ def _may_be_a_volume(live: str) -> bool:
     BERTH_ABSOLUTE_VOLUME_ROOTS — by name and with symlinks resolved in its parent (a
     planted journal cannot make the recovery rename /etc, not even through a symlink a
     container made inside its volume)."""
-    from workloads import paths
+    from lib import paths
 
     parent = os.path.realpath(os.path.dirname(live))
     for root in (paths.volumes_root(), *settings.BERTH_ABSOLUTE_VOLUME_ROOTS):

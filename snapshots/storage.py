@@ -20,7 +20,7 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
-from snapshots.fsutil import fsync_dir, remove_tree
+from lib.fsutil import fsync_dir, remove_tree
 
 logger = logging.getLogger(__name__)
 

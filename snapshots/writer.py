@@ -24,6 +24,7 @@ from typing import BinaryIO
 import zstandard
 from django.utils.translation import gettext_noop
 
+from lib.fsutil import DIR_FLAGS, DirChain
 from snapshots import tarfmt
 from snapshots.archive import (
     FORMAT,
@@ -34,7 +35,6 @@ from snapshots.archive import (
     name_problem,
 )
 from snapshots.errors import CaptureError
-from snapshots.fsutil import DIR_FLAGS, DirChain
 
 COMPRESSION_LEVEL = 3
 # The manifest lists this many skipped entries at most; `skipped_count` has them all.

@@ -16,8 +16,8 @@ from django.contrib.auth.models import Group, User
 from django.db import connection
 from rest_framework.test import APIClient
 
+from lib import runtime
 from tests.fixtures import images
-from workloads import runtime
 from workloads.models import Project, Stage, Workload
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

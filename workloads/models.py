@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
-from workloads import crypto, gitcache, giturls, paths, references
+from lib import crypto, gitcache, giturls, paths, references
 
 SLUG_VALIDATOR = RegexValidator(
     r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$",
@@ -795,8 +795,8 @@ class DeployRecord(models.Model):
         retries a deploy) — age alone says nothing, since Berth's tasks have
         no timeout.
         """
+        from lib import locks
         from snapshots.models import RestoreJob
-        from workloads import locks
 
         limit = timezone.now() - timedelta(seconds=settings.BERTH_TASK_TIMEOUT + 600)
         old = cls.objects.filter(workload=workload, outcome__in=cls.ACTIVE, created__lt=limit)

@@ -16,7 +16,7 @@ import pytest
 from django.db import connection
 from playwright.sync_api import Page, expect
 
-from snapshots import capture, tasks
+from engine import captures, deploys, tasks
 from snapshots.models import RestoreJob
 from tests.browser.test_deploy_flow import DEPLOY_TIMEOUT_MS, log_in
 from tests.snapshots.conftest import add_volume, fill
@@ -29,7 +29,6 @@ from tests.snapshots.restoring import (
     replace_content,
     served,
 )
-from workloads import deployer
 from workloads.models import DeployRecord
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -76,9 +75,9 @@ def test_it_restores_from_the_dialog_with_progress_and_a_result(
     config = add_volume(workload, "config", "/config")
     fill(data, NEW)
     fill(config, NEW_CONFIG)
-    assert deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL).outcome == \
+    assert deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL).outcome == \
         DeployRecord.Outcome.SUCCEEDED
-    snapshot = capture.capture_snapshot(workload=workload)
+    snapshot = captures.capture_snapshot(workload=workload)
     replace_content(data, OLD)
     replace_content(config, OLD_CONFIG)
 

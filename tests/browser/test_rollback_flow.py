@@ -5,18 +5,18 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
+from engine import deploys
 from tests.browser.test_deploy_flow import DEPLOY_TIMEOUT_MS, log_in
 from tests.conftest import move_current_tag
-from workloads import deployer
 from workloads.models import DeployRecord
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
 def test_it_rolls_back_from_the_history_panel(page: Page, docker, current_tag, operator, workload):
-    first = deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+    first = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
     move_current_tag("v2")
-    second = deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+    second = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
     log_in(page, operator.username, "correct horse battery")
     page.goto(f"/workloads/{workload.pk}/")
 

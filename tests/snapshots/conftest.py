@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from snapshots import capture, storage
+from engine import captures
+from snapshots import storage
 from workloads.models import VolumeMount, Workload
 
 
@@ -76,7 +77,7 @@ def snapshotted(two_volumes):
 
     workload, paths = two_volumes
     wanted = trees(paths)
-    snapshot = capture.capture_snapshot(workload=workload)
+    snapshot = captures.capture_snapshot(workload=workload)
     assert snapshot.is_ready, snapshot.failure_text
     replace_content(paths[0], OLD)
     replace_content(paths[1], OLD_CONFIG)

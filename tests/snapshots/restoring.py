@@ -11,11 +11,11 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from lib import runtime
 from snapshots import journal, storage
 from snapshots.models import Snapshot
 from tests.conftest import REPO_ROOT, child_env
 from tests.snapshots.trees import describe, extract_bytes
-from workloads import runtime
 from workloads.models import Workload
 
 OLD = {"index.html": b"<h1>old</h1>", "sub/notes.txt": b"old notes" * 200}
@@ -125,7 +125,7 @@ if os.environ.get("TEST_NO_EXCHANGE") == "1":
     exchange.supported = lambda directory: False
 workload = Workload.objects.with_parents().get(pk=int(sys.argv[1]))
 snapshot = Snapshot.objects.get(pk=int(sys.argv[2]))
-job = restore.restore(workload=workload, snapshot=snapshot)
+job = restores.restore(workload=workload, snapshot=snapshot)
 print(job.pk, job.outcome, flush=True)
 """
 
@@ -171,10 +171,10 @@ def failing_journal_writes(monkeypatch, *steps: str, after_write: bool = False) 
 def restore_left_committed(monkeypatch, workload: Workload, snapshot: Snapshot):
     """A restore whose journal could take nothing after its COMMIT record: the volumes hold
     the snapshot, the job still runs, and the committed journal is left for the recovery."""
-    from snapshots import restore
+    from engine import restores
 
     with monkeypatch.context() as patch:
         failing_journal_writes(patch, journal.REDEPLOY)
-        job = restore.restore(workload=workload, snapshot=snapshot)
+        job = restores.restore(workload=workload, snapshot=snapshot)
     assert journal.load(journal.path_for(workload.pk, job.pk)).committed
     return job

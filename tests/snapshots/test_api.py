@@ -13,7 +13,8 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from snapshots import capture, storage
+from engine import captures
+from snapshots import storage
 from snapshots.models import Snapshot
 from tests.snapshots import hostile
 from tests.snapshots.conftest import archive_files, leftovers
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def ready(workload, **fields) -> Snapshot:
-    return capture.capture_snapshot(workload=workload, **fields)
+    return captures.capture_snapshot(workload=workload, **fields)
 
 
 def upload(client: APIClient, workload, data: bytes, name: str = "snap.tar.zst"):
@@ -256,7 +257,7 @@ def test_an_upload_over_the_cap_is_refused_with_413(api_as, operator, volume_wor
 
 def test_the_cap_holds_while_receiving_too(api_as, operator, volume_workload, settings,
                                            monkeypatch):
-    from snapshots import uploads
+    from web.api import uploads
 
     workload, _paths = volume_workload
     settings.BERTH_SNAPSHOT_MAX_UPLOAD_BYTES = 100_000

@@ -9,10 +9,11 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.test import Client
 
-from snapshots import capture, writer
+from engine import captures, deploys
+from lib import locks, runtime
+from snapshots import writer
 from snapshots.models import Snapshot
 from tests.snapshots.conftest import add_volume, fill
-from workloads import deployer, locks, runtime
 from workloads.models import DeployRecord, EventLog, Workload
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -55,7 +56,7 @@ def deploy_via_rollback(workload: Workload, operator: User) -> None:
     """A rollback (API) to an earlier deploy; the earlier one is made without a backup."""
     wanted = Workload.objects.get(pk=workload.pk).auto_backup_before_deploy
     Workload.objects.filter(pk=workload.pk).update(auto_backup_before_deploy=False)
-    earlier = deployer.dispatch(workload=workload, reason=Reason.MANUAL)
+    earlier = deploys.dispatch(workload=workload, reason=Reason.MANUAL)
     Workload.objects.filter(pk=workload.pk).update(auto_backup_before_deploy=wanted)
     client = Client()
     client.force_login(operator)
@@ -66,7 +67,7 @@ def deploy_via_rollback(workload: Workload, operator: User) -> None:
 
 def deploy_via_restore_variant(workload: Workload, operator: User) -> None:
     with locks.workload_lock(workload.pk):
-        deployer.dispatch_locked(workload=workload, reason=Reason.RESTORE)
+        deploys.dispatch_locked(workload=workload, reason=Reason.RESTORE)
 
 
 ENTRYPOINTS = {
@@ -100,17 +101,17 @@ def test_the_site_default_applies_unless_the_workload_says_otherwise(
     docker, current_tag, data_workload, settings
 ):
     settings.BERTH_AUTO_BACKUP_BEFORE_DEPLOY = True
-    first = deployer.dispatch(workload=data_workload, reason=Reason.MANUAL)
+    first = deploys.dispatch(workload=data_workload, reason=Reason.MANUAL)
     assert first.pre_deploy_snapshot.is_ready
     Workload.objects.filter(pk=data_workload.pk).update(auto_backup_before_deploy=False)
-    second = deployer.dispatch(workload=data_workload, reason=Reason.MANUAL)
+    second = deploys.dispatch(workload=data_workload, reason=Reason.MANUAL)
     assert not Snapshot.objects.filter(deploy=second).exists()
 
 
 def test_it_is_taken_while_the_old_containers_are_stopped_and_the_new_not_started(
     docker, current_tag, data_workload, monkeypatch
 ):
-    deployer.dispatch(workload=data_workload, reason=Reason.MANUAL)
+    deploys.dispatch(workload=data_workload, reason=Reason.MANUAL)
     [old] = runtime.list_containers(data_workload.pk)
     Workload.objects.filter(pk=data_workload.pk).update(auto_backup_before_deploy=True)
     seen: list[list[tuple[str, str]]] = []
@@ -121,7 +122,7 @@ def test_it_is_taken_while_the_old_containers_are_stopped_and_the_new_not_starte
         return real(roots, limits)
 
     monkeypatch.setattr(writer, "scan_volumes", watch)
-    record = deployer.dispatch(workload=data_workload, reason=Reason.MANUAL)
+    record = deploys.dispatch(workload=data_workload, reason=Reason.MANUAL)
 
     assert record.outcome == Outcome.SUCCEEDED
     [during] = seen
@@ -136,8 +137,8 @@ def test_fail_open_when_the_setting_cannot_be_read(
     def unreadable(workload):
         raise RuntimeError("database hiccup")
 
-    monkeypatch.setattr(capture, "auto_backup_wanted", unreadable)
-    record = deployer.dispatch(workload=data_workload, reason=Reason.MANUAL)
+    monkeypatch.setattr(captures, "auto_backup_wanted", unreadable)
+    record = deploys.dispatch(workload=data_workload, reason=Reason.MANUAL)
 
     assert record.outcome == Outcome.SUCCEEDED
     record.refresh_from_db()
@@ -156,8 +157,8 @@ def test_fail_open_when_the_capture_raises(docker, current_tag, data_workload, m
     def broken(**kwargs):
         raise RuntimeError("bug in the capture")
 
-    monkeypatch.setattr(capture, "capture_locked", broken)
-    record = deployer.dispatch(workload=data_workload, reason=Reason.MANUAL)
+    monkeypatch.setattr(captures, "capture_locked", broken)
+    record = deploys.dispatch(workload=data_workload, reason=Reason.MANUAL)
 
     assert record.outcome == Outcome.SUCCEEDED
     record.refresh_from_db()
@@ -169,7 +170,7 @@ def test_fail_open_when_the_capture_fails(docker, current_tag, data_workload, se
     Workload.objects.filter(pk=data_workload.pk).update(auto_backup_before_deploy=True)
     settings.BERTH_SNAPSHOT_MAX_FILE_BYTES = 4  # index.html is larger
 
-    record = deployer.dispatch(workload=data_workload, reason=Reason.MANUAL)
+    record = deploys.dispatch(workload=data_workload, reason=Reason.MANUAL)
 
     assert record.outcome == Outcome.SUCCEEDED
     record.refresh_from_db()
@@ -187,6 +188,6 @@ def test_a_workload_without_volumes_deploys_without_a_snapshot_or_a_warning(
     docker, current_tag, make_workload
 ):
     workload = make_workload(auto_backup_before_deploy=True)
-    record = deployer.dispatch(workload=workload, reason=Reason.MANUAL)
+    record = deploys.dispatch(workload=workload, reason=Reason.MANUAL)
     assert record.outcome == Outcome.SUCCEEDED and record.backup_failure == ""
     assert not Snapshot.objects.exists()

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from snapshots import capture, storage, writer
+from engine import captures
+from lib import locks
+from snapshots import storage, writer
 from snapshots.archive import Limits
 from snapshots.models import Snapshot
 from tests.snapshots.conftest import add_volume, archive_files, fill
 from tests.snapshots.trees import describe, extract_bytes
-from workloads import locks
 from workloads.models import EventLog
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -23,7 +24,7 @@ def test_it_captures_every_volume_into_one_archive(volume_workload, operator, tm
     workload, paths = volume_workload
     before = [describe(p) for p in paths]
 
-    snapshot = capture.capture_snapshot(workload=workload, user=operator)
+    snapshot = captures.capture_snapshot(workload=workload, user=operator)
 
     snapshot.refresh_from_db()
     assert snapshot.state == Snapshot.State.READY, snapshot.failure_text
@@ -50,7 +51,7 @@ def test_it_captures_every_volume_into_one_archive(volume_workload, operator, tm
 def test_skipped_entries_are_counted_and_listed(volume_workload):
     workload, paths = volume_workload
     (paths[0] / "link").symlink_to("/etc/passwd")
-    snapshot = capture.capture_snapshot(workload=workload)
+    snapshot = captures.capture_snapshot(workload=workload)
     assert snapshot.skipped_count == 1
     assert snapshot.skipped == [{"volume": 0, "path": "link", "type": "symlink",
                                  "reason": "only regular files and directories are stored"}]
@@ -60,7 +61,7 @@ def test_a_failed_capture_leaves_no_file_and_says_why(volume_workload, settings)
     workload, paths = volume_workload
     settings.BERTH_SNAPSHOT_MAX_FILE_BYTES = 100
 
-    snapshot = capture.capture_snapshot(workload=workload)
+    snapshot = captures.capture_snapshot(workload=workload)
 
     snapshot.refresh_from_db()
     assert snapshot.state == Snapshot.State.FAILED
@@ -80,7 +81,7 @@ def test_a_write_error_leaves_no_temporary_file(volume_workload, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(writer, "write_archive", full_disk)
-    snapshot = capture.capture_snapshot(workload=workload)
+    snapshot = captures.capture_snapshot(workload=workload)
     assert snapshot.state == Snapshot.State.FAILED
     assert snapshot.failure_text == "The archive could not be written (No space left on device)."
     assert archive_files(workload) == []
@@ -89,7 +90,7 @@ def test_a_write_error_leaves_no_temporary_file(volume_workload, monkeypatch):
 def test_an_unexpected_error_is_a_failed_row_not_a_crash(volume_workload, monkeypatch):
     workload, _paths = volume_workload
     monkeypatch.setattr(writer, "scan_volumes", lambda *a: 1 / 0)
-    snapshot = capture.capture_snapshot(workload=workload)
+    snapshot = captures.capture_snapshot(workload=workload)
     assert snapshot.state == Snapshot.State.FAILED
     assert "internal error" in snapshot.failure_text
 
@@ -99,7 +100,7 @@ def test_a_volume_whose_path_escapes_fails_clearly(make_workload, settings):
     path = add_volume(workload, "data", "/data")
     path.rmdir()
     path.symlink_to("/etc")  # planted after the volume was configured
-    snapshot = capture.capture_snapshot(workload=workload)
+    snapshot = captures.capture_snapshot(workload=workload)
     assert snapshot.state == Snapshot.State.FAILED
     assert snapshot.failure_text == "The volume /data has a host path that is not valid."
 
@@ -107,7 +108,7 @@ def test_a_volume_whose_path_escapes_fails_clearly(make_workload, settings):
 def test_progress_is_visible_while_it_runs(make_workload, monkeypatch):
     workload = make_workload()
     fill(add_volume(workload, "data", "/data"), {f"f{i}": b"x" * 200_000 for i in range(5)})
-    monkeypatch.setattr(capture, "PROGRESS_SECONDS", 0)
+    monkeypatch.setattr(captures, "PROGRESS_SECONDS", 0)
     seen: list[tuple[int, int]] = []
     real = Snapshot.report_progress
 
@@ -117,7 +118,7 @@ def test_progress_is_visible_while_it_runs(make_workload, monkeypatch):
         seen.append((row.bytes_done, row.bytes_total))
 
     monkeypatch.setattr(Snapshot, "report_progress", watch)
-    capture.capture_snapshot(workload=workload)
+    captures.capture_snapshot(workload=workload)
     assert seen and all(total == 1_000_000 for _, total in seen)
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
     assert 0 < seen[0][0] < 1_000_000
@@ -137,7 +138,7 @@ def test_it_waits_for_the_workload_lock_and_gives_up_clearly(volume_workload, se
     thread.start()
     held.wait(5)
     try:
-        snapshot = capture.capture_snapshot(workload=workload)
+        snapshot = captures.capture_snapshot(workload=workload)
     finally:
         release.set()
         thread.join()
@@ -148,13 +149,13 @@ def test_it_waits_for_the_workload_lock_and_gives_up_clearly(volume_workload, se
 def test_capture_locked_needs_the_lock(volume_workload):
     workload, _paths = volume_workload
     with pytest.raises(locks.LockNotHeld):
-        capture.capture_locked(workload=workload, kind=Snapshot.Kind.PRE_DEPLOY)
+        captures.capture_locked(workload=workload, kind=Snapshot.Kind.PRE_DEPLOY)
 
 
 def test_a_capture_marks_an_interrupted_one_failed(volume_workload):
     workload, _paths = volume_workload
     dead = Snapshot.objects.create(workload=workload, state=Snapshot.State.CAPTURING)
-    capture.capture_snapshot(workload=workload)
+    captures.capture_snapshot(workload=workload)
     dead.refresh_from_db()
     assert dead.state == Snapshot.State.FAILED
     assert dead.failure_text == "The capture was interrupted before it finished."
@@ -192,18 +193,18 @@ def test_a_row_deleted_during_the_capture_takes_its_file_along(volume_workload, 
         return real(self, **kwargs)
 
     monkeypatch.setattr(Snapshot, "succeed", deleted_meanwhile)
-    capture.capture_snapshot(workload=workload)
+    captures.capture_snapshot(workload=workload)
     assert archive_files(workload) == []
 
 
 def test_much_smaller_than_the_last_one_is_flagged(volume_workload, settings):
     workload, paths = volume_workload
     settings.BERTH_SNAPSHOT_SHRINK_PERCENT = 50
-    first = capture.capture_snapshot(workload=workload)
+    first = captures.capture_snapshot(workload=workload)
     (paths[0] / "sub" / "notes.txt").write_bytes(b"n")  # 524 bytes of data become 25
-    second = capture.capture_snapshot(workload=workload)
+    second = captures.capture_snapshot(workload=workload)
     (paths[0] / "sub" / "notes.txt").write_bytes(b"n" * 10)
-    third = capture.capture_snapshot(workload=workload)
+    third = captures.capture_snapshot(workload=workload)
     assert [s.much_smaller for s in (first, second, third)] == [False, True, False]
 
 
@@ -211,7 +212,7 @@ def test_a_never_deployed_volume_is_captured_empty(make_workload):
     workload = make_workload()
     path = add_volume(workload, "data", "/data")
     path.rmdir()
-    snapshot = capture.capture_snapshot(workload=workload)
+    snapshot = captures.capture_snapshot(workload=workload)
     assert snapshot.is_ready
     assert snapshot.manifest["volumes"][0]["missing"] is True
     assert not Path(path).exists()  # a capture never creates volume directories
@@ -223,6 +224,6 @@ def test_the_caps_come_from_the_settings(settings):
 
 
 def test_a_workload_without_volumes_has_nothing_to_snapshot(make_workload):
-    snapshot = capture.capture_snapshot(workload=make_workload())
+    snapshot = captures.capture_snapshot(workload=make_workload())
     assert snapshot.state == Snapshot.State.FAILED
     assert snapshot.failure_text == "This workload has no volumes to snapshot."

@@ -7,11 +7,12 @@ import time
 
 import pytest
 
-from snapshots import capture, storage
+from engine import captures, deploys
+from lib import runtime
+from snapshots import storage
 from snapshots.models import Snapshot
 from tests.snapshots.conftest import add_volume
 from tests.snapshots.trees import describe, extract_bytes
-from workloads import deployer, runtime
 from workloads.models import DeployRecord, SnapshotConsistency
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,7 +45,7 @@ def running(docker, current_tag, make_workload):
     """A deployed busybox workload that wrote data into its volume: (workload, container, path)."""
     workload = make_workload()
     path = add_volume(workload, "data", "/data")
-    record = deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+    record = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
     assert record.outcome == DeployRecord.Outcome.SUCCEEDED, record.failure_code
     [container] = runtime.list_containers(workload.pk)
     in_container(container.id, WRITE_DATA)
@@ -56,7 +57,7 @@ def test_stop_mode_stops_captures_and_starts_again(running, tmp_path):
     started = inspect(container_id, "{{.State.StartedAt}}")
     before = describe(path)
 
-    snapshot = capture.capture_snapshot(workload=workload)
+    snapshot = captures.capture_snapshot(workload=workload)
 
     assert snapshot.state == Snapshot.State.READY, snapshot.failure_text
     assert inspect(container_id, "{{.State.Running}}") == "true"
@@ -78,7 +79,7 @@ def test_live_mode_never_stops_the_containers(running, tmp_path):
     time.sleep(0.5)
     started = inspect(container_id, "{{.State.StartedAt}}")
 
-    snapshot = capture.capture_snapshot(workload=workload)
+    snapshot = captures.capture_snapshot(workload=workload)
 
     assert snapshot.state == Snapshot.State.READY, snapshot.failure_text
     assert inspect(container_id, "{{.State.StartedAt}}") == started
@@ -99,7 +100,7 @@ def test_live_mode_never_stops_the_containers(running, tmp_path):
 def test_containers_come_back_even_when_the_capture_fails(running, settings):
     workload, container_id, _path = running
     settings.BERTH_SNAPSHOT_MAX_FILE_BYTES = 1024
-    snapshot = capture.capture_snapshot(workload=workload)
+    snapshot = captures.capture_snapshot(workload=workload)
     assert snapshot.state == Snapshot.State.FAILED
     assert "per-file limit" in snapshot.failure_text
     assert inspect(container_id, "{{.State.Running}}") == "true"

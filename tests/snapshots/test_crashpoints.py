@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from snapshots import crashpoints
+from lib import crashpoints
 from tests.conftest import REPO_ROOT, child_env
 
 PROBE = """

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from snapshots import archive, fsutil, storage
+from lib import fsutil
+from snapshots import archive, storage
 from tests.snapshots import hostile
 
 NOBODY = 65534

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from snapshots import capture, exchange, journal, recovery, restore, storage, writer
+from engine import captures, restores
+from engine.locked import recovery
+from lib import exchange
+from snapshots import journal, storage, writer
 from snapshots.errors import CaptureError, PreflightError
 from snapshots.models import RestoreJob, Snapshot
 from tests.snapshots import hostile
@@ -53,7 +56,7 @@ def test_it_restores_every_volume_and_keeps_the_previous_data(snapshotted, tmp_p
     workload, paths, snapshot, wanted = snapshotted
     previous = trees(paths)
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     job.refresh_from_db()
     assert (job.state, job.phase, job.outcome) == ("finished", "done", Outcome.SUCCEEDED)
@@ -76,7 +79,7 @@ def test_it_swaps_with_two_renames_where_the_filesystem_cannot_exchange(
     swaps = []
     monkeypatch.setattr(exchange, "exchange", lambda *a: swaps.append(a))
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     job.refresh_from_db()
     assert job.outcome == Outcome.SUCCEEDED, job.reason_text
@@ -88,7 +91,7 @@ def test_a_volume_without_a_directory_gets_the_snapshots_data(snapshotted):
     workload, paths, snapshot, wanted = snapshotted
     subprocess.run(["rm", "-rf", str(paths[1])], check=True)
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     job.refresh_from_db()
     assert job.outcome == Outcome.SUCCEEDED, job.reason_text
@@ -116,7 +119,7 @@ def test_tampered_manifest_paths_are_never_used(two_volumes, tmp_path, settings)
     replace_content(paths[0], OLD)
     replace_content(paths[1], OLD_CONFIG)
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     job.refresh_from_db()
     assert job.outcome == Outcome.SUCCEEDED, job.reason_text
@@ -137,7 +140,7 @@ def test_a_snapshot_with_more_volumes_than_the_workload_now_has_is_refused(snaps
     workload.volumes.order_by("id").last().delete()
     before = trees(paths)
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     refused(job, "holds volume 1, but the workload now has only 1 volume")
     assert_untouched(workload, paths, before)
@@ -148,7 +151,7 @@ def test_a_current_volume_the_snapshot_lacks_is_refused(snapshotted):
     extra = add_volume(workload, "extra", "/extra")
     before = trees([*paths, extra])
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     refused(job, "volume /extra is not in the snapshot")
     assert_untouched(workload, [*paths, extra], before)
@@ -163,7 +166,7 @@ def test_a_symlinked_volume_is_refused(snapshotted, tmp_path):
     paths[1].symlink_to(elsewhere)
     before = [describe(paths[0]), describe(elsewhere)]
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     job.refresh_from_db()
     assert job.outcome == Outcome.FAILED
@@ -177,10 +180,10 @@ def test_volumes_sharing_a_host_directory_are_refused(make_workload):
     outer = add_volume(workload, "data", "/data")
     inner = add_volume(workload, "data/inner", "/inner")
     fill(inner, {"f": b"x"})
-    snapshot = capture.capture_snapshot(workload=workload)
+    snapshot = captures.capture_snapshot(workload=workload)
     before = trees([outer])
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     refused(job, "share a host directory")
     assert_untouched(workload, [outer], before)
@@ -196,7 +199,7 @@ def test_another_workloads_volume_inside_a_target_is_refused(snapshotted, make_w
                                target="/shared")
     before = trees(paths)
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     refused(job, f"is also a volume of {other}")
     assert_untouched(workload, paths, before)
@@ -221,7 +224,7 @@ def test_a_volume_over_berths_own_files_is_refused(where, snapshotted, settings)
 
     before = own()
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     job.refresh_from_db()
     assert job.outcome == Outcome.FAILED
@@ -240,7 +243,7 @@ def test_a_mount_point_volume_is_refused(snapshotted):
     try:
         (paths[1] / "on-tmpfs").write_text("mounted data")
         before = trees(paths)
-        job = restore.restore(workload=workload, snapshot=snapshot)
+        job = restores.restore(workload=workload, snapshot=snapshot)
         refused(job, "mount point")
         assert_untouched(workload, paths, before)
     finally:
@@ -255,7 +258,7 @@ def test_a_damaged_archive_is_refused(snapshotted):
     archive.write_bytes(bytes(data))
     before = trees(paths)
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     refused(job, "does not match its recorded size and SHA-256")
     assert_untouched(workload, paths, before)
@@ -265,7 +268,7 @@ def test_a_missing_archive_is_refused(snapshotted):
     workload, paths, snapshot, _wanted = snapshotted
     storage.archive_path(workload.pk, snapshot.archive).unlink()
     before = trees(paths)
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
     refused(job, "is missing")
     assert_untouched(workload, paths, before)
 
@@ -275,18 +278,18 @@ def test_a_snapshot_of_another_workload_or_not_ready_cannot_even_be_queued(
 ):
     workload, _paths, snapshot, _wanted = snapshotted
     with pytest.raises(Snapshot.DoesNotExist):
-        restore.request_restore(workload=make_workload(), snapshot=snapshot)
+        restores.request_restore(workload=make_workload(), snapshot=snapshot)
     failed = Snapshot.objects.create(workload=workload, state=Snapshot.State.FAILED)
     with pytest.raises(PreflightError, match="not ready"):
-        restore.request_restore(workload=workload, snapshot=failed)
+        restores.request_restore(workload=workload, snapshot=failed)
     assert not RestoreJob.objects.exists()
 
 
 def test_a_second_restore_while_one_is_active_is_busy(snapshotted):
     workload, _paths, snapshot, _wanted = snapshotted
     first = RestoreJob.objects.create(workload=workload, snapshot=snapshot)
-    with pytest.raises(restore.RestoreBusy) as caught:
-        restore.request_restore(workload=workload, snapshot=snapshot)
+    with pytest.raises(restores.RestoreBusy) as caught:
+        restores.request_restore(workload=workload, snapshot=snapshot)
     assert caught.value.active == first
     assert RestoreJob.objects.count() == 1
 
@@ -308,7 +311,7 @@ def test_a_hostile_snapshot_fails_before_live_data_is_touched(name, make_workloa
     snapshot = snapshot_from_bytes(workload, case.data, hostile.manifest())
     before, before_canary = trees([path]), describe(canary)
 
-    job = restore.restore(workload=workload, snapshot=snapshot, limits=case.limits)
+    job = restores.restore(workload=workload, snapshot=snapshot, limits=case.limits)
 
     job.refresh_from_db()
     assert job.outcome == Outcome.FAILED and job.reason_text
@@ -351,13 +354,13 @@ def test_a_target_on_a_full_filesystem_is_refused_in_pre_flight(small_disk, make
     live = small_disk / "v"
     live.mkdir()
     (live / "big.bin").write_bytes(os.urandom(4 << 20))
-    snapshot = capture.capture_snapshot(workload=workload)  # the archive lives on the big disk
+    snapshot = captures.capture_snapshot(workload=workload)  # the archive lives on the big disk
     assert snapshot.is_ready, snapshot.failure_text
     with open(live / "big.bin", "r+b") as fh:  # changed since, and still 4 MiB on the tmpfs
         fh.write(b"changed since")
     before = trees([live])
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     refused(job, "Not enough free space on the filesystem of")
     assert_untouched(workload, [live], before)
@@ -373,10 +376,10 @@ def test_a_snapshot_that_fits_on_the_small_filesystem_is_restored(small_disk, ma
     live.mkdir()
     (live / "a.bin").write_bytes(os.urandom(1 << 20))
     wanted = trees([live])
-    snapshot = capture.capture_snapshot(workload=workload)
+    snapshot = captures.capture_snapshot(workload=workload)
     (live / "a.bin").write_bytes(b"changed")
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     job.refresh_from_db()
     assert job.outcome == Outcome.SUCCEEDED, job.reason_text
@@ -407,7 +410,7 @@ def test_a_failure_half_way_through_the_swap_puts_every_volume_back(snapshotted,
     before = trees(paths)
     calls = second_exchange_fails(monkeypatch)
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     refused(job, "could not be prepared or swapped (Input/output error)")
     # The first volume was swapped and then swapped back (a third call).
@@ -426,7 +429,7 @@ def test_when_archiving_the_previous_data_fails_it_is_kept_and_said_where(snapsh
 
     monkeypatch.setattr(writer, "scan_volumes", broken)
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     job.refresh_from_db()
     assert job.outcome == Outcome.SUCCEEDED and trees(paths) == wanted
@@ -458,7 +461,7 @@ def test_a_journal_that_cannot_take_the_rollback_still_puts_everything_back(
     second_exchange_fails(monkeypatch)
     failing_journal_writes(monkeypatch, journal.ROLLBACK)
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     refused(job, "Input/output error")
     assert_untouched(workload, paths, before)
@@ -486,7 +489,7 @@ def test_a_restore_killed_on_this_workload_is_recovered_before_the_next_one_runs
     first = restore_left_committed(monkeypatch, workload, snapshot)
     assert len(journals()) == 1
 
-    second = restore.restore(workload=workload, snapshot=snapshot)
+    second = restores.restore(workload=workload, snapshot=snapshot)
 
     first.refresh_from_db()
     second.refresh_from_db()
@@ -507,20 +510,20 @@ def test_a_snapshot_of_reordered_volumes_is_refused(snapshotted):
     VolumeMount.objects.create(workload=workload, scope="stage", source=source, target="/data")
     before = [describe(p) for p in paths]
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     refused(job, "mounted at /data when the snapshot was taken and is mounted at /config now")
     assert [describe(p) for p in paths] == before
 
 
 def test_a_lock_lost_before_the_journal_refuses_the_restore(snapshotted, monkeypatch):
-    from workloads import locks
+    from lib import locks
 
     workload, paths, snapshot, _wanted = snapshotted
     before = trees(paths)
     monkeypatch.setattr(locks, "still_held", lambda workload_id: False)
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     refused(job, "The workload's lock was lost")
     assert_untouched(workload, paths, before)
@@ -530,7 +533,7 @@ def test_a_lock_lost_later_stops_the_restore_and_leaves_it_to_the_next_holder(sn
                                                                                monkeypatch):
     """The lock is found lost after extracting, before the containers stop: nothing more is
     changed (another process could hold the lock); the next holder rolls the restore back."""
-    from workloads import locks
+    from lib import locks
 
     workload, paths, snapshot, _wanted = snapshotted
     before = trees(paths)
@@ -545,7 +548,7 @@ def test_a_lock_lost_later_stops_the_restore_and_leaves_it_to_the_next_holder(sn
     with monkeypatch.context() as patch:
         patch.setattr(journal.Journal, "record", record)
         patch.setattr(locks, "still_held", lambda workload_id: not lost)
-        job = restore.restore(workload=workload, snapshot=snapshot)
+        job = restores.restore(workload=workload, snapshot=snapshot)
 
     job.refresh_from_db()
     assert job.state == RestoreJob.State.RUNNING and len(journals()) == 1
@@ -564,7 +567,7 @@ def test_a_capture_finishes_a_killed_restore_before_reading_the_volumes(snapshot
     job = restore_left_committed(monkeypatch, workload, snapshot)
     assert len(journals()) == 1
 
-    taken = capture.capture_snapshot(workload=workload)
+    taken = captures.capture_snapshot(workload=workload)
 
     job.refresh_from_db()
     assert job.outcome == Outcome.SUCCEEDED and journals() == []

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from snapshots import tasks
+from engine import tasks
 from snapshots.models import RestoreJob, Snapshot
 from tests.conftest import REPO_ROOT
 from tests.snapshots.restoring import child_process_env, journals, strays, trees

@@ -8,7 +8,8 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from snapshots import journal, recovery, storage
+from engine.locked import recovery
+from snapshots import journal, storage
 from snapshots.models import RestoreJob
 from tests.snapshots.restoring import journals, strays, trees
 
@@ -63,7 +64,7 @@ def test_a_failed_restore_is_an_error_that_says_why(snapshotted):
 
 def test_recover_restores_finishes_a_committed_journal_step_by_step(snapshotted, monkeypatch):
     """The sweep, called in-process on a journal left at the commit (as a crash leaves it)."""
-    from snapshots import restore as engine
+    from engine import restores as engine
 
     workload, paths, snapshot, wanted = snapshotted
     job = RestoreJob.objects.create(workload=workload, snapshot=snapshot)

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from snapshots import capture, crashpoints, journal
+from engine import captures, deploys
+from lib import crashpoints
+from snapshots import journal
 from snapshots.models import RestoreJob, Snapshot
 from tests.conftest import container_image_digest
 from tests.snapshots.conftest import add_volume, fill
@@ -41,7 +43,6 @@ from tests.snapshots.restoring import (
     strays,
     trees,
 )
-from workloads import deployer
 from workloads.models import DeployRecord, EventLog
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -82,10 +83,10 @@ def scene(docker, current_tag, make_workload):
     config = add_volume(workload, "config", "/config")
     fill(data, NEW | {"big.bin": BIG})
     fill(config, NEW_CONFIG)
-    deploy = deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+    deploy = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
     assert deploy.outcome == DeployRecord.Outcome.SUCCEEDED, deploy.failure_code
     new = trees([data, config])
-    snapshot = capture.capture_snapshot(workload=workload)
+    snapshot = captures.capture_snapshot(workload=workload)
     assert snapshot.is_ready, snapshot.failure_text
     replace_content(data, OLD)
     replace_content(config, OLD_CONFIG)
@@ -177,7 +178,7 @@ def test_a_deploy_after_a_killed_restore_puts_the_volumes_back_first(scene):
     assert child.returncode == crashpoints.CRASH_EXIT
     assert trees(paths) not in (expected["old"], expected["new"])  # half swapped
 
-    record = deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+    record = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
 
     assert record.outcome == DeployRecord.Outcome.SUCCEEDED, record.failure_code
     assert trees(paths) == expected["old"] and strays(paths) == [] and journals() == []

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from snapshots import capture, restore
+from engine import captures, deploys, restores
+from lib import runtime
 from snapshots.models import RestoreJob, Snapshot
 from tests.conftest import container_image_digest, move_current_tag
 from tests.snapshots import hostile
@@ -32,7 +33,6 @@ from tests.snapshots.restoring import (
     strays,
     trees,
 )
-from workloads import deployer, runtime
 from workloads.models import Container, DeployRecord, EventLog, VolumeMount, Workload
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -50,10 +50,10 @@ def deployed(docker, current_tag, make_workload):
     config = add_volume(workload, "config", "/config")
     fill(data, NEW)
     fill(config, NEW_CONFIG)
-    record = deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+    record = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
     assert record.outcome == DeployRecord.Outcome.SUCCEEDED, record.failure_code
     wanted = trees([data, config])
-    snapshot = capture.capture_snapshot(workload=workload)
+    snapshot = captures.capture_snapshot(workload=workload)
     assert snapshot.is_ready, snapshot.failure_text
     replace_content(data, OLD)
     replace_content(config, OLD_CONFIG)
@@ -69,7 +69,7 @@ def test_it_restores_two_volumes_of_a_running_workload_end_to_end(deployed, tmp_
     [old] = engine_containers(workload)
     move_current_tag("v2")  # a restore must bring back the version that ran, not the tag's
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     job.refresh_from_db()
     assert job.outcome == Outcome.SUCCEEDED, job.reason_text
@@ -95,7 +95,7 @@ def test_the_redeploy_skips_the_backup_before_deploy(deployed):
     workload, _paths, _deploy, snapshot, _wanted = deployed
     Workload.objects.filter(pk=workload.pk).update(auto_backup_before_deploy=True)
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     job.refresh_from_db()
     assert job.outcome == Outcome.SUCCEEDED, job.reason_text
@@ -115,7 +115,7 @@ def test_a_hostile_snapshot_never_stops_the_containers(name, deployed, tmp_path)
     started = inspect(before.id, "{{.State.StartedAt}}")
     live = trees(paths[:1])
 
-    job = restore.restore(workload=workload, snapshot=bad, limits=case.limits)
+    job = restores.restore(workload=workload, snapshot=bad, limits=case.limits)
 
     job.refresh_from_db()
     assert job.outcome == Outcome.FAILED and job.phase == RestoreJob.Phase.DONE
@@ -143,7 +143,7 @@ def test_when_the_containers_cannot_be_removed_the_old_data_runs_again(deployed,
 
     monkeypatch.setattr(runtime, "remove", refuse_once)
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     job.refresh_from_db()
     assert job.outcome == Outcome.FAILED
@@ -169,7 +169,7 @@ def test_a_redeploy_failure_after_the_commit_keeps_the_restore_and_says_so(deplo
 
     monkeypatch.setattr(runtime, "pull", gone_after_the_checks)
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     job.refresh_from_db()
     assert job.outcome == Outcome.NOT_STARTED
@@ -192,7 +192,7 @@ def test_an_image_that_cannot_be_pulled_is_refused_before_anything_stops(deploye
 
     monkeypatch.setattr(runtime, "pull", unreachable)
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     job.refresh_from_db()
     assert job.outcome == Outcome.FAILED and "cannot be pulled now" in job.reason_text
@@ -215,13 +215,13 @@ def test_a_full_volume_filesystem_is_refused_without_stopping_anything(
                                    target="/data")
         (small / "v").mkdir()
         (small / "v" / "big.bin").write_bytes(os.urandom(4 << 20))
-        assert deployer.dispatch(workload=workload, reason="manual").outcome == "succeeded"
-        snapshot = capture.capture_snapshot(workload=workload)
+        assert deploys.dispatch(workload=workload, reason="manual").outcome == "succeeded"
+        snapshot = captures.capture_snapshot(workload=workload)
         [before] = engine_containers(workload)
         started = inspect(before.id, "{{.State.StartedAt}}")
         live = trees([small / "v"])
 
-        job = restore.restore(workload=workload, snapshot=snapshot)
+        job = restores.restore(workload=workload, snapshot=snapshot)
 
         job.refresh_from_db()
         assert job.outcome == Outcome.FAILED and "Not enough free space" in job.reason_text
@@ -240,7 +240,7 @@ def test_a_full_volume_filesystem_is_refused_without_stopping_anything(
 def test_a_deploy_requested_during_a_restore_waits_for_it(deployed, tmp_path):
     workload, paths, _deploy, snapshot, wanted = deployed
     release = tmp_path / "release"
-    child = spawn_restore(workload, snapshot, BERTH_PAUSE_POINT="restore.quiesced",
+    child = spawn_restore(workload, snapshot, BERTH_PAUSE_POINT="restores.quiesced",
                           BERTH_PAUSE_FILE=str(release))
     try:
         deadline = time.monotonic() + 60
@@ -277,7 +277,7 @@ def deploy_in_thread(workload: Workload) -> DeployRecord:
     from django.db import connection
 
     try:
-        return deployer.dispatch(workload=Workload.objects.with_parents().get(pk=workload.pk),
+        return deploys.dispatch(workload=Workload.objects.with_parents().get(pk=workload.pk),
                                  reason=DeployRecord.Reason.MANUAL)
     finally:
         connection.close()

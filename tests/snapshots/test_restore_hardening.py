@@ -18,7 +18,10 @@ import time
 import pytest
 from django.db import connection
 
-from snapshots import capture, exchange, journal, recovery, restore, tasks
+from engine import captures, deploys, restores, tasks
+from engine.locked import recovery
+from lib import exchange, locks
+from snapshots import journal
 from snapshots.models import RestoreJob
 from tests.conftest import REPO_ROOT, child_env
 from tests.snapshots.restoring import (
@@ -28,7 +31,6 @@ from tests.snapshots.restoring import (
     strays,
     trees,
 )
-from workloads import deployer, locks
 from workloads.models import DeployRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -53,7 +55,7 @@ def test_a_commit_that_could_not_be_written_is_rolled_back(snapshotted, monkeypa
     before = trees(paths)
     failing_journal_writes(monkeypatch, journal.COMMIT)
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     job.refresh_from_db()
     assert job.outcome == Outcome.FAILED and "No space left" in job.reason_text
@@ -78,7 +80,7 @@ def test_a_commit_that_reached_the_disk_despite_its_error_is_overruled_by_the_ro
 
     monkeypatch.setattr(journal, "write", write)
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     job.refresh_from_db()
     assert job.outcome == Outcome.FAILED and trees(paths) == before and journals() == []
@@ -103,7 +105,7 @@ def test_when_neither_commit_nor_rollback_can_be_written_nothing_moves_until_the
     before = trees(paths)
     with monkeypatch.context() as patch:
         failing_journal_writes(patch, journal.COMMIT, journal.ROLLBACK)
-        job = restore.restore(workload=workload, snapshot=snapshot)
+        job = restores.restore(workload=workload, snapshot=snapshot)
 
     job.refresh_from_db()
     assert job.state == RestoreJob.State.RUNNING  # left to the sweep, not guessed
@@ -155,7 +157,7 @@ def test_an_unreadable_journal_concerns_only_its_own_workload(snapshotted, make_
                                                              match="cannot be read"):
             recovery.recover_workload(workload)
 
-        record = deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+        record = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
         record.refresh_from_db()
         assert record.outcome == DeployRecord.Outcome.FAILED  # recorded, not left claimed
         assert record.failure_code == DeployRecord.Failure.INTERNAL
@@ -229,7 +231,7 @@ def test_a_committed_journal_of_a_job_already_marked_is_still_finished(snapshott
 def test_berths_tasks_are_handed_to_the_worker_without_a_timeout(monkeypatch):
     """django-q2 itself is not run here: this checks what Berth asks of it (the broker call is
     replaced to capture its arguments). django-q2 reads timeout -1 as "no timeout"."""
-    from workloads import tasks as workload_tasks
+    from engine import tasks as workload_tasks
 
     handed = []
     monkeypatch.setattr(tasks, "async_task", lambda *a, **kw: handed.append((a, kw)))
@@ -239,8 +241,8 @@ def test_berths_tasks_are_handed_to_the_worker_without_a_timeout(monkeypatch):
     workload_tasks.enqueue_deploy(7)
 
     assert [args for args, _kw in handed] == [
-        ("snapshots.tasks.run_restore", 5), ("snapshots.tasks.run_capture", 6),
-        ("workloads.tasks.run_deploy", 7),
+        ("engine.tasks.run_restore", 5), ("engine.tasks.run_capture", 6),
+        ("engine.tasks.run_deploy", 7),
     ]
     assert [kw["timeout"] for _args, kw in handed] == [-1, -1, -1]
 
@@ -252,8 +254,8 @@ def test_a_web_request_never_recovers_a_journal_and_the_sweep_process_does(snaps
     killed = restore_left_committed(monkeypatch, workload, snapshot)
     staged = strays(paths)
 
-    with pytest.raises(restore.RestoreBusy) as busy:
-        restore.request_restore(workload=workload, snapshot=snapshot)
+    with pytest.raises(restores.RestoreBusy) as busy:
+        restores.request_restore(workload=workload, snapshot=snapshot)
 
     assert busy.value.active.pk == killed.pk
     assert strays(paths) == staged and len(journals()) == 1  # nothing recovered here
@@ -298,7 +300,7 @@ def test_a_second_delivery_that_gives_up_waiting_does_not_end_the_running_restor
     thread.start()
     held.wait(10)
     try:
-        restore.restore(workload=workload, snapshot=snapshot, job=job)
+        restores.restore(workload=workload, snapshot=snapshot, job=job)
     finally:
         release.set()
         thread.join()
@@ -349,7 +351,7 @@ def test_the_lock_wait_ends_at_the_timeout_without_a_reason_to_wait(db, settings
 
 def test_a_deploy_keeps_waiting_while_a_restore_of_its_workload_is_active(snapshotted):
     workload, _paths, snapshot, _wanted = snapshotted
-    waiting = deployer._restore_running(workload)
+    waiting = deploys._restore_running(workload)
     assert not waiting()
     queued(workload, snapshot)
     assert waiting()
@@ -384,9 +386,9 @@ def test_a_failed_archive_after_the_redeploy_does_not_redeploy_again(snapshotted
     def broken(**kwargs):
         raise RuntimeError("archive broke")
 
-    monkeypatch.setattr(capture, "capture_copies_locked", broken)
+    monkeypatch.setattr(captures, "capture_copies_locked", broken)
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     assert len(redeploys) == 1, redeploys
     assert trees(paths) == wanted
@@ -411,7 +413,7 @@ def test_a_lock_lost_after_the_commit_stops_everything_until_the_next_holder(sna
 
     monkeypatch.setattr(journal.Journal, "record", record)
     monkeypatch.setattr(locks, "still_held", lambda workload_id: not lost)
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     job.refresh_from_db()
     assert job.state == RestoreJob.State.RUNNING and job.deploy is None
@@ -497,7 +499,7 @@ def test_a_volume_whose_parents_are_missing_too_is_made_and_restored(snapshotted
     stage_dir = paths[0].parent
     subprocess.run(["rm", "-rf", str(stage_dir)], check=True)
 
-    job = restore.restore(workload=workload, snapshot=snapshot)
+    job = restores.restore(workload=workload, snapshot=snapshot)
 
     job.refresh_from_db()
     assert job.outcome == Outcome.SUCCEEDED, job.reason_text
@@ -507,7 +509,7 @@ def test_a_volume_whose_parents_are_missing_too_is_made_and_restored(snapshotted
 # --- the third review ------------------------------------------------------------------------
 
 def test_a_journal_is_never_brought_back_or_overwritten_by_a_process_that_lost_it(db):
-    from workloads import paths
+    from lib import paths
 
     live = os.path.join(paths.volumes_root(), "p", "s", "data")
     staging, aside = (os.path.join(os.path.dirname(live), f".berth-restore-31-0-0123abcd.{e}")
@@ -540,7 +542,7 @@ def test_an_archive_whose_record_was_lost_is_not_taken_twice(snapshotted, monkey
     workload, paths, snapshot, wanted = snapshotted
     with monkeypatch.context() as patch:
         failing_journal_writes(patch, journal.ARCHIVED)
-        job = restore.restore(workload=workload, snapshot=snapshot)
+        job = restores.restore(workload=workload, snapshot=snapshot)
     job.refresh_from_db()
     assert job.state == RestoreJob.State.RUNNING and job.pre_restore_snapshot.is_ready
 

@@ -11,7 +11,9 @@ from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 
-from snapshots import capture, retention, storage
+from engine import captures
+from engine.locked import retention
+from snapshots import storage
 from snapshots.models import Snapshot
 from tests.snapshots.conftest import archive_files
 from workloads.models import DeployRecord, Workload
@@ -88,7 +90,7 @@ def test_failed_rows_are_kept_only_a_few(workload):
 def test_a_capture_prunes(volume_workload, settings):
     workload, _paths = volume_workload
     settings.BERTH_SNAPSHOT_KEEP = settings.BERTH_SNAPSHOT_KEEP | {"manual": 2}
-    taken = [capture.capture_snapshot(workload=workload) for _ in range(3)]
+    taken = [captures.capture_snapshot(workload=workload) for _ in range(3)]
     assert list(Snapshot.objects.values_list("pk", flat=True)) == [taken[2].pk, taken[1].pk]
     assert archive_files(workload) == sorted(s.archive for s in taken[1:])
 
@@ -186,7 +188,7 @@ def test_imports_never_push_captured_snapshots_out(api_as, volume_workload, sett
     workload, _paths = volume_workload
     settings.BERTH_SNAPSHOT_KEEP = settings.BERTH_SNAPSHOT_KEEP | {"manual": 3}
     settings.BERTH_SNAPSHOT_KEEP_IMPORTED = 2
-    real = [capture.capture_snapshot(workload=workload) for _ in range(3)]
+    real = [captures.capture_snapshot(workload=workload) for _ in range(3)]
     user = User.objects.create_user("snap-only", password="x")
     user.user_permissions.add(Permission.objects.get(codename="snapshot_workload"),
                               Permission.objects.get(codename="view_snapshot"))
@@ -204,7 +206,7 @@ def test_imports_never_push_captured_snapshots_out(api_as, volume_workload, sett
     assert {s.pk for s in real} <= left  # every captured snapshot is still there
     assert left & set(imported) == set(imported[-2:])  # imports keep their own count
     # and a capture does not count the imports against the manual ones
-    newer = capture.capture_snapshot(workload=workload)
+    newer = captures.capture_snapshot(workload=workload)
     left = set(Snapshot.objects.values_list("pk", flat=True))
     assert {newer.pk, real[2].pk, real[1].pk} <= left and real[0].pk not in left
     assert left & set(imported) == set(imported[-2:])

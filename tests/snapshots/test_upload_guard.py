@@ -10,8 +10,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from rest_framework.test import APIClient
 
-from snapshots import storage, uploads
+from snapshots import storage
 from snapshots.models import Snapshot
+from web.api import uploads
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

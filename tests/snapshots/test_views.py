@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from snapshots import capture, storage
+from engine import captures
+from snapshots import storage
 from snapshots.models import Snapshot
 from workloads.models import DeployRecord
 
@@ -21,11 +22,11 @@ def as_user(user) -> Client:
 
 def test_the_page_lists_snapshots_with_their_warnings(operator, volume_workload, settings):
     workload, paths = volume_workload
-    first = capture.capture_snapshot(workload=workload)
+    first = captures.capture_snapshot(workload=workload)
     (paths[0] / "sub" / "notes.txt").write_bytes(b"")
     (paths[0] / "link").symlink_to("/etc")
     (paths[0] / "other").symlink_to("/tmp")
-    second = capture.capture_snapshot(workload=workload)
+    second = captures.capture_snapshot(workload=workload)
 
     html = as_user(operator).get(f"/workloads/{workload.pk}/").content.decode()
 
@@ -39,7 +40,7 @@ def test_the_page_lists_snapshots_with_their_warnings(operator, volume_workload,
 
 def test_a_viewer_sees_the_list_without_buttons(viewer, volume_workload):
     workload, _paths = volume_workload
-    snapshot = capture.capture_snapshot(workload=workload)
+    snapshot = captures.capture_snapshot(workload=workload)
     html = as_user(viewer).get(f"/workloads/{workload.pk}/").content.decode()
     assert f'id="snapshot-{snapshot.pk}"' in html
     assert "Snapshot now" not in html and "/download" not in html
@@ -84,7 +85,7 @@ def test_the_panel_polls_while_a_capture_runs_and_stops_after(viewer, volume_wor
 
 def test_delete_removes_the_row_and_the_file(operator, volume_workload):
     workload, _paths = volume_workload
-    snapshot = capture.capture_snapshot(workload=workload)
+    snapshot = captures.capture_snapshot(workload=workload)
     path = storage.archive_path(workload.pk, snapshot.archive)
     response = as_user(operator).post(
         f"/workloads/{workload.pk}/snapshots/{snapshot.pk}/delete", headers=HTMX
@@ -106,7 +107,7 @@ def test_a_running_capture_cannot_be_deleted_from_the_page(operator, volume_work
 
 def test_download_from_the_page(operator, volume_workload):
     workload, _paths = volume_workload
-    snapshot = capture.capture_snapshot(workload=workload)
+    snapshot = captures.capture_snapshot(workload=workload)
     response = as_user(operator).get(f"/workloads/{workload.pk}/snapshots/{snapshot.pk}/download")
     assert response.status_code == 200
     body = b"".join(response.streaming_content)
@@ -119,7 +120,7 @@ def test_download_from_the_page(operator, volume_workload):
 )
 def test_a_viewer_may_not_take_delete_or_download(viewer, volume_workload, method, path):
     workload, _paths = volume_workload
-    snapshot = capture.capture_snapshot(workload=workload)
+    snapshot = captures.capture_snapshot(workload=workload)
     url = f"/workloads/{workload.pk}/snapshots" + path.format(sid=snapshot.pk)
     assert getattr(as_user(viewer), method)(url, headers=HTMX).status_code == 403
     assert Snapshot.objects.count() == 1
@@ -135,7 +136,7 @@ def test_outsiders_and_strangers(outsider, volume_workload, client):
 def test_a_snapshot_of_another_workload_is_not_found(operator, volume_workload, make_workload):
     workload, _paths = volume_workload
     other = make_workload()
-    snapshot = capture.capture_snapshot(workload=workload)
+    snapshot = captures.capture_snapshot(workload=workload)
     client = as_user(operator)
     assert client.post(f"/workloads/{other.pk}/snapshots/{snapshot.pk}/delete").status_code == 404
     assert client.get(f"/workloads/{other.pk}/snapshots/{snapshot.pk}/download").status_code == 404

@@ -8,7 +8,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 
-from workloads import deployer
+from engine import deploys
 from workloads.models import (
     Container,
     DeployRecord,
@@ -230,15 +230,15 @@ def test_it_shows_each_volumes_derived_host_path(admin_client, workload, tmp_pat
 
 @pytest.fixture
 def dispatched(monkeypatch) -> list[dict]:
-    """Record every call of deployer.dispatch(), which still runs for real."""
+    """Record every call of deploys.dispatch(), which still runs for real."""
     calls: list[dict] = []
-    real = deployer.dispatch
+    real = deploys.dispatch
 
     def recording(**kwargs) -> DeployRecord:
         calls.append(kwargs)
         return real(**kwargs)
 
-    monkeypatch.setattr(deployer, "dispatch", recording)
+    monkeypatch.setattr(deploys, "dispatch", recording)
     return calls
 
 

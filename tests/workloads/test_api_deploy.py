@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from engine import deploys
+from lib import runtime
 from tests.conftest import container_image_digest, registry_digest
 from tests.fixtures import images
-from workloads import deployer, runtime
 from workloads.models import Container, DeployRecord, Workload
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -16,15 +17,15 @@ CLOSED_SOCKET = "unix:///nonexistent/closed.sock"
 
 @pytest.fixture
 def dispatch_calls(monkeypatch) -> list[dict]:
-    """Record every call to deployer.dispatch and let the real one run."""
+    """Record every call to deploys.dispatch and let the real one run."""
     calls: list[dict] = []
-    real = deployer.dispatch
+    real = deploys.dispatch
 
     def spy(**kwargs) -> DeployRecord:
         calls.append(kwargs)
         return real(**kwargs)
 
-    monkeypatch.setattr(deployer, "dispatch", spy)
+    monkeypatch.setattr(deploys, "dispatch", spy)
     return calls
 
 
@@ -97,7 +98,7 @@ def test_it_reports_an_unreachable_engine_without_its_text(
     assert [call["reason"] for call in dispatch_calls] == ["api"]
     assert not Container.objects.filter(workload=workload).exists()
     # The raw Docker error goes to the server log only.
-    [logged] = [r.getMessage() for r in caplog.records if r.name == "workloads.deployer"]
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "engine.deploys"]
     raw = logged.split("(engine_unreachable): ", 1)[1]
     assert "Error while fetching server API version" in raw
     for body in (response.content, followed.content):

@@ -6,9 +6,10 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from engine import deploys
+from lib import runtime
 from tests.conftest import container_image_digest, move_current_tag, registry_digest
 from tests.fixtures import images
-from workloads import deployer, runtime
 from workloads.models import DeployRecord, Workload
 
 Reason, Outcome = DeployRecord.Reason, DeployRecord.Outcome
@@ -195,9 +196,9 @@ def test_a_real_rollback_through_the_api(docker, current_tag, api_as, operator, 
 def test_rollback_goes_through_dispatch(docker, current_tag, api_as, operator, workload,
                                         monkeypatch):
     calls = []
-    real = deployer.dispatch
-    monkeypatch.setattr(deployer, "dispatch", lambda **kw: calls.append(kw) or real(**kw))
-    first = deployer.dispatch(workload=workload, reason=Reason.MANUAL)
+    real = deploys.dispatch
+    monkeypatch.setattr(deploys, "dispatch", lambda **kw: calls.append(kw) or real(**kw))
+    first = deploys.dispatch(workload=workload, reason=Reason.MANUAL)
     calls.clear()
 
     api_as(operator).post(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
-from workloads import buildlog
-from workloads.buildlog import BuildLogWriter
+from engine.locked import buildlog
+from engine.locked.buildlog import BuildLogWriter
+from lib.redact import MASK
 from workloads.models import DeployLog, DeployRecord
-from workloads.redact import MASK
 
 pytestmark = pytest.mark.django_db
 

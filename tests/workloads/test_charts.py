@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from tests.workloads.stats_data import MIB, NOW
-from workloads import charts
+from web.pages import charts
 from workloads.metrics_history import History, Marker, Point
 
 

@@ -7,9 +7,10 @@ import urllib.request
 
 import pytest
 
+from engine import deploys
+from lib import runtime
 from tests.conftest import container_image_digest, move_current_tag, registry_digest
 from tests.fixtures import images
-from workloads import deployer, runtime
 from workloads.models import Container, DeployRecord, EnvVar, PortMapping, VolumeMount, Workload
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -23,7 +24,7 @@ def test_it_creates_replicas_from_the_digest(docker, current_tag, make_workload)
     workload = make_workload(replicas=2)
     EnvVar.objects.create(workload=workload, name="GREETING", value="hello")
 
-    record = deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+    record = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
 
     assert record.outcome == DeployRecord.Outcome.SUCCEEDED, record.failure_code
     digest = registry_digest(images.HTTPD_V1)
@@ -41,7 +42,7 @@ def test_it_creates_replicas_from_the_digest(docker, current_tag, make_workload)
 
 def test_it_pins_the_digest_until_the_next_deploy(docker, current_tag, make_workload):
     workload = make_workload()
-    first = deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+    first = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
     v1 = f"{images.HTTPD}@{registry_digest(images.HTTPD_V1)}"
     assert first.pinned_reference == v1
 
@@ -49,7 +50,7 @@ def test_it_pins_the_digest_until_the_next_deploy(docker, current_tag, make_work
     [running] = live_engine_containers(workload)
     assert container_image_digest(running.id) == v1  # the tag moved; the container did not
 
-    second = deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+    second = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
     v2 = f"{images.HTTPD}@{registry_digest(images.HTTPD_V2)}"
     assert second.pinned_reference == v2
     [running] = live_engine_containers(workload)
@@ -62,7 +63,7 @@ def test_it_binds_volumes_at_their_derived_host_path(docker, current_tag, make_w
     VolumeMount.objects.create(workload=workload, scope="stage", source="site", target="/data")
     PortMapping.objects.create(workload=workload, host_port=18931, container_port=80)
 
-    record = deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+    record = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
 
     assert record.outcome == DeployRecord.Outcome.SUCCEEDED, record.failure_code
     host = workload.volumes.get().host_path()
@@ -75,11 +76,11 @@ def test_it_binds_volumes_at_their_derived_host_path(docker, current_tag, make_w
 
 def test_it_keeps_the_old_containers_when_the_pull_fails(docker, current_tag, make_workload):
     workload = make_workload()
-    good = deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+    good = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
     [before] = live_engine_containers(workload)
 
     Workload.objects.filter(pk=workload.pk).update(image=f"{images.HTTPD}:no-such-tag")
-    failed = deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+    failed = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
 
     assert failed.outcome == DeployRecord.Outcome.FAILED
     assert failed.failure_code == DeployRecord.Failure.PULL_FAILED
@@ -94,13 +95,13 @@ def test_it_restarts_the_old_containers_when_the_new_ones_cannot_start(
     docker, current_tag, make_workload
 ):
     workload = make_workload()
-    deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+    deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
     [before] = live_engine_containers(workload)
     # A container path the image cannot mount over makes `start` fail after
     # `create` succeeded: /version is a file in the image, the bind a directory.
     VolumeMount.objects.create(workload=workload, scope="stage", source="v", target="/version")
 
-    failed = deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+    failed = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
 
     assert failed.outcome == DeployRecord.Outcome.FAILED
     assert failed.failure_code == DeployRecord.Failure.START_FAILED
@@ -115,7 +116,7 @@ def test_an_interrupted_swap_starts_the_old_containers_again(docker, current_tag
     """Ctrl-C in `manage.py deploy` (or any exception that is not Docker's) between stopping
     the old containers and starting the new ones must not leave the workload stopped."""
     workload = make_workload()
-    deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+    deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
     [before] = live_engine_containers(workload)
 
     real_start, calls = runtime.start, []
@@ -128,7 +129,7 @@ def test_an_interrupted_swap_starts_the_old_containers_again(docker, current_tag
 
     monkeypatch.setattr(runtime, "start", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+        deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
 
     containers = live_engine_containers(workload)
     assert [c.id for c in containers] == [before.id] and containers[0].running
@@ -141,7 +142,7 @@ def test_it_fails_clearly_when_the_engine_is_unreachable(db, make_workload, monk
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/closed.sock")
     workload = make_workload()
 
-    record = deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+    record = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
 
     assert record.outcome == DeployRecord.Outcome.FAILED
     assert record.failure_code == DeployRecord.Failure.ENGINE_UNREACHABLE
@@ -151,8 +152,8 @@ def test_it_fails_clearly_when_the_engine_is_unreachable(db, make_workload, monk
 
 
 def test_it_refuses_the_lock_held_variant_without_the_lock(db, workload):
-    from workloads.locks import LockNotHeld
+    from lib.locks import LockNotHeld
 
     with pytest.raises(LockNotHeld):
-        deployer.dispatch_locked(workload=workload, reason=DeployRecord.Reason.RESTORE)
+        deploys.dispatch_locked(workload=workload, reason=DeployRecord.Reason.RESTORE)
     assert not workload.deploys.exists()

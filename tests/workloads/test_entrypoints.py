@@ -8,7 +8,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
-from workloads import deployer, tasks
+from engine import deploys, tasks
 from workloads.models import DeployRecord
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -18,13 +18,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def dispatch_calls(monkeypatch) -> list[dict]:
     """Record every dispatch() call, then run the real one."""
     calls: list[dict] = []
-    real = deployer.dispatch
+    real = deploys.dispatch
 
     def recording(**kwargs):
         calls.append(kwargs)
         return real(**kwargs)
 
-    monkeypatch.setattr(deployer, "dispatch", recording)
+    monkeypatch.setattr(deploys, "dispatch", recording)
     return calls
 
 
@@ -79,7 +79,7 @@ def test_the_task_ignores_a_deleted_deploy(workload, dispatch_calls):
 
 def test_request_deploy_queues_then_runs_on_commit(docker, current_tag, workload, dispatch_calls):
     user = User.objects.create_user("deployer")
-    record = deployer.request_deploy(workload=workload, reason="manual", user=user)
+    record = deploys.request_deploy(workload=workload, reason="manual", user=user)
     record.refresh_from_db()
     # Sync task mode: the task ran when the surrounding (auto)commit happened.
     assert record.outcome == DeployRecord.Outcome.SUCCEEDED

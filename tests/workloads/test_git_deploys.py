@@ -13,9 +13,11 @@ import subprocess
 import pytest
 from django.test import override_settings
 
+from engine import deploys
+from engine.locked import sources
+from lib import gitcache, locks, runtime
 from tests.conftest import remove_test_containers
 from tests.fixtures.gitrepo import GitRepo, dockerfile
-from workloads import deployer, gitcache, locks, runtime, sources
 from workloads.models import DeployLog, DeployRecord, Workload
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -77,7 +79,7 @@ def image_of(container_id: str) -> str:
 
 
 def deploy(workload: Workload, reason=Reason.MANUAL) -> DeployRecord:
-    record = deployer.dispatch(workload=workload, reason=reason)
+    record = deploys.dispatch(workload=workload, reason=reason)
     record.refresh_from_db()
     return record
 
@@ -118,7 +120,7 @@ def test_it_deploys_a_branch_then_rolls_back_by_commit_even_after_the_image_is_g
     subprocess.run(["docker", "rmi", "-f", first.image_id], capture_output=True, check=True)
     assert not runtime.image_exists(first.image_id)
 
-    rolled = deployer.rollback(workload=workload, deploy_id=first.pk)
+    rolled = deploys.rollback(workload=workload, deploy_id=first.pk)
 
     rolled.refresh_from_db()
     assert (rolled.reason, rolled.outcome) == (Reason.ROLLBACK, Outcome.SUCCEEDED), (
@@ -145,7 +147,7 @@ def test_a_rollback_reuses_the_commits_image_without_touching_the_repository(
     # The repository goes away entirely: the engine still has the first image.
     Workload.objects.filter(pk=workload.pk).update(git_url=f"{repo.url}-gone")
 
-    rolled = deployer.rollback(workload=workload, deploy_id=first.pk)
+    rolled = deploys.rollback(workload=workload, deploy_id=first.pk)
 
     rolled.refresh_from_db()
     assert rolled.outcome == Outcome.SUCCEEDED, rolled.failure_code
@@ -165,7 +167,7 @@ def test_a_restore_style_replay_of_the_running_reference_reuses_the_running_imag
 
     # What restore will do: redeploy exactly what runs, under the lock.
     with locks.workload_lock(workload.pk):
-        again = deployer.dispatch_locked(
+        again = deploys.dispatch_locked(
             workload=workload, reason=Reason.RESTORE, reference=workload.running_reference
         )
 
@@ -186,7 +188,7 @@ def test_a_rollback_survives_a_force_push_because_the_cache_keeps_built_commits(
     repo.rewind_to(base)  # both deployed commits are gone upstream
     subprocess.run(["docker", "rmi", "-f", first.image_id], capture_output=True, check=True)
 
-    rolled = deployer.rollback(workload=workload, deploy_id=first.pk)
+    rolled = deploys.rollback(workload=workload, deploy_id=first.pk)
 
     rolled.refresh_from_db()
     assert rolled.outcome == Outcome.SUCCEEDED, rolled.failure_code
@@ -212,7 +214,7 @@ def test_a_rollback_to_a_commit_gone_everywhere_says_so_and_keeps_the_containers
     gitcache.remove_cache(workload.pk)
     subprocess.run(["docker", "rmi", "-f", first.image_id], capture_output=True, check=True)
 
-    rolled = deployer.rollback(workload=workload, deploy_id=first.pk)
+    rolled = deploys.rollback(workload=workload, deploy_id=first.pk)
 
     rolled.refresh_from_db()
     assert (rolled.outcome, rolled.failure_code) == (Outcome.FAILED, Failure.COMMIT_MISSING)
@@ -402,7 +404,7 @@ def test_a_restore_after_the_ledger_was_pruned_reuses_the_running_image(
         workload.refresh_from_db()
 
         with locks.workload_lock(workload.pk):
-            again = deployer.dispatch_locked(
+            again = deploys.dispatch_locked(
                 workload=workload, reason=Reason.RESTORE, reference=workload.running_reference
             )
 

@@ -17,10 +17,10 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.test import override_settings
 
+from lib import gitcache, giturls, runtime
 from tests.fixtures import images
 from tests.fixtures.gitrepo import AUTHOR, GitRepo
 from tests.workloads.test_git_deploys import deploy
-from workloads import gitcache, giturls, runtime
 from workloads.models import DeployRecord, Workload
 
 VICTIM, ATTACKER = 9001, 9002

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from engine import deploys
+from lib import gitcache
 from tests.fixtures.gitrepo import GitRepo
 from tests.fixtures.gitserver import GitServer, _certificate, https_git_server
 from tests.workloads.test_git_deploys import remove_built_images
-from workloads import deployer, gitcache
 from workloads.models import DeployLog, DeployRecord, Workload
 
 USERNAME = "deploy-bot-51aa"
@@ -117,7 +118,7 @@ def test_a_deploy_from_a_redirecting_repository_fails_the_fetch(
         git_url=url.replace("https://", f"https://{USERNAME}:{PASSWORD}@"),
     )
     try:
-        record = deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+        record = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
     finally:
         gitcache.remove_cache(workload.pk)
         remove_built_images()

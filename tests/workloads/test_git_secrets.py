@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 from django.test import Client
 
+from engine import deploys
+from lib import gitcache
 from tests.fixtures.gitrepo import GitRepo
 from tests.fixtures.gitserver import https_git_server
 from tests.workloads.test_git_deploys import remove_built_images, serving
 from tests.workloads.test_secrets import tables_containing
-from workloads import deployer, gitcache
 from workloads.models import DeployRecord, EnvVar, Stage, Workload
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -123,7 +124,7 @@ def test_a_credential_pasted_into_the_url_deploys_and_is_never_shown(
     env.save()
 
     with caplog.at_level(logging.DEBUG):
-        record = deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+        record = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
 
     assert record.outcome == DeployRecord.Outcome.SUCCEEDED, record.failure_code
     assert serving(workload) == "private content\n"
@@ -160,7 +161,7 @@ def test_a_refused_credential_fails_the_fetch_and_leaks_nowhere(
     client = admin_client(django_user_model)
 
     with caplog.at_level(logging.DEBUG):
-        record = deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+        record = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
         client.post(f"/api/workloads/{workload.pk}/deploy")
 
     assert (record.outcome, record.failure_code) == ("failed", "fetch_failed")
@@ -182,7 +183,7 @@ def test_the_build_log_masks_secrets_and_url_credentials_the_build_prints(
     env.set_value(ENV_SECRET, secret=True)
     env.save()
 
-    record = deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+    record = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
 
     remove_built_images()
     assert record.outcome == DeployRecord.Outcome.SUCCEEDED, record.failure_code
@@ -225,7 +226,7 @@ def test_a_credential_is_never_sent_to_a_host_it_was_not_given_for(
         # Moved behind the checks' back (a raw update): the deploy still refuses.
         Workload.objects.filter(pk=workload.pk).update(git_url=other.url + "app.git")
 
-        record = deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+        record = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
 
     assert (record.outcome, record.failure_code) == ("failed", "invalid_config")
     assert other.requests == []

@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.test import override_settings
 
+from lib import gitcache
 from tests.fixtures.gitserver import _certificate
-from workloads import gitcache
 
 CREDENTIAL = gitcache.Credential("bot", "pa55-0c4f")
 

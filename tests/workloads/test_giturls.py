@@ -10,8 +10,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.test import override_settings
 
-from workloads import giturls
-from workloads.redact import MASK, redact_url_credentials
+from lib import giturls
+from lib.redact import MASK, redact_url_credentials
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 

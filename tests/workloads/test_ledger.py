@@ -10,9 +10,10 @@ from django.core.management import CommandError, call_command
 from django.test import override_settings
 from django.utils import timezone
 
+from engine import deploys
+from lib import locks, runtime
 from tests.conftest import container_image_digest, move_current_tag, registry_digest
 from tests.fixtures import images
-from workloads import deployer, locks, runtime
 from workloads.models import DeployInProgress, DeployRecord, Workload
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,7 +30,7 @@ def running_digest(workload: Workload) -> str:
 def test_it_records_success_with_times_and_the_pinned_reference(
     docker, current_tag, workload, reason
 ):
-    record = deployer.dispatch(workload=workload, reason=reason)
+    record = deploys.dispatch(workload=workload, reason=reason)
 
     record.refresh_from_db()
     assert (record.reason, record.outcome, record.failure_code) == (reason, Outcome.SUCCEEDED, "")
@@ -42,7 +43,7 @@ def test_it_records_success_with_times_and_the_pinned_reference(
 
 def test_it_records_a_restore_redeploy_from_the_lock_held_variant(docker, current_tag, workload):
     with locks.workload_lock(workload.pk):
-        record = deployer.dispatch_locked(workload=workload, reason=Reason.RESTORE)
+        record = deploys.dispatch_locked(workload=workload, reason=Reason.RESTORE)
     assert (record.reason, record.outcome) == (Reason.RESTORE, Outcome.SUCCEEDED)
 
 
@@ -56,7 +57,7 @@ def test_it_records_a_restore_redeploy_from_the_lock_held_variant(docker, curren
 def test_it_records_failures_as_a_code_and_a_fixed_message(docker, make_workload, image, code):
     workload = make_workload(image=image)
 
-    record = deployer.dispatch(workload=workload, reason=Reason.MANUAL)
+    record = deploys.dispatch(workload=workload, reason=Reason.MANUAL)
 
     record.refresh_from_db()
     assert (record.outcome, record.failure_code) == (Outcome.FAILED, code)
@@ -180,14 +181,14 @@ def test_the_history_is_deleted_with_the_workload(workload):
 
 
 def test_a_real_rollback_runs_the_first_digest_after_the_tag_moved(docker, current_tag, workload):
-    first = deployer.dispatch(workload=workload, reason=Reason.MANUAL)
+    first = deploys.dispatch(workload=workload, reason=Reason.MANUAL)
     v1 = f"{images.HTTPD}@{registry_digest(images.HTTPD_V1)}"
     assert first.pinned_reference == v1
     move_current_tag("v2")
-    second = deployer.dispatch(workload=workload, reason=Reason.MANUAL)
+    second = deploys.dispatch(workload=workload, reason=Reason.MANUAL)
     assert running_digest(workload) == second.pinned_reference != v1
 
-    rolled = deployer.rollback(workload=workload, deploy_id=first.pk)
+    rolled = deploys.rollback(workload=workload, deploy_id=first.pk)
 
     assert (rolled.reason, rolled.outcome) == (Reason.ROLLBACK, Outcome.SUCCEEDED)
     assert rolled.rolled_back_from_id == first.pk
@@ -207,13 +208,13 @@ def test_rollback_guards(workload, make_workload):
     before = DeployRecord.objects.count()
 
     with pytest.raises(DeployRecord.DoesNotExist):
-        deployer.rollback_target(workload=workload, deploy_id=foreign.pk)
-    with pytest.raises(deployer.RollbackRefused, match="did not succeed"):
-        deployer.rollback_target(workload=workload, deploy_id=failed.pk)
-    with pytest.raises(deployer.RollbackRefused, match="no pinned reference"):
-        deployer.rollback_target(workload=workload, deploy_id=unpinned.pk)
-    with pytest.raises(deployer.RollbackRefused, match="another source kind"):
-        deployer.rollback_target(workload=workload, deploy_id=git.pk)
+        deploys.rollback_target(workload=workload, deploy_id=foreign.pk)
+    with pytest.raises(deploys.RollbackRefused, match="did not succeed"):
+        deploys.rollback_target(workload=workload, deploy_id=failed.pk)
+    with pytest.raises(deploys.RollbackRefused, match="no pinned reference"):
+        deploys.rollback_target(workload=workload, deploy_id=unpinned.pk)
+    with pytest.raises(deploys.RollbackRefused, match="another source kind"):
+        deploys.rollback_target(workload=workload, deploy_id=git.pk)
     with pytest.raises(CommandError, match="has no deploy"):
         call_command("rollback", str(workload.pk), str(foreign.pk), stdout=io.StringIO())
     assert DeployRecord.objects.count() == before

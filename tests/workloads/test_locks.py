@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from django.test import override_settings
 
+from engine import deploys
+from lib import locks
 from tests.conftest import REPO_ROOT, child_env
-from workloads import deployer, locks
 from workloads.models import DeployRecord
 
 HOLD_SECONDS = 1.0
@@ -113,7 +114,7 @@ def test_dispatch_waits_for_the_lock_held_by_another_process(tmp_path, make_work
     assert holder.stdout.readline().strip() == "locked"
     try:
         with override_settings(BERTH_DEPLOY_LOCK_TIMEOUT=1):
-            record = deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+            record = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
     finally:
         holder.kill()
         holder.wait()

@@ -21,11 +21,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from engine.sampler import Sampler, cpu_percent
+from lib import runtime
 from tests.conftest import REPO_ROOT, child_env
 from tests.fixtures import images
 from tests.workloads.stats_data import MIB, container, deploy, sample, ticks
-from workloads import runtime
-from workloads.metrics import Sampler, cpu_percent
 from workloads.models import Container, ContainerStatsSample, DeployRecord, Workload
 
 CLOSED_SOCKET = "unix:///nonexistent/closed.sock"
@@ -208,7 +208,7 @@ def test_it_survives_an_unreachable_engine_and_resumes_when_it_is_back(
     sampler.tick()
 
     monkeypatch.setenv("DOCKER_HOST", CLOSED_SOCKET)
-    with caplog.at_level(logging.WARNING, logger="workloads.metrics"):
+    with caplog.at_level(logging.WARNING, logger="engine.sampler"):
         down = [sampler.tick(), sampler.tick()]
         sampler._guarded(sampler.reconcile)  # what the loop does: logged, not raised
         monkeypatch.delenv("DOCKER_HOST")
@@ -381,7 +381,7 @@ def run_in_thread(sampler: Sampler, stop: threading.Event) -> threading.Thread:
 
 def test_ticks_never_overlap_and_missed_slots_are_skipped(caplog):
     sampler, stop = TimedSampler(duration=1.5), threading.Event()
-    with caplog.at_level(logging.WARNING, logger="workloads.metrics"):
+    with caplog.at_level(logging.WARNING, logger="engine.sampler"):
         thread = run_in_thread(sampler, stop)
         time.sleep(5)
         stop.set()
@@ -419,7 +419,7 @@ def test_a_failing_step_is_logged_and_the_loop_goes_on(caplog):
             raise RuntimeError("database went away")
 
     sampler, stop = Failing(duration=0), threading.Event()
-    with caplog.at_level(logging.ERROR, logger="workloads.metrics"):
+    with caplog.at_level(logging.ERROR, logger="engine.sampler"):
         thread = run_in_thread(sampler, stop)
         time.sleep(2.5)
         stop.set()

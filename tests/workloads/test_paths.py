@@ -8,7 +8,7 @@ import pytest
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from workloads import paths
+from lib import paths
 from workloads.models import VolumeMount
 
 

@@ -22,9 +22,9 @@ import requests.exceptions
 import urllib3.exceptions
 from django.test import override_settings
 
+from lib import runtime
 from tests.fixtures import images
 from tests.workloads.test_git_deploys import remove_built_images
-from workloads import runtime
 
 
 def context(dockerfile: str | None, files: dict[str, str] | None = None,

@@ -9,10 +9,11 @@ import pytest
 from django.db import connection
 from django.test import Client
 
+from engine import deploys
+from lib import references
+from lib.redact import MASK, redact
 from tests.fixtures import images
-from workloads import deployer, references
 from workloads.models import DeployRecord, EnvVar, RegistryCredential, Workload
-from workloads.redact import MASK, redact
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -57,7 +58,7 @@ def with_secrets(workload: Workload, password: str) -> Workload:
 
 def test_the_right_credential_pulls_from_the_auth_registry(docker, make_workload):
     workload = with_secrets(make_workload(image=images.AUTH_HTTPD_V1), images.AUTH_PASSWORD)
-    record = deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+    record = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
     assert record.outcome == DeployRecord.Outcome.SUCCEEDED, record.failure_code
     assert record.pinned_reference.startswith(f"{images.AUTH_REGISTRY}/berth-test/httpd@sha256:")
     assert tables_containing(images.AUTH_PASSWORD) == []
@@ -81,7 +82,7 @@ def test_a_failed_deploy_leaks_no_secret_anywhere(
     client.force_login(admin)
 
     with caplog.at_level(logging.INFO):
-        record = deployer.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+        record = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
         client.post(f"/api/workloads/{workload.pk}/deploy")
 
     assert record.outcome == DeployRecord.Outcome.FAILED

@@ -14,8 +14,9 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.test import Client, override_settings
 
+from engine import deploys
+from lib import paths, runtime
 from tests.fixtures import images
-from workloads import deployer, paths, runtime
 from workloads.models import DeployRecord, RegistryCredential, VolumeMount, Workload
 
 Reason, Outcome, Failure = DeployRecord.Reason, DeployRecord.Outcome, DeployRecord.Failure
@@ -133,7 +134,7 @@ def test_a_symlink_swapped_in_while_the_old_containers_stop_is_caught(
     docker, current_tag, workload, monkeypatch
 ):
     VolumeMount.objects.create(workload=workload, scope="stage", source="site", target="/data")
-    deployer.dispatch(workload=workload, reason=Reason.MANUAL)
+    deploys.dispatch(workload=workload, reason=Reason.MANUAL)
     [old] = runtime.list_containers(workload.pk)
     host = workload.volumes.get().host_path()
     real_stop = runtime.stop
@@ -146,7 +147,7 @@ def test_a_symlink_swapped_in_while_the_old_containers_stop_is_caught(
         os.symlink("/", host)
 
     monkeypatch.setattr(runtime, "stop", stop_and_swap)
-    record = deployer.dispatch(workload=workload, reason=Reason.MANUAL)
+    record = deploys.dispatch(workload=workload, reason=Reason.MANUAL)
 
     assert (record.outcome, record.failure_code) == (Outcome.FAILED, Failure.INVALID_CONFIG)
     containers = runtime.list_containers(workload.pk)
@@ -206,8 +207,8 @@ def test_a_replayed_digest_from_another_registry_is_pulled_without_the_credentia
 
     monkeypatch.setattr(runtime, "pull", fake_pull)
     elsewhere = f"127.0.0.1:5077/evil/app@sha256:{'e' * 64}"
-    deployer.dispatch(workload=workload, reason=Reason.ROLLBACK, reference=elsewhere)
-    deployer.dispatch(workload=workload, reason=Reason.MANUAL)
+    deploys.dispatch(workload=workload, reason=Reason.ROLLBACK, reference=elsewhere)
+    deploys.dispatch(workload=workload, reason=Reason.MANUAL)
 
     assert pulls == [
         (elsewhere, "", ""),
@@ -257,7 +258,7 @@ def test_a_second_deploy_from_the_page_or_the_shell_is_refused(operator, workloa
 @pytest.mark.django_db(transaction=True)
 def test_deleting_a_workload_removes_its_containers(docker, current_tag, api_as, operator,
                                                    workload):
-    deployer.dispatch(workload=workload, reason=Reason.MANUAL)
+    deploys.dispatch(workload=workload, reason=Reason.MANUAL)
     assert runtime.list_containers(workload.pk)
 
     response = api_as(operator).delete(f"/api/workloads/{workload.pk}")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from engine import deploys
 from tests.conftest import move_current_tag
-from workloads import deployer
 from workloads.models import DeployRecord, Workload
 
 Outcome, Reason = DeployRecord.Outcome, DeployRecord.Reason
@@ -127,9 +127,9 @@ def test_a_refused_rollback_without_htmx_redirects_with_a_message(operator, work
 def test_a_rollback_from_the_page_replays_the_pinned_digest(
     docker, current_tag, operator, workload
 ):
-    first = deployer.dispatch(workload=workload, reason=Reason.MANUAL)
+    first = deploys.dispatch(workload=workload, reason=Reason.MANUAL)
     move_current_tag("v2")
-    deployer.dispatch(workload=workload, reason=Reason.MANUAL)
+    deploys.dispatch(workload=workload, reason=Reason.MANUAL)
 
     response = rollback(as_user(operator), workload, first.pk)
 

@@ -1,0 +1,559 @@
+"""Finishing or undoing a restore from its journal: after a failure, and after a crash.
+
+One decision, made by the COMMIT record: a journal without it is rolled back
+(every volume put back, staging removed, the workload brought back on its
+old data if it had been stopped); a journal with it is finished forward
+(redeploy, archive the previous data, remove it). Within either direction,
+what to do for each volume is decided by the device and inode actually found
+at its live, staging and aside paths, compared with the journal's — never by
+which step the journal says came last — so running a direction again after
+it was killed half-way redoes only what is still missing, and running it on
+a finished state changes nothing.
+
+The restore engine calls roll_back() and finish_forward() itself; the
+start-up sweep (`manage.py recover_restores`, recover_all()) and any later
+holder of the workload's lock (recover_workload()) call them for a restore
+that was killed. They hold the workload's lock throughout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.db import DatabaseError
+from django.utils.translation import gettext_noop
+
+from engine import captures, deploys
+from lib import crashpoints, exchange, locks
+from lib.fsutil import fsync_dir, remove_tree
+from snapshots import journal
+from snapshots.errors import RestoreError, SnapshotError
+from snapshots.journal import Journal, Target
+from snapshots.models import RestoreJob
+from workloads.models import DeployRecord, EventLog, Workload
+
+logger = logging.getLogger(__name__)
+
+Phase, Outcome = RestoreJob.Phase, RestoreJob.Outcome
+
+
+class RecoveryError(Exception):
+    """What is on disk is not a state a restore can leave; nothing more was changed."""
+
+
+class LockLost(RecoveryError):
+    """The workload's lock is gone (its database connection dropped): change nothing more.
+
+    Another process may hold the lock now and be recovering the same journal;
+    whoever holds it next finishes or undoes the restore from the journal.
+    """
+
+
+def ensure_lock(record: Journal) -> None:
+    """Before each step that changes volumes, containers or the journal: the lock is still ours.
+
+    (A PostgreSQL advisory lock dies with its connection, and Django
+    reconnects without it after an error; locks.still_held asks PostgreSQL.)
+    """
+    if not locks.still_held(record.workload):
+        raise LockLost(f"restore #{record.job}: the lock of workload {record.workload} was "
+                       "lost; nothing more was changed, the next holder of the lock recovers it")
+
+
+# --- entry points -------------------------------------------------------------------
+
+@dataclass
+class SweepReport:
+    recovered: list[str] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def recover_all(*, say: Callable[[str], None] = logger.info) -> SweepReport:
+    """The sweep: every unfinished journal, then every job left running without one.
+
+    Run at start-up (`manage.py recover_restores`) and every minute by the
+    task worker (snapshots.tasks.sweep_restores). A journal whose workload's
+    lock is held belongs to a restore that is still running and is left
+    alone. Problems (an unreadable journal, a state no restore could leave, a
+    stranger in the journal directory) are collected and reported; they
+    concern only their own workload, and the other journals are still
+    recovered.
+    """
+    report = SweepReport()
+    try:
+        found = journal.scan()
+    except OSError as exc:
+        report.problems.append(f"the restore journal directory cannot be read ({exc})")
+        return report
+    for path in found.strangers:
+        report.problems.append(f"{path} is not a restore journal; move it away")
+    adopted = _adopt_legacy(found.legacy, report)
+    for workload_id in sorted(found.workloads() | adopted):
+        _sweep_one(workload_id, report, say)
+    running = set(RestoreJob.objects.filter(state=RestoreJob.State.RUNNING)
+                  .values_list("workload_id", flat=True))
+    for workload_id in sorted(running - found.workloads() - adopted):
+        try:
+            with locks.try_workload_lock(workload_id):
+                workload = Workload.objects.get(pk=workload_id)
+                if RestoreJob.fail_dead(workload=workload, lock_held=True):
+                    say(f"Workload {workload_id}: an interrupted restore had changed nothing; "
+                        "its job is marked failed.")
+        except locks.LockTimeout:
+            report.busy.append(f"workload {workload_id}")
+        except Exception as exc:  # noqa: BLE001 - one workload's trouble must not stop the others
+            logger.exception("workload %s: the restore sweep failed", workload_id)
+            report.problems.append(f"workload {workload_id}: the sweep failed ({exc!r})")
+    return report
+
+
+def _adopt_legacy(paths: list, report: SweepReport) -> set[int]:
+    """Journals an older Berth named `job-<id>.json`: renamed (under their workload's lock) to
+    today's names, so they are recovered like the others. Returns their workloads."""
+    adopted = set()
+    for path in paths:
+        try:
+            workload_id = journal.legacy_workload(path)
+            with locks.try_workload_lock(workload_id):
+                journal.adopt_legacy(path, workload_id)
+            adopted.add(workload_id)
+        except journal.JournalError as exc:
+            report.problems.append(str(exc))
+        except locks.LockTimeout:
+            report.busy.append(f"{path} (its workload is locked)")
+        except OSError as exc:
+            report.problems.append(f"{path} cannot be renamed ({exc})")
+    return adopted
+
+
+def _sweep_one(workload_id: int, report: SweepReport, say: Callable[[str], None]) -> None:
+    """Recover one workload's journals, under its lock if it is free."""
+    try:
+        with locks.try_workload_lock(workload_id):
+            journal.remove_temps(workload_id)
+            for _workload, _job, path in journal.scan(workload_id).journals:
+                try:
+                    record = journal.load(path)
+                except journal.JournalError as exc:
+                    report.problems.append(str(exc))
+                    return  # this workload's later journals wait for this one
+                direction = "finishing" if record.committed else "undoing"
+                say(f"Restore #{record.job} of workload {record.workload}: {direction} it.")
+                _recover_reporting(record)
+                report.recovered.append(f"restore #{record.job}")
+    except locks.LockTimeout:
+        report.busy.append(f"workload {workload_id} (a restore is still running)")
+    except RecoveryError as exc:
+        logger.error("workload %s: a restore cannot be recovered: %s", workload_id, exc)
+        report.problems.append(f"workload {workload_id}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - one workload's trouble must not stop the others
+        logger.exception("workload %s: the restore sweep failed", workload_id)
+        report.problems.append(f"workload {workload_id}: the sweep failed ({exc!r})")
+
+
+def _recover_reporting(record: Journal) -> None:
+    """recover(), with the file system's and the database's errors as RecoveryError."""
+    try:
+        recover(record)
+    except journal.JournalTaken as exc:
+        raise LockLost(f"restore #{record.job}: {exc}; nothing more was changed") from exc
+    except (OSError, DatabaseError) as exc:
+        logger.exception("restore %s: recovery stopped", record.job)
+        raise RecoveryError(f"restore #{record.job}: recovery stopped ({exc}); it is tried "
+                            "again by the next sweep") from exc
+
+
+def recover_workload(workload: Workload) -> int:
+    """Under the workload's lock: recover its killed restores, then close jobs that died early.
+
+    Called by whatever takes the lock to change the workload's volumes (a
+    deploy, a restore, a capture) — in the task worker or a command, never in
+    a web request. Raises RecoveryError (and closes nothing) if one cannot be
+    recovered; other workloads' journals are never read.
+    """
+    locks.assert_held(workload.pk)
+    try:
+        journal.remove_temps(workload.pk)
+        records = journal.for_workload(workload.pk)
+    except (journal.JournalError, OSError) as exc:
+        raise RecoveryError(str(exc)) from exc
+    for record in records:
+        _recover_reporting(record)
+    RestoreJob.fail_dead(workload=workload, lock_held=True)
+    return len(records)
+
+
+def recover(record: Journal) -> None:
+    """Finish forward or roll back one journal, by its COMMIT record. Holds the lock."""
+    locks.assert_held(record.workload)
+    workload = Workload.objects.with_parents().filter(pk=record.workload).first()
+    job = RestoreJob.objects.select_related("user").filter(pk=record.job).first()
+    logger.warning("recovering restore %s of workload %s (%s; last step %s)", record.job,
+                   record.workload, "committed" if record.committed else "not committed",
+                   record.steps[-1]["step"] if record.steps else "none")
+    try:
+        if not record.steps or record.steps[-1]["step"] != journal.RECOVER:
+            # (Once: a journal the sweep keeps refusing is not rewritten every minute.)
+            record.record(journal.RECOVER)
+    except OSError:
+        # Only a note for people; the direction and every action are decided
+        # by what is on disk, so a full disk must not stop the recovery.
+        logger.warning("restore %s: the recovery could not be journaled", record.job,
+                       exc_info=True)
+    crashpoints.reached("sweep.started")
+    if record.committed:
+        # Idempotent at every step, so also right for a job that is already
+        # marked (only the journal's removal was cut short).
+        finish_forward(record, job=job, workload=workload, recovered=True)
+    elif job is not None and not job.is_active:
+        _forget_finished(record)
+    else:
+        roll_back(record, job=job, workload=workload, error=RestoreError(gettext_noop(
+            "The restore was interrupted (its process stopped, or lost the workload's lock) "
+            "before its volumes were all swapped; every volume was put back as it was.")))
+
+
+def _forget_finished(record: Journal) -> None:
+    """The job was marked after a rollback, so only the journal's removal was cut short."""
+    for target in record.targets:
+        _put_back(target)
+        _remove_staging(target)
+    journal.remove(record)
+
+
+# --- rolling back ---------------------------------------------------------------------
+
+def roll_back(record: Journal, *, job: RestoreJob | None, workload: Workload | None,
+              error: SnapshotError, commit_unknown: bool = False) -> None:
+    """Before COMMIT: every volume back as it was, staging removed, the old data running again.
+
+    `commit_unknown`: the COMMIT record's write failed, so the disk may hold
+    it after all. Then the ROLLBACK record must reach the disk before any
+    volume is put back — otherwise a later recovery could read COMMIT and
+    finish forward over volumes that were put back. If it cannot be written,
+    RecoveryError, and nothing is moved: the journal on disk, whichever
+    record it holds, matches the volumes (all swapped), and the sweep goes
+    the way it says.
+    """
+    ensure_lock(record)
+    if job is not None:
+        try:
+            job.set_phase(Phase.ROLLING_BACK)
+        except DatabaseError:
+            # The files come first: a database that went away must not keep the old data away.
+            logger.exception("restore %s: could not show the rollback's phase", record.job)
+    if not record.has(journal.ROLLBACK):
+        try:
+            record.record(journal.ROLLBACK, reason=error.english)
+        except OSError as exc:
+            if commit_unknown:
+                raise RecoveryError(f"restore #{record.job}: neither the commit nor the "
+                                    f"rollback could be journaled ({exc})") from exc
+            # Before any COMMIT write, putting back is decided by inodes, not
+            # by this record, so a full disk must not keep the old data away.
+            logger.exception("restore %s: the rollback could not be journaled", record.job)
+    for target in record.targets:
+        _put_back(target)
+        crashpoints.reached(f"rollback.put-back-{target.index}")
+    _fsync_parents(record)
+    for target in record.targets:
+        _remove_staging(target)
+    crashpoints.reached("rollback.cleaned")
+    deploy = None
+    if workload is not None and record.has(journal.QUIESCE):
+        # The containers were stopped (and perhaps removed): bring the old data back up.
+        ensure_lock(record)
+        deploy = redeploy(record, job, workload)
+    crashpoints.reached("rollback.redeployed")
+    if job is not None and workload is not None and job.finish(Outcome.FAILED, error.message,
+                                                               error.params):
+        logger.warning("restore %s of workload %s failed and was undone: %s", record.job,
+                       record.workload, error.english)
+        EventLog.objects.create(
+            workload=workload, user=job.user, level=EventLog.Level.WARNING,
+            message=gettext_noop("Restore #%(job)d failed; every volume was left as it was: "
+                                 "%(reason)s"),
+            params={"job": record.job, "reason": error.english},
+        )
+        if deploy is not None and deploy.outcome != DeployRecord.Outcome.SUCCEEDED:
+            _not_running_event(workload, job)
+    crashpoints.reached("rollback.marked")
+    journal.remove(record)
+
+
+OLD, NEW, NOTHING, OTHER = "the old data", "the snapshot", "nothing", "something else"
+
+
+def _what(target: Target, path: str) -> str:
+    """What `path` holds now, going by the inode the journal recorded."""
+    found = journal.identity(path)
+    if found is None:
+        return NOTHING
+    if journal.same(found, target.live_id):
+        return OLD
+    if journal.same(found, target.staging_id):
+        return NEW
+    return OTHER
+
+
+def _put_back(target: Target) -> None:
+    """Make the live path name the old data again, whichever swap step was reached."""
+    live, staging, aside = (_what(target, p) for p in (target.live, target.staging,
+                                                        target.aside))
+    if live == OLD:
+        return  # never swapped, or already put back
+    if live == NEW and staging == OLD:
+        exchange.exchange(target.staging, target.live)
+    elif live == NEW and aside == OLD and staging == NOTHING:
+        os.rename(target.live, target.staging)
+        crashpoints.reached("rollback.half-put-back")
+        os.rename(target.aside, target.live)
+    elif live == NOTHING and aside == OLD:
+        os.rename(target.aside, target.live)
+    else:
+        raise RecoveryError(_found(target))
+    if _what(target, target.live) != OLD:
+        raise RecoveryError(_found(target))
+
+
+def _remove_staging(target: Target) -> None:
+    """Remove the unpacked snapshot: the staging path once the old data is back live."""
+    found = _what(target, target.staging)
+    if found == NOTHING:
+        return
+    # Without a recorded inode (killed while unpacking) the path is still one
+    # only this restore makes (journal.py checks the name), so it holds a
+    # partial extraction.
+    if found == NEW or (found == OTHER and target.staging_id is None):
+        _remove(target.staging)
+    else:
+        raise RecoveryError(_found(target))
+
+
+# --- finishing forward ------------------------------------------------------------------
+
+def finish_forward(record: Journal, *, job: RestoreJob | None, workload: Workload | None,
+                   recovered: bool = False) -> None:
+    """After COMMIT: redeploy, keep the previous data as a snapshot, remove it, close the job.
+
+    In the restore's own process a journal write that fails stops this (the
+    restore then brings the workload back and leaves the rest to the sweep).
+    In a recovery (`recovered`) the records are notes: every action is
+    decided by the inodes on disk and by what the database links to the job,
+    so a full disk must not keep the sweep from finishing.
+    """
+    note = _note if recovered else _record
+    ensure_lock(record)
+    for target in record.targets:
+        if _what(target, target.live) != NEW:
+            raise RecoveryError(_found(target))
+    if workload is None:
+        # Deleted meanwhile: nothing to start or archive; the old data is left for people.
+        logger.error("restore %s: workload %s is gone; the previous data is left in %s",
+                     record.job, record.workload, [_old_copy(t) for t in record.targets])
+        journal.remove(record)
+        return
+    started = _started(record, job)
+    if started is None:
+        if job is not None:
+            job.set_phase(Phase.STARTING)
+        note(record, journal.REDEPLOY)
+        deploy = redeploy(record, job, workload)
+        started = deploy is None or deploy.outcome == DeployRecord.Outcome.SUCCEEDED
+        note(record, journal.REDEPLOYED, deploy=deploy.pk if deploy else None,
+             succeeded=started)
+    crashpoints.reached("forward.redeployed")
+    ensure_lock(record)
+    _tidy(record, note)
+    ensure_lock(record)
+    kept, archive_error = _archive(record, job, workload, note)
+    crashpoints.reached("forward.archived")
+    if not kept and not record.has(journal.CLEANED):
+        ensure_lock(record)
+        copies = [c for c in (_old_copy(t) for t in record.targets) if c is not None]
+        for copy in copies:
+            _refuse_mounts(copy)
+        note(record, journal.CLEANUP)
+        for copy in copies:
+            _remove(copy)
+        note(record, journal.CLEANED)
+    crashpoints.reached("forward.cleaned")
+    ensure_lock(record)
+    _close_forward(record, job, workload, kept, archive_error, recovered, started)
+    crashpoints.reached("forward.marked")
+    journal.remove(record)
+
+
+def _record(record: Journal, step: str, **details: object) -> None:
+    record.record(step, **details)
+
+
+def _note(record: Journal, step: str, **details: object) -> None:
+    """Journal `step` if the disk takes it; the recovery does not depend on it."""
+    try:
+        record.record(step, **details)
+    except OSError:
+        logger.warning("restore %s: could not journal %r; going on", record.job, step,
+                       exc_info=True)
+
+
+def _started(record: Journal, job: RestoreJob | None) -> bool | None:
+    """Whether the redeploy after the commit brought the workload back; None if none ran."""
+    done = record.last(journal.REDEPLOYED)
+    if done is not None:
+        return bool(done.get("succeeded"))
+    if job is not None and job.deploy_id is not None:
+        # It ran, but its record did not reach the journal (a full disk).
+        outcome = DeployRecord.objects.filter(pk=job.deploy_id).values_list("outcome",
+                                                                           flat=True).first()
+        if outcome in (DeployRecord.Outcome.SUCCEEDED, DeployRecord.Outcome.FAILED):
+            return outcome == DeployRecord.Outcome.SUCCEEDED
+    return None
+
+
+def _tidy(record: Journal, note: Callable[..., None]) -> None:
+    """After an exchange the old data sits under the staging name: give it the .old name."""
+    moves = [t for t in record.targets
+             if t.mode == journal.EXCHANGE and _what(t, t.staging) == OLD]
+    if not moves:
+        return
+    for target in moves:  # all checked before the note: a refusal leaves no trace
+        if _what(target, target.aside) != NOTHING:
+            raise RecoveryError(_found(target))
+    note(record, journal.TIDY)
+    for target in moves:
+        os.rename(target.staging, target.aside)
+    _fsync_parents(record)
+
+
+def _archive(record: Journal, job: RestoreJob | None, workload: Workload,
+             note: Callable[..., None]) -> tuple[list[str], str]:
+    """Archive the previous data as a `pre_restore` snapshot, once.
+
+    Returns the directories to keep (those of a failed archive) and why.
+    """
+    done = record.last(journal.ARCHIVED)
+    if done is not None:
+        return list(done.get("kept", [])), done.get("error", "")
+    if job is not None:
+        job.set_phase(Phase.ARCHIVING)
+    snapshot = job.pre_restore_snapshot if job is not None else None
+    if snapshot is not None and snapshot.is_ready:
+        # Archived already; only the record of it did not reach the journal.
+        note(record, journal.ARCHIVED, snapshot=snapshot.pk)
+        return [], ""
+    copies = [_old_copy(target) for target in record.targets]
+    if None in copies:
+        raise RecoveryError(f"restore #{record.job}: a copy of the previous data is missing "
+                            "although it was never archived")
+    note(record, journal.ARCHIVE)
+    snapshot = captures.capture_copies_locked(
+        workload=workload, roots=copies, volumes=[t.volume for t in record.targets],
+        user=job.user if job is not None else None,
+    )
+    if snapshot.is_ready:
+        if job is not None:
+            job.link(pre_restore_snapshot=snapshot)
+        note(record, journal.ARCHIVED, snapshot=snapshot.pk)
+        return [], ""
+    logger.error("restore %s: the previous data could not be archived (%s); kept in %s",
+                 record.job, snapshot.failure, copies)
+    reason = snapshot.failure_text
+    note(record, journal.ARCHIVED, snapshot=None, kept=copies, error=reason)
+    return copies, reason
+
+
+def _close_forward(record: Journal, job: RestoreJob | None, workload: Workload,
+                   kept: list[str], archive_error: str, recovered: bool,
+                   started: bool) -> None:
+    job = RestoreJob.objects.filter(pk=job.pk).first() if job is not None else None
+    if job is None:
+        return
+    outcome = Outcome.SUCCEEDED if started else Outcome.NOT_STARTED
+    reason, params = "", {}
+    if kept:
+        reason = gettext_noop("The previous data could not be archived (%(error)s); it is kept "
+                              "in %(paths)s.")
+        params = {"error": archive_error, "paths": ", ".join(kept)}
+    elif not started:
+        reason = gettext_noop("The volumes hold the snapshot, but the workload did not start "
+                              "again; its previous data is snapshot #%(kept)d. Deploy it, or "
+                              "restore that snapshot to go back.")
+        params = {"kept": job.pre_restore_snapshot_id or 0}
+    elif recovered:
+        reason = gettext_noop("The restore was interrupted (its process stopped) after its "
+                              "volumes were swapped; Berth finished it afterwards.")
+    if not job.finish(outcome, reason, params, kept_paths=kept):
+        return
+    EventLog.objects.create(
+        workload=workload, user=job.user,
+        level=EventLog.Level.INFO if started and not kept else EventLog.Level.WARNING,
+        message=gettext_noop("Restored snapshot #%(snapshot)d (restore #%(job)d)."),
+        params={"snapshot": record.snapshot, "job": record.job},
+    )
+    if not started:
+        _not_running_event(workload, job)
+
+
+def _not_running_event(workload: Workload, job: RestoreJob) -> None:
+    EventLog.objects.create(
+        workload=workload, user=job.user, level=EventLog.Level.ERROR,
+        message=gettext_noop("The workload did not start again after restore #%(job)d; the "
+                             "deploy history says why."),
+        params={"job": job.pk},
+    )
+
+
+# --- shared ------------------------------------------------------------------------------
+
+def redeploy(record: Journal, job: RestoreJob | None,
+              workload: Workload) -> DeployRecord | None:
+    """Bring the workload back on the digest it ran (never a newer tag); None if it never ran."""
+    if not record.reference:
+        return None
+    deploy = deploys.dispatch_locked(
+        workload=workload, reason=DeployRecord.Reason.RESTORE, reference=record.reference,
+        user=job.user if job is not None else None, backup=False,
+    )
+    if job is not None:
+        job.link(deploy=deploy)
+    return deploy
+
+
+def _old_copy(target: Target) -> str | None:
+    """Where the volume's previous data is now (after the swap), or None once removed."""
+    for path in (target.aside, target.staging):
+        if _what(target, path) == OLD:
+            return path
+    return None
+
+
+def _refuse_mounts(path: str) -> None:
+    mounts = exchange.mounts_at_or_below(path)
+    if mounts:
+        raise RecoveryError(f"{path} holds a mount point ({mounts[0]}); it is left alone")
+
+
+def _remove(path: str) -> None:
+    """Remove a tree this restore made or swapped out, never crossing into a mounted filesystem."""
+    _refuse_mounts(path)
+    remove_tree(path)
+    fsync_dir(os.path.dirname(path))
+
+
+def _fsync_parents(record: Journal) -> None:
+    for parent in sorted({t.parent for t in record.targets}):
+        if os.path.isdir(parent):
+            fsync_dir(parent)
+
+
+def _found(target: Target) -> str:
+    found = ", ".join(f"{name} {path}: {_what(target, path)} {journal.identity(path)}"
+                      for name, path in (("live", target.live), ("staging", target.staging),
+                                         ("aside", target.aside)))
+    return (f"volume {target.index}: the old data is inode {target.live_id}, the snapshot "
+            f"{target.staging_id}; found {found}. Nothing more was changed.")

@@ -1,0 +1,74 @@
+"""django-q2 entry points: thin, idempotent, and given ids rather than rows.
+
+Enqueued by dotted path (engine/queue.py). A task re-reads its row and does
+nothing unless the row is still queued: a second delivery from the broker, or
+one for a row deleted with its workload, changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.utils.translation import gettext_noop
+
+from engine import captures, deploys, restores
+from snapshots.models import RestoreJob, Snapshot
+from workloads.models import DeployRecord
+
+logger = logging.getLogger(__name__)
+
+
+def run_deploy(record_id: int) -> None:
+    record = (
+        DeployRecord.objects.select_related("workload__stage__project", "user")
+        .filter(pk=record_id)
+        .first()
+    )
+    if record is None or record.outcome != DeployRecord.Outcome.QUEUED:
+        if record is not None and record.failure_code == DeployRecord.Failure.INTERRUPTED:
+            logger.warning("deploy %s waited in the queue so long that it was counted as "
+                           "lost (BERTH_TASK_LOST_AFTER); it is not run now", record_id)
+        return  # Deleted with its workload, or already run by another worker.
+    deploys.dispatch(
+        workload=record.workload, reason=record.reason, user=record.user, record=record
+    )
+
+
+def run_capture(snapshot_id: int) -> None:
+    snapshot = (
+        Snapshot.objects.select_related("workload__stage__project", "user")
+        .filter(pk=snapshot_id)
+        .first()
+    )
+    if snapshot is None or snapshot.state != Snapshot.State.QUEUED:
+        if snapshot is not None and snapshot.state == Snapshot.State.FAILED:
+            logger.warning("snapshot %s is already marked failed (a queued task that waited "
+                           "past BERTH_TASK_LOST_AFTER counts as lost); it is not run",
+                           snapshot_id)
+        return  # Deleted, or already run by another worker.
+    captures.capture_snapshot(
+        workload=snapshot.workload, kind=snapshot.kind, user=snapshot.user, snapshot=snapshot
+    )
+
+
+def run_restore(job_id: int) -> None:
+    # A restore must never run twice: the job is claimed with a conditional
+    # update under the workload's lock (a second delivery finds it no longer
+    # queued, and one that gave up waiting for the lock only ends a job that
+    # is still queued), and the cluster acknowledges failures instead of
+    # retrying them (max_attempts 1, ack_failures).
+    job = (
+        RestoreJob.objects.select_related("workload__stage__project", "snapshot", "user")
+        .filter(pk=job_id)
+        .first()
+    )
+    if job is None or job.state != RestoreJob.State.QUEUED or job.snapshot is None:
+        if job is not None and job.snapshot is None and job.state == RestoreJob.State.QUEUED:
+            job.finish(RestoreJob.Outcome.FAILED, gettext_noop(
+                "The snapshot was deleted before the restore started."))
+        elif job is not None and job.state == RestoreJob.State.FINISHED and job.started is None:
+            logger.warning("restore %s was closed before a worker took it (a queued task that "
+                           "waited past BERTH_TASK_LOST_AFTER counts as lost); it is not run",
+                           job_id)
+        return  # Deleted with its workload, or already run by another worker.
+    restores.restore(workload=job.workload, snapshot=job.snapshot, user=job.user, job=job)

@@ -1,0 +1,1 @@
+"""Leaf modules with no app imports: Docker, locks, git, host paths, files, crypto, redaction."""

@@ -1,0 +1,141 @@
+"""Admin forms: secrets are entered but never rendered back."""
+
+from __future__ import annotations
+
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from lib import giturls
+from workloads.models import EnvVar, RegistryCredential, Workload
+
+KEEP_HELP = _("Leave empty to keep the stored value. Stored secrets are never shown.")
+
+
+class RegistryCredentialForm(forms.ModelForm):
+    password = forms.CharField(
+        label=_("password"),
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text=KEEP_HELP,
+    )
+
+    class Meta:
+        model = RegistryCredential
+        fields = ["name", "registry", "username"]
+
+    def clean(self):
+        cleaned = super().clean()
+        if not self.instance.has_password and not cleaned.get("password"):
+            self.add_error("password", _("A new credential needs a password."))
+        return cleaned
+
+    def save(self, commit: bool = True):
+        if self.cleaned_data.get("password"):
+            self.instance.set_password(self.cleaned_data["password"])
+        return super().save(commit=commit)
+
+
+class EnvVarForm(forms.ModelForm):
+    """One field for the value; a secret one is write-only (shown empty, kept if left empty)."""
+
+    value = forms.CharField(label=_("value"), required=False, strip=False, widget=forms.TextInput)
+
+    class Meta:
+        model = EnvVar
+        fields = ["name", "value", "is_secret"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        marked_secret = self.is_bound and self.data.get(self.add_prefix("is_secret"))
+        if self.instance.pk and self.instance.is_secret:
+            self.initial["value"] = ""
+            self.fields["value"].help_text = KEEP_HELP
+        if marked_secret or (self.instance.pk and self.instance.is_secret):
+            # Never render a secret back, not even the one just typed into a
+            # form that comes back with errors.
+            self.fields["value"].widget = forms.PasswordInput(render_value=False)
+
+    def save(self, commit: bool = True):
+        env = self.instance
+        raw = self.cleaned_data.get("value", "")
+        keep_secret = env.pk and env.is_secret and self.cleaned_data["is_secret"] and raw == ""
+        if not keep_secret:
+            env.set_value(raw, secret=self.cleaned_data["is_secret"])
+        return super().save(commit=commit)
+
+
+class WriteOnlyTextInput(forms.TextInput):
+    """A text input that never renders a value: what was stored or typed stays unseen."""
+
+    def get_context(self, name, value, attrs):
+        return super().get_context(name, None, attrs)
+
+
+class WorkloadForm(forms.ModelForm):
+    """The workload form, with the repository credential write-only.
+
+    A credential pasted into the repository URL is taken out of the submitted
+    data before anything else happens, so the form never renders it back (not
+    even when it comes back with errors); it is saved as the credential.
+    """
+
+    git_username = forms.CharField(
+        label=_("Repository username"),
+        required=False,
+        strip=False,
+        widget=WriteOnlyTextInput(attrs={"autocomplete": "off"}),
+        help_text=KEEP_HELP,
+    )
+    git_password = forms.CharField(
+        label=_("Repository password or token"),
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text=KEEP_HELP,
+    )
+    clear_git_credential = forms.BooleanField(
+        label=_("Remove the stored repository credential"), required=False
+    )
+
+    class Meta:
+        model = Workload
+        fields = [
+            "stage", "name", "slug", "source_kind", "image", "registry_credential",
+            "git_url", "git_ref", "git_dockerfile", "git_context", "build_args", "replicas",
+            "created",
+        ]
+        widgets = {"git_url": forms.TextInput(attrs={"class": "vTextField", "size": 80})}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.url_credential: tuple[str, str] | None = None
+        key = self.add_prefix("git_url")
+        if self.is_bound and self.data.get(key):
+            split = giturls.split_credential(self.data[key])
+            if split.had_credential:
+                self.data = self.data.copy()
+                self.data[key] = split.url
+                self.url_credential = (split.username, split.password)
+
+    def clean(self):
+        cleaned = super().clean()
+        # Set on the instance now, so Workload.clean() (run next) sees the
+        # credential the save would store.
+        credential = self._new_credential(cleaned)
+        if credential is not None:
+            # Bound to the URL being saved, not the one stored before.
+            self.instance.git_url = cleaned.get("git_url", self.instance.git_url)
+            self.instance.set_git_credential(*credential)
+        return cleaned
+
+    def _new_credential(self, cleaned) -> tuple[str, str] | None:
+        if cleaned.get("clear_git_credential"):
+            return ("", "")
+        username, password = cleaned.get("git_username", ""), cleaned.get("git_password", "")
+        if not (username or password):
+            return self.url_credential
+        stored = self.url_credential or self.instance.stored_git_credential_for(
+            cleaned.get("git_url", "")
+        )
+        return (username or stored[0], password or stored[1])

@@ -1,0 +1,64 @@
+"""One place that maps errors raised below the API onto DRF responses."""
+
+from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError
+from django.http import Http404
+from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
+from rest_framework import exceptions, status
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from engine.deploys import RollbackRefused
+from lib import runtime
+from lib.locks import LockTimeout
+from snapshots.errors import ArchiveError, InsufficientSpace
+from workloads.models import DeployInProgress
+
+
+class EngineUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = _("The Docker engine could not do what was asked; nothing was changed.")
+    default_code = "engine_unavailable"
+
+
+class InsufficientStorage(exceptions.APIException):
+    status_code = status.HTTP_507_INSUFFICIENT_STORAGE
+    default_detail = _("The server lacks the free space to do this.")
+    default_code = "insufficient_storage"
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = _("The request conflicts with the current state of the resource.")
+    default_code = "conflict"
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, DjangoValidationError):
+        detail = exc.message_dict if hasattr(exc, "error_dict") else exc.messages
+        exc = exceptions.ValidationError(detail=detail)
+    elif isinstance(exc, Http404 | ObjectDoesNotExist):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    elif isinstance(exc, InsufficientSpace):
+        exc = InsufficientStorage(detail=str(exc))
+    elif isinstance(exc, ArchiveError):
+        # A hostile, corrupt or oversized archive: the reason is for the uploader.
+        exc = exceptions.ValidationError(detail={"archive": [str(exc)]})
+    elif isinstance(exc, RollbackRefused):
+        exc = Conflict(detail=str(exc))
+    elif isinstance(exc, DeployInProgress):
+        active = reverse("api:deploy-detail", args=[exc.active.pk]) if exc.active else None
+        exc = Conflict(detail={"detail": str(exc), "active_deploy": active})
+    elif isinstance(exc, LockTimeout):
+        exc = Conflict(_("The workload is busy with a deploy or restore; retry later."))
+    elif isinstance(exc, runtime.EngineError):
+        exc = EngineUnavailable()
+    elif isinstance(exc, IntegrityError):
+        # Two writers raced past validation (same slug, same host port): the
+        # database refused the second; its raw text is not for the client.
+        exc = Conflict(_("Another request changed the same records at the same time; retry."))
+    return drf_exception_handler(exc, context)

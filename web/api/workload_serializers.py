@@ -1,0 +1,438 @@
+"""API representations. Secrets are write-only: accepted, stored encrypted, never returned."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from functools import reduce
+from operator import or_
+
+from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
+from django.db.models import Q
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from rest_framework import serializers
+
+from lib import giturls
+from workloads.models import (
+    Container,
+    DeployLog,
+    DeployRecord,
+    EnvVar,
+    PortMapping,
+    RegistryCredential,
+    Stage,
+    VolumeMount,
+    Workload,
+)
+
+
+class ReplacedListSerializer(serializers.ListSerializer):
+    """A nested list that a write replaces wholesale.
+
+    Each item is validated as a complete row, even inside a PATCH: DRF would
+    otherwise let the parent's partial mode skip an item's required fields
+    and defaults, and a half item would reach the database.
+    """
+
+    def run_child_validation(self, data):
+        child = type(self.child)(data=data, context=self.context)
+        if not child.is_valid():
+            raise serializers.ValidationError(child.errors)
+        return child.validated_data
+
+
+class VolumeSerializer(serializers.ModelSerializer):
+    host_path = serializers.SerializerMethodField()
+
+    class Meta:
+        model = VolumeMount
+        fields = ["id", "scope", "source", "target", "read_only", "host_path"]
+        read_only_fields = ["id", "host_path"]
+        list_serializer_class = ReplacedListSerializer
+
+    def get_host_path(self, volume: VolumeMount) -> str | None:
+        try:
+            return volume.host_path()
+        except DjangoValidationError:
+            return None  # Escapes its base (e.g. a planted symlink); deploys refuse it.
+
+    def validate(self, attrs):
+        # The model's rules, on a row with the model's defaults (scope) filled in.
+        try:
+            VolumeMount(**attrs).clean()
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict) from None
+        return attrs
+
+
+class EnvVarSerializer(serializers.ModelSerializer):
+    # null keeps a stored secret of the same name: a client can PATCH back the
+    # list it read (where secrets come back as null) without knowing them.
+    value = serializers.CharField(
+        allow_blank=True, allow_null=True, write_only=True, trim_whitespace=False
+    )
+
+    class Meta:
+        model = EnvVar
+        fields = ["id", "name", "value", "is_secret"]
+        read_only_fields = ["id"]
+        list_serializer_class = ReplacedListSerializer
+
+    def to_representation(self, env: EnvVar) -> dict:
+        data = super().to_representation(env)
+        # A secret's value is never shown back; a plain value is.
+        data["value"] = None if env.is_secret else env.value
+        return data
+
+
+class PortSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = PortMapping
+        fields = ["id", "host_ip", "host_port", "container_port", "protocol"]
+        read_only_fields = ["id"]
+        list_serializer_class = ReplacedListSerializer
+        # A workload keeps its own host ports when its list is replaced, which a
+        # per-item unique validator cannot tell apart from a clash;
+        # WorkloadSerializer checks the host ports against other workloads.
+        validators: list = []
+
+
+# The model fields that make up a workload's source, checked together by Workload.clean().
+SOURCE_FIELDS = (
+    "source_kind", "image", "git_url", "git_ref", "git_dockerfile", "git_context", "build_args",
+)
+
+
+class WorkloadSerializer(serializers.ModelSerializer):
+    stage = serializers.PrimaryKeyRelatedField(queryset=Stage.objects.select_related("project"))
+    # The repository credential is write-only: accepted here (or inside
+    # git_url, from which it is taken out), stored encrypted, never returned.
+    # A part left out of a write keeps its stored value; both parts sent
+    # empty remove the credential.
+    git_username = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, trim_whitespace=False, max_length=255
+    )
+    git_password = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, trim_whitespace=False, max_length=4096
+    )
+    has_git_credential = serializers.BooleanField(read_only=True)
+    repository_web_url = serializers.CharField(read_only=True)
+    running_commit = serializers.CharField(read_only=True)
+    running_commit_url = serializers.CharField(read_only=True)
+    registry_credential = serializers.PrimaryKeyRelatedField(
+        queryset=RegistryCredential.objects.all(), allow_null=True, required=False
+    )
+    volumes = VolumeSerializer(many=True, required=False)
+    env = EnvVarSerializer(many=True, required=False, source="env_vars")
+    ports = PortSerializer(many=True, required=False)
+    project_slug = serializers.CharField(source="stage.project.slug", read_only=True)
+    stage_slug = serializers.CharField(source="stage.slug", read_only=True)
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Workload
+        fields = [
+            "id", "url", "name", "slug", "stage", "project_slug", "stage_slug",
+            "source_kind", "image", "registry_credential",
+            "git_url", "git_ref", "git_dockerfile", "git_context", "build_args",
+            "git_username", "git_password", "has_git_credential", "repository_web_url",
+            "replicas", "state", "running_reference", "running_commit", "running_commit_url",
+            "deployed_at", "created", "snapshot_consistency", "auto_backup_before_deploy",
+            "volumes", "env", "ports",
+        ]
+        read_only_fields = ["id", "state", "running_reference", "deployed_at", "created"]
+        # validate() checks the slug within its stage, so the error names the
+        # slug field instead of DRF's generic non-field "unique set" message.
+        validators: list = []
+
+    def get_url(self, workload: Workload) -> str:
+        return reverse("api:workload-detail", args=[workload.pk])
+
+    def validate(self, attrs):
+        stage = attrs.get("stage") or getattr(self.instance, "stage", None)
+        slug = attrs.get("slug") or getattr(self.instance, "slug", None)
+        clash = Workload.objects.filter(stage=stage, slug=slug)
+        if self.instance is not None:
+            clash = clash.exclude(pk=self.instance.pk)
+        if clash.exists():
+            raise serializers.ValidationError(
+                {"slug": _("This stage already has a workload with this slug.")}
+            )
+        self._check_credential_use(attrs)
+        self._settle_git_credential(attrs)
+        # The model's own rules (source kind, image and its registry's
+        # credential, git settings) apply here too.
+        candidate = Workload()
+        for name in (*SOURCE_FIELDS, "registry_credential", "git_credential_encrypted"):
+            if self.instance is not None:
+                setattr(candidate, name, getattr(self.instance, name))
+        for name in (*SOURCE_FIELDS, "registry_credential"):
+            if name in attrs:
+                setattr(candidate, name, attrs[name])
+        if "git_credential" in attrs:
+            candidate.set_git_credential(*attrs["git_credential"])
+        try:
+            candidate.clean()
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict) from None
+        replicas = attrs.get("replicas", getattr(self.instance, "replicas", 1))
+        ports = attrs.get("ports")
+        if ports is None and self.instance is not None:
+            ports = list(self.instance.ports.all())
+        if replicas > 1 and ports:
+            raise serializers.ValidationError(
+                {"replicas": _("A workload that publishes host ports can only have one replica.")}
+            )
+        self._check_unique(attrs.get("volumes"), "target", "volumes")
+        self._check_volume_paths(attrs, stage)
+        self._check_unique(attrs.get("env_vars"), "name", "env")
+        self._check_kept_secrets(attrs.get("env_vars"))
+        if attrs.get("ports"):
+            self._check_host_ports([PortMapping(**item) for item in attrs["ports"]])
+        return attrs
+
+    def _settle_git_credential(self, attrs) -> None:
+        """Take a credential out of git_url, merge the write-only fields, and put the
+        result in attrs["git_credential"] (username, password) when it changes."""
+        username = attrs.pop("git_username", None)
+        password = attrs.pop("git_password", None)
+        if "git_url" in attrs:
+            split = giturls.split_credential(attrs["git_url"])
+            attrs["git_url"] = split.url
+            if split.had_credential:
+                attrs["git_credential"] = (split.username, split.password)
+        if username is None and password is None:
+            return
+        stored = attrs.get("git_credential")
+        if stored is None and self.instance is not None:
+            url = attrs.get("git_url", self.instance.git_url)
+            stored = self.instance.stored_git_credential_for(url)
+        stored = stored or ("", "")
+        attrs["git_credential"] = (
+            stored[0] if username is None else username,
+            stored[1] if password is None else password,
+        )
+
+    def _check_host_ports(self, ports: list[PortMapping]) -> None:
+        """Each host address, port and protocol is published once, by one workload."""
+        keys = [(p.host_ip, p.host_port, p.protocol) for p in ports]
+        if len(keys) != len(set(keys)):
+            raise serializers.ValidationError({"ports": _("Each host port may appear only once.")})
+        taken = PortMapping.objects.filter(
+            reduce(or_, (Q(host_ip=ip, host_port=port, protocol=proto) for ip, port, proto in keys))
+        )
+        if self.instance is not None:
+            taken = taken.exclude(workload=self.instance)  # its own, about to be replaced
+        clash = taken.first()
+        if clash is not None:
+            raise serializers.ValidationError(
+                {"ports": _("Host port %(port)s is already published by another workload.")
+                 % {"port": clash}}
+            )
+
+    def _check_volume_paths(self, attrs, stage) -> None:
+        """Each volume's host path is allowed and overlaps no other volume."""
+        if "volumes" not in attrs and "stage" not in attrs:
+            return
+        if "volumes" in attrs:
+            volumes = [VolumeMount(**item) for item in attrs["volumes"]]
+        else:
+            volumes = list(self.instance.volumes.all()) if self.instance else []
+        workload = Workload(pk=getattr(self.instance, "pk", None), stage=stage)
+        try:
+            workload.check_volumes(volumes)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError({"volumes": exc.messages}) from None
+
+    def _check_credential_use(self, attrs) -> None:
+        """Attaching a credential (it will be sent to a registry) needs its own permission."""
+        if "registry_credential" not in attrs:
+            return
+        current = getattr(self.instance, "registry_credential", None)
+        new = attrs["registry_credential"]
+        user = self.context["request"].user
+        if new is not None and new != current and not user.has_perm(
+            "workloads.use_registrycredential"
+        ):
+            raise serializers.ValidationError(
+                {"registry_credential": _("You may not attach registry credentials.")}
+            )
+
+    def _check_kept_secrets(self, items) -> None:
+        """A null value is only allowed for a secret this workload already stores."""
+        stored = set()
+        if self.instance is not None:
+            stored = set(
+                self.instance.env_vars.filter(is_secret=True).values_list("name", flat=True)
+            )
+        for item in items or []:
+            if item["value"] is None and not (item.get("is_secret") and item["name"] in stored):
+                raise serializers.ValidationError(
+                    {"env": _("%(name)s needs a value; only a stored secret may be sent as null.")
+                     % {"name": item["name"]}}
+                )
+
+    @staticmethod
+    def _check_unique(items, key: str, field: str) -> None:
+        if items is None:
+            return
+        seen = [item[key] for item in items]
+        if len(seen) != len(set(seen)):
+            raise serializers.ValidationError(
+                {field: _("Each %(key)s may appear only once.") % {"key": key}}
+            )
+
+    @transaction.atomic
+    def create(self, validated_data) -> Workload:
+        children = self._pop_children(validated_data)
+        credential = validated_data.pop("git_credential", None)
+        workload = Workload(**validated_data)
+        if credential is not None:
+            workload.set_git_credential(*credential)
+        workload.save()
+        self._write_children(workload, children)
+        return workload
+
+    @transaction.atomic
+    def update(self, workload: Workload, validated_data) -> Workload:
+        children = self._pop_children(validated_data)
+        credential = validated_data.pop("git_credential", None)
+        for key, value in validated_data.items():
+            setattr(workload, key, value)
+        if credential is not None:
+            workload.set_git_credential(*credential)
+        workload.save()
+        self._write_children(workload, children)
+        return workload
+
+    @staticmethod
+    def _pop_children(validated_data) -> dict:
+        return {
+            key: validated_data.pop(key)
+            for key in ("volumes", "env_vars", "ports")
+            if key in validated_data
+        }
+
+    @staticmethod
+    def _write_children(workload: Workload, children: dict) -> None:
+        """Replace each given list wholesale; a list left out of a PATCH is kept."""
+        if "volumes" in children:
+            workload.volumes.all().delete()
+            VolumeMount.objects.bulk_create(
+                VolumeMount(workload=workload, **item) for item in children["volumes"]
+            )
+        if "env_vars" in children:
+            kept = dict(
+                workload.env_vars.filter(is_secret=True).values_list("name", "secret_encrypted")
+            )
+            workload.env_vars.all().delete()
+            for item in children["env_vars"]:
+                env = EnvVar(workload=workload, name=item["name"])
+                if item["value"] is None:  # validated: a stored secret, kept as it is
+                    env.is_secret, env.secret_encrypted = True, kept[item["name"]]
+                else:
+                    env.set_value(item["value"], secret=item.get("is_secret", False))
+                env.save()
+        if "ports" in children:
+            workload.ports.all().delete()
+            PortMapping.objects.bulk_create(
+                PortMapping(workload=workload, **item) for item in children["ports"]
+            )
+
+
+class ContainerSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Container
+        fields = ["id", "docker_id", "name", "replica", "image_reference", "created", "removed"]
+
+
+class DeploySerializer(serializers.ModelSerializer):
+    user = serializers.CharField(source="user.get_username", read_only=True, default=None)
+    failure_message = serializers.CharField(read_only=True)
+    duration_seconds = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField()
+    commit = serializers.CharField(read_only=True)
+    commit_url = serializers.CharField(read_only=True)
+    build_log_url = serializers.SerializerMethodField()
+    pre_deploy_snapshot = serializers.SerializerMethodField()
+    backup_failure_message = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = DeployRecord
+        fields = [
+            "id", "url", "workload", "reason", "source_kind", "requested_reference",
+            "pinned_reference", "repository", "commit", "commit_url", "image_id",
+            "rolled_back_from", "outcome", "failure_code", "failure_message", "user",
+            "created", "started", "finished", "duration_seconds", "build_log_url",
+            "pre_deploy_snapshot", "backup_failure", "backup_failure_message",
+        ]
+
+    def get_build_log_url(self, record: DeployRecord) -> str | None:
+        if not record.is_git:
+            return None
+        return reverse("api:deploy-log", args=[record.pk])
+
+    def get_pre_deploy_snapshot(self, record: DeployRecord) -> int | None:
+        """The snapshot taken before this deploy (select_related it: one query less per row)."""
+        try:
+            return record.pre_deploy_snapshot.pk
+        except ObjectDoesNotExist:
+            return None
+
+    def get_duration_seconds(self, record: DeployRecord) -> float | None:
+        return record.duration.total_seconds() if record.duration else None
+
+    def get_url(self, record: DeployRecord) -> str:
+        return reverse("api:deploy-detail", args=[record.pk])
+
+
+class DeployLogSerializer(serializers.ModelSerializer):
+    deploy = serializers.IntegerField(source="deploy_id", read_only=True)
+    finished = serializers.BooleanField(source="deploy.is_finished", read_only=True)
+
+    class Meta:
+        model = DeployLog
+        fields = ["deploy", "finished", "text", "truncated", "failed_step", "updated"]
+
+
+class RollbackSerializer(serializers.Serializer):
+    deploy_id = serializers.IntegerField(min_value=1)
+
+
+class StatsPointSerializer(serializers.Serializer):
+    t = serializers.DateTimeField()
+    cpu_percent = serializers.FloatField()
+    memory_bytes = serializers.IntegerField()
+    containers = serializers.IntegerField()
+
+    def to_representation(self, point):
+        # Up to ~1,000 points per response: the fields above document them, but
+        # going through each field per point (DateTimeField's time zone work
+        # above all) cost about 5 ms a response. A point's t is a UTC bucket
+        # start, written as DRF writes UTC.
+        return {
+            "t": point.t.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "cpu_percent": point.cpu_percent,
+            "memory_bytes": point.memory_bytes,
+            "containers": point.containers,
+        }
+
+
+class StatsMarkerSerializer(serializers.Serializer):
+    t = serializers.DateTimeField()
+    kind = serializers.ChoiceField(choices=["deploy", "rollback", "restore"])
+    outcome = serializers.ChoiceField(choices=DeployRecord.Outcome.choices)
+    deploy = serializers.IntegerField()
+
+
+class StatsHistorySerializer(serializers.Serializer):
+    """A workload's stats history (workloads/metrics_history.History); read-only."""
+
+    window = serializers.CharField()
+    step_seconds = serializers.IntegerField()
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    points = StatsPointSerializer(many=True)
+    markers = StatsMarkerSerializer(many=True)

@@ -1,0 +1,171 @@
+"""The DRF API: workloads, their deploys and containers."""
+
+from __future__ import annotations
+
+from django.http import Http404
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+
+from engine import deploys
+from web.api.permissions import ActionPermission
+from web.api.workload_serializers import (
+    ContainerSerializer,
+    DeployLogSerializer,
+    DeploySerializer,
+    RollbackSerializer,
+    StatsHistorySerializer,
+    WorkloadSerializer,
+)
+from workloads import metrics_history
+from workloads.models import DeployLog, DeployRecord, Workload
+
+
+class HistoryPagination(PageNumberPagination):
+    page_size = 20
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+
+class WorkloadViewSet(viewsets.ModelViewSet):
+    serializer_class = WorkloadSerializer
+    permission_classes = [ActionPermission]
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    action_permissions = {
+        "list": "workloads.view_workload",
+        "retrieve": "workloads.view_workload",
+        "containers": "workloads.view_workload",
+        "create": "workloads.add_workload",
+        "partial_update": "workloads.change_workload",
+        "destroy": "workloads.delete_workload",
+        "deploy": "workloads.deploy_workload",
+        "deploys": "workloads.view_workload",
+        "rollback": "workloads.rollback_workload",
+        "stats_history": "workloads.view_workload",
+    }
+
+    def get_queryset(self):
+        workloads = Workload.objects.with_parents()
+        if self.action in {"list", "retrieve", "create", "partial_update"}:
+            # Only the workload's own representation needs its children.
+            workloads = workloads.prefetch_related("volumes", "env_vars", "ports")
+        return workloads
+
+    def perform_destroy(self, workload: Workload) -> None:
+        deploys.remove_workload(workload=workload)
+
+    def _accepted(self, record: DeployRecord) -> Response:
+        """202 with the queued deploy, and where to follow it."""
+        record.refresh_from_db()
+        url = reverse("api:deploy-detail", args=[record.pk])
+        data = DeploySerializer(record).data
+        return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": url})
+
+    @extend_schema(request=None, responses={202: DeploySerializer})
+    @action(detail=True, methods=["post"])
+    def deploy(self, request, pk=None):
+        """Queue a deploy; follow it at the returned deploy's `url`."""
+        record = deploys.request_deploy(
+            workload=self.get_object(), reason=DeployRecord.Reason.API, user=request.user
+        )
+        return self._accepted(record)
+
+    @extend_schema(
+        request=RollbackSerializer,
+        responses={202: DeploySerializer, 404: None, 409: None},
+    )
+    @action(detail=True, methods=["post"])
+    def rollback(self, request, pk=None):
+        """Queue a redeploy of an earlier successful deploy's pinned reference.
+
+        An image deploy's digest, or a git deploy's commit (its image reused
+        while the engine has it, else the commit rebuilt). 404 if the deploy is
+        not this workload's; 409 if it failed, has no pinned reference, or ran
+        from another source kind than the workload uses now.
+        """
+        workload = self.get_object()
+        payload = RollbackSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        record = deploys.request_rollback(
+            workload=workload, deploy_id=payload.validated_data["deploy_id"], user=request.user
+        )
+        return self._accepted(record)
+
+    @extend_schema(responses=DeploySerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def deploys(self, request, pk=None):
+        """The workload's deploy history, newest first."""
+        workload = self.get_object()
+        history = workload.deploys.select_related("user", "pre_deploy_snapshot").order_by(
+            "-created", "-id"
+        )
+        paginator = HistoryPagination()
+        page = paginator.paginate_queryset(history, request, view=self)
+        return paginator.get_paginated_response(DeploySerializer(page, many=True).data)
+
+    @extend_schema(responses=ContainerSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def containers(self, request, pk=None):
+        """The workload's live containers (add ?all=1 for removed ones too)."""
+        workload = self.get_object()
+        containers = workload.containers.all()
+        if request.query_params.get("all") not in {"1", "true"}:
+            containers = containers.live()
+        page = self.paginate_queryset(containers)
+        return self.get_paginated_response(ContainerSerializer(page, many=True).data)
+
+    @extend_schema(
+        parameters=[OpenApiParameter(
+            "window", str, enum=list(metrics_history.WINDOWS),
+            default=metrics_history.DEFAULT_WINDOW,
+        )],
+        responses={200: StatsHistorySerializer, 400: None},
+    )
+    @action(detail=True, methods=["get"], url_path="stats/history", url_name="stats-history")
+    def stats_history(self, request, pk=None):
+        """CPU and memory over a window, summed across the workload's containers.
+
+        Downsampled to at most about 1,000 points (the average per
+        `step_seconds` bucket), with the deploys, rollbacks and restores in
+        the window as markers.
+        """
+        workload = self.get_object()
+        window = request.query_params.get("window", metrics_history.DEFAULT_WINDOW)
+        try:
+            found = metrics_history.history(workload=workload, window=window)
+        except metrics_history.UnknownWindow:
+            raise ValidationError({"window": [
+                _("Unknown window; use one of: %(windows)s.")
+                % {"windows": ", ".join(metrics_history.WINDOWS)}
+            ]}) from None
+        return Response(StatsHistorySerializer(found).data)
+
+
+class DeployViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """One deploy, to follow after POST /api/workloads/{id}/deploy."""
+
+    serializer_class = DeploySerializer
+    permission_classes = [ActionPermission]
+    action_permissions = {"retrieve": "workloads.view_workload", "log": "workloads.view_workload"}
+
+    def get_queryset(self):
+        return DeployRecord.objects.select_related("user", "pre_deploy_snapshot")
+
+    @extend_schema(responses={200: DeployLogSerializer, 404: None})
+    @action(detail=True, methods=["get"])
+    def log(self, request, pk=None):
+        """A git deploy's build log (its bounded tail), growing while the build runs.
+
+        404 for a deploy without one (an image deploy, or one not started yet).
+        """
+        record = self.get_object()
+        try:
+            log = DeployLog.objects.select_related("deploy").get(deploy=record)
+        except DeployLog.DoesNotExist:
+            raise Http404 from None
+        return Response(DeployLogSerializer(log).data)

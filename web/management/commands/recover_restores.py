@@ -1,0 +1,110 @@
+"""Finish or undo restores that a crash interrupted: once before Berth serves, then every minute.
+
+`make run` runs it once before the web server and the task worker start,
+then keeps it running beside them with `--every 60`. For every journal under
+$BERTH_DATA_DIR/restore-journal/ whose workload's lock is free it decides by
+the journal's COMMIT record and by the inodes found on disk
+(snapshots/recovery.py): before the commit every volume is put back, at or
+after it the restore is finished; then the workload is redeployed and the job
+marked. Running it again changes nothing; killing it half-way and running it
+again is safe.
+
+Once, it exits with an error — and `make run` stops — when a journal cannot
+be read or describes a state no restore could leave: starting Berth on
+volumes in an unknown state would be worse than not starting. With `--every`
+it reports such problems on stderr each time and goes on (they stop only
+their own workload's deploys and restores). The sweep runs in its own
+process, not on the task worker, so long deploys and restores filling every
+worker cannot delay it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import close_old_connections
+
+from engine.locked import recovery
+from lib import exchange
+
+logger = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = ("Recover restores that were interrupted by a crash (run before serving); with "
+            "--every, keep doing so until SIGTERM.")
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--every", type=int, metavar="SECONDS", default=None,
+            help="keep running and sweep again every SECONDS (make run uses 60); SIGTERM stops",
+        )
+
+    def handle(self, *args, every: int | None = None, **options) -> None:
+        if every is not None and every < 1:
+            raise CommandError("--every needs at least 1 second.")
+        self._probe()
+        if every is None:
+            self._once()
+        else:
+            self._keep_sweeping(every)
+
+    def _once(self) -> None:
+        report = recovery.recover_all(say=self.stdout.write)
+        for busy in report.busy:
+            self.stdout.write(self.style.WARNING(f"Left alone, its workload is locked: {busy}"))
+        if report.problems:
+            raise CommandError(
+                "These restore journals cannot be recovered automatically; do not start Berth "
+                "until someone has looked at them (docs/restore-protocol.md, \"By hand\"):\n  "
+                + "\n  ".join(report.problems)
+            )
+        if report.recovered:
+            self.stdout.write(self.style.SUCCESS(
+                f"Recovered {len(report.recovered)} interrupted restore(s): "
+                + ", ".join(report.recovered)
+            ))
+        else:
+            self.stdout.write("No interrupted restores.")
+
+    def _keep_sweeping(self, every: int) -> None:
+        stop = threading.Event()
+
+        def request_stop(signum, frame) -> None:
+            stop.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        self.stdout.write(f"Sweeping interrupted restores every {every} s; SIGTERM stops.")
+        self.stdout.flush()
+        while not stop.is_set():
+            close_old_connections()
+            try:
+                report = recovery.recover_all(say=self.stdout.write)
+            except Exception:  # noqa: BLE001 - the next sweep tries again
+                logger.exception("the restore sweep failed")
+            else:
+                for problem in report.problems:
+                    self.stderr.write(f"Restore journal needs a person: {problem}")
+                if report.recovered:
+                    self.stdout.write(self.style.SUCCESS(
+                        "Recovered interrupted restore(s): " + ", ".join(report.recovered)
+                    ))
+            self.stdout.flush()
+            stop.wait(every)
+        self.stdout.write("Restore sweep stopped.")
+
+    def _probe(self) -> None:
+        """Say once, at start-up, whether volumes can be swapped in one step on this host."""
+        where = str(settings.DATA_DIR)
+        if exchange.supported(where):
+            self.stdout.write(f"Atomic directory exchange (renameat2) works on {where}.")
+        else:
+            self.stdout.write(self.style.WARNING(
+                f"Atomic directory exchange (renameat2) is not available on {where}; restores "
+                "there swap volumes with two renames (still recovered after a crash)."
+            ))

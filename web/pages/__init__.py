@@ -1,0 +1,1 @@
+"""The HTMX pages: dashboard, a workload's page and its panels, a deploy's page."""

@@ -1,0 +1,22 @@
+from django.urls import path
+
+from web.pages import snapshots, workloads
+
+urlpatterns = [
+    path("", workloads.dashboard, name="dashboard"),
+    path("workloads/<int:pk>/", workloads.workload_detail, name="workload-detail"),
+    path("workloads/<int:pk>/state", workloads.workload_state, name="workload-state"),
+    path("workloads/<int:pk>/deploy", workloads.workload_deploy, name="workload-deploy"),
+    path("workloads/<int:pk>/rollback", workloads.workload_rollback, name="workload-rollback"),
+    path("workloads/<int:pk>/metrics", workloads.workload_metrics, name="workload-metrics"),
+    path("deploys/<int:pk>/", workloads.deploy_detail, name="deploy-detail"),
+    path("deploys/<int:pk>/panel", workloads.deploy_panel, name="deploy-panel"),
+    path("workloads/<int:pk>/snapshots", snapshots.snapshots_panel, name="snapshots-panel"),
+    path("workloads/<int:pk>/snapshots/take", snapshots.snapshot_take, name="snapshot-take"),
+    path("workloads/<int:pk>/snapshots/<int:sid>/delete", snapshots.snapshot_delete,
+         name="snapshot-delete"),
+    path("workloads/<int:pk>/snapshots/<int:sid>/download", snapshots.snapshot_download,
+         name="snapshot-download"),
+    path("workloads/<int:pk>/snapshots/<int:sid>/restore", snapshots.snapshot_restore,
+         name="snapshot-restore"),
+]

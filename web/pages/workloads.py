@@ -1,0 +1,227 @@
+"""HTMX pages: the dashboard and a workload's detail page."""
+
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required, permission_required
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseStopPolling
+
+from engine import deploys
+from lib import runtime
+from web.pages import charts
+from web.pages import snapshots as snapshot_views
+from workloads import metrics_history
+from workloads.models import DeployInProgress, DeployLog, DeployRecord, VolumeMount, Workload
+
+
+def _get_workload(pk: int) -> Workload:
+    return get_object_or_404(Workload.objects.with_parents(), pk=pk)
+
+
+HISTORY_ROWS = 20
+METRICS_DEFAULT = metrics_history.DEFAULT_WINDOW
+
+
+def _state_context(workload: Workload) -> dict:
+    """What the state panel, the deploy history and the events list show.
+
+    `busy` while a deploy or a restore is unfinished; `current_deploy` is the
+    newest successful one — the rows before it are the ones to roll back to.
+    """
+    deploys = list(
+        workload.deploys.select_related("user", "rolled_back_from", "pre_deploy_snapshot")[
+            :HISTORY_ROWS
+        ]
+    )
+    last = deploys[0] if deploys else None
+    current = next((d for d in deploys if d.outcome == DeployRecord.Outcome.SUCCEEDED), None)
+    # A restore swaps the volumes and redeploys: deploying or rolling back
+    # meanwhile would only wait for its lock, so the buttons say so instead.
+    restoring = workload.restores.active().exists()
+    return {
+        "workload": workload,
+        "last_deploy": last,
+        "restoring": restoring,
+        "busy": restoring or (last is not None and not last.is_finished),
+        "deploys": deploys,
+        "current_deploy": current,
+        "containers": workload.containers.live(),
+        "events": workload.events.select_related("user")[:20],
+    }
+
+
+def _volume_rows(workload: Workload) -> list[tuple[VolumeMount, str | None]]:
+    """Each volume with its host path, or None where the path no longer resolves safely.
+
+    A symlink planted in a volume's directory, or a changed data dir, makes
+    host_path() refuse; the page shows that volume as invalid instead of failing.
+    """
+    rows: list[tuple[VolumeMount, str | None]] = []
+    for volume in workload.volumes.all():
+        try:
+            rows.append((volume, volume.host_path()))
+        except ValidationError:
+            rows.append((volume, None))
+    return rows
+
+
+def _metrics_context(workload: Workload, window: str) -> dict:
+    """What the metrics panel shows: the chart of `window`, and the newest tick's totals."""
+    found = metrics_history.history(workload=workload, window=window)
+    return {
+        "workload": workload,
+        "metrics_window": window,
+        "metrics_window_label": metrics_history.WINDOW_LABELS[window],
+        "metrics_windows": list(metrics_history.WINDOW_LABELS.items()),
+        "metrics_history": found,
+        "chart": charts.build_chart(found),
+        "current": metrics_history.latest(workload=workload, now=found.end),
+        "stats_interval": settings.BERTH_STATS_INTERVAL,
+    }
+
+
+@require_GET
+@login_required
+@permission_required("workloads.view_workload", raise_exception=True)
+def dashboard(request: HttpRequest) -> HttpResponse:
+    workloads = Workload.objects.with_parents()
+    return render(
+        request,
+        "workloads/dashboard.html",
+        {"workloads": workloads, "engine": runtime.engine_status()},
+    )
+
+
+@require_GET
+@login_required
+@permission_required("workloads.view_workload", raise_exception=True)
+def workload_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    workload = _get_workload(pk)
+    context = (
+        _state_context(workload)
+        | _metrics_context(workload, METRICS_DEFAULT)
+        | snapshot_views.panel_context(workload)
+        | {"volumes": _volume_rows(workload), "engine": runtime.engine_status()}
+    )
+    return render(request, "workloads/detail.html", context)
+
+
+@require_GET
+@login_required
+@permission_required("workloads.view_workload", raise_exception=True)
+def workload_metrics(request: HttpRequest, pk: int) -> HttpResponse:
+    """The metrics panel for ?window= (what the window buttons and the 15 s refresh fetch)."""
+    workload = _get_workload(pk)
+    window = request.GET.get("window", METRICS_DEFAULT)
+    if window not in metrics_history.WINDOWS:
+        return HttpResponseBadRequest(
+            _("Unknown window; use one of: %(windows)s.")
+            % {"windows": ", ".join(metrics_history.WINDOWS)}
+        )
+    context = _metrics_context(workload, window)
+    return render(request, "workloads/detail.html#metrics-panel", context)
+
+
+@require_GET
+@login_required
+@permission_required("workloads.view_workload", raise_exception=True)
+def workload_state(request: HttpRequest, pk: int) -> HttpResponse:
+    """The state panel (and the events list, out of band).
+
+    Polled while a deploy runs; an HTMX poll is told to stop (286) once it has finished.
+    """
+    workload = _get_workload(pk)
+    context = _state_context(workload)
+    response = render(request, "workloads/detail.html#state-update", context)
+    if request.htmx and not context["busy"]:
+        response.status_code = HttpResponseStopPolling.status_code
+    return response
+
+
+@require_POST
+@login_required
+@permission_required("workloads.deploy_workload", raise_exception=True)
+def workload_deploy(request: HttpRequest, pk: int) -> HttpResponse:
+    workload = _get_workload(pk)
+    error = ""
+    try:
+        deploys.request_deploy(
+            workload=workload, reason=DeployRecord.Reason.MANUAL, user=request.user
+        )
+    except DeployInProgress as exc:
+        error = str(exc)
+    return _after_action(request, workload, error)
+
+
+def _after_action(request: HttpRequest, workload: Workload, error: str) -> HttpResponse:
+    """The refreshed panels for HTMX (with `error` shown), or back to the page."""
+    if not request.htmx:
+        if error:
+            messages.error(request, error)
+        return redirect("workload-detail", pk=workload.pk)
+    workload.refresh_from_db()
+    context = _state_context(workload) | {"action_error": error}
+    return render(request, "workloads/detail.html#state-update", context)
+
+
+def _deploy_context(pk: int) -> dict:
+    record = get_object_or_404(
+        DeployRecord.objects.select_related("workload__stage__project", "user"), pk=pk
+    )
+    return {
+        "deploy": record,
+        "workload": record.workload,
+        "log": DeployLog.objects.filter(deploy=record).first(),
+    }
+
+
+@require_GET
+@login_required
+@permission_required("workloads.view_workload", raise_exception=True)
+def deploy_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """One deploy: what it asked for, what it pinned, and a git deploy's build log."""
+    return render(request, "workloads/deploy.html", _deploy_context(pk))
+
+
+@require_GET
+@login_required
+@permission_required("workloads.view_workload", raise_exception=True)
+def deploy_panel(request: HttpRequest, pk: int) -> HttpResponse:
+    """The deploy panel with the build log so far; polled while the deploy runs."""
+    context = _deploy_context(pk)
+    response = render(request, "workloads/deploy.html#deploy-panel", context)
+    if request.htmx and context["deploy"].is_finished:
+        response.status_code = HttpResponseStopPolling.status_code
+    return response
+
+
+class RollbackForm(forms.Form):
+    deploy_id = forms.IntegerField(min_value=1)
+
+
+@require_POST
+@login_required
+@permission_required("workloads.rollback_workload", raise_exception=True)
+def workload_rollback(request: HttpRequest, pk: int) -> HttpResponse:
+    """Queue a rollback to an earlier deploy; answers with the refreshed panels."""
+    workload = _get_workload(pk)
+    form = RollbackForm(request.POST)
+    if not form.is_valid():
+        return HttpResponseBadRequest(form.errors.as_text())
+    error = ""
+    try:
+        deploys.request_rollback(
+            workload=workload, deploy_id=form.cleaned_data["deploy_id"], user=request.user
+        )
+    except DeployRecord.DoesNotExist:
+        raise Http404 from None
+    except (deploys.RollbackRefused, DeployInProgress) as exc:
+        error = str(exc)
+    return _after_action(request, workload, error)
