@@ -11,6 +11,7 @@ import contextlib
 import os
 import secrets
 import tempfile
+import warnings
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -74,6 +75,28 @@ def envduration(name: str, default: int, *, minimum: int | None = None) -> int:
     value = int(number) * DURATION_UNITS[unit]
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name}={raw!r} must be at least {minimum} seconds.")
+    return value
+
+
+class BerthDeprecationWarning(FutureWarning):
+    """A setting an operator should rename (shown by default, unlike DeprecationWarning)."""
+
+
+def task_lost_after(default: int = 4200) -> int:
+    """BERTH_TASK_LOST_AFTER in seconds, or the deprecated BERTH_TASK_TIMEOUT plus 600.
+
+    BERTH_TASK_TIMEOUT named what Berth's tasks no longer have (they run
+    without a task timeout); what it still set is when a task still in the
+    broker counts as lost, which was always its value plus 600 seconds.
+    """
+    if "BERTH_TASK_LOST_AFTER" in os.environ or "BERTH_TASK_TIMEOUT" not in os.environ:
+        return envduration("BERTH_TASK_LOST_AFTER", default, minimum=660)
+    value = envint("BERTH_TASK_TIMEOUT", default - 600, minimum=60) + 600
+    warnings.warn(
+        f"BERTH_TASK_TIMEOUT is deprecated; set BERTH_TASK_LOST_AFTER={value} (its value plus "
+        "600 seconds) instead.",
+        BerthDeprecationWarning, stacklevel=2,
+    )
     return value
 
 

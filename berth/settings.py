@@ -20,6 +20,7 @@ from berth.env import (
     listen_address,
     private_directory,
     secret_key,
+    task_lost_after,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -172,15 +173,17 @@ SPECTACULAR_SETTINGS = {
 # Django starts): django-q2 reads Q_CLUSTER once, at import.
 BERTH_TASKS_SYNC = envbool("BERTH_TASKS_SYNC", False)
 BERTH_REDIS_URL = envstr("BERTH_REDIS_URL", "")
-BERTH_TASK_TIMEOUT = envint("BERTH_TASK_TIMEOUT", 3600, minimum=60)
+# When a task still in the broker counts as lost: the broker hands it out
+# again then (django-q2's `retry`), and Berth's rows stop waiting for it.
+BERTH_TASK_LOST_AFTER = task_lost_after()
 Q_CLUSTER = {
     "name": "berth",
     "workers": envint("BERTH_WORKERS", 2, minimum=1),
     # A deploy or restore must never run twice because it outlived the
     # broker's visibility window: retry is longer than timeout, and a failed
     # task is acknowledged (recorded on our own rows) instead of re-queued.
-    "timeout": BERTH_TASK_TIMEOUT,
-    "retry": BERTH_TASK_TIMEOUT + 600,
+    "timeout": BERTH_TASK_LOST_AFTER - 600,
+    "retry": BERTH_TASK_LOST_AFTER,
     "max_attempts": 1,
     "ack_failures": True,
     "catch_up": False,

@@ -1,45 +1,28 @@
-"""Capturing a workload's volumes into a snapshot archive.
+"""Capture entry points: a manual snapshot, queued or now, and deleting one.
 
-Every volume whose scope is in SUPPORTED_SCOPES is captured, in one archive,
-indexed by its position among the workload's volumes (ordered by id). The
-workload's lock is held throughout: `capture_snapshot` takes it,
-`capture_locked` runs inside a caller that holds it (dispatch's pre-deploy
-backup). In the `stop` consistency mode the running containers are stopped
-for the capture and started again afterwards; in `live` they keep running.
-
-The archive is written to a temporary file beside the others, fsynced,
-renamed into place and the directory fsynced; only then is the row marked
-ready with its size and sha256. A failed capture leaves no file and a row
-marked failed with the reason.
+request_snapshot() queues a capture; capture_snapshot() takes the workload's
+lock, finishes a restore a dead process left, claims the row and runs the
+body (engine/locked/capture.py). delete_snapshot() is the one way any
+interface deletes a snapshot.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import time
-from pathlib import Path
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.utils import timezone, translation
 from django.utils.translation import gettext, gettext_noop
 
 from engine import queue
-from engine.locked import retention
-from lib import locks, runtime
-from lib.paths import SUPPORTED_SCOPES
-from snapshots import storage, writer
-from snapshots.archive import Limits
-from snapshots.errors import CaptureError, SnapshotError
+from engine.locked import capture, recovery
+from lib import locks
+from snapshots.errors import CaptureError
 from snapshots.models import Snapshot
-from workloads.models import DeployRecord, EventLog, SnapshotConsistency, VolumeMount, Workload
+from workloads.jobs import acting_user
+from workloads.models import EventLog, SnapshotConsistency, Workload
 
 logger = logging.getLogger(__name__)
-
-PROGRESS_SECONDS = 0.5
 
 
 class SnapshotBusy(Exception):
@@ -53,17 +36,6 @@ class SnapshotBusy(Exception):
         return gettext(self.message)
 
 
-def captured_volumes(workload: Workload) -> list[VolumeMount]:
-    """The volumes a snapshot holds, in index order."""
-    return [v for v in workload.volumes.order_by("id") if v.scope in SUPPORTED_SCOPES]
-
-
-def auto_backup_wanted(workload: Workload) -> bool:
-    """The workload's "back up before deploy" setting, read afresh; None means the site default."""
-    value = Workload.objects.values_list("auto_backup_before_deploy", flat=True).get(pk=workload.pk)
-    return settings.BERTH_AUTO_BACKUP_BEFORE_DEPLOY if value is None else value
-
-
 def request_snapshot(*, workload: Workload, user: AbstractBaseUser | None = None) -> Snapshot:
     """Queue a manual capture on the task worker; returns the queued row to follow.
 
@@ -75,7 +47,7 @@ def request_snapshot(*, workload: Workload, user: AbstractBaseUser | None = None
         raise SnapshotBusy(gettext_noop("A snapshot of this workload is already queued or "
                                         "being taken."))
     snapshot = Snapshot.objects.create(
-        workload=workload, kind=Snapshot.Kind.MANUAL, user=_user(user)
+        workload=workload, kind=Snapshot.Kind.MANUAL, user=acting_user(user)
     )
     transaction.on_commit(
         lambda: queue.enqueue(queue.CAPTURE, snapshot.pk, name=f"snapshot-{snapshot.pk}")
@@ -112,14 +84,14 @@ def capture_snapshot(
             if error is None:
                 if snapshot is None:
                     snapshot = Snapshot.objects.create(
-                        workload=workload, kind=kind, user=_user(user),
+                        workload=workload, kind=kind, user=acting_user(user),
                         state=Snapshot.State.CAPTURING,
                     )
                 elif not snapshot.claim():
                     return snapshot
                 workload.refresh_from_db()
                 live = workload.snapshot_consistency == SnapshotConsistency.LIVE
-                _capture(workload, snapshot, stop_containers=not live,
+                capture.capture_into(workload, snapshot, stop_containers=not live,
                          consistency=workload.snapshot_consistency)
     except locks.LockTimeout:
         error = CaptureError(gettext_noop(
@@ -127,9 +99,9 @@ def capture_snapshot(
         ))
     if error is not None:
         if snapshot is None:
-            snapshot = Snapshot.objects.create(workload=workload, kind=kind, user=_user(user),
+            snapshot = Snapshot.objects.create(workload=workload, kind=kind, user=acting_user(user),
                                                state=Snapshot.State.FAILED)
-        _failed(workload, snapshot, error, only_from=snapshot.state)
+        capture.fail(workload, snapshot, error, only_from=snapshot.state)
     return snapshot
 
 
@@ -139,8 +111,6 @@ def _finish_interrupted_restores(workload: Workload) -> CaptureError | None:
     (A restore holds the lock to its end, so a journal found under the lock is
     a dead one's.) Returns why the capture cannot go on, if the recovery failed.
     """
-    from engine.locked import recovery
-
     try:
         recovery.recover_workload(workload)
     except recovery.RecoveryError:
@@ -152,264 +122,8 @@ def _finish_interrupted_restores(workload: Workload) -> CaptureError | None:
     return None
 
 
-def capture_locked(
-    *, workload: Workload, kind: str, user: AbstractBaseUser | None = None,
-    deploy: DeployRecord | None = None,
-) -> Snapshot:
-    """Capture inside a caller that holds the lock and has stopped the containers itself."""
-    locks.assert_held(workload.pk)
-    Snapshot.fail_interrupted(workload=workload, lock_held=True)
-    snapshot = Snapshot.objects.create(
-        workload=workload, kind=kind, user=_user(user), deploy=deploy,
-        state=Snapshot.State.CAPTURING,
-    )
-    _capture(workload, snapshot, stop_containers=False, consistency=SnapshotConsistency.STOP)
-    return snapshot
-
-
-def capture_copies_locked(
-    *, workload: Workload, roots: list[str], volumes: list[dict],
-    user: AbstractBaseUser | None = None,
-) -> Snapshot:
-    """The restore's `pre_restore` snapshot: the volumes' previous data, no longer live.
-
-    `roots[i]` is the directory that holds volume i's previous data (the
-    restore has swapped it out of the host path, so nothing writes to it);
-    `volumes[i]` is how the manifest describes that volume. Runs under the
-    caller's lock; returns the row, ready or failed with the reason.
-    """
-    locks.assert_held(workload.pk)
-    Snapshot.fail_interrupted(workload=workload, lock_held=True)
-    snapshot = Snapshot.objects.create(
-        workload=workload, kind=Snapshot.Kind.PRE_RESTORE, user=_user(user),
-        state=Snapshot.State.CAPTURING,
-    )
-    try:
-        _write(workload, snapshot, volumes, roots, SnapshotConsistency.STOP)
-    except SnapshotError as exc:
-        _failed(workload, snapshot, exc)
-    except Exception:  # noqa: BLE001 - every failure must end in a failed row
-        logger.exception("pre-restore snapshot %s of workload %s failed", snapshot.pk,
-                         workload.pk)
-        _failed(workload, snapshot, CaptureError(
-            gettext_noop("Berth hit an internal error; the server log has the details.")
-        ))
-    if snapshot.is_ready:
-        retention.prune(workload)
-    return snapshot
-
-
-def backup_before_deploy(*, workload: Workload, record: DeployRecord) -> Snapshot | None:
-    """dispatch()'s pre-deploy snapshot, taken while the old containers are stopped.
-
-    Never raises: the deploy goes on whatever happens here. When the setting
-    cannot be read or the capture fails, the deploy's record and an event
-    say that no snapshot was taken, and why.
-    """
-    try:
-        wanted = auto_backup_wanted(workload)
-    except Exception:  # noqa: BLE001 - fail open: the deploy must not depend on it
-        logger.exception("reading the backup setting of workload %s failed", workload.pk)
-        _no_backup(workload, record, DeployRecord.BackupFailure.SETTING_UNREADABLE)
-        return None
-    if not wanted or not captured_volumes(workload):
-        return None  # off, or nothing to keep
-    try:
-        snapshot = capture_locked(
-            workload=workload, kind=Snapshot.Kind.PRE_DEPLOY, user=record.user, deploy=record
-        )
-    except Exception:  # noqa: BLE001 - fail open, as above
-        logger.exception("the pre-deploy snapshot of workload %s failed", workload.pk)
-        _no_backup(workload, record, DeployRecord.BackupFailure.CAPTURE_FAILED)
-        return None
-    if not snapshot.is_ready:
-        _no_backup(workload, record, DeployRecord.BackupFailure.CAPTURE_FAILED)
-    return snapshot
-
-
-def _no_backup(workload: Workload, record: DeployRecord, code: str) -> None:
-    try:
-        with transaction.atomic():
-            record.note_backup_failure(code)
-            EventLog.objects.create(
-                workload=workload, user=record.user, level=EventLog.Level.WARNING,
-                message=gettext_noop("No snapshot was taken before deploy #%(deploy)d: "
-                                     "%(reason)s"),
-                params={"deploy": record.pk, "reason": _english(
-                    DeployRecord.BackupFailure(code).label)},
-            )
-    except Exception:  # noqa: BLE001 - fail open: the deploy goes on
-        logger.exception("recording the missing pre-deploy snapshot of deploy %s failed",
-                         record.pk)
-
-
-def _english(label) -> str:
-    with translation.override(None):
-        return str(label)
-
-
 def _user(user: AbstractBaseUser | None) -> AbstractBaseUser | None:
     return user if user is not None and user.is_authenticated else None
-
-
-def _capture(workload: Workload, snapshot: Snapshot, *, stop_containers: bool,
-             consistency: str) -> None:
-    stopped: list[str] = []
-    try:
-        volumes = captured_volumes(workload)
-        if not volumes:
-            raise CaptureError(gettext_noop("This workload has no volumes to snapshot."))
-        roots = [_host_path(v) for v in volumes]
-        if stop_containers:
-            stopped = _stop_containers(workload)
-        _write(workload, snapshot, [_described(v) for v in volumes], roots, consistency)
-    except SnapshotError as exc:
-        _failed(workload, snapshot, exc)
-    except Exception:  # noqa: BLE001 - every failure must end in a failed row
-        logger.exception("snapshot %s of workload %s failed", snapshot.pk, workload.pk)
-        _failed(workload, snapshot, CaptureError(
-            gettext_noop("Berth hit an internal error; the server log has the details.")
-        ))
-    finally:
-        if stopped:
-            _start_containers(workload, snapshot, stopped)
-    if snapshot.is_ready:
-        retention.prune(workload)
-
-
-def _host_path(volume: VolumeMount) -> str:
-    try:
-        return volume.host_path()
-    except ValidationError:
-        raise CaptureError(
-            gettext_noop("The volume %(target)s has a host path that is not valid."),
-            target=volume.target,
-        ) from None
-
-
-def _stop_containers(workload: Workload) -> list[str]:
-    """Stop the workload's running containers; their ids, to start again afterwards."""
-    stopped: list[str] = []
-    try:
-        for container in runtime.list_containers(workload.pk):
-            if container.running:
-                runtime.stop(container.id)
-                stopped.append(container.id)
-    except runtime.EngineError as exc:
-        logger.error("stopping workload %s for a snapshot failed: %s", workload.pk, exc.raw)
-        for container_id in stopped:
-            _start_one(container_id)
-        raise CaptureError(gettext_noop(
-            "The containers could not be stopped for the snapshot (Docker: %(error)s)."
-        ), error=str(exc)) from None
-    return stopped
-
-
-def _start_one(container_id: str) -> bool:
-    try:
-        runtime.start(container_id)
-    except runtime.EngineError as exc:
-        logger.error("restarting container %s after a snapshot failed: %s", container_id, exc.raw)
-        return False
-    return True
-
-
-def _start_containers(workload: Workload, snapshot: Snapshot, stopped: list[str]) -> None:
-    if not all([_start_one(container_id) for container_id in stopped]):
-        EventLog.objects.create(
-            workload=workload, user=snapshot.user, level=EventLog.Level.ERROR,
-            message=gettext_noop("The containers could not be started again after snapshot "
-                                 "#%(id)d; deploy the workload to bring it back."),
-            params={"id": snapshot.pk},
-        )
-
-
-class _Progress:
-    """Writes the bytes done to the row at most every PROGRESS_SECONDS."""
-
-    def __init__(self, snapshot: Snapshot) -> None:
-        self.snapshot = snapshot
-        self.last = time.monotonic()
-
-    def __call__(self, done: int) -> None:
-        now = time.monotonic()
-        if now - self.last >= PROGRESS_SECONDS:
-            self.last = now
-            self.snapshot.report_progress(done)
-
-
-def _described(volume: VolumeMount) -> dict:
-    """A volume as the manifest records it (for people: restore never uses these paths)."""
-    return {"scope": volume.scope, "source": volume.source, "target": volume.target}
-
-
-def _write(workload: Workload, snapshot: Snapshot, volumes: list[dict],
-           roots: list[str], consistency: str) -> None:
-    scans = writer.scan_volumes(roots, Limits.from_settings())
-    snapshot.start(sum(scan.bytes for scan in scans))
-    manifest = writer.build_manifest(
-        created=timezone.now().isoformat(),
-        workload={"id": workload.pk, "name": workload.name, "path": str(workload)},
-        consistency=consistency,
-        volumes=volumes,
-        scans=scans,
-    )
-    fd, temp = storage.open_temp(storage.workload_dir(workload.pk))
-    try:
-        sink = writer.HashingWriter(fd)
-        try:
-            report = writer.write_archive(sink, manifest, scans, progress=_Progress(snapshot))
-        finally:
-            sink.close()
-        os.fsync(fd)
-    except OSError as exc:
-        storage.discard(temp)
-        raise CaptureError(gettext_noop("The archive could not be written (%(error)s)."),
-                           error=exc.strerror or str(exc)) from None
-    except BaseException:
-        storage.discard(temp)
-        raise
-    finally:
-        os.close(fd)
-    _keep(workload, snapshot, temp, sink, manifest, report)
-
-
-def _keep(workload: Workload, snapshot: Snapshot, temp: Path, sink: writer.HashingWriter,
-          manifest: dict, report: writer.WriteReport) -> None:
-    name = storage.new_archive_name(snapshot.kind)
-    try:
-        storage.place(temp, workload.pk, name)
-    except BaseException:
-        storage.discard(temp)
-        raise
-    kept = snapshot.succeed(
-        archive=name, size=sink.size, sha256=sink.sha256.hexdigest(), manifest=manifest,
-        changed=len(report.changed),
-    )
-    if not kept:  # The row was deleted while the capture ran.
-        storage.remove_archive(workload.pk, name)
-        return
-    if report.changed:
-        logger.warning("snapshot %s: files changed while captured: %s",
-                       snapshot.pk, report.changed[:20])
-    EventLog.objects.create(
-        workload=workload, user=snapshot.user,
-        message=gettext_noop("Took snapshot #%(id)d (%(kind)s)."),
-        params={"id": snapshot.pk, "kind": _english(Snapshot.Kind(snapshot.kind).label)},
-    )
-
-
-def _failed(workload: Workload, snapshot: Snapshot, error: SnapshotError,
-            only_from: str | None = None) -> None:
-    logger.warning("snapshot %s of workload %s failed: %s", snapshot.pk, workload.pk,
-                   error.english)
-    if not snapshot.fail(error, only_from=only_from):
-        return  # claimed by another worker meanwhile
-    EventLog.objects.create(
-        workload=workload, user=snapshot.user, level=EventLog.Level.WARNING,
-        message=gettext_noop("Snapshot #%(id)d failed; the snapshots panel says why."),
-        params={"id": snapshot.pk},
-    )
 
 
 def delete_snapshot(*, snapshot: Snapshot, user: AbstractBaseUser | None = None) -> None:
@@ -424,6 +138,6 @@ def delete_snapshot(*, snapshot: Snapshot, user: AbstractBaseUser | None = None)
         snapshot_id = snapshot.pk
         snapshot.delete()
         EventLog.objects.create(
-            workload=snapshot.workload, user=_user(user),
+            workload=snapshot.workload, user=acting_user(user),
             message=gettext_noop("Deleted snapshot #%(id)d."), params={"id": snapshot_id},
         )

@@ -21,7 +21,6 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext_noop
 
-from engine.captures import captured_volumes
 from engine.locked import retention
 from snapshots import archive, storage
 from snapshots.models import Snapshot
@@ -78,7 +77,7 @@ def import_snapshot(*, workload: Workload, staged: Staged,
     """
     name = storage.new_archive_name("imported")
     try:
-        extracted = validate(staged.path, volume_count=len(captured_volumes(workload)))
+        extracted = validate(staged.path, volume_count=len(workload.captured_volumes()))
         storage.place(staged.path, workload.pk, name)
     except BaseException:
         storage.discard(staged.path)

@@ -26,6 +26,7 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
+from lib import paths
 from lib.fsutil import fsync_dir
 
 FORMAT = "berth-restore-journal"
@@ -381,8 +382,6 @@ def _may_be_a_volume(live: str) -> bool:
     BERTH_ABSOLUTE_VOLUME_ROOTS — by name and with symlinks resolved in its parent (a
     planted journal cannot make the recovery rename /etc, not even through a symlink a
     container made inside its volume)."""
-    from lib import paths
-
     parent = os.path.realpath(os.path.dirname(live))
     for root in (paths.volumes_root(), *settings.BERTH_ABSOLUTE_VOLUME_ROOTS):
         root = os.path.normpath(root)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -11,7 +9,9 @@ from django.utils import timezone
 from django.utils.translation import gettext, gettext_noop, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
+from snapshots import journal
 from snapshots.errors import SnapshotError, storable
+from workloads.jobs import Job, Progress, task_lost_before
 from workloads.models import DeployRecord, Workload
 
 
@@ -23,7 +23,7 @@ class SnapshotQuerySet(models.QuerySet):
         return self.filter(state__in=Snapshot.ACTIVE_STATES)
 
 
-class Snapshot(models.Model):
+class Snapshot(Job, Progress):
     class Kind(models.TextChoices):
         MANUAL = "manual", _("Manual")
         PRE_DEPLOY = "pre_deploy", _("Before deploy")
@@ -65,8 +65,6 @@ class Snapshot(models.Model):
         _("much smaller than the last one"), default=False,
         help_text=_("Holds much less data than the workload's previous snapshot."),
     )
-    bytes_done = models.BigIntegerField(_("bytes done"), default=0)
-    bytes_total = models.BigIntegerField(_("bytes in total"), default=0)
     failure = models.TextField(_("failure"), blank=True)
     failure_params = models.JSONField(default=dict, blank=True)
     deploy = models.OneToOneField(
@@ -118,12 +116,6 @@ class Snapshot(models.Model):
             return gettext(self.failure)
 
     @property
-    def progress_percent(self) -> int:
-        if not self.bytes_total:
-            return 0
-        return min(100, self.bytes_done * 100 // self.bytes_total)
-
-    @property
     def skipped(self) -> list[dict]:
         return list(self.manifest.get("skipped", []))
 
@@ -133,19 +125,7 @@ class Snapshot(models.Model):
 
     def claim(self) -> bool:
         """Move a queued row to capturing; False if another worker got there first."""
-        claimed = Snapshot.objects.filter(pk=self.pk, state=self.State.QUEUED).update(
-            state=self.State.CAPTURING
-        )
-        if claimed:
-            self.state = self.State.CAPTURING
-        return bool(claimed)
-
-    def report_progress(self, done: int) -> None:
-        Snapshot.objects.filter(pk=self.pk).update(bytes_done=done)
-
-    def start(self, total: int) -> None:
-        self.bytes_total, self.bytes_done = total, 0
-        Snapshot.objects.filter(pk=self.pk).update(bytes_total=total, bytes_done=0)
+        return self.move(only_from=[self.State.QUEUED], state=self.State.CAPTURING)
 
     def succeed(self, *, archive: str, size: int, sha256: str, manifest: dict,
                 changed: int = 0) -> bool:
@@ -180,16 +160,11 @@ class Snapshot(models.Model):
 
     def fail(self, error: SnapshotError, *, only_from: str | None = None) -> bool:
         """Mark the row failed (only if it is still in state `only_from`, when given)."""
-        rows = Snapshot.objects.filter(pk=self.pk)
-        if only_from is not None:
-            rows = rows.filter(state=only_from)
-        failure, params, finished = error.message, _jsonable(error.params), timezone.now()
-        if not rows.update(state=self.State.FAILED, failure=failure, failure_params=params,
-                           finished=finished):
-            return False
-        self.state, self.failure, self.failure_params = self.State.FAILED, failure, params
-        self.finished = finished
-        return True
+        return self.move(
+            only_from=[only_from] if only_from is not None else self.State.values,
+            state=self.State.FAILED, failure=error.message,
+            failure_params=_jsonable(error.params), finished=timezone.now(),
+        )
 
     @classmethod
     def fail_interrupted(cls, *, workload: Workload, lock_held: bool) -> int:
@@ -198,15 +173,14 @@ class Snapshot(models.Model):
         A row is claimed (queued → capturing) only under the workload's lock,
         which the capture then holds until it is done, so a caller that holds
         the lock knows every capturing row is dead (its process was killed).
-        Without the lock, only queued rows older than BERTH_TASK_TIMEOUT (plus
-        the broker's retry window) are known dead (their task was lost); a
-        capturing row's age says nothing, as captures have no task timeout.
+        Without the lock, only queued rows older than BERTH_TASK_LOST_AFTER are
+        known dead (their task was lost); a capturing row's age says nothing,
+        as captures have no task timeout.
         """
         if lock_held:
             stale = Q(state=cls.State.CAPTURING)
         else:
-            cutoff = timezone.now() - timedelta(seconds=settings.BERTH_TASK_TIMEOUT + 600)
-            stale = Q(state=cls.State.QUEUED, created__lt=cutoff)
+            stale = Q(state=cls.State.QUEUED, created__lt=task_lost_before())
         return cls.objects.filter(stale, workload=workload).update(
             state=cls.State.FAILED, finished=timezone.now(), failure_params={},
             failure=gettext_noop("The capture was interrupted before it finished."),
@@ -223,7 +197,7 @@ class RestoreJobQuerySet(models.QuerySet):
         return self.filter(state__in=RestoreJob.ACTIVE_STATES)
 
 
-class RestoreJob(models.Model):
+class RestoreJob(Job, Progress):
     """One restore of a snapshot onto its workload's live volumes (snapshots/restore.py).
 
     `state` says whether it is waiting, running or over; `phase` where it is;
@@ -264,8 +238,6 @@ class RestoreJob(models.Model):
     state = models.CharField(_("state"), max_length=10, choices=State, default=State.QUEUED)
     phase = models.CharField(_("phase"), max_length=12, choices=Phase, default=Phase.QUEUED)
     outcome = models.CharField(_("outcome"), max_length=12, choices=Outcome, blank=True)
-    bytes_done = models.BigIntegerField(_("bytes done"), default=0)
-    bytes_total = models.BigIntegerField(_("bytes in total"), default=0)
     reason = models.TextField(
         _("reason"), blank=True,
         help_text=_("Why it failed, or what the operator should know about its outcome."),
@@ -323,33 +295,14 @@ class RestoreJob(models.Model):
         except (KeyError, TypeError, ValueError):
             return gettext(self.reason)
 
-    @property
-    def progress_percent(self) -> int:
-        if not self.bytes_total:
-            return 0
-        return min(100, self.bytes_done * 100 // self.bytes_total)
-
     def claim(self) -> bool:
         """Queued → running; False if another worker got there first. Call under the lock."""
-        now = timezone.now()
-        claimed = RestoreJob.objects.filter(pk=self.pk, state=self.State.QUEUED).update(
-            state=self.State.RUNNING, phase=self.Phase.PREFLIGHT, started=now
-        )
-        if claimed:
-            self.state, self.phase, self.started = self.State.RUNNING, self.Phase.PREFLIGHT, now
-        return bool(claimed)
+        return self.move(only_from=[self.State.QUEUED], state=self.State.RUNNING,
+                         phase=self.Phase.PREFLIGHT, started=timezone.now())
 
     def set_phase(self, phase: str) -> None:
         self.phase = phase
         RestoreJob.objects.filter(pk=self.pk).update(phase=phase)
-
-    def start_progress(self, total: int) -> None:
-        self.bytes_total, self.bytes_done = total, 0
-        RestoreJob.objects.filter(pk=self.pk).update(bytes_total=total, bytes_done=0)
-
-    def report_progress(self, done: int) -> None:
-        self.bytes_done = done
-        RestoreJob.objects.filter(pk=self.pk).update(bytes_done=done)
 
     def link(self, **fields: object) -> None:
         """Record the redeploy or the pre-restore snapshot as soon as they exist."""
@@ -364,17 +317,12 @@ class RestoreJob(models.Model):
         `only_queued`: only a job nobody has claimed yet (a refusal made
         before the claim must never end a restore that another worker runs).
         """
-        states = [self.State.QUEUED] if only_queued else self.ACTIVE_STATES
-        values = {
-            "state": self.State.FINISHED, "phase": self.Phase.DONE, "outcome": outcome,
-            "reason": reason, "reason_params": _jsonable(params or {}),
-            "kept_paths": list(kept_paths or []), "finished": timezone.now(),
-        }
-        if not RestoreJob.objects.filter(pk=self.pk, state__in=states).update(**values):
-            return False
-        for name, value in values.items():
-            setattr(self, name, value)
-        return True
+        return self.move(
+            only_from=[self.State.QUEUED] if only_queued else self.ACTIVE_STATES,
+            state=self.State.FINISHED, phase=self.Phase.DONE, outcome=outcome, reason=reason,
+            reason_params=_jsonable(params or {}), kept_paths=list(kept_paths or []),
+            finished=timezone.now(),
+        )
 
     @classmethod
     def fail_dead(cls, *, workload: Workload, lock_held: bool) -> int:
@@ -384,10 +332,8 @@ class RestoreJob(models.Model):
         which the restore holds to the end, so a caller holding the lock knows
         a running job is dead — after the recovery of its journal, if it had
         one, so call this only once that is done. Without the lock, only queued
-        jobs older than the task timeout are known dead (their task was lost).
+        jobs older than BERTH_TASK_LOST_AFTER are known dead (their task was lost).
         """
-        from snapshots import journal
-
         if lock_held:
             # A job with a journal on disk, readable or not, is the recovery's
             # to close, by what the journal and the volumes say.
@@ -395,8 +341,7 @@ class RestoreJob(models.Model):
             dead = Q(pk__in=[pk for pk in running.values_list("pk", flat=True)
                              if not journal.exists(workload.pk, pk)])
         else:
-            cutoff = timezone.now() - timedelta(seconds=settings.BERTH_TASK_TIMEOUT + 600)
-            dead = Q(state=cls.State.QUEUED, created__lt=cutoff)
+            dead = Q(state=cls.State.QUEUED, created__lt=task_lost_before())
         return cls.objects.filter(dead, workload=workload).update(
             state=cls.State.FINISHED, phase=cls.Phase.DONE, outcome=cls.Outcome.FAILED,
             finished=timezone.now(), reason_params={},

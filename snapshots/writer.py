@@ -26,10 +26,11 @@ from django.utils.translation import gettext_noop
 
 from lib.fsutil import DIR_FLAGS, DirChain
 from snapshots import tarfmt
-from snapshots.archive import (
+from snapshots.archive_format import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST_NAME,
+    MAX_SKIPPED_LISTED,
     Limits,
     manifest_bytes,
     name_problem,
@@ -37,8 +38,6 @@ from snapshots.archive import (
 from snapshots.errors import CaptureError
 
 COMPRESSION_LEVEL = 3
-# The manifest lists this many skipped entries at most; `skipped_count` has them all.
-MAX_SKIPPED_LISTED = 1000
 _CHUNK = 1 << 20
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 

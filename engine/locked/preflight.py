@@ -20,10 +20,9 @@ from django.core.exceptions import ValidationError
 from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext_noop
 
-from engine.captures import captured_volumes
 from lib import exchange, paths, runtime
 from snapshots import storage
-from snapshots.archive import Limits
+from snapshots.archive_format import Limits
 from snapshots.errors import PreflightError
 from snapshots.models import Snapshot
 from workloads.models import VolumeMount, Workload
@@ -57,7 +56,7 @@ def check(*, workload: Workload, snapshot: Snapshot, limits: Limits) -> Plan:
     if not snapshot.is_ready:
         raise PreflightError(gettext_noop("Snapshot #%(id)d is not ready to restore."),
                              id=snapshot.pk)
-    volumes = captured_volumes(workload)
+    volumes = workload.captured_volumes()
     if not volumes:
         raise PreflightError(gettext_noop("This workload has no volumes to restore."))
     _check_indexes(snapshot, volumes)

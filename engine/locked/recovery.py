@@ -21,12 +21,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from django.db import DatabaseError
 from django.utils.translation import gettext_noop
 
-from engine import captures, deploys
+from engine.locked import capture
+from engine.locked.deploy import dispatch_locked
 from lib import crashpoints, exchange, locks
 from lib.fsutil import fsync_dir, remove_tree
 from snapshots import journal
@@ -65,97 +65,8 @@ def ensure_lock(record: Journal) -> None:
 
 # --- entry points -------------------------------------------------------------------
 
-@dataclass
-class SweepReport:
-    recovered: list[str] = field(default_factory=list)
-    busy: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
 
-
-def recover_all(*, say: Callable[[str], None] = logger.info) -> SweepReport:
-    """The sweep: every unfinished journal, then every job left running without one.
-
-    Run at start-up (`manage.py recover_restores`) and every minute by the
-    task worker (snapshots.tasks.sweep_restores). A journal whose workload's
-    lock is held belongs to a restore that is still running and is left
-    alone. Problems (an unreadable journal, a state no restore could leave, a
-    stranger in the journal directory) are collected and reported; they
-    concern only their own workload, and the other journals are still
-    recovered.
-    """
-    report = SweepReport()
-    try:
-        found = journal.scan()
-    except OSError as exc:
-        report.problems.append(f"the restore journal directory cannot be read ({exc})")
-        return report
-    for path in found.strangers:
-        report.problems.append(f"{path} is not a restore journal; move it away")
-    adopted = _adopt_legacy(found.legacy, report)
-    for workload_id in sorted(found.workloads() | adopted):
-        _sweep_one(workload_id, report, say)
-    running = set(RestoreJob.objects.filter(state=RestoreJob.State.RUNNING)
-                  .values_list("workload_id", flat=True))
-    for workload_id in sorted(running - found.workloads() - adopted):
-        try:
-            with locks.try_workload_lock(workload_id):
-                workload = Workload.objects.get(pk=workload_id)
-                if RestoreJob.fail_dead(workload=workload, lock_held=True):
-                    say(f"Workload {workload_id}: an interrupted restore had changed nothing; "
-                        "its job is marked failed.")
-        except locks.LockTimeout:
-            report.busy.append(f"workload {workload_id}")
-        except Exception as exc:  # noqa: BLE001 - one workload's trouble must not stop the others
-            logger.exception("workload %s: the restore sweep failed", workload_id)
-            report.problems.append(f"workload {workload_id}: the sweep failed ({exc!r})")
-    return report
-
-
-def _adopt_legacy(paths: list, report: SweepReport) -> set[int]:
-    """Journals an older Berth named `job-<id>.json`: renamed (under their workload's lock) to
-    today's names, so they are recovered like the others. Returns their workloads."""
-    adopted = set()
-    for path in paths:
-        try:
-            workload_id = journal.legacy_workload(path)
-            with locks.try_workload_lock(workload_id):
-                journal.adopt_legacy(path, workload_id)
-            adopted.add(workload_id)
-        except journal.JournalError as exc:
-            report.problems.append(str(exc))
-        except locks.LockTimeout:
-            report.busy.append(f"{path} (its workload is locked)")
-        except OSError as exc:
-            report.problems.append(f"{path} cannot be renamed ({exc})")
-    return adopted
-
-
-def _sweep_one(workload_id: int, report: SweepReport, say: Callable[[str], None]) -> None:
-    """Recover one workload's journals, under its lock if it is free."""
-    try:
-        with locks.try_workload_lock(workload_id):
-            journal.remove_temps(workload_id)
-            for _workload, _job, path in journal.scan(workload_id).journals:
-                try:
-                    record = journal.load(path)
-                except journal.JournalError as exc:
-                    report.problems.append(str(exc))
-                    return  # this workload's later journals wait for this one
-                direction = "finishing" if record.committed else "undoing"
-                say(f"Restore #{record.job} of workload {record.workload}: {direction} it.")
-                _recover_reporting(record)
-                report.recovered.append(f"restore #{record.job}")
-    except locks.LockTimeout:
-        report.busy.append(f"workload {workload_id} (a restore is still running)")
-    except RecoveryError as exc:
-        logger.error("workload %s: a restore cannot be recovered: %s", workload_id, exc)
-        report.problems.append(f"workload {workload_id}: {exc}")
-    except Exception as exc:  # noqa: BLE001 - one workload's trouble must not stop the others
-        logger.exception("workload %s: the restore sweep failed", workload_id)
-        report.problems.append(f"workload {workload_id}: the sweep failed ({exc!r})")
-
-
-def _recover_reporting(record: Journal) -> None:
+def recover_reporting(record: Journal) -> None:
     """recover(), with the file system's and the database's errors as RecoveryError."""
     try:
         recover(record)
@@ -182,7 +93,7 @@ def recover_workload(workload: Workload) -> int:
     except (journal.JournalError, OSError) as exc:
         raise RecoveryError(str(exc)) from exc
     for record in records:
-        _recover_reporting(record)
+        recover_reporting(record)
     RestoreJob.fail_dead(workload=workload, lock_held=True)
     return len(records)
 
@@ -451,7 +362,7 @@ def _archive(record: Journal, job: RestoreJob | None, workload: Workload,
         raise RecoveryError(f"restore #{record.job}: a copy of the previous data is missing "
                             "although it was never archived")
     note(record, journal.ARCHIVE)
-    snapshot = captures.capture_copies_locked(
+    snapshot = capture.capture_copies_locked(
         workload=workload, roots=copies, volumes=[t.volume for t in record.targets],
         user=job.user if job is not None else None,
     )
@@ -515,7 +426,7 @@ def redeploy(record: Journal, job: RestoreJob | None,
     """Bring the workload back on the digest it ran (never a newer tag); None if it never ran."""
     if not record.reference:
         return None
-    deploy = deploys.dispatch_locked(
+    deploy = dispatch_locked(
         workload=workload, reason=DeployRecord.Reason.RESTORE, reference=record.reference,
         user=job.user if job is not None else None, backup=False,
     )

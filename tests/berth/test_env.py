@@ -165,3 +165,28 @@ def test_the_stats_settings_default_to_fifteen_seconds_and_seven_days(tmp_path):
         env=env_vars | {"BERTH_DATA_DIR": str(tmp_path)},
     )
     assert result.stdout.split() == ["15", "604800", "15"]
+
+
+def test_it_reads_the_task_lost_after_setting(monkeypatch):
+    monkeypatch.delenv("BERTH_TASK_TIMEOUT", raising=False)
+    monkeypatch.delenv("BERTH_TASK_LOST_AFTER", raising=False)
+    assert env.task_lost_after() == 4200
+    monkeypatch.setenv("BERTH_TASK_LOST_AFTER", "2h")
+    assert env.task_lost_after() == 7200
+    monkeypatch.setenv("BERTH_TASK_LOST_AFTER", "60")
+    with pytest.raises(ImproperlyConfigured, match="at least 660"):
+        env.task_lost_after()
+
+
+def test_it_still_accepts_the_old_task_timeout_name_with_a_warning(monkeypatch):
+    monkeypatch.delenv("BERTH_TASK_LOST_AFTER", raising=False)
+    monkeypatch.setenv("BERTH_TASK_TIMEOUT", "1800")
+    with pytest.warns(env.BerthDeprecationWarning, match="BERTH_TASK_LOST_AFTER=2400"):
+        assert env.task_lost_after() == 2400
+
+
+def test_it_prefers_the_new_name_when_both_are_set(monkeypatch, recwarn):
+    monkeypatch.setenv("BERTH_TASK_TIMEOUT", "1800")
+    monkeypatch.setenv("BERTH_TASK_LOST_AFTER", "5000")
+    assert env.task_lost_after() == 5000
+    assert not [w for w in recwarn if issubclass(w.category, env.BerthDeprecationWarning)]

@@ -16,7 +16,7 @@ import pytest
 from django.db import connection
 from playwright.sync_api import Page, expect
 
-from engine import captures, deploys, tasks
+from engine import captures, deploys, queue, tasks
 from snapshots.models import RestoreJob
 from tests.browser.test_deploy_flow import DEPLOY_TIMEOUT_MS, log_in
 from tests.snapshots.conftest import add_volume, fill
@@ -46,12 +46,17 @@ def on_a_thread(monkeypatch, tmp_path):
         finally:
             connection.close()
 
-    def enqueue(job_id: int) -> None:
-        thread = threading.Thread(target=run, args=(job_id,), daemon=True)
+    real = queue.enqueue
+
+    def enqueue(task: str, row_id: int, *, name: str) -> None:
+        if task != queue.RESTORE:
+            real(task, row_id, name=name)
+            return
+        thread = threading.Thread(target=run, args=(row_id,), daemon=True)
         threads.append(thread)
         thread.start()
 
-    monkeypatch.setattr(tasks, "enqueue_restore", enqueue)
+    monkeypatch.setattr(queue, "enqueue", enqueue)
     monkeypatch.setenv("BERTH_PAUSE_POINT", "restore.extracted")
     monkeypatch.setenv("BERTH_PAUSE_FILE", str(release))
     yield release

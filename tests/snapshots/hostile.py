@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import zstandard
 
-from snapshots.archive import Limits
+from snapshots.archive_format import Limits
 
 POSIX = b"ustar\x0000"
 GNU = b"ustar  \x00"

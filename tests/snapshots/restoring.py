@@ -118,7 +118,8 @@ CHILD_RESTORE = """
 import os, sys
 import django
 django.setup()
-from snapshots import exchange, restore
+from engine import restores
+from lib import exchange
 from snapshots.models import Snapshot
 from workloads.models import Workload
 if os.environ.get("TEST_NO_EXCHANGE") == "1":

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from snapshots import archive, tarfmt, tarstream
+from snapshots import archive, archive_format, tarfmt, tarstream
 from snapshots.errors import ArchiveError, InsufficientSpace
 from tests.snapshots import hostile
 from tests.snapshots.trees import LIMITS, archive_of, describe, extract_bytes, regular_only
@@ -433,7 +433,7 @@ def test_bookkeeping_per_entry_is_small_even_with_long_paths(tmp_path, monkeypat
     files = [hostile.pax({"path": f"volumes/0/{deep}/f{i}"}) + hostile.member("x", b"")
              for i in range(5000)]
     data = hostile.archive(*dirs, *files, volumes=[(5000, 11, 0)])
-    limits = archive.Limits(max_bytes=1 << 20, max_file_bytes=1 << 20, max_entries=10_000,
+    limits = archive_format.Limits(max_bytes=1 << 20, max_file_bytes=1 << 20, max_entries=10_000,
                             reserve_bytes=0, reserve_inodes=0)
     kept: list[int] = []
     real = archive._Extractor._check_counts

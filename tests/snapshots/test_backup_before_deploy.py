@@ -9,7 +9,9 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.test import Client
 
-from engine import captures, deploys
+from engine import deploys
+from engine.locked import capture
+from engine.locked.deploy import dispatch_locked
 from lib import locks, runtime
 from snapshots import writer
 from snapshots.models import Snapshot
@@ -67,7 +69,7 @@ def deploy_via_rollback(workload: Workload, operator: User) -> None:
 
 def deploy_via_restore_variant(workload: Workload, operator: User) -> None:
     with locks.workload_lock(workload.pk):
-        deploys.dispatch_locked(workload=workload, reason=Reason.RESTORE)
+        dispatch_locked(workload=workload, reason=Reason.RESTORE)
 
 
 ENTRYPOINTS = {
@@ -137,7 +139,7 @@ def test_fail_open_when_the_setting_cannot_be_read(
     def unreadable(workload):
         raise RuntimeError("database hiccup")
 
-    monkeypatch.setattr(captures, "auto_backup_wanted", unreadable)
+    monkeypatch.setattr(capture, "auto_backup_wanted", unreadable)
     record = deploys.dispatch(workload=data_workload, reason=Reason.MANUAL)
 
     assert record.outcome == Outcome.SUCCEEDED
@@ -157,7 +159,7 @@ def test_fail_open_when_the_capture_raises(docker, current_tag, data_workload, m
     def broken(**kwargs):
         raise RuntimeError("bug in the capture")
 
-    monkeypatch.setattr(captures, "capture_locked", broken)
+    monkeypatch.setattr(capture, "capture_locked", broken)
     record = deploys.dispatch(workload=data_workload, reason=Reason.MANUAL)
 
     assert record.outcome == Outcome.SUCCEEDED

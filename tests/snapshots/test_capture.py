@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from engine import captures
+from engine.locked import capture
 from lib import locks
 from snapshots import storage, writer
-from snapshots.archive import Limits
+from snapshots.archive_format import Limits
 from snapshots.models import Snapshot
 from tests.snapshots.conftest import add_volume, archive_files, fill
 from tests.snapshots.trees import describe, extract_bytes
@@ -108,7 +109,7 @@ def test_a_volume_whose_path_escapes_fails_clearly(make_workload, settings):
 def test_progress_is_visible_while_it_runs(make_workload, monkeypatch):
     workload = make_workload()
     fill(add_volume(workload, "data", "/data"), {f"f{i}": b"x" * 200_000 for i in range(5)})
-    monkeypatch.setattr(captures, "PROGRESS_SECONDS", 0)
+    monkeypatch.setattr(capture, "PROGRESS_SECONDS", 0)
     seen: list[tuple[int, int]] = []
     real = Snapshot.report_progress
 
@@ -149,7 +150,7 @@ def test_it_waits_for_the_workload_lock_and_gives_up_clearly(volume_workload, se
 def test_capture_locked_needs_the_lock(volume_workload):
     workload, _paths = volume_workload
     with pytest.raises(locks.LockNotHeld):
-        captures.capture_locked(workload=workload, kind=Snapshot.Kind.PRE_DEPLOY)
+        capture.capture_locked(workload=workload, kind=Snapshot.Kind.PRE_DEPLOY)
 
 
 def test_a_capture_marks_an_interrupted_one_failed(volume_workload):
@@ -169,7 +170,7 @@ def test_a_long_capture_is_never_counted_lost_while_it_holds_the_lock(volume_wor
     from django.utils import timezone
 
     workload, _paths = volume_workload
-    long_ago = timezone.now() - timedelta(seconds=settings.BERTH_TASK_TIMEOUT + 601)
+    long_ago = timezone.now() - timedelta(seconds=settings.BERTH_TASK_LOST_AFTER + 1)
     capturing = Snapshot.objects.create(workload=workload, state=Snapshot.State.CAPTURING,
                                         created=long_ago)
     Snapshot.fail_interrupted(workload=workload, lock_held=False)

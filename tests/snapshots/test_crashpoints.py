@@ -13,7 +13,7 @@ from tests.conftest import REPO_ROOT, child_env
 PROBE = """
 import django
 django.setup()
-from snapshots import crashpoints
+from lib import crashpoints
 print("enabled" if crashpoints.enabled() else "disabled", flush=True)
 crashpoints.reached("restore.committed")
 print("still alive", flush=True)

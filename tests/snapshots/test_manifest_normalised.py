@@ -7,19 +7,19 @@ import json
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from snapshots import archive
+from snapshots import archive_format
 from snapshots.models import Snapshot
 from tests.snapshots import hostile
 from tests.snapshots.conftest import add_volume
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-BIG = archive.Limits(max_bytes=1 << 20, max_file_bytes=1 << 20, max_entries=50,
+BIG = archive_format.Limits(max_bytes=1 << 20, max_file_bytes=1 << 20, max_entries=50,
                      reserve_bytes=0, reserve_inodes=0)
 
 
 def parse(manifest: dict) -> dict:
-    return archive.parse_manifest(json.dumps(manifest).encode(), 1, BIG)
+    return archive_format.parse_manifest(json.dumps(manifest).encode(), 1, BIG)
 
 
 def test_unknown_keys_are_dropped_and_strings_bounded():

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import captures, restores
-from engine.locked import recovery
+from engine import captures, restores, sweep
 from lib import exchange
 from snapshots import journal, storage, writer
 from snapshots.errors import CaptureError, PreflightError
@@ -447,7 +446,7 @@ def test_an_unreadable_journal_is_refused_by_the_sweep(db, settings):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "workload-3-job-3.json").write_text('{"format": "berth-restore-journal"}')
     try:
-        report = recovery.recover_all()
+        report = sweep.recover_all()
         assert report.problems and "cannot be read" in report.problems[0]
     finally:
         (folder / "workload-3-job-3.json").unlink()
@@ -475,7 +474,7 @@ def test_a_journal_that_fails_after_the_commit_is_finished_by_the_sweep(snapshot
     assert job.state == RestoreJob.State.RUNNING  # left for the recovery, not guessed
     assert trees(paths) == wanted and len(journals()) == 1
 
-    report = recovery.recover_all()
+    report = sweep.recover_all()
 
     assert report.recovered == [f"restore #{job.pk}"] and not report.problems
     job.refresh_from_db()
@@ -554,7 +553,7 @@ def test_a_lock_lost_later_stops_the_restore_and_leaves_it_to_the_next_holder(sn
     assert job.state == RestoreJob.State.RUNNING and len(journals()) == 1
     assert trees(paths) == before  # the containers were never stopped, nothing swapped
 
-    report = recovery.recover_all()
+    report = sweep.recover_all()
 
     assert report.recovered == [f"restore #{job.pk}"]
     refused(job, "lost the workload's lock")

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from engine import tasks
+from engine import queue, tasks
 from snapshots.models import RestoreJob, Snapshot
 from tests.conftest import REPO_ROOT
 from tests.snapshots.restoring import child_process_env, journals, strays, trees
@@ -32,7 +32,15 @@ def confirmed(workload) -> dict:
 def queued_only(monkeypatch):
     """Keep restores queued: the task is not run, so a job stays active."""
     enqueued: list[int] = []
-    monkeypatch.setattr(tasks, "enqueue_restore", enqueued.append)
+    real = queue.enqueue
+
+    def enqueue(task: str, row_id: int, *, name: str) -> None:
+        if task == queue.RESTORE:
+            enqueued.append(row_id)
+        else:
+            real(task, row_id, name=name)
+
+    monkeypatch.setattr(queue, "enqueue", enqueue)
     return enqueued
 
 
@@ -219,18 +227,18 @@ CHILD_REQUEST = """
 import os, sys, time
 import django
 django.setup()
-from snapshots import restore, tasks
+from engine import queue, restores
 from snapshots.models import Snapshot
 from workloads.models import Workload
-tasks.enqueue_restore = lambda job_id: None
+queue.enqueue = lambda task, row_id, name: None
 workload = Workload.objects.with_parents().get(pk=int(sys.argv[1]))
 snapshot = Snapshot.objects.get(pk=int(sys.argv[2]))
 while not os.path.exists(sys.argv[3]):
     time.sleep(0.005)
 try:
-    job = restore.request_restore(workload=workload, snapshot=snapshot)
+    job = restores.request_restore(workload=workload, snapshot=snapshot)
     print("queued", job.pk, flush=True)
-except restore.RestoreBusy as exc:
+except restores.RestoreBusy as exc:
     print("busy", exc.active.pk if exc.active else "-", flush=True)
 """
 

@@ -18,8 +18,8 @@ import time
 import pytest
 from django.db import connection
 
-from engine import captures, deploys, restores, tasks
-from engine.locked import recovery
+from engine import deploys, queue, restores, sweep, tasks
+from engine.locked import capture, recovery
 from lib import exchange, locks
 from snapshots import journal
 from snapshots.models import RestoreJob
@@ -112,7 +112,7 @@ def test_when_neither_commit_nor_rollback_can_be_written_nothing_moves_until_the
     assert trees(paths) == wanted  # every volume still swapped: all on one side
     assert not on_disk(workload.pk, job.pk).committed
 
-    report = recovery.recover_all()
+    report = sweep.recover_all()
 
     assert report.recovered == [f"restore #{job.pk}"] and not report.problems
     job.refresh_from_db()
@@ -162,7 +162,7 @@ def test_an_unreadable_journal_concerns_only_its_own_workload(snapshotted, make_
         assert record.outcome == DeployRecord.Outcome.FAILED  # recorded, not left claimed
         assert record.failure_code == DeployRecord.Failure.INTERNAL
 
-        report = recovery.recover_all()
+        report = sweep.recover_all()
         assert len(report.problems) == 1 and "cannot be read" in report.problems[0]
     finally:
         broken.unlink()
@@ -179,7 +179,7 @@ def test_the_sweep_finishes_a_committed_restore_when_the_journal_cannot_be_writt
     with monkeypatch.context() as patch:
         failing_journal_writes(patch, journal.RECOVER, journal.REDEPLOY, journal.TIDY,
                                journal.ARCHIVE)
-        report = recovery.recover_all()
+        report = sweep.recover_all()
 
     assert report.recovered == [f"restore #{job.pk}"] and not report.problems
     job.refresh_from_db()
@@ -198,14 +198,14 @@ def test_a_job_whose_journal_cannot_be_read_is_not_closed_as_if_nothing_happened
     good = path.read_bytes()
     path.write_bytes(b"{ damaged")
 
-    report = recovery.recover_all()
+    report = sweep.recover_all()
 
     job.refresh_from_db()
     assert report.problems and job.state == RestoreJob.State.RUNNING
     assert trees(paths) == wanted
 
     path.write_bytes(good)  # an operator repaired it
-    report = recovery.recover_all()
+    report = sweep.recover_all()
 
     job.refresh_from_db()
     assert not report.problems and job.outcome == Outcome.SUCCEEDED
@@ -219,7 +219,7 @@ def test_a_committed_journal_of_a_job_already_marked_is_still_finished(snapshott
     RestoreJob.objects.filter(pk=job.pk).update(state=RestoreJob.State.FINISHED,
                                                 outcome=Outcome.FAILED)
 
-    recovery.recover_all()
+    sweep.recover_all()
 
     job.refresh_from_db()
     assert job.pre_restore_snapshot is not None and job.pre_restore_snapshot.is_ready
@@ -231,20 +231,19 @@ def test_a_committed_journal_of_a_job_already_marked_is_still_finished(snapshott
 def test_berths_tasks_are_handed_to_the_worker_without_a_timeout(monkeypatch):
     """django-q2 itself is not run here: this checks what Berth asks of it (the broker call is
     replaced to capture its arguments). django-q2 reads timeout -1 as "no timeout"."""
-    from engine import tasks as workload_tasks
-
     handed = []
-    monkeypatch.setattr(tasks, "async_task", lambda *a, **kw: handed.append((a, kw)))
-    monkeypatch.setattr(workload_tasks, "async_task", lambda *a, **kw: handed.append((a, kw)))
-    tasks.enqueue_restore(5)
-    tasks.enqueue_capture(6)
-    workload_tasks.enqueue_deploy(7)
+    monkeypatch.setattr(queue, "async_task", lambda *a, **kw: handed.append((a, kw)))
+    queue.enqueue(queue.RESTORE, 5, name="restore-5")
+    queue.enqueue(queue.CAPTURE, 6, name="snapshot-6")
+    queue.enqueue(queue.DEPLOY, 7, name="deploy-7")
 
     assert [args for args, _kw in handed] == [
         ("engine.tasks.run_restore", 5), ("engine.tasks.run_capture", 6),
         ("engine.tasks.run_deploy", 7),
     ]
     assert [kw["timeout"] for _args, kw in handed] == [-1, -1, -1]
+    # Each path names a task function that exists.
+    assert all(callable(getattr(tasks, args[0].rsplit(".", 1)[1])) for args, _kw in handed)
 
 
 def test_a_web_request_never_recovers_a_journal_and_the_sweep_process_does(snapshotted,
@@ -386,7 +385,7 @@ def test_a_failed_archive_after_the_redeploy_does_not_redeploy_again(snapshotted
     def broken(**kwargs):
         raise RuntimeError("archive broke")
 
-    monkeypatch.setattr(captures, "capture_copies_locked", broken)
+    monkeypatch.setattr(capture, "capture_copies_locked", broken)
 
     job = restores.restore(workload=workload, snapshot=snapshot)
 
@@ -423,7 +422,7 @@ def test_a_lock_lost_after_the_commit_stops_everything_until_the_next_holder(sna
     assert steps[-1] == journal.COMMIT
 
     lost.clear()
-    recovery.recover_all()
+    sweep.recover_all()
 
     job.refresh_from_db()
     assert job.outcome == Outcome.SUCCEEDED and job.pre_restore_snapshot.is_ready
@@ -439,7 +438,7 @@ def test_one_workloads_unremovable_temporary_file_does_not_stop_the_sweep(snapsh
     stuck = journal.directory() / f".workload-{other.pk}-job-3.json.tmp-deadbeef"
     stuck.mkdir()  # unlink() fails on it: IsADirectoryError
     try:
-        report = recovery.recover_all()
+        report = sweep.recover_all()
     finally:
         stuck.rmdir()
 
@@ -456,13 +455,13 @@ def test_a_journal_the_sweep_keeps_refusing_is_noted_once(snapshotted, monkeypat
     paths[0].rename(hidden)  # someone moved a volume by hand: no restore leaves this
     try:
         for _ in range(3):
-            report = recovery.recover_all()
+            report = sweep.recover_all()
             assert len(report.problems) == 1
         steps = [s["step"] for s in on_disk(workload.pk, job.pk).steps]
         assert steps.count(journal.RECOVER) == 1
     finally:
         hidden.rename(paths[0])
-    assert not recovery.recover_all().problems
+    assert not sweep.recover_all().problems
 
 
 def test_a_planted_journal_cannot_name_a_directory_outside_the_volumes(snapshotted, tmp_path,
@@ -487,7 +486,7 @@ def test_a_planted_journal_cannot_name_a_directory_outside_the_volumes(snapshott
     )
     journal.write(planted)
 
-    report = recovery.recover_all()
+    report = sweep.recover_all()
 
     assert report.problems and "not where Berth keeps volumes" in report.problems[0]
     assert (victim / "passwd").read_text() == "root:x:0:0" and staging.is_dir()
@@ -546,7 +545,7 @@ def test_an_archive_whose_record_was_lost_is_not_taken_twice(snapshotted, monkey
     job.refresh_from_db()
     assert job.state == RestoreJob.State.RUNNING and job.pre_restore_snapshot.is_ready
 
-    report = recovery.recover_all()
+    report = sweep.recover_all()
 
     assert not report.problems
     job.refresh_from_db()
@@ -565,7 +564,7 @@ def test_a_refusal_after_progress_leaves_the_journal_as_it_was(snapshotted, monk
 
     lengths = []
     for _ in range(4):
-        report = recovery.recover_all()
+        report = sweep.recover_all()
         assert len(report.problems) == 1 and "missing" in report.problems[0]
         lengths.append(len(on_disk(workload.pk, job.pk).steps))
     assert lengths[1] == lengths[2] == lengths[3]
@@ -607,7 +606,7 @@ def test_a_journal_written_before_the_generation_token_is_recovered(snapshotted,
     del raw["generation"]
     path.write_text(json.dumps(raw))
 
-    report = recovery.recover_all()
+    report = sweep.recover_all()
 
     assert report.recovered == [f"restore #{job.pk}"] and not report.problems
     job.refresh_from_db()
@@ -624,7 +623,7 @@ def test_a_journal_named_by_an_older_berth_is_adopted_and_recovered(snapshotted,
     (path.parent / f"job-{job.pk}.json").write_text(json.dumps(raw))
     path.unlink()
 
-    report = recovery.recover_all()
+    report = sweep.recover_all()
 
     assert report.recovered == [f"restore #{job.pk}"] and not report.problems
     job.refresh_from_db()
@@ -645,4 +644,4 @@ def test_a_journal_taken_by_another_writer_is_a_recovery_error_for_lock_holders(
     with locks.workload_lock(workload.pk), pytest.raises(recovery.RecoveryError):
         recovery.recover_workload(workload)
     monkeypatch.setattr(journal, "write", real)
-    assert not recovery.recover_all().problems
+    assert not sweep.recover_all().problems

@@ -8,10 +8,10 @@ import os
 import stat
 from pathlib import Path
 
-from snapshots import archive, writer
+from snapshots import archive, archive_format, writer
 
 # Generous caps for trees built in tests.
-LIMITS = archive.Limits(
+LIMITS = archive_format.Limits(
     max_bytes=1 << 34, max_file_bytes=1 << 32, max_entries=100_000, reserve_bytes=0,
     reserve_inodes=0,
 )
@@ -50,7 +50,7 @@ def regular_only(tree: dict[str, tuple]) -> dict[str, tuple]:
     return {path: value for path, value in tree.items() if value[0] != "other"}
 
 
-def archive_of(roots: list[str | Path], *, limits: archive.Limits = LIMITS) -> bytes:
+def archive_of(roots: list[str | Path], *, limits: archive_format.Limits = LIMITS) -> bytes:
     """The archive the capture writes for these volume roots (without a database)."""
     scans = writer.scan_volumes([str(r) for r in roots], limits)
     manifest = writer.build_manifest(
@@ -66,6 +66,6 @@ def archive_of(roots: list[str | Path], *, limits: archive.Limits = LIMITS) -> b
 
 
 def extract_bytes(data: bytes, staging: str | Path, volume_count: int,
-                  limits: archive.Limits = LIMITS) -> archive.Extracted:
+                  limits: archive_format.Limits = LIMITS) -> archive.Extracted:
     return archive.extract_tree(io.BytesIO(data), str(staging), volume_count=volume_count,
                                 limits=limits)

@@ -98,7 +98,7 @@ def test_it_reports_an_unreachable_engine_without_its_text(
     assert [call["reason"] for call in dispatch_calls] == ["api"]
     assert not Container.objects.filter(workload=workload).exists()
     # The raw Docker error goes to the server log only.
-    [logged] = [r.getMessage() for r in caplog.records if r.name == "engine.deploys"]
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "engine.locked.deploy"]
     raw = logged.split("(engine_unreachable): ", 1)[1]
     assert "Error while fetching server API version" in raw
     for body in (response.content, followed.content):

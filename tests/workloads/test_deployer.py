@@ -8,6 +8,7 @@ import urllib.request
 import pytest
 
 from engine import deploys
+from engine.locked.deploy import dispatch_locked
 from lib import runtime
 from tests.conftest import container_image_digest, move_current_tag, registry_digest
 from tests.fixtures import images
@@ -155,5 +156,5 @@ def test_it_refuses_the_lock_held_variant_without_the_lock(db, workload):
     from lib.locks import LockNotHeld
 
     with pytest.raises(LockNotHeld):
-        deploys.dispatch_locked(workload=workload, reason=DeployRecord.Reason.RESTORE)
+        dispatch_locked(workload=workload, reason=DeployRecord.Reason.RESTORE)
     assert not workload.deploys.exists()

@@ -15,6 +15,7 @@ from django.test import override_settings
 
 from engine import deploys
 from engine.locked import sources
+from engine.locked.deploy import dispatch_locked
 from lib import gitcache, locks, runtime
 from tests.conftest import remove_test_containers
 from tests.fixtures.gitrepo import GitRepo, dockerfile
@@ -167,7 +168,7 @@ def test_a_restore_style_replay_of_the_running_reference_reuses_the_running_imag
 
     # What restore will do: redeploy exactly what runs, under the lock.
     with locks.workload_lock(workload.pk):
-        again = deploys.dispatch_locked(
+        again = dispatch_locked(
             workload=workload, reason=Reason.RESTORE, reference=workload.running_reference
         )
 
@@ -404,7 +405,7 @@ def test_a_restore_after_the_ledger_was_pruned_reuses_the_running_image(
         workload.refresh_from_db()
 
         with locks.workload_lock(workload.pk):
-            again = deploys.dispatch_locked(
+            again = dispatch_locked(
                 workload=workload, reason=Reason.RESTORE, reference=workload.running_reference
             )
 

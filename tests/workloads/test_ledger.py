@@ -11,6 +11,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from engine import deploys
+from engine.locked.deploy import dispatch_locked
 from lib import locks, runtime
 from tests.conftest import container_image_digest, move_current_tag, registry_digest
 from tests.fixtures import images
@@ -43,7 +44,7 @@ def test_it_records_success_with_times_and_the_pinned_reference(
 
 def test_it_records_a_restore_redeploy_from_the_lock_held_variant(docker, current_tag, workload):
     with locks.workload_lock(workload.pk):
-        record = deploys.dispatch_locked(workload=workload, reason=Reason.RESTORE)
+        record = dispatch_locked(workload=workload, reason=Reason.RESTORE)
     assert (record.reason, record.outcome) == (Reason.RESTORE, Outcome.SUCCEEDED)
 
 
@@ -111,10 +112,10 @@ def test_a_second_deploy_while_one_is_active_is_refused(workload):
 def test_a_deploy_left_behind_by_a_dead_worker_expires(workload, settings):
     stuck = DeployRecord.open(workload=workload, reason=Reason.API)
     stuck.claim()
-    long_ago = timezone.now() - timedelta(seconds=settings.BERTH_TASK_TIMEOUT + 601)
+    long_ago = timezone.now() - timedelta(seconds=settings.BERTH_TASK_LOST_AFTER + 1)
     DeployRecord.objects.filter(pk=stuck.pk).update(created=long_ago)
 
-    fresh = DeployRecord.open(workload=workload, reason=Reason.MANUAL)
+    fresh = deploys.request_deploy(workload=workload, reason=Reason.MANUAL)
 
     stuck.refresh_from_db()
     assert (stuck.outcome, stuck.failure_code) == (Outcome.FAILED, Failure.INTERRUPTED)
@@ -129,7 +130,7 @@ def test_a_deploy_whose_workload_is_locked_is_alive_however_old(workload, settin
 
     running = DeployRecord.open(workload=workload, reason=Reason.API)
     running.claim()
-    long_ago = timezone.now() - timedelta(seconds=settings.BERTH_TASK_TIMEOUT + 601)
+    long_ago = timezone.now() - timedelta(seconds=settings.BERTH_TASK_LOST_AFTER + 1)
     DeployRecord.objects.filter(pk=running.pk).update(created=long_ago)
     held, release = threading.Event(), threading.Event()
 
@@ -144,11 +145,11 @@ def test_a_deploy_whose_workload_is_locked_is_alive_however_old(workload, settin
     assert held.wait(10)
     try:
         with pytest.raises(DeployInProgress):
-            DeployRecord.open(workload=workload, reason=Reason.MANUAL)
+            deploys.request_deploy(workload=workload, reason=Reason.MANUAL)
         # A queued deploy may be waiting for whoever holds the lock: not lost either.
         DeployRecord.objects.filter(pk=running.pk).update(outcome=Outcome.QUEUED)
         with pytest.raises(DeployInProgress):
-            DeployRecord.open(workload=workload, reason=Reason.MANUAL)
+            deploys.request_deploy(workload=workload, reason=Reason.MANUAL)
     finally:
         release.set()
         thread.join()
@@ -162,12 +163,12 @@ def test_a_deploy_waiting_for_a_restore_never_expires(workload, settings):
 
     waiting = DeployRecord.open(workload=workload, reason=Reason.API)
     waiting.claim()
-    long_ago = timezone.now() - timedelta(seconds=settings.BERTH_TASK_TIMEOUT + 601)
+    long_ago = timezone.now() - timedelta(seconds=settings.BERTH_TASK_LOST_AFTER + 1)
     DeployRecord.objects.filter(pk=waiting.pk).update(created=long_ago)
     RestoreJob.objects.create(workload=workload, state=RestoreJob.State.RUNNING)
 
     with pytest.raises(DeployInProgress):
-        DeployRecord.open(workload=workload, reason=Reason.MANUAL)
+        deploys.request_deploy(workload=workload, reason=Reason.MANUAL)
 
     waiting.refresh_from_db()
     assert waiting.outcome == Outcome.RUNNING

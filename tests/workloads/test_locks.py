@@ -24,7 +24,7 @@ CHILD = """
 import json, os, sys, time
 import django
 django.setup()
-from workloads.locks import workload_lock
+from lib.locks import workload_lock
 workload_id, go, hold = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
 while not os.path.exists(go):
     time.sleep(0.01)

@@ -132,10 +132,9 @@ class WorkloadForm(forms.ModelForm):
     def _new_credential(self, cleaned) -> tuple[str, str] | None:
         if cleaned.get("clear_git_credential"):
             return ("", "")
-        username, password = cleaned.get("git_username", ""), cleaned.get("git_password", "")
-        if not (username or password):
-            return self.url_credential
-        stored = self.url_credential or self.instance.stored_git_credential_for(
-            cleaned.get("git_url", "")
+        # An empty field keeps its stored part (a form cannot leave a field out).
+        return self.instance.git_credential_after_edit(
+            url=cleaned.get("git_url", ""), url_credential=self.url_credential,
+            username=cleaned.get("git_username") or None,
+            password=cleaned.get("git_password") or None,
         )
-        return (username or stored[0], password or stored[1])

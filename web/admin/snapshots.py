@@ -1,18 +1,21 @@
-"""Snapshots in the admin: read-only records; deleting one removes its archive too.
+"""Snapshots in the admin: read-only records, deleted only through the engine.
 
-Deleting rows here — one, or many through the bulk action — needs no
-delete_queryset override: the post_delete receiver (snapshots/signals.py)
-runs for every row Django deletes and removes the file once the transaction
-has committed. tests/snapshots/test_admin.py holds it to that.
+A delete here — one, or many through the bulk action — is the engine's
+delete_snapshot(), as from the API, the pages and `manage.py delete_snapshot`:
+a snapshot being taken or restored is refused, the deletion is an event, and
+the archive goes once the transaction has committed (snapshots/signals.py).
 """
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.http import HttpResponseRedirect
 from django.template.defaultfilters import filesizeformat
+from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from engine import captures
 from snapshots.models import RestoreJob, Snapshot
 
 
@@ -54,6 +57,29 @@ class SnapshotAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # A snapshot being taken or restored shows no delete button; the
+        # engine refuses it again at the moment of the delete.
+        busy = obj is not None and (obj.is_active or obj.restores.active().exists())
+        return super().has_delete_permission(request, obj) and not busy
+
+    def delete_model(self, request, snapshot: Snapshot) -> None:
+        try:
+            captures.delete_snapshot(snapshot=snapshot, user=request.user)
+        except captures.SnapshotBusy as exc:
+            request._berth_delete_refused = True
+            self.message_user(request, _("Snapshot #%(id)d was not deleted: %(reason)s")
+                              % {"id": snapshot.pk, "reason": exc}, messages.ERROR)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for snapshot in queryset.select_related("workload"):
+            self.delete_model(request, snapshot)
+
+    def response_delete(self, request, obj_display, obj_id):
+        if getattr(request, "_berth_delete_refused", False):
+            return HttpResponseRedirect(reverse("admin:snapshots_snapshot_changelist"))
+        return super().response_delete(request, obj_display, obj_id)
 
 
 @admin.register(RestoreJob)

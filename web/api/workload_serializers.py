@@ -198,22 +198,19 @@ class WorkloadSerializer(serializers.ModelSerializer):
         result in attrs["git_credential"] (username, password) when it changes."""
         username = attrs.pop("git_username", None)
         password = attrs.pop("git_password", None)
+        url_credential = None
         if "git_url" in attrs:
             split = giturls.split_credential(attrs["git_url"])
             attrs["git_url"] = split.url
             if split.had_credential:
-                attrs["git_credential"] = (split.username, split.password)
-        if username is None and password is None:
-            return
-        stored = attrs.get("git_credential")
-        if stored is None and self.instance is not None:
-            url = attrs.get("git_url", self.instance.git_url)
-            stored = self.instance.stored_git_credential_for(url)
-        stored = stored or ("", "")
-        attrs["git_credential"] = (
-            stored[0] if username is None else username,
-            stored[1] if password is None else password,
+                url_credential = (split.username, split.password)
+        workload = self.instance or Workload()
+        credential = workload.git_credential_after_edit(
+            url=attrs.get("git_url", workload.git_url), url_credential=url_credential,
+            username=username, password=password,
         )
+        if credential is not None:
+            attrs["git_credential"] = credential
 
     def _check_host_ports(self, ports: list[PortMapping]) -> None:
         """Each host address, port and protocol is published once, by one workload."""

@@ -14,7 +14,6 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from engine import captures, restores
-from engine.captures import captured_volumes
 from snapshots import storage
 from snapshots.errors import PreflightError
 from snapshots.models import Snapshot
@@ -65,7 +64,7 @@ def panel_context(workload: Workload) -> dict:
     snapshots = list(workload.snapshots.select_related("user")[:PANEL_ROWS])
     restore_job = workload.restores.select_related("snapshot").first()
     restoring = restore_job is not None and restore_job.is_active
-    volumes = captured_volumes(workload)
+    volumes = workload.captured_volumes()
     paths = _host_paths(volumes)
     for snapshot in snapshots:
         if snapshot.is_ready:

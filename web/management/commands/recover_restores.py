@@ -28,7 +28,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections
 
-from engine.locked import recovery
+from engine import sweep
 from lib import exchange
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class Command(BaseCommand):
             self._keep_sweeping(every)
 
     def _once(self) -> None:
-        report = recovery.recover_all(say=self.stdout.write)
+        report = sweep.recover_all(say=self.stdout.write)
         for busy in report.busy:
             self.stdout.write(self.style.WARNING(f"Left alone, its workload is locked: {busy}"))
         if report.problems:
@@ -84,7 +84,7 @@ class Command(BaseCommand):
         while not stop.is_set():
             close_old_connections()
             try:
-                report = recovery.recover_all(say=self.stdout.write)
+                report = sweep.recover_all(say=self.stdout.write)
             except Exception:  # noqa: BLE001 - the next sweep tries again
                 logger.exception("the restore sweep failed")
             else:

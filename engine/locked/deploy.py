@@ -1,0 +1,289 @@
+"""The body of a deploy, run under the workload's lock: resolve, swap the containers, record.
+
+The swap keeps a single-writer app from ever running twice on one volume and
+never leaves a workload without containers when something fails:
+
+1. resolve the source (engine/locked/sources.py): pull the image and pin it by
+   digest, or fetch the repository, pin the commit and build its image;
+2. create the new containers (under temporary names) from the pinned image;
+3. stop the old containers;
+4. take the pre-deploy snapshot when the workload wants one (the old
+   containers are stopped already, so it costs no extra stop; fail-open);
+5. start the new ones — if that fails, remove them and restart the old;
+6. remove the old containers, then give the new ones their final names.
+
+docs/deploys.md says why each step is where it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+from collections.abc import Callable
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import translation
+from django.utils.translation import gettext_noop
+
+from engine.locked import capture, sources
+from lib import locks, runtime
+from lib.redact import redact
+from workloads.models import Container, DeployRecord, EventLog, Workload
+
+logger = logging.getLogger(__name__)
+
+Failure = DeployRecord.Failure
+
+
+class DeployError(Exception):
+    """A deploy step failed; `code` is a DeployRecord.Failure value."""
+
+    def __init__(self, code: str, raw: str = "") -> None:
+        super().__init__(Failure(code).label)
+        self.code = code
+        self.raw = raw
+
+
+def dispatch_locked(
+    *, workload: Workload, reason: str, user: AbstractBaseUser | None = None,
+    reference: str = "", backup: bool = True,
+) -> DeployRecord:
+    """dispatch() for a caller that already holds the workload's lock (restore).
+
+    `backup=False` skips the pre-deploy snapshot. The restore passes it: the
+    volumes it redeploys onto hold exactly the snapshot it just restored, the
+    data they held before is kept as the restore's `pre_restore` snapshot, and
+    capturing them here would stretch the workload's downtime with the size
+    of its data.
+    """
+    locks.assert_held(workload.pk)
+    record = DeployRecord.open(workload=workload, reason=reason, user=user, reference=reference)
+    record.claim()
+    run(workload, record, backup=backup)
+    return record
+
+
+def run(workload: Workload, record: DeployRecord, *, backup: bool = True) -> None:
+    secrets: list[str] = []
+    try:
+        # Re-read: the configuration may have changed while the deploy was queued.
+        workload.refresh_from_db()
+        _settle_request(workload, record)
+        secrets = workload.secret_values()
+        workload.mark_deploying()
+        _check_config(workload)
+        try:
+            resolved = sources.resolve(workload, record, secrets)
+        except sources.SourceFailed as exc:
+            raise DeployError(exc.code, exc.raw) from None
+        record.pinned_reference, record.image_id = resolved.pinned, resolved.image_id
+        new = _replace_containers(
+            workload, resolved.image, record,
+            before_start=(lambda: _backup(workload, record)) if backup else None,
+        )
+        with transaction.atomic():
+            Container.replace_for(workload, new, resolved.image)
+            record.succeed(resolved.pinned, image_id=resolved.image_id)
+            workload.mark_deployed(record.replay_reference)
+            EventLog.objects.create(
+                workload=workload, user=record.user, **_deployed_event(record, new)
+            )
+    except DeployError as exc:
+        record_failure(workload, record, exc, secrets)
+    except Exception:  # noqa: BLE001 - every failure must end in a ledger row
+        raw = traceback.format_exc()
+        record_failure(workload, record, DeployError(Failure.INTERNAL, raw), secrets)
+
+
+def _settle_request(workload: Workload, record: DeployRecord) -> None:
+    """Fix what this deploy asks for, against the configuration as it is now.
+
+    A reference without "@" follows the configuration (the tag or git ref of
+    now); one with "@" (rollback, restore) is replayed exactly as requested,
+    and only if the workload still has the source kind it was recorded with.
+    """
+    if sources.is_replay(record.requested_reference):
+        if record.source_kind != workload.source_kind:
+            raise DeployError(Failure.INVALID_CONFIG, "the source kind changed since the deploy")
+    else:
+        record.source_kind = workload.source_kind
+        record.requested_reference = workload.source_reference
+    is_git = workload.source_kind == Workload.SourceKind.GIT
+    record.repository = workload.git_url if is_git else ""
+    record.save(update_fields=["source_kind", "requested_reference", "repository"])
+
+
+def _deployed_event(record: DeployRecord, new: list) -> dict:
+    """The EventLog fields of a successful deploy (translated when shown)."""
+    if record.is_git:
+        message = gettext_noop("Deployed commit %(commit)s of %(ref)s (replicas: %(replicas)d).")
+        params = {"commit": record.pinned_reference[:12], "ref": record.git_ref}
+    else:
+        message = gettext_noop("Deployed %(reference)s (replicas: %(replicas)d).")
+        params = {"reference": record.pinned_reference}
+    return {"message": message, "params": params | {"replicas": len(new)}}
+
+
+def _check_config(workload: Workload) -> None:
+    try:
+        workload.full_clean(validate_unique=False, validate_constraints=False)
+        volumes = list(workload.volumes.all())
+        for volume in volumes:
+            volume.full_clean(validate_unique=False, validate_constraints=False)
+        workload.check_volumes(volumes)
+    except ValidationError as exc:
+        raise DeployError(Failure.INVALID_CONFIG, str(exc.messages)) from None
+    if workload.replicas > 1 and workload.ports.exists():
+        raise DeployError(Failure.INVALID_CONFIG, "host ports with more than one replica")
+
+
+def _specs(workload: Workload, pinned: str, record: DeployRecord) -> list[runtime.ContainerSpec]:
+    environment = {env.name: env.get_value() for env in workload.env_vars.all()}
+    ports = {
+        f"{p.container_port}/{p.protocol}": (p.host_ip, p.host_port) for p in workload.ports.all()
+    }
+    binds = {}
+    for volume in workload.volumes.all():
+        path = volume.host_path()
+        os.makedirs(path, exist_ok=True)
+        binds[path] = {"bind": volume.target, "mode": "ro" if volume.read_only else "rw"}
+    return [
+        runtime.ContainerSpec(
+            # A temporary name: the old containers still hold the final ones.
+            name=f"{workload.container_name(n)}.deploy-{record.pk}",
+            image=pinned,
+            labels=runtime.labels_for(
+                workload.pk,
+                **{runtime.REPLICA_LABEL: str(n), runtime.DEPLOY_LABEL: str(record.pk)},
+            ),
+            environment=environment,
+            ports=ports,
+            binds=binds,
+        )
+        for n in range(1, workload.replicas + 1)
+    ]
+
+
+def _backup(workload: Workload, record: DeployRecord) -> None:
+    """The pre-deploy snapshot; it never stops the deploy (backup_before_deploy says why)."""
+    try:
+        capture.backup_before_deploy(workload=workload, record=record)
+    except Exception:  # noqa: BLE001 - fail open, even on a bug in the backup itself
+        logger.exception("the pre-deploy backup of deploy %s failed", record.pk)
+
+
+def _replace_containers(
+    workload: Workload, pinned: str, record: DeployRecord,
+    before_start: Callable[[], None] | None = None,
+) -> list[tuple[str, str, int]]:
+    """Swap the workload's containers for new ones running `pinned`.
+
+    `before_start` runs once the old containers are stopped and before the new
+    ones start. Returns (docker id, name, replica) of the new containers. On
+    failure the new containers are removed and the old ones are running again.
+    """
+    specs = _specs(workload, pinned, record)
+    try:
+        old = runtime.list_containers(workload.pk)
+    except runtime.EngineError as exc:
+        raise DeployError(exc.code, exc.raw) from None
+    created: list[str] = []
+    try:
+        for spec in specs:
+            created.append(runtime.create(spec))
+    except runtime.EngineError as exc:
+        _discard(created)
+        raise DeployError(exc.code, exc.raw) from None
+
+    was_running = [c for c in old if c.running]
+    try:
+        for container in was_running:
+            runtime.stop(container.id)
+        if before_start is not None:
+            before_start()
+        # The old containers could rewrite their volumes until they stopped:
+        # check again that no bind goes through a symlink before Docker
+        # resolves the paths for the new ones.
+        _recheck_binds(workload, specs)
+        for container_id in created:
+            runtime.start(container_id)
+    except (runtime.EngineError, ValidationError) as exc:
+        _discard(created)
+        _restart(was_running)
+        if isinstance(exc, ValidationError):
+            raise DeployError(Failure.INVALID_CONFIG, str(exc.messages)) from None
+        code = exc.code if exc.code == Failure.ENGINE_UNREACHABLE else Failure.START_FAILED
+        raise DeployError(code, exc.raw) from None
+    except BaseException:
+        # Anything else (Ctrl-C in the deploy command, a bug): the old
+        # containers must not stay stopped.
+        _discard(created)
+        _restart(was_running)
+        raise
+
+    for container in old:
+        _best_effort(runtime.remove, container.id)
+    new = []
+    for container_id, spec in zip(created, specs, strict=True):
+        replica = int(spec.labels[runtime.REPLICA_LABEL])
+        name = workload.container_name(replica)
+        # Renaming only fails if an old container could not be removed; the
+        # new one then keeps its temporary name and still carries the labels.
+        if not _best_effort(runtime.rename, container_id, name):
+            name = spec.name
+        new.append((container_id, name, replica))
+    return new
+
+
+def _recheck_binds(workload: Workload, specs: list[runtime.ContainerSpec]) -> None:
+    expected = set(specs[0].binds) if specs else set()
+    found = {volume.host_path() for volume in workload.volumes.all()}
+    if found != expected:
+        raise ValidationError("the volumes' host paths changed during the deploy")
+
+
+def _discard(container_ids: list[str]) -> None:
+    for container_id in container_ids:
+        _best_effort(runtime.remove, container_id)
+
+
+def _restart(containers: list[runtime.ContainerInfo]) -> None:
+    for container in containers:
+        _best_effort(runtime.start, container.id)
+
+
+def _best_effort(step, *args) -> bool:
+    try:
+        step(*args)
+    except runtime.EngineError as exc:
+        logger.warning("%s(%s) failed during a deploy: %s", step.__name__, args[0], exc)
+        return False
+    return True
+
+
+def _untranslated(label) -> str:
+    """A lazy label's English source text, to store and translate when shown."""
+    with translation.override(None):
+        return str(label)
+
+
+def record_failure(
+    workload: Workload, record: DeployRecord, exc: DeployError, secrets: list[str]
+) -> None:
+    logger.error(
+        "deploy %s of workload %s failed (%s): %s",
+        record.pk, workload.pk, exc.code, redact(exc.raw, secrets),
+    )
+    with transaction.atomic():
+        record.fail(exc.code, pinned_reference=record.pinned_reference, image_id=record.image_id)
+        workload.mark_failed()
+        EventLog.objects.create(
+            workload=workload,
+            user=record.user,
+            level=EventLog.Level.ERROR,
+            message=gettext_noop("Deploy failed: %(reason)s"),
+            params={"reason": _untranslated(Failure(exc.code).label)},
+        )

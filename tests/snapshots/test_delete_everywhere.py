@@ -1,0 +1,159 @@
+"""Every interface deletes a snapshot through the engine (engine.captures.delete_snapshot).
+
+A snapshot being restored, or still being taken, cannot be deleted from the
+API, the pages, the admin (one or in bulk) or `manage.py delete_snapshot`;
+a finished one can, from each, and leaves its event and no file behind.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import Client
+
+from snapshots.models import RestoreJob, Snapshot
+from tests.snapshots.test_retention import exists, fake
+from workloads.models import EventLog
+
+HTMX = {"HX-Request": "true"}
+
+
+@pytest.fixture
+def staff_operator(operator):
+    operator.is_staff = True
+    operator.save()
+    return operator
+
+
+def logged_in(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def being_restored(workload) -> Snapshot:
+    snapshot = fake(workload)
+    RestoreJob.objects.create(workload=workload, snapshot=snapshot,
+                              state=RestoreJob.State.RUNNING)
+    return snapshot
+
+
+def being_taken(workload) -> Snapshot:
+    return Snapshot.objects.create(workload=workload, state=Snapshot.State.CAPTURING)
+
+
+def still_there(snapshot: Snapshot) -> bool:
+    return Snapshot.objects.filter(pk=snapshot.pk).exists() and (
+        not snapshot.archive or exists(snapshot))
+
+
+def deleted_event(snapshot: Snapshot) -> bool:
+    return EventLog.objects.filter(message="Deleted snapshot #%(id)d.",
+                                   params={"id": snapshot.pk}).exists()
+
+
+# --- the API --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("busy", [being_restored, being_taken])
+def test_the_api_refuses_a_busy_snapshot(api_as, operator, workload, busy):
+    snapshot = busy(workload)
+    response = api_as(operator).delete(f"/api/workloads/{workload.pk}/snapshots/{snapshot.pk}")
+    assert response.status_code == 409
+    assert still_there(snapshot)
+
+
+def test_the_api_deletes_a_finished_snapshot(api_as, operator, workload):
+    snapshot = fake(workload)
+    response = api_as(operator).delete(f"/api/workloads/{workload.pk}/snapshots/{snapshot.pk}")
+    assert response.status_code == 204
+    assert not Snapshot.objects.filter(pk=snapshot.pk).exists() and deleted_event(snapshot)
+
+
+# --- the pages ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("busy", [being_restored, being_taken])
+def test_the_page_refuses_a_busy_snapshot(operator, workload, busy):
+    snapshot = busy(workload)
+    response = logged_in(operator).post(
+        f"/workloads/{workload.pk}/snapshots/{snapshot.pk}/delete", headers=HTMX)
+    assert response.status_code == 200
+    assert "delete it once" in response.content.decode()
+    assert still_there(snapshot)
+
+
+def test_the_page_deletes_a_finished_snapshot(operator, workload):
+    snapshot = fake(workload)
+    logged_in(operator).post(f"/workloads/{workload.pk}/snapshots/{snapshot.pk}/delete",
+                             headers=HTMX)
+    assert not Snapshot.objects.filter(pk=snapshot.pk).exists() and deleted_event(snapshot)
+
+
+# --- the admin ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("busy", [being_restored, being_taken])
+def test_the_admin_shows_no_delete_for_a_busy_snapshot(staff_operator, workload, busy):
+    snapshot = busy(workload)
+    client = logged_in(staff_operator)
+    assert client.get(f"/admin/snapshots/snapshot/{snapshot.pk}/delete/").status_code == 403
+    assert client.post(f"/admin/snapshots/snapshot/{snapshot.pk}/delete/",
+                       {"post": "yes"}).status_code == 403
+    assert still_there(snapshot)
+
+
+def test_the_admin_refuses_a_snapshot_that_became_busy_after_the_confirmation(
+        staff_operator, workload, monkeypatch):
+    """The confirmation page was shown while it was idle; the engine checks again at delete."""
+    from web.admin.snapshots import SnapshotAdmin
+
+    snapshot = fake(workload)
+    monkeypatch.setattr(SnapshotAdmin, "has_delete_permission", lambda *args, **kw: True)
+    RestoreJob.objects.create(workload=workload, snapshot=snapshot,
+                              state=RestoreJob.State.RUNNING)
+    response = logged_in(staff_operator).post(
+        f"/admin/snapshots/snapshot/{snapshot.pk}/delete/", {"post": "yes"}, follow=True)
+    assert "was not deleted: This snapshot is being restored" in response.content.decode()
+    assert still_there(snapshot)
+
+
+def test_the_admin_bulk_delete_refuses_busy_snapshots(staff_operator, workload):
+    idle, busy = fake(workload), being_restored(workload)
+    response = logged_in(staff_operator).post("/admin/snapshots/snapshot/", {
+        "action": "delete_selected", "_selected_action": [idle.pk, busy.pk], "post": "yes",
+    })
+    # Django's delete action refuses the whole selection (403): nothing is deleted.
+    assert response.status_code == 403
+    assert still_there(idle) and still_there(busy)
+
+
+def test_the_admin_deletes_through_the_engine(staff_operator, workload):
+    first, second = fake(workload), fake(workload)
+    client = logged_in(staff_operator)
+    client.post(f"/admin/snapshots/snapshot/{first.pk}/delete/", {"post": "yes"})
+    client.post("/admin/snapshots/snapshot/", {
+        "action": "delete_selected", "_selected_action": [second.pk], "post": "yes",
+    })
+    assert not Snapshot.objects.filter(pk__in=[first.pk, second.pk]).exists()
+    assert deleted_event(first) and deleted_event(second)
+
+
+# --- the command ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("busy", [being_restored, being_taken])
+def test_the_command_refuses_a_busy_snapshot(workload, busy):
+    snapshot = busy(workload)
+    with pytest.raises(CommandError, match="delete it once"):
+        call_command("delete_snapshot", str(workload.pk), str(snapshot.pk), stdout=io.StringIO())
+    assert still_there(snapshot)
+
+
+def test_the_command_deletes_a_finished_snapshot(workload, make_workload):
+    snapshot = fake(workload)
+    other = make_workload()
+    with pytest.raises(CommandError, match="has no snapshot"):
+        call_command("delete_snapshot", str(other.pk), str(snapshot.pk), stdout=io.StringIO())
+    out = io.StringIO()
+    call_command("delete_snapshot", str(workload.pk), str(snapshot.pk), stdout=out)
+    assert f"Deleted snapshot #{snapshot.pk}" in out.getvalue()
+    assert not Snapshot.objects.filter(pk=snapshot.pk).exists() and deleted_event(snapshot)

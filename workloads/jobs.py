@@ -1,0 +1,76 @@
+"""What the rows of long work share: DeployRecord, Snapshot and RestoreJob.
+
+Each is queued by an entry point, claimed by the worker that runs it (a
+conditional update, so a second delivery of its task finds it taken), reports
+its progress, and is finished once. docs/architecture.md ("Jobs") has the rules
+for who may move a row and when a row counts as lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+
+def task_lost_before() -> datetime:
+    """A row still queued that was created before this instant has lost its task.
+
+    By then the broker would have handed the task out again
+    (BERTH_TASK_LOST_AFTER, django-q2's `retry`), so a worker would have taken it.
+    """
+    return timezone.now() - timedelta(seconds=settings.BERTH_TASK_LOST_AFTER)
+
+
+def acting_user(user: AbstractBaseUser | None) -> AbstractBaseUser | None:
+    """The user to record on a row: nobody for a missing or anonymous one."""
+    return user if user is not None and user.is_authenticated else None
+
+
+class Job(models.Model):
+    """A row a worker claims and finishes with conditional updates, never a blind save."""
+
+    class Meta:
+        abstract = True
+
+    def move(self, *, only_from: Iterable[str], field: str = "state", **values: object) -> bool:
+        """Set `values` if `field` still holds one of `only_from`; mirrored on self.
+
+        False (and nothing changed) if another process moved the row first, or
+        deleted it.
+        """
+        rows = type(self)._default_manager.filter(pk=self.pk, **{f"{field}__in": list(only_from)})
+        if not rows.update(**values):
+            return False
+        for name, value in values.items():
+            setattr(self, name, value)
+        return True
+
+
+class Progress(models.Model):
+    """Bytes done of bytes in total, written by the worker while it reads or writes data."""
+
+    bytes_done = models.BigIntegerField(_("bytes done"), default=0)
+    bytes_total = models.BigIntegerField(_("bytes in total"), default=0)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def progress_percent(self) -> int:
+        if not self.bytes_total:
+            return 0
+        return min(100, self.bytes_done * 100 // self.bytes_total)
+
+    def start_progress(self, total: int) -> None:
+        self.bytes_total, self.bytes_done = total, 0
+        type(self)._default_manager.filter(pk=self.pk).update(bytes_total=total, bytes_done=0)
+
+    def report_progress(self, done: int) -> None:
+        self.bytes_done = done
+        type(self)._default_manager.filter(pk=self.pk).update(bytes_done=done)

@@ -1,0 +1,29 @@
+"""Berth's domain: projects, stages, workloads and what they own.
+
+One module per part (projects, workloads with their volumes, env and ports,
+the deploy ledger, containers and samples, events), re-exported here so that
+`from workloads.models import Workload` keeps working.
+"""
+
+from workloads.models.containers import Container, ContainerQuerySet, ContainerStatsSample
+from workloads.models.deploys import DeployInProgress, DeployLog, DeployRecord
+from workloads.models.events import EventLog
+from workloads.models.projects import SLUG_VALIDATOR, Project, Stage
+from workloads.models.workloads import (
+    ENV_NAME_VALIDATOR,
+    EnvVar,
+    PortMapping,
+    RegistryCredential,
+    SnapshotConsistency,
+    VolumeMount,
+    Workload,
+    WorkloadQuerySet,
+    remove_git_cache_after_delete,
+)
+
+__all__ = [
+    "ENV_NAME_VALIDATOR", "SLUG_VALIDATOR", "Container", "ContainerQuerySet",
+    "ContainerStatsSample", "DeployInProgress", "DeployLog", "DeployRecord", "EnvVar",
+    "EventLog", "PortMapping", "Project", "RegistryCredential", "SnapshotConsistency", "Stage",
+    "VolumeMount", "Workload", "WorkloadQuerySet", "remove_git_cache_after_delete",
+]
