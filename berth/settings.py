@@ -211,7 +211,7 @@ BERTH_BUILD_LOG_KIB = envint("BERTH_BUILD_LOG_KIB", 256, minimum=16)
 # (file:// repositories are off until an operator names where they may be).
 BERTH_GIT_FILE_ROOTS = envlist("BERTH_GIT_FILE_ROOTS", [])
 
-# The stats sampler (`manage.py sample_stats`, workloads/metrics.py).
+# The stats sampler (`manage.py sample_stats`, engine/sampler.py).
 BERTH_STATS_INTERVAL = envint("BERTH_STATS_INTERVAL", 15, minimum=1)
 BERTH_STATS_RETENTION = envduration("BERTH_STATS_RETENTION", 7 * 86400, minimum=3600)
 BERTH_STATS_WORKERS = envint("BERTH_STATS_WORKERS", 32, minimum=1)

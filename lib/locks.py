@@ -1,30 +1,10 @@
 """Per-workload locks that serialize deploys, restores and captures across processes.
 
-Always an exclusive `flock` on `$BERTH_DATA_DIR/locks/workload-<id>.lock`
-(flock locks belong to the open file, so two threads of one process exclude
-each other too), and on PostgreSQL also a session-level advisory lock keyed
-on the workload id, taken after the file lock on a database session of its
-own.
-
-Why both on PostgreSQL: the advisory lock is what the design names, and what
-an administrator sees in pg_locks; but it belongs to a database session, and
-a session can end while its process goes on (the connection drops). Another
-process could then take the lock and work on the same volumes at the same
-time. The file lock cannot be lost while its process lives, and every Berth
-process shares one host and one data directory (they deploy onto its Docker
-engine and its host paths), so holding both means no other process can hold
-the lock until this one lets go or dies. A lost advisory lock is taken back
-by still_held().
-
-Why a session of its own: an advisory lock taken on Django's connection
-lives and dies with Django's transactions and reconnects — a release inside
-a failed transaction cannot run, and a session that Django closes after an
-error takes the lock with it. The lock's own autocommit session is closed to
-release it, which always works.
-
-`workload_lock` blocks (with a timeout), `try_workload_lock` does not, and
-`assert_held` lets code that must run under the lock (the lock-held deploy
-variant used by restore) check that its caller really holds it.
+An exclusive `flock` on `$BERTH_DATA_DIR/locks/workload-<id>.lock`, and on
+PostgreSQL also a session-level advisory lock on a database session of its
+own. `workload_lock` blocks (with a timeout), `try_workload_lock` does not,
+`assert_held` and `still_held` let the locked bodies check their caller.
+docs/architecture.md ("Locks") says why both, and why a session of its own.
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ class StatsReading:
     """One reading of a running container's counters, as the engine reports them.
 
     `cpu_total` and `system_cpu` are cumulative nanoseconds: a CPU percentage
-    needs two readings (see workloads/metrics.py). `memory_bytes` is what
+    needs two readings (see engine/sampler.py). `memory_bytes` is what
     `docker stats` shows: usage minus the inactive file cache.
     """
 

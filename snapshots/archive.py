@@ -1,30 +1,11 @@
-"""Berth's snapshot archive format and THE safe extractor that restore trusts.
-
-An archive is one zstd frame (with a content checksum) holding a POSIX tar
-stream: `manifest.json` first, then `volumes/<index>/` and everything under
-it, each directory before its contents. docs/archive-format.md is the full
-description; this module is its one implementation.
+"""The safe extractor that restore and import trust: a Berth snapshot archive into staging.
 
 `extract()` streams an archive into staging directories, validating every
 member in the same pass, and either returns what it wrote or raises
-ArchiveError after removing every staging directory it created. It never
-calls tarfile's extract functions: see snapshots/tarfmt.py for why tarfile is
-not used at all; snapshots/tarstream.py reads the compressed stream and the
-members, this module decides what each member may do. Its rules, in brief:
-
-- only regular files and directories (no links, devices, FIFOs, sparse or
-  contiguous files, unknown types, multivolume or global headers); the whole
-  archive is refused on the first bad member, nothing is skipped;
-- only `volumes/<index>/…` names after the one leading `manifest.json`, with a
-  canonical decimal index below the current configuration's volume count;
-  names are checked after GNU long-name and PAX overrides;
-- no duplicates, no file/directory conflicts, every parent before its children;
-- caps on the size of each file, the bytes actually written, the entry count
-  and the manifest size, and free space and inodes kept on each staging
-  filesystem;
-- every directory and file created relative to an open directory fd, with
-  O_NOFOLLOW (and files with O_EXCL), modes without setuid/setgid/sticky,
-  extended attributes and ACLs dropped.
+ArchiveError after removing every staging directory it made. It never uses
+tarfile (snapshots/tarfmt.py says why); snapshots/tarstream.py reads the
+stream, snapshots/archive_format.py holds the names and manifest rules, and
+docs/archive-format.md lists every rule this module enforces.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A restore records every step in its journal *before* it takes it, and the
 journal is replaced atomically each time (temporary file, fsync, rename,
 fsync of the directory), so after a crash at any instant the file on disk is
 either the previous record or the next one, never half of either. The
-recovery sweep (snapshots/recovery.py) reads it; docs/restore-protocol.md
+recovery sweep (engine/locked/recovery.py) reads it; docs/restore-protocol.md
 describes the protocol and this format.
 
 The journal names every path the restore may touch, and the device and inode

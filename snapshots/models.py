@@ -198,7 +198,7 @@ class RestoreJobQuerySet(models.QuerySet):
 
 
 class RestoreJob(Job, Progress):
-    """One restore of a snapshot onto its workload's live volumes (snapshots/restore.py).
+    """One restore of a snapshot onto its workload's live volumes (engine/locked/restore.py).
 
     `state` says whether it is waiting, running or over; `phase` where it is;
     `outcome` how it ended. While one is queued or running no other may start

@@ -38,6 +38,6 @@ STORAGES["staticfiles"] = {  # noqa: F405
 }
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # noqa: F405 - whitenoise warns without it
 
-# Crash and pause points in the restore engine (snapshots/crashpoints.py): only
+# Crash and pause points in the restore engine (lib/crashpoints.py): only
 # this test settings module turns them on; berth/settings.py has no such switch.
 BERTH_TEST_CRASH_POINTS = True

@@ -1,19 +1,10 @@
 """Finishing or undoing a restore from its journal: after a failure, and after a crash.
 
-One decision, made by the COMMIT record: a journal without it is rolled back
-(every volume put back, staging removed, the workload brought back on its
-old data if it had been stopped); a journal with it is finished forward
-(redeploy, archive the previous data, remove it). Within either direction,
-what to do for each volume is decided by the device and inode actually found
-at its live, staging and aside paths, compared with the journal's — never by
-which step the journal says came last — so running a direction again after
-it was killed half-way redoes only what is still missing, and running it on
-a finished state changes nothing.
-
-The restore engine calls roll_back() and finish_forward() itself; the
-start-up sweep (`manage.py recover_restores`, recover_all()) and any later
-holder of the workload's lock (recover_workload()) call them for a restore
-that was killed. They hold the workload's lock throughout.
+A journal with a COMMIT record is finished forward (redeploy, archive the
+previous data, remove it); one without is rolled back (every volume put
+back). What to do for each volume is decided by the inodes found on disk,
+never by the journal's last step, so every step can run again. Runs under
+the workload's lock; docs/restore-protocol.md ("Recovery") has the why.
 """
 
 from __future__ import annotations

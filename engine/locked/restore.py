@@ -1,25 +1,9 @@
-"""The body of a restore, run under the workload's lock: all volumes or none, crash-safe.
+"""The body of a restore, under the workload's lock: all volumes or none, crash-safe.
 
-The order (docs/restore-protocol.md has the why of each step):
-
-1. pre-flight (engine/locked/preflight.py): every target re-resolved from the
-   current configuration, the archive's size and SHA-256, free space and
-   inodes per filesystem, mount points and symlinks refused — all or nothing;
-2. the journal's first record (PREPARE) names the staging directories, then
-   the safe extractor unpacks the snapshot into them, beside each target,
-   while the workload still runs; once flushed, their inodes are journaled;
-3. quiesce: the containers are stopped *and removed* (a stopped container
-   with a restart policy could start again on half-swapped data);
-4. swap: each volume is exchanged with its staging directory in one
-   renameat2(RENAME_EXCHANGE), or two renames where the filesystem lacks it;
-   the parents are fsynced, then the COMMIT record is written;
-5. redeploy from the digest the workload ran, archive the previous data as a
-   `pre_restore` snapshot, remove it (engine/locked/recovery.py, finish_forward).
-
-Every step is journaled before it is taken. A failure before COMMIT puts
-every volume back and brings the workload back on its old data
-(recovery.roll_back) — the very code the start-up sweep runs for a restore
-that was killed, so the two cannot disagree.
+Pre-flight, extraction beside each volume, quiesce, swap and COMMIT, each
+step journaled before it is taken; after the commit, and for any failure
+before it, engine/locked/recovery.py takes over — the very code the sweep
+runs after a crash. docs/restore-protocol.md is the protocol and its why.
 """
 
 from __future__ import annotations

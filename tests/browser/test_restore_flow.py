@@ -2,7 +2,7 @@
 
 The restore runs on a thread of the test process (as the task worker would
 run it) and pauses once the snapshot is unpacked (a pause point,
-snapshots/crashpoints.py), so the test can watch the busy state before it
+lib/crashpoints.py), so the test can watch the busy state before it
 lets the restore finish and looks at the result.
 """
 

@@ -227,7 +227,7 @@ def test_a_volume_over_berths_own_files_is_refused(where, snapshotted, settings)
 
     job.refresh_from_db()
     assert job.outcome == Outcome.FAILED
-    # The volume policy (workloads/paths.py) already refuses such a host path;
+    # The volume policy (lib/paths.py) already refuses such a host path;
     # the restore's own check stands behind it for rows saved around it.
     assert any(reason in job.reason_text for reason in (
         "Berth's own files", "Berth's data directory", "has a host path that is not valid"

@@ -2,7 +2,7 @@
 
 Each case runs a real restore of the deployed httpd workload (two volumes) in
 a child process that dies with os._exit at one crash point
-(snapshots/crashpoints.py). Then `manage.py recover_restores` runs in a child
+(lib/crashpoints.py). Then `manage.py recover_restores` runs in a child
 that is itself killed at a point of the recovery (if it gets there), then
 once more to the end. Afterwards:
 

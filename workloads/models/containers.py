@@ -53,7 +53,7 @@ class Container(models.Model):
 
 
 class ContainerStatsSample(models.Model):
-    """One sampler tick's reading of one container (written by workloads/metrics.py).
+    """One sampler tick's reading of one container (written by engine/sampler.py).
 
     A tick's samples share one timestamp, so a workload's usage at an instant
     is the sum over the rows with that timestamp.

@@ -1,21 +1,9 @@
-"""Finish or undo restores that a crash interrupted: once before Berth serves, then every minute.
+"""manage.py recover_restores [--every SECONDS]: finish or undo restores a crash interrupted.
 
-`make run` runs it once before the web server and the task worker start,
-then keeps it running beside them with `--every 60`. For every journal under
-$BERTH_DATA_DIR/restore-journal/ whose workload's lock is free it decides by
-the journal's COMMIT record and by the inodes found on disk
-(snapshots/recovery.py): before the commit every volume is put back, at or
-after it the restore is finished; then the workload is redeployed and the job
-marked. Running it again changes nothing; killing it half-way and running it
-again is safe.
-
-Once, it exits with an error — and `make run` stops — when a journal cannot
-be read or describes a state no restore could leave: starting Berth on
-volumes in an unknown state would be worse than not starting. With `--every`
-it reports such problems on stderr each time and goes on (they stop only
-their own workload's deploys and restores). The sweep runs in its own
-process, not on the task worker, so long deploys and restores filling every
-worker cannot delay it.
+`make run` runs it once before serving (it exits with an error on a journal
+it cannot recover, so Berth does not start on volumes in an unknown state),
+then with `--every 60` in its own process beside the server, reporting such
+journals and going on. docs/restore-protocol.md ("Recovery") has the why.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""manage.py sample_stats: the long-running stats sampler (workloads/metrics.py).
+"""manage.py sample_stats: the long-running stats sampler (engine/sampler.py).
 
 SIGTERM or SIGINT stops it cleanly: a tick in progress finishes and writes its
 samples, then the command returns (exit status 0).
