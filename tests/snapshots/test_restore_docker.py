@@ -240,7 +240,7 @@ def test_a_full_volume_filesystem_is_refused_without_stopping_anything(
 def test_a_deploy_requested_during_a_restore_waits_for_it(deployed, tmp_path):
     workload, paths, _deploy, snapshot, wanted = deployed
     release = tmp_path / "release"
-    child = spawn_restore(workload, snapshot, BERTH_PAUSE_POINT="restores.quiesced",
+    child = spawn_restore(workload, snapshot, BERTH_PAUSE_POINT="restore.quiesced",
                           BERTH_PAUSE_FILE=str(release))
     try:
         deadline = time.monotonic() + 60
