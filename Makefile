@@ -33,14 +33,14 @@ run: $(STAMP) host messages
 	$(MANAGE) migrate --no-input -v 0
 	$(MANAGE) createcachetable
 	$(MANAGE) collectstatic --no-input -v 0
-	$(MANAGE) recover_restores
+	$(MANAGE) recover
 	$(MANAGE) createadmin --if-none
 	@echo "Berth: http://$${BERTH_LISTEN:-127.0.0.1:8000}/ (Ctrl-C stops the web server, the worker, the stats sampler and the restore sweep)"
 	@trap 'kill 0' EXIT INT TERM; \
 	  $(VENV)/bin/gunicorn -c berth/gunicorn.conf.py & \
 	  $(MANAGE) qcluster & \
 	  $(MANAGE) sample_stats & \
-	  $(MANAGE) recover_restores --every 60 & \
+	  $(MANAGE) recover --every 60 & \
 	  wait -n
 
 lint: $(STAMP)

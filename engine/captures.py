@@ -14,9 +14,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils.translation import gettext, gettext_noop
 
-from engine import queue
-from engine.locked import capture, recovery
-from lib import locks
+from engine import lost, queue
+from engine.locked import capture, recovery, swap_recovery
+from lib import locks, owners
 from snapshots.errors import CaptureError
 from snapshots.models import Snapshot
 from workloads.jobs import acting_user
@@ -56,11 +56,15 @@ def request_snapshot(*, workload: Workload, user: AbstractBaseUser | None = None
 
 
 def _clear_dead_rows(workload: Workload) -> None:
-    """Fail the rows of captures that were killed, so they do not block new ones."""
+    """Fail the rows of captures that were killed, so they do not block new ones.
+
+    One that stopped the workload and left its containers down is the
+    sweep's (it starts them again); engine/lost.py says the rest.
+    """
+    lost.fail_abandoned(workload)
     try:
         with locks.try_workload_lock(workload.pk):
-            # Nothing holds the lock, so nothing is capturing.
-            Snapshot.fail_interrupted(workload=workload, lock_held=True)
+            swap_recovery.fail_dead_rows(workload)
     except locks.LockTimeout:
         pass  # a deploy, restore or capture runs: its rows are alive
     Snapshot.fail_interrupted(workload=workload, lock_held=False)
@@ -79,13 +83,12 @@ def capture_snapshot(
     error = None
     try:
         with locks.workload_lock(workload.pk):
-            Snapshot.fail_interrupted(workload=workload, lock_held=True)
             error = _finish_interrupted_restores(workload)
             if error is None:
                 if snapshot is None:
                     snapshot = Snapshot.objects.create(
                         workload=workload, kind=kind, user=acting_user(user),
-                        state=Snapshot.State.CAPTURING,
+                        state=Snapshot.State.CAPTURING, owner=owners.current(),
                     )
                 elif not snapshot.claim():
                     return snapshot

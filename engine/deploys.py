@@ -16,8 +16,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils.translation import gettext as _
 
-from engine import queue
-from engine.locked import recovery
+from engine import lost, queue
+from engine.locked import recovery, swap_recovery
 from engine.locked.deploy import DeployError, Failure, record_failure, run
 from lib import locks, runtime
 from snapshots.models import RestoreJob
@@ -94,25 +94,32 @@ def dispatch(
 
 
 def _clear_dead(workload: Workload) -> None:
-    """Fail unfinished deploys whose worker is gone, so they stop blocking new ones.
+    """Fail unfinished deploys whose process is gone, so they stop blocking new ones.
 
-    Only rows older than BERTH_TASK_LOST_AFTER are considered, and none while
+    A queued row a dead process had taken is failed at once (engine/lost.py);
+    a running one whose process died is failed once the workload's lock is
+    free, unless it left a swap to finish or undo (the sweep, or the next
+    holder of the lock, does that with the engine). A queued row no worker
+    ever took counts as lost only after BERTH_TASK_LOST_AFTER, and not while
     a restore of the workload is active (a deploy waits for a restore as long
-    as the restore takes), and only when the workload's lock can be taken
-    now: a running deploy holds it (deploys claim their row under the lock),
-    and a queued one may be waiting for whoever holds it. With the lock free,
-    a running row's process is dead and a queued row's task was lost
-    (django-q2 never retries a deploy) — age alone says nothing, since
-    Berth's tasks have no timeout.
+    as the restore takes) or the lock is held (it may be waiting for it).
     """
-    old = DeployRecord.objects.filter(workload=workload, created__lt=task_lost_before()).active()
-    if not old.exists() or RestoreJob.objects.active().filter(workload=workload).exists():
-        return
+    lost.fail_abandoned(workload)
     if locks.is_held(workload.pk):
         return  # (a restore's redeploy) someone may be waiting for this very lock
+    untaken = DeployRecord.objects.filter(workload=workload, owner="", outcome="queued",
+                                          created__lt=task_lost_before())
+    expire = untaken.exists() and not RestoreJob.objects.active().filter(
+        workload=workload).exists()
+    dead = bool(lost.workloads_with_dead_jobs(workload))
+    if not (expire or dead):
+        return
     try:
         with locks.try_workload_lock(workload.pk):
-            old.fail_interrupted()
+            if dead:
+                swap_recovery.fail_dead_rows(workload)
+            if expire:
+                untaken.fail_interrupted()
     except locks.LockTimeout:
         pass  # someone works on the workload; a queued deploy may be waiting for it
 

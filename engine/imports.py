@@ -24,6 +24,7 @@ from django.utils.translation import gettext_noop
 from engine.locked import retention
 from snapshots import archive, storage
 from snapshots.models import Snapshot
+from workloads.jobs import acting_user
 from workloads.models import EventLog, Workload
 
 _CHUNK = 1 << 20
@@ -96,7 +97,7 @@ def _record(workload: Workload, staged: Staged, name: str, manifest: dict,
     with transaction.atomic():
         snapshot = Snapshot.objects.create(
             workload=workload, kind=Snapshot.Kind.MANUAL, state=Snapshot.State.READY,
-            imported=True, user=user if user is not None and user.is_authenticated else None,
+            imported=True, user=acting_user(user),
             created=timezone.now(),
         )
         snapshot.succeed(archive=name, size=staged.size, sha256=staged.sha256,

@@ -15,7 +15,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils.translation import gettext, gettext_noop
 
-from engine import queue
+from engine import lost, queue
 from engine.locked import recovery
 from engine.locked.restore import Restore, refuse
 from lib import crashpoints, locks
@@ -114,8 +114,10 @@ def _clear_dead(workload: Workload, *, recover: bool) -> None:
     left one keeps its job active, and keeps refusing new restores, until
     the sweep (every minute in the task worker, and at start-up) or the
     workload's next deploy has finished or undone it. The restore command
-    (`recover=True`) recovers it first, like any holder of the lock.
+    (`recover=True`) recovers it first, like any holder of the lock. A
+    queued job a dead process had taken is failed at once (engine/lost.py).
     """
+    lost.fail_abandoned(workload)
     try:
         with locks.try_workload_lock(workload.pk):
             if recover:

@@ -1,9 +1,12 @@
-"""The restore sweep: finish or undo every restore a crash interrupted, one workload at a time.
+"""The sweep: finish or undo whatever killed processes left, one workload at a time.
 
-An entry point: it takes each workload's lock (try-lock: a workload whose
-lock is held has a restore still running) and runs the recovery body
-(engine/locked/recovery.py). `manage.py recover_restores` runs it at start-up
-and every minute beside the server; docs/restore-protocol.md has the why.
+An entry point: for every workload with a journal (a restore's, or a deploy's
+or capture's container journal) or a job whose process is gone, it takes the
+workload's lock (try-lock: a held lock means the work is still running) and
+runs the recovery body (engine/locked/recovery.py); it fails the queued jobs
+of dead processes and removes the temporary files they left. `manage.py
+recover` runs it at start-up and every minute beside the server;
+docs/restore-protocol.md and docs/deploys.md have the why.
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from engine import lost
+from engine.locked import swap_recovery
 from engine.locked.recovery import RecoveryError, recover_reporting
 from lib import locks
-from snapshots import journal
+from snapshots import journal, storage
 from snapshots.models import RestoreJob
+from workloads import container_journal
 from workloads.models import Workload
 
 logger = logging.getLogger(__name__)
@@ -29,41 +35,49 @@ class SweepReport:
 
 
 def recover_all(*, say: Callable[[str], None] = logger.info) -> SweepReport:
-    """The sweep: every unfinished journal, then every job left running without one.
+    """The sweep: every unfinished journal, every job whose process is gone, their files.
 
-    Run at start-up (`manage.py recover_restores`) and every minute by the
-    task worker (snapshots.tasks.sweep_restores). A journal whose workload's
-    lock is held belongs to a restore that is still running and is left
-    alone. Problems (an unreadable journal, a state no restore could leave, a
-    stranger in the journal directory) are collected and reported; they
-    concern only their own workload, and the other journals are still
-    recovered.
+    A journal whose workload's lock is held belongs to work still running and
+    is left alone. Problems (an unreadable journal, a state no restore could
+    leave, a stranger in the journal directory) are collected and reported;
+    they concern only their own workload, and the others are still recovered.
     """
     report = SweepReport()
     try:
         found = journal.scan()
+        with_journals = found.workloads() | container_journal.workloads()
     except OSError as exc:
-        report.problems.append(f"the restore journal directory cannot be read ({exc})")
+        report.problems.append(f"a journal directory cannot be read ({exc})")
         return report
     for path in found.strangers:
         report.problems.append(f"{path} is not a restore journal; move it away")
-    adopted = _adopt_legacy(found.legacy, report)
-    for workload_id in sorted(found.workloads() | adopted):
+    with_journals |= _adopt_legacy(found.legacy, report)
+    for workload_id in sorted(with_journals):
         _sweep_one(workload_id, report, say)
-    running = set(RestoreJob.objects.filter(state=RestoreJob.State.RUNNING)
-                  .values_list("workload_id", flat=True))
-    for workload_id in sorted(running - found.workloads() - adopted):
+    abandoned = lost.fail_abandoned()
+    if abandoned:
+        say(f"{abandoned} queued job(s) whose worker had stopped are marked failed.")
+    for workload_id in sorted(lost.workloads_with_dead_jobs() - with_journals):
         try:
             with locks.try_workload_lock(workload_id):
-                workload = Workload.objects.get(pk=workload_id)
-                if RestoreJob.fail_dead(workload=workload, lock_held=True):
-                    say(f"Workload {workload_id}: an interrupted restore had changed nothing; "
-                        "its job is marked failed.")
+                workload = Workload.objects.with_parents().filter(pk=workload_id).first()
+                if workload is not None and (RestoreJob.fail_dead(workload=workload,
+                                                                  lock_held=True)
+                                             + swap_recovery.fail_dead_rows(workload)):
+                    say(f"Workload {workload_id}: a job whose process had stopped before it "
+                        "changed anything is marked failed.")
         except locks.LockTimeout:
             report.busy.append(f"workload {workload_id}")
         except Exception as exc:  # noqa: BLE001 - one workload's trouble must not stop the others
-            logger.exception("workload %s: the restore sweep failed", workload_id)
+            logger.exception("workload %s: the sweep failed", workload_id)
             report.problems.append(f"workload {workload_id}: the sweep failed ({exc!r})")
+    try:
+        removed = storage.sweep_abandoned()
+    except OSError as exc:
+        report.problems.append(f"the snapshot directory cannot be swept ({exc})")
+    else:
+        if removed:
+            say(f"Removed {removed} temporary file(s) that stopped processes left.")
     return report
 
 
@@ -87,9 +101,18 @@ def _adopt_legacy(paths: list, report: SweepReport) -> set[int]:
 
 
 def _sweep_one(workload_id: int, report: SweepReport, say: Callable[[str], None]) -> None:
-    """Recover one workload's journals, under its lock if it is free."""
+    """Recover one workload's journals, under its lock if it is free.
+
+    Container journals first: a killed restore's own redeploy may be one, and
+    its swap is settled before the restore's recovery redeploys again.
+    """
     try:
         with locks.try_workload_lock(workload_id):
+            workload = Workload.objects.with_parents().filter(pk=workload_id).first()
+            if workload is None:
+                swap_recovery.forget(workload_id)
+            elif swap_recovery.recover(workload, say=say):
+                report.recovered.append(f"the containers of workload {workload_id}")
             journal.remove_temps(workload_id)
             for _workload, _job, path in journal.scan(workload_id).journals:
                 try:
@@ -101,11 +124,15 @@ def _sweep_one(workload_id: int, report: SweepReport, say: Callable[[str], None]
                 say(f"Restore #{record.job} of workload {record.workload}: {direction} it.")
                 recover_reporting(record)
                 report.recovered.append(f"restore #{record.job}")
+            if workload is not None:
+                RestoreJob.fail_dead(workload=workload, lock_held=True)
+                swap_recovery.fail_dead_rows(workload)
     except locks.LockTimeout:
-        report.busy.append(f"workload {workload_id} (a restore is still running)")
-    except RecoveryError as exc:
-        logger.error("workload %s: a restore cannot be recovered: %s", workload_id, exc)
+        report.busy.append(f"workload {workload_id} (a deploy, capture or restore is still "
+                           "running)")
+    except (RecoveryError, swap_recovery.SwapRecoveryError) as exc:
+        logger.error("workload %s: cannot be recovered: %s", workload_id, exc)
         report.problems.append(f"workload {workload_id}: {exc}")
     except Exception as exc:  # noqa: BLE001 - one workload's trouble must not stop the others
-        logger.exception("workload %s: the restore sweep failed", workload_id)
+        logger.exception("workload %s: the sweep failed", workload_id)
         report.problems.append(f"workload {workload_id}: the sweep failed ({exc!r})")

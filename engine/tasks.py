@@ -1,8 +1,9 @@
 """django-q2 entry points: thin, idempotent, and given ids rather than rows.
 
-Enqueued by dotted path (engine/queue.py). A task re-reads its row and does
-nothing unless the row is still queued: a second delivery from the broker, or
-one for a row deleted with its workload, changes nothing.
+Enqueued by dotted path (engine/queue.py). A task re-reads its row, takes it
+(records this process as its owner, lib/owners.py) and does nothing unless
+the row is still queued and nobody took it before: a second delivery from the
+broker, or one for a row deleted with its workload, changes nothing.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import logging
 
 from django.utils.translation import gettext_noop
 
-from engine import captures, deploys, restores
+from engine import captures, deploys, lost, restores
+from lib import crashpoints
 from snapshots.models import RestoreJob, Snapshot
 from workloads.models import DeployRecord
 
@@ -29,6 +31,8 @@ def run_deploy(record_id: int) -> None:
             logger.warning("deploy %s waited in the queue so long that it was counted as "
                            "lost (BERTH_TASK_LOST_AFTER); it is not run now", record_id)
         return  # Deleted with its workload, or already run by another worker.
+    if not _take(record):
+        return
     deploys.dispatch(
         workload=record.workload, reason=record.reason, user=record.user, record=record
     )
@@ -46,6 +50,8 @@ def run_capture(snapshot_id: int) -> None:
                            "past BERTH_TASK_LOST_AFTER counts as lost); it is not run",
                            snapshot_id)
         return  # Deleted, or already run by another worker.
+    if not _take(snapshot):
+        return
     captures.capture_snapshot(
         workload=snapshot.workload, kind=snapshot.kind, user=snapshot.user, snapshot=snapshot
     )
@@ -71,4 +77,23 @@ def run_restore(job_id: int) -> None:
                            "waited past BERTH_TASK_LOST_AFTER counts as lost); it is not run",
                            job_id)
         return  # Deleted with its workload, or already run by another worker.
+    if not _take(job):
+        return
     restores.restore(workload=job.workload, snapshot=job.snapshot, user=job.user, job=job)
+
+
+def _take(row: DeployRecord | Snapshot | RestoreJob) -> bool:
+    """Become the row's owner; False if another process took it first.
+
+    A late delivery of a task whose first taker died fails the row instead
+    (engine/lost.py): a job never runs long after it was asked for.
+    """
+    if row.take():
+        crashpoints.reached("task.taken")
+        return True
+    row.refresh_from_db(fields=["owner"])
+    if row.owner and not row.owner_alive:
+        lost.fail_abandoned(row.workload)
+        logger.warning("%s %s: the process that took it stopped; it is marked failed, not run",
+                       type(row).__name__, row.pk)
+    return False

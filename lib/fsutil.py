@@ -1,4 +1,4 @@
-"""File-system helpers the capture and the extractor share: fd-relative walks, fsync, removal."""
+"""File-system helpers: fd-relative walks, fsync, durable replacement, tree removal."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import secrets
+from pathlib import Path
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -118,3 +120,23 @@ def remove_tree(path: str) -> None:
         _remove_dir(parent_fd, name)
     finally:
         os.close(parent_fd)
+
+
+def replace_durably(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically and durably: a temporary file beside it,
+    fsynced, renamed over it, and the directory fsynced. A reader (after a crash
+    too) finds the previous content or the new one, never half of either."""
+    temp = path.parent / f".{path.name}.tmp-{secrets.token_hex(4)}"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(temp)
+        raise
+    os.close(fd)
+    os.replace(temp, path)
+    fsync_dir(str(path.parent))

@@ -9,6 +9,7 @@ from django.utils import timezone
 from django.utils.translation import gettext, gettext_noop, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
+from lib import owners
 from snapshots import journal
 from snapshots.errors import SnapshotError, storable
 from workloads.jobs import Job, Progress, task_lost_before
@@ -125,7 +126,8 @@ class Snapshot(Job, Progress):
 
     def claim(self) -> bool:
         """Move a queued row to capturing; False if another worker got there first."""
-        return self.move(only_from=[self.State.QUEUED], state=self.State.CAPTURING)
+        return self.move(only_from=[self.State.QUEUED], state=self.State.CAPTURING,
+                         owner=owners.current())
 
     def succeed(self, *, archive: str, size: int, sha256: str, manifest: dict,
                 changed: int = 0) -> bool:
@@ -173,14 +175,14 @@ class Snapshot(Job, Progress):
         A row is claimed (queued → capturing) only under the workload's lock,
         which the capture then holds until it is done, so a caller that holds
         the lock knows every capturing row is dead (its process was killed).
-        Without the lock, only queued rows older than BERTH_TASK_LOST_AFTER are
-        known dead (their task was lost); a capturing row's age says nothing,
-        as captures have no task timeout.
+        Without the lock, only queued rows no worker took that are older than
+        BERTH_TASK_LOST_AFTER are known dead (their task was lost); a capturing
+        row's age says nothing, as captures have no task timeout.
         """
         if lock_held:
             stale = Q(state=cls.State.CAPTURING)
         else:
-            stale = Q(state=cls.State.QUEUED, created__lt=task_lost_before())
+            stale = Q(state=cls.State.QUEUED, owner="", created__lt=task_lost_before())
         return cls.objects.filter(stale, workload=workload).update(
             state=cls.State.FAILED, finished=timezone.now(), failure_params={},
             failure=gettext_noop("The capture was interrupted before it finished."),
@@ -298,7 +300,8 @@ class RestoreJob(Job, Progress):
     def claim(self) -> bool:
         """Queued → running; False if another worker got there first. Call under the lock."""
         return self.move(only_from=[self.State.QUEUED], state=self.State.RUNNING,
-                         phase=self.Phase.PREFLIGHT, started=timezone.now())
+                         phase=self.Phase.PREFLIGHT, started=timezone.now(),
+                         owner=owners.current())
 
     def set_phase(self, phase: str) -> None:
         self.phase = phase
@@ -332,7 +335,8 @@ class RestoreJob(Job, Progress):
         which the restore holds to the end, so a caller holding the lock knows
         a running job is dead — after the recovery of its journal, if it had
         one, so call this only once that is done. Without the lock, only queued
-        jobs older than BERTH_TASK_LOST_AFTER are known dead (their task was lost).
+        jobs no worker took that are older than BERTH_TASK_LOST_AFTER are known
+        dead (their task was lost).
         """
         if lock_held:
             # A job with a journal on disk, readable or not, is the recovery's
@@ -341,7 +345,7 @@ class RestoreJob(Job, Progress):
             dead = Q(pk__in=[pk for pk in running.values_list("pk", flat=True)
                              if not journal.exists(workload.pk, pk)])
         else:
-            dead = Q(state=cls.State.QUEUED, created__lt=task_lost_before())
+            dead = Q(state=cls.State.QUEUED, owner="", created__lt=task_lost_before())
         return cls.objects.filter(dead, workload=workload).update(
             state=cls.State.FINISHED, phase=cls.Phase.DONE, outcome=cls.Outcome.FAILED,
             finished=timezone.now(), reason_params={},

@@ -20,6 +20,7 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
+from lib import owners
 from lib.fsutil import fsync_dir, remove_tree
 
 logger = logging.getLogger(__name__)
@@ -61,14 +62,18 @@ def _ensure(directory: Path) -> Path:
 
 
 def open_temp(directory: Path, prefix: str = ".tmp-") -> tuple[int, Path]:
-    """A new, empty file (0600) in `directory`, opened for writing."""
-    path = _ensure(directory) / f"{prefix}{secrets.token_hex(8)}.tar.zst"
+    """A new, empty file (0600) in `directory`, opened for writing.
+
+    Its name carries this process's owner token (lib/owners.py): once the
+    process is gone, the sweep removes what it left (sweep_abandoned).
+    """
+    path = _ensure(directory) / f"{prefix}{owners.token()}-{secrets.token_hex(8)}.tar.zst"
     return os.open(path, _NEW_FILE, 0o600), path
 
 
 def scratch_path() -> Path:
     """A path (not yet created) for a validation extraction, beside the archives."""
-    return _ensure(root()) / f".scratch-{secrets.token_hex(8)}"
+    return _ensure(root()) / f".scratch-{owners.token()}-{secrets.token_hex(8)}"
 
 
 def place(temp: Path, workload_id: int, name: str) -> Path:
@@ -123,17 +128,44 @@ def discard(path: Path | str | None) -> None:
             os.unlink(path)
 
 
+def sweep_abandoned() -> int:
+    """Remove every temporary file and scratch tree whose process is gone (a killed
+    capture, upload or import), wherever it lies under the snapshots root; never one
+    a live process owns. Returns how many."""
+    removed = 0
+    directories = [root(), uploads_dir()]
+    if root().is_dir():
+        directories += [Path(e.path) for e in os.scandir(root())
+                        if e.name.isdigit() and e.is_dir(follow_symlinks=False)]
+    for directory in directories:
+        if not directory.is_dir():
+            continue
+        for entry in os.scandir(directory):
+            owner = owners.from_token(entry.name) if entry.name.startswith(TEMP_PREFIXES) \
+                else None
+            if owner is None or owners.is_alive(owner):
+                continue
+            try:
+                discard(entry.path)
+                removed += 1
+            except OSError as exc:
+                logger.warning("could not remove the snapshot leftover %s: %s", entry.path, exc)
+    return removed
+
+
 def sweep(workload_id: int, known: set[str]) -> int:
     """Remove old leftovers: temporary files of killed captures, uploads and scratch
-    trees, and archives no row names (their row's deletion committed, the removal
-    did not happen). Only files untouched for a day, so nothing in progress."""
+    trees whose name names no owner (an older Berth's), and archives no row names
+    (their row's deletion committed, the removal did not happen). Only files
+    untouched for a day, so nothing in progress."""
     cutoff = time.time() - LEFTOVER_SECONDS
     removed = 0
     for directory in (workload_dir(workload_id), uploads_dir(), root()):
         if not directory.is_dir():
             continue
         for entry in os.scandir(directory):
-            leftover = entry.name.startswith(TEMP_PREFIXES) or (
+            leftover = (entry.name.startswith(TEMP_PREFIXES)
+                        and owners.from_token(entry.name) is None) or (
                 directory == workload_dir(workload_id)
                 and ARCHIVE_NAME.fullmatch(entry.name) and entry.name not in known
             )

@@ -109,6 +109,22 @@ def container_image_digest(docker_id: str) -> str:
     return json.loads(out)[0]["Config"]["Image"]
 
 
+# --- job owners ------------------------------------------------------------
+
+def dead_owner() -> str:
+    """The owner string (lib/owners.py) of a process that ran on this host and has exited."""
+    from lib import owners
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        owner = f"{owners.boot_id()}:{child.pid}:{owners.start_time(child.pid)}"
+    finally:
+        child.kill()
+        child.wait()
+    assert not owners.is_alive(owner)
+    return owner
+
+
 # --- users -----------------------------------------------------------------
 
 def _user(username: str, group: str | None) -> User:

@@ -17,6 +17,8 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from lib import owners
+
 
 def task_lost_before() -> datetime:
     """A row still queued that was created before this instant has lost its task.
@@ -33,10 +35,42 @@ def acting_user(user: AbstractBaseUser | None) -> AbstractBaseUser | None:
 
 
 class Job(models.Model):
-    """A row a worker claims and finishes with conditional updates, never a blind save."""
+    """A row a worker takes, claims and finishes with conditional updates, never a blind save.
+
+    `owner` is the process that took the row's task (or runs it in-process,
+    like a command): lib/owners.py. Empty while the task is still in the broker.
+    """
+
+    # The field that holds the row's state, and its value while queued.
+    state_field = "state"
+    queued_state = "queued"
+
+    owner = models.CharField(
+        _("owner"), max_length=80, blank=True, editable=False,
+        help_text=_("The process that took this job: host boot id, process id, start time."),
+    )
 
     class Meta:
         abstract = True
+
+    def take(self) -> bool:
+        """A worker took this row's task: record it as the owner, if nobody did before.
+
+        False if the row is no longer queued, or another process took it
+        first (a second delivery of the task then does nothing).
+        """
+        me = owners.current()
+        rows = type(self)._default_manager.filter(
+            pk=self.pk, owner="", **{self.state_field: self.queued_state}
+        )
+        if not rows.update(owner=me):
+            return False
+        self.owner = me
+        return True
+
+    @property
+    def owner_alive(self) -> bool:
+        return bool(self.owner) and owners.is_alive(self.owner)
 
     def move(self, *, only_from: Iterable[str], field: str = "state", **values: object) -> bool:
         """Set `values` if `field` still holds one of `only_from`; mirrored on self.

@@ -28,11 +28,12 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext_noop
 
 from engine.locked import retention
-from lib import locks, runtime
+from lib import crashpoints, locks, owners, runtime
 from snapshots import storage, writer
 from snapshots.archive_format import Limits
 from snapshots.errors import CaptureError, SnapshotError
 from snapshots.models import Snapshot
+from workloads import container_journal
 from workloads.jobs import acting_user
 from workloads.models import DeployRecord, EventLog, SnapshotConsistency, VolumeMount, Workload
 
@@ -57,7 +58,7 @@ def capture_locked(
     Snapshot.fail_interrupted(workload=workload, lock_held=True)
     snapshot = Snapshot.objects.create(
         workload=workload, kind=kind, user=acting_user(user), deploy=deploy,
-        state=Snapshot.State.CAPTURING,
+        state=Snapshot.State.CAPTURING, owner=owners.current(),
     )
     capture_into(workload, snapshot, stop_containers=False, consistency=SnapshotConsistency.STOP)
     return snapshot
@@ -78,7 +79,7 @@ def capture_copies_locked(
     Snapshot.fail_interrupted(workload=workload, lock_held=True)
     snapshot = Snapshot.objects.create(
         workload=workload, kind=Snapshot.Kind.PRE_RESTORE, user=acting_user(user),
-        state=Snapshot.State.CAPTURING,
+        state=Snapshot.State.CAPTURING, owner=owners.current(),
     )
     try:
         _write(workload, snapshot, volumes, roots, SnapshotConsistency.STOP)
@@ -145,15 +146,15 @@ def _english(label) -> str:
 
 
 def capture_into(workload: Workload, snapshot: Snapshot, *, stop_containers: bool,
-             consistency: str) -> None:
-    stopped: list[str] = []
+                 consistency: str) -> None:
+    stopped: container_journal.Operation | None = None
     try:
         volumes = workload.captured_volumes()
         if not volumes:
             raise CaptureError(gettext_noop("This workload has no volumes to snapshot."))
         roots = [_host_path(v) for v in volumes]
         if stop_containers:
-            stopped = _stop_containers(workload)
+            stopped = _stop_containers(workload, snapshot)
         _write(workload, snapshot, [_described(v) for v in volumes], roots, consistency)
     except SnapshotError as exc:
         fail(workload, snapshot, exc)
@@ -163,7 +164,7 @@ def capture_into(workload: Workload, snapshot: Snapshot, *, stop_containers: boo
             gettext_noop("Berth hit an internal error; the server log has the details.")
         ))
     finally:
-        if stopped:
+        if stopped is not None:
             _start_containers(workload, snapshot, stopped)
     if snapshot.is_ready:
         retention.prune(workload)
@@ -179,22 +180,43 @@ def _host_path(volume: VolumeMount) -> str:
         ) from None
 
 
-def _stop_containers(workload: Workload) -> list[str]:
-    """Stop the workload's running containers; their ids, to start again afterwards."""
+def _stop_containers(workload: Workload,
+                     snapshot: Snapshot) -> container_journal.Operation | None:
+    """Stop the workload's running containers, journaled first (a process killed while they
+    are down leaves the next holder of the lock what to start again); None if none ran."""
+    try:
+        running = [c.id for c in runtime.list_containers(workload.pk) if c.running]
+    except runtime.EngineError as exc:
+        raise _not_stopped(workload, exc) from None
+    if not running:
+        return None
+    operation = container_journal.Operation(
+        kind=container_journal.CAPTURE, row=snapshot.pk, workload=workload.pk, stopped=running,
+    )
+    try:
+        operation.record(container_journal.PREPARE)
+    except OSError as exc:
+        raise CaptureError(gettext_noop("The snapshot could not be journaled (%(error)s)."),
+                           error=exc.strerror or str(exc)) from None
     stopped: list[str] = []
     try:
-        for container in runtime.list_containers(workload.pk):
-            if container.running:
-                runtime.stop(container.id)
-                stopped.append(container.id)
+        for container_id in running:
+            runtime.stop(container_id)
+            stopped.append(container_id)
     except runtime.EngineError as exc:
-        logger.error("stopping workload %s for a snapshot failed: %s", workload.pk, exc.raw)
         for container_id in stopped:
             _start_one(container_id)
-        raise CaptureError(gettext_noop(
-            "The containers could not be stopped for the snapshot (Docker: %(error)s)."
-        ), error=str(exc)) from None
-    return stopped
+        container_journal.remove(operation)
+        raise _not_stopped(workload, exc) from None
+    crashpoints.reached("capture.stopped")
+    return operation
+
+
+def _not_stopped(workload: Workload, exc: runtime.EngineError) -> CaptureError:
+    logger.error("stopping workload %s for a snapshot failed: %s", workload.pk, exc.raw)
+    return CaptureError(gettext_noop(
+        "The containers could not be stopped for the snapshot (Docker: %(error)s)."
+    ), error=str(exc))
 
 
 def _start_one(container_id: str) -> bool:
@@ -206,14 +228,19 @@ def _start_one(container_id: str) -> bool:
     return True
 
 
-def _start_containers(workload: Workload, snapshot: Snapshot, stopped: list[str]) -> None:
-    if not all([_start_one(container_id) for container_id in stopped]):
+def _start_containers(workload: Workload, snapshot: Snapshot,
+                      stopped: container_journal.Operation) -> None:
+    if not all([_start_one(container_id) for container_id in stopped.stopped]):
         EventLog.objects.create(
             workload=workload, user=snapshot.user, level=EventLog.Level.ERROR,
             message=gettext_noop("The containers could not be started again after snapshot "
                                  "#%(id)d; deploy the workload to bring it back."),
             params={"id": snapshot.pk},
         )
+    try:
+        container_journal.remove(stopped)
+    except OSError:
+        logger.exception("snapshot %s: its container journal could not be removed", snapshot.pk)
 
 
 class _Progress:
@@ -222,8 +249,12 @@ class _Progress:
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
         self.last = time.monotonic()
+        self.writing = False
 
     def __call__(self, done: int) -> None:
+        if not self.writing and done:
+            self.writing = True
+            crashpoints.reached("capture.writing")
         now = time.monotonic()
         if now - self.last >= PROGRESS_SECONDS:
             self.last = now

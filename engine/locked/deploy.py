@@ -21,6 +21,7 @@ import logging
 import os
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
@@ -29,8 +30,9 @@ from django.utils import translation
 from django.utils.translation import gettext_noop
 
 from engine.locked import capture, sources
-from lib import locks, runtime
+from lib import crashpoints, locks, runtime
 from lib.redact import redact
+from workloads import container_journal
 from workloads.models import Container, DeployRecord, EventLog, Workload
 
 logger = logging.getLogger(__name__)
@@ -80,22 +82,35 @@ def run(workload: Workload, record: DeployRecord, *, backup: bool = True) -> Non
         except sources.SourceFailed as exc:
             raise DeployError(exc.code, exc.raw) from None
         record.pinned_reference, record.image_id = resolved.pinned, resolved.image_id
-        new = _replace_containers(
+        swap = _replace_containers(
             workload, resolved.image, record,
             before_start=(lambda: _backup(workload, record)) if backup else None,
         )
-        with transaction.atomic():
-            Container.replace_for(workload, new, resolved.image)
-            record.succeed(resolved.pinned, image_id=resolved.image_id)
-            workload.mark_deployed(record.replay_reference)
-            EventLog.objects.create(
-                workload=workload, user=record.user, **_deployed_event(record, new)
-            )
     except DeployError as exc:
         record_failure(workload, record, exc, secrets)
+        return
     except Exception:  # noqa: BLE001 - every failure must end in a ledger row
         raw = traceback.format_exc()
         record_failure(workload, record, DeployError(Failure.INTERNAL, raw), secrets)
+        return
+    # The new containers run: whatever fails from here on, the journal (kept
+    # until the ledger says so) has the next holder of the lock finish it.
+    finish(workload, record, swap)
+
+
+def finish(workload: Workload, record: DeployRecord, swap: Swap) -> None:
+    """Record a swap that committed: the Container index, the ledger row, the event.
+
+    Then the journal goes. Also how a recovery finishes a killed deploy's swap.
+    """
+    with transaction.atomic():
+        Container.replace_for(workload, swap.new, swap.operation.image)
+        record.succeed(swap.operation.pinned, image_id=swap.operation.image_id)
+        workload.mark_deployed(record.replay_reference)
+        EventLog.objects.create(
+            workload=workload, user=record.user, **_deployed_event(record, swap.new)
+        )
+    container_journal.remove(swap.operation)
 
 
 def _settle_request(workload: Workload, record: DeployRecord) -> None:
@@ -175,57 +190,92 @@ def _backup(workload: Workload, record: DeployRecord) -> None:
         logger.exception("the pre-deploy backup of deploy %s failed", record.pk)
 
 
+@dataclass
+class Swap:
+    """A committed swap: the new containers (docker id, name, replica) and its journal."""
+
+    new: list[tuple[str, str, int]]
+    operation: container_journal.Operation
+
+
 def _replace_containers(
     workload: Workload, pinned: str, record: DeployRecord,
     before_start: Callable[[], None] | None = None,
-) -> list[tuple[str, str, int]]:
+) -> Swap:
     """Swap the workload's containers for new ones running `pinned`.
 
     `before_start` runs once the old containers are stopped and before the new
-    ones start. Returns (docker id, name, replica) of the new containers. On
-    failure the new containers are removed and the old ones are running again.
+    ones start. Every step is journaled first (workloads/container_journal.py):
+    a process killed anywhere in here leaves the next holder of the lock what
+    it needs to finish the swap or undo it. On a failure the new containers
+    are removed and the old ones are running again.
     """
     specs = _specs(workload, pinned, record)
     try:
         old = runtime.list_containers(workload.pk)
     except runtime.EngineError as exc:
         raise DeployError(exc.code, exc.raw) from None
+    was_running = [c for c in old if c.running]
+    operation = container_journal.Operation(
+        kind=container_journal.DEPLOY, row=record.pk, workload=workload.pk,
+        stopped=[c.id for c in was_running], old=[c.id for c in old], image=pinned,
+        pinned=record.pinned_reference, image_id=record.image_id,
+    )
+    operation.record(container_journal.PREPARE)
     created: list[str] = []
     try:
         for spec in specs:
             created.append(runtime.create(spec))
+            crashpoints.reached("deploy.created")
     except runtime.EngineError as exc:
         _discard(created)
+        container_journal.remove(operation)
         raise DeployError(exc.code, exc.raw) from None
+    except BaseException:
+        _discard(created)
+        container_journal.remove(operation)
+        raise
 
-    was_running = [c for c in old if c.running]
     try:
+        operation.record(container_journal.STOP)
         for container in was_running:
             runtime.stop(container.id)
+        crashpoints.reached("deploy.old-stopped")
         if before_start is not None:
             before_start()
         # The old containers could rewrite their volumes until they stopped:
         # check again that no bind goes through a symlink before Docker
         # resolves the paths for the new ones.
         _recheck_binds(workload, specs)
+        operation.record(container_journal.START)
         for container_id in created:
             runtime.start(container_id)
-    except (runtime.EngineError, ValidationError) as exc:
-        _discard(created)
-        _restart(was_running)
+        crashpoints.reached("deploy.new-started")
+        operation.record(container_journal.COMMIT)
+    except (runtime.EngineError, ValidationError, OSError) as exc:
+        _undo(operation, created, was_running)
         if isinstance(exc, ValidationError):
             raise DeployError(Failure.INVALID_CONFIG, str(exc.messages)) from None
+        if isinstance(exc, OSError):
+            raise DeployError(Failure.INTERNAL, f"the deploy journal: {exc}") from None
         code = exc.code if exc.code == Failure.ENGINE_UNREACHABLE else Failure.START_FAILED
         raise DeployError(code, exc.raw) from None
     except BaseException:
         # Anything else (Ctrl-C in the deploy command, a bug): the old
         # containers must not stay stopped.
-        _discard(created)
-        _restart(was_running)
+        _undo(operation, created, was_running)
         raise
 
+    crashpoints.reached("deploy.committed")
     for container in old:
         _best_effort(runtime.remove, container.id)
+    crashpoints.reached("deploy.old-removed")
+    return Swap(new=rename_new(workload, created, specs), operation=operation)
+
+
+def rename_new(workload: Workload, created: list[str],
+               specs: list[runtime.ContainerSpec]) -> list[tuple[str, str, int]]:
+    """Give the new containers their final names; (docker id, name, replica) of each."""
     new = []
     for container_id, spec in zip(created, specs, strict=True):
         replica = int(spec.labels[runtime.REPLICA_LABEL])
@@ -236,6 +286,17 @@ def _replace_containers(
             name = spec.name
         new.append((container_id, name, replica))
     return new
+
+
+def _undo(operation: container_journal.Operation, created: list[str],
+          was_running: list[runtime.ContainerInfo]) -> None:
+    """Before the commit: the new containers go, the old ones run again, the journal goes."""
+    _discard(created)
+    _restart(was_running)
+    try:
+        container_journal.remove(operation)
+    except OSError:
+        logger.exception("deploy %s: its journal could not be removed", operation.row)
 
 
 def _recheck_binds(workload: Workload, specs: list[runtime.ContainerSpec]) -> None:

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from django.db import DatabaseError
 from django.utils.translation import gettext_noop
 
-from engine.locked import capture
+from engine.locked import capture, swap_recovery
 from engine.locked.deploy import dispatch_locked
-from lib import crashpoints, exchange, locks
+from lib import crashpoints, exchange, locks, runtime
 from lib.fsutil import fsync_dir, remove_tree
 from snapshots import journal
 from snapshots.errors import RestoreError, SnapshotError
@@ -70,14 +70,22 @@ def recover_reporting(record: Journal) -> None:
 
 
 def recover_workload(workload: Workload) -> int:
-    """Under the workload's lock: recover its killed restores, then close jobs that died early.
+    """Under the workload's lock: recover what killed processes left, then close their jobs.
 
-    Called by whatever takes the lock to change the workload's volumes (a
-    deploy, a restore, a capture) — in the task worker or a command, never in
-    a web request. Raises RecoveryError (and closes nothing) if one cannot be
-    recovered; other workloads' journals are never read.
+    First a killed deploy's swap or capture's stop (engine/locked/swap_recovery.py:
+    a restore's own redeploy may be one), then killed restores, then the jobs
+    of processes that died before they journaled anything. Called by whatever
+    takes the lock to change the workload (a deploy, a restore, a capture,
+    the sweep) — never in a web request. Raises RecoveryError (and closes
+    nothing more) if one cannot be recovered; other workloads' journals are
+    never read. Returns how many journals it recovered.
     """
     locks.assert_held(workload.pk)
+    try:
+        swaps = swap_recovery.recover(workload)
+    except (swap_recovery.SwapRecoveryError, runtime.EngineError, OSError) as exc:
+        raise RecoveryError(f"workload {workload.pk}: a killed deploy or capture cannot be "
+                            f"recovered ({exc})") from exc
     try:
         journal.remove_temps(workload.pk)
         records = journal.for_workload(workload.pk)
@@ -86,7 +94,8 @@ def recover_workload(workload: Workload) -> int:
     for record in records:
         recover_reporting(record)
     RestoreJob.fail_dead(workload=workload, lock_held=True)
-    return len(records)
+    swap_recovery.fail_dead_rows(workload)
+    return swaps + len(records)
 
 
 def recover(record: Journal) -> None:

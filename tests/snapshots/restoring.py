@@ -144,9 +144,9 @@ def spawn_restore(workload: Workload, snapshot: Snapshot, **env: str) -> subproc
 
 
 def run_sweep(**env: str) -> subprocess.CompletedProcess:
-    """`manage.py recover_restores` in a child process (it may be told to crash)."""
+    """`manage.py recover` in a child process (it may be told to crash)."""
     return subprocess.run(
-        [sys.executable, "manage.py", "recover_restores"], cwd=REPO_ROOT,
+        [sys.executable, "manage.py", "recover"], cwd=REPO_ROOT,
         env=child_process_env(**env), capture_output=True, text=True, timeout=300, check=False,
     )
 

@@ -1,4 +1,4 @@
-"""manage.py restore and manage.py recover_restores, called as an operator would."""
+"""manage.py restore and manage.py recover, called as an operator would."""
 
 from __future__ import annotations
 
@@ -82,14 +82,14 @@ def test_recover_restores_finishes_a_committed_journal_step_by_step(snapshotted,
     assert trees(paths) == wanted  # swapped, not yet finished
 
     out = io.StringIO()
-    call_command("recover_restores", stdout=out)
+    call_command("recover", stdout=out)
 
     assert f"Restore #{job.pk} of workload {workload.pk}: finishing it." in out.getvalue()
-    assert "Recovered 1 interrupted restore(s)" in out.getvalue()
+    assert "Recovered 1 interrupted operation(s): restore #" in out.getvalue()
     job.refresh_from_db()
     assert job.outcome == RestoreJob.Outcome.SUCCEEDED and job.pre_restore_snapshot_id
     assert "Berth finished it afterwards" in job.reason_text
     assert journals() == [] and strays(paths) == [] and trees(paths) == wanted
     again = io.StringIO()
-    call_command("recover_restores", stdout=again)
-    assert "No interrupted restores." in again.getvalue()
+    call_command("recover", stdout=again)
+    assert "Nothing was interrupted." in again.getvalue()

@@ -2,7 +2,7 @@
 
 Each case runs a real restore of the deployed httpd workload (two volumes) in
 a child process that dies with os._exit at one crash point
-(lib/crashpoints.py). Then `manage.py recover_restores` runs in a child
+(lib/crashpoints.py). Then `manage.py recover` runs in a child
 that is itself killed at a point of the recovery (if it gets there), then
 once more to the end. Afterwards:
 
@@ -166,7 +166,7 @@ def crash_and_recover(scene, restore_point: str, sweep_point: str, side: str, **
 
     third = run_sweep()
 
-    assert third.returncode == 0 and "No interrupted restores." in third.stdout
+    assert third.returncode == 0 and "Nothing was interrupted." in third.stdout
     assert state(workload, paths) == settled, "a second sweep changed something"
 
 

@@ -248,7 +248,7 @@ def test_berths_tasks_are_handed_to_the_worker_without_a_timeout(monkeypatch):
 
 def test_a_web_request_never_recovers_a_journal_and_the_sweep_process_does(snapshotted,
                                                                            monkeypatch):
-    """The sweep runs as its own process (`recover_restores --every`), as `make run` starts it."""
+    """The sweep runs as its own process (`recover --every`), as `make run` starts it."""
     workload, paths, snapshot, wanted = snapshotted
     killed = restore_left_committed(monkeypatch, workload, snapshot)
     staged = strays(paths)
@@ -260,7 +260,7 @@ def test_a_web_request_never_recovers_a_journal_and_the_sweep_process_does(snaps
     assert strays(paths) == staged and len(journals()) == 1  # nothing recovered here
 
     sweeper = subprocess.Popen(
-        [sys.executable, "manage.py", "recover_restores", "--every", "1"], cwd=REPO_ROOT,
+        [sys.executable, "manage.py", "recover", "--every", "1"], cwd=REPO_ROOT,
         env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
@@ -272,7 +272,7 @@ def test_a_web_request_never_recovers_a_journal_and_the_sweep_process_does(snaps
         output, _ = sweeper.communicate(timeout=60)
 
     assert sweeper.returncode == 0, output
-    assert "Restore sweep stopped." in output
+    assert "Sweep stopped." in output
     killed.refresh_from_db()
     assert killed.outcome == Outcome.SUCCEEDED, output
     assert journals() == [] and strays(paths) == [] and trees(paths) == wanted

@@ -101,10 +101,11 @@ def test_createadmin_makes_one_operator_and_prints_the_password_once(db):
     assert "Password" not in again.getvalue()
 
 
-def test_recover_restores_finds_nothing_to_do(db, settings):
+@pytest.mark.parametrize("command", ["recover", "recover_restores"])
+def test_recover_finds_nothing_to_do_under_either_name(db, settings, command):
     out = io.StringIO()
-    call_command("recover_restores", stdout=out)
-    assert "No interrupted restores." in out.getvalue()
+    call_command(command, stdout=out)
+    assert "Nothing was interrupted." in out.getvalue()
 
 
 def test_recover_restores_refuses_journals_it_cannot_read(db, settings):
@@ -113,6 +114,6 @@ def test_recover_restores_refuses_journals_it_cannot_read(db, settings):
     (journal_dir / "workload-1-job-1.json").write_text("{}")
     try:
         with pytest.raises(CommandError, match="cannot be read"):
-            call_command("recover_restores", stdout=io.StringIO())
+            call_command("recover", stdout=io.StringIO())
     finally:
         (journal_dir / "workload-1-job-1.json").unlink()

@@ -13,7 +13,7 @@ from django.utils import timezone
 from engine import deploys
 from engine.locked.deploy import dispatch_locked
 from lib import locks, runtime
-from tests.conftest import container_image_digest, move_current_tag, registry_digest
+from tests.conftest import container_image_digest, dead_owner, move_current_tag, registry_digest
 from tests.fixtures import images
 from workloads.models import DeployInProgress, DeployRecord, Workload
 
@@ -109,11 +109,12 @@ def test_a_second_deploy_while_one_is_active_is_refused(workload):
     assert workload.deploys.count() == 2
 
 
-def test_a_deploy_left_behind_by_a_dead_worker_expires(workload, settings):
+def test_a_deploy_left_behind_by_a_dead_worker_expires(workload):
+    """Its process is gone and the workload's lock is free: it is failed at once, whatever
+    its age."""
     stuck = DeployRecord.open(workload=workload, reason=Reason.API)
     stuck.claim()
-    long_ago = timezone.now() - timedelta(seconds=settings.BERTH_TASK_LOST_AFTER + 1)
-    DeployRecord.objects.filter(pk=stuck.pk).update(created=long_ago)
+    DeployRecord.objects.filter(pk=stuck.pk).update(owner=dead_owner())
 
     fresh = deploys.request_deploy(workload=workload, reason=Reason.MANUAL)
 
@@ -122,8 +123,33 @@ def test_a_deploy_left_behind_by_a_dead_worker_expires(workload, settings):
     assert fresh.outcome == Outcome.QUEUED
 
 
+def test_a_queued_deploy_a_dead_worker_had_taken_expires_at_once(workload):
+    taken = DeployRecord.open(workload=workload, reason=Reason.API)
+    DeployRecord.objects.filter(pk=taken.pk).update(owner=dead_owner())
+
+    deploys.request_deploy(workload=workload, reason=Reason.MANUAL)
+
+    taken.refresh_from_db()
+    assert (taken.outcome, taken.failure_code) == (Outcome.FAILED, Failure.INTERRUPTED)
+
+
+def test_a_queued_deploy_no_worker_took_expires_only_when_its_task_counts_as_lost(
+        workload, settings):
+    waiting = DeployRecord.open(workload=workload, reason=Reason.API)
+    with pytest.raises(DeployInProgress):
+        deploys.request_deploy(workload=workload, reason=Reason.MANUAL)
+    long_ago = timezone.now() - timedelta(seconds=settings.BERTH_TASK_LOST_AFTER + 1)
+    DeployRecord.objects.filter(pk=waiting.pk).update(created=long_ago)
+
+    deploys.request_deploy(workload=workload, reason=Reason.MANUAL)
+
+    waiting.refresh_from_db()
+    assert (waiting.outcome, waiting.failure_code) == (Outcome.FAILED, Failure.INTERRUPTED)
+
+
 def test_a_deploy_whose_workload_is_locked_is_alive_however_old(workload, settings):
-    """Berth's tasks have no timeout: a running deploy whose lock is held is not expired."""
+    """A running deploy holds its workload's lock: while the lock is held it is not failed,
+    even when its recorded process looks dead (the lock's holder recovers it first)."""
     import threading
 
     from django.db import connection
@@ -131,7 +157,7 @@ def test_a_deploy_whose_workload_is_locked_is_alive_however_old(workload, settin
     running = DeployRecord.open(workload=workload, reason=Reason.API)
     running.claim()
     long_ago = timezone.now() - timedelta(seconds=settings.BERTH_TASK_LOST_AFTER + 1)
-    DeployRecord.objects.filter(pk=running.pk).update(created=long_ago)
+    DeployRecord.objects.filter(pk=running.pk).update(created=long_ago, owner=dead_owner())
     held, release = threading.Event(), threading.Event()
 
     def holder() -> None:
@@ -146,8 +172,8 @@ def test_a_deploy_whose_workload_is_locked_is_alive_however_old(workload, settin
     try:
         with pytest.raises(DeployInProgress):
             deploys.request_deploy(workload=workload, reason=Reason.MANUAL)
-        # A queued deploy may be waiting for whoever holds the lock: not lost either.
-        DeployRecord.objects.filter(pk=running.pk).update(outcome=Outcome.QUEUED)
+        # A queued deploy no worker took may be waiting for whoever holds the lock: not lost.
+        DeployRecord.objects.filter(pk=running.pk).update(outcome=Outcome.QUEUED, owner="")
         with pytest.raises(DeployInProgress):
             deploys.request_deploy(workload=workload, reason=Reason.MANUAL)
     finally:

@@ -9,7 +9,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
-from lib import giturls
+from lib import giturls, owners
 from workloads.jobs import Job, acting_user
 from workloads.models.workloads import Workload
 
@@ -38,6 +38,8 @@ class DeployRecord(Job):
     A failure is kept as a code from a fixed set and its fixed message; the raw
     error (which can carry credentials) only goes to the server log, redacted.
     """
+
+    state_field = "outcome"
 
     class Reason(models.TextChoices):
         MANUAL = "manual", _("Manual")
@@ -261,7 +263,8 @@ class DeployRecord(Job):
     def claim(self) -> bool:
         """Move a queued record to running; False if another worker got there first."""
         return self.move(only_from=[self.Outcome.QUEUED], field="outcome",
-                         outcome=self.Outcome.RUNNING, started=timezone.now())
+                         outcome=self.Outcome.RUNNING, started=timezone.now(),
+                         owner=owners.current())
 
     def succeed(self, pinned_reference: str, image_id: str = "") -> None:
         self.outcome = self.Outcome.SUCCEEDED

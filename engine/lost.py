@@ -1,0 +1,56 @@
+"""Jobs whose process is gone: finished the way their state calls for, so they block nothing.
+
+Every Berth process shares one host, so whether a job's owner lives is known
+at once (lib/owners.py). A job a dead process had taken but not yet claimed
+is failed as interrupted right away, without the workload's lock: nothing of
+it ran, and a late delivery of its task finds it final and does nothing. A
+job that had started holds the workload's lock while it runs; it is finished
+by whoever takes the lock next (engine/locked/recovery.py, recover_workload).
+Only a job no worker ever took is judged by its age (BERTH_TASK_LOST_AFTER).
+docs/architecture.md ("Jobs") has the rules.
+"""
+
+from __future__ import annotations
+
+from django.utils.translation import gettext_noop
+
+from snapshots.errors import CaptureError
+from snapshots.models import RestoreJob, Snapshot
+from workloads.models import DeployRecord, Workload
+
+INTERRUPTED_CAPTURE = gettext_noop("The capture was interrupted before it finished.")
+INTERRUPTED_RESTORE = gettext_noop("The restore was interrupted before it changed anything.")
+
+
+def fail_abandoned(workload: Workload | None = None) -> int:
+    """Fail the queued jobs (of `workload`, or of all) whose task a dead process had taken."""
+    failed = 0
+    for record in _taken_and_queued(DeployRecord.objects.filter(outcome="queued"), workload):
+        failed += DeployRecord.objects.filter(
+            pk=record.pk, outcome=DeployRecord.Outcome.QUEUED, owner=record.owner
+        ).fail_interrupted()
+    for snapshot in _taken_and_queued(Snapshot.objects.filter(state="queued"), workload):
+        failed += snapshot.fail(CaptureError(INTERRUPTED_CAPTURE),
+                                only_from=Snapshot.State.QUEUED)
+    for job in _taken_and_queued(RestoreJob.objects.filter(state="queued"), workload):
+        failed += job.finish(RestoreJob.Outcome.FAILED, INTERRUPTED_RESTORE, only_queued=True)
+    return failed
+
+
+def _taken_and_queued(rows, workload: Workload | None) -> list:
+    if workload is not None:
+        rows = rows.filter(workload=workload)
+    return [row for row in rows.exclude(owner="") if not row.owner_alive]
+
+
+def workloads_with_dead_jobs(workload: Workload | None = None) -> set[int]:
+    """Workloads with a started job whose process is gone (its recovery needs the lock)."""
+    found = set()
+    for rows in (DeployRecord.objects.filter(outcome="running"),
+                 Snapshot.objects.filter(state="capturing"),
+                 RestoreJob.objects.filter(state="running")):
+        if workload is not None:
+            rows = rows.filter(workload=workload)
+        found |= {row.workload_id for row in rows.only("workload_id", "owner")
+                  if not row.owner_alive}
+    return found
