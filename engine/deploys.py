@@ -67,7 +67,7 @@ def dispatch(
     gave up waiting must not end the deploy the first one runs.
     """
     if record is None:
-        _clear_dead(workload)
+        _clear_dead(workload, recover=True)
         record = DeployRecord.open(
             workload=workload, reason=reason, user=user, reference=reference,
             rolled_back_from=rolled_back_from,
@@ -93,7 +93,7 @@ def dispatch(
     return record
 
 
-def _clear_dead(workload: Workload) -> None:
+def _clear_dead(workload: Workload, *, recover: bool = False) -> None:
     """Fail unfinished deploys whose process is gone, so they stop blocking new ones.
 
     A queued row a dead process had taken is failed at once (engine/lost.py);
@@ -103,6 +103,8 @@ def _clear_dead(workload: Workload) -> None:
     ever took counts as lost only after BERTH_TASK_LOST_AFTER, and not while
     a restore of the workload is active (a deploy waits for a restore as long
     as the restore takes) or the lock is held (it may be waiting for it).
+    `recover` (a command or a worker, never a web request): a killed deploy's
+    swap or restore that waits for the lock's next holder is recovered here.
     """
     lost.fail_abandoned(workload)
     if locks.is_held(workload.pk):
@@ -112,16 +114,21 @@ def _clear_dead(workload: Workload) -> None:
     expire = untaken.exists() and not RestoreJob.objects.active().filter(
         workload=workload).exists()
     dead = bool(lost.workloads_with_dead_jobs(workload))
-    if not (expire or dead):
+    if not (expire or dead or recover):
         return
     try:
         with locks.try_workload_lock(workload.pk):
-            if dead:
+            if recover:
+                recovery.recover_workload(workload)
+            elif dead:
                 swap_recovery.fail_dead_rows(workload)
             if expire:
                 untaken.fail_interrupted()
     except locks.LockTimeout:
         pass  # someone works on the workload; a queued deploy may be waiting for it
+    except recovery.RecoveryError:
+        logger.exception("what a killed process left of workload %s cannot be recovered",
+                         workload.pk)
 
 
 def _fail_unless_taken(workload: Workload, record: DeployRecord, error: DeployError) -> None:

@@ -128,6 +128,18 @@ def discard(path: Path | str | None) -> None:
             os.unlink(path)
 
 
+def disk_usage(workload_id: int) -> int:
+    """Bytes the workload's snapshot directory takes on disk, temporary files included."""
+    directory = workload_dir(workload_id)
+    if not directory.is_dir():
+        return 0
+    total = 0
+    for entry in os.scandir(directory):
+        with contextlib.suppress(OSError):
+            total += entry.stat(follow_symlinks=False).st_blocks * 512
+    return total
+
+
 def sweep_abandoned() -> int:
     """Remove every temporary file and scratch tree whose process is gone (a killed
     capture, upload or import), wherever it lies under the snapshots root; never one

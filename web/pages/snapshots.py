@@ -76,6 +76,7 @@ def panel_context(workload: Workload) -> dict:
         "restore": restore_job,
         "restoring": restoring,
         "snapshots_busy": restoring or any(s.is_active for s in snapshots),
+        "disk_usage": storage.disk_usage(workload.pk),
     }
 
 

@@ -1,0 +1,56 @@
+"""Helpers for the tests that kill Berth's workers: a child process that runs one call."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from snapshots import storage
+from tests.conftest import REPO_ROOT
+from tests.snapshots.restoring import child_process_env
+from workloads import container_journal
+
+# The child imports Django from scratch, then runs the code it is given.
+CHILD = """
+import sys
+import django
+django.setup()
+from engine import captures, deploys, restores, tasks
+from snapshots.models import RestoreJob, Snapshot
+from workloads.models import DeployRecord, Workload
+exec(sys.argv[1])
+"""
+
+
+def spawn(code: str, **env: str) -> subprocess.Popen:
+    """Run `code` in a child process against this test's database and data dir."""
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, code], cwd=REPO_ROOT, env=child_process_env(**env),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def wait_for(path: Path, child: subprocess.Popen, timeout: float = 60) -> None:
+    """Until `path` exists (a pause point reached), failing if the child ends first."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert child.poll() is None, child.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def temporary_files() -> list[str]:
+    """Temporary archives, uploads and scratch trees anywhere under the snapshots root."""
+    found = []
+    for directory, dirnames, filenames in os.walk(storage.root()):
+        found += [os.path.join(directory, n) for n in dirnames + filenames
+                  if n.startswith(storage.TEMP_PREFIXES)]
+    return sorted(found)
+
+
+def container_journals() -> list[str]:
+    folder = container_journal.directory()
+    return sorted(os.listdir(folder)) if folder.is_dir() else []

@@ -1,0 +1,268 @@
+"""A killed worker never leaves a workload down, never blocks it, and never leaks disk.
+
+Each test runs the work in a child process (tests/snapshots/killing.py) that
+dies at a named point with os._exit (lib/crashpoints.py: no cleanup, no
+`finally`, as a SIGKILL leaves it), then runs the sweep once, in this process,
+as `manage.py recover --every 60` would within a minute, and checks what an
+operator would see. tests/snapshots/test_crash_random.py kills at random
+instants instead.
+"""
+
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from engine import deploys, lost, sweep, tasks
+from lib import crashpoints, owners
+from snapshots.models import RestoreJob, Snapshot
+from tests.conftest import container_image_digest, dead_owner, move_current_tag
+from tests.snapshots.conftest import add_volume, fill
+from tests.snapshots.killing import container_journals, spawn, temporary_files, wait_for
+from tests.snapshots.restoring import OLD, engine_containers, served
+from workloads.models import Container, DeployRecord, Workload
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+Outcome, Failure = DeployRecord.Outcome, DeployRecord.Failure
+
+
+@pytest.fixture
+def running(docker, current_tag, make_workload) -> tuple[Workload, DeployRecord]:
+    """The httpd workload with one volume, deployed from v1 and serving the "old" data."""
+    workload = make_workload()
+    fill(add_volume(workload, "data", "/data"), OLD)
+    first = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+    assert first.outcome == Outcome.SUCCEEDED, first.failure_code
+    workload.refresh_from_db()
+    return workload, first
+
+
+def swept() -> sweep.SweepReport:
+    report = sweep.recover_all()
+    assert not report.problems and not report.busy, report
+    return report
+
+
+def the_one_container(workload: Workload):
+    [container] = engine_containers(workload)
+    assert container.running, container
+    assert container.name == workload.container_name(1)
+    return container
+
+
+# --- a deploy killed in the middle of its swap -----------------------------------------------
+
+@pytest.mark.parametrize(("point", "wins"), [
+    ("deploy.created", "old"),       # the new container created, the old one still running
+    ("deploy.old-stopped", "old"),   # the old one stopped, the new one not started
+    ("deploy.new-started", "old"),   # both started... the new one before the commit record
+    ("deploy.committed", "new"),     # committed, the old one not yet removed
+    ("deploy.old-removed", "new"),   # the old one removed, the new one not yet renamed
+])
+def test_a_deploy_killed_mid_swap_is_finished_or_undone_by_the_sweep(running, point, wins):
+    workload, first = running
+    move_current_tag("v2")
+    child = spawn(f"deploys.dispatch(workload=Workload.objects.with_parents().get("
+                  f"pk={workload.pk}), reason='manual')", BERTH_CRASH_POINT=point)
+    _out, err = child.communicate(timeout=180)
+    assert child.returncode == crashpoints.CRASH_EXIT, err
+    killed = DeployRecord.objects.exclude(pk=first.pk).get(workload=workload)
+    assert killed.outcome == Outcome.RUNNING and not killed.owner_alive
+    assert container_journals() == [f"workload-{workload.pk}-deploy-{killed.pk}.json"]
+
+    swept()
+
+    killed.refresh_from_db()
+    workload.refresh_from_db()
+    container = the_one_container(workload)
+    assert served(container.id, "index.html") == OLD["index.html"]
+    if wins == "old":
+        assert container_image_digest(container.id) == first.pinned_reference
+        assert (killed.outcome, killed.failure_code) == (Outcome.FAILED, Failure.INTERRUPTED)
+        assert workload.running_reference == first.replay_reference
+    else:
+        assert container_image_digest(container.id) == killed.pinned_reference
+        assert killed.pinned_reference != first.pinned_reference
+        assert killed.outcome == Outcome.SUCCEEDED
+        assert workload.running_reference == killed.replay_reference
+        assert workload.events.filter(level="warning", params={"deploy": killed.pk}).exists()
+    assert list(Container.objects.filter(workload=workload).live()
+                .values_list("docker_id", flat=True)) == [container.id]
+    assert container_journals() == []
+    # The next deploy is accepted, and runs.
+    assert deploys.dispatch(workload=workload, reason="manual").outcome == Outcome.SUCCEEDED
+    assert sweep.recover_all().recovered == []
+
+
+def test_the_next_deploy_recovers_a_killed_swap_before_its_own(running):
+    workload, first = running
+    child = spawn(f"deploys.dispatch(workload=Workload.objects.with_parents().get("
+                  f"pk={workload.pk}), reason='manual')", BERTH_CRASH_POINT="deploy.old-stopped")
+    child.communicate(timeout=180)
+    assert not any(c.running for c in engine_containers(workload))  # the app is down
+    # Its journal needs the engine, so no web request touches it: the next holder of the
+    # lock does, and this deploy, run in-process like the `deploy` command, is that holder.
+    record = deploys.dispatch(workload=workload, reason="manual")
+    assert record.outcome == Outcome.SUCCEEDED
+    the_one_container(workload)
+    assert container_journals() == []
+    killed = DeployRecord.objects.exclude(pk__in=[first.pk, record.pk]).get(workload=workload)
+    assert (killed.outcome, killed.failure_code) == (Outcome.FAILED, Failure.INTERRUPTED)
+
+
+def test_a_capture_killed_while_the_workload_is_stopped_starts_it_again(running):
+    workload, _first = running
+    child = spawn(f"captures.capture_snapshot(workload=Workload.objects.with_parents().get("
+                  f"pk={workload.pk}))", BERTH_CRASH_POINT="capture.stopped")
+    _out, err = child.communicate(timeout=180)
+    assert child.returncode == crashpoints.CRASH_EXIT, err
+    assert not any(c.running for c in engine_containers(workload))  # the app is down
+    snapshot = Snapshot.objects.get(workload=workload)
+
+    swept()
+
+    the_one_container(workload)
+    snapshot.refresh_from_db()
+    assert snapshot.state == Snapshot.State.FAILED and "interrupted" in snapshot.failure_text
+    assert container_journals() == [] and temporary_files() == []
+
+
+# --- a worker killed between taking a task and claiming its row ------------------------------
+
+def queued_row(kind: str, workload: Workload, snapshot: Snapshot | None):
+    if kind == "deploy":
+        return DeployRecord.open(workload=workload, reason=DeployRecord.Reason.API)
+    if kind == "capture":
+        return Snapshot.objects.create(workload=workload, kind=Snapshot.Kind.MANUAL)
+    return RestoreJob.objects.create(workload=workload, snapshot=snapshot,
+                                     bytes_total=snapshot.data_bytes)
+
+
+def is_final(row) -> bool:
+    row.refresh_from_db()
+    if isinstance(row, DeployRecord):
+        return (row.outcome, row.failure_code) == (Outcome.FAILED, Failure.INTERRUPTED)
+    if isinstance(row, Snapshot):
+        return row.state == Snapshot.State.FAILED
+    return row.state == RestoreJob.State.FINISHED and row.outcome == RestoreJob.Outcome.FAILED
+
+
+def request(kind: str, client: APIClient, workload: Workload, snapshot: Snapshot):
+    if kind == "deploy":
+        return client.post(f"/api/workloads/{workload.pk}/deploy")
+    if kind == "capture":
+        return client.post(f"/api/workloads/{workload.pk}/snapshots")
+    return client.post(f"/api/workloads/{workload.pk}/snapshots/{snapshot.pk}/restore",
+                       headers={"X-Confirm-Restore": workload.slug})
+
+
+@pytest.mark.parametrize("kind", ["deploy", "capture", "restore"])
+@pytest.mark.parametrize("closed_by", ["the sweep", "the next request"])
+def test_a_worker_killed_after_taking_a_task_blocks_nothing(running, api_as, operator, kind,
+                                                             closed_by):
+    workload, _first = running
+    snapshot = None
+    if kind == "restore":
+        from engine import captures
+
+        snapshot = captures.capture_snapshot(workload=workload)
+        assert snapshot.is_ready
+    row = queued_row(kind, workload, snapshot)
+    task = {"deploy": "run_deploy", "capture": "run_capture", "restore": "run_restore"}[kind]
+    child = spawn(f"tasks.{task}({row.pk})", BERTH_CRASH_POINT="task.taken")
+    _out, err = child.communicate(timeout=120)
+    assert child.returncode == crashpoints.CRASH_EXIT, err
+    row.refresh_from_db()
+    assert row.owner and not row.owner_alive and not is_final(row)
+
+    if closed_by == "the sweep":
+        swept()
+        assert is_final(row)
+    response = request(kind, api_as(operator), workload, snapshot)
+    assert response.status_code == 202, response.content
+    assert is_final(row)
+    # A late delivery of the dead worker's task finds its row final and does nothing.
+    getattr(tasks, task)(row.pk)
+    assert is_final(row)
+    the_one_container(workload)
+
+
+def test_a_late_delivery_fails_a_row_whose_first_taker_died(workload):
+    record = DeployRecord.open(workload=workload, reason=DeployRecord.Reason.API)
+    DeployRecord.objects.filter(pk=record.pk).update(owner=dead_owner())
+    tasks.run_deploy(record.pk)  # the broker hands the task out again
+    assert is_final(record)
+
+
+# --- owners -----------------------------------------------------------------------------------
+
+def test_a_reused_pid_is_not_taken_for_the_owner(workload):
+    me = owners.current()
+    boot, pid, started = me.split(":")
+    assert owners.is_alive(me)
+    # The same pid, but another process (the kernel reused it): another start time.
+    heir = f"{boot}:{pid}:{int(started) + 1}"
+    assert not owners.is_alive(heir)
+    assert not owners.is_alive(f"{'0' * 32}:{pid}:{started}")  # another boot
+    assert not owners.is_alive("not an owner") and not owners.is_alive("")
+    assert not owners.is_alive(dead_owner())
+    assert owners.from_token(f".tmp-{owners.token(me)}-abcd.tar.zst") == me
+
+    taken = DeployRecord.open(workload=workload, reason=DeployRecord.Reason.API)
+    DeployRecord.objects.filter(pk=taken.pk).update(owner=heir)
+    assert lost.fail_abandoned(workload) == 1
+    assert is_final(taken)
+    alive = DeployRecord.open(workload=workload, reason=DeployRecord.Reason.API)
+    DeployRecord.objects.filter(pk=alive.pk).update(owner=me)
+    assert lost.fail_abandoned(workload) == 0
+    alive.refresh_from_db()
+    assert alive.outcome == Outcome.QUEUED
+
+
+# --- temporary files ---------------------------------------------------------------------------
+
+def big_volume(workload: Workload) -> None:
+    """Enough data that the capture reports progress (and so reaches capture.writing)."""
+    data = workload.volumes.get().host_path()
+    with open(f"{data}/big.bin", "wb") as f:
+        f.write(b"\0" * (8 << 20))
+
+
+def test_a_capture_killed_mid_write_leaves_no_temporary_file(running):
+    workload, _first = running
+    big_volume(workload)
+    child = spawn(f"captures.capture_snapshot(workload=Workload.objects.with_parents().get("
+                  f"pk={workload.pk}))", BERTH_CRASH_POINT="capture.writing")
+    _out, err = child.communicate(timeout=180)
+    assert child.returncode == crashpoints.CRASH_EXIT, err
+    [left] = temporary_files()
+    assert owners.from_token(left) and not owners.is_alive(owners.from_token(left))
+
+    swept()
+
+    assert temporary_files() == []
+    assert Snapshot.objects.get(workload=workload).state == Snapshot.State.FAILED
+    the_one_container(workload)
+
+
+def test_a_capture_in_progress_in_another_process_keeps_its_file(running, tmp_path):
+    workload, _first = running
+    big_volume(workload)
+    Workload.objects.filter(pk=workload.pk).update(snapshot_consistency="live")
+    release = tmp_path / "release"
+    child = spawn(f"captures.capture_snapshot(workload=Workload.objects.with_parents().get("
+                  f"pk={workload.pk}))", BERTH_PAUSE_POINT="capture.writing",
+                  BERTH_PAUSE_FILE=str(release))
+    try:
+        wait_for(tmp_path / "release.reached", child)
+        [writing] = temporary_files()
+        sweep.recover_all()
+        assert temporary_files() == [writing]
+        assert Snapshot.objects.get(workload=workload).state == Snapshot.State.CAPTURING
+    finally:
+        release.touch()
+        _out, err = child.communicate(timeout=180)
+    assert child.returncode == 0, err
+    assert Snapshot.objects.get(workload=workload).state == Snapshot.State.READY
+    assert temporary_files() == []
