@@ -266,3 +266,21 @@ def test_a_capture_in_progress_in_another_process_keeps_its_file(running, tmp_pa
     assert child.returncode == 0, err
     assert Snapshot.objects.get(workload=workload).state == Snapshot.State.READY
     assert temporary_files() == []
+
+
+def test_the_sweep_removes_uploads_and_scratch_trees_of_dead_processes_only(db):
+    from snapshots import storage
+
+    dead, me = owners.token(dead_owner()), owners.token()
+    storage.uploads_dir().mkdir(parents=True, exist_ok=True)
+    dead_upload = storage.uploads_dir() / f".upload-{dead}-0123.tar.zst"
+    dead_scratch = storage.root() / f".scratch-{dead}-4567"
+    live_upload = storage.uploads_dir() / f".upload-{me}-89ab.tar.zst"
+    dead_upload.write_bytes(b"half an upload")
+    (dead_scratch / "volumes" / "0").mkdir(parents=True)
+    live_upload.write_bytes(b"still arriving")
+
+    assert storage.sweep_abandoned() == 2
+
+    assert temporary_files() == [str(live_upload)]
+    live_upload.unlink()
