@@ -318,9 +318,12 @@ def _started(record: Journal, job: RestoreJob | None) -> bool | None:
     if done is not None:
         return bool(done.get("succeeded"))
     if job is not None and job.deploy_id is not None:
-        # It ran, but its record did not reach the journal (a full disk).
-        outcome = DeployRecord.objects.filter(pk=job.deploy_id).values_list("outcome",
-                                                                           flat=True).first()
+        # It ran, but its record did not reach the journal (a full disk) — unless
+        # it was itself killed mid-swap and undone: then it is run again.
+        outcome, failure = DeployRecord.objects.filter(pk=job.deploy_id).values_list(
+            "outcome", "failure_code").first() or (None, None)
+        if failure == DeployRecord.Failure.INTERRUPTED:
+            return None
         if outcome in (DeployRecord.Outcome.SUCCEEDED, DeployRecord.Outcome.FAILED):
             return outcome == DeployRecord.Outcome.SUCCEEDED
     return None

@@ -10,16 +10,18 @@ instants instead.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from rest_framework.test import APIClient
 
-from engine import deploys, lost, sweep, tasks
+from engine import captures, deploys, lost, sweep, tasks
 from lib import crashpoints, owners
 from snapshots.models import RestoreJob, Snapshot
 from tests.conftest import container_image_digest, dead_owner, move_current_tag
 from tests.snapshots.conftest import add_volume, fill
 from tests.snapshots.killing import container_journals, spawn, temporary_files, wait_for
-from tests.snapshots.restoring import OLD, engine_containers, served
+from tests.snapshots.restoring import OLD, engine_containers, journals, served, strays
 from workloads.models import Container, DeployRecord, Workload
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -164,8 +166,6 @@ def test_a_worker_killed_after_taking_a_task_blocks_nothing(running, api_as, ope
     workload, _first = running
     snapshot = None
     if kind == "restore":
-        from engine import captures
-
         snapshot = captures.capture_snapshot(workload=workload)
         assert snapshot.is_ready
     row = queued_row(kind, workload, snapshot)
@@ -284,3 +284,29 @@ def test_the_sweep_removes_uploads_and_scratch_trees_of_dead_processes_only(db):
 
     assert temporary_files() == [str(live_upload)]
     live_upload.unlink()
+
+
+@pytest.mark.parametrize("point", ["deploy.old-stopped", "deploy.new-started",
+                                   "deploy.committed"])
+def test_a_restore_killed_inside_its_own_redeploy_ends_running_on_the_snapshot(running, point):
+    """The restore's redeploy is a swap too: its container journal is settled first, then the
+    restore's journal finishes the restore (and redeploys again if the swap was undone)."""
+    workload, _first = running
+    data = workload.volumes.get().host_path()
+    snapshot = captures.capture_snapshot(workload=workload)
+    with open(f"{data}/index.html", "wb") as f:
+        f.write(b"<h1>written after the snapshot</h1>")
+    child = spawn(f"restores.restore(workload=Workload.objects.with_parents().get("
+                  f"pk={workload.pk}), snapshot=Snapshot.objects.get(pk={snapshot.pk}))",
+                  BERTH_CRASH_POINT=point)
+    _out, err = child.communicate(timeout=180)
+    assert child.returncode == crashpoints.CRASH_EXIT, err
+
+    swept()
+
+    container = the_one_container(workload)
+    assert served(container.id, "index.html") == OLD["index.html"]  # the snapshot's data
+    job = RestoreJob.objects.get(workload=workload)
+    assert job.outcome == RestoreJob.Outcome.SUCCEEDED, job.reason_text
+    assert journals() == [] and container_journals() == [] and temporary_files() == []
+    assert strays([Path(data)]) == []
