@@ -95,7 +95,11 @@ def run(workload: Workload, record: DeployRecord, *, backup: bool = True) -> Non
         return
     # The new containers run: whatever fails from here on, the journal (kept
     # until the ledger says so) has the next holder of the lock finish it.
-    finish(workload, record, swap)
+    try:
+        finish(workload, record, swap)
+    except Exception:  # noqa: BLE001 - the journal keeps what is needed
+        logger.exception("deploy %s: the new containers run, but recording it failed; the "
+                         "sweep finishes it from its journal", record.pk)
 
 
 def finish(workload: Workload, record: DeployRecord, swap: Swap) -> None:
