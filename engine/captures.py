@@ -61,13 +61,12 @@ def _clear_dead_rows(workload: Workload) -> None:
     One that stopped the workload and left its containers down is the
     sweep's (it starts them again); engine/lost.py says the rest.
     """
-    lost.fail_abandoned(workload)
+    lost.fail_lost(workload)
     try:
         with locks.try_workload_lock(workload.pk):
             swap_recovery.fail_dead_rows(workload)
     except locks.LockTimeout:
         pass  # a deploy, restore or capture runs: its rows are alive
-    Snapshot.fail_interrupted(workload=workload, lock_held=False)
 
 
 def capture_snapshot(

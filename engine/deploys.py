@@ -19,9 +19,8 @@ from django.utils.translation import gettext as _
 from engine import lost, queue
 from engine.locked import recovery, swap_recovery
 from engine.locked.deploy import DeployError, Failure, record_failure, run
-from lib import locks, runtime
+from lib import locks, owners, runtime
 from snapshots.models import RestoreJob
-from workloads.jobs import task_lost_before
 from workloads.models import DeployRecord, Workload
 
 logger = logging.getLogger(__name__)
@@ -70,7 +69,7 @@ def dispatch(
         _clear_dead(workload, recover=True)
         record = DeployRecord.open(
             workload=workload, reason=reason, user=user, reference=reference,
-            rolled_back_from=rolled_back_from,
+            rolled_back_from=rolled_back_from, owner=owners.current(),
         )
     if record.outcome != DeployRecord.Outcome.QUEUED:
         return record
@@ -96,36 +95,25 @@ def dispatch(
 def _clear_dead(workload: Workload, *, recover: bool = False) -> None:
     """Fail unfinished deploys whose process is gone, so they stop blocking new ones.
 
-    A queued row a dead process had taken is failed at once (engine/lost.py);
-    a running one whose process died is failed once the workload's lock is
-    free, unless it left a swap to finish or undo (the sweep, or the next
-    holder of the lock, does that with the engine). A queued row no worker
-    ever took counts as lost only after BERTH_TASK_LOST_AFTER, and not while
-    a restore of the workload is active (a deploy waits for a restore as long
-    as the restore takes) or the lock is held (it may be waiting for it).
-    `recover` (a command or a worker, never a web request): a killed deploy's
-    swap or restore that waits for the lock's next holder is recovered here.
+    Queued rows that can no longer run are failed at once (engine/lost.py); a
+    running one whose process died is failed once the workload's lock is
+    free, unless it left a swap to finish or undo: the sweep, or the next
+    holder of the lock, does that with the engine. `recover` (a command or a
+    worker, never a web request): this caller is that holder.
     """
-    lost.fail_abandoned(workload)
+    lost.fail_lost(workload)
     if locks.is_held(workload.pk):
         return  # (a restore's redeploy) someone may be waiting for this very lock
-    untaken = DeployRecord.objects.filter(workload=workload, owner="", outcome="queued",
-                                          created__lt=task_lost_before())
-    expire = untaken.exists() and not RestoreJob.objects.active().filter(
-        workload=workload).exists()
-    dead = bool(lost.workloads_with_dead_jobs(workload))
-    if not (expire or dead or recover):
+    if not (recover or lost.workloads_with_dead_jobs(workload)):
         return
     try:
         with locks.try_workload_lock(workload.pk):
             if recover:
                 recovery.recover_workload(workload)
-            elif dead:
+            else:
                 swap_recovery.fail_dead_rows(workload)
-            if expire:
-                untaken.fail_interrupted()
     except locks.LockTimeout:
-        pass  # someone works on the workload; a queued deploy may be waiting for it
+        pass  # someone works on the workload; it recovers what it finds first
     except recovery.RecoveryError:
         logger.exception("what a killed process left of workload %s cannot be recovered",
                          workload.pk)

@@ -6,7 +6,8 @@ is failed as interrupted right away, without the workload's lock: nothing of
 it ran, and a late delivery of its task finds it final and does nothing. A
 job that had started holds the workload's lock while it runs; it is finished
 by whoever takes the lock next (engine/locked/recovery.py, recover_workload).
-Only a job no worker ever took is judged by its age (BERTH_TASK_LOST_AFTER).
+Only a job no worker ever took is judged by its age (BERTH_TASK_LOST_AFTER);
+a task that arrives after that finds its row final too.
 docs/architecture.md ("Jobs") has the rules.
 """
 
@@ -14,16 +15,23 @@ from __future__ import annotations
 
 from django.utils.translation import gettext_noop
 
+from lib import owners
 from snapshots.errors import CaptureError
 from snapshots.models import RestoreJob, Snapshot
+from workloads.jobs import task_lost_before
 from workloads.models import DeployRecord, Workload
 
 INTERRUPTED_CAPTURE = gettext_noop("The capture was interrupted before it finished.")
 INTERRUPTED_RESTORE = gettext_noop("The restore was interrupted before it changed anything.")
 
 
-def fail_abandoned(workload: Workload | None = None) -> int:
-    """Fail the queued jobs (of `workload`, or of all) whose task a dead process had taken."""
+def fail_lost(workload: Workload | None = None) -> int:
+    """Fail the queued jobs (of `workload`, or of all) that can no longer run as asked.
+
+    Those whose task a process took and then died with, and those no worker
+    took for BERTH_TASK_LOST_AFTER (their task was lost in the broker, or
+    would run long after it was asked for).
+    """
     failed = 0
     for record in _taken_and_queued(DeployRecord.objects.filter(outcome="queued"), workload):
         failed += DeployRecord.objects.filter(
@@ -34,7 +42,27 @@ def fail_abandoned(workload: Workload | None = None) -> int:
                                 only_from=Snapshot.State.QUEUED)
     for job in _taken_and_queued(RestoreJob.objects.filter(state="queued"), workload):
         failed += job.finish(RestoreJob.Outcome.FAILED, INTERRUPTED_RESTORE, only_queued=True)
+    untaken = DeployRecord.objects.filter(outcome="queued", owner="",
+                                          created__lt=task_lost_before())
+    if workload is not None:
+        untaken = untaken.filter(workload=workload)
+    failed += untaken.fail_interrupted()
+    failed += Snapshot.fail_interrupted(workload=workload, lock_held=False)
+    failed += RestoreJob.fail_dead(workload=workload, lock_held=False)
     return failed
+
+
+def release(row: DeployRecord | Snapshot | RestoreJob) -> bool:
+    """After a task: its row still queued and ours means the entry point stopped before the
+    claim (it raised, or refused without ending the row). Failed, so it blocks nothing."""
+    if row.owner != owners.current():
+        return False
+    if isinstance(row, DeployRecord):
+        return bool(DeployRecord.objects.filter(pk=row.pk, outcome="queued", owner=row.owner)
+                    .fail_interrupted())
+    if isinstance(row, Snapshot):
+        return row.fail(CaptureError(INTERRUPTED_CAPTURE), only_from=Snapshot.State.QUEUED)
+    return row.finish(RestoreJob.Outcome.FAILED, INTERRUPTED_RESTORE, only_queued=True)
 
 
 def _taken_and_queued(rows, workload: Workload | None) -> list:

@@ -18,7 +18,7 @@ from django.utils.translation import gettext, gettext_noop
 from engine import lost, queue
 from engine.locked import recovery
 from engine.locked.restore import Restore, refuse
-from lib import crashpoints, locks
+from lib import crashpoints, locks, owners
 from snapshots.archive_format import Limits
 from snapshots.errors import PreflightError, RestoreError
 from snapshots.models import RestoreJob, Snapshot
@@ -98,9 +98,10 @@ def _open(workload: Workload, snapshot: Snapshot, user: AbstractBaseUser | None,
     _clear_dead(workload, recover=recover)
     try:
         with transaction.atomic():
+            # Run in-process (the command), the job is this process's from the start.
             return RestoreJob.objects.create(
                 workload=workload, snapshot=snapshot, bytes_total=snapshot.data_bytes,
-                user=acting_user(user),
+                user=acting_user(user), owner=owners.current() if recover else "",
             )
     except IntegrityError:
         raise RestoreBusy(RestoreJob.objects.active().filter(workload=workload).first()) from None
@@ -117,7 +118,7 @@ def _clear_dead(workload: Workload, *, recover: bool) -> None:
     (`recover=True`) recovers it first, like any holder of the lock. A
     queued job a dead process had taken is failed at once (engine/lost.py).
     """
-    lost.fail_abandoned(workload)
+    lost.fail_lost(workload)
     try:
         with locks.try_workload_lock(workload.pk):
             if recover:
@@ -128,6 +129,5 @@ def _clear_dead(workload: Workload, *, recover: bool) -> None:
         pass  # a deploy, restore or capture runs: its rows are alive
     except recovery.RecoveryError:
         logger.exception("an interrupted restore of workload %s cannot be recovered", workload.pk)
-    RestoreJob.fail_dead(workload=workload, lock_held=False)
 
 

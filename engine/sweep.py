@@ -54,7 +54,7 @@ def recover_all(*, say: Callable[[str], None] = logger.info) -> SweepReport:
     with_journals |= _adopt_legacy(found.legacy, report)
     for workload_id in sorted(with_journals):
         _sweep_one(workload_id, report, say)
-    abandoned = lost.fail_abandoned()
+    abandoned = lost.fail_lost()
     if abandoned:
         say(f"{abandoned} queued job(s) whose worker had stopped are marked failed.")
     for workload_id in sorted(lost.workloads_with_dead_jobs() - with_journals):

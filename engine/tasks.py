@@ -9,12 +9,14 @@ broker, or one for a row deleted with its workload, changes nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from django.utils.translation import gettext_noop
 
 from engine import captures, deploys, lost, restores
 from lib import crashpoints
 from snapshots.models import RestoreJob, Snapshot
+from workloads.jobs import task_lost_before
 from workloads.models import DeployRecord
 
 logger = logging.getLogger(__name__)
@@ -31,11 +33,9 @@ def run_deploy(record_id: int) -> None:
             logger.warning("deploy %s waited in the queue so long that it was counted as "
                            "lost (BERTH_TASK_LOST_AFTER); it is not run now", record_id)
         return  # Deleted with its workload, or already run by another worker.
-    if not _take(record):
-        return
-    deploys.dispatch(
+    _run(record, lambda: deploys.dispatch(
         workload=record.workload, reason=record.reason, user=record.user, record=record
-    )
+    ))
 
 
 def run_capture(snapshot_id: int) -> None:
@@ -50,11 +50,9 @@ def run_capture(snapshot_id: int) -> None:
                            "past BERTH_TASK_LOST_AFTER counts as lost); it is not run",
                            snapshot_id)
         return  # Deleted, or already run by another worker.
-    if not _take(snapshot):
-        return
-    captures.capture_snapshot(
+    _run(snapshot, lambda: captures.capture_snapshot(
         workload=snapshot.workload, kind=snapshot.kind, user=snapshot.user, snapshot=snapshot
-    )
+    ))
 
 
 def run_restore(job_id: int) -> None:
@@ -77,23 +75,43 @@ def run_restore(job_id: int) -> None:
                            "waited past BERTH_TASK_LOST_AFTER counts as lost); it is not run",
                            job_id)
         return  # Deleted with its workload, or already run by another worker.
-    if not _take(job):
+    _run(job, lambda: restores.restore(
+        workload=job.workload, snapshot=job.snapshot, user=job.user, job=job
+    ))
+
+
+def _run(row: DeployRecord | Snapshot | RestoreJob, body: Callable[[], object]) -> None:
+    """Take the row, run the entry point; a row still queued and ours afterwards is failed
+    (something raised before the claim), so it never blocks the workload while we live."""
+    if not _take(row):
         return
-    restores.restore(workload=job.workload, snapshot=job.snapshot, user=job.user, job=job)
+    try:
+        body()
+    finally:
+        row.refresh_from_db(fields=[row.state_field])
+        if getattr(row, row.state_field) == row.queued_state and lost.release(row):
+            logger.warning("%s %s stopped before it started; it is marked failed",
+                           type(row).__name__, row.pk)
 
 
 def _take(row: DeployRecord | Snapshot | RestoreJob) -> bool:
-    """Become the row's owner; False if another process took it first.
+    """Become the row's owner; False if it may not run (any more).
 
-    A late delivery of a task whose first taker died fails the row instead
+    A task that arrives for a row whose first taker died, or after its row
+    counts as lost (BERTH_TASK_LOST_AFTER), fails the row instead
     (engine/lost.py): a job never runs long after it was asked for.
     """
+    if row.owner == "" and row.created < task_lost_before():
+        lost.fail_lost(row.workload)
+        logger.warning("%s %s arrived after BERTH_TASK_LOST_AFTER; it is marked failed, not run",
+                       type(row).__name__, row.pk)
+        return False
     if row.take():
         crashpoints.reached("task.taken")
         return True
     row.refresh_from_db(fields=["owner"])
     if row.owner and not row.owner_alive:
-        lost.fail_abandoned(row.workload)
+        lost.fail_lost(row.workload)
         logger.warning("%s %s: the process that took it stopped; it is marked failed, not run",
                        type(row).__name__, row.pk)
     return False

@@ -4,12 +4,14 @@
 #   127.0.0.1:5000/berth-test/busybox:latest   bare busybox, base for other test images
 #   127.0.0.1:5000/berth-test/httpd:v1, :v2    busybox httpd serving /data on port 80
 #   127.0.0.1:5000/berth-test/httpd:current    moving tag, reset to v1 (see move-test-tag.sh)
+#   127.0.0.1:5000/berth-test/slowstop:v1, :v2 a process that takes 3 s to stop on SIGTERM
 # Skips the build when the images exist locally and in the registry, unless FORCE=1.
 set -euo pipefail
 
 registry=127.0.0.1:5000
 base=$registry/berth-test/busybox:latest
 httpd=$registry/berth-test/httpd
+slowstop=$registry/berth-test/slowstop
 here=$(cd "$(dirname "$0")" && pwd)
 # The legacy builder resolves FROM against local images, so httpd can build on the
 # unpushed base; BuildKit (if buildx is ever installed) would look in the registry.
@@ -27,7 +29,7 @@ quiet() {
   out=$("$@" 2>&1) || { echo "$out" >&2; echo "berth: failed: $*" >&2; return 1; }
 }
 
-images=("$base" "$httpd:v1" "$httpd:v2")
+images=("$base" "$httpd:v1" "$httpd:v2" "$slowstop:v1" "$slowstop:v2")
 build=${FORCE:-0}
 for image in "${images[@]}"; do
   docker image inspect "$image" >/dev/null 2>&1 || build=1
@@ -61,6 +63,16 @@ STOPSIGNAL SIGKILL
 CMD ["httpd", "-f", "-p", "80", "-h", "/data"]
 DOCKERFILE
     quiet docker build -t "$httpd:$v" "$ctx/$v"
+
+    # A container whose `docker stop` takes a while, as a real app's does: the engine
+    # goes on stopping it after the process that asked has died.
+    mkdir "$ctx/slow-$v"
+    cat >"$ctx/slow-$v/Dockerfile" <<DOCKERFILE
+FROM $base
+ENV BERTH_TEST_VERSION=$v
+CMD ["sh", "-c", "trap 'sleep 3; exit 0' TERM; while true; do sleep 0.2; done"]
+DOCKERFILE
+    quiet docker build -t "$slowstop:$v" "$ctx/slow-$v"
   done
 fi
 

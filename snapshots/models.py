@@ -169,7 +169,7 @@ class Snapshot(Job, Progress):
         )
 
     @classmethod
-    def fail_interrupted(cls, *, workload: Workload, lock_held: bool) -> int:
+    def fail_interrupted(cls, *, workload: Workload | None, lock_held: bool) -> int:
         """Mark the workload's unfinished captures that cannot still be running as failed.
 
         A row is claimed (queued → capturing) only under the workload's lock,
@@ -183,7 +183,10 @@ class Snapshot(Job, Progress):
             stale = Q(state=cls.State.CAPTURING)
         else:
             stale = Q(state=cls.State.QUEUED, owner="", created__lt=task_lost_before())
-        return cls.objects.filter(stale, workload=workload).update(
+        rows = cls.objects.filter(stale)
+        if workload is not None:
+            rows = rows.filter(workload=workload)
+        return rows.update(
             state=cls.State.FAILED, finished=timezone.now(), failure_params={},
             failure=gettext_noop("The capture was interrupted before it finished."),
         )
@@ -328,7 +331,7 @@ class RestoreJob(Job, Progress):
         )
 
     @classmethod
-    def fail_dead(cls, *, workload: Workload, lock_held: bool) -> int:
+    def fail_dead(cls, *, workload: Workload | None, lock_held: bool) -> int:
         """Mark the workload's restores that cannot still be running as failed.
 
         A job is claimed (queued → running) only under the workload's lock,
@@ -341,12 +344,16 @@ class RestoreJob(Job, Progress):
         if lock_held:
             # A job with a journal on disk, readable or not, is the recovery's
             # to close, by what the journal and the volumes say.
+            assert workload is not None, "the lock is a workload's"
             running = cls.objects.filter(workload=workload, state=cls.State.RUNNING)
             dead = Q(pk__in=[pk for pk in running.values_list("pk", flat=True)
                              if not journal.exists(workload.pk, pk)])
         else:
             dead = Q(state=cls.State.QUEUED, owner="", created__lt=task_lost_before())
-        return cls.objects.filter(dead, workload=workload).update(
+        rows = cls.objects.filter(dead)
+        if workload is not None:
+            rows = rows.filter(workload=workload)
+        return rows.update(
             state=cls.State.FINISHED, phase=cls.Phase.DONE, outcome=cls.Outcome.FAILED,
             finished=timezone.now(), reason_params={},
             reason=gettext_noop("The restore was interrupted before it changed anything."),

@@ -117,7 +117,7 @@ def dead_owner() -> str:
 
     child = subprocess.Popen(["sleep", "30"])
     try:
-        owner = f"{owners.boot_id()}:{child.pid}:{owners.start_time(child.pid)}"
+        owner = owners.of(child.pid)
     finally:
         child.kill()
         child.wait()

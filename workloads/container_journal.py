@@ -146,7 +146,8 @@ def for_workload(workload_id: int) -> list[Operation]:
 def load(path: Path) -> Operation:
     try:
         data = json.loads(path.read_bytes())
-        if data.pop("format") != FORMAT or data.pop("version") != VERSION:
+        if not isinstance(data, dict) or data.pop("format") != FORMAT \
+                or data.pop("version") != VERSION:
             raise ValueError("not a container journal of this version")
         operation = Operation(**data)
     except (OSError, ValueError, TypeError, KeyError) as exc:
@@ -154,7 +155,18 @@ def load(path: Path) -> Operation:
     match = _NAME.fullmatch(path.name)
     if (match is None or operation.kind not in (DEPLOY, CAPTURE)
             or (int(match.group(1)), match.group(2), int(match.group(3)))
-            != (operation.workload, operation.kind, operation.row)
-            or not all(isinstance(c, str) for c in [*operation.stopped, *operation.old])):
+            != (operation.workload, operation.kind, operation.row)):
         raise JournalError(f"the container journal {path} does not match its name")
+    if not _well_formed(operation):
+        raise JournalError(f"the container journal {path} is malformed")
     return operation
+
+
+def _well_formed(operation: Operation) -> bool:
+    lists = (operation.stopped, operation.old, operation.steps)
+    return (all(isinstance(value, list) for value in lists)
+            and all(isinstance(c, str) for c in [*operation.stopped, *operation.old])
+            and all(isinstance(s, dict) and isinstance(s.get("step"), str)
+                    for s in operation.steps)
+            and all(isinstance(v, str) for v in (operation.image, operation.pinned,
+                                                  operation.image_id)))

@@ -237,6 +237,7 @@ def _start_containers(workload: Workload, snapshot: Snapshot,
                                  "#%(id)d; deploy the workload to bring it back."),
             params={"id": snapshot.pk},
         )
+        return  # the journal stays: the sweep tries once more
     try:
         container_journal.remove(stopped)
     except OSError:
@@ -300,11 +301,15 @@ def _write(workload: Workload, snapshot: Snapshot, volumes: list[dict],
 def _keep(workload: Workload, snapshot: Snapshot, temp: Path, sink: writer.HashingWriter,
           manifest: dict, report: writer.WriteReport) -> None:
     name = storage.new_archive_name(snapshot.kind)
+    # Named on the row before the file is: a process killed between the two
+    # leaves a row that says which archive to remove (swap_recovery).
+    Snapshot.objects.filter(pk=snapshot.pk).update(archive=name)
     try:
         storage.place(temp, workload.pk, name)
     except BaseException:
         storage.discard(temp)
         raise
+    crashpoints.reached("capture.placed")
     kept = snapshot.succeed(
         archive=name, size=sink.size, sha256=sink.sha256.hexdigest(), manifest=manifest,
         changed=len(report.changed),

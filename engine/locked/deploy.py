@@ -114,7 +114,8 @@ def finish(workload: Workload, record: DeployRecord, swap: Swap) -> None:
         EventLog.objects.create(
             workload=workload, user=record.user, **_deployed_event(record, swap.new)
         )
-    container_journal.remove(swap.operation)
+    if swap.complete:
+        container_journal.remove(swap.operation)
 
 
 def _settle_request(workload: Workload, record: DeployRecord) -> None:
@@ -196,10 +197,15 @@ def _backup(workload: Workload, record: DeployRecord) -> None:
 
 @dataclass
 class Swap:
-    """A committed swap: the new containers (docker id, name, replica) and its journal."""
+    """A committed swap: the new containers (docker id, name, replica) and its journal.
+
+    `complete` is False when an old container could not be removed or a new
+    one renamed: the journal then stays, for the sweep to finish the job.
+    """
 
     new: list[tuple[str, str, int]]
     operation: container_journal.Operation
+    complete: bool = True
 
 
 def _replace_containers(
@@ -242,6 +248,7 @@ def _replace_containers(
 
     try:
         operation.record(container_journal.STOP)
+        crashpoints.reached("deploy.stopping")
         for container in was_running:
             runtime.stop(container.id)
         crashpoints.reached("deploy.old-stopped")
@@ -271,10 +278,12 @@ def _replace_containers(
         raise
 
     crashpoints.reached("deploy.committed")
-    for container in old:
-        _best_effort(runtime.remove, container.id)
+    removed = all([_best_effort(runtime.remove, container.id) for container in old])
     crashpoints.reached("deploy.old-removed")
-    return Swap(new=rename_new(workload, created, specs), operation=operation)
+    new = rename_new(workload, created, specs)
+    complete = removed and all(name == workload.container_name(replica)
+                               for _id, name, replica in new)
+    return Swap(new=new, operation=operation, complete=complete)
 
 
 def rename_new(workload: Workload, created: list[str],
@@ -294,9 +303,12 @@ def rename_new(workload: Workload, created: list[str],
 
 def _undo(operation: container_journal.Operation, created: list[str],
           was_running: list[runtime.ContainerInfo]) -> None:
-    """Before the commit: the new containers go, the old ones run again, the journal goes."""
-    _discard(created)
-    _restart(was_running)
+    """Before the commit: the new containers go, the old ones run again, the journal goes —
+    unless a step failed: then the journal stays, for the sweep to try again."""
+    undone = _discard(created)
+    undone = _restart(was_running) and undone
+    if not undone:
+        return
     try:
         container_journal.remove(operation)
     except OSError:
@@ -310,14 +322,12 @@ def _recheck_binds(workload: Workload, specs: list[runtime.ContainerSpec]) -> No
         raise ValidationError("the volumes' host paths changed during the deploy")
 
 
-def _discard(container_ids: list[str]) -> None:
-    for container_id in container_ids:
-        _best_effort(runtime.remove, container_id)
+def _discard(container_ids: list[str]) -> bool:
+    return all([_best_effort(runtime.remove, container_id) for container_id in container_ids])
 
 
-def _restart(containers: list[runtime.ContainerInfo]) -> None:
-    for container in containers:
-        _best_effort(runtime.start, container.id)
+def _restart(containers: list[runtime.ContainerInfo]) -> bool:
+    return all([_best_effort(runtime.start, container.id) for container in containers])
 
 
 def _best_effort(step, *args) -> bool:

@@ -19,11 +19,12 @@ from django.utils.translation import gettext_noop
 
 from engine.locked import deploy
 from lib import locks, owners, runtime
+from snapshots import storage
 from snapshots.errors import CaptureError
 from snapshots.models import Snapshot
 from workloads import container_journal
 from workloads.container_journal import Operation
-from workloads.models import DeployRecord, EventLog, Workload
+from workloads.models import Container, DeployRecord, EventLog, Workload
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +154,9 @@ def _finish_forward(workload: Workload, operation: Operation, record: DeployReco
                 name = container.name
         renamed.append((container.id, name, replica))
     if record is not None and record.outcome in DeployRecord.ACTIVE:
-        deploy.finish(workload, record, deploy.Swap(new=renamed, operation=operation))
+        complete = all(name == workload.container_name(replica) for _i, name, replica in renamed)
+        deploy.finish(workload, record,
+                      deploy.Swap(new=renamed, operation=operation, complete=complete))
         EventLog.objects.create(
             workload=workload, user=record.user, level=EventLog.Level.WARNING,
             message=gettext_noop("Deploy #%(deploy)d was interrupted (its process stopped) "
@@ -161,6 +164,10 @@ def _finish_forward(workload: Workload, operation: Operation, record: DeployReco
             params={"deploy": record.pk},
         )
     else:
+        # Recorded already (its process died later, or a rename had failed): only the
+        # names in the index may be out of date.
+        for container_id, name, _replica in renamed:
+            Container.objects.filter(docker_id=container_id).update(name=name)
         container_journal.remove(operation)
 
 
@@ -168,14 +175,39 @@ def _undo(workload: Workload, operation: Operation, record: DeployRecord | None,
           new: list[runtime.ContainerInfo]) -> None:
     for container in new:
         runtime.remove(container.id)
-    present = {c.id: c for c in runtime.list_containers(workload.pk)}
-    for container_id in operation.stopped:
-        container = present.get(container_id)
-        if container is not None and not container.running:
-            _started(container_id)
+    if operation.has(container_journal.STOP):
+        _start_again(workload, operation)
     if record is not None:
         _fail_deploy(workload, record)
     container_journal.remove(operation)
+
+
+def _start_again(workload: Workload, operation: Operation) -> bool:
+    """Start the containers the operation stopped (or was stopping) once they are down.
+
+    The engine goes on stopping a container after the process that asked for
+    it died: one that still shows as running may be in its stop timeout. Its
+    stop is asked for again (which waits for the one in progress, and does
+    nothing to a stopped container) before it is started.
+    """
+    present = {c.id for c in runtime.list_containers(workload.pk)}
+    started = True
+    for container_id in operation.stopped:
+        if container_id in present:
+            runtime.stop(container_id)
+            started = _started(container_id) and started
+    if not started:
+        message = {
+            container_journal.DEPLOY: gettext_noop(
+                "The containers deploy #%(id)d had stopped could not be started again after "
+                "its process stopped; deploy the workload to bring it back."),
+            container_journal.CAPTURE: gettext_noop(
+                "The containers snapshot #%(id)d had stopped could not be started again after "
+                "its process stopped; deploy the workload to bring it back."),
+        }[operation.kind]
+        EventLog.objects.create(workload=workload, level=EventLog.Level.ERROR, message=message,
+                                params={"id": operation.row})
+    return started
 
 
 def _fail_deploy(workload: Workload, record: DeployRecord | None) -> int:
@@ -191,11 +223,7 @@ def _fail_deploy(workload: Workload, record: DeployRecord | None) -> int:
 
 
 def _recover_capture(workload: Workload, operation: Operation) -> None:
-    present = {c.id: c for c in runtime.list_containers(workload.pk)}
-    for container_id in operation.stopped:
-        container = present.get(container_id)
-        if container is not None and not container.running:
-            _started(container_id)
+    _start_again(workload, operation)
     snapshot = Snapshot.objects.filter(pk=operation.row).first()
     if snapshot is not None and snapshot.is_active:
         _fail_capture(workload, snapshot)
@@ -205,6 +233,8 @@ def _recover_capture(workload: Workload, operation: Operation) -> None:
 def _fail_capture(workload: Workload, snapshot: Snapshot) -> int:
     if not snapshot.fail(CaptureError(INTERRUPTED_CAPTURE), only_from=snapshot.state):
         return 0
+    # Killed after placing its archive and before recording it: the file is no one's.
+    storage.remove_archive(workload.pk, snapshot.archive)
     EventLog.objects.create(
         workload=workload, user=snapshot.user, level=EventLog.Level.WARNING,
         message=gettext_noop("Snapshot #%(id)d failed; the snapshots panel says why."),

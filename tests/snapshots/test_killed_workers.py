@@ -10,6 +10,8 @@ instants instead.
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from engine import captures, deploys, lost, sweep, tasks
 from lib import crashpoints, owners
 from snapshots.models import RestoreJob, Snapshot
 from tests.conftest import container_image_digest, dead_owner, move_current_tag
+from tests.fixtures import images
 from tests.snapshots.conftest import add_volume, fill
 from tests.snapshots.killing import container_journals, spawn, temporary_files, wait_for
 from tests.snapshots.restoring import OLD, engine_containers, journals, served, strays
@@ -58,7 +61,7 @@ def the_one_container(workload: Workload):
 @pytest.mark.parametrize(("point", "wins"), [
     ("deploy.created", "old"),       # the new container created, the old one still running
     ("deploy.old-stopped", "old"),   # the old one stopped, the new one not started
-    ("deploy.new-started", "old"),   # both started... the new one before the commit record
+    ("deploy.new-started", "old"),   # the new one started, the commit not yet recorded
     ("deploy.committed", "new"),     # committed, the old one not yet removed
     ("deploy.old-removed", "new"),   # the old one removed, the new one not yet renamed
 ])
@@ -95,6 +98,32 @@ def test_a_deploy_killed_mid_swap_is_finished_or_undone_by_the_sweep(running, po
     # The next deploy is accepted, and runs.
     assert deploys.dispatch(workload=workload, reason="manual").outcome == Outcome.SUCCEEDED
     assert sweep.recover_all().recovered == []
+
+
+def test_the_sweep_waits_for_a_stop_the_killed_deploy_left_in_flight(docker, make_workload):
+    """The engine goes on stopping a container after the process that asked for it died. The
+    worker dies just before its stop; the stop it would have sent is sent here, as the
+    engine would carry it out, and the sweep comes while it is still in progress."""
+    workload = make_workload(image=images.SLOWSTOP_V1)
+    first = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+    assert first.outcome == Outcome.SUCCEEDED, first.failure_code
+    [old] = engine_containers(workload)
+    Workload.objects.filter(pk=workload.pk).update(image=images.SLOWSTOP_V2)
+    child = spawn(f"deploys.dispatch(workload=Workload.objects.with_parents().get("
+                  f"pk={workload.pk}), reason='manual')", BERTH_CRASH_POINT="deploy.stopping")
+    _out, err = child.communicate(timeout=180)
+    assert child.returncode == crashpoints.CRASH_EXIT, err
+    in_flight = subprocess.Popen(["docker", "stop", "-t", "10", old.id],
+                                 stdout=subprocess.DEVNULL)
+    time.sleep(0.5)
+    assert [c.running for c in engine_containers(workload) if c.id == old.id] == [True]
+
+    swept()
+    in_flight.wait(timeout=30)
+
+    assert the_one_container(workload).id == old.id
+    time.sleep(1)  # still running once the stop that was in flight is long over
+    assert the_one_container(workload).id == old.id
 
 
 def test_the_next_deploy_recovers_a_killed_swap_before_its_own(running):
@@ -199,23 +228,23 @@ def test_a_late_delivery_fails_a_row_whose_first_taker_died(workload):
 
 def test_a_reused_pid_is_not_taken_for_the_owner(workload):
     me = owners.current()
-    boot, pid, started = me.split(":")
+    boot, namespace, pid, started = me.split(":")
     assert owners.is_alive(me)
     # The same pid, but another process (the kernel reused it): another start time.
-    heir = f"{boot}:{pid}:{int(started) + 1}"
-    assert not owners.is_alive(heir)
-    assert not owners.is_alive(f"{'0' * 32}:{pid}:{started}")  # another boot
-    assert not owners.is_alive("not an owner") and not owners.is_alive("")
-    assert not owners.is_alive(dead_owner())
+    heir = f"{boot}:{namespace}:{pid}:{int(started) + 1}"
+    assert owners.is_dead(heir)
+    assert owners.is_dead(f"{'0' * 32}:{namespace}:{pid}:{started}")  # another boot
+    assert owners.is_dead("not an owner") and owners.is_dead("")
+    assert owners.is_dead(dead_owner())
     assert owners.from_token(f".tmp-{owners.token(me)}-abcd.tar.zst") == me
 
     taken = DeployRecord.open(workload=workload, reason=DeployRecord.Reason.API)
     DeployRecord.objects.filter(pk=taken.pk).update(owner=heir)
-    assert lost.fail_abandoned(workload) == 1
+    assert lost.fail_lost(workload) == 1
     assert is_final(taken)
     alive = DeployRecord.open(workload=workload, reason=DeployRecord.Reason.API)
     DeployRecord.objects.filter(pk=alive.pk).update(owner=me)
-    assert lost.fail_abandoned(workload) == 0
+    assert lost.fail_lost(workload) == 0
     alive.refresh_from_db()
     assert alive.outcome == Outcome.QUEUED
 
@@ -268,6 +297,19 @@ def test_a_capture_in_progress_in_another_process_keeps_its_file(running, tmp_pa
     assert temporary_files() == []
 
 
+def test_an_owner_out_of_sight_is_never_called_dead(monkeypatch):
+    """Another PID namespace's pids mean nothing here, and a /proc entry this process may not
+    read (hidepid, another user: simulated, as the tests run as root) says nothing either."""
+    boot, namespace, pid, started = owners.current().split(":")
+    assert owners.is_alive(f"{boot}:{int(namespace) + 1}:{pid}:{int(started) + 1}")
+
+    def hidden(pid: int):
+        raise owners.Unknown("permission denied")
+
+    monkeypatch.setattr(owners, "start_time", hidden)
+    assert owners.is_alive(f"{boot}:{namespace}:{pid}:{int(started) + 1}")
+
+
 def test_the_sweep_removes_uploads_and_scratch_trees_of_dead_processes_only(db):
     from snapshots import storage
 
@@ -310,3 +352,106 @@ def test_a_restore_killed_inside_its_own_redeploy_ends_running_on_the_snapshot(r
     assert job.outcome == RestoreJob.Outcome.SUCCEEDED, job.reason_text
     assert journals() == [] and container_journals() == [] and temporary_files() == []
     assert strays([Path(data)]) == []
+
+
+def test_a_capture_killed_after_placing_its_archive_leaves_no_file(running):
+    from snapshots import storage
+
+    workload, _first = running
+    child = spawn(f"captures.capture_snapshot(workload=Workload.objects.with_parents().get("
+                  f"pk={workload.pk}))", BERTH_CRASH_POINT="capture.placed")
+    _out, err = child.communicate(timeout=180)
+    assert child.returncode == crashpoints.CRASH_EXIT, err
+    snapshot = Snapshot.objects.get(workload=workload)
+    assert snapshot.state == Snapshot.State.CAPTURING and snapshot.archive
+    assert storage.archive_path(workload.pk, snapshot.archive).exists()
+
+    swept()
+
+    snapshot.refresh_from_db()
+    assert snapshot.state == Snapshot.State.FAILED
+    assert not storage.archive_path(workload.pk, snapshot.archive).exists()
+    the_one_container(workload)
+
+
+# --- rows that stop before their claim, and tasks that arrive too late ------------------------
+
+@pytest.mark.parametrize("kind", ["capture", "restore"])
+def test_a_task_that_raises_before_its_claim_leaves_no_queued_row(snapshotted, monkeypatch,
+                                                                  kind):
+    """The worker lives on, so its row would look taken by a live process for ever."""
+    from django.db import OperationalError
+
+    from engine.locked import recovery
+
+    workload, _paths, snapshot, _wanted = snapshotted
+    row = queued_row(kind, workload, snapshot)
+
+    def locked(workload):
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(recovery, "recover_workload", locked)
+    task = {"capture": tasks.run_capture, "restore": tasks.run_restore}[kind]
+    with pytest.raises(OperationalError):
+        task(row.pk)
+    assert is_final(row)
+
+
+def test_a_task_nobody_took_in_time_is_failed_by_the_sweep_and_never_runs(workload, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    long_ago = timezone.now() - timedelta(seconds=settings.BERTH_TASK_LOST_AFTER + 1)
+    swept_row = DeployRecord.open(workload=workload, reason=DeployRecord.Reason.API)
+    DeployRecord.objects.filter(pk=swept_row.pk).update(created=long_ago)
+    swept()
+    assert is_final(swept_row)
+
+    late = DeployRecord.open(workload=workload, reason=DeployRecord.Reason.API)
+    DeployRecord.objects.filter(pk=late.pk).update(created=long_ago)
+    tasks.run_deploy(late.pk)  # the broker hands it out 70 minutes late: it must not run
+    late.refresh_from_db()
+    assert (late.outcome, late.failure_code, late.started) == (Outcome.FAILED,
+                                                               Failure.INTERRUPTED, None)
+
+
+def test_a_deploy_command_killed_while_it_waits_for_the_lock_blocks_nothing(workload):
+    import threading
+
+    from django.db import connection
+
+    from lib import locks
+
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with locks.workload_lock(workload.pk):
+            held.set()
+            release.wait(60)
+        connection.close()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert held.wait(10)
+    try:
+        child = spawn(f"deploys.dispatch(workload=Workload.objects.with_parents().get("
+                      f"pk={workload.pk}), reason='manual')")
+        deadline = time.monotonic() + 60
+        while not DeployRecord.objects.filter(workload=workload).exists():
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.3)  # it waits for the lock now
+        child.kill()
+        child.wait()
+    finally:
+        release.set()
+        thread.join()
+    waiting = DeployRecord.objects.get(workload=workload)
+    assert waiting.outcome == Outcome.QUEUED and waiting.owner
+
+    swept()
+
+    assert is_final(waiting)
+    assert deploys.request_deploy(workload=workload, reason=DeployRecord.Reason.API)

@@ -162,7 +162,7 @@ class DeployRecord(Job):
     @classmethod
     def open(
         cls, *, workload: Workload, reason: str, user=None, reference: str = "",
-        rolled_back_from: DeployRecord | None = None,
+        rolled_back_from: DeployRecord | None = None, owner: str = "",
     ) -> DeployRecord:
         """Add a queued record and prune the workload's history to the newest N.
 
@@ -170,6 +170,7 @@ class DeployRecord(Job):
         or running (a restore's redeploy excepted). One transaction, so the
         ledger never holds more than BERTH_DEPLOY_HISTORY_KEEP finished rows of
         a workload, not even for a moment; unfinished rows are never pruned.
+        `owner`: the process that runs it, when it is run in-process (a command).
         """
         try:
             with transaction.atomic():
@@ -180,6 +181,7 @@ class DeployRecord(Job):
                     requested_reference=reference or workload.source_reference,
                     user=acting_user(user),
                     rolled_back_from=rolled_back_from,
+                    owner=owner,
                 )
                 stale = (
                     cls.objects.filter(workload=workload, outcome__in=cls.FINISHED)
