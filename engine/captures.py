@@ -119,13 +119,9 @@ def _finish_interrupted_restores(workload: Workload) -> CaptureError | None:
         logger.exception("an interrupted restore of workload %s cannot be recovered", workload.pk)
         return CaptureError(gettext_noop(
             "An interrupted restore of this workload could not be recovered; its volumes are "
-            "not captured until it is (see `manage.py recover_restores`)."
+            "not captured until it is (see `manage.py recover`)."
         ))
     return None
-
-
-def _user(user: AbstractBaseUser | None) -> AbstractBaseUser | None:
-    return user if user is not None and user.is_authenticated else None
 
 
 def delete_snapshot(*, snapshot: Snapshot, user: AbstractBaseUser | None = None) -> None:

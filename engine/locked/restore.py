@@ -155,7 +155,7 @@ class Restore:
         except Exception:  # noqa: BLE001 - the journal keeps what is needed to try again
             logger.critical("restore %s failed and could not be undone; its journal is kept "
                             "for the recovery sweep (every minute in the task worker, and "
-                            "`manage.py recover_restores`)", self.job.pk, exc_info=True)
+                            "`manage.py recover`)", self.job.pk, exc_info=True)
 
     def _bring_back(self, record: Journal) -> None:
         """After the commit, whatever else failed: the workload must not stay down.

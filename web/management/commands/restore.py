@@ -69,7 +69,7 @@ class Command(BaseCommand):
         if job.is_active:
             raise CommandError(
                 f"Restore #{job.pk} could not be finished or undone here (the server log says "
-                "why); `manage.py recover_restores` or the workload's next deploy will do it "
+                "why); `manage.py recover` or the workload's next deploy will do it "
                 "from its journal."
             )
         if job.outcome == RestoreJob.Outcome.FAILED:
