@@ -104,7 +104,7 @@ def _clear_dead(workload: Workload, *, recover: bool = False) -> None:
     lost.fail_lost(workload)
     if locks.is_held(workload.pk):
         return  # (a restore's redeploy) someone may be waiting for this very lock
-    if not (recover or lost.workloads_with_dead_jobs(workload)):
+    if not (recover or lost.workloads_with_started_jobs(workload)):
         return
     try:
         with locks.try_workload_lock(workload.pk):
@@ -139,7 +139,7 @@ def _finish_interrupted_restores(workload: Workload, record: DeployRecord) -> bo
     (and the deploy fails) if the recovery cannot decide what to do.
     """
     try:
-        recovery.recover_workload(workload)
+        recovery.recover_workload(workload, keep=record)
     except recovery.RecoveryError as exc:
         record_failure(workload, record, DeployError(Failure.INTERNAL, str(exc)), [])
         return False

@@ -71,14 +71,17 @@ def _taken_and_queued(rows, workload: Workload | None) -> list:
     return [row for row in rows.exclude(owner="") if not row.owner_alive]
 
 
-def workloads_with_dead_jobs(workload: Workload | None = None) -> set[int]:
-    """Workloads with a started job whose process is gone (its recovery needs the lock)."""
+def workloads_with_started_jobs(workload: Workload | None = None) -> set[int]:
+    """Workloads with a started job: whoever can take the workload's lock knows it is dead.
+
+    (A started job holds its lock to the end; its process may live on without
+    it, its database connection broken mid-way, so the owner alone says too little.)
+    """
     found = set()
     for rows in (DeployRecord.objects.filter(outcome="running"),
                  Snapshot.objects.filter(state="capturing"),
                  RestoreJob.objects.filter(state="running")):
         if workload is not None:
             rows = rows.filter(workload=workload)
-        found |= {row.workload_id for row in rows.only("workload_id", "owner")
-                  if not row.owner_alive}
+        found |= set(rows.values_list("workload_id", flat=True))
     return found

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from engine import lost
 from engine.locked import swap_recovery
 from engine.locked.recovery import RecoveryError, recover_reporting
-from lib import locks
+from lib import locks, runtime
 from snapshots import journal, storage
 from snapshots.models import RestoreJob
 from workloads import container_journal
@@ -32,6 +32,8 @@ class SweepReport:
     recovered: list[str] = field(default_factory=list)
     busy: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # Journals left for the next sweep because the Docker engine does not answer.
+    waiting: list[str] = field(default_factory=list)
 
 
 def recover_all(*, say: Callable[[str], None] = logger.info) -> SweepReport:
@@ -57,7 +59,7 @@ def recover_all(*, say: Callable[[str], None] = logger.info) -> SweepReport:
     abandoned = lost.fail_lost()
     if abandoned:
         say(f"{abandoned} queued job(s) whose worker had stopped are marked failed.")
-    for workload_id in sorted(lost.workloads_with_dead_jobs() - with_journals):
+    for workload_id in sorted(lost.workloads_with_started_jobs() - with_journals):
         try:
             with locks.try_workload_lock(workload_id):
                 workload = Workload.objects.with_parents().filter(pk=workload_id).first()
@@ -67,7 +69,7 @@ def recover_all(*, say: Callable[[str], None] = logger.info) -> SweepReport:
                     say(f"Workload {workload_id}: a job whose process had stopped before it "
                         "changed anything is marked failed.")
         except locks.LockTimeout:
-            report.busy.append(f"workload {workload_id}")
+            pass  # the job holds its lock: it is running
         except Exception as exc:  # noqa: BLE001 - one workload's trouble must not stop the others
             logger.exception("workload %s: the sweep failed", workload_id)
             report.problems.append(f"workload {workload_id}: the sweep failed ({exc!r})")
@@ -130,6 +132,8 @@ def _sweep_one(workload_id: int, report: SweepReport, say: Callable[[str], None]
     except locks.LockTimeout:
         report.busy.append(f"workload {workload_id} (a deploy, capture or restore is still "
                            "running)")
+    except runtime.EngineUnreachable:
+        report.waiting.append(f"workload {workload_id} (the Docker engine does not answer)")
     except (RecoveryError, swap_recovery.SwapRecoveryError) as exc:
         logger.error("workload %s: cannot be recovered: %s", workload_id, exc)
         report.problems.append(f"workload {workload_id}: {exc}")

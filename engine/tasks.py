@@ -88,8 +88,9 @@ def _run(row: DeployRecord | Snapshot | RestoreJob, body: Callable[[], object]) 
     try:
         body()
     finally:
-        row.refresh_from_db(fields=[row.state_field])
-        if getattr(row, row.state_field) == row.queued_state and lost.release(row):
+        # (The row may be gone with its workload.)
+        state = type(row).objects.filter(pk=row.pk).values_list(row.state_field, flat=True)
+        if state.first() == row.queued_state and lost.release(row):
             logger.warning("%s %s stopped before it started; it is marked failed",
                            type(row).__name__, row.pk)
 

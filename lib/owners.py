@@ -44,7 +44,14 @@ def start_time(pid: int) -> int | None:
         with open(f"/proc/{int(pid)}/stat", "rb") as f:
             stat = f.read()
     except (FileNotFoundError, ProcessLookupError):
-        return None
+        # /proc mounted with hidepid=2 hides other users' processes as if they were gone.
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        raise Unknown(f"process {pid} exists, but /proc does not show it") from None
     except PermissionError as exc:
         raise Unknown(str(exc)) from None
     # The command name (field 2) is in parentheses and may hold spaces and
@@ -77,26 +84,33 @@ def from_token(text: str) -> str | None:
     return ":".join(match.groups()) if match else None
 
 
-def is_dead(owner: str) -> bool:
-    """Whether the process `owner` names is known to be gone (not merely out of sight).
+ALIVE, DEAD, UNKNOWN = "alive", "dead", "unknown"
+
+
+def judge(owner: str) -> str:
+    """ALIVE, DEAD, or UNKNOWN for an owner this process cannot see.
 
     A malformed owner, another boot, or the same pid with another start time:
-    dead. Another PID namespace, or a /proc entry this process may not read:
-    not known to be dead.
+    dead. Another PID namespace, or a process /proc will not show: unknown.
     """
     try:
         boot, namespace, pid, started = owner.split(":")
         namespace_inode, pid_number, started_at = int(namespace), int(pid), int(started)
     except ValueError:
-        return True
+        return DEAD
     if boot != boot_id():
-        return True
+        return DEAD
     if namespace_inode != pid_namespace():
-        return False
+        return UNKNOWN
     try:
-        return start_time(pid_number) != started_at
+        return ALIVE if start_time(pid_number) == started_at else DEAD
     except Unknown:
-        return False
+        return UNKNOWN
+
+
+def is_dead(owner: str) -> bool:
+    """Whether the process `owner` names is known to be gone (not merely out of sight)."""
+    return judge(owner) == DEAD
 
 
 def is_alive(owner: str) -> bool:

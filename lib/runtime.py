@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import IO
 
 import docker
@@ -384,6 +386,21 @@ def inspect(container_id: str) -> ContainerInfo | None:
         except docker.errors.NotFound:
             return None
     return ContainerInfo(c.id, c.name, c.status, dict(c.labels))
+
+
+def started_at(container_id: str) -> datetime | None:
+    """When the container last started (UTC), or None if it never did or is gone."""
+    with _translated(EngineError):
+        try:
+            raw = _client().api.inspect_container(container_id)["State"]["StartedAt"]
+        except docker.errors.NotFound:
+            return None
+    # RFC 3339 with nanoseconds ("2026-12-06T05:09:33.123456789Z"); "0001-01-01…" if never.
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,6})\d*)?Z$", raw or "")
+    if match is None or raw.startswith("0001-"):
+        return None
+    fraction = (match.group(2) or "0").ljust(6, "0")
+    return datetime.fromisoformat(f"{match.group(1)}.{fraction}+00:00")
 
 
 def list_instance_containers() -> list[ContainerInfo]:

@@ -30,7 +30,7 @@ from django.utils import translation
 from django.utils.translation import gettext_noop
 
 from engine.locked import capture, sources
-from lib import crashpoints, locks, runtime
+from lib import crashpoints, locks, owners, runtime
 from lib.redact import redact
 from workloads import container_journal
 from workloads.models import Container, DeployRecord, EventLog, Workload
@@ -52,6 +52,7 @@ class DeployError(Exception):
 def dispatch_locked(
     *, workload: Workload, reason: str, user: AbstractBaseUser | None = None,
     reference: str = "", backup: bool = True,
+    opened: Callable[[DeployRecord], None] | None = None,
 ) -> DeployRecord:
     """dispatch() for a caller that already holds the workload's lock (restore).
 
@@ -59,10 +60,14 @@ def dispatch_locked(
     volumes it redeploys onto hold exactly the snapshot it just restored, the
     data they held before is kept as the restore's `pre_restore` snapshot, and
     capturing them here would stretch the workload's downtime with the size
-    of its data.
+    of its data. `opened` is told the row as soon as it exists (the restore
+    links it to its job, so a recovery knows this redeploy ran).
     """
     locks.assert_held(workload.pk)
-    record = DeployRecord.open(workload=workload, reason=reason, user=user, reference=reference)
+    record = DeployRecord.open(workload=workload, reason=reason, user=user, reference=reference,
+                               owner=owners.current())
+    if opened is not None:
+        opened(record)
     record.claim()
     run(workload, record, backup=backup)
     return record

@@ -69,7 +69,7 @@ def recover_reporting(record: Journal) -> None:
                             "again by the next sweep") from exc
 
 
-def recover_workload(workload: Workload) -> int:
+def recover_workload(workload: Workload, *, keep: DeployRecord | None = None) -> int:
     """Under the workload's lock: recover what killed processes left, then close their jobs.
 
     First a killed deploy's swap or capture's stop (engine/locked/swap_recovery.py:
@@ -78,7 +78,8 @@ def recover_workload(workload: Workload) -> int:
     takes the lock to change the workload (a deploy, a restore, a capture,
     the sweep) — never in a web request. Raises RecoveryError (and closes
     nothing more) if one cannot be recovered; other workloads' journals are
-    never read. Returns how many journals it recovered.
+    never read. Returns how many journals it recovered. `keep`: the caller's
+    own row, already claimed (a deploy), which is alive.
     """
     locks.assert_held(workload.pk)
     try:
@@ -94,7 +95,7 @@ def recover_workload(workload: Workload) -> int:
     for record in records:
         recover_reporting(record)
     RestoreJob.fail_dead(workload=workload, lock_held=True)
-    swap_recovery.fail_dead_rows(workload)
+    swap_recovery.fail_dead_rows(workload, keep=keep)
     return swaps + len(records)
 
 
@@ -429,13 +430,12 @@ def redeploy(record: Journal, job: RestoreJob | None,
     """Bring the workload back on the digest it ran (never a newer tag); None if it never ran."""
     if not record.reference:
         return None
-    deploy = dispatch_locked(
+    # Linked as soon as it exists: a recovery after a kill mid-redeploy then knows it ran.
+    link = (lambda deploy: job.link(deploy=deploy)) if job is not None else None
+    return dispatch_locked(
         workload=workload, reason=DeployRecord.Reason.RESTORE, reference=record.reference,
-        user=job.user if job is not None else None, backup=False,
+        user=job.user if job is not None else None, backup=False, opened=link,
     )
-    if job is not None:
-        job.link(deploy=deploy)
-    return deploy
 
 
 def _old_copy(target: Target) -> str | None:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 
 from django.utils.translation import gettext_noop
 
 from engine.locked import deploy
-from lib import locks, owners, runtime
+from lib import locks, runtime
 from snapshots import storage
 from snapshots.errors import CaptureError
 from snapshots.models import Snapshot
@@ -66,19 +67,21 @@ def forget(workload_id: int) -> None:
         container_journal.remove(operation)
 
 
-def fail_dead_rows(workload: Workload) -> int:
-    """Under the lock: fail the workload's deploys and captures whose process is gone.
+def fail_dead_rows(workload: Workload, *, keep: DeployRecord | None = None) -> int:
+    """Under the lock: fail the workload's deploys and captures that cannot still be running.
 
     A running deploy or a capturing snapshot holds the lock until it ends, so
-    while the caller holds it, one not owned by this very process is dead.
-    One that left a container journal is left to recover() (it needs the
-    engine). Queued rows a dead process had taken are failed too; queued rows
-    nobody took wait for their task.
+    while the caller holds it, every one but the caller's own (`keep`) is
+    dead — its process was killed, or lives on without it (its database
+    connection broke mid-way). One that left a container journal is left to
+    recover() (it needs the engine). Queued rows a dead process had taken are
+    failed too; queued rows a live worker holds may be waiting for this lock.
     """
     locks.assert_held(workload.pk)
     failed = 0
     for record in DeployRecord.objects.filter(workload=workload).active():
-        if _dead(record, running=record.outcome == DeployRecord.Outcome.RUNNING) and \
+        running = record.outcome == DeployRecord.Outcome.RUNNING
+        if (keep is None or record.pk != keep.pk) and _dead(record, running=running) and \
                 not container_journal.exists(workload.pk, container_journal.DEPLOY, record.pk):
             failed += _fail_deploy(workload, record)
     for snapshot in Snapshot.objects.filter(workload=workload).active():
@@ -89,12 +92,12 @@ def fail_dead_rows(workload: Workload) -> int:
 
 
 def _dead(row: DeployRecord | Snapshot, *, running: bool) -> bool:
-    if running:
-        return row.owner != owners.current() and not row.owner_alive
-    return bool(row.owner) and not row.owner_alive
+    return running or (bool(row.owner) and not row.owner_alive)
 
 
 def _note(operation: Operation) -> None:
+    if operation.steps and operation.steps[-1]["step"] == container_journal.RECOVER:
+        return  # once: a journal the sweep keeps retrying does not grow every minute
     try:
         operation.record(container_journal.RECOVER)
     except OSError:
@@ -188,14 +191,23 @@ def _start_again(workload: Workload, operation: Operation) -> bool:
     The engine goes on stopping a container after the process that asked for
     it died: one that still shows as running may be in its stop timeout. Its
     stop is asked for again (which waits for the one in progress, and does
-    nothing to a stopped container) before it is started.
+    nothing to a stopped container) before it is started — unless it started
+    after the stopping was journaled: nothing the dead process asked for can
+    stop it any more, and it is left running.
     """
-    present = {c.id for c in runtime.list_containers(workload.pk)}
+    since = _stopping_since(operation)
+    present = {c.id: c for c in runtime.list_containers(workload.pk)}
     started = True
     for container_id in operation.stopped:
-        if container_id in present:
-            runtime.stop(container_id)
-            started = _started(container_id) and started
+        container = present.get(container_id)
+        if container is None:
+            continue
+        if container.running and since is not None:
+            began = runtime.started_at(container_id)
+            if began is not None and began > since:
+                continue
+        runtime.stop(container_id)
+        started = _started(container_id) and started
     if not started:
         message = {
             container_journal.DEPLOY: gettext_noop(
@@ -208,6 +220,19 @@ def _start_again(workload: Workload, operation: Operation) -> bool:
         EventLog.objects.create(workload=workload, level=EventLog.Level.ERROR, message=message,
                                 params={"id": operation.row})
     return started
+
+
+def _stopping_since(operation: Operation) -> datetime | None:
+    """When the operation journaled that it was about to stop the containers."""
+    step = container_journal.STOP if operation.kind == container_journal.DEPLOY \
+        else container_journal.PREPARE
+    for entry in operation.steps:
+        if entry["step"] == step:
+            try:
+                return datetime.fromisoformat(entry["at"])
+            except (KeyError, TypeError, ValueError):
+                return None
+    return None
 
 
 def _fail_deploy(workload: Workload, record: DeployRecord | None) -> int:

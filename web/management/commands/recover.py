@@ -48,6 +48,8 @@ class Command(BaseCommand):
         report = sweep.recover_all(say=self.stdout.write)
         for busy in report.busy:
             self.stdout.write(self.style.WARNING(f"Left alone, its workload is locked: {busy}"))
+        for waiting in report.waiting:
+            self.stdout.write(self.style.WARNING(f"Left for the next sweep: {waiting}"))
         if report.problems:
             raise CommandError(
                 "These journals cannot be recovered automatically; do not start Berth until "
