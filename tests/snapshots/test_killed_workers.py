@@ -24,7 +24,14 @@ from tests.conftest import container_image_digest, dead_owner, move_current_tag
 from tests.fixtures import images
 from tests.snapshots.conftest import add_volume, fill
 from tests.snapshots.killing import container_journals, spawn, temporary_files, wait_for
-from tests.snapshots.restoring import OLD, engine_containers, journals, served, strays
+from tests.snapshots.restoring import (
+    OLD,
+    engine_containers,
+    inspect,
+    journals,
+    served,
+    strays,
+)
 from workloads.models import Container, DeployRecord, Workload
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -350,6 +357,11 @@ def test_a_restore_killed_inside_its_own_redeploy_ends_running_on_the_snapshot(r
     assert served(container.id, "index.html") == OLD["index.html"]  # the snapshot's data
     job = RestoreJob.objects.get(workload=workload)
     assert job.outcome == RestoreJob.Outcome.SUCCEEDED, job.reason_text
+    # A redeploy that committed is finished, not run a second time; one undone runs again.
+    redeploys = DeployRecord.objects.filter(workload=workload, reason="restore")
+    assert redeploys.filter(outcome=Outcome.SUCCEEDED).count() == 1
+    assert redeploys.count() == (1 if point == "deploy.committed" else 2)
+    assert job.deploy_id == redeploys.get(outcome=Outcome.SUCCEEDED).pk
     assert journals() == [] and container_journals() == [] and temporary_files() == []
     assert strays([Path(data)]) == []
 
@@ -455,3 +467,68 @@ def test_a_deploy_command_killed_while_it_waits_for_the_lock_blocks_nothing(work
 
     assert is_final(waiting)
     assert deploys.request_deploy(workload=workload, reason=DeployRecord.Reason.API)
+
+
+def test_a_started_job_left_behind_by_a_live_process_is_failed_once_the_lock_is_free(workload):
+    """Its process lives on without it (its database connection broke mid-way): the lock it
+    no longer holds says the job is over."""
+    record = DeployRecord.open(workload=workload, reason=DeployRecord.Reason.API)
+    record.claim()
+    capturing = Snapshot.objects.create(workload=workload, state=Snapshot.State.CAPTURING,
+                                        owner=owners.current())
+    assert record.owner_alive
+
+    swept()
+
+    assert is_final(record) and is_final(capturing)
+
+
+def test_a_container_started_after_the_capture_stopped_it_is_left_running(running):
+    workload, _first = running
+    child = spawn(f"captures.capture_snapshot(workload=Workload.objects.with_parents().get("
+                  f"pk={workload.pk}))", BERTH_CRASH_POINT="capture.stopped")
+    _out, err = child.communicate(timeout=180)
+    assert child.returncode == crashpoints.CRASH_EXIT, err
+    [container] = engine_containers(workload)
+    subprocess.run(["docker", "start", container.id], check=True, capture_output=True)
+    started = inspect(container.id, "{{.State.StartedAt}}")
+
+    swept()
+
+    assert the_one_container(workload).id == container.id
+    assert inspect(container.id, "{{.State.StartedAt}}") == started  # not restarted
+    assert container_journals() == []
+
+
+def test_an_engine_that_does_not_answer_defers_a_journal_without_stopping_berth(
+        workload, monkeypatch):
+    """`make run` runs `recover` once before serving; with no engine Berth must still start."""
+    import io
+
+    from django.core.management import call_command
+
+    from lib import runtime
+    from workloads import container_journal
+
+    container_journal.Operation(kind=container_journal.DEPLOY, row=1, workload=workload.pk,
+                                stopped=[], old=[]).record(container_journal.PREPARE)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/closed.sock")
+    monkeypatch.setattr(runtime, "_clients", {})
+    out = io.StringIO()
+    call_command("recover", stdout=out)
+    assert "Left for the next sweep" in out.getvalue()
+    assert container_journals() == [f"workload-{workload.pk}-deploy-1.json"]
+    monkeypatch.undo()
+    swept()
+    assert container_journals() == []
+
+
+def test_a_task_whose_row_went_with_its_workload_ends_quietly(workload, monkeypatch):
+    snapshot = Snapshot.objects.create(workload=workload, kind=Snapshot.Kind.MANUAL)
+
+    def removed(**kwargs):
+        Workload.objects.filter(pk=workload.pk).delete()
+
+    monkeypatch.setattr(captures, "capture_snapshot", removed)
+    tasks.run_capture(snapshot.pk)
+    assert not Snapshot.objects.filter(pk=snapshot.pk).exists()

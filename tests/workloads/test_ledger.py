@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from engine import deploys
 from engine.locked.deploy import dispatch_locked
-from lib import locks, runtime
+from lib import locks, owners, runtime
 from tests.conftest import container_image_digest, dead_owner, move_current_tag, registry_digest
 from tests.fixtures import images
 from workloads.models import DeployInProgress, DeployRecord, Workload
@@ -172,8 +172,10 @@ def test_a_deploy_whose_workload_is_locked_is_alive_however_old(workload, settin
     try:
         with pytest.raises(DeployInProgress):
             deploys.request_deploy(workload=workload, reason=Reason.MANUAL)
-        # A queued deploy no worker took may be waiting for whoever holds the lock: not lost.
-        DeployRecord.objects.filter(pk=running.pk).update(outcome=Outcome.QUEUED, owner="")
+        # A queued deploy a live worker took waits for whoever holds the lock: not lost,
+        # however old.
+        DeployRecord.objects.filter(pk=running.pk).update(outcome=Outcome.QUEUED,
+                                                          owner=owners.current())
         with pytest.raises(DeployInProgress):
             deploys.request_deploy(workload=workload, reason=Reason.MANUAL)
     finally:
@@ -184,20 +186,21 @@ def test_a_deploy_whose_workload_is_locked_is_alive_however_old(workload, settin
 
 
 def test_a_deploy_waiting_for_a_restore_never_expires(workload, settings):
-    """A deploy waits for a restore as long as the restore takes; its row stays active."""
+    """A deploy waits for a restore as long as the restore takes: its worker took it and
+    waits for the lock (the row stays queued until the claim), however long ago it was
+    asked for."""
     from snapshots.models import RestoreJob
 
     waiting = DeployRecord.open(workload=workload, reason=Reason.API)
-    waiting.claim()
     long_ago = timezone.now() - timedelta(seconds=settings.BERTH_TASK_LOST_AFTER + 1)
-    DeployRecord.objects.filter(pk=waiting.pk).update(created=long_ago)
+    DeployRecord.objects.filter(pk=waiting.pk).update(created=long_ago, owner=owners.current())
     RestoreJob.objects.create(workload=workload, state=RestoreJob.State.RUNNING)
 
     with pytest.raises(DeployInProgress):
         deploys.request_deploy(workload=workload, reason=Reason.MANUAL)
 
     waiting.refresh_from_db()
-    assert waiting.outcome == Outcome.RUNNING
+    assert waiting.outcome == Outcome.QUEUED
 
 
 def test_the_history_is_deleted_with_the_workload(workload):
