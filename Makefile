@@ -51,9 +51,12 @@ check: $(STAMP) messages
 	$(MANAGE) makemigrations --check --dry-run
 	$(MANAGE) check
 
+# pytest-xdist workers: the suite mostly waits on Docker, so more workers than cores pay.
+TEST_WORKERS ?= 4
+
 test: $(STAMP) check
 	@./scripts/services.sh || echo "berth: services did not start; Docker tests will skip (or fail under BERTH_REQUIRE_DOCKER=1)."
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS)
 
 bench: $(STAMP) services messages
 	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

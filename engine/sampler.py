@@ -27,6 +27,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -81,11 +82,15 @@ class Sampler:
     def __init__(
         self, *, interval: int | None = None, retention: int | None = None,
         workers: int | None = None, prune_batch: int = PRUNE_BATCH,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.interval = interval or settings.BERTH_STATS_INTERVAL
         self.retention = retention or settings.BERTH_STATS_RETENTION
         self.workers = workers or settings.BERTH_STATS_WORKERS
         self.prune_batch = prune_batch
+        # Seconds since the epoch; run() waits on `stop` alone, so a test
+        # that passes a clock and a stop of its own runs the loop without sleeping.
+        self.clock = clock
         self.previous: dict[str, runtime.StatsReading] = {}
         self.engine_down = False
 
@@ -224,11 +229,11 @@ class Sampler:
         self._guarded(self.prune)
         ticks, last_slot = 0, None
         while True:
-            slot = self.next_slot(time.time())
+            slot = self.next_slot(self.clock())
             if last_slot is not None and slot - last_slot > self.interval:
                 skipped = round((slot - last_slot) / self.interval) - 1
                 logger.warning("the last tick overran the interval: skipped %d tick(s)", skipped)
-            if stop.wait(max(0.0, slot - time.time())):
+            if stop.wait(max(0.0, slot - self.clock())):
                 return
             last_slot = slot
             close_old_connections()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 import subprocess
 import urllib.error
 import urllib.request
@@ -21,6 +23,74 @@ from tests.fixtures import images
 from workloads.models import Project, Stage, Workload
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- markers and workers --------------------------------------------------
+
+DOCKER_FIXTURES = {"docker_engine"}  # every fixture that needs the engine depends on this one
+BROWSER_DIR = REPO_ROOT / "tests" / "browser"
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark what needs the engine or the browser, so `-m "not docker"` makes a fast lane."""
+    for item in items:
+        if DOCKER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.docker)
+        if BROWSER_DIR in item.path.parents:
+            item.add_marker(pytest.mark.browser)
+
+
+def _flock(name: str, operation: int) -> int:
+    fd = os.open(Path(os.environ["BERTH_TEST_DATA_DIR"]) / name, os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(fd, operation)
+    return fd
+
+
+@pytest.fixture(autouse=True)
+def _machine_share(request):
+    """Under pytest-xdist, a test marked `alone` has the machine to itself.
+
+    Every other test holds a shared lock on a file of this run; an `alone` test
+    takes it exclusively, holding a gate meanwhile so that no new test slips in
+    while it waits for those already running to end.
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    alone = request.node.get_closest_marker("alone") is not None
+    gate = _flock("gate.lock", fcntl.LOCK_EX)
+    try:
+        share = _flock("machine.lock", fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+    finally:
+        if not alone:
+            os.close(gate)
+    try:
+        yield
+    finally:
+        os.close(share)
+        if alone:
+            os.close(gate)
+
+
+# Lasts the whole run in the data dir: keys, the instance id, the database, static files.
+KEPT_STATE = {"encryption_key", "secret_key", "instance_id", "static", "locks"}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_state():
+    """Each test starts with no snapshots, journals, volumes or caches of an earlier one.
+
+    A test is one transaction that is rolled back: the files its rows pointed
+    to stay on disk (the removal waits for a commit that never comes), and on
+    SQLite the next test's rows get the same ids. So the data dir's state is
+    rolled back too.
+    """
+    yield
+    for entry in settings.DATA_DIR.iterdir():
+        if entry.name in KEPT_STATE or ".sqlite3" in entry.name:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 # --- the real Docker engine and registry -----------------------------------
@@ -107,6 +177,62 @@ def container_image_digest(docker_id: str) -> str:
         ["docker", "inspect", docker_id], capture_output=True, text=True, check=True
     ).stdout
     return json.loads(out)[0]["Config"]["Image"]
+
+
+# --- commits inside the test's transaction ---------------------------------
+
+@pytest.fixture
+def commits_as_in_production(monkeypatch):
+    """The test's own transaction is invisible to on_commit, as in production.
+
+    A non-transactional test runs inside a transaction that is rolled back,
+    so nothing the code under test queues for its commit (a deploy, a
+    capture, a restore: run at once under BERTH_TASKS_SYNC; a file's removal)
+    would ever run. With this fixture a callback runs when the code's own
+    outermost atomic block ends, or at once outside any, as it would in
+    production; a rolled-back block drops its callbacks, as Django does. It
+    spares the test a transactional test's flush of every table.
+    """
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.transaction import Atomic, get_connection
+
+    def only_the_tests(connection) -> bool:
+        return all(getattr(block, "_from_testcase", False) for block in connection.atomic_blocks)
+
+    def run_pending(connection) -> None:
+        while connection.run_on_commit:
+            _savepoints, callback, robust = connection.run_on_commit.pop(0)
+            run(callback, robust)
+
+    def run(callback, robust) -> None:
+        if not robust:
+            callback()
+            return
+        try:
+            callback()
+        except Exception:  # noqa: BLE001 - Django logs and goes on for robust callbacks
+            import logging
+
+            logging.getLogger("django.db.backends.base").exception("robust on_commit failed")
+
+    on_commit, exit_ = BaseDatabaseWrapper.on_commit, Atomic.__exit__
+
+    def immediate_on_commit(self, func, robust=False):
+        if self.in_atomic_block and only_the_tests(self):
+            run(func, robust)
+        else:
+            on_commit(self, func, robust)
+
+    def exit_and_commit(self, exc_type, exc_value, traceback):
+        outcome = exit_(self, exc_type, exc_value, traceback)
+        connection = get_connection(self.using)
+        if (not getattr(self, "_from_testcase", False) and connection.in_atomic_block
+                and only_the_tests(connection)):
+            run_pending(connection)
+        return outcome
+
+    monkeypatch.setattr(BaseDatabaseWrapper, "on_commit", immediate_on_commit)
+    monkeypatch.setattr(Atomic, "__exit__", exit_and_commit)
 
 
 # --- job owners ------------------------------------------------------------

@@ -22,12 +22,21 @@ if "BERTH_TEST_DATA_DIR" not in os.environ:
     os.environ["BERTH_TEST_DATA_DIR"] = tempfile.mkdtemp(prefix="berth-test-")
     os.environ["BERTH_TEST_DATA_DIR_CREATED"] = "1"
 _data_dir = Path(os.environ["BERTH_TEST_DATA_DIR"])
+# Under pytest-xdist each worker is a Berth instance of its own: its own data
+# dir, locks, journals and instance id (so it finds and removes only its own
+# containers) and its own moving registry tag. pytest-django gives each worker
+# its own test database.
+_worker = os.environ.get("PYTEST_XDIST_WORKER")
+if _worker:
+    _data_dir = _data_dir / _worker
+    _data_dir.mkdir(exist_ok=True)
 os.environ["BERTH_DATA_DIR"] = str(_data_dir)
 _instance = _data_dir / "instance_id"
 if not _instance.exists():
     _instance.write_text(f"test-{secrets.token_hex(4)}")
-# The registry tag this run moves between v1 and v2 (tests/fixtures/images.py).
-os.environ.setdefault("BERTH_TEST_CURRENT_TAG", _instance.read_text().strip())
+# The registry tag this run (or worker) moves between v1 and v2 (tests/fixtures/images.py).
+if _worker or "BERTH_TEST_CURRENT_TAG" not in os.environ:
+    os.environ["BERTH_TEST_CURRENT_TAG"] = _instance.read_text().strip()
 
 from berth.settings import *  # noqa: E402, F403
 

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from snapshots import storage
-from tests.conftest import REPO_ROOT
-from tests.snapshots.restoring import child_process_env
+from tests.fixtures import forking
 from workloads import container_journal
 
 # The child imports Django from scratch, then runs the code it is given.
@@ -25,15 +22,12 @@ exec(sys.argv[1])
 """
 
 
-def spawn(code: str, **env: str) -> subprocess.Popen:
-    """Run `code` in a child process against this test's database and data dir."""
-    return subprocess.Popen(
-        [sys.executable, "-c", CHILD, code], cwd=REPO_ROOT, env=child_process_env(**env),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+def spawn(code: str, **env: str) -> forking.Child:
+    """Run `code` in a child process forked from this test (its database and data dir)."""
+    return forking.run_code(CHILD, code, **env)
 
 
-def wait_for(path: Path, child: subprocess.Popen, timeout: float = 60) -> None:
+def wait_for(path: Path, child: forking.Child, timeout: float = 60) -> None:
     """Until `path` exists (a pause point reached), failing if the child ends first."""
     deadline = time.monotonic() + timeout
     while not path.exists():

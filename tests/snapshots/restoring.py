@@ -7,14 +7,14 @@ import io
 import json
 import os
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
 from lib import runtime
 from snapshots import journal, storage
 from snapshots.models import Snapshot
-from tests.conftest import REPO_ROOT, child_env
+from tests.conftest import child_env
+from tests.fixtures import forking
 from tests.snapshots.trees import describe, extract_bytes
 from workloads.models import Workload
 
@@ -135,20 +135,16 @@ def child_process_env(**extra: str) -> dict[str, str]:
     return child_env() | {"DJANGO_SETTINGS_MODULE": "tests.settings"} | extra
 
 
-def spawn_restore(workload: Workload, snapshot: Snapshot, **env: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-c", CHILD_RESTORE, str(workload.pk), str(snapshot.pk)],
-        cwd=REPO_ROOT, env=child_process_env(**env), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )
+def spawn_restore(workload: Workload, snapshot: Snapshot, **env: str) -> forking.Child:
+    """A restore in a child forked from this test (it may be told to crash or pause)."""
+    return forking.run_code(CHILD_RESTORE, str(workload.pk), str(snapshot.pk), **env)
 
 
 def run_sweep(**env: str) -> subprocess.CompletedProcess:
-    """`manage.py recover` in a child process (it may be told to crash)."""
-    return subprocess.run(
-        [sys.executable, "manage.py", "recover"], cwd=REPO_ROOT,
-        env=child_process_env(**env), capture_output=True, text=True, timeout=300, check=False,
-    )
+    """`manage.py recover` in a forked child (it may be told to crash), run to its end."""
+    child = forking.run_command("recover", **env)
+    out, err = child.communicate(timeout=300)
+    return subprocess.CompletedProcess(["manage.py", "recover"], child.returncode, out, err)
 
 
 def failing_journal_writes(monkeypatch, *steps: str, after_write: bool = False) -> None:

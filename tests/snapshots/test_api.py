@@ -21,7 +21,7 @@ from tests.snapshots.conftest import archive_files, leftovers
 from tests.snapshots.trees import archive_of
 from workloads.models import EventLog
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
 
 
 def ready(workload, **fields) -> Snapshot:

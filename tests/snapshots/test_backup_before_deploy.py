@@ -18,7 +18,7 @@ from snapshots.models import Snapshot
 from tests.snapshots.conftest import add_volume, fill
 from workloads.models import DeployRecord, EventLog, Workload
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
 Outcome, Reason = DeployRecord.Outcome, DeployRecord.Reason
 
 

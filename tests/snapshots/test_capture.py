@@ -18,7 +18,7 @@ from tests.snapshots.conftest import add_volume, archive_files, fill
 from tests.snapshots.trees import describe, extract_bytes
 from workloads.models import EventLog
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
 
 
 def test_it_captures_every_volume_into_one_archive(volume_workload, operator, tmp_path):

@@ -15,7 +15,7 @@ from tests.snapshots.conftest import add_volume
 from tests.snapshots.trees import describe, extract_bytes
 from workloads.models import DeployRecord, SnapshotConsistency
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
 
 WRITE_DATA = (
     "mkdir -p /data/app/empty && echo hello > /data/app/a.txt"

@@ -14,7 +14,7 @@ from snapshots.models import Snapshot
 from tests.snapshots import hostile
 from tests.snapshots.conftest import archive_files, leftovers
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
 
 
 def test_the_snapshot_command_captures_and_reports(volume_workload):

@@ -22,15 +22,13 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from engine import captures, deploys, restores, sweep
 from snapshots.models import RestoreJob, Snapshot
-from tests.conftest import REPO_ROOT
+from tests.fixtures import forking
 from tests.snapshots.conftest import add_volume, fill
 from tests.snapshots.killing import container_journals, temporary_files
 from tests.snapshots.restoring import (
@@ -38,7 +36,6 @@ from tests.snapshots.restoring import (
     NEW_CONFIG,
     OLD,
     OLD_CONFIG,
-    child_process_env,
     engine_containers,
     journals,
     replace_content,
@@ -102,15 +99,8 @@ def put_old(workload: Workload, paths) -> None:
 def run_and_kill(rng: random.Random, operation: str, workload: Workload, snapshot: Snapshot,
                  everything: bool) -> str:
     """Run `operation` in a child and SIGKILL it (and a sweep beside it) at a random instant."""
-    env = child_process_env()
-    sweeper = subprocess.Popen(
-        [sys.executable, "manage.py", "recover", "--every", "1"], cwd=REPO_ROOT, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    ) if everything else None
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, operation, str(workload.pk), str(snapshot.pk)],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    sweeper = forking.run_command("recover", "--every", "1") if everything else None
+    child = forking.run_code(CHILD, operation, str(workload.pk), str(snapshot.pk))
     try:
         assert child.stdout.readline().strip() == "ready", child.communicate()
         delay = rng.uniform(0, WINDOW[operation])

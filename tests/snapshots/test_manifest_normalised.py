@@ -12,7 +12,7 @@ from snapshots.models import Snapshot
 from tests.snapshots import hostile
 from tests.snapshots.conftest import add_volume
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
 
 BIG = archive_format.Limits(max_bytes=1 << 20, max_file_bytes=1 << 20, max_entries=50,
                      reserve_bytes=0, reserve_inodes=0)

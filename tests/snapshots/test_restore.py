@@ -32,7 +32,7 @@ from tests.snapshots.restoring import (
 from tests.snapshots.trees import LIMITS, describe
 from workloads.models import EventLog, VolumeMount, Workload
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
 Outcome = RestoreJob.Outcome
 
 

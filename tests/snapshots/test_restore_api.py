@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 from django.db import connection
 from django.test import Client
@@ -14,10 +11,10 @@ from rest_framework.test import APIClient
 
 from engine import queue, tasks
 from snapshots.models import RestoreJob, Snapshot
-from tests.conftest import REPO_ROOT
-from tests.snapshots.restoring import child_process_env, journals, strays, trees
+from tests.fixtures import forking
+from tests.snapshots.restoring import journals, strays, trees
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
 
 
 def url(workload, snapshot) -> str:
@@ -243,13 +240,12 @@ except restores.RestoreBusy as exc:
 """
 
 
+@pytest.mark.django_db(transaction=True)  # child processes read what it wrote
 def test_two_processes_at_once_get_one_job(snapshotted, tmp_path):
     workload, paths, snapshot, _wanted = snapshotted
     go = tmp_path / "go"
     children = [
-        subprocess.Popen([sys.executable, "-c", CHILD_REQUEST, str(workload.pk), str(snapshot.pk),
-                          str(go)], cwd=REPO_ROOT, env=child_process_env(),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        forking.run_code(CHILD_REQUEST, str(workload.pk), str(snapshot.pk), str(go))
         for _ in range(2)
     ]
     go.touch()

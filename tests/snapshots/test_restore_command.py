@@ -13,7 +13,7 @@ from snapshots import journal, storage
 from snapshots.models import RestoreJob
 from tests.snapshots.restoring import journals, strays, trees
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
 
 
 def test_it_restores_with_a_progress_bar(snapshotted):

@@ -35,7 +35,7 @@ from tests.snapshots.restoring import (
 )
 from workloads.models import Container, DeployRecord, EventLog, VolumeMount, Workload
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
 Outcome = RestoreJob.Outcome
 
 
@@ -237,6 +237,7 @@ def test_a_full_volume_filesystem_is_refused_without_stopping_anything(
         base.rmdir()
 
 
+@pytest.mark.django_db(transaction=True)  # child processes read what it wrote
 def test_a_deploy_requested_during_a_restore_waits_for_it(deployed, tmp_path):
     workload, paths, _deploy, snapshot, wanted = deployed
     release = tmp_path / "release"

@@ -33,7 +33,7 @@ from tests.snapshots.restoring import (
 )
 from workloads.models import DeployRecord
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
 Outcome = RestoreJob.Outcome
 
 
@@ -246,6 +246,7 @@ def test_berths_tasks_are_handed_to_the_worker_without_a_timeout(monkeypatch):
     assert all(callable(getattr(tasks, args[0].rsplit(".", 1)[1])) for args, _kw in handed)
 
 
+@pytest.mark.django_db(transaction=True)  # child processes read what it wrote
 def test_a_web_request_never_recovers_a_journal_and_the_sweep_process_does(snapshotted,
                                                                            monkeypatch):
     """The sweep runs as its own process (`recover --every`), as `make run` starts it."""

@@ -10,7 +10,7 @@ from django.test import Client
 from snapshots.models import RestoreJob, Snapshot
 from tests.snapshots.restoring import trees
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
 HTMX = {"HX-Request": "true"}
 
 

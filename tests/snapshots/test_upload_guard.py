@@ -14,7 +14,7 @@ from snapshots import storage
 from snapshots.models import Snapshot
 from web.api import uploads
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
 
 TOKEN = "b" * 32
 

@@ -10,7 +10,7 @@ from snapshots import storage
 from snapshots.models import Snapshot
 from workloads.models import DeployRecord
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
 HTMX = {"HX-Request": "true"}
 
 

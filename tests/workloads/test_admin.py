@@ -242,7 +242,8 @@ def dispatched(monkeypatch) -> list[dict]:
     return calls
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db
+@pytest.mark.usefixtures("commits_as_in_production")
 def test_it_deploys_through_dispatch_from_the_admin_action(
     admin_client, admin_user, docker, current_tag, workload, dispatched
 ):

@@ -10,7 +10,7 @@ from tests.conftest import container_image_digest, registry_digest
 from tests.fixtures import images
 from workloads.models import Container, DeployRecord, Workload
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
 
 CLOSED_SOCKET = "unix:///nonexistent/closed.sock"
 

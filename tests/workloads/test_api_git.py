@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 
@@ -17,7 +18,7 @@ TOKEN = "glpat-never-echoed-5d1e"  # noqa: S105
 
 @pytest.fixture
 def stage(db) -> Stage:
-    project = Project.objects.create(name="Shop", slug="shop-git")
+    project = Project.objects.create(name="Shop", slug=f"shop-{uuid.uuid4().hex[:8]}")
     return Stage.objects.create(project=project, name="Prod", slug="prod")
 
 

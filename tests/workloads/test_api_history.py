@@ -162,7 +162,8 @@ def test_rollback_on_an_unknown_workload_is_404(api_as, operator):
 
 # --- a real rollback ---------------------------------------------------------
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db
+@pytest.mark.usefixtures("commits_as_in_production")
 def test_a_real_rollback_through_the_api(docker, current_tag, api_as, operator, workload):
     client = api_as(operator)
     first = client.post(f"/api/workloads/{workload.pk}/deploy").json()
@@ -192,7 +193,8 @@ def test_a_real_rollback_through_the_api(docker, current_tag, api_as, operator, 
     ]
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db
+@pytest.mark.usefixtures("commits_as_in_production")
 def test_rollback_goes_through_dispatch(docker, current_tag, api_as, operator, workload,
                                         monkeypatch):
     calls = []

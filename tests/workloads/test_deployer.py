@@ -14,7 +14,7 @@ from tests.conftest import container_image_digest, move_current_tag, registry_di
 from tests.fixtures import images
 from workloads.models import Container, DeployRecord, EnvVar, PortMapping, VolumeMount, Workload
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
 
 
 def live_engine_containers(workload: Workload) -> list[runtime.ContainerInfo]:

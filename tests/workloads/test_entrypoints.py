@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 from engine import deploys, tasks
 from workloads.models import DeployRecord
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
 
 
 @pytest.fixture

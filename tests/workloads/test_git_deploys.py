@@ -21,7 +21,7 @@ from tests.conftest import remove_test_containers
 from tests.fixtures.gitrepo import GitRepo, dockerfile
 from workloads.models import DeployLog, DeployRecord, Workload
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
 Reason, Outcome, Failure = DeployRecord.Reason, DeployRecord.Outcome, DeployRecord.Failure
 
 

@@ -181,7 +181,8 @@ def test_another_processs_root_under_proc_is_refused(victim, tmp_path, docker):
         subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db
+@pytest.mark.usefixtures("commits_as_in_production")
 @pytest.mark.parametrize("roots", [[], ["/srv/git"]])
 def test_a_deploy_of_a_file_repository_outside_the_roots_fails_saying_so(
     make_workload, tmp_path, caplog, roots
@@ -204,7 +205,8 @@ def test_a_deploy_of_a_file_repository_outside_the_roots_fails_saying_so(
     assert "BERTH_GIT_FILE_ROOTS" in caplog.text
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db
+@pytest.mark.usefixtures("commits_as_in_production")
 def test_a_deploy_through_a_gitfile_fails_before_git_runs(victim, make_workload, tmp_path):
     cache, sha = victim
     evil = tmp_path / "evil"

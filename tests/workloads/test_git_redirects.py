@@ -108,7 +108,8 @@ def test_a_redirect_fails_the_fetch_and_the_credential_stays_home(elsewhere):
     assert PASSWORD not in caught.value.raw
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db
+@pytest.mark.usefixtures("commits_as_in_production")
 def test_a_deploy_from_a_redirecting_repository_fails_the_fetch(
     docker, elsewhere, make_workload
 ):

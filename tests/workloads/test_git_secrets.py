@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import logging
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from tests.workloads.test_git_deploys import remove_built_images, serving
 from tests.workloads.test_secrets import tables_containing
 from workloads.models import DeployRecord, EnvVar, Stage, Workload
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
 
 USERNAME = "deploy-bot-4e1f"
 PASSWORD = "ghp-token-77c2a9d0e5"  # noqa: S105 - the value under test
@@ -197,7 +198,7 @@ def test_the_build_log_masks_secrets_and_url_credentials_the_build_prints(
 def stage_for_api(db) -> Stage:
     from workloads.models import Project
 
-    project = Project.objects.create(name="Private", slug="private-git")
+    project = Project.objects.create(name="Private", slug=f"private-{uuid.uuid4().hex[:8]}")
     return Stage.objects.create(project=project, name="Prod", slug="prod")
 
 

@@ -17,7 +17,7 @@ from tests.conftest import container_image_digest, dead_owner, move_current_tag,
 from tests.fixtures import images
 from workloads.models import DeployInProgress, DeployRecord, Workload
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
 Reason, Outcome, Failure = DeployRecord.Reason, DeployRecord.Outcome, DeployRecord.Failure
 
 

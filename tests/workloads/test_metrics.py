@@ -117,7 +117,9 @@ def test_a_stopped_containers_zeroed_stats_are_no_reading():
 
 # --- the real engine -------------------------------------------------------------------
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.alone
+@pytest.mark.django_db
+@pytest.mark.usefixtures("commits_as_in_production")
 def test_it_shows_a_busy_loop_above_half_a_cpu_within_two_ticks(docker, workload):
     busy = run_labelled(workload, BUSY_LOOP)
     sampler = Sampler()
@@ -135,7 +137,8 @@ def test_it_shows_a_busy_loop_above_half_a_cpu_within_two_ticks(docker, workload
     assert row.memory_limit > 0
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db
+@pytest.mark.usefixtures("commits_as_in_production")
 def test_it_shows_a_container_holding_64_mib_within_ten_percent(docker, workload):
     holder = run_labelled(workload, HOLD_64_MIB)
     wait_for_file(holder, "/dev/shm/ready")
@@ -151,7 +154,8 @@ def test_it_shows_a_container_holding_64_mib_within_ten_percent(docker, workload
     assert row.memory_bytes == pytest.approx(docker_stats_memory(holder), rel=0.10)
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db
+@pytest.mark.usefixtures("commits_as_in_production")
 def test_it_writes_one_timestamp_per_tick_for_all_containers_in_bulk(docker, make_workload):
     web, other = make_workload(), make_workload()
     ids = [run_labelled(web, "sleep 3600"), run_labelled(web, "sleep 3600"),
@@ -172,7 +176,8 @@ def test_it_writes_one_timestamp_per_tick_for_all_containers_in_bulk(docker, mak
     assert by_workload == {ids[0]: web.pk, ids[1]: web.pk, ids[2]: other.pk}
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db
+@pytest.mark.usefixtures("commits_as_in_production")
 def test_it_survives_a_container_removed_mid_tick(docker, workload, monkeypatch):
     doomed, survivor = run_labelled(workload, "sleep 3600"), run_labelled(workload, "sleep 3600")
     sampler = Sampler()
@@ -198,7 +203,8 @@ def test_it_survives_a_container_removed_mid_tick(docker, workload, monkeypatch)
     assert Container.objects.get(docker_id=survivor).removed is None
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db
+@pytest.mark.usefixtures("commits_as_in_production")
 def test_it_survives_an_unreachable_engine_and_resumes_when_it_is_back(
     docker, workload, monkeypatch, caplog
 ):
@@ -225,7 +231,8 @@ def test_it_survives_an_unreachable_engine_and_resumes_when_it_is_back(
 
 # --- reconcile ---------------------------------------------------------------------------
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db
+@pytest.mark.usefixtures("commits_as_in_production")
 def test_reconcile_indexes_this_installations_labelled_containers_only(docker, make_workload):
     web = make_workload()
     unknown = run_labelled(web, "sleep 3600", **{runtime.REPLICA_LABEL: "2"})
@@ -253,7 +260,8 @@ def test_reconcile_indexes_this_installations_labelled_containers_only(docker, m
     assert Sampler().reconcile().indexed == []  # nothing new the second time
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db
+@pytest.mark.usefixtures("commits_as_in_production")
 def test_reconcile_marks_indexed_containers_the_engine_lost_as_removed(docker, workload):
     kept = run_labelled(workload, "sleep 3600")
     lost = container(workload)  # indexed, but no such container on the engine
@@ -350,21 +358,46 @@ def test_a_tick_on_a_slow_engine_ends_after_the_stats_timeout(slow_engine, workl
     assert result.engine_unreachable and result.written == 0
 
 
-class TimedSampler(Sampler):
-    """A sampler whose tick takes `duration` seconds and records when it ran."""
+class FakeTime:
+    """The sampler loop's clock and its `stop`: waiting moves the clock on, nothing sleeps.
 
-    def __init__(self, duration: float) -> None:
-        super().__init__(interval=1)
+    `stop_after` ends the loop at the first wait that would pass that moment
+    (like a stop set from another thread while the loop waits).
+    """
+
+    def __init__(self, *, start: float = 1_000_000.25, stop_after: float | None = None) -> None:
+        self.now = start
+        self.stop_at = None if stop_after is None else start + stop_after
+        self.stopped = False
+
+    def __call__(self) -> float:
+        return self.now
+
+    def set(self) -> None:
+        self.stopped = True
+
+    def wait(self, seconds: float) -> bool:
+        if self.stopped:
+            return True
+        if self.stop_at is not None and self.now + seconds >= self.stop_at:
+            self.now, self.stopped = max(self.now, self.stop_at), True
+            return True
+        self.now += seconds
+        return False
+
+
+class TimedSampler(Sampler):
+    """A sampler whose tick takes `duration` seconds of fake time and records when it ran."""
+
+    def __init__(self, duration: float, clock: FakeTime) -> None:
+        super().__init__(interval=1, clock=clock)
         self.duration = duration
         self.runs: list[tuple[float, float, float]] = []  # (slot, started, finished)
-        self.ticking = threading.Event()
 
     def tick(self, at=None):
-        started = time.time()
-        self.ticking.set()
-        time.sleep(self.duration)
-        self.runs.append((at.timestamp(), started, time.time()))
-        self.ticking.clear()
+        started = self.clock()
+        self.clock.now += self.duration
+        self.runs.append((at.timestamp(), started, self.clock()))
 
     def reconcile(self, now=None):
         pass
@@ -373,64 +406,86 @@ class TimedSampler(Sampler):
         return 0
 
 
-def run_in_thread(sampler: Sampler, stop: threading.Event) -> threading.Thread:
-    thread = threading.Thread(target=sampler.run, args=(stop,))
-    thread.start()
-    return thread
-
-
+@pytest.mark.django_db  # the loop closes stale connections between ticks
 def test_ticks_never_overlap_and_missed_slots_are_skipped(caplog):
-    sampler, stop = TimedSampler(duration=1.5), threading.Event()
+    clock = FakeTime(stop_after=5)
+    sampler = TimedSampler(duration=1.5, clock=clock)
     with caplog.at_level(logging.WARNING, logger="engine.sampler"):
-        thread = run_in_thread(sampler, stop)
-        time.sleep(5)
-        stop.set()
-        thread.join(timeout=5)
+        sampler.run(clock)
 
-    assert not thread.is_alive()
-    assert len(sampler.runs) >= 2
+    # 5 s of ticks of 1.5 s each on a 1 s grid: a tick every other slot.
+    assert len(sampler.runs) == 3
     for (_slot, _started, finished), (next_slot, next_started, _) in zip(
         sampler.runs, sampler.runs[1:], strict=False
     ):
         assert next_started >= finished  # never two at once
         assert next_slot >= finished  # the next slot after the slow tick, not a missed one
+        assert next_slot - _slot == 2  # the slot the slow tick ran into is skipped
     assert all(slot == int(slot) for slot, _, _ in sampler.runs)  # on the interval's grid
-    assert all(started >= slot for slot, started, _ in sampler.runs)
-    assert re.search(r"overran the interval: skipped [12] tick\(s\)", caplog.text)
+    assert all(started == slot for slot, started, _ in sampler.runs)  # at the slot, not before
+    # Each slow tick is reported, the last one too (the stop comes in the wait after it).
+    assert caplog.text.count("overran the interval: skipped 1 tick(s)") == 3
 
 
+@pytest.mark.django_db  # the loop closes stale connections between ticks
+def test_ticks_follow_the_grid_with_none_skipped_when_they_fit(caplog):
+    clock = FakeTime(stop_after=4)
+    sampler = TimedSampler(duration=0.25, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="engine.sampler"):
+        sampler.run(clock)
+
+    slots = [slot for slot, _, _ in sampler.runs]
+    assert slots == [1_000_001, 1_000_002, 1_000_003, 1_000_004]
+    assert "overran" not in caplog.text
+
+
+@pytest.mark.django_db  # the loop closes stale connections between ticks
 def test_stopping_lets_the_tick_in_progress_finish():
-    sampler, stop = TimedSampler(duration=1.0), threading.Event()
-    thread = run_in_thread(sampler, stop)
-    assert sampler.ticking.wait(timeout=5)
-    stop.set()
-    stopped_at = time.time()
-    thread.join(timeout=5)
+    clock = FakeTime()
 
-    assert not thread.is_alive()
+    class StoppedMidTick(TimedSampler):
+        def tick(self, at=None):
+            clock.set()  # the stop arrives while this tick runs
+            super().tick(at)
+
+    sampler = StoppedMidTick(duration=1.0, clock=clock)
+    sampler.run(clock)
+
     [(_slot, started, finished)] = sampler.runs  # the one in progress, finished; none after
-    assert started < stopped_at < finished
+    assert finished == started + 1.0
 
 
+def test_stop_is_honoured_by_a_real_event_in_a_real_thread():
+    """The loop as `manage.py sample_stats` runs it: a real Event, set from another thread."""
+    sampler, stop = TimedSampler(duration=0, clock=FakeTime()), threading.Event()
+    sampler.clock = time.time
+    sampler.tick = lambda at=None: sampler.runs.append(at)
+    thread = threading.Thread(target=sampler.run, args=(stop,))
+    thread.start()
+    stop.set()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+
+
+@pytest.mark.django_db  # the loop closes stale connections between ticks
 def test_a_failing_step_is_logged_and_the_loop_goes_on(caplog):
     class Failing(TimedSampler):
         def tick(self, at=None):
             super().tick(at)
             raise RuntimeError("database went away")
 
-    sampler, stop = Failing(duration=0), threading.Event()
+    clock = FakeTime(stop_after=2.5)
+    sampler = Failing(duration=0, clock=clock)
     with caplog.at_level(logging.ERROR, logger="engine.sampler"):
-        thread = run_in_thread(sampler, stop)
-        time.sleep(2.5)
-        stop.set()
-        thread.join(timeout=5)
-    assert len(sampler.runs) >= 2
-    assert "the stats sampler's tick step failed" in caplog.text
+        sampler.run(clock)
+    assert len(sampler.runs) == 2
+    assert caplog.text.count("the stats sampler's tick step failed") == 2
 
 
 # --- the command ---------------------------------------------------------------------------
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db
+@pytest.mark.usefixtures("commits_as_in_production")
 def test_the_command_stops_cleanly_on_sigterm():
     # A closed engine socket keeps the child off the real engine; it must run anyway.
     env = child_env() | {"BERTH_STATS_INTERVAL": "1", "DOCKER_HOST": CLOSED_SOCKET}

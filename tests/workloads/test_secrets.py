@@ -15,7 +15,7 @@ from lib.redact import MASK, redact
 from tests.fixtures import images
 from workloads.models import DeployRecord, EnvVar, RegistryCredential, Workload
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
 
 ENV_SECRET = "env-secret-7f3a9c"  # noqa: S105 - the value under test
 

@@ -129,7 +129,8 @@ def test_the_api_refuses_overlapping_volumes(api_as, operator, workload):
     assert not workload.volumes.exists()
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db
+@pytest.mark.usefixtures("commits_as_in_production")
 def test_a_symlink_swapped_in_while_the_old_containers_stop_is_caught(
     docker, current_tag, workload, monkeypatch
 ):
@@ -255,7 +256,8 @@ def test_a_second_deploy_from_the_page_or_the_shell_is_refused(operator, workloa
 
 # --- deleting a workload removes its containers --------------------------------
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db
+@pytest.mark.usefixtures("commits_as_in_production")
 def test_deleting_a_workload_removes_its_containers(docker, current_tag, api_as, operator,
                                                    workload):
     deploys.dispatch(workload=workload, reason=Reason.MANUAL)

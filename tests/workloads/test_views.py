@@ -314,7 +314,8 @@ def test_it_records_a_failed_deploy_when_the_engine_is_unreachable(
     assert "The Docker engine is unreachable." in page
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db
+@pytest.mark.usefixtures("commits_as_in_production")
 def test_it_deploys_from_the_button_against_the_real_engine(
     client, docker, current_tag, operator, workload
 ):

@@ -123,7 +123,8 @@ def test_a_refused_rollback_without_htmx_redirects_with_a_message(operator, work
     assert "only a successful deploy can be rolled back to" in page
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db
+@pytest.mark.usefixtures("commits_as_in_production")
 def test_a_rollback_from_the_page_replays_the_pinned_digest(
     docker, current_tag, operator, workload
 ):
