@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from engine import lost
 from engine.locked import swap_recovery
 from engine.locked.recovery import RecoveryError, recover_reporting
-from lib import locks, runtime
+from lib import locks, redact, runtime
 from snapshots import journal, storage
 from snapshots.models import RestoreJob
 from workloads import container_journal
@@ -108,6 +108,7 @@ def _sweep_one(workload_id: int, report: SweepReport, say: Callable[[str], None]
     Container journals first: a killed restore's own redeploy may be one, and
     its swap is settled before the restore's recovery redeploys again.
     """
+    workload = None
     try:
         with locks.try_workload_lock(workload_id):
             workload = Workload.objects.with_parents().filter(pk=workload_id).first()
@@ -137,6 +138,12 @@ def _sweep_one(workload_id: int, report: SweepReport, say: Callable[[str], None]
     except (RecoveryError, swap_recovery.SwapRecoveryError) as exc:
         logger.error("workload %s: cannot be recovered: %s", workload_id, exc)
         report.problems.append(f"workload {workload_id}: {exc}")
+    except runtime.EngineError as exc:
+        # The engine's own words go to the log only, without credentials or secrets.
+        logger.error("workload %s: the sweep failed: %s (the engine said: %s)", workload_id, exc,
+                     redact.redact(redact.redact_url_credentials(exc.raw),
+                                   workload.secret_values() if workload else ()))
+        report.problems.append(f"workload {workload_id}: the sweep failed ({exc})")
     except Exception as exc:  # noqa: BLE001 - one workload's trouble must not stop the others
         logger.exception("workload %s: the sweep failed", workload_id)
         report.problems.append(f"workload {workload_id}: the sweep failed ({exc!r})")

@@ -4,13 +4,15 @@ Each round picks an operation and an instant with a seeded random generator
 (BERTH_CRASH_SEED, printed with every failure, reproduces a run), runs the
 operation in a child process, and kills it with SIGKILL at that instant — or,
 as in a power cut, kills every Berth process at once: the worker and a sweep
-(`manage.py recover --every 1`) running beside it. Then the sweep runs once.
-After every round:
+(`manage.py recover --every 1`) running beside it. Some rounds then start
+`manage.py recover` and kill it too, at a random instant of its recovery.
+Then the sweep runs once, to its end. After every round:
 
 - each volume holds exactly the old data or exactly the snapshot's, all on
   the same side (and the old data, unless the operation was a restore);
 - nothing is left beside the volumes, no journal, no temporary file;
-- every job of the workload is final, and exactly one container runs;
+- every job of the workload is final, and the workload has exactly one
+  container, running, under its final name;
 - the next restore and the next deploy are accepted, and they run.
 
 The step-named crash injection (test_restore_crash.py, test_killed_workers.py)
@@ -50,7 +52,7 @@ SEED = int(os.environ.get("BERTH_CRASH_SEED", "20261206"))
 ROUNDS = int(os.environ.get("BERTH_CRASH_ROUNDS", "10"))
 # How long after the child says it is ready the kill may come: about the length of each
 # operation on this test's small data, so most kills land inside it.
-WINDOW = {"restore": 1.2, "deploy": 0.8, "capture": 0.6}
+WINDOW = {"restore": 1.2, "deploy": 0.8, "capture": 0.6, "sweep": 1.0}
 
 CHILD = """
 import sys
@@ -116,6 +118,18 @@ def run_and_kill(rng: random.Random, operation: str, workload: Workload, snapsho
     return f"killed after {delay:.3f} s ({'ended first' if child.returncode == 0 else 'killed'})"
 
 
+def kill_a_sweep(rng: random.Random) -> str:
+    """Start the recovery sweep in a child and SIGKILL it at a random instant of its work."""
+    sweeper = forking.run_command("recover")
+    delay = rng.uniform(0, WINDOW["sweep"])
+    try:
+        time.sleep(delay)
+    finally:
+        sweeper.kill()
+        sweeper.wait(timeout=60)
+    return f"a sweep killed after {delay:.3f} s ({'ended first' if sweeper.returncode == 0 else 'killed'})"
+
+
 def check_round(workload: Workload, paths, snapshot: Snapshot, before: list, new: list,
                 operation: str) -> None:
     report = sweep.recover_all()
@@ -128,8 +142,9 @@ def check_round(workload: Workload, paths, snapshot: Snapshot, before: list, new
     assert not DeployRecord.objects.filter(workload=workload).active().exists()
     assert not Snapshot.objects.filter(workload=workload).active().exists()
     assert not RestoreJob.objects.filter(workload=workload).active().exists()
-    running = [c for c in engine_containers(workload) if c.running]
-    assert [c.name for c in running] == [workload.container_name(1)]
+    # Exactly one container, running under its final name: none stopped or half-renamed beside it.
+    containers = [(c.name, c.running) for c in engine_containers(workload)]
+    assert containers == [(workload.container_name(1), True)], containers
     # The next restore and the next deploy are accepted, and run.
     job = restores.request_restore(workload=workload, snapshot=snapshot)
     job.refresh_from_db()
@@ -151,6 +166,8 @@ def test_random_kills_leave_every_volume_whole_and_nothing_behind(stand):
         what = f"{operation}, {'every process' if everything else 'the worker'}"
         try:
             what += ", " + run_and_kill(rng, operation, workload, snapshot, everything)
+            if rng.random() < 0.4:  # the sweep that should recover it is killed too
+                what += ", " + kill_a_sweep(rng)
             print(f"round {number}: {what}")
             check_round(workload, paths, snapshot, before, new, operation)
         except AssertionError as exc:
