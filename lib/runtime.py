@@ -367,11 +367,31 @@ def stop(container_id: str, *, timeout: int = 10) -> None:
 
 
 def remove(container_id: str) -> None:
+    """Remove a container, running or not; one already gone is fine.
+
+    If another process's removal is in progress (the engine goes on with it
+    after that process died), wait for it to end instead of failing.
+    """
     with _translated(EngineError):
         try:
             _client().containers.get(container_id).remove(force=True)
         except docker.errors.NotFound:
             return
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409 or "already in progress" not in str(exc):
+                raise
+            _wait_removed(container_id, str(exc))
+
+
+def _wait_removed(container_id: str, raw: str) -> None:
+    deadline = time.monotonic() + settings.BERTH_DOCKER_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            _client().containers.get(container_id)
+        except docker.errors.NotFound:
+            return
+        time.sleep(0.1)
+    raise EngineError(raw)
 
 
 def rename(container_id: str, name: str) -> None:
