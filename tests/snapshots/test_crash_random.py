@@ -127,7 +127,8 @@ def kill_a_sweep(rng: random.Random) -> str:
     finally:
         sweeper.kill()
         sweeper.wait(timeout=60)
-    return f"a sweep killed after {delay:.3f} s ({'ended first' if sweeper.returncode == 0 else 'killed'})"
+    ended = "ended first" if sweeper.returncode == 0 else "killed"
+    return f"a sweep killed after {delay:.3f} s ({ended})"
 
 
 def check_round(workload: Workload, paths, snapshot: Snapshot, before: list, new: list,
