@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "django_q",
     "workloads",
     "snapshots",
+    "backups",
     "web",
 ]
 
@@ -210,6 +211,13 @@ BERTH_BUILD_LOG_KIB = envint("BERTH_BUILD_LOG_KIB", 256, minimum=16)
 # Directories under which file:// repositories may live; none by default
 # (file:// repositories are off until an operator names where they may be).
 BERTH_GIT_FILE_ROOTS = envlist("BERTH_GIT_FILE_ROOTS", [])
+
+# Backups that leave the host (backups/, lib/offsite.py): directories under
+# which a `directory` target may lie (none by default: such targets are off
+# until an operator names where they may be), and how long one call to a
+# target may wait for an answer.
+BERTH_BACKUP_DIRECTORY_ROOTS = envlist("BERTH_BACKUP_DIRECTORY_ROOTS", [])
+BERTH_BACKUP_TIMEOUT = envint("BERTH_BACKUP_TIMEOUT", 30, minimum=1)
 
 # The stats sampler (`manage.py sample_stats`, engine/sampler.py).
 BERTH_STATS_INTERVAL = envint("BERTH_STATS_INTERVAL", 15, minimum=1)

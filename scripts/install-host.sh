@@ -3,7 +3,7 @@
 # Runs as root (CI and the development machines are root); idempotent.
 set -euo pipefail
 
-packages=(docker.io docker-registry busybox-static gettext chromium zstd git)
+packages=(docker.io docker-registry busybox-static gettext chromium zstd git age rclone curl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -22,11 +22,12 @@ LAYERS = [
     ("tasks", ["engine.tasks"]),
     ("entry points", ["engine"]),
     ("locked bodies", ["engine.locked", "engine.sampler"]),
+    ("backups domain", ["backups"]),
     ("snapshots domain", ["snapshots"]),
     ("workloads domain", ["workloads"]),
     ("library", ["lib"]),
 ]
-PACKAGES = ["berth", "web", "engine", "snapshots", "workloads", "lib"]
+PACKAGES = ["berth", "web", "engine", "backups", "snapshots", "workloads", "lib"]
 
 # The old task paths, kept for one release for tasks already queued in a broker
 # (workloads/tasks.py and snapshots/tasks.py say so): the only imports that point up.

@@ -1,0 +1,191 @@
+"""Backup targets: an S3 bucket or a mounted directory that snapshots are copied to.
+
+The secret access key and a stored age identity are encrypted at rest
+(lib/crypto) and never shown again; recipients are public keys. A target
+with no recipients must be marked unencrypted, on purpose.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator, URLValidator
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from lib import agecrypt, crypto, offsite, paths
+
+BUCKET_VALIDATOR = RegexValidator(
+    r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$",
+    _("3 to 63 lowercase letters, digits, dots and hyphens, starting and ending with a "
+      "letter or digit."),
+)
+PREFIX_VALIDATOR = RegexValidator(
+    r"^[A-Za-z0-9!\-_.*'()/]{0,200}$",
+    _("Letters, digits and / - _ . ! * ' ( ) only."),
+)
+
+
+class BackupTarget(models.Model):
+    class Kind(models.TextChoices):
+        S3 = "s3", _("S3 bucket")
+        DIRECTORY = "directory", _("Directory")
+
+    name = models.CharField(_("name"), max_length=100, unique=True)
+    kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices, default=Kind.S3)
+    # S3
+    endpoint_url = models.CharField(
+        _("endpoint URL"), max_length=255, blank=True,
+        help_text=_("e.g. https://s3.eu-central-1.amazonaws.com; empty for AWS's default"),
+    )
+    region = models.CharField(_("region"), max_length=64, blank=True)
+    bucket = models.CharField(_("bucket"), max_length=63, blank=True,
+                              validators=[BUCKET_VALIDATOR])
+    prefix = models.CharField(_("prefix"), max_length=200, blank=True,
+                              validators=[PREFIX_VALIDATOR],
+                              help_text=_("Objects go under this path in the bucket."))
+    access_key_id = models.CharField(_("access key id"), max_length=128, blank=True)
+    secret_access_key_encrypted = models.TextField(editable=False, blank=True)
+    path_style = models.BooleanField(
+        _("path-style addressing"), default=True,
+        help_text=_("bucket in the path, not the host name (most self-hosted S3 servers)"),
+    )
+    # directory
+    directory = models.CharField(
+        _("directory"), max_length=500, blank=True,
+        help_text=_("An absolute path under BERTH_BACKUP_DIRECTORY_ROOTS, e.g. a NAS share."),
+    )
+    # encryption
+    recipients = models.TextField(
+        _("age recipients"), blank=True,
+        help_text=_("Public keys (age1...), one per line. Backing up needs only these."),
+    )
+    unencrypted = models.BooleanField(
+        _("unencrypted"), default=False,
+        help_text=_("Copies leave the host in clear. Only for a target you trust with the "
+                    "data itself."),
+    )
+    identity_encrypted = models.TextField(editable=False, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    checked = models.DateTimeField(_("last checked"), null=True, blank=True, editable=False)
+    check_code = models.CharField(_("last check"), max_length=32, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("backup target")
+        verbose_name_plural = _("backup targets")
+
+    def __str__(self) -> str:
+        return self.name
+
+    # --- secrets ----------------------------------------------------------------------
+
+    def set_secret_access_key(self, raw: str) -> None:
+        self.secret_access_key_encrypted = crypto.encrypt(raw) if raw else ""
+
+    def get_secret_access_key(self) -> str:
+        if not self.secret_access_key_encrypted:
+            return ""
+        return crypto.decrypt(self.secret_access_key_encrypted)
+
+    @property
+    def has_secret_access_key(self) -> bool:
+        return bool(self.secret_access_key_encrypted)
+
+    def set_identity(self, raw: str) -> None:
+        """Store an age identity (encrypted at rest), or forget it with ""."""
+        if raw:
+            identities = agecrypt.parse_identities(raw)
+            self.identity_encrypted = crypto.encrypt(
+                "\n".join(str(i) for i in identities))
+        else:
+            self.identity_encrypted = ""
+
+    def get_identity(self) -> str:
+        return crypto.decrypt(self.identity_encrypted) if self.identity_encrypted else ""
+
+    @property
+    def has_identity(self) -> bool:
+        return bool(self.identity_encrypted)
+
+    def secret_values(self) -> list[str]:
+        """Every secret this target knows, for redacting log lines."""
+        return [v for v in (self.get_secret_access_key(), self.get_identity()) if v]
+
+    # --- validation -------------------------------------------------------------------
+
+    @property
+    def recipient_list(self) -> list[str]:
+        return agecrypt.parse_recipients(self.recipients)
+
+    @property
+    def encrypted(self) -> bool:
+        return not self.unencrypted
+
+    def clean(self) -> None:
+        errors: dict[str, list] = {}
+        if self.kind == self.Kind.S3:
+            if not self.bucket:
+                errors.setdefault("bucket", []).append(_("An S3 target needs a bucket."))
+            if self.endpoint_url:
+                try:
+                    URLValidator(schemes=["http", "https"])(self.endpoint_url)
+                except ValidationError:
+                    errors.setdefault("endpoint_url", []).append(
+                        _("Give an http:// or https:// URL."))
+            if not self.access_key_id:
+                errors.setdefault("access_key_id", []).append(
+                    _("An S3 target needs an access key id."))
+        else:
+            problem = directory_problem(self.directory)
+            if problem:
+                errors.setdefault("directory", []).append(problem)
+        try:
+            recipients = agecrypt.parse_recipients(self.recipients)
+        except agecrypt.AgeError as exc:
+            errors.setdefault("recipients", []).append(str(exc))
+            recipients = None
+        if recipients is not None:
+            if not recipients and not self.unencrypted:
+                errors.setdefault("recipients", []).append(
+                    _("Add at least one recipient, or mark the target unencrypted."))
+            if recipients and self.unencrypted:
+                errors.setdefault("unencrypted", []).append(
+                    _("A target with recipients is encrypted; remove them to copy in clear."))
+        if errors:
+            raise ValidationError(errors)
+
+    def store(self) -> offsite.Store:
+        """The place itself, with the secret decrypted (never kept beyond the call's use)."""
+        if self.kind == self.Kind.DIRECTORY:
+            return offsite.DirectoryStore(Path(self.directory))
+        return offsite.S3Store(
+            offsite.S3Location(
+                endpoint_url=self.endpoint_url, region=self.region, bucket=self.bucket,
+                prefix=self.prefix, access_key_id=self.access_key_id,
+                secret_access_key=self.get_secret_access_key(), path_style=self.path_style,
+            ),
+            timeout=settings.BERTH_BACKUP_TIMEOUT,
+        )
+
+
+def directory_problem(directory: str) -> str | None:
+    """Why `directory` cannot be a target, or None: absolute, under an allowed root, apart
+    from Berth's data dir."""
+    if not directory or not os.path.isabs(directory):
+        return str(_("Give an absolute path."))
+    real = os.path.realpath(directory)
+    roots = [os.path.realpath(r) for r in settings.BERTH_BACKUP_DIRECTORY_ROOTS]
+    if not any(paths.is_within(real, root) for root in roots):
+        if not roots:
+            return str(_("Directory targets are off: BERTH_BACKUP_DIRECTORY_ROOTS names no "
+                         "directory."))
+        return str(_("The directory must lie under one of BERTH_BACKUP_DIRECTORY_ROOTS: %s")
+                   % ", ".join(settings.BERTH_BACKUP_DIRECTORY_ROOTS))
+    if paths.overlaps(real, os.path.realpath(settings.DATA_DIR)):
+        return str(_("The directory must not overlap Berth's data directory: a backup there "
+                     "dies with the data."))
+    return None

@@ -1,0 +1,49 @@
+"""Backup targets: the check an operator runs before trusting a target with backups.
+
+The check writes a probe object, reads it back and deletes it (lib/offsite.py)
+and records the outcome on the target as a fixed code. The target's own error
+text goes to the log only, without credentials (docs/backups.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.utils import timezone
+from django.utils.translation import gettext
+
+from backups.models import BackupTarget
+from lib import offsite, redact
+
+logger = logging.getLogger(__name__)
+
+OK = "ok"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    code: str  # "ok" or an offsite.OffsiteError code
+    message: str
+
+    @property
+    def ok(self) -> bool:
+        return self.code == OK
+
+
+def check_target(target: BackupTarget) -> CheckResult:
+    """Probe `target` (write, read back, delete) and record the outcome on it."""
+    try:
+        offsite.check(target.store())
+    except offsite.OffsiteError as exc:
+        result = CheckResult(exc.code, exc.message)
+        logger.warning("backup target %s failed its check (%s): %s", target.pk, exc.code,
+                       redact.redact(redact.redact_url_credentials(exc.raw),
+                                     target.secret_values()))
+    else:
+        result = CheckResult(OK, gettext(
+            "The target answers: a probe was written, read back and deleted."))
+    BackupTarget.objects.filter(pk=target.pk).update(checked=timezone.now(),
+                                                      check_code=result.code)
+    return result
+

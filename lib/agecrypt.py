@@ -1,0 +1,86 @@
+"""age encryption of what leaves the host (pyrage): recipients, identities, streams.
+
+Berth needs only public keys (X25519 recipients, `age1...`) to encrypt a
+backup; the private identity (`AGE-SECRET-KEY-1...`) is needed only to read
+one back. The output is the standard age format: Debian's `age -d -i` reads
+it. docs/backups.md says why and how.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import BinaryIO
+
+import pyrage
+from django.utils.translation import gettext as _
+from pyrage import x25519
+
+
+class AgeError(ValueError):
+    """A recipient or identity that is not a valid age key, or data that does not decrypt."""
+
+
+def parse_recipients(text: str) -> list[str]:
+    """The recipients in `text`, one per line (blank lines and `#` comments skipped).
+
+    Raises AgeError naming the line of the first invalid one; an identity
+    pasted by mistake is refused without repeating it.
+    """
+    found = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.upper().startswith("AGE-SECRET-KEY-"):
+            raise AgeError(_("Line %(line)d is a private identity, not a recipient: give "
+                             "the public key (age1...) only.") % {"line": number})
+        try:
+            x25519.Recipient.from_str(line)
+        except pyrage.RecipientError:
+            raise AgeError(_("Line %(line)d is not an age X25519 recipient (age1...).")
+                           % {"line": number}) from None
+        if line not in found:
+            found.append(line)
+    return found
+
+
+def parse_identities(text: str) -> list[x25519.Identity]:
+    """The identities in `text` (an age identity file: keys, blank lines, `#` comments)."""
+    found = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            found.append(x25519.Identity.from_str(line))
+        except pyrage.IdentityError:
+            raise AgeError(_("Line %(line)d is not an age identity (AGE-SECRET-KEY-1...).")
+                           % {"line": number}) from None
+    if not found:
+        raise AgeError(_("No age identity was given."))
+    return found
+
+
+def recipient_of(identity: x25519.Identity) -> str:
+    return str(identity.to_public())
+
+
+def encrypt_stream(source: BinaryIO, target: BinaryIO, recipients: Iterable[str]) -> None:
+    """Encrypt everything `source` holds into `target`, to every recipient."""
+    keys = [x25519.Recipient.from_str(r) for r in recipients]
+    if not keys:
+        raise AgeError(_("There are no recipients to encrypt to."))
+    try:
+        pyrage.encrypt_io(source, target, keys)
+    except pyrage.EncryptError as exc:
+        raise AgeError(_("The encryption failed (%(error)s).") % {"error": exc}) from None
+
+
+def decrypt_stream(source: BinaryIO, target: BinaryIO,
+                   identities: Iterable[x25519.Identity]) -> None:
+    """Decrypt `source` into `target`; AgeError if no identity opens it or it was altered."""
+    try:
+        pyrage.decrypt_io(source, target, list(identities))
+    except pyrage.DecryptError as exc:
+        raise AgeError(_("The data does not decrypt with the identity given (%(error)s).")
+                       % {"error": exc}) from None

@@ -1,0 +1,62 @@
+"""The real S3 server (moto's, started by scripts/start-s3.sh), buckets and age keys."""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+import uuid
+
+import boto3
+import pytest
+from pyrage import x25519
+
+S3_ENDPOINT = f"http://127.0.0.1:{os.environ.get('BERTH_TEST_S3_PORT', '5002')}"
+# moto's server takes any key pair unless told to check them.
+S3_KEY_ID, S3_SECRET = "berth-test-key-id", "berth-test-secret-9b1e"
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """The S3 server answering over HTTP, or a loud skip (a failure under CI)."""
+    try:
+        urllib.request.urlopen(S3_ENDPOINT + "/", timeout=3)  # noqa: S310 - the test server
+    except urllib.error.HTTPError:
+        pass  # it answers
+    except OSError:
+        reason = f"no S3 server on {S3_ENDPOINT} (run `make services`)"
+        if os.environ.get("BERTH_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"BERTH_REQUIRE_DOCKER=1 but {reason}")
+        pytest.skip(f"SKIPPED FOR LACK OF S3: {reason}")
+    return S3_ENDPOINT
+
+
+def s3_client():
+    return boto3.client("s3", endpoint_url=S3_ENDPOINT, region_name="us-east-1",
+                        aws_access_key_id=S3_KEY_ID, aws_secret_access_key=S3_SECRET)
+
+
+@pytest.fixture
+def bucket(s3_server) -> str:
+    """A fresh bucket of this test's own; emptied and removed afterwards."""
+    name = f"berth-{uuid.uuid4().hex[:12]}"
+    client = s3_client()
+    client.create_bucket(Bucket=name)
+    yield name
+    for item in client.list_objects_v2(Bucket=name).get("Contents", []):
+        client.delete_object(Bucket=name, Key=item["Key"])
+    client.delete_bucket(Bucket=name)
+
+
+def objects(bucket: str) -> list[str]:
+    return [item["Key"] for item in s3_client().list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+@pytest.fixture
+def identity() -> x25519.Identity:
+    return x25519.Identity.generate()
+
+
+@pytest.fixture
+def recipient(identity) -> str:
+    return str(identity.to_public())

@@ -1,0 +1,86 @@
+"""The admin of backup targets: secrets write-only, and a check action."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.utils.translation import gettext_lazy as _
+
+from backups.models import BackupTarget
+from engine import backups
+from lib import agecrypt
+from web.admin.forms import KEEP_HELP
+
+
+class BackupTargetForm(forms.ModelForm):
+    secret_access_key = forms.CharField(
+        label=_("secret access key"), required=False, strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text=KEEP_HELP,
+    )
+    identity = forms.CharField(
+        label=_("age identity to store"), required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "autocomplete": "off"}),
+        help_text=_("Optional. Needed only to restore; stored encrypted, never shown. Without "
+                    "it, it is given at restore time."),
+    )
+    forget_identity = forms.BooleanField(label=_("forget the stored identity"), required=False)
+
+    class Meta:
+        model = BackupTarget
+        fields = ["name", "kind", "endpoint_url", "region", "bucket", "prefix", "access_key_id",
+                  "path_style", "directory", "recipients", "unencrypted"]
+
+    def clean_identity(self) -> str:
+        raw = self.cleaned_data.get("identity", "")
+        if raw:
+            try:
+                agecrypt.parse_identities(raw)
+            except agecrypt.AgeError as exc:
+                raise forms.ValidationError(str(exc)) from None
+        return raw
+
+    def clean(self):
+        cleaned = super().clean()
+        if (cleaned.get("kind") == BackupTarget.Kind.S3
+                and not self.instance.has_secret_access_key
+                and not cleaned.get("secret_access_key")):
+            self.add_error("secret_access_key", _("An S3 target needs a secret access key."))
+        return cleaned
+
+    def save(self, commit: bool = True):
+        if self.cleaned_data.get("secret_access_key"):
+            self.instance.set_secret_access_key(self.cleaned_data["secret_access_key"])
+        if self.cleaned_data.get("forget_identity"):
+            self.instance.set_identity("")
+        elif self.cleaned_data.get("identity"):
+            self.instance.set_identity(self.cleaned_data["identity"])
+        return super().save(commit=commit)
+
+
+@admin.register(BackupTarget)
+class BackupTargetAdmin(admin.ModelAdmin):
+    form = BackupTargetForm
+    list_display = ["name", "kind", "where", "encryption", "checked", "check_code"]
+    search_fields = ["name", "bucket", "directory"]
+    actions = ["check_targets"]
+
+    @admin.display(description=_("where"))
+    def where(self, target: BackupTarget) -> str:
+        if target.kind == BackupTarget.Kind.DIRECTORY:
+            return target.directory
+        return f"{target.endpoint_url or 's3'} / {target.bucket}/{target.prefix}".rstrip("/")
+
+    @admin.display(description=_("encryption"))
+    def encryption(self, target: BackupTarget) -> str:
+        if target.unencrypted:
+            return str(_("none: copies leave the host in clear"))
+        return str(_("age, %(count)d recipient(s)") % {"count": len(target.recipient_list)})
+
+    @admin.action(description=_("Check the selected targets (write, read back, delete)"),
+                  permissions=["change"])
+    def check_targets(self, request, queryset) -> None:
+        for target in queryset:
+            result = backups.check_target(target)
+            level = messages.SUCCESS if result.ok else messages.ERROR
+            self.message_user(request, f"{target.name}: {result.message}", level)

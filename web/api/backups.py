@@ -1,0 +1,100 @@
+"""The DRF API of backup targets: secrets write-only, and the check."""
+
+from __future__ import annotations
+
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from backups.models import BackupTarget
+from engine import backups
+from lib import agecrypt
+from web.api.permissions import ActionPermission
+
+
+class BackupTargetSerializer(serializers.ModelSerializer):
+    secret_access_key = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, trim_whitespace=False,
+        help_text=_("Write-only; leave out to keep the stored one."),
+    )
+    identity = serializers.CharField(
+        write_only=True, required=False, allow_blank=True,
+        help_text=_("An age identity to store (encrypted); \"\" forgets the stored one. "
+                    "Write-only."),
+    )
+    url = serializers.HyperlinkedIdentityField(view_name="api:backup-target-detail")
+
+    class Meta:
+        model = BackupTarget
+        fields = ["id", "url", "name", "kind", "endpoint_url", "region", "bucket", "prefix",
+                  "access_key_id", "secret_access_key", "has_secret_access_key", "path_style",
+                  "directory", "recipients", "unencrypted", "identity", "has_identity",
+                  "checked", "check_code"]
+        read_only_fields = ["checked", "check_code"]
+
+    has_secret_access_key = serializers.BooleanField(read_only=True)
+    has_identity = serializers.BooleanField(read_only=True)
+
+    def validate_identity(self, value: str) -> str:
+        if value:
+            try:
+                agecrypt.parse_identities(value)
+            except agecrypt.AgeError as exc:
+                raise serializers.ValidationError(str(exc)) from None
+        return value
+
+    def validate(self, attrs: dict) -> dict:
+        secret = attrs.pop("secret_access_key", None)
+        identity = attrs.pop("identity", None)
+        target = self.instance or BackupTarget()
+        for field, value in attrs.items():
+            setattr(target, field, value)
+        if secret:
+            target.set_secret_access_key(secret)
+        if identity is not None:
+            target.set_identity(identity)
+        if target.kind == BackupTarget.Kind.S3 and not target.has_secret_access_key:
+            raise serializers.ValidationError(
+                {"secret_access_key": [_("An S3 target needs a secret access key.")]})
+        target.full_clean(validate_unique=False)
+        self._prepared = target
+        return attrs
+
+    def create(self, validated_data: dict) -> BackupTarget:
+        self._prepared.save()
+        return self._prepared
+
+    def update(self, instance: BackupTarget, validated_data: dict) -> BackupTarget:
+        self._prepared.save()
+        return self._prepared
+
+
+CheckSerializer = inline_serializer("BackupTargetCheck", {
+    "ok": serializers.BooleanField(),
+    "code": serializers.CharField(),
+    "message": serializers.CharField(),
+})
+
+
+class BackupTargetViewSet(viewsets.ModelViewSet):
+    queryset = BackupTarget.objects.all()
+    serializer_class = BackupTargetSerializer
+    permission_classes = [ActionPermission]
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    action_permissions = {
+        "list": "backups.view_backuptarget",
+        "retrieve": "backups.view_backuptarget",
+        "create": "backups.add_backuptarget",
+        "partial_update": "backups.change_backuptarget",
+        "destroy": "backups.delete_backuptarget",
+        "check": "backups.change_backuptarget",
+    }
+
+    @extend_schema(request=None, responses={200: CheckSerializer})
+    @action(detail=True, methods=["post"])
+    def check(self, request, pk=None):
+        """Write a probe object, read it back and delete it; says which step failed."""
+        result = backups.check_target(self.get_object())
+        return Response({"ok": result.ok, "code": result.code, "message": result.message})
