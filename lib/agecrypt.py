@@ -81,6 +81,9 @@ def decrypt_stream(source: BinaryIO, target: BinaryIO,
     """Decrypt `source` into `target`; AgeError if no identity opens it or it was altered."""
     try:
         pyrage.decrypt_io(source, target, list(identities))
-    except pyrage.DecryptError as exc:
+    except (pyrage.DecryptError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise  # a real I/O error of the source or the target, not of the data
+        # pyrage says "decryption error" (an OSError without errno) for altered data.
         raise AgeError(_("The data does not decrypt with the identity given (%(error)s).")
                        % {"error": exc}) from None

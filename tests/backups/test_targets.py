@@ -32,10 +32,10 @@ def keeper(db) -> User:
     return user
 
 
-def s3_payload(bucket: str, recipient: str, **overrides) -> dict:
+def s3_payload(bucket_name: str, recipient: str, **overrides) -> dict:
     return {
         "name": f"offsite-{uuid.uuid4().hex[:6]}", "kind": "s3", "endpoint_url": S3_ENDPOINT,
-        "region": "us-east-1", "bucket": bucket, "prefix": "berth/prod",
+        "region": "us-east-1", "bucket": bucket_name, "prefix": "berth/prod",
         "access_key_id": S3_KEY_ID, "secret_access_key": S3_SECRET,
         "recipients": recipient,
     } | overrides
@@ -217,14 +217,14 @@ def small_disk(roots):
     mount.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
     try:
-        with open(mount / "filler", "wb") as filler:
-            try:
-                while True:
-                    filler.write(b"\0" * 4096)
-                    filler.flush()
-                    os.fsync(filler.fileno())
-            except OSError:
+        fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while os.write(fd, b"\0" * 4096):
                 pass
+        except OSError:
+            pass  # full
+        finally:
+            os.close(fd)
         yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=False)
