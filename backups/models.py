@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator, URLValidator
+from django.core.validators import RegexValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
@@ -22,6 +23,10 @@ BUCKET_VALIDATOR = RegexValidator(
     r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$",
     _("3 to 63 lowercase letters, digits, dots and hyphens, starting and ending with a "
       "letter or digit."),
+)
+REGION_VALIDATOR = RegexValidator(
+    r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$",
+    _("Lowercase letters, digits and hyphens, e.g. eu-central-1."),
 )
 PREFIX_VALIDATOR = RegexValidator(
     r"^[A-Za-z0-9!\-_.*'()/]{0,200}$",
@@ -41,7 +46,8 @@ class BackupTarget(models.Model):
         _("endpoint URL"), max_length=255, blank=True,
         help_text=_("e.g. https://s3.eu-central-1.amazonaws.com; empty for AWS's default"),
     )
-    region = models.CharField(_("region"), max_length=64, blank=True)
+    region = models.CharField(_("region"), max_length=64, blank=True,
+                              validators=[REGION_VALIDATOR])
     bucket = models.CharField(_("bucket"), max_length=63, blank=True,
                               validators=[BUCKET_VALIDATOR])
     prefix = models.CharField(_("prefix"), max_length=200, blank=True,
@@ -112,8 +118,9 @@ class BackupTarget(models.Model):
         return bool(self.identity_encrypted)
 
     def secret_values(self) -> list[str]:
-        """Every secret this target knows, for redacting log lines."""
-        return [v for v in (self.get_secret_access_key(), self.get_identity()) if v]
+        """Every secret this target knows, for redacting log lines (each identity apart)."""
+        found = [self.get_secret_access_key(), *self.get_identity().splitlines()]
+        return [v for v in found if v]
 
     # --- validation -------------------------------------------------------------------
 
@@ -131,11 +138,9 @@ class BackupTarget(models.Model):
             if not self.bucket:
                 errors.setdefault("bucket", []).append(_("An S3 target needs a bucket."))
             if self.endpoint_url:
-                try:
-                    URLValidator(schemes=["http", "https"])(self.endpoint_url)
-                except ValidationError:
-                    errors.setdefault("endpoint_url", []).append(
-                        _("Give an http:// or https:// URL."))
+                problem = endpoint_problem(self.endpoint_url)
+                if problem:
+                    errors.setdefault("endpoint_url", []).append(problem)
             if not self.access_key_id:
                 errors.setdefault("access_key_id", []).append(
                     _("An S3 target needs an access key id."))
@@ -155,29 +160,95 @@ class BackupTarget(models.Model):
             if recipients and self.unencrypted:
                 errors.setdefault("unencrypted", []).append(
                     _("A target with recipients is encrypted; remove them to copy in clear."))
+        if self.has_identity and recipients is not None:
+            if self.unencrypted:
+                errors.setdefault("identity", []).append(
+                    _("An unencrypted target has no use for an identity."))
+            else:
+                stored = agecrypt.parse_identities(self.get_identity())
+                if any(agecrypt.recipient_of(i) not in recipients for i in stored):
+                    errors.setdefault("identity", []).append(
+                        _("The identity does not belong to any of the target's recipients: "
+                          "it could not open the copies."))
         if errors:
             raise ValidationError(errors)
 
-    def store(self) -> offsite.Store:
-        """The place itself, with the secret decrypted (never kept beyond the call's use)."""
+    def settle_change(self, previous: BackupTarget | None, *, new_secret: bool) -> None:
+        """Before an edit is saved: what the new place keeps of the old one.
+
+        A directory target keeps no S3 fields and no secret. A stored secret
+        is not carried to another endpoint host or bucket: it must be given
+        again. A moved target has not been checked yet.
+        """
         if self.kind == self.Kind.DIRECTORY:
+            self.endpoint_url = self.region = self.bucket = self.prefix = ""
+            self.access_key_id = self.secret_access_key_encrypted = ""
+        else:
+            self.directory = ""
+        if previous is None:
+            return
+        if any(getattr(self, f) != getattr(previous, f) for f in LOCATION_FIELDS):
+            self.checked, self.check_code = None, ""
+        moved = (urlsplit(self.endpoint_url).netloc != urlsplit(previous.endpoint_url).netloc
+                 or self.bucket != previous.bucket)
+        if (self.kind == self.Kind.S3 and previous.kind == self.Kind.S3 and moved
+                and not new_secret):
+            raise ValidationError({"secret_access_key": [
+                _("Give the secret access key again: the endpoint or the bucket changed.")]})
+
+    def store(self) -> offsite.Store:
+        """The place itself, with the secret decrypted (never kept beyond the call's use).
+
+        A directory is validated again at each use: the roots may have changed
+        since it was saved (the store itself refuses symlinks on the way).
+        """
+        if self.kind == self.Kind.DIRECTORY:
+            problem = directory_problem(self.directory)
+            if problem:
+                raise offsite.OffsiteError("not_allowed", problem)
             return offsite.DirectoryStore(Path(self.directory))
+        try:
+            secret = self.get_secret_access_key()
+        except crypto.SecretUnreadable:
+            raise offsite.OffsiteError("unreadable_secret") from None
         return offsite.S3Store(
             offsite.S3Location(
                 endpoint_url=self.endpoint_url, region=self.region, bucket=self.bucket,
                 prefix=self.prefix, access_key_id=self.access_key_id,
-                secret_access_key=self.get_secret_access_key(), path_style=self.path_style,
+                secret_access_key=secret, path_style=self.path_style,
             ),
             timeout=settings.BERTH_BACKUP_TIMEOUT,
         )
 
 
+LOCATION_FIELDS = ("kind", "endpoint_url", "region", "bucket", "prefix", "access_key_id",
+                   "path_style", "directory")
+
+
+def endpoint_problem(url: str) -> str | None:
+    """Why `url` cannot be an S3 endpoint, or None. Credentials never go in the URL."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return str(_("Give an http:// or https:// URL."))
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        return str(_("Give an http:// or https:// URL."))
+    if parts.username is not None or parts.password is not None:
+        return str(_("Give the credentials in their own fields, not in the URL."))
+    if parts.query or parts.fragment:
+        return str(_("The endpoint URL takes no query or fragment."))
+    return None
+
+
 def directory_problem(directory: str) -> str | None:
-    """Why `directory` cannot be a target, or None: absolute, under an allowed root, apart
-    from Berth's data dir."""
+    """Why `directory` cannot be a target, or None: absolute, with no symlink on the way,
+    under an allowed root, apart from Berth's data dir and from absolute volumes."""
     if not directory or not os.path.isabs(directory):
         return str(_("Give an absolute path."))
     real = os.path.realpath(directory)
+    if real != os.path.normpath(directory):
+        return str(_("The path goes through a symlink; give the real path (%s).") % real)
     roots = [os.path.realpath(r) for r in settings.BERTH_BACKUP_DIRECTORY_ROOTS]
     if not any(paths.is_within(real, root) for root in roots):
         if not roots:
@@ -188,4 +259,8 @@ def directory_problem(directory: str) -> str | None:
     if paths.overlaps(real, os.path.realpath(settings.DATA_DIR)):
         return str(_("The directory must not overlap Berth's data directory: a backup there "
                      "dies with the data."))
+    volume_roots = [os.path.realpath(r) for r in settings.BERTH_ABSOLUTE_VOLUME_ROOTS]
+    if any(paths.overlaps(real, root) for root in volume_roots):
+        return str(_("The directory must not overlap BERTH_ABSOLUTE_VOLUME_ROOTS: a container "
+                     "could read or change the backups there."))
     return None

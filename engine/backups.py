@@ -35,11 +35,12 @@ def check_target(target: BackupTarget) -> CheckResult:
     """Probe `target` (write, read back, delete) and record the outcome on it."""
     try:
         offsite.check(target.store())
-    except offsite.OffsiteError as exc:
-        result = CheckResult(exc.code, exc.message)
-        logger.warning("backup target %s failed its check (%s): %s", target.pk, exc.code,
-                       redact.redact(redact.redact_url_credentials(exc.raw),
-                                     target.secret_values()))
+    except Exception as exc:  # noqa: BLE001 - every failure is a fixed code, never a 500
+        error = exc if isinstance(exc, offsite.OffsiteError) else offsite.OffsiteError(
+            "internal", f"{type(exc).__name__}: {exc}")
+        result = CheckResult(error.code, error.message)
+        logger.warning("backup target %s failed its check (%s): %s", target.pk, error.code,
+                       _redacted(error.raw, target))
     else:
         result = CheckResult(OK, gettext(
             "The target answers: a probe was written, read back and deleted."))
@@ -47,3 +48,11 @@ def check_target(target: BackupTarget) -> CheckResult:
                                                       check_code=result.code)
     return result
 
+
+
+def _redacted(text: str, target: BackupTarget) -> str:
+    try:
+        secrets = target.secret_values()
+    except Exception:  # noqa: BLE001 - an unreadable secret cannot be in the text either
+        secrets = []
+    return redact.redact(redact.redact_url_credentials(text), secrets)

@@ -29,11 +29,11 @@ def parse_recipients(text: str) -> list[str]:
     found = []
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.upper().startswith("AGE-SECRET-KEY-"):
+        if "AGE-SECRET-KEY-" in line.upper():  # also in a comment: it would be shown
             raise AgeError(_("Line %(line)d is a private identity, not a recipient: give "
                              "the public key (age1...) only.") % {"line": number})
+        if not line or line.startswith("#"):
+            continue
         try:
             x25519.Recipient.from_str(line)
         except pyrage.RecipientError:

@@ -13,7 +13,9 @@ import errno
 import os
 import secrets
 import shutil
-from dataclasses import dataclass
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -40,6 +42,11 @@ class OffsiteError(Exception):
         "no_read": _("The credentials may not read from the target."),
         "no_delete": _("The credentials may not delete from the target."),
         "missing_directory": _("The directory does not exist or is not a directory."),
+        "not_allowed": _("The directory is not allowed as a target: it must lie under "
+                         "BERTH_BACKUP_DIRECTORY_ROOTS, apart from Berth's data and volumes, "
+                         "with no symlink on the way."),
+        "unreadable_secret": _("The stored secret cannot be decrypted: BERTH_ENCRYPTION_KEY "
+                               "changed since it was saved."),
         "full": _("The target is full."),
         "mismatch": _("What was read back differs from what was written."),
         "not_found": _("The object is not on the target."),
@@ -63,7 +70,7 @@ class S3Location:
     bucket: str
     prefix: str
     access_key_id: str
-    secret_access_key: str
+    secret_access_key: str = field(repr=False)
     path_style: bool = True
 
 
@@ -112,13 +119,17 @@ class S3Store:
             retries={"max_attempts": 5, "mode": "standard"},
             connect_timeout=timeout, read_timeout=timeout * 2,
         )
-        self.client = boto3.session.Session().client(
-            "s3", endpoint_url=location.endpoint_url or None,
-            region_name=location.region or None,
-            aws_access_key_id=location.access_key_id,
-            aws_secret_access_key=location.secret_access_key,
-            config=config,
-        )
+        try:
+            self.client = boto3.session.Session().client(
+                "s3", endpoint_url=location.endpoint_url or None,
+                region_name=location.region or None,
+                aws_access_key_id=location.access_key_id,
+                aws_secret_access_key=location.secret_access_key,
+                config=config,
+            )
+        except (ValueError, botocore.exceptions.BotoCoreError) as exc:
+            # An invalid region or endpoint; the message names neither key.
+            raise OffsiteError("internal", type(exc).__name__) from None
 
     def key(self, name: str) -> str:
         return _joined(self.location.prefix, name)
@@ -187,69 +198,127 @@ def _os_error(exc: OSError, denied: str) -> OffsiteError:
         return OffsiteError("full", str(exc))
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return OffsiteError(denied, str(exc))
-    if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+    if exc.errno in (errno.ENOENT,):
         return OffsiteError("missing_directory", str(exc))
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+        return OffsiteError("not_allowed", str(exc))
     return OffsiteError("internal", str(exc))
 
 
 class DirectoryStore:
-    """Files under a directory (a mounted NAS share, a second disk); writes are durable."""
+    """Files under a directory (a mounted NAS share, a second disk); writes are durable.
+
+    No path is resolved as a whole: the root is opened one component at a
+    time from `/` with O_NOFOLLOW, and every file relative to it, so a symlink
+    planted in the path or the share (after the target was validated, too)
+    is refused, never followed.
+    """
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+        self.root = Path(os.path.normpath(str(root)))
 
-    def path(self, name: str) -> Path:
-        target = (self.root / name).resolve()
-        if not str(target).startswith(str(self.root.resolve()) + os.sep):
-            raise OffsiteError("internal", f"{name!r} leaves the target directory")
-        return target
+    def _open_root(self) -> int:
+        fd = os.open("/", fsutil.DIR_FLAGS)
+        try:
+            for part in self.root.parts[1:]:
+                child = os.open(part, fsutil.DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = child
+        except OSError as exc:
+            os.close(fd)
+            raise _os_error(exc, "no_read") from None
+        return fd
+
+    @staticmethod
+    def _split(name: str) -> tuple[list[str], str]:
+        parts = name.split("/")
+        if name.startswith("/") or any(p in {"", ".", ".."} for p in parts):
+            raise OffsiteError("internal", f"{name!r} is not a clean relative name")
+        return parts[:-1], parts[-1]
+
+    @contextlib.contextmanager
+    def _directory(self, parents: list[str], *, create: bool = False) -> Iterator[int]:
+        fds = [self._open_root()]
+        try:
+            for part in parents:
+                if create:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(part, 0o700, dir_fd=fds[-1])
+                fds.append(os.open(part, fsutil.DIR_FLAGS, dir_fd=fds[-1]))
+            yield fds[-1]
+        finally:
+            for fd in reversed(fds):
+                os.close(fd)
 
     def put(self, name: str, source: BinaryIO) -> None:
-        if not self.root.is_dir():
-            raise OffsiteError("missing_directory", str(self.root))
-        target = self.path(name)
-        temp = target.with_name(f".berth-upload-{secrets.token_hex(8)}")
+        parents, leaf = self._split(name)
+        temp = f".berth-upload-{secrets.token_hex(8)}"
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with open(temp, "xb") as out:
-                shutil.copyfileobj(source, out, PART_SIZE)
-                out.flush()
-                os.fsync(out.fileno())
-            os.rename(temp, target)
-            fsutil.fsync_dir(str(target.parent))
+            with self._directory(parents, create=True) as directory:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o600, dir_fd=directory)
+                try:
+                    try:
+                        with os.fdopen(fd, "wb", closefd=False) as out:
+                            shutil.copyfileobj(source, out, PART_SIZE)
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                    os.rename(temp, leaf, src_dir_fd=directory, dst_dir_fd=directory)
+                    os.fsync(directory)
+                finally:
+                    with contextlib.suppress(OSError):  # gone after the rename
+                        os.unlink(temp, dir_fd=directory)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                temp.unlink()
             raise _os_error(exc, "no_write") from None
 
     def size(self, name: str) -> int | None:
+        parents, leaf = self._split(name)
         try:
-            return self.path(name).stat().st_size
+            with self._directory(parents) as directory:
+                found = os.stat(leaf, dir_fd=directory, follow_symlinks=False)
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise _os_error(exc, "no_read") from None
+        if not stat.S_ISREG(found.st_mode):
+            raise OffsiteError("not_allowed", f"{name!r} is not a regular file")
+        return found.st_size
 
     def open(self, name: str) -> BinaryIO:
+        parents, leaf = self._split(name)
         try:
-            return open(self.path(name), "rb")  # noqa: SIM115 - the caller closes it
+            with self._directory(parents) as directory:
+                fd = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
         except FileNotFoundError:
             raise OffsiteError("not_found", name) from None
         except OSError as exc:
             raise _os_error(exc, "no_read") from None
+        return os.fdopen(fd, "rb")
 
     def delete(self, name: str) -> None:
+        parents, leaf = self._split(name)
         try:
-            self.path(name).unlink(missing_ok=True)
+            with self._directory(parents) as directory:
+                os.unlink(leaf, dir_fd=directory)
+        except FileNotFoundError:
+            return
         except OSError as exc:
             raise _os_error(exc, "no_delete") from None
 
     def names(self, under: str = "") -> list[str]:
-        base = self.path(under) if under else self.root
-        if not base.is_dir():
+        parents = self._split(under)[0] + [self._split(under)[1]] if under else []
+        found = []
+        try:
+            with self._directory(parents) as directory:
+                for top, _dirs, files, _fd in os.fwalk(dir_fd=directory):
+                    found += [os.path.normpath(os.path.join(under, top, f)) for f in files
+                              if not f.startswith(".berth-upload-")]
+        except FileNotFoundError:
             return []
-        return sorted(str(p.relative_to(self.root)) for p in base.rglob("*")
-                      if p.is_file() and not p.name.startswith(".berth-upload-"))
+        except OSError as exc:
+            raise _os_error(exc, "no_read") from None
+        return sorted(found)
 
 
 Store = S3Store | DirectoryStore
@@ -259,15 +328,20 @@ def check(store: Store) -> None:
     """Write a probe object, read it back, delete it; OffsiteError with the step's code."""
     name = f"{PROBE_PREFIX}{secrets.token_hex(8)}"
     payload = secrets.token_bytes(64)
-    if isinstance(store, DirectoryStore) and not store.root.is_dir():
-        raise OffsiteError("missing_directory", str(store.root))
-    store.put(name, _Bytes(payload))
     try:
+        store.put(name, _Bytes(payload))
         with contextlib.closing(store.open(name)) as stream:
-            if stream.read() != payload:
-                raise OffsiteError("mismatch")
-    finally:
-        store.delete(name)
+            try:
+                back = stream.read()
+            except (OSError, botocore.exceptions.BotoCoreError) as exc:
+                raise OffsiteError("no_read", str(exc)) from None
+        if back != payload:
+            raise OffsiteError("mismatch")
+    except OffsiteError:
+        with contextlib.suppress(OffsiteError):  # the first failure is the one to report
+            store.delete(name)
+        raise
+    store.delete(name)
     if store.size(name) is not None:
         raise OffsiteError("no_delete", "the probe is still there after its delete")
 

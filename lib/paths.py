@@ -90,6 +90,12 @@ def _check_absolute_policy(path: str) -> None:
             _("%(path)s is a system directory or Berth's own data and cannot be a volume.")
             % {"path": path}
         )
+    backups = [os.path.normpath(r) for r in settings.BERTH_BACKUP_DIRECTORY_ROOTS]
+    if any(overlaps(path, b) for b in backups):
+        raise ValidationError(
+            _("%(path)s overlaps the backup directories (BERTH_BACKUP_DIRECTORY_ROOTS) and "
+              "cannot be a volume.") % {"path": path}
+        )
     roots = [os.path.normpath(r) for r in settings.BERTH_ABSOLUTE_VOLUME_ROOTS]
     if not roots:
         raise ValidationError(

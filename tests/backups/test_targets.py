@@ -6,6 +6,7 @@ directories, a full one a small tmpfs.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import subprocess
@@ -172,6 +173,7 @@ def roots(tmp_path, settings) -> Path:
     root = tmp_path / "nas"
     root.mkdir()
     settings.BERTH_BACKUP_DIRECTORY_ROOTS = [str(root)]
+    settings.BERTH_ABSOLUTE_VOLUME_ROOTS = []  # the tests' own default is all of /tmp
     return root
 
 
@@ -258,3 +260,219 @@ def test_the_admin_stores_the_secret_without_showing_it_and_checks(admin_client,
     assert "a probe was written, read back and deleted" in answer.content.decode()
     target.refresh_from_db()
     assert target.check_code == "ok"
+
+
+# --- the adversarial review's findings -----------------------------------------------------
+
+def test_a_directory_swapped_for_a_symlink_after_saving_is_refused_at_use(
+    api_as, keeper, roots, recipient, settings
+):
+    share = roots / "berth"
+    share.mkdir()
+    api = api_as(keeper)
+    body = create(api, directory_payload(share, recipient))
+    victim = settings.DATA_DIR / "victim"
+    victim.mkdir()
+    share.rmdir()
+    share.symlink_to(victim)
+
+    answer = check(api, body["id"])
+
+    assert answer["code"] == "not_allowed"
+    assert list(victim.iterdir()) == []
+
+
+def test_a_symlink_below_the_root_is_never_followed(roots, settings):
+    from lib import offsite
+
+    (roots / "berth").mkdir()
+    victim = settings.DATA_DIR / "victim"
+    victim.mkdir()
+    (roots / "berth" / "sub").symlink_to(victim)
+    store = offsite.DirectoryStore(roots / "berth")
+    with pytest.raises(offsite.OffsiteError) as refused:
+        store.put("sub/x.age", io.BytesIO(b"data"))
+    assert refused.value.code == "not_allowed" and list(victim.iterdir()) == []
+
+
+def test_a_target_whose_root_left_the_settings_is_refused_at_use(api_as, keeper, roots,
+                                                                 recipient, settings):
+    api = api_as(keeper)
+    body = create(api, directory_payload(roots, recipient))
+    settings.BERTH_BACKUP_DIRECTORY_ROOTS = []
+    assert check(api, body["id"])["code"] == "not_allowed"
+
+
+def test_backup_directories_and_absolute_volumes_never_overlap(api_as, keeper, roots,
+                                                                recipient, settings):
+    from django.core.exceptions import ValidationError
+
+    from lib import paths
+
+    settings.BERTH_ABSOLUTE_VOLUME_ROOTS = [str(roots)]
+    refused = api_as(keeper).post(URL, directory_payload(roots, recipient), format="json")
+    assert refused.status_code == 400
+    assert "BERTH_ABSOLUTE_VOLUME_ROOTS" in refused.json()["directory"][0]
+    with pytest.raises(ValidationError, match="backup directories"):
+        paths.validate_source("absolute", str(roots / "data"))
+
+
+def test_the_admin_never_renders_an_identity_back(admin_client, bucket, recipient, identity):
+    form = {
+        "name": "offsite", "kind": "s3", "endpoint_url": S3_ENDPOINT, "region": "us-east-1",
+        "bucket": "NOT A BUCKET", "prefix": "", "access_key_id": S3_KEY_ID,
+        "secret_access_key": S3_SECRET, "path_style": "on", "directory": "",
+        "recipients": recipient, "identity": str(identity),
+    }
+    page = admin_client.post("/admin/backups/backuptarget/add/", form).content.decode()
+    assert "errornote" in page and str(identity) not in page and S3_SECRET not in page
+
+    pasted = admin_client.post("/admin/backups/backuptarget/add/",
+                               form | {"bucket": bucket, "recipients": str(identity),
+                                       "identity": ""}).content.decode()
+    assert "was pasted here" in pasted and str(identity) not in pasted
+    assert not BackupTarget.objects.exists()
+
+
+def test_the_secret_is_not_in_the_locations_repr():
+    from lib import offsite
+
+    location = offsite.S3Location(endpoint_url=S3_ENDPOINT, region="", bucket="b", prefix="",
+                                  access_key_id=S3_KEY_ID, secret_access_key=S3_SECRET)
+    assert S3_SECRET not in repr(location)
+
+
+@pytest.mark.parametrize(("overrides", "field"), [
+    ({"region": "eu central 1"}, "region"),
+    ({"endpoint_url": "http://user:pass@127.0.0.1:5002"}, "endpoint_url"),
+    ({"endpoint_url": "http://127.0.0.1:5002/?x=1"}, "endpoint_url"),
+])
+def test_a_bad_region_or_credentials_in_the_url_are_refused(api_as, keeper, bucket, recipient,
+                                                            overrides, field):
+    response = api_as(keeper).post(URL, s3_payload(bucket, recipient, **overrides),
+                                   format="json")
+    assert response.status_code == 400 and field in response.json()
+    assert "pass@" not in response.content.decode()
+
+
+def test_a_single_label_endpoint_host_is_accepted(api_as, keeper, bucket, recipient):
+    body = create(api_as(keeper), s3_payload(bucket, recipient,
+                                             endpoint_url="http://minio:9000"))
+    assert body["endpoint_url"] == "http://minio:9000"
+
+
+def test_an_unreadable_secret_is_a_code_not_a_500(api_as, keeper, bucket, recipient):
+    api = api_as(keeper)
+    body = create(api, s3_payload(bucket, recipient))
+    BackupTarget.objects.update(secret_access_key_encrypted="gAAAAA-not-a-token")
+    assert check(api, body["id"])["code"] == "unreadable_secret"
+
+
+def test_any_unexpected_error_of_the_check_is_internal_and_logged_redacted(
+    api_as, keeper, bucket, recipient, monkeypatch, caplog
+):
+    from lib import offsite
+
+    def broken(store):
+        raise RuntimeError(f"boom with {S3_SECRET}")
+
+    monkeypatch.setattr(offsite, "check", broken)
+    api = api_as(keeper)
+    body = create(api, s3_payload(bucket, recipient))
+    with caplog.at_level(logging.WARNING):
+        assert check(api, body["id"])["code"] == "internal"
+    assert "boom" in caplog.text and S3_SECRET not in caplog.text
+
+
+def test_switching_to_a_directory_forgets_the_s3_secret(api_as, keeper, bucket, recipient,
+                                                       roots):
+    api = api_as(keeper)
+    body = create(api, s3_payload(bucket, recipient))
+    response = api.patch(f"{URL}/{body['id']}", {"kind": "directory", "directory": str(roots)},
+                         format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["has_secret_access_key"] is False
+    assert response.json()["bucket"] == "" and response.json()["access_key_id"] == ""
+
+
+def test_a_new_endpoint_or_bucket_needs_the_secret_again(api_as, keeper, bucket, recipient):
+    api = api_as(keeper)
+    body = create(api, s3_payload(bucket, recipient))
+    moved = api.patch(f"{URL}/{body['id']}", {"endpoint_url": "http://127.0.0.1:9"},
+                      format="json")
+    assert moved.status_code == 400 and "secret_access_key" in moved.json()
+    assert BackupTarget.objects.get().endpoint_url == S3_ENDPOINT
+    again = api.patch(f"{URL}/{body['id']}", {"bucket": "other-bucket",
+                                               "secret_access_key": "another"}, format="json")
+    assert again.status_code == 200
+
+
+def test_a_moved_target_is_unchecked_and_an_edit_keeps_a_check_made_meanwhile(
+    api_as, keeper, bucket, recipient, monkeypatch
+):
+    from web.api.backups import BackupTargetSerializer
+
+    api = api_as(keeper)
+    body = create(api, s3_payload(bucket, recipient))
+    assert check(api, body["id"])["code"] == "ok"
+    api.patch(f"{URL}/{body['id']}", {"prefix": "elsewhere"}, format="json")
+    assert BackupTarget.objects.get().check_code == ""
+
+    real = BackupTargetSerializer.update
+
+    def check_lands_meanwhile(self, instance, validated_data):
+        BackupTarget.objects.filter(pk=instance.pk).update(check_code="no_write")
+        return real(self, instance, validated_data)
+
+    monkeypatch.setattr(BackupTargetSerializer, "update", check_lands_meanwhile)
+    assert api.patch(f"{URL}/{body['id']}", {"name": "renamed"},
+                     format="json").status_code == 200
+    target = BackupTarget.objects.get()
+    assert (target.name, target.check_code) == ("renamed", "no_write")
+
+
+def test_a_stored_identity_must_open_the_targets_copies(api_as, keeper, bucket, recipient):
+    from pyrage import x25519
+
+    api = api_as(keeper)
+    stranger = x25519.Identity.generate()
+    response = api.post(URL, s3_payload(bucket, recipient, identity=str(stranger)),
+                        format="json")
+    assert response.status_code == 400 and "does not belong" in response.json()["identity"][0]
+    clear = api.post(URL, s3_payload(bucket, "", unencrypted=True, identity=str(stranger)),
+                     format="json")
+    assert clear.status_code == 400 and "identity" in clear.json()
+
+
+def test_an_identity_in_a_recipients_comment_is_refused(api_as, keeper, bucket, recipient,
+                                                        identity):
+    response = api_as(keeper).post(
+        URL, s3_payload(bucket, f"# {identity}\n{recipient}"), format="json")
+    assert response.status_code == 400 and str(identity) not in response.content.decode()
+
+
+def test_each_stored_identity_is_redacted_on_its_own(identity):
+    from pyrage import x25519
+
+    other = x25519.Identity.generate()
+    target = BackupTarget(recipients=f"{identity.to_public()}\n{other.to_public()}")
+    target.set_identity(f"{identity}\n{other}")
+    assert {str(identity), str(other)} <= set(target.secret_values())
+
+
+def test_a_failed_delete_does_not_hide_why_the_probe_failed(tmp_path):
+    """Stand-ins for a store whose read and delete both fail: no real target fails in
+    exactly that order on purpose."""
+    from lib import offsite
+
+    class Failing(offsite.DirectoryStore):
+        def open(self, name):
+            raise offsite.OffsiteError("no_read")
+
+        def delete(self, name):
+            raise offsite.OffsiteError("no_delete")
+
+    tmp_path.joinpath("t").mkdir()
+    with pytest.raises(offsite.OffsiteError) as failed:
+        offsite.check(Failing(tmp_path / "t"))
+    assert failed.value.code == "no_read"

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
 from backups.models import BackupTarget
 from engine import backups
 from lib import agecrypt
 from web.admin.forms import KEEP_HELP
+
+
+class WriteOnlyTextarea(forms.Textarea):
+    """A textarea that never renders a value: what was stored or typed stays unseen."""
+
+    def get_context(self, name, value, attrs):
+        return super().get_context(name, None, attrs)
 
 
 class BackupTargetForm(forms.ModelForm):
@@ -20,7 +28,7 @@ class BackupTargetForm(forms.ModelForm):
     )
     identity = forms.CharField(
         label=_("age identity to store"), required=False,
-        widget=forms.Textarea(attrs={"rows": 2, "autocomplete": "off"}),
+        widget=WriteOnlyTextarea(attrs={"rows": 2, "autocomplete": "off"}),
         help_text=_("Optional. Needed only to restore; stored encrypted, never shown. Without "
                     "it, it is given at restore time."),
     )
@@ -30,6 +38,42 @@ class BackupTargetForm(forms.ModelForm):
         model = BackupTarget
         fields = ["name", "kind", "endpoint_url", "region", "bucket", "prefix", "access_key_id",
                   "path_style", "directory", "recipients", "unencrypted"]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # A private identity pasted among the recipients is refused, and never rendered back.
+        key = self.add_prefix("recipients")
+        if self.is_bound and "AGE-SECRET-KEY-" in self.data.get(key, "").upper():
+            self._pasted_identity = True
+            self.data = self.data.copy()
+            self.data[key] = ""
+        else:
+            self._pasted_identity = False
+
+    def clean_recipients(self) -> str:
+        if self._pasted_identity:
+            raise forms.ValidationError(_("A private identity (AGE-SECRET-KEY-1...) was pasted "
+                                          "here: give the public key (age1...) only."))
+        return self.cleaned_data["recipients"]
+
+    def _post_clean(self) -> None:
+        previous = (BackupTarget.objects.filter(pk=self.instance.pk).first()
+                    if self.instance.pk else None)
+        # The secrets first, so that the model's validation sees them (an identity must
+        # belong to a recipient); an invalid form is never saved.
+        cleaned = getattr(self, "cleaned_data", {})
+        if cleaned.get("secret_access_key"):
+            self.instance.set_secret_access_key(cleaned["secret_access_key"])
+        if cleaned.get("forget_identity"):
+            self.instance.set_identity("")
+        elif cleaned.get("identity"):
+            self.instance.set_identity(cleaned["identity"])
+        super()._post_clean()
+        try:
+            self.instance.settle_change(
+                previous, new_secret=bool(self.cleaned_data.get("secret_access_key")))
+        except ValidationError as exc:
+            self._update_errors(exc)
 
     def clean_identity(self) -> str:
         raw = self.cleaned_data.get("identity", "")
@@ -47,15 +91,6 @@ class BackupTargetForm(forms.ModelForm):
                 and not cleaned.get("secret_access_key")):
             self.add_error("secret_access_key", _("An S3 target needs a secret access key."))
         return cleaned
-
-    def save(self, commit: bool = True):
-        if self.cleaned_data.get("secret_access_key"):
-            self.instance.set_secret_access_key(self.cleaned_data["secret_access_key"])
-        if self.cleaned_data.get("forget_identity"):
-            self.instance.set_identity("")
-        elif self.cleaned_data.get("identity"):
-            self.instance.set_identity(self.cleaned_data["identity"])
-        return super().save(commit=commit)
 
 
 @admin.register(BackupTarget)

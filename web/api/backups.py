@@ -48,18 +48,21 @@ class BackupTargetSerializer(serializers.ModelSerializer):
     def validate(self, attrs: dict) -> dict:
         secret = attrs.pop("secret_access_key", None)
         identity = attrs.pop("identity", None)
-        target = self.instance or BackupTarget()
+        previous = (BackupTarget.objects.filter(pk=self.instance.pk).first()
+                    if self.instance else None)
+        target = BackupTarget.objects.get(pk=self.instance.pk) if previous else BackupTarget()
         for field, value in attrs.items():
             setattr(target, field, value)
         if secret:
             target.set_secret_access_key(secret)
         if identity is not None:
             target.set_identity(identity)
+        target.settle_change(previous, new_secret=bool(secret))
         if target.kind == BackupTarget.Kind.S3 and not target.has_secret_access_key:
             raise serializers.ValidationError(
                 {"secret_access_key": [_("An S3 target needs a secret access key.")]})
         target.full_clean(validate_unique=False)
-        self._prepared = target
+        self._prepared, self._previous = target, previous
         return attrs
 
     def create(self, validated_data: dict) -> BackupTarget:
@@ -67,7 +70,11 @@ class BackupTargetSerializer(serializers.ModelSerializer):
         return self._prepared
 
     def update(self, instance: BackupTarget, validated_data: dict) -> BackupTarget:
-        self._prepared.save()
+        # Only what this request changed: a check recorded meanwhile is not overwritten.
+        changed = [f.attname for f in BackupTarget._meta.concrete_fields
+                   if getattr(self._prepared, f.attname) != getattr(self._previous, f.attname)]
+        if changed:
+            self._prepared.save(update_fields=changed)
         return self._prepared
 
 
