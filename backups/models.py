@@ -118,8 +118,14 @@ class BackupTarget(models.Model):
         return bool(self.identity_encrypted)
 
     def secret_values(self) -> list[str]:
-        """Every secret this target knows, for redacting log lines (each identity apart)."""
-        found = [self.get_secret_access_key(), *self.get_identity().splitlines()]
+        """Every secret this target knows and can read, for redacting log lines (each
+        identity apart)."""
+        found = []
+        for read in (self.get_secret_access_key, self.get_identity):
+            try:
+                found += read().splitlines()
+            except crypto.SecretUnreadable:
+                continue
         return [v for v in found if v]
 
     # --- validation -------------------------------------------------------------------
@@ -160,12 +166,17 @@ class BackupTarget(models.Model):
             if recipients and self.unencrypted:
                 errors.setdefault("unencrypted", []).append(
                     _("A target with recipients is encrypted; remove them to copy in clear."))
-        if self.has_identity and recipients is not None:
-            if self.unencrypted:
-                errors.setdefault("identity", []).append(
-                    _("An unencrypted target has no use for an identity."))
-            else:
+        if self.has_identity and self.unencrypted:
+            errors.setdefault("identity", []).append(
+                _("An unencrypted target has no use for an identity."))
+        elif self.has_identity and recipients:
+            try:
                 stored = agecrypt.parse_identities(self.get_identity())
+            except crypto.SecretUnreadable:
+                errors.setdefault("identity", []).append(
+                    _("The stored identity cannot be decrypted (BERTH_ENCRYPTION_KEY changed); "
+                      "give it again or forget it."))
+            else:
                 if any(agecrypt.recipient_of(i) not in recipients for i in stored):
                     errors.setdefault("identity", []).append(
                         _("The identity does not belong to any of the target's recipients: "
@@ -176,25 +187,32 @@ class BackupTarget(models.Model):
     def settle_change(self, previous: BackupTarget | None, *, new_secret: bool) -> None:
         """Before an edit is saved: what the new place keeps of the old one.
 
+        `previous` is the target as this edit loaded it (never a second read:
+        another edit committed meanwhile must not change what "moved" means).
         A directory target keeps no S3 fields and no secret. A stored secret
-        is not carried to another endpoint host or bucket: it must be given
-        again. A moved target has not been checked yet.
+        is not carried to another endpoint or bucket: it must be given again.
+        A moved target, or one with a new secret, has not been checked yet.
         """
         if self.kind == self.Kind.DIRECTORY:
             self.endpoint_url = self.region = self.bucket = self.prefix = ""
             self.access_key_id = self.secret_access_key_encrypted = ""
+            self.directory = os.path.normpath(self.directory) if self.directory else ""
         else:
             self.directory = ""
         if previous is None:
             return
-        if any(getattr(self, f) != getattr(previous, f) for f in LOCATION_FIELDS):
+        if new_secret or any(getattr(self, f) != getattr(previous, f) for f in LOCATION_FIELDS):
             self.checked, self.check_code = None, ""
-        moved = (urlsplit(self.endpoint_url).netloc != urlsplit(previous.endpoint_url).netloc
+        moved = (_endpoint_key(self.endpoint_url) != _endpoint_key(previous.endpoint_url)
                  or self.bucket != previous.bucket)
         if (self.kind == self.Kind.S3 and previous.kind == self.Kind.S3 and moved
                 and not new_secret):
             raise ValidationError({"secret_access_key": [
                 _("Give the secret access key again: the endpoint or the bucket changed.")]})
+
+    def location(self) -> dict:
+        """What a check's outcome belongs to: the place and the secret."""
+        return {f: getattr(self, f) for f in (*LOCATION_FIELDS, "secret_access_key_encrypted")}
 
     def store(self) -> offsite.Store:
         """The place itself, with the secret decrypted (never kept beyond the call's use).
@@ -225,6 +243,15 @@ LOCATION_FIELDS = ("kind", "endpoint_url", "region", "bucket", "prefix", "access
                    "path_style", "directory")
 
 
+def _endpoint_key(url: str) -> tuple[str, str, int | None] | None:
+    """Scheme, host and port of an endpoint URL; None when it does not parse."""
+    try:
+        parts = urlsplit(url)
+        return parts.scheme, (parts.hostname or ""), parts.port
+    except ValueError:
+        return None
+
+
 def endpoint_problem(url: str) -> str | None:
     """Why `url` cannot be an S3 endpoint, or None. Credentials never go in the URL."""
     try:
@@ -244,18 +271,24 @@ def endpoint_problem(url: str) -> str | None:
 def directory_problem(directory: str) -> str | None:
     """Why `directory` cannot be a target, or None: absolute, with no symlink on the way,
     under an allowed root, apart from Berth's data dir and from absolute volumes."""
-    if not directory or not os.path.isabs(directory):
+    if not directory or not os.path.isabs(directory) or "\0" in directory:
         return str(_("Give an absolute path."))
-    real = os.path.realpath(directory)
-    if real != os.path.normpath(directory):
-        return str(_("The path goes through a symlink; give the real path (%s).") % real)
-    roots = [os.path.realpath(r) for r in settings.BERTH_BACKUP_DIRECTORY_ROOTS]
-    if not any(paths.is_within(real, root) for root in roots):
+    normal = os.path.normpath(directory)
+    roots = [os.path.normpath(r) for r in settings.BERTH_BACKUP_DIRECTORY_ROOTS]
+    # The roots first, on the path as given: nothing outside them is ever resolved.
+    if not any(paths.is_within(normal, root) for root in roots):
         if not roots:
             return str(_("Directory targets are off: BERTH_BACKUP_DIRECTORY_ROOTS names no "
                          "directory."))
         return str(_("The directory must lie under one of BERTH_BACKUP_DIRECTORY_ROOTS: %s")
                    % ", ".join(settings.BERTH_BACKUP_DIRECTORY_ROOTS))
+    try:
+        real = os.path.realpath(directory)
+    except OSError:
+        real = None
+    if real != normal:
+        return str(_("The path goes through a symlink (or cannot be resolved); give the real "
+                     "path."))
     if paths.overlaps(real, os.path.realpath(settings.DATA_DIR)):
         return str(_("The directory must not overlap Berth's data directory: a backup there "
                      "dies with the data."))

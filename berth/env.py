@@ -107,6 +107,18 @@ def envlist(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def envdirs(name: str) -> list[str]:
+    """Comma-separated absolute directories (never `/` itself); none when unset."""
+    found = envlist(name, [])
+    for item in found:
+        if not os.path.isabs(item) or not os.path.normpath(item).strip("/"):
+            raise ImproperlyConfigured(
+                f"{name} takes absolute directories other than /, comma-separated; "
+                f"{item!r} is not one."
+            )
+    return ["/" + os.path.normpath(item).lstrip("/") for item in found]
+
+
 def listen_address(name: str, default: str) -> tuple[str, int]:
     raw = os.environ.get(name, default)
     host, sep, port = raw.rpartition(":")

@@ -12,6 +12,7 @@ from berth.env import (
     database_from_url,
     encryption_key,
     envbool,
+    envdirs,
     envduration,
     envint,
     envlist,
@@ -216,7 +217,7 @@ BERTH_GIT_FILE_ROOTS = envlist("BERTH_GIT_FILE_ROOTS", [])
 # which a `directory` target may lie (none by default: such targets are off
 # until an operator names where they may be), and how long one call to a
 # target may wait for an answer.
-BERTH_BACKUP_DIRECTORY_ROOTS = envlist("BERTH_BACKUP_DIRECTORY_ROOTS", [])
+BERTH_BACKUP_DIRECTORY_ROOTS = envdirs("BERTH_BACKUP_DIRECTORY_ROOTS")
 BERTH_BACKUP_TIMEOUT = envint("BERTH_BACKUP_TIMEOUT", 30, minimum=1)
 
 # The stats sampler (`manage.py sample_stats`, engine/sampler.py).

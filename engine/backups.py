@@ -44,15 +44,12 @@ def check_target(target: BackupTarget) -> CheckResult:
     else:
         result = CheckResult(OK, gettext(
             "The target answers: a probe was written, read back and deleted."))
-    BackupTarget.objects.filter(pk=target.pk).update(checked=timezone.now(),
-                                                      check_code=result.code)
+    # Recorded only if the target is still where it was checked (an edit may have moved it).
+    BackupTarget.objects.filter(pk=target.pk, **target.location()).update(
+        checked=timezone.now(), check_code=result.code)
     return result
 
 
 
 def _redacted(text: str, target: BackupTarget) -> str:
-    try:
-        secrets = target.secret_values()
-    except Exception:  # noqa: BLE001 - an unreadable secret cannot be in the text either
-        secrets = []
-    return redact.redact(redact.redact_url_credentials(text), secrets)
+    return redact.redact(redact.redact_url_credentials(text), target.secret_values())

@@ -35,12 +35,12 @@ def parse_recipients(text: str) -> list[str]:
         if not line or line.startswith("#"):
             continue
         try:
-            x25519.Recipient.from_str(line)
+            key = str(x25519.Recipient.from_str(line))  # the canonical spelling
         except pyrage.RecipientError:
             raise AgeError(_("Line %(line)d is not an age X25519 recipient (age1...).")
                            % {"line": number}) from None
-        if line not in found:
-            found.append(line)
+        if key not in found:
+            found.append(key)
     return found
 
 

@@ -232,7 +232,7 @@ class DirectoryStore:
     @staticmethod
     def _split(name: str) -> tuple[list[str], str]:
         parts = name.split("/")
-        if name.startswith("/") or any(p in {"", ".", ".."} for p in parts):
+        if name.startswith("/") or "\0" in name or any(p in {"", ".", ".."} for p in parts):
             raise OffsiteError("internal", f"{name!r} is not a clean relative name")
         return parts[:-1], parts[-1]
 
@@ -289,11 +289,17 @@ class DirectoryStore:
         parents, leaf = self._split(name)
         try:
             with self._directory(parents) as directory:
-                fd = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=directory)
+                # Non-blocking, so that a FIFO planted in the share cannot hang the open.
+                fd = os.open(leaf, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK,
+                             dir_fd=directory)
         except FileNotFoundError:
             raise OffsiteError("not_found", name) from None
         except OSError as exc:
             raise _os_error(exc, "no_read") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OffsiteError("not_allowed", f"{name!r} is not a regular file")
+        os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
 
     def delete(self, name: str) -> None:
@@ -311,14 +317,20 @@ class DirectoryStore:
         found = []
         try:
             with self._directory(parents) as directory:
-                for top, _dirs, files, _fd in os.fwalk(dir_fd=directory):
+                for top, _dirs, files, top_fd in os.fwalk(dir_fd=directory, onerror=_raise):
                     found += [os.path.normpath(os.path.join(under, top, f)) for f in files
-                              if not f.startswith(".berth-upload-")]
+                              if not f.startswith(".berth-upload-")
+                              and stat.S_ISREG(os.stat(f, dir_fd=top_fd,
+                                                       follow_symlinks=False).st_mode)]
         except FileNotFoundError:
             return []
         except OSError as exc:
             raise _os_error(exc, "no_read") from None
         return sorted(found)
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
 
 
 Store = S3Store | DirectoryStore

@@ -476,3 +476,147 @@ def test_a_failed_delete_does_not_hide_why_the_probe_failed(tmp_path):
     with pytest.raises(offsite.OffsiteError) as failed:
         offsite.check(Failing(tmp_path / "t"))
     assert failed.value.code == "no_read"
+
+
+# --- the second review's findings ----------------------------------------------------------
+
+def test_an_admin_edit_measures_a_move_against_what_it_loaded(admin_client, bucket, recipient,
+                                                              monkeypatch):
+    """Another edit commits between the admin's form and its save: the stored secret must
+    not go to the endpoint the admin asked for without giving it again."""
+    from web.admin.backups import BackupTargetForm
+
+    target = BackupTarget(name="offsite", kind="s3", endpoint_url=S3_ENDPOINT,
+                          region="us-east-1", bucket=bucket, access_key_id=S3_KEY_ID,
+                          recipients=recipient)
+    target.set_secret_access_key(S3_SECRET)
+    target.save()
+    real = BackupTargetForm._post_clean
+
+    def another_edit_first(form):
+        BackupTarget.objects.filter(pk=target.pk).update(endpoint_url="http://evil.example:9000")
+        real(form)
+
+    monkeypatch.setattr(BackupTargetForm, "_post_clean", another_edit_first)
+    response = admin_client.post(f"/admin/backups/backuptarget/{target.pk}/change/", {
+        "name": "offsite", "kind": "s3", "endpoint_url": "http://evil.example:9000",
+        "region": "us-east-1", "bucket": bucket, "prefix": "", "access_key_id": S3_KEY_ID,
+        "secret_access_key": "", "path_style": "on", "directory": "",
+        "recipients": recipient, "identity": "",
+    })
+    assert response.status_code == 200  # refused: give the secret again
+    assert "Give the secret access key again" in response.content.decode()
+
+
+def test_a_check_finishing_after_a_move_is_not_recorded_on_the_new_place(
+    api_as, keeper, bucket, recipient
+):
+    from engine import backups as engine_backups
+
+    api = api_as(keeper)
+    body = create(api, s3_payload(bucket, recipient))
+    loaded = BackupTarget.objects.get(pk=body["id"])  # the check's copy, taken before the move
+    api.patch(f"{URL}/{body['id']}", {"prefix": "elsewhere"}, format="json")
+    assert engine_backups.check_target(loaded).ok
+    assert BackupTarget.objects.get().check_code == ""
+
+
+def test_a_new_secret_unchecks_the_target(api_as, keeper, bucket, recipient):
+    api = api_as(keeper)
+    body = create(api, s3_payload(bucket, recipient))
+    assert check(api, body["id"])["ok"]
+    api.patch(f"{URL}/{body['id']}", {"secret_access_key": "rotated"}, format="json")
+    assert BackupTarget.objects.get().check_code == ""
+
+
+def test_the_admin_keeps_a_check_made_meanwhile(admin_client, bucket, recipient, monkeypatch):
+    from web.admin.backups import BackupTargetForm
+
+    target = BackupTarget(name="offsite", kind="s3", endpoint_url=S3_ENDPOINT,
+                          region="us-east-1", bucket=bucket, access_key_id=S3_KEY_ID,
+                          recipients=recipient, check_code="ok")
+    target.set_secret_access_key(S3_SECRET)
+    target.save()
+    real = BackupTargetForm._post_clean
+
+    def check_lands_meanwhile(form):
+        real(form)
+        BackupTarget.objects.filter(pk=target.pk).update(check_code="no_write")
+
+    monkeypatch.setattr(BackupTargetForm, "_post_clean", check_lands_meanwhile)
+    response = admin_client.post(f"/admin/backups/backuptarget/{target.pk}/change/", {
+        "name": "renamed", "kind": "s3", "endpoint_url": S3_ENDPOINT, "region": "us-east-1",
+        "bucket": bucket, "prefix": "", "access_key_id": S3_KEY_ID, "secret_access_key": "",
+        "path_style": "on", "directory": "", "recipients": recipient, "identity": "",
+    })
+    assert response.status_code == 302
+    target.refresh_from_db()
+    assert (target.name, target.check_code) == ("renamed", "no_write")
+
+
+def test_an_unparseable_endpoint_in_an_edit_is_a_400(api_as, keeper, bucket, recipient):
+    api = api_as(keeper)
+    body = create(api, s3_payload(bucket, recipient))
+    response = api.patch(f"{URL}/{body['id']}", {"endpoint_url": "http://[::1"}, format="json")
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize("path", ["/proc/1/cwd", "/proc/self/cwd", "/proc/self/fd/0"])
+def test_a_directory_outside_the_roots_is_refused_without_resolving_it(api_as, keeper, roots,
+                                                                      recipient, path):
+    response = api_as(keeper).post(URL, directory_payload(path, recipient), format="json")
+    assert response.status_code == 400
+    assert "BERTH_BACKUP_DIRECTORY_ROOTS" in response.json()["directory"][0]
+
+
+def test_a_symlinked_directory_is_refused_without_showing_where_it_leads(api_as, keeper, roots,
+                                                                         recipient, settings):
+    (roots / "link").symlink_to(settings.DATA_DIR)
+    response = api_as(keeper).post(URL, directory_payload(roots / "link", recipient),
+                                   format="json")
+    assert response.status_code == 400
+    assert str(settings.DATA_DIR) not in response.content.decode()
+
+
+def test_a_directory_is_stored_normalised(api_as, keeper, roots, recipient):
+    (roots / "b").mkdir()
+    body = create(api_as(keeper), directory_payload(f"{roots}//b/./", recipient))
+    assert body["directory"] == str(roots / "b")
+
+
+def test_an_unreadable_stored_identity_is_a_field_error(api_as, keeper, bucket, recipient,
+                                                        identity):
+    api = api_as(keeper)
+    body = create(api, s3_payload(bucket, recipient, identity=str(identity)))
+    BackupTarget.objects.update(identity_encrypted="gAAAAA-not-a-token")
+    response = api.patch(f"{URL}/{body['id']}", {"prefix": "x"}, format="json")
+    assert response.status_code == 400 and "cannot be decrypted" in response.json()["identity"][0]
+    assert api.patch(f"{URL}/{body['id']}", {"identity": ""}, format="json").status_code == 200
+
+
+def test_forgetting_and_giving_an_identity_at_once_is_refused(admin_client, bucket, recipient,
+                                                              identity):
+    response = admin_client.post("/admin/backups/backuptarget/add/", {
+        "name": "offsite", "kind": "s3", "endpoint_url": S3_ENDPOINT, "region": "us-east-1",
+        "bucket": bucket, "prefix": "", "access_key_id": S3_KEY_ID,
+        "secret_access_key": S3_SECRET, "path_style": "on", "directory": "",
+        "recipients": recipient, "identity": str(identity), "forget_identity": "on",
+    })
+    assert response.status_code == 200 and "not both" in response.content.decode()
+    assert not BackupTarget.objects.exists()
+
+
+def test_an_uppercase_recipient_matches_its_identity(api_as, keeper, bucket, recipient,
+                                                     identity):
+    body = create(api_as(keeper), s3_payload(bucket, recipient.upper(), identity=str(identity)))
+    assert body["has_identity"] is True
+
+
+def test_a_fifo_in_the_share_is_refused_not_waited_on(roots):
+    from lib import offsite
+
+    os.mkfifo(roots / "pipe")
+    with pytest.raises(offsite.OffsiteError) as refused:
+        offsite.DirectoryStore(roots).open("pipe")
+    assert refused.value.code == "not_allowed"
+    assert offsite.DirectoryStore(roots).names() == []

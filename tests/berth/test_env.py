@@ -190,3 +190,15 @@ def test_it_prefers_the_new_name_when_both_are_set(monkeypatch, recwarn):
     monkeypatch.setenv("BERTH_TASK_LOST_AFTER", "5000")
     assert env.task_lost_after() == 5000
     assert not [w for w in recwarn if issubclass(w.category, env.BerthDeprecationWarning)]
+
+
+@pytest.mark.parametrize("raw", ["backups", "/", "/srv/nas,relative", "//"])
+def test_backup_directory_roots_must_be_absolute_directories_other_than_root(monkeypatch, raw):
+    monkeypatch.setenv("BERTH_BACKUP_DIRECTORY_ROOTS", raw)
+    with pytest.raises(ImproperlyConfigured, match="BERTH_BACKUP_DIRECTORY_ROOTS"):
+        env.envdirs("BERTH_BACKUP_DIRECTORY_ROOTS")
+
+
+def test_backup_directory_roots_are_normalised(monkeypatch):
+    monkeypatch.setenv("BERTH_BACKUP_DIRECTORY_ROOTS", "/srv/nas/, /mnt//disk")
+    assert env.envdirs("BERTH_BACKUP_DIRECTORY_ROOTS") == ["/srv/nas", "/mnt/disk"]

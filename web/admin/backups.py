@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
@@ -41,6 +43,9 @@ class BackupTargetForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        # The target as this request loaded it: "moved" and "changed" are measured against
+        # it, never against a second read that another edit may have changed meanwhile.
+        self._loaded = copy.copy(self.instance) if self.instance.pk else None
         # A private identity pasted among the recipients is refused, and never rendered back.
         key = self.add_prefix("recipients")
         if self.is_bound and "AGE-SECRET-KEY-" in self.data.get(key, "").upper():
@@ -57,8 +62,7 @@ class BackupTargetForm(forms.ModelForm):
         return self.cleaned_data["recipients"]
 
     def _post_clean(self) -> None:
-        previous = (BackupTarget.objects.filter(pk=self.instance.pk).first()
-                    if self.instance.pk else None)
+        previous = self._loaded
         # The secrets first, so that the model's validation sees them (an identity must
         # belong to a recipient); an invalid form is never saved.
         cleaned = getattr(self, "cleaned_data", {})
@@ -86,11 +90,20 @@ class BackupTargetForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
+        if cleaned.get("forget_identity") and cleaned.get("identity"):
+            self.add_error("identity", _("Either forget the stored identity or give a new "
+                                         "one, not both."))
         if (cleaned.get("kind") == BackupTarget.Kind.S3
                 and not self.instance.has_secret_access_key
                 and not cleaned.get("secret_access_key")):
             self.add_error("secret_access_key", _("An S3 target needs a secret access key."))
         return cleaned
+
+
+    def changed_fields(self) -> list[str]:
+        """The columns this form changed, against the target as it loaded it."""
+        return [f.attname for f in BackupTarget._meta.concrete_fields
+                if getattr(self.instance, f.attname) != getattr(self._loaded, f.attname)]
 
 
 @admin.register(BackupTarget)
@@ -99,6 +112,13 @@ class BackupTargetAdmin(admin.ModelAdmin):
     list_display = ["name", "kind", "where", "encryption", "checked", "check_code"]
     search_fields = ["name", "bucket", "directory"]
     actions = ["check_targets"]
+
+    def save_model(self, request, obj, form, change) -> None:
+        if not change or form._loaded is None:
+            obj.save()
+        elif changed := form.changed_fields():
+            # Only what this form changed: a check recorded meanwhile is not overwritten.
+            obj.save(update_fields=changed)
 
     @admin.display(description=_("where"))
     def where(self, target: BackupTarget) -> str:

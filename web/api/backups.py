@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, viewsets
@@ -48,9 +50,10 @@ class BackupTargetSerializer(serializers.ModelSerializer):
     def validate(self, attrs: dict) -> dict:
         secret = attrs.pop("secret_access_key", None)
         identity = attrs.pop("identity", None)
-        previous = (BackupTarget.objects.filter(pk=self.instance.pk).first()
-                    if self.instance else None)
-        target = BackupTarget.objects.get(pk=self.instance.pk) if previous else BackupTarget()
+        # The target as this request loaded it, once: "moved" and "changed" are measured
+        # against what this edit saw, whatever another edit committed meanwhile.
+        previous = copy.copy(self.instance) if self.instance else None
+        target = self.instance or BackupTarget()
         for field, value in attrs.items():
             setattr(target, field, value)
         if secret:
