@@ -24,17 +24,17 @@ class WriteOnlyTextarea(forms.Textarea):
 
 class BackupTargetForm(forms.ModelForm):
     secret_access_key = forms.CharField(
-        label=_("secret access key"), required=False, strip=False,
+        label=_("Secret access key"), required=False, strip=False,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text=KEEP_HELP,
     )
     identity = forms.CharField(
-        label=_("age identity to store"), required=False,
+        label=_("Age identity to store"), required=False,
         widget=WriteOnlyTextarea(attrs={"rows": 2, "autocomplete": "off"}),
         help_text=_("Optional. Needed only to restore; stored encrypted, never shown. Without "
                     "it, it is given at restore time."),
     )
-    forget_identity = forms.BooleanField(label=_("forget the stored identity"), required=False)
+    forget_identity = forms.BooleanField(label=_("Forget the stored identity"), required=False)
 
     class Meta:
         model = BackupTarget
