@@ -1,4 +1,4 @@
-"""Backup targets: an S3 bucket or a mounted directory that snapshots are copied to.
+"""Backup targets (an S3 bucket or a mounted directory) and the snapshots' copies on them.
 
 The secret access key and a stored age identity are encrypted at rest
 (lib/crypto) and never shown again; recipients are public keys. A target
@@ -15,9 +15,13 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from lib import agecrypt, crypto, offsite, paths
+from snapshots.models import Snapshot
+from workloads.jobs import Job, Progress
+from workloads.models import Workload
 
 BUCKET_VALIDATOR = RegexValidator(
     r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$",
@@ -297,3 +301,60 @@ def directory_problem(directory: str) -> str | None:
         return str(_("The directory must not overlap BERTH_ABSOLUTE_VOLUME_ROOTS: a container "
                      "could read or change the backups there."))
     return None
+
+
+class SnapshotCopy(Job, Progress):
+    """One snapshot's copy on one target: queued, uploading, then verified or failed.
+
+    A copy is verified only once the object's size and SHA-256 were read back
+    from the target. The row outlives its local snapshot (the copy is still
+    there): `snapshot` becomes empty, `workload` and `remote_key` stay.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued", _("Queued")
+        UPLOADING = "uploading", _("Uploading")
+        VERIFIED = "verified", _("Verified")
+        FAILED = "failed", _("Failed")
+
+    ACTIVE_STATES = (State.QUEUED, State.UPLOADING)
+
+    snapshot = models.ForeignKey(Snapshot, models.SET_NULL, null=True, blank=True,
+                                 related_name="copies", verbose_name=_("snapshot"))
+    workload = models.ForeignKey(Workload, models.CASCADE, related_name="snapshot_copies",
+                                 verbose_name=_("workload"))
+    target = models.ForeignKey(BackupTarget, models.CASCADE, related_name="copies",
+                               verbose_name=_("backup target"))
+    state = models.CharField(_("state"), max_length=10, choices=State, default=State.QUEUED)
+    remote_key = models.CharField(_("object name"), max_length=500, blank=True)
+    encrypted = models.BooleanField(_("encrypted"), default=True)
+    size = models.BigIntegerField(_("object size"), default=0)
+    sha256 = models.CharField(_("object SHA-256"), max_length=64, blank=True)
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    failure_code = models.CharField(_("failure"), max_length=32, blank=True)
+    created = models.DateTimeField(_("created"), default=timezone.now)
+    started = models.DateTimeField(_("started"), null=True, blank=True)
+    finished = models.DateTimeField(_("finished"), null=True, blank=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True,
+                             related_name="+", verbose_name=_("user"))
+
+    class Meta:
+        ordering = ["-created", "-pk"]
+        verbose_name = _("snapshot copy")
+        verbose_name_plural = _("snapshot copies")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["snapshot", "target"],
+                condition=models.Q(state__in=["queued", "uploading"]),
+                name="one_active_copy_per_snapshot_and_target",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.target} ← {self.remote_key or self.snapshot_id}"
+
+    @property
+    def failure_message(self) -> str:
+        if not self.failure_code:
+            return ""
+        return offsite.OffsiteError(self.failure_code).message

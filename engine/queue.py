@@ -22,6 +22,7 @@ NO_TIMEOUT = -1
 DEPLOY = "engine.tasks.run_deploy"
 CAPTURE = "engine.tasks.run_capture"
 RESTORE = "engine.tasks.run_restore"
+COPY = "engine.tasks.run_copy"
 
 
 def enqueue(task: str, row_id: int, *, name: str) -> None:

@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 from django.utils.translation import gettext_noop
 
-from engine import captures, deploys, lost, restores
+from backups.models import SnapshotCopy
+from engine import captures, copies, deploys, lost, restores
 from lib import crashpoints
 from snapshots.models import RestoreJob, Snapshot
 from workloads.jobs import task_lost_before
@@ -78,6 +79,16 @@ def run_restore(job_id: int) -> None:
     _run(job, lambda: restores.restore(
         workload=job.workload, snapshot=job.snapshot, user=job.user, job=job
     ))
+
+
+def run_copy(copy_id: int) -> None:
+    # A copy changes no volume and takes no workload lock: taking the row is enough
+    # to keep a second delivery from uploading it again.
+    row = (SnapshotCopy.objects.select_related("target", "snapshot__workload__stage__project")
+           .filter(pk=copy_id).first())
+    if row is None or row.state != SnapshotCopy.State.QUEUED or not row.take():
+        return
+    copies.copy_snapshot(row)
 
 
 def _run(row: DeployRecord | Snapshot | RestoreJob, body: Callable[[], object]) -> None:

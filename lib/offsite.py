@@ -237,13 +237,19 @@ class DirectoryStore:
         return parts[:-1], parts[-1]
 
     @contextlib.contextmanager
-    def _directory(self, parents: list[str], *, create: bool = False) -> Iterator[int]:
+    def _directory(self, parents: list[str], *,
+                   created: list[list[str]] | None = None) -> Iterator[int]:
+        """The directory `parents` below the root, opened without following symlinks;
+        with `created`, missing ones are made and listed there."""
         fds = [self._open_root()]
         try:
-            for part in parents:
-                if create:
-                    with contextlib.suppress(FileExistsError):
+            for index, part in enumerate(parents):
+                if created is not None:
+                    try:
                         os.mkdir(part, 0o700, dir_fd=fds[-1])
+                        created.append(parents[:index + 1])
+                    except FileExistsError:
+                        pass
                 fds.append(os.open(part, fsutil.DIR_FLAGS, dir_fd=fds[-1]))
             yield fds[-1]
         finally:
@@ -253,8 +259,9 @@ class DirectoryStore:
     def put(self, name: str, source: BinaryIO) -> None:
         parents, leaf = self._split(name)
         temp = f".berth-upload-{secrets.token_hex(8)}"
+        created: list[list[str]] = []
         try:
-            with self._directory(parents, create=True) as directory:
+            with self._directory(parents, created=created) as directory:
                 fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                              | os.O_CLOEXEC, 0o600, dir_fd=directory)
                 try:
@@ -270,7 +277,14 @@ class DirectoryStore:
                     with contextlib.suppress(OSError):  # gone after the rename
                         os.unlink(temp, dir_fd=directory)
         except OSError as exc:
+            self._remove_empty(created)
             raise _os_error(exc, "no_write") from None
+
+    def _remove_empty(self, created: list[list[str]]) -> None:
+        """Remove the directories a failed put made (deepest first), if still empty."""
+        for path in reversed(created):
+            with contextlib.suppress(OSError, OffsiteError), self._directory(path[:-1]) as d:
+                os.rmdir(path[-1], dir_fd=d)
 
     def size(self, name: str) -> int | None:
         parents, leaf = self._split(name)

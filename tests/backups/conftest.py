@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 
 import boto3
 import pytest
@@ -60,3 +62,32 @@ def identity() -> x25519.Identity:
 @pytest.fixture
 def recipient(identity) -> str:
     return str(identity.to_public())
+
+
+@pytest.fixture
+def roots(tmp_path, settings) -> Path:
+    root = tmp_path / "nas"
+    root.mkdir()
+    settings.BERTH_BACKUP_DIRECTORY_ROOTS = [str(root)]
+    settings.BERTH_ABSOLUTE_VOLUME_ROOTS = []  # the tests' own default is all of /tmp
+    return root
+
+
+@pytest.fixture
+def small_disk(roots):
+    """A 64 KiB tmpfs under the roots, filled up (tmpfs needs root, as Berth's tests run)."""
+    mount = roots / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
+    try:
+        fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while os.write(fd, b"\0" * 4096):
+                pass
+        except OSError:
+            pass  # full
+        finally:
+            os.close(fd)
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -168,15 +167,6 @@ def test_an_endpoint_nobody_answers_is_unreachable(api_as, keeper, recipient, se
 
 # --- directory targets ---------------------------------------------------------------------
 
-@pytest.fixture
-def roots(tmp_path, settings) -> Path:
-    root = tmp_path / "nas"
-    root.mkdir()
-    settings.BERTH_BACKUP_DIRECTORY_ROOTS = [str(root)]
-    settings.BERTH_ABSOLUTE_VOLUME_ROOTS = []  # the tests' own default is all of /tmp
-    return root
-
-
 def directory_payload(directory: Path | str, recipient: str) -> dict:
     return {"name": f"nas-{uuid.uuid4().hex[:6]}", "kind": "directory",
             "directory": str(directory), "recipients": recipient}
@@ -210,26 +200,6 @@ def test_a_missing_directory_is_named(api_as, keeper, roots, recipient):
     api = api_as(keeper)
     body = create(api, directory_payload(roots / "not-mounted", recipient))
     assert check(api, body["id"])["code"] == "missing_directory"
-
-
-@pytest.fixture
-def small_disk(roots):
-    """A 64 KiB tmpfs under the roots, filled up (tmpfs needs root, as Berth's tests run)."""
-    mount = roots / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
-    try:
-        fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            while os.write(fd, b"\0" * 4096):
-                pass
-        except OSError:
-            pass  # full
-        finally:
-            os.close(fd)
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
 
 
 def test_a_full_target_says_so_and_leaves_nothing(api_as, keeper, small_disk, recipient):

@@ -10,7 +10,7 @@ from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from backups.models import BackupTarget
+from backups.models import BackupTarget, SnapshotCopy
 from engine import backups
 from lib import agecrypt
 from web.api.permissions import ActionPermission
@@ -79,6 +79,23 @@ class BackupTargetSerializer(serializers.ModelSerializer):
         if changed:
             self._prepared.save(update_fields=changed)
         return self._prepared
+
+
+class SnapshotCopySerializer(serializers.ModelSerializer):
+    target_name = serializers.CharField(source="target.name", read_only=True)
+    failure_message = serializers.CharField(read_only=True)
+    progress = serializers.IntegerField(source="progress_percent", read_only=True)
+
+    class Meta:
+        model = SnapshotCopy
+        fields = ["id", "snapshot", "target", "target_name", "state", "remote_key", "encrypted",
+                  "size", "sha256", "attempts", "progress", "failure_code", "failure_message",
+                  "created", "started", "finished"]
+        read_only_fields = fields
+
+
+class CopyRequestSerializer(serializers.Serializer):
+    target = serializers.PrimaryKeyRelatedField(queryset=BackupTarget.objects.all())
 
 
 CheckSerializer = inline_serializer("BackupTargetCheck", {

@@ -18,11 +18,13 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
-from engine import captures, imports
+from backups.models import SnapshotCopy
+from engine import captures, copies, imports
 from engine import restores as restore_engine
 from snapshots import storage
 from snapshots.errors import PreflightError
 from snapshots.models import RestoreJob, Snapshot
+from web.api.backups import CopyRequestSerializer, SnapshotCopySerializer
 from web.api.errors import Conflict
 from web.api.permissions import ActionPermission
 from web.api.snapshot_serializers import (
@@ -116,6 +118,8 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
         "import_archive": "workloads.snapshot_workload",
         "destroy": "snapshots.delete_snapshot",
         "restore": "workloads.restore_workload",
+        "copies": "snapshots.view_snapshot",
+        "copy_again": "backups.add_snapshotcopy",
     }
     _upload_handler: SnapshotUploadHandler | None = None
 
@@ -225,6 +229,29 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
         )],
         responses={202: RestoreJobSerializer, 404: None, 409: None, 428: None},
     )
+    @extend_schema(request=None, responses={200: SnapshotCopySerializer(many=True)})
+    @action(detail=True, methods=["get"])
+    def copies(self, request, *args, **kwargs):
+        """The snapshot's copies on backup targets, newest first."""
+        snapshot = self.get_object()
+        rows = SnapshotCopy.objects.filter(snapshot=snapshot).select_related("target")
+        return Response(SnapshotCopySerializer(rows, many=True).data)
+
+    @extend_schema(request=CopyRequestSerializer, responses={202: SnapshotCopySerializer})
+    @copies.mapping.post
+    def copy_again(self, request, *args, **kwargs):
+        """Queue a copy of the snapshot to a target (`{"target": id}`)."""
+        snapshot = self.get_object()
+        body = CopyRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            row = copies.request_copy(snapshot=snapshot, target=body.validated_data["target"],
+                                      user=request.user)
+        except copies.CopyRefused as exc:
+            raise Conflict(str(exc)) from None
+        row.refresh_from_db()
+        return Response(SnapshotCopySerializer(row).data, status=status.HTTP_202_ACCEPTED)
+
     @action(detail=True, methods=["post"])
     def restore(self, request, *args, **kwargs):
         """Replace the workload's volumes with this snapshot; follow the returned job's `url`.

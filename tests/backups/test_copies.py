@@ -1,0 +1,210 @@
+"""Copies of snapshots to backup targets: encrypted on the way, verified by reading back.
+
+Real parts: moto's S3 server over HTTP, real directories (a full one is a
+small tmpfs), Debian's age CLI and zstd for what arrived.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+
+import pytest
+
+from backups.models import BackupTarget, SnapshotCopy
+from engine import copies
+from lib import offsite
+from snapshots import storage
+from tests.backups.conftest import S3_ENDPOINT, S3_KEY_ID, S3_SECRET, objects, s3_client
+from tests.snapshots.restoring import snapshot_from_bytes
+from tests.snapshots.trees import archive_of, describe, extract_bytes
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
+
+
+@pytest.fixture
+def archive(tmp_path) -> bytes:
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    (volume / "index.html").write_bytes(b"<h1>kept offsite</h1>")
+    (volume / "big.bin").write_bytes(bytes(range(256)) * 40_000)  # 10 MiB: a multipart upload
+    return archive_of([volume])
+
+
+@pytest.fixture
+def snapshot(make_workload, archive):
+    volumes = [{"scope": "absolute", "source": "/v", "target": "/v", "bytes": len(archive),
+                "files": 2}]
+    return snapshot_from_bytes(make_workload(), archive, {"volumes": volumes})
+
+
+def s3_target(bucket: str, recipient: str = "", **fields) -> BackupTarget:
+    target = BackupTarget(name=f"s3-{bucket}", kind="s3", endpoint_url=S3_ENDPOINT,
+                          region="us-east-1", bucket=bucket, prefix="berth",
+                          access_key_id=S3_KEY_ID, recipients=recipient,
+                          unencrypted=not recipient, **fields)
+    target.set_secret_access_key(S3_SECRET)
+    target.full_clean()
+    target.save()
+    return target
+
+
+def copied(snapshot, target) -> SnapshotCopy:
+    row = copies.request_copy(snapshot=snapshot, target=target)  # runs at once (tasks in sync)
+    row.refresh_from_db()
+    return row
+
+
+def fetch(bucket: str, key: str) -> bytes:
+    return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+@pytest.mark.skipif(shutil.which("age") is None, reason="SKIPPED FOR LACK OF age")
+def test_a_copy_to_s3_is_encrypted_verified_and_opens_with_the_age_cli(
+    snapshot, archive, bucket, identity, recipient, tmp_path
+):
+    row = copied(snapshot, s3_target(bucket, recipient))
+
+    assert row.state == SnapshotCopy.State.VERIFIED, row.failure_code
+    workload = snapshot.workload
+    assert row.remote_key.startswith(
+        f"{workload.stage.project.slug}/{workload.stage.slug}/{workload.slug}/")
+    assert row.remote_key.endswith(f"-manual-{snapshot.pk}.tar.zst.age")
+    assert objects(bucket) == [f"berth/{row.remote_key}"]
+    sealed = fetch(bucket, f"berth/{row.remote_key}")
+    assert (row.size, row.sha256) == (len(sealed), hashlib.sha256(sealed).hexdigest())
+    assert archive not in sealed and b"kept offsite" not in sealed
+
+    (tmp_path / "copy.age").write_bytes(sealed)
+    (tmp_path / "key.txt").write_text(f"{identity}\n")
+    subprocess.run(["age", "-d", "-i", str(tmp_path / "key.txt"), "-o",
+                    str(tmp_path / "copy.tar.zst"), str(tmp_path / "copy.age")], check=True)
+    assert (tmp_path / "copy.tar.zst").read_bytes() == archive
+    subprocess.run(["zstd", "-q", "-t", str(tmp_path / "copy.tar.zst")], check=True)
+    extract_bytes(archive, tmp_path / "staging", volume_count=1)
+    assert describe(tmp_path / "staging" / "volumes" / "0") == describe(tmp_path / "volume")
+
+
+def test_a_copy_to_an_unencrypted_target_is_the_archive_itself(snapshot, archive, bucket):
+    row = copied(snapshot, s3_target(bucket))
+    assert row.state == SnapshotCopy.State.VERIFIED and not row.encrypted
+    assert row.remote_key.endswith(".tar.zst")
+    assert fetch(bucket, f"berth/{row.remote_key}") == archive
+
+
+def test_a_copy_to_a_directory_is_verified(snapshot, archive, tmp_path, settings, identity,
+                                          recipient):
+    share = tmp_path / "nas"
+    share.mkdir()
+    settings.BERTH_BACKUP_DIRECTORY_ROOTS, settings.BERTH_ABSOLUTE_VOLUME_ROOTS = [str(share)], []
+    target = BackupTarget.objects.create(name="nas", kind="directory", directory=str(share),
+                                         recipients=recipient)
+    row = copied(snapshot, target)
+    assert row.state == SnapshotCopy.State.VERIFIED, row.failure_code
+    sealed = (share / row.remote_key).read_bytes()
+    assert hashlib.sha256(sealed).hexdigest() == row.sha256
+    out = offsite.DirectoryStore(share).open(row.remote_key)
+    import io
+
+    from lib import agecrypt
+    plain = io.BytesIO()
+    agecrypt.decrypt_stream(out, plain, [identity])
+    assert plain.getvalue() == archive
+
+
+def test_a_missing_bucket_fails_the_copy_with_its_code_and_a_retry_succeeds(
+    snapshot, archive, s3_server, recipient
+):
+    name = "berth-made-later"
+    target = s3_target(name, recipient)
+    before = storage.archive_path(snapshot.workload_id, snapshot.archive).read_bytes()
+
+    failed = copied(snapshot, target)
+
+    assert (failed.state, failed.failure_code) == (SnapshotCopy.State.FAILED, "no_bucket")
+    assert failed.failure_message == "The bucket does not exist."
+    snapshot.refresh_from_db()
+    assert snapshot.is_ready
+    assert storage.archive_path(snapshot.workload_id, snapshot.archive).read_bytes() == before
+
+    s3_client().create_bucket(Bucket=name)
+    try:
+        again = copied(snapshot, target)
+        assert again.state == SnapshotCopy.State.VERIFIED
+    finally:
+        for key in objects(name):
+            s3_client().delete_object(Bucket=name, Key=key)
+        s3_client().delete_bucket(Bucket=name)
+
+
+def test_a_full_directory_fails_the_copy_and_leaves_nothing(snapshot, small_disk, recipient,
+                                                           settings):
+    target = BackupTarget.objects.create(name="small", kind="directory",
+                                         directory=str(small_disk), recipients=recipient)
+    row = copied(snapshot, target)
+    assert (row.state, row.failure_code) == (SnapshotCopy.State.FAILED, "full")
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
+
+
+def test_an_object_that_reads_back_wrong_is_not_verified_and_is_removed(
+    snapshot, bucket, recipient, monkeypatch
+):
+    """The target stores something else than was sent: a stand-in for a corrupting
+    target (moto stores faithfully) that alters the stream on its way up."""
+    real = offsite.S3Store.put
+
+    def corrupting(store, name, source):
+        class Flip:
+            def read(self, amount=-1):
+                chunk = source.read(amount)
+                return bytes([chunk[0] ^ 1]) + chunk[1:] if chunk else chunk
+        real(store, name, Flip())
+
+    monkeypatch.setattr(offsite.S3Store, "put", corrupting)
+    row = copied(snapshot, s3_target(bucket, recipient))
+    assert (row.state, row.failure_code) == (SnapshotCopy.State.FAILED, "mismatch")
+    assert objects(bucket) == []
+
+
+def test_only_a_ready_snapshot_is_copied_and_one_copy_at_a_time(snapshot, bucket, recipient):
+    from snapshots.models import Snapshot
+
+    target = s3_target(bucket, recipient)
+    queued = Snapshot.objects.create(workload=snapshot.workload)
+    with pytest.raises(copies.CopyRefused, match="ready"):
+        copies.request_copy(snapshot=queued, target=target)
+    SnapshotCopy.objects.create(snapshot=snapshot, workload=snapshot.workload, target=target)
+    with pytest.raises(copies.CopyRefused, match="under way"):
+        copies.request_copy(snapshot=snapshot, target=target)
+
+
+# --- the API -------------------------------------------------------------------------------
+
+def test_the_api_queues_a_copy_and_lists_it(api_as, operator, snapshot, bucket, recipient):
+    from django.contrib.auth.models import Permission
+
+    operator.user_permissions.add(Permission.objects.get(codename="add_snapshotcopy"))
+    target = s3_target(bucket, recipient)
+    url = f"/api/workloads/{snapshot.workload_id}/snapshots/{snapshot.pk}/copies"
+    api = api_as(operator)
+
+    answer = api.post(url, {"target": target.pk}, format="json")
+
+    assert answer.status_code == 202, answer.content
+    listed = api.get(url).json()
+    assert [(c["target_name"], c["state"]) for c in listed] == [(target.name, "verified")]
+    assert S3_SECRET not in answer.content.decode() + api.get(url).content.decode()
+
+
+def test_copying_needs_its_own_permission_and_a_known_target(api_as, operator, viewer, snapshot,
+                                                            bucket, recipient):
+    from django.contrib.auth.models import Permission
+
+    target = s3_target(bucket, recipient)
+    url = f"/api/workloads/{snapshot.workload_id}/snapshots/{snapshot.pk}/copies"
+    assert api_as(viewer).post(url, {"target": target.pk}, format="json").status_code == 403
+    operator.user_permissions.add(Permission.objects.get(codename="add_snapshotcopy"))
+    unknown = api_as(operator).post(url, {"target": 999}, format="json")
+    assert unknown.status_code == 400 and "target" in unknown.json()
+    assert not SnapshotCopy.objects.exists()
