@@ -9,7 +9,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
-from backups.models import BackupTarget
+from backups.models import BackupTarget, SnapshotCopy
 from engine import backups
 from lib import agecrypt
 from web.admin.forms import KEEP_HELP
@@ -139,3 +139,20 @@ class BackupTargetAdmin(admin.ModelAdmin):
             result = backups.check_target(target)
             level = messages.SUCCESS if result.ok else messages.ERROR
             self.message_user(request, f"{target.name}: {result.message}", level)
+
+
+@admin.register(SnapshotCopy)
+class SnapshotCopyAdmin(admin.ModelAdmin):
+    """Copies are made by the engine; the admin only shows them."""
+
+    list_display = ["remote_key", "target", "workload", "state", "size", "failure_code",
+                    "finished"]
+    list_filter = ["state", "target"]
+    list_select_related = ["target", "workload"]
+    search_fields = ["remote_key"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
