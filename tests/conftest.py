@@ -157,7 +157,8 @@ def registry_digest(reference: str) -> str:
 def move_current_tag(version: str) -> str:
     """Point this run's moving tag at v1 or v2 in the registry; returns the new digest."""
     subprocess.run(
-        [str(REPO_ROOT / "scripts" / "move-test-tag.sh"), version, images.CURRENT_TAG],
+        [str(REPO_ROOT / "scripts" / "move-test-tag.sh"), version, "current",
+         images.CURRENT_REPOSITORY],
         check=True, capture_output=True,
     )
     return registry_digest(images.HTTPD_CURRENT)

@@ -169,8 +169,8 @@ def test_a_real_rollback_through_the_api(docker, current_tag, api_as, operator, 
     first = client.post(f"/api/workloads/{workload.pk}/deploy").json()
     move_current_tag("v2")
     second = client.post(f"/api/workloads/{workload.pk}/deploy").json()
-    v1 = f"{images.HTTPD}@{registry_digest(images.HTTPD_V1)}"
-    v2 = f"{images.HTTPD}@{registry_digest(images.HTTPD_V2)}"
+    v1 = f"{images.CURRENT_REPOSITORY}@{registry_digest(images.HTTPD_V1)}"
+    v2 = f"{images.CURRENT_REPOSITORY}@{registry_digest(images.HTTPD_V2)}"
     assert client.get(first["url"]).json()["pinned_reference"] == v1
     assert client.get(second["url"]).json()["pinned_reference"] == v2
 

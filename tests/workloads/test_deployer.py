@@ -29,7 +29,7 @@ def test_it_creates_replicas_from_the_digest(docker, current_tag, make_workload)
 
     assert record.outcome == DeployRecord.Outcome.SUCCEEDED, record.failure_code
     digest = registry_digest(images.HTTPD_V1)
-    assert record.pinned_reference == f"{images.HTTPD}@{digest}"
+    assert record.pinned_reference == f"{images.CURRENT_REPOSITORY}@{digest}"
     containers = sorted(live_engine_containers(workload), key=lambda c: c.name)
     assert [c.name for c in containers] == [workload.container_name(1), workload.container_name(2)]
     assert all(c.running for c in containers)
@@ -44,7 +44,7 @@ def test_it_creates_replicas_from_the_digest(docker, current_tag, make_workload)
 def test_it_pins_the_digest_until_the_next_deploy(docker, current_tag, make_workload):
     workload = make_workload()
     first = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
-    v1 = f"{images.HTTPD}@{registry_digest(images.HTTPD_V1)}"
+    v1 = f"{images.CURRENT_REPOSITORY}@{registry_digest(images.HTTPD_V1)}"
     assert first.pinned_reference == v1
 
     move_current_tag("v2")
@@ -52,7 +52,7 @@ def test_it_pins_the_digest_until_the_next_deploy(docker, current_tag, make_work
     assert container_image_digest(running.id) == v1  # the tag moved; the container did not
 
     second = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
-    v2 = f"{images.HTTPD}@{registry_digest(images.HTTPD_V2)}"
+    v2 = f"{images.CURRENT_REPOSITORY}@{registry_digest(images.HTTPD_V2)}"
     assert second.pinned_reference == v2
     [running] = live_engine_containers(workload)
     assert container_image_digest(running.id) == v2

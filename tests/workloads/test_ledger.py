@@ -37,7 +37,7 @@ def test_it_records_success_with_times_and_the_pinned_reference(
     assert (record.reason, record.outcome, record.failure_code) == (reason, Outcome.SUCCEEDED, "")
     assert record.source_kind == Workload.SourceKind.IMAGE
     assert record.requested_reference == images.HTTPD_CURRENT
-    assert record.pinned_reference == f"{images.HTTPD}@{registry_digest(images.HTTPD_V1)}"
+    assert record.pinned_reference == f"{images.CURRENT_REPOSITORY}@{registry_digest(images.HTTPD_V1)}"
     assert record.created <= record.started <= record.finished
     assert record.duration.total_seconds() >= 0
 
@@ -212,7 +212,7 @@ def test_the_history_is_deleted_with_the_workload(workload):
 
 def test_a_real_rollback_runs_the_first_digest_after_the_tag_moved(docker, current_tag, workload):
     first = deploys.dispatch(workload=workload, reason=Reason.MANUAL)
-    v1 = f"{images.HTTPD}@{registry_digest(images.HTTPD_V1)}"
+    v1 = f"{images.CURRENT_REPOSITORY}@{registry_digest(images.HTTPD_V1)}"
     assert first.pinned_reference == v1
     move_current_tag("v2")
     second = deploys.dispatch(workload=workload, reason=Reason.MANUAL)
