@@ -1,9 +1,13 @@
 """Copies of snapshots to backup targets: queue one, upload it encrypted, verify it.
 
 The archive is encrypted on the host as it streams to the target (age, to
-the target's recipients) and is never written out in clear or whole in
-memory. A copy is verified only once the object read back from the target
-has the size and SHA-256 that were sent (docs/backups.md).
+the target's recipients as they are when the copy runs) and is never written
+out in clear or whole in memory. The upload ends only if the whole local
+archive, with the size and SHA-256 its snapshot recorded, went through the
+encryption; otherwise the upload is abandoned (an S3 multipart upload is
+aborted, a directory write's temporary file removed). A copy is verified only
+once the object read back from the target has the size and SHA-256 that were
+sent. docs/backups.md describes copies.
 """
 
 from __future__ import annotations
@@ -16,16 +20,16 @@ import threading
 from datetime import UTC
 
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from backups.models import BackupTarget, SnapshotCopy
 from engine import queue
-from lib import agecrypt, offsite, redact
+from lib import agecrypt, offsite, owners, redact
 from snapshots import storage
 from snapshots.models import Snapshot
-from workloads.jobs import acting_user
+from workloads.jobs import acting_user, task_lost_before
 
 logger = logging.getLogger(__name__)
 
@@ -38,31 +42,48 @@ class CopyRefused(Exception):
         self.active = active
 
 
-def object_name(snapshot: Snapshot, *, encrypted: bool) -> str:
-    """`<project>/<stage>/<workload>/<UTC time>-<kind>-<id>.tar.zst[.age]`."""
+class _SourceFailed(Exception):
+    """The local side of an upload failed: the target must not keep what it got."""
+
+    def __init__(self, error: offsite.OffsiteError) -> None:
+        super().__init__(error.raw)
+        self.error = error
+
+
+def object_name(snapshot: Snapshot, row: SnapshotCopy, *, encrypted: bool) -> str:
+    """`<project>/<stage>/<workload>/<UTC time>-<kind>-<snapshot id>-c<copy id>.tar.zst[.age]`.
+
+    One name per copy: copying again never overwrites what an earlier copy
+    left and verified.
+    """
     workload = snapshot.workload
     when = snapshot.created.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     suffix = ".tar.zst.age" if encrypted else ".tar.zst"
     return (f"{workload.stage.project.slug}/{workload.stage.slug}/{workload.slug}/"
-            f"{when}-{snapshot.kind}-{snapshot.pk}{suffix}")
+            f"{when}-{snapshot.kind}-{snapshot.pk}-c{row.pk}{suffix}")
 
 
 def request_copy(*, snapshot: Snapshot, target: BackupTarget,
                  user: AbstractBaseUser | None = None) -> SnapshotCopy:
     """Queue a copy of a ready snapshot to `target`; CopyRefused if it cannot be."""
-    if snapshot.state != Snapshot.State.READY:
-        raise CopyRefused(str(_("Only a ready snapshot can be copied.")))
-    with transaction.atomic():
-        active = (SnapshotCopy.objects.select_for_update()
-                  .filter(snapshot=snapshot, target=target,
-                          state__in=SnapshotCopy.ACTIVE_STATES).first())
-        if active is not None:
-            raise CopyRefused(str(_("A copy of this snapshot to this target is already "
-                                    "under way.")), active=active)
-        row = SnapshotCopy.objects.create(
-            snapshot=snapshot, workload=snapshot.workload, target=target,
-            encrypted=target.encrypted, user=acting_user(user),
-        )
+    try:
+        with transaction.atomic():
+            # The snapshot's row is the lock two requests at once queue behind.
+            current = Snapshot.objects.select_for_update().filter(pk=snapshot.pk).first()
+            if current is None or current.state != Snapshot.State.READY:
+                raise CopyRefused(str(_("Only a ready snapshot can be copied.")))
+            active = SnapshotCopy.objects.filter(
+                snapshot=snapshot, target=target, state__in=SnapshotCopy.ACTIVE_STATES).first()
+            if active is not None:
+                raise CopyRefused(str(_("A copy of this snapshot to this target is already "
+                                        "under way.")), active=active)
+            row = SnapshotCopy.objects.create(
+                snapshot=snapshot, workload=snapshot.workload, target=target,
+                encrypted=target.encrypted, user=acting_user(user),
+            )
+    except IntegrityError:  # another request created the active copy first
+        raise CopyRefused(str(_("A copy of this snapshot to this target is already under "
+                                "way."))) from None
     transaction.on_commit(lambda: queue.enqueue(queue.COPY, row.pk, name=f"copy-{row.pk}"))
     return row
 
@@ -70,99 +91,166 @@ def request_copy(*, snapshot: Snapshot, target: BackupTarget,
 def copy_snapshot(row: SnapshotCopy) -> SnapshotCopy:
     """Upload and verify one queued copy (the task's body); the row says how it ended."""
     if not row.move(only_from=[SnapshotCopy.State.QUEUED], state=SnapshotCopy.State.UPLOADING,
-                    started=timezone.now(), attempts=row.attempts + 1):
+                    started=timezone.now(), attempts=row.attempts + 1, owner=owners.current()):
         return row
-    target, snapshot = row.target, row.snapshot
+    # The target as it is now: never in clear to a target that says "encrypted".
+    target = BackupTarget.objects.get(pk=row.target_id)
+    snapshot = row.snapshot
+    sent_to_target = False
     try:
         if snapshot is None or snapshot.state != Snapshot.State.READY:
             raise offsite.OffsiteError("not_found", "the local snapshot is gone")
-        name = object_name(snapshot, encrypted=row.encrypted)
-        SnapshotCopy.objects.filter(pk=row.pk).update(remote_key=name)
-        row.remote_key = name
+        encrypted = target.encrypted
+        name = object_name(snapshot, row, encrypted=encrypted)
+        SnapshotCopy.objects.filter(pk=row.pk).update(
+            remote_key=name, encrypted=encrypted, bytes_total=snapshot.size, bytes_done=0)
+        row.remote_key, row.encrypted = name, encrypted
         store = target.store()
-        row.start_progress(snapshot.size)
-        size, digest = _upload(store, name, snapshot, row, target)
+        offsite.ready(store)  # a missing bucket or a refused key, before reading anything
+        sent_to_target = True
+        size, digest = _upload(store, name, snapshot, target, encrypted=encrypted)
         _verify(store, name, size, digest)
-    except offsite.OffsiteError as exc:
-        _fail(row, target, exc)
+    except (offsite.OffsiteError, _SourceFailed) as exc:
+        error = exc.error if isinstance(exc, _SourceFailed) else exc
+        _fail(row, target, error, remove=sent_to_target)
         return row
     except Exception as exc:  # noqa: BLE001 - a copy ends failed, never half-recorded
-        _fail(row, target, offsite.OffsiteError("internal", f"{type(exc).__name__}: {exc}"))
+        _fail(row, target, offsite.OffsiteError("internal", f"{type(exc).__name__}: {exc}"),
+              remove=sent_to_target)
         return row
     row.move(only_from=[SnapshotCopy.State.UPLOADING], state=SnapshotCopy.State.VERIFIED,
-             size=size, sha256=digest, finished=timezone.now(), failure_code="")
+             size=size, sha256=digest, finished=timezone.now(), failure_code="",
+             bytes_done=snapshot.size)
     logger.info("snapshot %s copied to target %s as %s (%d bytes)", snapshot.pk, target.pk,
                 name, size)
     return row
 
 
 class _Counted:
-    """A readable that hashes and counts what passes through it, reporting progress."""
+    """A readable that hashes and counts what passes through it (read by one thread)."""
 
-    def __init__(self, source, report=None) -> None:
-        self.source, self.report = source, report
+    def __init__(self, source) -> None:
+        self.source = source
         self.size, self.hash = 0, hashlib.sha256()
 
     def read(self, amount: int = -1) -> bytes:
         chunk = self.source.read(amount)
         self.size += len(chunk)
         self.hash.update(chunk)
-        if self.report is not None and chunk:
-            self.report(self.size)
         return chunk
 
 
-def _upload(store: offsite.Store, name: str, snapshot: Snapshot, row: SnapshotCopy,
-            target: BackupTarget) -> tuple[int, str]:
+class _Checked(_Counted):
+    """The local archive: at its end it must be exactly what the snapshot recorded.
+
+    Anything else (a shorter, longer or altered file, a read error) raises
+    instead of ending the stream, so the upload is abandoned, never completed.
+    """
+
+    def __init__(self, source, snapshot: Snapshot) -> None:
+        super().__init__(source)
+        self.snapshot = snapshot
+        self.error: offsite.OffsiteError | None = None
+        self.complete = False  # read to its end, and it was what the snapshot recorded
+
+    def read(self, amount: int = -1) -> bytes:
+        if self.error is not None:
+            raise _SourceFailed(self.error)
+        try:
+            chunk = super().read(amount)
+        except OSError as exc:
+            self.error = offsite.OffsiteError("internal", f"local archive: {exc}")
+            raise _SourceFailed(self.error) from None
+        if not chunk:
+            if (self.size, self.hash.hexdigest()) != (self.snapshot.size, self.snapshot.sha256):
+                self.error = offsite.OffsiteError(
+                    "mismatch", "the local archive is not what its snapshot recorded")
+                raise _SourceFailed(self.error)
+            self.complete = True
+        return chunk
+
+
+class _Encrypted(_Counted):
+    """The encryption's output: its end is an end only if the encryption finished and read
+    the whole archive (pyrage may end its output early when its input raises)."""
+
+    def __init__(self, source, plain: _Checked, worker: threading.Thread,
+                 failure: list) -> None:
+        super().__init__(source)
+        self.plain, self.worker, self.failure = plain, worker, failure
+
+    def read(self, amount: int = -1) -> bytes:
+        chunk = super().read(amount)
+        if not chunk:
+            self.worker.join()
+            if self.plain.error is not None:
+                raise _SourceFailed(self.plain.error)
+            if self.failure:
+                raise _SourceFailed(offsite.OffsiteError("internal",
+                                                         f"encryption: {self.failure[0]}"))
+            if not self.plain.complete:
+                raise _SourceFailed(offsite.OffsiteError(
+                    "internal", "the encryption ended before the archive did"))
+        return chunk
+
+
+def _upload(store: offsite.Store, name: str, snapshot: Snapshot, target: BackupTarget, *,
+            encrypted: bool) -> tuple[int, str]:
     """Stream the archive (encrypted, unless the target is not) to `name`; (size, sha256)."""
     try:
         archive = storage.open_archive(snapshot.workload_id, snapshot.archive)
     except OSError as exc:
         raise offsite.OffsiteError("not_found", f"the local archive: {exc}") from None
     with archive:
-        plain = _Counted(archive, _throttled(row))
-        if not row.encrypted:
+        plain = _Checked(archive, snapshot)
+        if not encrypted:
             sent = _Counted(plain)
-            store.put(name, sent)
+            _put(store, name, sent)
+            if not plain.complete:
+                raise _SourceFailed(plain.error or offsite.OffsiteError(
+                    "internal", "the upload ended before the archive did"))
             return sent.size, sent.hash.hexdigest()
+        recipients = target.recipient_list
         read_end, write_end = os.pipe()
         failure: list[BaseException] = []
 
         def encrypt() -> None:
-            with os.fdopen(write_end, "wb") as sink:
-                try:
-                    agecrypt.encrypt_stream(plain, sink, target.recipient_list)
-                except BaseException as exc:  # noqa: BLE001 - reported by the uploader
-                    failure.append(exc)
+            try:
+                with os.fdopen(write_end, "wb") as sink:
+                    agecrypt.encrypt_stream(plain, sink, recipients)
+            except BaseException as exc:  # noqa: BLE001 - the uploader's reader raises it
+                failure.append(exc)
 
-        worker = threading.Thread(target=encrypt, name=f"berth-encrypt-{row.pk}", daemon=True)
+        worker = threading.Thread(target=encrypt, name="berth-encrypt", daemon=True)
         worker.start()
         with os.fdopen(read_end, "rb") as source:
-            sent = _Counted(source)
+            sent = _Encrypted(source, plain, worker, failure)
             try:
-                store.put(name, sent)
+                _put(store, name, sent)
             finally:
                 # Closing the read end ends an encryption the upload gave up on.
                 with contextlib.suppress(OSError):
                     source.close()
                 worker.join()
-        if failure and not isinstance(failure[0], BrokenPipeError):
-            raise offsite.OffsiteError("internal", f"encryption: {failure[0]}")
-        if plain.size != snapshot.size:
-            raise offsite.OffsiteError("mismatch", "the local archive changed while it was sent")
         return sent.size, sent.hash.hexdigest()
 
 
-def _throttled(row: SnapshotCopy):
-    """Progress reports at most every 4 MiB (each is a database write)."""
-    last = [0]
-
-    def report(done: int) -> None:
-        if done - last[0] >= 4 << 20:
-            last[0] = done
-            row.report_progress(done)
-
-    return report
+def _put(store: offsite.Store, name: str, source) -> None:
+    """store.put, with a failure of the local side told apart from one of the target."""
+    try:
+        store.put(name, source)
+    except _SourceFailed:
+        raise
+    except offsite.OffsiteError:
+        raise
+    except Exception as exc:
+        # boto3 wraps what the reader raised; find ours in the chain.
+        cause = exc
+        while cause is not None:
+            if isinstance(cause, _SourceFailed):
+                raise cause from None
+            cause = cause.__cause__ or cause.__context__
+        raise
 
 
 def _verify(store: offsite.Store, name: str, size: int, digest: str) -> None:
@@ -171,28 +259,51 @@ def _verify(store: offsite.Store, name: str, size: int, digest: str) -> None:
         raise offsite.OffsiteError("mismatch", "the size read back differs")
     check = hashlib.sha256()
     with contextlib.closing(store.open(name)) as stream:
-        while chunk := stream.read(READ_BACK_CHUNK):
-            check.update(chunk)
+        try:
+            while chunk := stream.read(READ_BACK_CHUNK):
+                check.update(chunk)
+        except Exception as exc:  # noqa: BLE001 - botocore's streaming errors too
+            raise offsite.OffsiteError("no_read", f"{type(exc).__name__}: {exc}") from None
     if check.hexdigest() != digest:
         raise offsite.OffsiteError("mismatch", "the SHA-256 read back differs")
 
 
-def _fail(row: SnapshotCopy, target: BackupTarget, error: offsite.OffsiteError) -> None:
-    """End the copy failed with its code.
+def _fail(row: SnapshotCopy, target: BackupTarget, error: offsite.OffsiteError, *,
+          remove: bool) -> None:
+    """End the copy failed with its code, removing whatever of it reached the target.
 
-    An upload that failed left nothing (a failed multipart upload is aborted,
-    a directory write goes through a temporary file). An object that arrived
-    but read back wrong is removed, and any earlier copy under the same name
-    with it: it was overwritten.
+    The name is this copy's own, so nothing another copy verified is touched.
     """
-    if error.code == "mismatch" and row.remote_key:
+    if remove and row.remote_key:
         with contextlib.suppress(Exception):
-            target.store().delete(row.remote_key)
-        SnapshotCopy.objects.filter(target=target, remote_key=row.remote_key,
-                                    state=SnapshotCopy.State.VERIFIED).update(
-            state=SnapshotCopy.State.FAILED, failure_code="mismatch")
+            store = target.store()
+            store.delete(row.remote_key)
+            offsite.abort_incomplete(store, row.remote_key)
     row.move(only_from=[SnapshotCopy.State.UPLOADING], state=SnapshotCopy.State.FAILED,
              failure_code=error.code, finished=timezone.now())
     logger.warning("copy %s of snapshot %s to target %s failed (%s): %s", row.pk,
                    row.snapshot_id, target.pk, error.code,
                    redact.redact(redact.redact_url_credentials(error.raw), target.secret_values()))
+
+
+def fail_lost() -> int:
+    """Fail the copies whose worker died, and those no worker took in BERTH_TASK_LOST_AFTER;
+    what a dead upload left on its target (an unfinished multipart upload) is removed."""
+    failed = 0
+    stale = SnapshotCopy.objects.filter(state__in=SnapshotCopy.ACTIVE_STATES).select_related(
+        "target")
+    for row in stale:
+        if row.owner:
+            if not owners.is_dead(row.owner):
+                continue
+        elif row.created >= task_lost_before():
+            continue
+        if row.move(only_from=SnapshotCopy.ACTIVE_STATES, state=SnapshotCopy.State.FAILED,
+                    failure_code="interrupted", finished=timezone.now()):
+            failed += 1
+            if row.remote_key:
+                with contextlib.suppress(Exception):
+                    store = row.target.store()
+                    store.delete(row.remote_key)
+                    offsite.abort_incomplete(store, row.remote_key)
+    return failed

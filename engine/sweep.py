@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from engine import lost
+from engine import copies, lost
 from engine.locked import swap_recovery
 from engine.locked.recovery import RecoveryError, recover_reporting
 from lib import locks, redact, runtime
@@ -59,6 +59,10 @@ def recover_all(*, say: Callable[[str], None] = logger.info) -> SweepReport:
     abandoned = lost.fail_lost()
     if abandoned:
         say(f"{abandoned} queued job(s) whose worker had stopped are marked failed.")
+    lost_copies = copies.fail_lost()
+    if lost_copies:
+        say(f"{lost_copies} snapshot copy(ies) whose worker had stopped are marked failed; "
+            "what they left on their targets is removed.")
     for workload_id in sorted(lost.workloads_with_started_jobs() - with_journals):
         try:
             with locks.try_workload_lock(workload_id):

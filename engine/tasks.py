@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from django.utils import timezone
 from django.utils.translation import gettext_noop
 
 from backups.models import SnapshotCopy
@@ -88,7 +89,14 @@ def run_copy(copy_id: int) -> None:
            .filter(pk=copy_id).first())
     if row is None or row.state != SnapshotCopy.State.QUEUED or not row.take():
         return
-    copies.copy_snapshot(row)
+    try:
+        copies.copy_snapshot(row)
+    finally:
+        # Still queued and ours: it stopped before it started; failed, so it blocks nothing.
+        SnapshotCopy.objects.filter(pk=row.pk, state=SnapshotCopy.State.QUEUED,
+                                    owner=row.owner).update(
+            state=SnapshotCopy.State.FAILED, failure_code="interrupted",
+            finished=timezone.now())
 
 
 def _run(row: DeployRecord | Snapshot | RestoreJob, body: Callable[[], object]) -> None:

@@ -26,10 +26,12 @@ from django.utils.translation import gettext_lazy as _
 
 from lib import fsutil
 
-# One part at a time per thread, four threads: an upload holds about 32 MiB.
+# Parts of 8 MiB, four uploaded at a time; a stream that cannot seek (an encrypted
+# one) is buffered by s3transfer up to ten parts: an upload holds at most about 80 MiB.
 PART_SIZE = 8 << 20
 UPLOAD_THREADS = 4
 PROBE_PREFIX = ".berth-probe-"
+UPLOAD_PREFIX = ".berth-upload-"
 
 
 class OffsiteError(Exception):
@@ -45,6 +47,8 @@ class OffsiteError(Exception):
         "not_allowed": _("The directory is not allowed as a target: it must lie under "
                          "BERTH_BACKUP_DIRECTORY_ROOTS, apart from Berth's data and volumes, "
                          "with no symlink on the way."),
+        "interrupted": _("The copy was interrupted (its worker stopped) before it was "
+                         "verified."),
         "unreadable_secret": _("The stored secret cannot be decrypted: BERTH_ENCRYPTION_KEY "
                                "changed since it was saved."),
         "full": _("The target is full."),
@@ -150,6 +154,28 @@ class S3Store:
             raise _s3_error(exc, "no_write") from None
         except botocore.exceptions.ClientError as exc:
             raise _s3_error(exc, "no_write") from None
+
+    def ready(self) -> None:
+        """The bucket answers to these credentials (before a long upload starts)."""
+        try:
+            self.client.head_bucket(Bucket=self.location.bucket)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            error = _s3_error(exc, "no_read")
+            if error.code == "not_found":  # head_bucket says 404 for a missing bucket
+                error = OffsiteError("no_bucket", error.raw)
+            raise error from None
+
+    def abort_incomplete(self, name: str) -> None:
+        """Abort every unfinished multipart upload of `name` (a dead worker's)."""
+        key = self.key(name)
+        try:
+            answer = self.client.list_multipart_uploads(Bucket=self.location.bucket, Prefix=key)
+            for upload in answer.get("Uploads", []):
+                if upload["Key"] == key:
+                    self.client.abort_multipart_upload(Bucket=self.location.bucket, Key=key,
+                                                       UploadId=upload["UploadId"])
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise _s3_error(exc, "no_delete") from None
 
     def size(self, name: str) -> int | None:
         """The object's size, or None if there is no such object."""
@@ -258,7 +284,7 @@ class DirectoryStore:
 
     def put(self, name: str, source: BinaryIO) -> None:
         parents, leaf = self._split(name)
-        temp = f".berth-upload-{secrets.token_hex(8)}"
+        temp = f"{UPLOAD_PREFIX}{leaf}-{secrets.token_hex(8)}"
         created: list[list[str]] = []
         try:
             with self._directory(parents, created=created) as directory:
@@ -279,6 +305,26 @@ class DirectoryStore:
         except OSError as exc:
             self._remove_empty(created)
             raise _os_error(exc, "no_write") from None
+        except BaseException:
+            self._remove_empty(created)
+            raise
+
+    def abort_incomplete(self, name: str) -> None:
+        """Remove what a dead write of `name` left: its temporary files."""
+        parents, leaf = self._split(name)
+        try:
+            with self._directory(parents) as directory:
+                for entry in os.listdir(directory):
+                    if entry.startswith(f"{UPLOAD_PREFIX}{leaf}-"):
+                        os.unlink(entry, dir_fd=directory)
+        except (FileNotFoundError, OffsiteError):
+            return
+        except OSError as exc:
+            raise _os_error(exc, "no_delete") from None
+
+    def ready(self) -> None:
+        """The directory can be opened (every use checks again)."""
+        os.close(self._open_root())
 
     def _remove_empty(self, created: list[list[str]]) -> None:
         """Remove the directories a failed put made (deepest first), if still empty."""
@@ -333,7 +379,7 @@ class DirectoryStore:
             with self._directory(parents) as directory:
                 for top, _dirs, files, top_fd in os.fwalk(dir_fd=directory, onerror=_raise):
                     found += [os.path.normpath(os.path.join(under, top, f)) for f in files
-                              if not f.startswith(".berth-upload-")
+                              if not f.startswith(UPLOAD_PREFIX)
                               and stat.S_ISREG(os.stat(f, dir_fd=top_fd,
                                                        follow_symlinks=False).st_mode)]
         except FileNotFoundError:
@@ -341,6 +387,15 @@ class DirectoryStore:
         except OSError as exc:
             raise _os_error(exc, "no_read") from None
         return sorted(found)
+
+
+def ready(store: Store) -> None:
+    """OffsiteError unless the target can be written to at all (a cheap first call)."""
+    store.ready()
+
+
+def abort_incomplete(store: Store, name: str) -> None:
+    store.abort_incomplete(name)
 
 
 def _raise(exc: OSError) -> None:

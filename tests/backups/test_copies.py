@@ -7,6 +7,7 @@ small tmpfs), Debian's age CLI and zstd for what arrived.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 
@@ -28,7 +29,7 @@ def archive(tmp_path) -> bytes:
     volume = tmp_path / "volume"
     volume.mkdir()
     (volume / "index.html").write_bytes(b"<h1>kept offsite</h1>")
-    (volume / "big.bin").write_bytes(bytes(range(256)) * 40_000)  # 10 MiB: a multipart upload
+    (volume / "big.bin").write_bytes(os.urandom(10 << 20))  # incompressible: a multipart upload
     return archive_of([volume])
 
 
@@ -70,7 +71,7 @@ def test_a_copy_to_s3_is_encrypted_verified_and_opens_with_the_age_cli(
     workload = snapshot.workload
     assert row.remote_key.startswith(
         f"{workload.stage.project.slug}/{workload.stage.slug}/{workload.slug}/")
-    assert row.remote_key.endswith(f"-manual-{snapshot.pk}.tar.zst.age")
+    assert row.remote_key.endswith(f"-manual-{snapshot.pk}-c{row.pk}.tar.zst.age")
     assert objects(bucket) == [f"berth/{row.remote_key}"]
     sealed = fetch(bucket, f"berth/{row.remote_key}")
     assert (row.size, row.sha256) == (len(sealed), hashlib.sha256(sealed).hexdigest())
@@ -184,7 +185,8 @@ def test_only_a_ready_snapshot_is_copied_and_one_copy_at_a_time(snapshot, bucket
 def test_the_api_queues_a_copy_and_lists_it(api_as, operator, snapshot, bucket, recipient):
     from django.contrib.auth.models import Permission
 
-    operator.user_permissions.add(Permission.objects.get(codename="add_snapshotcopy"))
+    operator.user_permissions.add(*Permission.objects.filter(
+        codename__in=["add_snapshotcopy", "view_snapshotcopy"]))
     target = s3_target(bucket, recipient)
     url = f"/api/workloads/{snapshot.workload_id}/snapshots/{snapshot.pk}/copies"
     api = api_as(operator)
@@ -204,7 +206,158 @@ def test_copying_needs_its_own_permission_and_a_known_target(api_as, operator, v
     target = s3_target(bucket, recipient)
     url = f"/api/workloads/{snapshot.workload_id}/snapshots/{snapshot.pk}/copies"
     assert api_as(viewer).post(url, {"target": target.pk}, format="json").status_code == 403
+    assert api_as(viewer).get(url).status_code == 403  # copies name targets: their own permission
     operator.user_permissions.add(Permission.objects.get(codename="add_snapshotcopy"))
     unknown = api_as(operator).post(url, {"target": 999}, format="json")
     assert unknown.status_code == 400 and "target" in unknown.json()
     assert not SnapshotCopy.objects.exists()
+
+
+# --- the review of the copies ----------------------------------------------------------------
+
+def test_a_local_archive_that_fails_mid_read_leaves_nothing_on_the_target(
+    snapshot, bucket, recipient, monkeypatch
+):
+    """The disk under the archive fails after 4 MiB: a stand-in for an I/O error (a real
+    one cannot be made on purpose here); the upload must be abandoned, not completed."""
+    real = storage.open_archive
+
+    class Failing:
+        def __init__(self, inner):
+            self.inner, self.read_so_far = inner, 0
+
+        def read(self, amount=-1):
+            if self.read_so_far > 4 << 20:
+                raise OSError(5, "Input/output error")
+            chunk = self.inner.read(amount)
+            self.read_so_far += len(chunk)
+            return chunk
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.inner.close()
+
+    monkeypatch.setattr(storage, "open_archive", lambda *a: Failing(real(*a)))
+    row = copied(snapshot, s3_target(bucket, recipient))
+    assert (row.state, row.failure_code) == (SnapshotCopy.State.FAILED, "internal")
+    assert objects(bucket) == []
+    assert s3_client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+@pytest.mark.parametrize("encrypted", [True, False])
+def test_an_archive_that_changed_since_its_snapshot_is_not_copied(snapshot, bucket, recipient,
+                                                                 encrypted):
+    path = storage.archive_path(snapshot.workload_id, snapshot.archive)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1  # same size, one bit flipped
+    path.write_bytes(bytes(data))
+    row = copied(snapshot, s3_target(bucket, recipient if encrypted else ""))
+    assert (row.state, row.failure_code) == (SnapshotCopy.State.FAILED, "mismatch")
+    assert objects(bucket) == []
+
+
+def test_a_copy_follows_the_target_as_it_is_when_it_runs(snapshot, archive, bucket, recipient,
+                                                         monkeypatch):
+    target = s3_target(bucket)  # unencrypted when the copy is asked for
+    row = SnapshotCopy.objects.create(snapshot=snapshot, workload=snapshot.workload,
+                                      target=target, encrypted=False)
+    BackupTarget.objects.filter(pk=target.pk).update(recipients=recipient, unencrypted=False)
+    row = copies.copy_snapshot(SnapshotCopy.objects.select_related(
+        "target", "snapshot__workload__stage__project").get(pk=row.pk))
+    row.refresh_from_db()
+    assert row.state == SnapshotCopy.State.VERIFIED and row.encrypted
+    sealed = fetch(bucket, f"berth/{row.remote_key}")
+    assert sealed != archive and row.remote_key.endswith(".age")
+
+
+def test_copying_again_never_touches_an_earlier_verified_copy(snapshot, bucket, recipient):
+    target = s3_target(bucket, recipient)
+    first = copied(snapshot, target)
+    second = copied(snapshot, target)
+    assert first.remote_key != second.remote_key
+    assert sorted(objects(bucket)) == sorted(f"berth/{c.remote_key}" for c in (first, second))
+    assert hashlib.sha256(fetch(bucket, f"berth/{first.remote_key}")).hexdigest() == first.sha256
+
+
+def test_a_copy_whose_worker_died_is_failed_by_the_sweep(snapshot, bucket, recipient):
+    from engine import sweep
+    from tests.conftest import dead_owner
+
+    target = s3_target(bucket, recipient)
+    row = SnapshotCopy.objects.create(snapshot=snapshot, workload=snapshot.workload,
+                                      target=target, state="uploading", owner=dead_owner(),
+                                      remote_key="p/s/w/dead.tar.zst.age")
+    started = s3_client().create_multipart_upload(Bucket=bucket, Key="berth/p/s/w/dead.tar.zst.age")
+
+    sweep.recover_all()
+
+    row.refresh_from_db()
+    assert (row.state, row.failure_code) == (SnapshotCopy.State.FAILED, "interrupted")
+    assert row.failure_message.startswith("The copy was interrupted")
+    uploads = s3_client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert started["UploadId"] not in [u["UploadId"] for u in uploads]
+    assert copied(snapshot, target).state == SnapshotCopy.State.VERIFIED  # and a retry works
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)  # the forked worker reads the rows
+def test_a_worker_killed_mid_upload_leaves_no_verified_copy_and_no_multipart_upload(
+    make_workload, tmp_path, bucket, recipient
+):
+    import signal
+    import time
+
+    from engine import sweep
+    from tests.fixtures import forking
+
+    volume = tmp_path / "big"
+    volume.mkdir()
+    (volume / "data.bin").write_bytes(os.urandom(24 << 20))
+    data = archive_of([volume])
+    volumes = [{"scope": "absolute", "source": "/v", "target": "/v", "bytes": len(data),
+                "files": 1}]
+    snapshot = snapshot_from_bytes(make_workload(), data, {"volumes": volumes})
+    target = s3_target(bucket, recipient)
+    row = SnapshotCopy.objects.create(snapshot=snapshot, workload=snapshot.workload,
+                                      target=target)
+
+    def worker() -> None:
+        # A slow link (each read of the upload waits a little): stands in for a network
+        # slower than this loopback, so that the kill lands mid-upload.
+        from engine import copies as engine_copies
+        from engine import tasks
+
+        counted = engine_copies._Counted.read
+
+        def slow(self, amount=-1):
+            if self.size > 9 << 20:  # once the first part is on its way
+                time.sleep(0.2)
+            return counted(self, amount)
+
+        engine_copies._Counted.read = slow
+        tasks.run_copy(row.pk)
+
+    child = forking.fork(worker)
+    try:
+        deadline = time.monotonic() + 60
+        while not s3_client().list_multipart_uploads(Bucket=bucket).get("Uploads"):
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline, "no multipart upload began"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        child.kill()
+
+    row.refresh_from_db()
+    assert row.state == SnapshotCopy.State.UPLOADING  # what the killed worker left
+    sweep.recover_all()
+
+    row.refresh_from_db()
+    assert (row.state, row.failure_code) == (SnapshotCopy.State.FAILED, "interrupted")
+    assert s3_client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert objects(bucket) == []
+    again = copied(snapshot, target)
+    assert again.state == SnapshotCopy.State.VERIFIED

@@ -37,7 +37,8 @@ def test_it_records_success_with_times_and_the_pinned_reference(
     assert (record.reason, record.outcome, record.failure_code) == (reason, Outcome.SUCCEEDED, "")
     assert record.source_kind == Workload.SourceKind.IMAGE
     assert record.requested_reference == images.HTTPD_CURRENT
-    assert record.pinned_reference == f"{images.CURRENT_REPOSITORY}@{registry_digest(images.HTTPD_V1)}"
+    v1 = registry_digest(images.HTTPD_V1)
+    assert record.pinned_reference == f"{images.CURRENT_REPOSITORY}@{v1}"
     assert record.created <= record.started <= record.finished
     assert record.duration.total_seconds() >= 0
 

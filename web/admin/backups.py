@@ -156,3 +156,9 @@ class SnapshotCopyAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # A copy under way is not forgotten while its worker still writes it.
+        if obj is not None and obj.state in SnapshotCopy.ACTIVE_STATES:
+            return False
+        return super().has_delete_permission(request, obj)

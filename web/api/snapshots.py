@@ -118,7 +118,7 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
         "import_archive": "workloads.snapshot_workload",
         "destroy": "snapshots.delete_snapshot",
         "restore": "workloads.restore_workload",
-        "copies": "snapshots.view_snapshot",
+        "copies": "backups.view_snapshotcopy",
         "copy_again": "backups.add_snapshotcopy",
     }
     _upload_handler: SnapshotUploadHandler | None = None
