@@ -48,9 +48,9 @@ def test_it_deploys_through_the_api(
     assert followed.status_code == 200
     deploy = followed.json()
     assert deploy["outcome"] == "succeeded", deploy["failure_code"]
-    pinned = f"{images.HTTPD}@{registry_digest(images.HTTPD_V1)}"
+    pinned = f"{images.CURRENT_REPOSITORY}@{registry_digest(images.HTTPD_V1)}"
     assert deploy["pinned_reference"] == pinned
-    assert deploy["pinned_reference"].startswith("127.0.0.1:5000/berth-test/httpd@sha256:")
+    assert deploy["pinned_reference"].startswith(f"{images.CURRENT_REPOSITORY}@sha256:")
     assert deploy["reason"] == "api"
     assert deploy["user"] == operator.username
     assert deploy["failure_code"] == "" and deploy["failure_message"] == ""
