@@ -16,6 +16,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.db import connection
+from django.utils import translation
 from rest_framework.test import APIClient
 
 from lib import runtime
@@ -78,7 +79,8 @@ KEPT_STATE = {"encryption_key", "secret_key", "instance_id", "static", "locks"}
 
 @pytest.fixture(autouse=True)
 def _fresh_state():
-    """Each test starts with no snapshots, journals, volumes or caches of an earlier one.
+    """Each test starts with no snapshots, journals, volumes or caches of an earlier one,
+    and in the site's language.
 
     A test is one transaction that is rolled back: the files its rows pointed
     to stay on disk (the removal waits for a commit that never comes), and on
@@ -86,6 +88,9 @@ def _fresh_state():
     rolled back too.
     """
     yield
+    # A request in Russian leaves its language active in this thread (LocaleMiddleware
+    # does not put it back): the next test starts in the site's language again.
+    translation.activate(settings.LANGUAGE_CODE)
     for entry in settings.DATA_DIR.iterdir():
         if entry.name in KEPT_STATE or ".sqlite3" in entry.name:
             continue
