@@ -19,7 +19,6 @@ archive is what is copied. Target: the S3 server of the tests (moto's, on
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import statistics
@@ -90,24 +89,15 @@ def berth_copy(snapshot, target) -> tuple[float, int, object]:
     return elapsed, usage.ru_maxrss * 1024, row
 
 
-def berth_download(target, row, snapshot, identity, out: Path) -> float:
-    """The recovery's download: stream, decrypt, check the SHA-256, write the archive."""
-    from lib import agecrypt
-
-    class Hashing:
-        def __init__(self, sink):
-            self.sink, self.hash = sink, hashlib.sha256()
-
-        def write(self, data):
-            self.hash.update(data)
-            return self.sink.write(data)
+def berth_download(row, snapshot, identity, out: Path) -> float:
+    """What a recovery does: engine.copies.download (read ahead, decrypt, hash) into a file,
+    its SHA-256 compared with the snapshot's."""
+    from engine import copies
 
     started = time.perf_counter()
-    store = target.store()
-    with store.open(row.remote_key) as source, open(out, "wb") as sink:
-        hashing = Hashing(sink)
-        agecrypt.decrypt_stream(source, hashing, [identity])
-    if hashing.hash.hexdigest() != snapshot.sha256:
+    with open(out, "wb") as sink:
+        size, digest = copies.download(row, sink, identities=[identity])
+    if (size, digest) != (snapshot.size, snapshot.sha256):
         raise SystemExit("the downloaded archive differs from the snapshot")
     return time.perf_counter() - started
 
@@ -148,7 +138,7 @@ def run(args: argparse.Namespace, base: Path) -> None:
             started = time.perf_counter()
             rclone("copyto", str(archive), f"moto:{bucket}/rclone-{n}.tar.zst")
             rclone_seconds = time.perf_counter() - started
-            download = berth_download(target, row, snapshot, identity, out / "berth.tar.zst")
+            download = berth_download(row, snapshot, identity, out / "berth.tar.zst")
             started = time.perf_counter()
             with open(out / "rclone.tar.zst", "wb") as sink:
                 rclone("cat", f"moto:{bucket}/rclone-{n}.tar.zst", stdout=sink)

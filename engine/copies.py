@@ -26,7 +26,7 @@ from django.utils.translation import gettext_lazy as _
 
 from backups.models import BackupTarget, SnapshotCopy
 from engine import queue
-from lib import agecrypt, offsite, owners, redact
+from lib import agecrypt, offsite, owners, redact, streams
 from snapshots import storage
 from snapshots.models import Snapshot
 from workloads.jobs import acting_user, task_lost_before
@@ -284,6 +284,50 @@ def _fail(row: SnapshotCopy, target: BackupTarget, error: offsite.OffsiteError, 
     logger.warning("copy %s of snapshot %s to target %s failed (%s): %s", row.pk,
                    row.snapshot_id, target.pk, error.code,
                    redact.redact(redact.redact_url_credentials(error.raw), target.secret_values()))
+
+
+class _Hashing:
+    """A writable that hashes and counts what it passes on to `sink`."""
+
+    def __init__(self, sink) -> None:
+        self.sink, self.size, self.hash = sink, 0, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.size += len(data)
+        self.hash.update(data)
+        return self.sink.write(data)
+
+
+def download(row: SnapshotCopy, sink, *, identities=()) -> tuple[int, str]:
+    """Write the archive a verified copy holds into `sink`, decrypted with `identities` when
+    the copy is encrypted; (size, SHA-256) of what was written, for the caller to compare.
+
+    The object is read ahead in large chunks while the decryption works (lib/streams.py).
+    OffsiteError for the target's failures, agecrypt.AgeError for a wrong identity or
+    altered data (`sink` then holds a part of it: the caller discards it).
+    """
+    target = BackupTarget.objects.get(pk=row.target_id)
+    source = target.store().open(row.remote_key)
+    out = _Hashing(sink)
+    try:
+        with streams.ReadAhead(source) as ahead:
+            try:
+                if row.encrypted:
+                    agecrypt.decrypt_stream(ahead, out, list(identities))
+                else:
+                    while chunk := ahead.read(READ_BACK_CHUNK):
+                        out.write(chunk)
+            except Exception as exc:  # noqa: BLE001 - sorted below
+                if ahead.error is not None:  # the target's stream failed, whatever pyrage says
+                    raise offsite.OffsiteError("no_read", f"{type(ahead.error).__name__}: "
+                                                          f"{ahead.error}") from None
+                if isinstance(exc, (offsite.OffsiteError, agecrypt.AgeError)):
+                    raise
+                raise offsite.OffsiteError("no_read", f"{type(exc).__name__}: {exc}") from None
+    finally:
+        with contextlib.suppress(Exception):
+            source.close()
+    return out.size, out.hash.hexdigest()
 
 
 def fail_lost() -> int:

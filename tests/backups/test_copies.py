@@ -361,3 +361,62 @@ def test_a_worker_killed_mid_upload_leaves_no_verified_copy_and_no_multipart_upl
     assert objects(bucket) == []
     again = copied(snapshot, target)
     assert again.state == SnapshotCopy.State.VERIFIED
+
+
+# --- reading a copy back -------------------------------------------------------------------
+
+def test_a_verified_copy_downloads_into_the_archive(snapshot, archive, bucket, identity,
+                                                   recipient):
+    import io
+
+    row = copied(snapshot, s3_target(bucket, recipient))
+    out = io.BytesIO()
+    size, digest = copies.download(row, out, identities=[identity])
+    assert out.getvalue() == archive
+    assert (size, digest) == (snapshot.size, snapshot.sha256)
+
+
+def test_a_download_with_the_wrong_identity_is_refused(snapshot, bucket, recipient):
+    import io
+
+    from pyrage import x25519
+
+    from lib import agecrypt
+
+    row = copied(snapshot, s3_target(bucket, recipient))
+    with pytest.raises(agecrypt.AgeError):
+        copies.download(row, io.BytesIO(), identities=[x25519.Identity.generate()])
+
+
+def test_a_download_that_breaks_off_is_a_read_failure_not_a_bad_key(
+    snapshot, bucket, identity, recipient, monkeypatch
+):
+    """The target's stream fails half-way: a stand-in for a connection that drops (moto's
+    does not, on purpose)."""
+    import io
+
+    row = copied(snapshot, s3_target(bucket, recipient))
+    real = offsite.S3Store.open
+
+    def breaking(store, name):
+        body = real(store, name)
+
+        class Broken:
+            read_so_far = 0
+
+            def read(self, amount=-1):
+                if self.read_so_far > 2 << 20:
+                    raise ConnectionResetError("connection reset by peer")
+                chunk = body.read(amount)
+                self.read_so_far += len(chunk)
+                return chunk
+
+            def close(self):
+                body.close()
+
+        return Broken()
+
+    monkeypatch.setattr(offsite.S3Store, "open", breaking)
+    with pytest.raises(offsite.OffsiteError) as failed:
+        copies.download(row, io.BytesIO(), identities=[identity])
+    assert failed.value.code == "no_read"
