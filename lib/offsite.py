@@ -163,6 +163,14 @@ class S3Store:
             error = _s3_error(exc, "no_read")
             if error.code == "not_found":  # head_bucket says 404 for a missing bucket
                 error = OffsiteError("no_bucket", error.raw)
+            if error.code != "no_read":
+                raise error from None
+            # A HEAD answer has no body to say why it was refused: ask once more with a
+            # request whose answer names it (a wrong key, or only no permission to read).
+            try:
+                self.client.list_objects_v2(Bucket=self.location.bucket, MaxKeys=1)
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as again:
+                raise _s3_error(again, "no_read") from None
             raise error from None
 
     def abort_incomplete(self, name: str) -> None:

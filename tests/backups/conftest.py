@@ -91,3 +91,19 @@ def small_disk(roots):
         yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+@pytest.fixture(scope="session")
+def s3_auth() -> dict:
+    """The S3 server that checks keys (127.0.0.1:5003) with its users' keys and bucket,
+    as scripts/start-s3.sh set them up; a loud skip (a failure under CI) without it."""
+    import json
+
+    path = Path(os.environ.get("BERTH_SERVICES_DIR", "/tmp/berth-services")) / "s3-auth.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        reason = f"no key-checking S3 server ({path} is missing; run `make services`)"
+        if os.environ.get("BERTH_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"BERTH_REQUIRE_DOCKER=1 but {reason}")
+        pytest.skip(f"SKIPPED FOR LACK OF S3: {reason}")

@@ -420,3 +420,15 @@ def test_a_download_that_breaks_off_is_a_read_failure_not_a_bad_key(
     with pytest.raises(offsite.OffsiteError) as failed:
         copies.download(row, io.BytesIO(), identities=[identity])
     assert failed.value.code == "no_read"
+
+
+def test_a_copy_with_a_wrong_key_fails_as_authentication_before_reading(snapshot, s3_auth,
+                                                                        recipient):
+    target = BackupTarget(name="auth", kind="s3", endpoint_url=s3_auth["endpoint"],
+                          region="us-east-1", bucket=s3_auth["bucket"], prefix="copies",
+                          access_key_id=s3_auth["berth"]["id"], recipients=recipient)
+    target.set_secret_access_key("not-the-secret")
+    target.save()
+    row = copied(snapshot, target)
+    assert (row.state, row.failure_code) == (SnapshotCopy.State.FAILED, "authentication")
+    assert row.bytes_done == 0

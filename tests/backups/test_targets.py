@@ -590,3 +590,35 @@ def test_a_fifo_in_the_share_is_refused_not_waited_on(roots):
         offsite.DirectoryStore(roots).open("pipe")
     assert refused.value.code == "not_allowed"
     assert offsite.DirectoryStore(roots).names() == []
+
+
+# --- a server that checks keys ---------------------------------------------------------------
+
+def auth_payload(s3_auth: dict, recipient: str, user: str = "berth", **overrides) -> dict:
+    return {"name": f"auth-{uuid.uuid4().hex[:6]}", "kind": "s3",
+            "endpoint_url": s3_auth["endpoint"], "region": "us-east-1",
+            "bucket": s3_auth["bucket"], "prefix": f"t-{uuid.uuid4().hex[:6]}",
+            "access_key_id": s3_auth[user]["id"], "secret_access_key": s3_auth[user]["secret"],
+            "recipients": recipient} | overrides
+
+
+@pytest.mark.parametrize("overrides", [
+    {"secret_access_key": "not-the-secret"},
+    {"access_key_id": "AKIANOSUCHKEY0000000"},
+])
+def test_a_wrong_key_is_named_as_such(api_as, keeper, s3_auth, recipient, overrides, caplog):
+    api = api_as(keeper)
+    body = create(api, auth_payload(s3_auth, recipient, **overrides))
+    with caplog.at_level(logging.WARNING):
+        answer = check(api, body["id"])
+    assert (answer["code"], answer["message"]) == (
+        "authentication", "The target refused the credentials (wrong access key or secret).")
+    assert "not-the-secret" not in caplog.text
+
+
+def test_the_right_key_passes_and_a_read_only_key_may_not_write(api_as, keeper, s3_auth,
+                                                                recipient):
+    api = api_as(keeper)
+    assert check(api, create(api, auth_payload(s3_auth, recipient))["id"])["code"] == "ok"
+    reader = create(api, auth_payload(s3_auth, recipient, user="reader"))
+    assert check(api, reader["id"])["code"] == "no_write"
