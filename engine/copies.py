@@ -7,13 +7,16 @@ archive, with the size and SHA-256 its snapshot recorded, went through the
 encryption; otherwise the upload is abandoned (an S3 multipart upload is
 aborted, a directory write's temporary file removed). A copy is verified only
 once the object read back from the target has the size and SHA-256 that were
-sent. docs/backups.md describes copies.
+sent; its sidecar (backups/sidecar.py) is stored and verified beside it.
+docs/backups.md describes copies.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
+import json
 import logging
 import os
 import threading
@@ -24,6 +27,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from backups import sidecar
 from backups.models import BackupTarget, SnapshotCopy
 from engine import queue
 from lib import agecrypt, offsite, owners, redact, streams
@@ -110,6 +114,7 @@ def copy_snapshot(row: SnapshotCopy) -> SnapshotCopy:
         sent_to_target = True
         size, digest = _upload(store, name, snapshot, target, encrypted=encrypted)
         _verify(store, name, size, digest)
+        _put_sidecar(store, name, snapshot, target, encrypted=encrypted)
     except (offsite.OffsiteError, _SourceFailed) as exc:
         error = exc.error if isinstance(exc, _SourceFailed) else exc
         _fail(row, target, error, remove=sent_to_target)
@@ -235,6 +240,28 @@ def _upload(store: offsite.Store, name: str, snapshot: Snapshot, target: BackupT
         return sent.size, sent.hash.hexdigest()
 
 
+def _put_sidecar(store: offsite.Store, name: str, snapshot: Snapshot, target: BackupTarget, *,
+                 encrypted: bool) -> None:
+    """Store the copy's sidecar (backups/sidecar.py) beside it, verified the same way."""
+    document = json.dumps(sidecar.describe(snapshot, with_secrets=encrypted),
+                          sort_keys=True).encode()
+    if encrypted:
+        sealed = io.BytesIO()
+        agecrypt.encrypt_stream(io.BytesIO(document), sealed, target.recipient_list)
+        document = sealed.getvalue()
+    side = sidecar.sidecar_name(name, encrypted=encrypted)
+    store.put(side, io.BytesIO(document))
+    _verify(store, side, len(document), hashlib.sha256(document).hexdigest())
+
+
+def _remove(store: offsite.Store, name: str, *, encrypted: bool) -> None:
+    """Remove a copy's object, its sidecar and any unfinished upload of them."""
+    for each in (name, sidecar.sidecar_name(name, encrypted=encrypted)):
+        with contextlib.suppress(Exception):
+            store.delete(each)
+            offsite.abort_incomplete(store, each)
+
+
 def _put(store: offsite.Store, name: str, source) -> None:
     """store.put, with a failure of the local side told apart from one of the target."""
     try:
@@ -276,9 +303,7 @@ def _fail(row: SnapshotCopy, target: BackupTarget, error: offsite.OffsiteError, 
     """
     if remove and row.remote_key:
         with contextlib.suppress(Exception):
-            store = target.store()
-            store.delete(row.remote_key)
-            offsite.abort_incomplete(store, row.remote_key)
+            _remove(target.store(), row.remote_key, encrypted=row.encrypted)
     row.move(only_from=[SnapshotCopy.State.UPLOADING], state=SnapshotCopy.State.FAILED,
              failure_code=error.code, finished=timezone.now())
     logger.warning("copy %s of snapshot %s to target %s failed (%s): %s", row.pk,
@@ -347,7 +372,5 @@ def fail_lost() -> int:
             failed += 1
             if row.remote_key:
                 with contextlib.suppress(Exception):
-                    store = row.target.store()
-                    store.delete(row.remote_key)
-                    offsite.abort_incomplete(store, row.remote_key)
+                    _remove(row.target.store(), row.remote_key, encrypted=row.encrypted)
     return failed

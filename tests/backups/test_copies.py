@@ -72,7 +72,8 @@ def test_a_copy_to_s3_is_encrypted_verified_and_opens_with_the_age_cli(
     assert row.remote_key.startswith(
         f"{workload.stage.project.slug}/{workload.stage.slug}/{workload.slug}/")
     assert row.remote_key.endswith(f"-manual-{snapshot.pk}-c{row.pk}.tar.zst.age")
-    assert objects(bucket) == [f"berth/{row.remote_key}"]
+    side = row.remote_key.removesuffix(".tar.zst.age") + ".json.age"
+    assert sorted(objects(bucket)) == sorted([f"berth/{row.remote_key}", f"berth/{side}"])
     sealed = fetch(bucket, f"berth/{row.remote_key}")
     assert (row.size, row.sha256) == (len(sealed), hashlib.sha256(sealed).hexdigest())
     assert archive not in sealed and b"kept offsite" not in sealed
@@ -277,7 +278,8 @@ def test_copying_again_never_touches_an_earlier_verified_copy(snapshot, bucket, 
     first = copied(snapshot, target)
     second = copied(snapshot, target)
     assert first.remote_key != second.remote_key
-    assert sorted(objects(bucket)) == sorted(f"berth/{c.remote_key}" for c in (first, second))
+    assert sorted(k for k in objects(bucket) if k.endswith(".tar.zst.age")) == sorted(
+        f"berth/{c.remote_key}" for c in (first, second))
     assert hashlib.sha256(fetch(bucket, f"berth/{first.remote_key}")).hexdigest() == first.sha256
 
 
@@ -432,3 +434,59 @@ def test_a_copy_with_a_wrong_key_fails_as_authentication_before_reading(snapshot
     row = copied(snapshot, target)
     assert (row.state, row.failure_code) == (SnapshotCopy.State.FAILED, "authentication")
     assert row.bytes_done == 0
+
+
+# --- the sidecar -----------------------------------------------------------------------------
+
+SECRET_VALUE = "sidecar-secret-5e1f"  # noqa: S105 - the value under test
+
+
+@pytest.fixture
+def defined(snapshot):
+    """The snapshot's workload with a volume, a port, a plain and a secret env var."""
+    from workloads.models import EnvVar, PortMapping, VolumeMount
+
+    workload = snapshot.workload
+    VolumeMount.objects.create(workload=workload, scope="stage", source="data", target="/data")
+    PortMapping.objects.create(workload=workload, host_port=18555, container_port=80)
+    EnvVar.objects.create(workload=workload, name="MODE", value="prod")
+    secret = EnvVar(workload=workload, name="TOKEN")
+    secret.set_value(SECRET_VALUE, secret=True)
+    secret.save()
+    return snapshot
+
+
+@pytest.mark.skipif(shutil.which("age") is None, reason="SKIPPED FOR LACK OF age")
+def test_an_encrypted_sidecar_holds_the_definition_and_opens_with_the_age_cli(
+    defined, bucket, identity, recipient, tmp_path
+):
+    import json
+
+    row = copied(defined, s3_target(bucket, recipient))
+    side = "berth/" + row.remote_key.removesuffix(".tar.zst.age") + ".json.age"
+    sealed = fetch(bucket, side)
+    assert SECRET_VALUE.encode() not in sealed and b"TOKEN" not in sealed
+    (tmp_path / "side.age").write_bytes(sealed)
+    (tmp_path / "key.txt").write_text(f"{identity}\n")
+    plain = subprocess.run(["age", "-d", "-i", str(tmp_path / "key.txt"),
+                            str(tmp_path / "side.age")], capture_output=True, check=True).stdout
+    document = json.loads(plain)
+    assert document["format"] == "berth-copy-sidecar"
+    assert document["snapshot"]["sha256"] == defined.sha256
+    definition = document["workload"]
+    assert definition["slug"] == defined.workload.slug
+    assert definition["volumes"] == [{"scope": "stage", "source": "data", "target": "/data",
+                                      "read_only": False}]
+    assert definition["ports"][0]["host_port"] == 18555
+    assert {"name": "TOKEN", "secret": True, "value": SECRET_VALUE} in definition["env"]
+
+
+def test_an_unencrypted_sidecar_leaves_secret_values_out(defined, bucket):
+    import json
+
+    row = copied(defined, s3_target(bucket))
+    document = json.loads(fetch(bucket, "berth/" + row.remote_key.removesuffix(".tar.zst")
+                                + ".json"))
+    assert {"name": "TOKEN", "secret": True, "value": None} in document["workload"]["env"]
+    assert {"name": "MODE", "secret": False, "value": "prod"} in document["workload"]["env"]
+    assert SECRET_VALUE not in json.dumps(document)
