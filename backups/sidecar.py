@@ -5,8 +5,9 @@ A small JSON document stored next to each copy (`<copy name>.json.age`, or
 the plain archive's SHA-256, volumes) and the workload's definition (source,
 volumes, ports, env). Secret env values are included only when the sidecar
 is encrypted to the target's recipients; an unencrypted sidecar says a
-secret exists and leaves its value out. Registry and git credentials are
-never included. docs/backups.md describes the format.
+secret exists and leaves its value out (build args' values too, as they
+may carry tokens). Registry and git credentials are never included.
+docs/backups.md describes the format.
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ def describe(snapshot: Snapshot, *, with_secrets: bool) -> dict:
             "running_reference": workload.running_reference,
             "git_url": redact.redact_url_credentials(workload.git_url),
             "git_ref": workload.git_ref, "git_dockerfile": workload.git_dockerfile,
-            "git_context": workload.git_context, "build_args": workload.build_args,
+            "git_context": workload.git_context,
+            # Build args may carry tokens: their values travel only encrypted, like secrets.
+            "build_args": (dict(workload.build_args) if with_secrets
+                           else dict.fromkeys(workload.build_args or {})),
             "replicas": workload.replicas,
             "snapshot_consistency": workload.snapshot_consistency,
             "volumes": [{"scope": v.scope, "source": v.source, "target": v.target,

@@ -484,9 +484,14 @@ def test_an_encrypted_sidecar_holds_the_definition_and_opens_with_the_age_cli(
 def test_an_unencrypted_sidecar_leaves_secret_values_out(defined, bucket):
     import json
 
+    from workloads.models import Workload
+
+    Workload.objects.filter(pk=defined.workload_id).update(build_args={"NPM_TOKEN": "npm-tok-1"})
     row = copied(defined, s3_target(bucket))
     document = json.loads(fetch(bucket, "berth/" + row.remote_key.removesuffix(".tar.zst")
                                 + ".json"))
     assert {"name": "TOKEN", "secret": True, "value": None} in document["workload"]["env"]
     assert {"name": "MODE", "secret": False, "value": "prod"} in document["workload"]["env"]
     assert SECRET_VALUE not in json.dumps(document)
+    assert document["workload"]["build_args"] == {"NPM_TOKEN": None}
+    assert "npm-tok-1" not in json.dumps(document)
