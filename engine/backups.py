@@ -40,7 +40,7 @@ def check_target(target: BackupTarget) -> CheckResult:
             "internal", f"{type(exc).__name__}: {exc}")
         result = CheckResult(error.code, error.message)
         logger.warning("backup target %s failed its check (%s): %s", target.pk, error.code,
-                       _redacted(error.raw, target))
+                       redact.for_log(error.raw, target.secret_values()))
     else:
         result = CheckResult(OK, gettext(
             "The target answers: a probe was written, read back and deleted."))
@@ -50,6 +50,3 @@ def check_target(target: BackupTarget) -> CheckResult:
     return result
 
 
-
-def _redacted(text: str, target: BackupTarget) -> str:
-    return redact.redact(redact.redact_url_credentials(text), target.secret_values())

@@ -110,7 +110,7 @@ def copy_snapshot(row: SnapshotCopy) -> SnapshotCopy:
             remote_key=name, encrypted=encrypted, bytes_total=snapshot.size, bytes_done=0)
         row.remote_key, row.encrypted = name, encrypted
         store = target.store()
-        offsite.ready(store)  # a missing bucket or a refused key, before reading anything
+        store.ready()  # a missing bucket or a refused key, before reading anything
         sent_to_target = True
         size, digest = _upload(store, name, snapshot, target, encrypted=encrypted)
         _verify(store, name, size, digest)
@@ -259,16 +259,14 @@ def _remove(store: offsite.Store, name: str, *, encrypted: bool) -> None:
     for each in (name, sidecar.sidecar_name(name, encrypted=encrypted)):
         with contextlib.suppress(Exception):
             store.delete(each)
-            offsite.abort_incomplete(store, each)
+            store.abort_incomplete(each)
 
 
 def _put(store: offsite.Store, name: str, source) -> None:
     """store.put, with a failure of the local side told apart from one of the target."""
     try:
         store.put(name, source)
-    except _SourceFailed:
-        raise
-    except offsite.OffsiteError:
+    except (_SourceFailed, offsite.OffsiteError):
         raise
     except Exception as exc:
         # boto3 wraps what the reader raised; find ours in the chain.
@@ -308,7 +306,7 @@ def _fail(row: SnapshotCopy, target: BackupTarget, error: offsite.OffsiteError, 
              failure_code=error.code, finished=timezone.now())
     logger.warning("copy %s of snapshot %s to target %s failed (%s): %s", row.pk,
                    row.snapshot_id, target.pk, error.code,
-                   redact.redact(redact.redact_url_credentials(error.raw), target.secret_values()))
+                   redact.for_log(error.raw, target.secret_values()))
 
 
 class _Hashing:

@@ -145,8 +145,7 @@ def _sweep_one(workload_id: int, report: SweepReport, say: Callable[[str], None]
     except runtime.EngineError as exc:
         # The engine's own words go to the log only, without credentials or secrets.
         logger.error("workload %s: the sweep failed: %s (the engine said: %s)", workload_id, exc,
-                     redact.redact(redact.redact_url_credentials(exc.raw),
-                                   workload.secret_values() if workload else ()))
+                     redact.for_log(exc.raw, workload.secret_values() if workload else ()))
         report.problems.append(f"workload {workload_id}: the sweep failed ({exc})")
     except Exception as exc:  # noqa: BLE001 - one workload's trouble must not stop the others
         logger.exception("workload %s: the sweep failed", workload_id)

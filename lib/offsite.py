@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import secrets
 import shutil
@@ -397,15 +398,6 @@ class DirectoryStore:
         return sorted(found)
 
 
-def ready(store: Store) -> None:
-    """OffsiteError unless the target can be written to at all (a cheap first call)."""
-    store.ready()
-
-
-def abort_incomplete(store: Store, name: str) -> None:
-    store.abort_incomplete(name)
-
-
 def _raise(exc: OSError) -> None:
     raise exc
 
@@ -418,7 +410,7 @@ def check(store: Store) -> None:
     name = f"{PROBE_PREFIX}{secrets.token_hex(8)}"
     payload = secrets.token_bytes(64)
     try:
-        store.put(name, _Bytes(payload))
+        store.put(name, io.BytesIO(payload))
         with contextlib.closing(store.open(name)) as stream:
             try:
                 back = stream.read()
@@ -433,15 +425,3 @@ def check(store: Store) -> None:
     store.delete(name)
     if store.size(name) is not None:
         raise OffsiteError("no_delete", "the probe is still there after its delete")
-
-
-class _Bytes:
-    """A readable of fixed bytes (upload_fileobj wants .read only)."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data, self._at = data, 0
-
-    def read(self, size: int = -1) -> bytes:
-        end = len(self._data) if size is None or size < 0 else self._at + size
-        chunk, self._at = self._data[self._at:end], min(end, len(self._data))
-        return chunk

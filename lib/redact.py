@@ -22,3 +22,8 @@ def redact_url_credentials(text: str) -> str:
     """Mask credentials written into URLs, known to Berth or not."""
     text = _URL_USERINFO.sub(rf"\1{MASK}@", text)
     return _SSH_PASSWORD.sub(rf"\1:{MASK}@", text)
+
+
+def for_log(text: str, secrets: Iterable[str]) -> str:
+    """Both at once: URL credentials and the known secrets, for a log line."""
+    return redact(redact_url_credentials(text), secrets)
