@@ -1,7 +1,11 @@
-"""Finding a workload from a command-line argument."""
+"""Finding a workload or a backup target from a command-line argument."""
+
+import sys
 
 from django.core.management.base import CommandError
 
+from backups.models import BackupTarget
+from lib import agecrypt
 from workloads.models import Workload
 
 
@@ -21,3 +25,37 @@ def find_workload(ref: str) -> Workload:
     if found is None:
         raise CommandError(f"No workload {ref!r}.")
     return found
+
+
+def find_target(ref: str) -> BackupTarget:
+    """A backup target by id or by name."""
+    found = BackupTarget.objects.filter(name=ref).first()
+    if found is None and ref.isdigit():
+        found = BackupTarget.objects.filter(pk=int(ref)).first()
+    if found is None:
+        raise CommandError(f"No backup target {ref!r}.")
+    return found
+
+
+def read_identities(target: BackupTarget, path: str | None) -> list:
+    """The age identities from `path` ("-" for standard input), else the target's stored one.
+
+    None given and none stored is an empty list: enough for an unencrypted target.
+    """
+    if path is None:
+        text = target.get_identity()
+    elif path == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            with open(path, encoding="utf-8") as source:
+                text = source.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CommandError(f"Cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
+                               ) from None
+    if not text:
+        return []
+    try:
+        return agecrypt.parse_identities(text)
+    except agecrypt.AgeError as exc:
+        raise CommandError(str(exc)) from None

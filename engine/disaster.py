@@ -1,0 +1,340 @@
+"""Recovery from a backup target onto this Berth: the catalogue, and one workload back.
+
+The catalogue is read from the copies' sidecars alone (backups/sidecar.py),
+so listing a target downloads no archive. A recovery re-creates the
+workload from its sidecar (or takes an existing one), downloads the archive
+as a stream into a staged file, checks its size and SHA-256 against the
+sidecar, imports it through the same full validation as an uploaded archive
+(engine/imports.py) and restores it with the crash-safe restore; a workload
+it created is then deployed on the digest (or commit) the sidecar recorded.
+Everything on the target is untrusted. docs/disaster-recovery.md is the
+runbook.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils.translation import gettext, gettext_noop
+from pyrage import x25519
+
+from backups import sidecar
+from backups.models import BackupTarget, SnapshotCopy
+from engine import copies, deploys, imports, restores
+from lib import agecrypt, offsite, redact
+from snapshots import storage
+from snapshots.errors import SnapshotError
+from snapshots.models import RestoreJob, Snapshot
+from workloads.models import DeployRecord, EventLog, Project, Stage, Workload
+
+logger = logging.getLogger(__name__)
+
+
+class RecoveryError(Exception):
+    """A recovery that cannot go on: a fixed code, and a message in the source language."""
+
+    def __init__(self, code: str, message: str, **params: object) -> None:
+        super().__init__(message)
+        self.code, self.message, self.params = code, message, params
+
+    def __str__(self) -> str:
+        text = gettext(self.message)
+        return text % self.params if self.params else text
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One copy in a target's catalogue: its object name and what its sidecar says."""
+
+    key: str
+    described: sidecar.Described | None
+    problem: str = ""  # why the sidecar could not be read (then `described` is None)
+
+    @property
+    def workload_path(self) -> str:
+        if self.described is None:
+            return ""
+        w = self.described.workload
+        return f"{w['project']['slug']}/{w['stage']['slug']}/{w['slug']}"
+
+
+@dataclass
+class Recovered:
+    workload: Workload
+    snapshot: Snapshot
+    restore: RestoreJob
+    deploy: DeployRecord | None = None
+    created: bool = False
+    # Values the sidecar could not carry (an unencrypted target's secrets): set them, redeploy.
+    missing_values: list[str] = field(default_factory=list)
+
+
+def catalogue(target: BackupTarget, identities=()) -> list[Entry]:
+    """Every copy on `target` with a sidecar, newest first within each workload.
+
+    A sidecar that cannot be read (no identity for it, a wrong one, a
+    malformed document) is listed with its problem rather than hiding the copy.
+    """
+    store = target.store()
+    names = set(store.names())
+    entries = []
+    for name in sorted(names):
+        key = sidecar.copy_name(name)
+        if key is None or key not in names:
+            continue
+        try:
+            entries.append(Entry(key=key, described=_read_sidecar(store, name, identities)))
+        except RecoveryError as exc:
+            entries.append(Entry(key=key, described=None, problem=str(exc)))
+    entries.sort(key=lambda e: (e.workload_path, -(e.described.created.timestamp()
+                                                   if e.described else 0), e.key))
+    return entries
+
+
+def describe(target: BackupTarget, key: str, identities=()) -> sidecar.Described:
+    """The sidecar of the copy `key` on `target`, read and checked."""
+    if sidecar.copy_name(sidecar.sidecar_name(key, encrypted=sidecar.is_encrypted(key))) != key:
+        raise RecoveryError("not_a_copy", gettext_noop("%(key)s is not the name of a copy."),
+                            key=key)
+    name = sidecar.sidecar_name(key, encrypted=sidecar.is_encrypted(key))
+    return _read_sidecar(target.store(), name, identities)
+
+
+def recover(*, target: BackupTarget, key: str, identities=(), into: Workload | None = None,
+            user: AbstractBaseUser | None = None,
+            progress: Callable[[int, int], None] | None = None) -> Recovered:
+    """Bring the copy `key` back: as a new workload from its sidecar, or onto `into`.
+
+    Raises RecoveryError, leaving nothing behind, until the snapshot is
+    imported; from then on the restore and the deploy keep their own records
+    (the returned RestoreJob and DeployRecord say how they ended).
+    `progress(done, total)` is called as the archive downloads.
+    """
+    identities = list(identities)
+    described = describe(target, key, identities)
+    if sidecar.is_encrypted(key) and not identities:
+        raise RecoveryError("no_identity", gettext_noop("The copy is encrypted: give the age "
+                                                        "identity to recover it."))
+    created, missing = into is None, []
+    workload = into if into is not None else None
+    made: list = []
+    try:
+        if workload is None:
+            workload, made, missing = _create(described.workload, user)
+        staged = _download(target, key, described, identities, progress)
+        try:
+            snapshot = imports.import_snapshot(workload=workload, staged=staged, user=user)
+        except SnapshotError as exc:
+            raise RecoveryError("refused", gettext_noop("The archive was refused: %(reason)s"),
+                                reason=str(exc)) from None
+    except BaseException:
+        for row in reversed(made):  # what this recovery created, newest first
+            with contextlib.suppress(Exception):
+                row.delete()
+        raise
+    EventLog.objects.create(
+        workload=workload, user=snapshot.user,
+        message=gettext_noop("Recovered snapshot #%(id)d from backup target %(target)s "
+                             "(%(key)s)."),
+        params={"id": snapshot.pk, "target": target.name, "key": key},
+    )
+    logger.info("recovering %s from target %s into workload %s", key, target.pk, workload.pk)
+    job = restores.restore(workload=workload, snapshot=snapshot, user=user)
+    job.refresh_from_db()
+    result = Recovered(workload=workload, snapshot=snapshot, restore=job, created=created,
+                       missing_values=missing)
+    reference = described.workload["running_reference"]
+    workload.refresh_from_db()
+    if (job.outcome == RestoreJob.Outcome.SUCCEEDED and created and reference
+            and not missing and not workload.running_reference):
+        # The restore had nothing to redeploy (the workload never ran here): run it on what
+        # the sidecar says it ran, pinned, never a newer tag.
+        result.deploy = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.RESTORE,
+                                         user=user, reference=reference)
+    return result
+
+
+# --- the sidecar -------------------------------------------------------------------------
+
+
+def _read_sidecar(store: offsite.Store, name: str, identities) -> sidecar.Described:
+    try:
+        size = store.size(name)
+        if size is None:
+            raise RecoveryError("no_sidecar", gettext_noop("The copy has no sidecar on the "
+                                                           "target."))
+        if size > sidecar.MAX_BYTES:
+            raise RecoveryError("bad_sidecar", gettext_noop("The copy's sidecar is not "
+                                                            "usable: %(reason)s"),
+                                reason="too large")
+        with contextlib.closing(store.open(name)) as stream:
+            data = stream.read(sidecar.MAX_BYTES + 1)
+    except offsite.OffsiteError as exc:
+        raise RecoveryError(exc.code, str(exc.messages[exc.code])) from None
+    if name.endswith(".age"):
+        if not identities:
+            raise RecoveryError("no_identity", gettext_noop(
+                "The copy is encrypted: give the age identity to read it."))
+        plain = io.BytesIO()
+        try:
+            agecrypt.decrypt_stream(io.BytesIO(data), plain, identities)
+        except agecrypt.AgeError:
+            raise RecoveryError("wrong_identity", gettext_noop(
+                "The identity does not open this copy (another key, or altered data).")) from None
+        data = plain.getvalue()
+    try:
+        return sidecar.parse(data)
+    except sidecar.SidecarError as exc:
+        raise RecoveryError("bad_sidecar", gettext_noop("The copy's sidecar is not usable: "
+                                                        "%(reason)s"), reason=str(exc)) from None
+
+
+# --- the workload --------------------------------------------------------------------------
+
+
+def _create(definition: dict, user) -> tuple[Workload, list, list[str]]:
+    """Re-create the workload a sidecar describes, through the models' own validation.
+
+    Returns the workload, the rows created (to remove on failure, newest
+    last) and the names of values the sidecar did not carry.
+    """
+    made: list = []
+    missing: list[str] = []
+    try:
+        with transaction.atomic():
+            project = Project.objects.filter(slug=definition["project"]["slug"]).first()
+            if project is None:
+                project = _valid(Project(slug=definition["project"]["slug"],
+                                         name=definition["project"]["name"]))
+                made.append(project)
+            stage = Stage.objects.filter(project=project, slug=definition["stage"]["slug"]).first()
+            if stage is None:
+                stage = _valid(Stage(project=project, slug=definition["stage"]["slug"],
+                                     name=definition["stage"]["name"]))
+                made.append(stage)
+            if Workload.objects.filter(stage=stage, slug=definition["slug"]).exists():
+                raise RecoveryError("exists", gettext_noop(
+                    "A workload %(path)s exists already: recover onto it (choose it as the "
+                    "workload to recover into), or remove it first."),
+                    path=f"{project.slug}/{stage.slug}/{definition['slug']}")
+            args = definition["build_args"]
+            missing += [f"build arg {name}" for name, value in args.items() if value is None]
+            workload = _valid(Workload(
+                stage=stage, slug=definition["slug"], name=definition["name"],
+                source_kind=definition["source_kind"], image=definition["image"],
+                git_url=definition["git_url"], git_ref=definition["git_ref"],
+                git_dockerfile=definition["git_dockerfile"],
+                git_context=definition["git_context"],
+                build_args={name: value or "" for name, value in args.items()},
+                replicas=definition["replicas"],
+                snapshot_consistency=definition["snapshot_consistency"],
+            ))
+            made.append(workload)
+            volumes = [workload.volumes.model(workload=workload, **v)
+                       for v in definition["volumes"]]
+            for volume in volumes:
+                volume.full_clean(exclude=["workload"])
+            workload.check_volumes(volumes)
+            for volume in volumes:
+                volume.save()
+            for port in definition["ports"]:
+                _valid(workload.ports.model(workload=workload, **port))
+            for env in definition["env"]:
+                row = workload.env_vars.model(workload=workload, name=env["name"])
+                if env["secret"] and env["value"] is None:
+                    missing.append(env["name"])
+                row.set_value(env["value"] or "", secret=env["secret"])
+                _valid(row)
+            EventLog.objects.create(
+                workload=workload, user=user if user is not None and user.pk else None,
+                message=gettext_noop("Created from a backup's definition."), params={},
+            )
+    except ValidationError as exc:
+        raise RecoveryError("invalid_definition", gettext_noop(
+            "The workload's definition cannot be re-created here: %(reason)s"),
+            reason="; ".join(_messages(exc))) from None
+    except IntegrityError:
+        raise RecoveryError("invalid_definition", gettext_noop(
+            "The workload's definition cannot be re-created here: %(reason)s"),
+            reason="it clashes with what exists (a host port or a name in use)") from None
+    return workload, made, missing
+
+
+def _valid(row):
+    row.full_clean()
+    row.save()
+    return row
+
+
+def _messages(exc: ValidationError) -> list[str]:
+    if hasattr(exc, "error_dict"):
+        return [f"{name}: {' '.join(m for e in errors for m in e.messages)}"
+                for name, errors in exc.error_dict.items()]
+    return list(exc.messages)
+
+
+# --- the archive ----------------------------------------------------------------------------
+
+
+class _Bounded:
+    """The staged file's writer: no more than the sidecar said, and progress as it goes."""
+
+    def __init__(self, fd: int, limit: int, progress) -> None:
+        self.fd, self.limit, self.done, self.progress = fd, limit, 0, progress
+
+    def write(self, data) -> int:
+        self.done += len(data)
+        if self.done > self.limit:
+            raise RecoveryError("mismatch", gettext_noop(
+                "The archive is larger than its sidecar says: it is not the copy it claims "
+                "to be."))
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+        if self.progress is not None:
+            self.progress(self.done, self.limit)
+        return len(data)
+
+
+def _download(target: BackupTarget, key: str, described: sidecar.Described,
+              identities: list[x25519.Identity], progress) -> imports.Staged:
+    """Download (and decrypt) the archive into a staged file; its size and SHA-256 must be
+    the sidecar's. The staged file is removed on any failure."""
+    expected_size, expected_sha = described.snapshot["size"], described.snapshot["sha256"]
+    # download() reads the object through a copy row; this one is never saved.
+    row = SnapshotCopy(target=target, remote_key=key, encrypted=sidecar.is_encrypted(key))
+    fd, path = storage.open_temp(storage.uploads_dir(), prefix=".recover-")
+    try:
+        try:
+            size, digest = copies.download(row, _Bounded(fd, expected_size, progress),
+                                           identities=identities)
+            os.fsync(fd)
+        except offsite.OffsiteError as exc:
+            logger.warning("recovery of %s from target %s: %s (%s)", key, target.pk, exc.code,
+                           redact.for_log(exc.raw, target.secret_values()))
+            raise RecoveryError(exc.code, str(exc.messages[exc.code])) from None
+        except agecrypt.AgeError:
+            raise RecoveryError("wrong_identity", gettext_noop(
+                "The identity does not open this copy (another key, or altered data).")) from None
+        except OSError as exc:
+            raise RecoveryError("local", gettext_noop(
+                "The archive could not be written here: %(reason)s"),
+                reason=exc.strerror or type(exc).__name__) from None
+        if (size, digest) != (expected_size, expected_sha):
+            raise RecoveryError("mismatch", gettext_noop(
+                "The archive's size or SHA-256 differs from its sidecar's: it is not the copy "
+                "it claims to be."))
+    except BaseException:
+        os.close(fd)
+        storage.discard(path)
+        raise
+    os.close(fd)
+    return imports.Staged(path=path, size=size, sha256=digest)

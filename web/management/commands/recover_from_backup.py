@@ -1,0 +1,83 @@
+"""manage.py recover_from_backup <target> <key>: bring a workload back from a backup target."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+from django.template.defaultfilters import filesizeformat
+
+from engine import disaster, restores
+from snapshots.models import RestoreJob
+from web.management.lookup import find_target, find_workload, read_identities
+
+
+class Command(BaseCommand):
+    help = (
+        "Recover a workload from a copy on a backup target (a key from backup_catalogue): "
+        "re-create it from the copy's sidecar, or recover onto an existing workload with "
+        "--workload and --confirm. The archive is downloaded, checked against its SHA-256, "
+        "validated in full like an uploaded archive, imported and restored; a re-created "
+        "workload is then deployed on the digest it ran. docs/disaster-recovery.md is the "
+        "runbook."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("target", help="the backup target's name or id")
+        parser.add_argument("key", help="the copy's name, as backup_catalogue lists it")
+        parser.add_argument("--identity-file", metavar="PATH",
+                            help="an age identity file ('-' reads standard input)")
+        parser.add_argument("--workload", metavar="WORKLOAD",
+                            help="recover onto this existing workload (id or project/stage/"
+                                 "workload) instead of re-creating it")
+        parser.add_argument("--confirm", metavar="SLUG",
+                            help="with --workload: its slug, to confirm that its data is "
+                                 "replaced")
+
+    def handle(self, *args, target: str, key: str, identity_file: str | None,
+               workload: str | None, confirm: str | None, **options) -> None:
+        chosen = find_target(target)
+        identities = read_identities(chosen, identity_file)
+        into = None
+        if workload is not None:
+            into = find_workload(workload)
+            if confirm != into.slug:
+                raise CommandError(f"--confirm must be the workload's slug, {into.slug!r}: "
+                                   "its volumes are about to be replaced.")
+        self._shown = -1
+        try:
+            result = disaster.recover(target=chosen, key=key, identities=identities, into=into,
+                                      progress=self._draw)
+        except disaster.RecoveryError as exc:
+            raise CommandError(f"{exc.code}: {exc}") from None
+        except restores.RestoreBusy as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write("")
+        self._report(result)
+
+    def _draw(self, done: int, total: int) -> None:
+        percent = done * 100 // (total or 1)
+        if percent != self._shown:
+            self._shown = percent
+            self.stdout.write(f"\rdownloading {filesizeformat(done)} of "
+                              f"{filesizeformat(total)} ({percent}%)", ending="")
+            self.stdout.flush()
+
+    def _report(self, result: disaster.Recovered) -> None:
+        workload = result.workload
+        verb = "Re-created" if result.created else "Recovered onto"
+        self.stdout.write(f"{verb} {workload} (id {workload.pk}); imported snapshot "
+                          f"#{result.snapshot.pk} (sha256 {result.snapshot.sha256}).")
+        job = result.restore
+        if job.outcome != RestoreJob.Outcome.SUCCEEDED:
+            raise CommandError(f"The restore (job #{job.pk}) ended "
+                               f"{job.get_outcome_display().lower()}: {job.reason_text}")
+        self.stdout.write(self.style.SUCCESS(f"Restored (job #{job.pk})."))
+        for name in result.missing_values:
+            self.stdout.write(self.style.WARNING(
+                f"{name}: its value was not in the backup (an unencrypted target keeps no "
+                "secret values); set it, then deploy."))
+        deploy = result.deploy
+        if deploy is not None:
+            if deploy.outcome != deploy.Outcome.SUCCEEDED:
+                raise CommandError(f"The deploy (#{deploy.pk}) failed: {deploy.failure_message}")
+            self.stdout.write(self.style.SUCCESS(
+                f"Deployed {deploy.pinned_reference} (deploy #{deploy.pk})."))
