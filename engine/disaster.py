@@ -38,6 +38,10 @@ from workloads.models import DeployRecord, EventLog, Project, Stage, Workload
 logger = logging.getLogger(__name__)
 
 
+_WRONG_IDENTITY = gettext_noop("The identity does not open this copy (another key, or altered "
+                               "data).")
+
+
 class RecoveryError(Exception):
     """A recovery that cannot go on: a fixed code, and a message in the source language."""
 
@@ -101,7 +105,9 @@ def catalogue(target: BackupTarget, identities=()) -> list[Entry]:
 
 def describe(target: BackupTarget, key: str, identities=()) -> sidecar.Described:
     """The sidecar of the copy `key` on `target`, read and checked."""
-    if sidecar.copy_name(sidecar.sidecar_name(key, encrypted=sidecar.is_encrypted(key))) != key:
+    parts = key.split("/")
+    if (sidecar.copy_name(sidecar.sidecar_name(key, encrypted=sidecar.is_encrypted(key))) != key
+            or any(part in ("", ".", "..") for part in parts) or len(key) > 1024):
         raise RecoveryError("not_a_copy", gettext_noop("%(key)s is not the name of a copy."),
                             key=key)
     name = sidecar.sidecar_name(key, encrypted=sidecar.is_encrypted(key))
@@ -187,8 +193,7 @@ def _read_sidecar(store: offsite.Store, name: str, identities) -> sidecar.Descri
         try:
             agecrypt.decrypt_stream(io.BytesIO(data), plain, identities)
         except agecrypt.AgeError:
-            raise RecoveryError("wrong_identity", gettext_noop(
-                "The identity does not open this copy (another key, or altered data).")) from None
+            raise RecoveryError("wrong_identity", _WRONG_IDENTITY) from None
         data = plain.getvalue()
     try:
         return sidecar.parse(data)
@@ -284,18 +289,22 @@ def _messages(exc: ValidationError) -> list[str]:
 # --- the archive ----------------------------------------------------------------------------
 
 
+_LARGER = gettext_noop("The archive is larger than its sidecar says: it is not the copy it "
+                       "claims to be.")
+
+
 class _Bounded:
     """The staged file's writer: no more than the sidecar said, and progress as it goes."""
 
     def __init__(self, fd: int, limit: int, progress) -> None:
         self.fd, self.limit, self.done, self.progress = fd, limit, 0, progress
+        self.exceeded = False
 
     def write(self, data) -> int:
         self.done += len(data)
         if self.done > self.limit:
-            raise RecoveryError("mismatch", gettext_noop(
-                "The archive is larger than its sidecar says: it is not the copy it claims "
-                "to be."))
+            self.exceeded = True
+            raise RecoveryError("mismatch", _LARGER)
         view = memoryview(data)
         while view:
             view = view[os.write(self.fd, view):]
@@ -309,25 +318,10 @@ def _download(target: BackupTarget, key: str, described: sidecar.Described,
     """Download (and decrypt) the archive into a staged file; its size and SHA-256 must be
     the sidecar's. The staged file is removed on any failure."""
     expected_size, expected_sha = described.snapshot["size"], described.snapshot["sha256"]
-    # download() reads the object through a copy row; this one is never saved.
-    row = SnapshotCopy(target=target, remote_key=key, encrypted=sidecar.is_encrypted(key))
-    fd, path = storage.open_temp(storage.uploads_dir(), prefix=".recover-")
+    fd, path = storage.open_temp(storage.uploads_dir(), prefix=".upload-")
     try:
-        try:
-            size, digest = copies.download(row, _Bounded(fd, expected_size, progress),
-                                           identities=identities)
-            os.fsync(fd)
-        except offsite.OffsiteError as exc:
-            logger.warning("recovery of %s from target %s: %s (%s)", key, target.pk, exc.code,
-                           redact.for_log(exc.raw, target.secret_values()))
-            raise RecoveryError(exc.code, str(exc.messages[exc.code])) from None
-        except agecrypt.AgeError:
-            raise RecoveryError("wrong_identity", gettext_noop(
-                "The identity does not open this copy (another key, or altered data).")) from None
-        except OSError as exc:
-            raise RecoveryError("local", gettext_noop(
-                "The archive could not be written here: %(reason)s"),
-                reason=exc.strerror or type(exc).__name__) from None
+        size, digest = _fetch(target, key, _Bounded(fd, expected_size, progress), identities)
+        os.fsync(fd)
         if (size, digest) != (expected_size, expected_sha):
             raise RecoveryError("mismatch", gettext_noop(
                 "The archive's size or SHA-256 differs from its sidecar's: it is not the copy "
@@ -338,3 +332,25 @@ def _download(target: BackupTarget, key: str, described: sidecar.Described,
         raise
     os.close(fd)
     return imports.Staged(path=path, size=size, sha256=digest)
+
+
+def _fetch(target: BackupTarget, key: str, sink: _Bounded, identities) -> tuple[int, str]:
+    """copies.download() into `sink`, its failures as RecoveryError."""
+    # download() reads the object through a copy row; this one is never saved.
+    row = SnapshotCopy(target=target, remote_key=key, encrypted=sidecar.is_encrypted(key))
+    try:
+        return copies.download(row, sink, identities=identities)
+    except Exception as exc:
+        if sink.exceeded:  # however the download reported it, the bound stopped it
+            raise RecoveryError("mismatch", _LARGER) from None
+        if isinstance(exc, offsite.OffsiteError):
+            logger.warning("recovery of %s from target %s: %s (%s)", key, target.pk, exc.code,
+                           redact.for_log(exc.raw, target.secret_values()))
+            raise RecoveryError(exc.code, str(exc.messages[exc.code])) from None
+        if isinstance(exc, agecrypt.AgeError):
+            raise RecoveryError("wrong_identity", _WRONG_IDENTITY) from None
+        if isinstance(exc, OSError):
+            raise RecoveryError("local", gettext_noop(
+                "The archive could not be written here: %(reason)s"),
+                reason=exc.strerror or type(exc).__name__) from None
+        raise

@@ -1,0 +1,240 @@
+"""Recovery from a target, in one instance: the catalogue, hostile objects, bad input.
+
+What is on a target is untrusted. Objects are planted in the bucket the way
+an attacker with write access to it could: encrypted to the operator's own
+recipient, under names that look like Berth's. Real parts: moto's S3 server
+over HTTP; Docker where a workload runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+import pytest
+
+from backups import sidecar
+from backups.models import BackupTarget
+from engine import captures, disaster
+from lib import agecrypt
+from snapshots.models import Snapshot
+from tests.backups.conftest import s3_client
+from tests.backups.test_copies import copied, s3_target
+from tests.snapshots import hostile
+from tests.snapshots.conftest import add_volume, fill, leftovers
+from tests.snapshots.trees import describe
+from workloads.models import EventLog, Project, Workload
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
+
+FILES = {"index.html": b"<h1>recovered</h1>", "notes/a.txt": b"a" * 5000}
+
+
+@pytest.fixture
+def copy_of(make_workload, bucket, recipient):
+    """A workload with one volume of data, snapshotted and copied to an encrypted target."""
+    workload = make_workload()
+    volume = add_volume(workload, "data", "/data")
+    fill(volume, FILES)
+    snapshot = captures.capture_snapshot(workload=workload)
+    assert snapshot.state == Snapshot.State.READY, snapshot.reason
+    row = copied(snapshot, s3_target(bucket, recipient))
+    assert row.state == row.State.VERIFIED, row.failure_code
+    return row, volume
+
+
+def seal(data: bytes, recipient: str) -> bytes:
+    out = io.BytesIO()
+    agecrypt.encrypt_stream(io.BytesIO(data), out, [recipient])
+    return out.getvalue()
+
+
+def plant(bucket: str, key: str, archive: bytes, document: dict, recipient: str) -> None:
+    """An archive and its sidecar, encrypted to `recipient`, as if Berth had put them there."""
+    client = s3_client()
+    client.put_object(Bucket=bucket, Key=f"berth/{key}", Body=seal(archive, recipient))
+    client.put_object(Bucket=bucket, Key=f"berth/{sidecar.sidecar_name(key, encrypted=True)}",
+                      Body=seal(json.dumps(document).encode(), recipient))
+
+
+def document_for(archive: bytes, *, slug: str = "planted", **snapshot) -> dict:
+    return {
+        "format": sidecar.FORMAT, "version": sidecar.VERSION,
+        "snapshot": {"id": 7, "kind": "manual", "created": "2026-12-01T10:00:00+00:00",
+                     "imported": False, "size": len(archive),
+                     "sha256": hashlib.sha256(archive).hexdigest(), "data_bytes": 5,
+                     "file_count": 1, "volume_count": 1} | snapshot,
+        "workload": {
+            "project": {"slug": "evil", "name": "Evil"}, "stage": {"slug": "prod", "name": "P"},
+            "slug": slug, "name": "Planted", "source_kind": "image",
+            "image": "127.0.0.1:5000/berth-test/httpd:v1", "running_reference": "",
+            "git_url": "", "git_ref": "main", "git_dockerfile": "Dockerfile",
+            "git_context": ".", "build_args": {}, "replicas": 1,
+            "snapshot_consistency": "stop",
+            "volumes": [{"scope": "stage", "source": "data0", "target": "/data0",
+                         "read_only": False}],
+            "ports": [], "env": [],
+        },
+    }
+
+
+def nothing_left() -> None:
+    assert not Project.objects.filter(slug="evil").exists()
+    assert not Workload.objects.filter(slug="planted").exists()
+    assert leftovers() == []
+
+
+KEY = "evil/prod/planted/20261201T100000Z-manual-7-c7.tar.zst.age"
+
+
+def test_the_catalogue_lists_copies_from_their_sidecars(copy_of, identity):
+    row, _volume = copy_of
+    target = BackupTarget.objects.get(pk=row.target_id)
+    [entry] = disaster.catalogue(target, [identity])
+    workload = row.workload
+    assert entry.key == row.remote_key
+    assert entry.workload_path == f"{workload.stage.project.slug}/prod/web"
+    assert entry.described.snapshot["sha256"] == row.snapshot.sha256
+    assert entry.described.workload["volumes"][0]["target"] == "/data"
+
+
+def test_the_catalogue_lists_an_unreadable_sidecar_with_its_problem(copy_of, identity, bucket,
+                                                                    recipient):
+    row, _volume = copy_of
+    client = s3_client()
+    client.put_object(Bucket=bucket, Key="berth/x/y/z/bad.json.age",
+                      Body=seal(b"{not json", recipient))
+    client.put_object(Bucket=bucket, Key="berth/x/y/z/bad.tar.zst.age", Body=b"whatever")
+    client.put_object(Bucket=bucket, Key="berth/x/y/z/orphan.json.age", Body=b"no archive")
+    target = BackupTarget.objects.get(pk=row.target_id)
+    entries = {e.key: e for e in disaster.catalogue(target, [identity])}
+    assert set(entries) == {row.remote_key, "x/y/z/bad.tar.zst.age"}
+    assert entries["x/y/z/bad.tar.zst.age"].described is None
+    assert "not valid JSON" in entries["x/y/z/bad.tar.zst.age"].problem
+    # Without the identity every encrypted sidecar says so.
+    assert {e.problem for e in disaster.catalogue(target, [])} == {
+        "The copy is encrypted: give the age identity to read it."}
+
+
+def test_recovery_onto_an_existing_workload_restores_its_data(copy_of, identity):
+    row, volume = copy_of
+    workload = Workload.objects.get(pk=row.workload_id)
+    before = describe(volume)
+    fill(volume, {"index.html": b"<h1>damaged</h1>", "junk.bin": b"x" * 100})
+    target = BackupTarget.objects.get(pk=row.target_id)
+
+    result = disaster.recover(target=target, key=row.remote_key, identities=[identity],
+                              into=workload)
+
+    assert result.restore.outcome == result.restore.Outcome.SUCCEEDED, result.restore.reason
+    assert not result.created and result.deploy is None
+    assert describe(volume) == before
+    assert result.snapshot.imported and result.snapshot.sha256 == row.snapshot.sha256
+    assert EventLog.objects.filter(workload=workload,
+                                   message__startswith="Recovered snapshot").exists()
+
+
+def test_recovering_a_workload_that_exists_is_refused(copy_of, identity):
+    row, _volume = copy_of
+    target = BackupTarget.objects.get(pk=row.target_id)
+    snapshots = Snapshot.objects.count()
+    with pytest.raises(disaster.RecoveryError) as caught:
+        disaster.recover(target=target, key=row.remote_key, identities=[identity])
+    assert caught.value.code == "exists"
+    assert Snapshot.objects.count() == snapshots and leftovers() == []
+
+
+def test_a_wrong_identity_is_refused(copy_of):
+    from pyrage import x25519
+
+    row, _volume = copy_of
+    target = BackupTarget.objects.get(pk=row.target_id)
+    with pytest.raises(disaster.RecoveryError) as caught:
+        disaster.recover(target=target, key=row.remote_key,
+                         identities=[x25519.Identity.generate()])
+    assert caught.value.code == "wrong_identity"
+
+
+@pytest.mark.parametrize("case", [
+    "symlink", "hardlink-to-canary", "character-device",
+], ids=str)
+def test_a_hostile_archive_under_a_valid_looking_key_is_refused_leaving_nothing(
+    case, bucket, recipient, identity, tmp_path
+):
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    [attack] = [c for c in hostile.corpus(str(canary)) if c.name == case]
+    plant(bucket, KEY, attack.data, document_for(attack.data), recipient)
+    target = s3_target(bucket, recipient)
+
+    with pytest.raises(disaster.RecoveryError) as caught:
+        disaster.recover(target=target, key=KEY, identities=[identity])
+
+    assert caught.value.code == "refused", caught.value
+    nothing_left()
+    assert list(canary.iterdir()) == []
+
+
+def test_a_sidecar_that_lies_about_the_archive_is_caught_by_the_checksum(
+    copy_of, bucket, recipient, identity
+):
+    row, _volume = copy_of
+    real = s3_client().get_object(Bucket=bucket, Key=f"berth/{row.remote_key}")["Body"].read()
+    archive = io.BytesIO()
+    agecrypt.decrypt_stream(io.BytesIO(real), archive, [identity])
+    archive = archive.getvalue()
+    # The archive is a valid Berth archive; the sidecar gives another one's checksum,
+    # then a smaller size: either way it is not the copy the sidecar describes.
+    for lie in ({"sha256": hashlib.sha256(b"another").hexdigest()},
+                {"size": len(archive) // 2}):
+        plant(bucket, KEY, archive, document_for(archive, **lie), recipient)
+        with pytest.raises(disaster.RecoveryError) as caught:
+            disaster.recover(target=BackupTarget.objects.get(pk=row.target_id), key=KEY,
+                             identities=[identity])
+        assert caught.value.code == "mismatch", lie
+        nothing_left()
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"format": "something-else"}, "not a Berth sidecar"),
+    ({"version": 99}, "unknown sidecar version"),
+    ({"snapshot": {"size": -1}}, "snapshot.size"),
+    ({"workload": {"volumes": [{"scope": "stage"}]}}, "workload.volumes"),
+    ({"workload": {"env": "x"}}, "workload.env"),
+])
+def test_a_malformed_sidecar_is_refused(change, reason, bucket, recipient, identity):
+    archive = hostile.archive()
+    document = document_for(archive)
+    for part, value in change.items():
+        if isinstance(value, dict):
+            document[part] = document[part] | value
+        else:
+            document[part] = value
+    plant(bucket, KEY, archive, document, recipient)
+    with pytest.raises(disaster.RecoveryError) as caught:
+        disaster.recover(target=s3_target(bucket, recipient), key=KEY, identities=[identity])
+    assert caught.value.code == "bad_sidecar" and reason in str(caught.value)
+    nothing_left()
+
+
+def test_a_definition_this_host_refuses_is_refused_leaving_nothing(
+    bucket, recipient, identity, settings
+):
+    archive = hostile.archive()
+    document = document_for(archive)
+    document["workload"]["volumes"] = [{"scope": "absolute", "source": "/etc",
+                                        "target": "/data0", "read_only": False}]
+    plant(bucket, KEY, archive, document, recipient)
+    with pytest.raises(disaster.RecoveryError) as caught:
+        disaster.recover(target=s3_target(bucket, recipient), key=KEY, identities=[identity])
+    assert caught.value.code == "invalid_definition"
+    assert "source" in str(caught.value)
+    nothing_left()
+
+
+def test_a_name_that_is_not_a_copy_is_refused(bucket, recipient, identity):
+    with pytest.raises(disaster.RecoveryError) as caught:
+        disaster.recover(target=s3_target(bucket, recipient), key="../../etc/passwd",
+                         identities=[identity])
+    assert caught.value.code == "not_a_copy"
