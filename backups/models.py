@@ -16,6 +16,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
 from lib import agecrypt, crypto, offsite, paths
@@ -358,3 +359,65 @@ class SnapshotCopy(Job, Progress):
         if not self.failure_code:
             return ""
         return offsite.OffsiteError(self.failure_code).message
+
+
+class BackupRecovery(Job, Progress):
+    """A recovery from a target asked for in the pages or the API, run by the task worker.
+
+    The age identity it was given is kept encrypted at rest only while the
+    recovery is queued or running, and is erased when it ends, however it
+    ends. engine/disaster.py does the work; docs/disaster-recovery.md.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued", _("Queued")
+        RUNNING = "running", pgettext_lazy("recovery state", "Running")
+        SUCCEEDED = "succeeded", _("Succeeded")
+        FAILED = "failed", _("Failed")
+
+    ACTIVE_STATES = (State.QUEUED, State.RUNNING)
+
+    target = models.ForeignKey(BackupTarget, models.CASCADE, related_name="recoveries",
+                               verbose_name=_("backup target"))
+    remote_key = models.CharField(_("object name"), max_length=1024)
+    into = models.ForeignKey(
+        Workload, models.SET_NULL, null=True, blank=True, related_name="+",
+        verbose_name=_("recovered into"),
+        help_text=_("The workload the data went to: an existing one, or the one re-created."),
+    )
+    state = models.CharField(_("state"), max_length=10, choices=State, default=State.QUEUED)
+    identity_encrypted = models.TextField(editable=False, blank=True)
+    snapshot = models.ForeignKey(Snapshot, models.SET_NULL, null=True, blank=True,
+                                 related_name="+", verbose_name=_("imported snapshot"))
+    restore = models.ForeignKey("snapshots.RestoreJob", models.SET_NULL, null=True, blank=True,
+                                related_name="+", verbose_name=_("restore"))
+    deploy = models.ForeignKey("workloads.DeployRecord", models.SET_NULL, null=True,
+                               blank=True, related_name="+", verbose_name=_("deploy"))
+    failure_code = models.CharField(_("failure"), max_length=32, blank=True)
+    # The failure's message in the source language and its parameters, translated when shown.
+    failure_message = models.TextField(blank=True)
+    failure_params = models.JSONField(default=dict, blank=True)
+    created = models.DateTimeField(_("created"), default=timezone.now)
+    started = models.DateTimeField(_("started"), null=True, blank=True)
+    finished = models.DateTimeField(_("finished"), null=True, blank=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True,
+                             related_name="+", verbose_name=_("user"))
+
+    class Meta:
+        ordering = ["-created", "-pk"]
+        verbose_name = _("recovery from backup")
+        verbose_name_plural = _("recoveries from backup")
+
+    def __str__(self) -> str:
+        return f"{self.target} → {self.remote_key}"
+
+    @property
+    def failure_text(self) -> str:
+        """The failure in the active language."""
+        if not self.failure_message:
+            return ""
+        text = gettext(self.failure_message)
+        try:
+            return text % self.failure_params if self.failure_params else text
+        except (KeyError, TypeError, ValueError):
+            return text

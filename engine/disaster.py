@@ -23,16 +23,18 @@ from dataclasses import dataclass, field
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.translation import gettext, gettext_noop
 from pyrage import x25519
 
 from backups import sidecar
-from backups.models import BackupTarget, SnapshotCopy
-from engine import copies, deploys, imports, restores
-from lib import agecrypt, offsite, redact
+from backups.models import BackupRecovery, BackupTarget, SnapshotCopy
+from engine import copies, deploys, imports, queue, restores
+from lib import agecrypt, crypto, offsite, owners, redact
 from snapshots import storage
 from snapshots.errors import SnapshotError
 from snapshots.models import RestoreJob, Snapshot
+from workloads.jobs import acting_user, task_lost_before
 from workloads.models import DeployRecord, EventLog, Project, Stage, Workload
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,10 @@ logger = logging.getLogger(__name__)
 
 _WRONG_IDENTITY = gettext_noop("The identity does not open this copy (another key, or altered "
                                "data).")
+
+
+_EXISTS = gettext_noop("A workload %(path)s exists already: recover onto it (choose it as the "
+                       "workload to recover into), or remove it first.")
 
 
 class RecoveryError(Exception):
@@ -168,6 +174,118 @@ def recover(*, target: BackupTarget, key: str, identities=(), into: Workload | N
     return result
 
 
+# --- a recovery queued for the task worker ---------------------------------------------------
+
+
+def request_recovery(*, target: BackupTarget, key: str, identity: str = "",
+                     into: Workload | None = None,
+                     user: AbstractBaseUser | None = None) -> BackupRecovery:
+    """Check what can be checked now, then queue the recovery; RecoveryError if refused.
+
+    The sidecar is read here (with `identity`, else the target's stored one),
+    so a wrong identity or key is refused at once. The identity is kept,
+    encrypted, only until the recovery ends.
+    """
+    identities = identities_for(target, identity)
+    described = describe(target, key, identities)
+    if into is None:
+        definition = described.workload
+        if Workload.objects.filter(stage__project__slug=definition["project"]["slug"],
+                                   stage__slug=definition["stage"]["slug"],
+                                   slug=definition["slug"]).exists():
+            raise RecoveryError("exists", _EXISTS, path=_path(definition))
+    row = BackupRecovery.objects.create(
+        target=target, remote_key=key, into=into, user=acting_user(user),
+        identity_encrypted=crypto.encrypt(identity) if identity else "",
+        bytes_total=described.snapshot["size"],
+    )
+    transaction.on_commit(lambda: queue.enqueue(queue.RECOVER, row.pk,
+                                                name=f"recover-{row.pk}"))
+    return row
+
+
+def run_recovery(row: BackupRecovery) -> BackupRecovery:
+    """The queued recovery's body (the task's): the row says how it ended."""
+    if not row.move(only_from=[BackupRecovery.State.QUEUED], state=BackupRecovery.State.RUNNING,
+                    started=timezone.now(), owner=owners.current()):
+        return row
+    try:
+        text = crypto.decrypt(row.identity_encrypted) if row.identity_encrypted else ""
+        identities = identities_for(row.target, text)
+        result = recover(target=row.target, key=row.remote_key, identities=identities,
+                         into=row.into, user=row.user,
+                         progress=lambda done, _total: _progress(row, done))
+    except RecoveryError as exc:
+        _end(row, BackupRecovery.State.FAILED, failure_code=exc.code,
+             failure_message=exc.message, failure_params=exc.params)
+        return row
+    except Exception as exc:  # noqa: BLE001 - a recovery ends failed, never half-recorded
+        logger.exception("recovery %s failed", row.pk)
+        _end(row, BackupRecovery.State.FAILED, failure_code="internal",
+             failure_message=gettext_noop("The recovery failed unexpectedly (%(error)s); the "
+                                          "server log has the details."),
+             failure_params={"error": type(exc).__name__})
+        return row
+    ok = result.restore.outcome == RestoreJob.Outcome.SUCCEEDED and (
+        result.deploy is None or result.deploy.outcome == DeployRecord.Outcome.SUCCEEDED)
+    failure = {} if ok else {
+        "failure_code": "restore" if result.restore.outcome != RestoreJob.Outcome.SUCCEEDED
+        else "deploy",
+        "failure_message": gettext_noop("The data was imported, but the restore or the deploy "
+                                        "did not succeed: see the workload's history.")}
+    _end(row, BackupRecovery.State.SUCCEEDED if ok else BackupRecovery.State.FAILED,
+         into=result.workload, snapshot=result.snapshot, restore=result.restore,
+         deploy=result.deploy, bytes_done=row.bytes_total, **failure)
+    return row
+
+
+def fail_lost() -> int:
+    """Fail the recoveries whose worker died (or that no worker took in time), erasing the
+    identities they kept."""
+    failed = 0
+    for row in BackupRecovery.objects.filter(state__in=BackupRecovery.ACTIVE_STATES):
+        if row.owner:
+            if not owners.is_dead(row.owner):
+                continue
+        elif row.created >= task_lost_before():
+            continue
+        if _end(row, BackupRecovery.State.FAILED, only_from=BackupRecovery.ACTIVE_STATES,
+                failure_code="interrupted", failure_message=gettext_noop(
+                    "The recovery was interrupted (its worker stopped); nothing it imported "
+                    "was restored. Ask for it again.")):
+            failed += 1
+    return failed
+
+
+def _end(row: BackupRecovery, state: str, *, only_from=(BackupRecovery.State.RUNNING,),
+         **values) -> bool:
+    return row.move(only_from=only_from, state=state, identity_encrypted="",
+                    finished=timezone.now(), **values)
+
+
+def _progress(row: BackupRecovery, done: int) -> None:
+    # At most every 1% (and at the end): the row is read by pages that poll.
+    step = max(1, row.bytes_total // 100)
+    if done - row.bytes_done >= step or done == row.bytes_total:
+        row.report_progress(done)
+
+
+def identities_for(target: BackupTarget, text: str) -> list[x25519.Identity]:
+    """The identities in `text`, else the target's stored ones (none for an unencrypted one)."""
+    text = text or (target.get_identity() if target.has_identity else "")
+    if not text:
+        return []
+    try:
+        return agecrypt.parse_identities(text)
+    except agecrypt.AgeError:
+        raise RecoveryError("bad_identity", gettext_noop(
+            "This is not an age identity (AGE-SECRET-KEY-1...).")) from None
+
+
+def _path(definition: dict) -> str:
+    return f"{definition['project']['slug']}/{definition['stage']['slug']}/{definition['slug']}"
+
+
 # --- the sidecar -------------------------------------------------------------------------
 
 
@@ -226,10 +344,7 @@ def _create(definition: dict, user) -> tuple[Workload, list, list[str]]:
                                      name=definition["stage"]["name"]))
                 made.append(stage)
             if Workload.objects.filter(stage=stage, slug=definition["slug"]).exists():
-                raise RecoveryError("exists", gettext_noop(
-                    "A workload %(path)s exists already: recover onto it (choose it as the "
-                    "workload to recover into), or remove it first."),
-                    path=f"{project.slug}/{stage.slug}/{definition['slug']}")
+                raise RecoveryError("exists", _EXISTS, path=_path(definition))
             args = definition["build_args"]
             missing += [f"build arg {name}" for name, value in args.items() if value is None]
             workload = _valid(Workload(

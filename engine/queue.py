@@ -23,6 +23,7 @@ DEPLOY = "engine.tasks.run_deploy"
 CAPTURE = "engine.tasks.run_capture"
 RESTORE = "engine.tasks.run_restore"
 COPY = "engine.tasks.run_copy"
+RECOVER = "engine.tasks.run_recovery"
 
 
 def enqueue(task: str, row_id: int, *, name: str) -> None:

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from engine import copies, lost
+from engine import copies, disaster, lost
 from engine.locked import swap_recovery
 from engine.locked.recovery import RecoveryError, recover_reporting
 from lib import locks, redact, runtime
@@ -63,6 +63,10 @@ def recover_all(*, say: Callable[[str], None] = logger.info) -> SweepReport:
     if lost_copies:
         say(f"{lost_copies} snapshot copy(ies) whose worker had stopped are marked failed; "
             "what they left on their targets is removed.")
+    lost_recoveries = disaster.fail_lost()
+    if lost_recoveries:
+        say(f"{lost_recoveries} recovery(ies) from backup whose worker had stopped are marked "
+            "failed.")
     for workload_id in sorted(lost.workloads_with_started_jobs() - with_journals):
         try:
             with locks.try_workload_lock(workload_id):

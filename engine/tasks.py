@@ -14,8 +14,8 @@ from collections.abc import Callable
 from django.utils import timezone
 from django.utils.translation import gettext_noop
 
-from backups.models import SnapshotCopy
-from engine import captures, copies, deploys, lost, restores
+from backups.models import BackupRecovery, SnapshotCopy
+from engine import captures, copies, deploys, disaster, lost, restores
 from lib import crashpoints
 from snapshots.models import RestoreJob, Snapshot
 from workloads.jobs import task_lost_before
@@ -97,6 +97,22 @@ def run_copy(copy_id: int) -> None:
                                     owner=row.owner).update(
             state=SnapshotCopy.State.FAILED, failure_code="interrupted",
             finished=timezone.now())
+
+
+def run_recovery(recovery_id: int) -> None:
+    # The workload's lock is taken by the restore and the deploy inside; taking the row
+    # keeps a second delivery from downloading and importing it again.
+    row = (BackupRecovery.objects.select_related("target", "into__stage__project", "user")
+           .filter(pk=recovery_id).first())
+    if row is None or row.state != BackupRecovery.State.QUEUED or not row.take():
+        return
+    try:
+        disaster.run_recovery(row)
+    finally:
+        BackupRecovery.objects.filter(pk=row.pk, state=BackupRecovery.State.QUEUED,
+                                      owner=row.owner).update(
+            state=BackupRecovery.State.FAILED, failure_code="interrupted",
+            identity_encrypted="", finished=timezone.now())
 
 
 def _run(row: DeployRecord | Snapshot | RestoreJob, body: Callable[[], object]) -> None:

@@ -13,6 +13,11 @@ import boto3
 import pytest
 from pyrage import x25519
 
+from backups.models import BackupTarget, SnapshotCopy
+from engine import captures, copies
+from snapshots.models import Snapshot
+from tests.snapshots.conftest import add_volume, fill
+
 S3_ENDPOINT = f"http://127.0.0.1:{os.environ.get('BERTH_TEST_S3_PORT', '5002')}"
 # moto's server takes any key pair unless told to check them.
 S3_KEY_ID, S3_SECRET = "berth-test-key-id", "berth-test-secret-9b1e"
@@ -107,3 +112,38 @@ def s3_auth() -> dict:
         if os.environ.get("BERTH_REQUIRE_DOCKER") == "1":
             pytest.fail(f"BERTH_REQUIRE_DOCKER=1 but {reason}")
         pytest.skip(f"SKIPPED FOR LACK OF S3: {reason}")
+
+
+# --- targets and copies ----------------------------------------------------------------------
+
+def s3_target(bucket: str, recipient: str = "", **fields) -> BackupTarget:
+    target = BackupTarget(name=f"s3-{bucket}", kind="s3", endpoint_url=S3_ENDPOINT,
+                          region="us-east-1", bucket=bucket, prefix="berth",
+                          access_key_id=S3_KEY_ID, recipients=recipient,
+                          unencrypted=not recipient, **fields)
+    target.set_secret_access_key(S3_SECRET)
+    target.full_clean()
+    target.save()
+    return target
+
+
+def copied(snapshot, target) -> SnapshotCopy:
+    row = copies.request_copy(snapshot=snapshot, target=target)  # runs at once (tasks in sync)
+    row.refresh_from_db()
+    return row
+
+
+FILES = {"index.html": b"<h1>recovered</h1>", "notes/a.txt": b"a" * 5000}
+
+
+@pytest.fixture
+def copy_of(make_workload, bucket, recipient):
+    """A workload with one volume of data, snapshotted and copied to an encrypted target."""
+    workload = make_workload()
+    volume = add_volume(workload, "data", "/data")
+    fill(volume, FILES)
+    snapshot = captures.capture_snapshot(workload=workload)
+    assert snapshot.state == Snapshot.State.READY, snapshot.reason
+    row = copied(snapshot, s3_target(bucket, recipient))
+    assert row.state == row.State.VERIFIED, row.failure_code
+    return row, volume

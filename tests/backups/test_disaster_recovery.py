@@ -22,8 +22,7 @@ from django.db import connection
 
 from engine import captures, deploys
 from snapshots.models import Snapshot
-from tests.backups.conftest import S3_ENDPOINT, S3_KEY_ID, S3_SECRET
-from tests.backups.test_copies import copied, s3_target
+from tests.backups.conftest import S3_ENDPOINT, S3_KEY_ID, S3_SECRET, copied, s3_target
 from tests.conftest import REPO_ROOT, container_image_digest, remove_test_containers
 from tests.snapshots.conftest import add_volume, fill
 from tests.snapshots.trees import describe

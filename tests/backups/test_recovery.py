@@ -15,34 +15,18 @@ import json
 import pytest
 
 from backups import sidecar
-from backups.models import BackupTarget
-from engine import captures, disaster
-from lib import agecrypt
+from backups.models import BackupRecovery, BackupTarget
+from engine import disaster, sweep
+from lib import agecrypt, crypto
 from snapshots.models import Snapshot
-from tests.backups.conftest import s3_client
-from tests.backups.test_copies import copied, s3_target
+from tests.backups.conftest import s3_client, s3_target
+from tests.conftest import dead_owner
 from tests.snapshots import hostile
-from tests.snapshots.conftest import add_volume, fill, leftovers
+from tests.snapshots.conftest import fill, leftovers
 from tests.snapshots.trees import describe
 from workloads.models import EventLog, Project, Workload
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
-
-FILES = {"index.html": b"<h1>recovered</h1>", "notes/a.txt": b"a" * 5000}
-
-
-@pytest.fixture
-def copy_of(make_workload, bucket, recipient):
-    """A workload with one volume of data, snapshotted and copied to an encrypted target."""
-    workload = make_workload()
-    volume = add_volume(workload, "data", "/data")
-    fill(volume, FILES)
-    snapshot = captures.capture_snapshot(workload=workload)
-    assert snapshot.state == Snapshot.State.READY, snapshot.reason
-    row = copied(snapshot, s3_target(bucket, recipient))
-    assert row.state == row.State.VERIFIED, row.failure_code
-    return row, volume
-
 
 def seal(data: bytes, recipient: str) -> bytes:
     out = io.BytesIO()
@@ -238,3 +222,15 @@ def test_a_name_that_is_not_a_copy_is_refused(bucket, recipient, identity):
         disaster.recover(target=s3_target(bucket, recipient), key="../../etc/passwd",
                          identities=[identity])
     assert caught.value.code == "not_a_copy"
+
+
+def test_the_sweep_fails_a_recovery_whose_worker_died_and_erases_its_identity(
+    bucket, recipient, identity
+):
+    row = BackupRecovery.objects.create(
+        target=s3_target(bucket, recipient), remote_key=KEY, state="running",
+        owner=dead_owner(), identity_encrypted=crypto.encrypt(str(identity)))
+    sweep.recover_all()
+    row.refresh_from_db()
+    assert (row.state, row.failure_code, row.identity_encrypted) == ("failed", "interrupted", "")
+    assert "interrupted" in row.failure_text

@@ -1,19 +1,23 @@
-"""The DRF API of backup targets: secrets write-only, and the check."""
+"""The DRF API of backup targets (secrets write-only, the check), their catalogue and
+recoveries from them."""
 
 from __future__ import annotations
 
 import copy
 
+from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers, viewsets
+from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from backups.models import BackupTarget, SnapshotCopy
-from engine import backups
-from lib import agecrypt
+from backups.models import BackupRecovery, BackupTarget, SnapshotCopy
+from engine import backups, disaster
+from lib import agecrypt, offsite
+from web.api.errors import CONFIRM_HEADER, Conflict, PreconditionRequired
 from web.api.permissions import ActionPermission
+from workloads.models import Workload
 
 
 class BackupTargetSerializer(serializers.ModelSerializer):
@@ -98,6 +102,67 @@ class CopyRequestSerializer(serializers.Serializer):
     target = serializers.PrimaryKeyRelatedField(queryset=BackupTarget.objects.all())
 
 
+class TargetFailed(exceptions.APIException):
+    status_code = status.HTTP_502_BAD_GATEWAY
+    default_detail = _("The backup target could not be read.")
+    default_code = "target_failed"
+
+
+class IdentitySerializer(serializers.Serializer):
+    identity = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, default="",
+        help_text=_("The age identity to read an encrypted target with; leave out to use "
+                    "the target's stored one."),
+    )
+
+
+class RecoverySerializer(IdentitySerializer):
+    key = serializers.CharField(max_length=1024, help_text=_("The copy's object name, as "
+                                                             "the catalogue lists it."))
+    workload = serializers.PrimaryKeyRelatedField(
+        queryset=Workload.objects.all(), required=False, allow_null=True, default=None,
+        help_text=_("Recover onto this existing workload instead of re-creating it."),
+    )
+
+
+class EntrySerializer(serializers.Serializer):
+    """A catalogue entry: the snapshot's summary and the workload's definition, without any
+    secret value (env and build args by name)."""
+
+    key = serializers.CharField()
+    workload = serializers.CharField(source="workload_path")
+    problem = serializers.CharField()
+    snapshot = serializers.SerializerMethodField()
+    definition = serializers.SerializerMethodField()
+
+    def get_snapshot(self, entry) -> dict | None:
+        return entry.described.snapshot if entry.described else None
+
+    def get_definition(self, entry) -> dict | None:
+        if entry.described is None:
+            return None
+        definition = dict(entry.described.workload)
+        definition["env"] = [{"name": e["name"], "secret": e["secret"],
+                              "value": None if e["secret"] else e["value"]}
+                             for e in definition["env"]]
+        definition["build_args"] = sorted(definition["build_args"])
+        return definition
+
+
+class BackupRecoverySerializer(serializers.ModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api:recovery-detail")
+    target_name = serializers.CharField(source="target.name", read_only=True)
+    progress = serializers.IntegerField(source="progress_percent", read_only=True)
+    failure = serializers.CharField(source="failure_text", read_only=True)
+
+    class Meta:
+        model = BackupRecovery
+        fields = ["id", "url", "target", "target_name", "remote_key", "into", "state",
+                  "progress", "snapshot", "restore", "deploy", "failure_code", "failure",
+                  "created", "started", "finished"]
+        read_only_fields = fields
+
+
 CheckSerializer = inline_serializer("BackupTargetCheck", {
     "ok": serializers.BooleanField(),
     "code": serializers.CharField(),
@@ -117,6 +182,8 @@ class BackupTargetViewSet(viewsets.ModelViewSet):
         "partial_update": "backups.change_backuptarget",
         "destroy": "backups.delete_backuptarget",
         "check": "backups.change_backuptarget",
+        "catalogue": "backups.add_backuprecovery",
+        "recover": "backups.add_backuprecovery",
     }
 
     @extend_schema(request=None, responses={200: CheckSerializer})
@@ -125,3 +192,74 @@ class BackupTargetViewSet(viewsets.ModelViewSet):
         """Write a probe object, read it back and delete it; says which step failed."""
         result = backups.check_target(self.get_object())
         return Response({"ok": result.ok, "code": result.code, "message": result.message})
+
+    @extend_schema(request=IdentitySerializer, responses={200: EntrySerializer(many=True)})
+    @action(detail=True, methods=["post"])
+    def catalogue(self, request, pk=None):
+        """What the target holds, read from the copies' sidecars (no archive is downloaded).
+
+        POST, since the body may carry the age `identity` (else the stored one is used).
+        Secret values in the sidecars are never returned: names only.
+        """
+        target = self.get_object()
+        body = IdentitySerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            identities = disaster.identities_for(target, body.validated_data["identity"])
+            entries = disaster.catalogue(target, identities)
+        except disaster.RecoveryError as exc:
+            raise _refusal(exc) from None
+        except offsite.OffsiteError as exc:
+            raise TargetFailed(detail={"detail": exc.message, "code": exc.code}) from None
+        return Response(EntrySerializer(entries, many=True).data)
+
+    @extend_schema(request=RecoverySerializer, responses={202: BackupRecoverySerializer})
+    @action(detail=True, methods=["post"])
+    def recover(self, request, pk=None):
+        """Queue a recovery of the copy `key`: a new workload from its sidecar, or onto
+        `workload` (then with the X-Confirm-Restore header: that workload's slug).
+
+        The sidecar is read at once, so a wrong identity or key is refused with 400.
+        Follow the returned recovery's `url`.
+        """
+        target = self.get_object()
+        body = RecoverySerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        into = body.validated_data.get("workload")
+        if into is not None and request.headers.get(CONFIRM_HEADER) != into.slug:
+            raise PreconditionRequired(
+                _("Confirm with the header %(header)s: %(slug)s (the workload's slug); its "
+                  "volumes will be replaced by the backup's data.")
+                % {"header": CONFIRM_HEADER, "slug": into.slug})
+        try:
+            row = disaster.request_recovery(target=target, key=body.validated_data["key"],
+                                            identity=body.validated_data["identity"],
+                                            into=into, user=request.user)
+        except disaster.RecoveryError as exc:
+            raise _refusal(exc) from None
+        except offsite.OffsiteError as exc:
+            raise TargetFailed(detail={"detail": exc.message, "code": exc.code}) from None
+        row.refresh_from_db()
+        return Response(BackupRecoverySerializer(row, context={"request": request}).data,
+                        status=status.HTTP_202_ACCEPTED,
+                        headers={"Location": reverse("api:recovery-detail", args=[row.pk])})
+
+
+class BackupRecoveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                            viewsets.GenericViewSet):
+    """Recoveries from backup targets, newest first."""
+
+    queryset = BackupRecovery.objects.select_related("target")
+    serializer_class = BackupRecoverySerializer
+    permission_classes = [ActionPermission]
+    action_permissions = {"list": "backups.view_backuprecovery",
+                          "retrieve": "backups.view_backuprecovery"}
+
+
+def _refusal(exc: disaster.RecoveryError) -> exceptions.APIException:
+    body = {"detail": str(exc), "code": exc.code}
+    if exc.code == "exists":
+        return Conflict(detail=body)
+    if exc.code in offsite.OffsiteError.messages and exc.code not in ("not_found", "mismatch"):
+        return TargetFailed(detail=body)
+    return exceptions.ValidationError(detail=body)

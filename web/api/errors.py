@@ -29,6 +29,16 @@ class InsufficientStorage(exceptions.APIException):
     default_code = "insufficient_storage"
 
 
+# The header that confirms a request replacing a workload's data: its slug.
+CONFIRM_HEADER = "X-Confirm-Restore"
+
+
+class PreconditionRequired(exceptions.APIException):
+    status_code = 428
+    default_detail = _("This request needs a confirmation header.")
+    default_code = "precondition_required"
+
+
 class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = _("The request conflicts with the current state of the resource.")

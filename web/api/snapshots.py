@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import exceptions, mixins, serializers, status, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.authentication import CSRFCheck, SessionAuthentication
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
@@ -25,7 +25,7 @@ from snapshots import storage
 from snapshots.errors import PreflightError
 from snapshots.models import RestoreJob, Snapshot
 from web.api.backups import CopyRequestSerializer, SnapshotCopySerializer
-from web.api.errors import Conflict
+from web.api.errors import CONFIRM_HEADER, Conflict, PreconditionRequired
 from web.api.permissions import ActionPermission
 from web.api.snapshot_serializers import (
     RestoreJobSerializer,
@@ -84,15 +84,6 @@ class HeaderCSRFSessionAuthentication(SessionAuthentication):
 def _import_authenticators() -> list[type]:
     return [HeaderCSRFSessionAuthentication if cls is SessionAuthentication else cls
             for cls in api_settings.DEFAULT_AUTHENTICATION_CLASSES]
-
-
-CONFIRM_HEADER = "X-Confirm-Restore"
-
-
-class PreconditionRequired(exceptions.APIException):
-    status_code = 428
-    default_detail = _("This request needs a confirmation header.")
-    default_code = "precondition_required"
 
 
 class ImportSerializer(serializers.Serializer):
