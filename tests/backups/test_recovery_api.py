@@ -23,8 +23,9 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_prod
 def recoverer(db) -> User:
     user = User.objects.create_user("rita-recoverer", password="x")
     user.user_permissions.add(*Permission.objects.filter(
-        content_type__app_label="backups",
-        codename__in=["add_backuprecovery", "view_backuprecovery", "view_backuptarget"]))
+        content_type__app_label__in=["backups", "workloads"],
+        codename__in=["add_backuprecovery", "view_backuprecovery", "view_backuptarget",
+                      "add_workload", "restore_workload"]))
     return user
 
 
@@ -99,6 +100,11 @@ def test_bad_input_and_permissions(api_as, api, recoverer, operator, copy_of, id
     assert api.post(url, {"key": row.remote_key}, format="json").status_code in (401, 403)
     assert api_as(operator).post(url, {"key": row.remote_key},
                                  format="json").status_code == 403
+    # Recovery's own permission alone does not create or restore workloads.
+    narrow = User.objects.create_user("nick-narrow", password="x")
+    narrow.user_permissions.add(Permission.objects.get(codename="add_backuprecovery"))
+    for body in ({"key": row.remote_key}, {"key": row.remote_key, "workload": row.workload_id}):
+        assert api_as(narrow).post(url, body, format="json").status_code == 403
     client = api_as(recoverer)
     assert client.post("/api/backup-targets/999999/recover", {"key": "a"},
                        format="json").status_code == 404

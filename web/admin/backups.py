@@ -9,7 +9,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
-from backups.models import BackupTarget, SnapshotCopy
+from backups.models import BackupRecovery, BackupTarget, SnapshotCopy
 from engine import backups
 from lib import agecrypt
 from web.admin.forms import KEEP_HELP
@@ -160,5 +160,33 @@ class SnapshotCopyAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         # A copy under way is not forgotten while its worker still writes it.
         if obj is not None and obj.state in SnapshotCopy.ACTIVE_STATES:
+            return False
+        return super().has_delete_permission(request, obj)
+
+
+@admin.register(BackupRecovery)
+class BackupRecoveryAdmin(admin.ModelAdmin):
+    """Recoveries are asked for in the pages, the API or the command; the admin shows them."""
+
+    list_display = ["remote_key", "target", "into", "state", "failure_code", "created",
+                    "finished"]
+    list_filter = ["state", "target"]
+    list_select_related = ["target", "into"]
+    search_fields = ["remote_key"]
+    exclude = ["identity_encrypted"]
+    readonly_fields = ["failure_text"]
+
+    @admin.display(description=_("failure"))
+    def failure_text(self, recovery: BackupRecovery) -> str:
+        return recovery.failure_text
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        if obj is not None and obj.state in BackupRecovery.ACTIVE_STATES:
             return False
         return super().has_delete_permission(request, obj)

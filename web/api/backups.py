@@ -226,6 +226,10 @@ class BackupTargetViewSet(viewsets.ModelViewSet):
         body = RecoverySerializer(data=request.data)
         body.is_valid(raise_exception=True)
         into = body.validated_data.get("workload")
+        # What the recovery does to workloads needs the workloads' own permission too.
+        needed = "workloads.restore_workload" if into is not None else "workloads.add_workload"
+        if not request.user.has_perm(needed):
+            raise exceptions.PermissionDenied()
         if into is not None and request.headers.get(CONFIRM_HEADER) != into.slug:
             raise PreconditionRequired(
                 _("Confirm with the header %(header)s: %(slug)s (the workload's slug); its "
