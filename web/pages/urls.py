@@ -1,6 +1,6 @@
 from django.urls import path
 
-from web.pages import snapshots, workloads
+from web.pages import recovery, snapshots, workloads
 
 urlpatterns = [
     path("", workloads.dashboard, name="dashboard"),
@@ -19,4 +19,8 @@ urlpatterns = [
          name="snapshot-download"),
     path("workloads/<int:pk>/snapshots/<int:sid>/restore", snapshots.snapshot_restore,
          name="snapshot-restore"),
+    path("backups/recover/", recovery.recover, name="recover"),
+    path("backups/recover/start", recovery.recover_start, name="recover-start"),
+    path("backups/recover/forget", recovery.recover_forget, name="recover-forget"),
+    path("backups/recoveries/<int:pk>/", recovery.recovery_detail, name="recovery-detail"),
 ]
