@@ -1,6 +1,6 @@
 from django.urls import path
 
-from web.pages import snapshots, workloads
+from web.pages import backups, snapshots, workloads
 
 urlpatterns = [
     path("", workloads.dashboard, name="dashboard"),
@@ -19,4 +19,10 @@ urlpatterns = [
          name="snapshot-download"),
     path("workloads/<int:pk>/snapshots/<int:sid>/restore", snapshots.snapshot_restore,
          name="snapshot-restore"),
+    path("workloads/<int:pk>/snapshots/<int:sid>/copy", snapshots.snapshot_copy,
+         name="snapshot-copy"),
+    path("backups/targets/", backups.target_list, name="backup-targets"),
+    path("backups/targets/add", backups.target_add, name="backup-target-add"),
+    path("backups/targets/<int:pk>/", backups.target_edit, name="backup-target-edit"),
+    path("backups/targets/<int:pk>/check", backups.target_check, name="backup-target-check"),
 ]
