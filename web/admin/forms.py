@@ -174,6 +174,7 @@ class BackupTargetForm(forms.ModelForm):
         model = BackupTarget
         fields = ["name", "kind", "endpoint_url", "region", "bucket", "prefix", "access_key_id",
                   "path_style", "directory", "recipients", "unencrypted"]
+        widgets = {"recipients": forms.Textarea(attrs={"rows": 3})}
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
