@@ -149,6 +149,16 @@ def test_it_lists_each_target_with_its_place_encryption_and_last_check(keeper, r
     assert "Not checked yet" in row
 
 
+def test_the_list_reads_the_targets_in_one_query(keeper, recipient,
+                                                django_assert_num_queries):
+    for name in ("a", "b", "c"):
+        s3_target(f"berth-{name}", recipient)
+    client = as_user(keeper)
+    # The session, the user, the user's and its groups' permissions, the targets.
+    with django_assert_num_queries(5):
+        assert client.get(LIST).status_code == 200
+
+
 def test_check_probes_the_target_and_answers_with_its_row(keeper, bucket, recipient):
     target = s3_target(bucket, recipient)
 
