@@ -18,7 +18,7 @@ class BackupTargetAdmin(admin.ModelAdmin):
     actions = ["check_targets"]
 
     def save_model(self, request, obj, form, change) -> None:
-        form.save()
+        form.edit.save()  # only the columns this edit changed
 
     @admin.display(description=_("where"))
     def where(self, target: BackupTarget) -> str:
