@@ -196,3 +196,16 @@ def test_the_panel_has_no_copy_control_without_targets(snapshot):
     assert not BackupTarget.objects.exists()
     html = panel(as_user(copy_user()), snapshot).content.decode()
     assert "No backup target to copy to yet." in html
+
+
+def test_without_htmx_copy_to_goes_back_to_the_page(snapshot, bucket, recipient):
+    target = s3_target(bucket, recipient)
+    client = as_user(copy_user())
+    response = client.post(copy_url(snapshot), {"target": target.pk})
+    assert response.status_code == 302
+    assert response["Location"] == f"/workloads/{snapshot.workload_id}/"
+    assert SnapshotCopy.objects.get().state == SnapshotCopy.State.VERIFIED
+
+    response = client.post(copy_url(snapshot), {"target": 999}, follow=True)
+    assert "Choose a backup target to copy the snapshot to." in response.content.decode()
+    assert SnapshotCopy.objects.count() == 1
