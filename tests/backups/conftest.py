@@ -50,6 +50,20 @@ def bucket(s3_server) -> str:
     client.delete_bucket(Bucket=name)
 
 
+def s3_target(bucket: str, recipient: str = "", **fields):
+    """A saved target on the test S3 server (unencrypted without a recipient)."""
+    from backups.models import BackupTarget
+
+    target = BackupTarget(name=fields.pop("name", f"s3-{bucket}"), kind="s3",
+                          endpoint_url=S3_ENDPOINT, region="us-east-1", bucket=bucket,
+                          prefix="berth", access_key_id=S3_KEY_ID, recipients=recipient,
+                          unencrypted=not recipient, **fields)
+    target.set_secret_access_key(S3_SECRET)
+    target.full_clean()
+    target.save()
+    return target
+
+
 def objects(bucket: str) -> list[str]:
     return [item["Key"] for item in s3_client().list_objects_v2(Bucket=bucket).get("Contents", [])]
 

@@ -17,7 +17,7 @@ from backups.models import BackupTarget, SnapshotCopy
 from engine import copies
 from lib import offsite
 from snapshots import storage
-from tests.backups.conftest import S3_ENDPOINT, S3_KEY_ID, S3_SECRET, objects, s3_client
+from tests.backups.conftest import S3_SECRET, objects, s3_client, s3_target
 from tests.snapshots.restoring import snapshot_from_bytes
 from tests.snapshots.trees import archive_of, describe, extract_bytes
 
@@ -38,17 +38,6 @@ def snapshot(make_workload, archive):
     volumes = [{"scope": "absolute", "source": "/v", "target": "/v", "bytes": len(archive),
                 "files": 2}]
     return snapshot_from_bytes(make_workload(), archive, {"volumes": volumes})
-
-
-def s3_target(bucket: str, recipient: str = "", **fields) -> BackupTarget:
-    target = BackupTarget(name=f"s3-{bucket}", kind="s3", endpoint_url=S3_ENDPOINT,
-                          region="us-east-1", bucket=bucket, prefix="berth",
-                          access_key_id=S3_KEY_ID, recipients=recipient,
-                          unencrypted=not recipient, **fields)
-    target.set_secret_access_key(S3_SECRET)
-    target.full_clean()
-    target.save()
-    return target
 
 
 def copied(snapshot, target) -> SnapshotCopy:

@@ -12,8 +12,7 @@ from django.test import Client
 
 from backups.models import BackupTarget, SnapshotCopy
 from snapshots.models import Snapshot
-from tests.backups.conftest import S3_SECRET, objects
-from tests.backups.test_target_pages import s3_target
+from tests.backups.conftest import S3_SECRET, objects, s3_target
 from tests.snapshots.restoring import snapshot_from_bytes
 from tests.snapshots.trees import archive_of
 from workloads.models import Workload

@@ -14,7 +14,7 @@ from django.test import Client
 
 from backups.models import BackupTarget
 from lib import crypto
-from tests.backups.conftest import S3_ENDPOINT, S3_KEY_ID, S3_SECRET
+from tests.backups.conftest import S3_ENDPOINT, S3_KEY_ID, S3_SECRET, s3_target
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HX-Request": "true"}
@@ -45,17 +45,6 @@ def as_user(user: User) -> Client:
     client = Client()
     client.force_login(user)
     return client
-
-
-def s3_target(bucket: str, recipient: str = "", **fields) -> BackupTarget:
-    target = BackupTarget(name=fields.pop("name", f"s3-{bucket}"), kind="s3",
-                          endpoint_url=S3_ENDPOINT, region="us-east-1", bucket=bucket,
-                          prefix="berth", access_key_id=S3_KEY_ID, recipients=recipient,
-                          unencrypted=not recipient, **fields)
-    target.set_secret_access_key(S3_SECRET)
-    target.full_clean()
-    target.save()
-    return target
 
 
 def form_data(bucket: str, recipient: str, **overrides) -> dict:
