@@ -6,6 +6,9 @@ S3 server receives it and it is read back before it counts as verified.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 from django.contrib.auth.models import Group, Permission, User
 from django.test import Client
@@ -24,9 +27,6 @@ HTMX = {"HX-Request": "true"}
 def small_snapshot(workload: Workload) -> Snapshot:
     """A ready snapshot of one small volume (its archive is real, its volume is not the
     workload's: copies never look at the volumes)."""
-    import tempfile
-    from pathlib import Path
-
     with tempfile.TemporaryDirectory() as volume:
         (Path(volume) / "index.html").write_bytes(b"<h1>kept offsite</h1>")
         archive = archive_of([volume])

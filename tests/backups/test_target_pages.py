@@ -15,6 +15,7 @@ from django.test import Client
 from backups.models import BackupTarget
 from lib import crypto
 from tests.backups.conftest import S3_ENDPOINT, S3_KEY_ID, S3_SECRET, s3_target
+from tests.backups.test_copy_panel import copy_user, small_snapshot
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HX-Request": "true"}
@@ -250,8 +251,6 @@ def test_an_edit_saves_only_what_it_changed(keeper, bucket, recipient):
 
 def test_no_page_shows_a_stored_or_typed_secret(keeper, bucket, recipient, identity,
                                                 make_workload):
-    from tests.backups.test_copy_panel import copy_user, small_snapshot
-
     target = s3_target(bucket, recipient, name="offsite")
     target.set_identity(str(identity))
     target.save()
