@@ -143,6 +143,13 @@ class BackupTarget(models.Model):
     def encrypted(self) -> bool:
         return not self.unencrypted
 
+    @property
+    def where(self) -> str:
+        """The place in one line: the directory, or the endpoint, bucket and prefix."""
+        if self.kind == self.Kind.DIRECTORY:
+            return self.directory
+        return f"{self.endpoint_url or 's3'} / {self.bucket}/{self.prefix}".rstrip("/")
+
     def clean(self) -> None:
         errors: dict[str, list] = {}
         if self.kind == self.Kind.S3:

@@ -31,6 +31,14 @@ class CheckResult:
         return self.code == OK
 
 
+def recorded_result(code: str) -> CheckResult:
+    """The result a recorded check code stands for, with its fixed message."""
+    if code == OK:
+        return CheckResult(OK, gettext(
+            "The target answers: a probe was written, read back and deleted."))
+    return CheckResult(code, offsite.OffsiteError(code).message)
+
+
 def check_target(target: BackupTarget) -> CheckResult:
     """Probe `target` (write, read back, delete) and record the outcome on it."""
     try:
@@ -42,8 +50,7 @@ def check_target(target: BackupTarget) -> CheckResult:
         logger.warning("backup target %s failed its check (%s): %s", target.pk, error.code,
                        redact.for_log(error.raw, target.secret_values()))
     else:
-        result = CheckResult(OK, gettext(
-            "The target answers: a probe was written, read back and deleted."))
+        result = recorded_result(OK)
     # Recorded only if the target is still where it was checked (an edit may have moved it).
     BackupTarget.objects.filter(pk=target.pk, **target.location()).update(
         checked=timezone.now(), check_code=result.code)

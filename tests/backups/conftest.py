@@ -55,6 +55,18 @@ def bucket(s3_server) -> str:
     client.delete_bucket(Bucket=name)
 
 
+def s3_target(bucket: str, recipient: str = "", **fields) -> BackupTarget:
+    """A saved target on the test S3 server (unencrypted without a recipient)."""
+    target = BackupTarget(name=fields.pop("name", f"s3-{bucket}"), kind="s3",
+                          endpoint_url=S3_ENDPOINT, region="us-east-1", bucket=bucket,
+                          prefix="berth", access_key_id=S3_KEY_ID, recipients=recipient,
+                          unencrypted=not recipient, **fields)
+    target.set_secret_access_key(S3_SECRET)
+    target.full_clean()
+    target.save()
+    return target
+
+
 def objects(bucket: str) -> list[str]:
     return [item["Key"] for item in s3_client().list_objects_v2(Bucket=bucket).get("Contents", [])]
 
@@ -115,17 +127,6 @@ def s3_auth() -> dict:
 
 
 # --- targets and copies ----------------------------------------------------------------------
-
-def s3_target(bucket: str, recipient: str = "", **fields) -> BackupTarget:
-    target = BackupTarget(name=f"s3-{bucket}", kind="s3", endpoint_url=S3_ENDPOINT,
-                          region="us-east-1", bucket=bucket, prefix="berth",
-                          access_key_id=S3_KEY_ID, recipients=recipient,
-                          unencrypted=not recipient, **fields)
-    target.set_secret_access_key(S3_SECRET)
-    target.full_clean()
-    target.save()
-    return target
-
 
 def copied(snapshot, target) -> SnapshotCopy:
     row = copies.request_copy(snapshot=snapshot, target=target)  # runs at once (tasks in sync)

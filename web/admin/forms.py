@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from django import forms
+from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
+from backups import edits
+from backups.models import BackupTarget
 from lib import giturls
 from workloads.models import EnvVar, RegistryCredential, Workload
 
@@ -138,3 +141,82 @@ class WorkloadForm(forms.ModelForm):
             username=cleaned.get("git_username") or None,
             password=cleaned.get("git_password") or None,
         )
+
+
+class WriteOnlyTextarea(forms.Textarea):
+    """A textarea that never renders a value: what was stored or typed stays unseen."""
+
+    def get_context(self, name, value, attrs):
+        return super().get_context(name, None, attrs)
+
+
+class BackupTargetForm(forms.ModelForm):
+    """A backup target, in the admin and the pages: the secrets are write-only.
+
+    The edit itself (what a move forgets, which columns a save writes) is
+    backups.edits.TargetEdit, as in the API.
+    """
+
+    secret_access_key = forms.CharField(
+        label=_("Secret access key"), required=False, strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text=KEEP_HELP,
+    )
+    identity = forms.CharField(
+        label=_("Age identity to store"), required=False, validators=[edits.validate_identity],
+        widget=WriteOnlyTextarea(attrs={"rows": 2, "autocomplete": "off"}),
+        help_text=_("Optional. Needed only to restore; stored encrypted, never shown. Without "
+                    "it, it is given at restore time."),
+    )
+    forget_identity = forms.BooleanField(label=_("Forget the stored identity"), required=False)
+
+    class Meta:
+        model = BackupTarget
+        fields = ["name", "kind", "endpoint_url", "region", "bucket", "prefix", "access_key_id",
+                  "path_style", "directory", "recipients", "unencrypted"]
+        widgets = {"recipients": forms.Textarea(attrs={"rows": 3})}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.edit = edits.TargetEdit(self.instance)
+        # A private identity pasted among the recipients is refused, and never rendered back.
+        key = self.add_prefix("recipients")
+        if self.is_bound and "AGE-SECRET-KEY-" in self.data.get(key, "").upper():
+            self._pasted_identity = True
+            self.data = self.data.copy()
+            self.data[key] = ""
+        else:
+            self._pasted_identity = False
+
+    def clean_recipients(self) -> str:
+        if self._pasted_identity:
+            raise forms.ValidationError(_("A private identity (AGE-SECRET-KEY-1...) was pasted "
+                                          "here: give the public key (age1...) only."))
+        return self.cleaned_data["recipients"]
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("forget_identity") and cleaned.get("identity"):
+            self.add_error("identity", _("Either forget the stored identity or give a new "
+                                         "one, not both."))
+        return cleaned
+
+    def _post_clean(self) -> None:
+        # The secrets first, so that the model's validation sees them; an invalid form is
+        # never saved.
+        cleaned = getattr(self, "cleaned_data", {})
+        identity = "" if cleaned.get("forget_identity") else (cleaned.get("identity") or None)
+        self.edit.give_secrets(secret_access_key=cleaned.get("secret_access_key", ""),
+                               identity=identity)
+        super()._post_clean()
+        try:
+            self.edit.settle()
+        except ValidationError as exc:
+            self._update_errors(exc)
+
+    def save(self, commit: bool = True) -> BackupTarget:
+        target = super().save(commit=False)
+        if commit:
+            self.edit.save()
+            self.save_m2m()
+        return target

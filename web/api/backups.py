@@ -3,8 +3,6 @@ recoveries from them."""
 
 from __future__ import annotations
 
-import copy
-
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -12,9 +10,10 @@ from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from backups import edits
 from backups.models import BackupRecovery, BackupTarget, SnapshotCopy
 from engine import backups, disaster
-from lib import agecrypt, offsite
+from lib import offsite
 from web.api.errors import CONFIRM_HEADER, Conflict, PreconditionRequired
 from web.api.permissions import ActionPermission
 from workloads.models import Workload
@@ -44,45 +43,26 @@ class BackupTargetSerializer(serializers.ModelSerializer):
     has_identity = serializers.BooleanField(read_only=True)
 
     def validate_identity(self, value: str) -> str:
-        if value:
-            try:
-                agecrypt.parse_identities(value)
-            except agecrypt.AgeError as exc:
-                raise serializers.ValidationError(str(exc)) from None
+        edits.validate_identity(value)
         return value
 
     def validate(self, attrs: dict) -> dict:
-        secret = attrs.pop("secret_access_key", None)
+        secret = attrs.pop("secret_access_key", "")
         identity = attrs.pop("identity", None)
-        # The target as this request loaded it, once: "moved" and "changed" are measured
-        # against what this edit saw, whatever another edit committed meanwhile.
-        previous = copy.copy(self.instance) if self.instance else None
-        target = self.instance or BackupTarget()
+        edit = edits.TargetEdit(self.instance)
         for field, value in attrs.items():
-            setattr(target, field, value)
-        if secret:
-            target.set_secret_access_key(secret)
-        if identity is not None:
-            target.set_identity(identity)
-        target.settle_change(previous, new_secret=bool(secret))
-        if target.kind == BackupTarget.Kind.S3 and not target.has_secret_access_key:
-            raise serializers.ValidationError(
-                {"secret_access_key": [_("An S3 target needs a secret access key.")]})
-        target.full_clean(validate_unique=False)
-        self._prepared, self._previous = target, previous
+            setattr(edit.target, field, value)
+        edit.give_secrets(secret_access_key=secret, identity=identity)
+        edit.settle()
+        edit.target.full_clean(validate_unique=False)
+        self._edit = edit
         return attrs
 
     def create(self, validated_data: dict) -> BackupTarget:
-        self._prepared.save()
-        return self._prepared
+        return self._edit.save()
 
     def update(self, instance: BackupTarget, validated_data: dict) -> BackupTarget:
-        # Only what this request changed: a check recorded meanwhile is not overwritten.
-        changed = [f.attname for f in BackupTarget._meta.concrete_fields
-                   if getattr(self._prepared, f.attname) != getattr(self._previous, f.attname)]
-        if changed:
-            self._prepared.save(update_fields=changed)
-        return self._prepared
+        return self._edit.save()
 
 
 class SnapshotCopySerializer(serializers.ModelSerializer):

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from web.pages import recovery, snapshots, workloads
+from web.pages import backups, recovery, snapshots, workloads
 
 urlpatterns = [
     path("", workloads.dashboard, name="dashboard"),
@@ -19,6 +19,12 @@ urlpatterns = [
          name="snapshot-download"),
     path("workloads/<int:pk>/snapshots/<int:sid>/restore", snapshots.snapshot_restore,
          name="snapshot-restore"),
+    path("workloads/<int:pk>/snapshots/<int:sid>/copy", snapshots.snapshot_copy,
+         name="snapshot-copy"),
+    path("backups/targets/", backups.target_list, name="backup-targets"),
+    path("backups/targets/add", backups.target_add, name="backup-target-add"),
+    path("backups/targets/<int:pk>/", backups.target_edit, name="backup-target-edit"),
+    path("backups/targets/<int:pk>/check", backups.target_check, name="backup-target-check"),
     path("backups/recover/", recovery.recover, name="recover"),
     path("backups/recover/start", recovery.recover_start, name="recover-start"),
     path("backups/recover/forget", recovery.recover_forget, name="recover-forget"),

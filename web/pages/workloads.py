@@ -107,7 +107,7 @@ def workload_detail(request: HttpRequest, pk: int) -> HttpResponse:
     context = (
         _state_context(workload)
         | _metrics_context(workload, METRICS_DEFAULT)
-        | snapshot_views.panel_context(workload)
+        | snapshot_views.panel_context(workload, request.user)
         | {"volumes": _volume_rows(workload), "engine": runtime.engine_status()}
     )
     return render(request, "workloads/detail.html", context)
