@@ -383,6 +383,12 @@ class BackupRecovery(Job, Progress):
         FAILED = "failed", _("Failed")
 
     ACTIVE_STATES = (State.QUEUED, State.RUNNING)
+    # Beyond add_backuprecovery: what a recovery does to workloads needs their own permissions.
+    # Re-creating one may create its project and stage, restores it and deploys it.
+    PERMISSIONS_TO_CREATE = ("workloads.add_project", "workloads.add_stage",
+                             "workloads.add_workload", "workloads.restore_workload",
+                             "workloads.deploy_workload")
+    PERMISSIONS_ONTO = ("workloads.restore_workload",)
 
     target = models.ForeignKey(BackupTarget, models.CASCADE, related_name="recoveries",
                                verbose_name=_("backup target"))
@@ -400,6 +406,11 @@ class BackupRecovery(Job, Progress):
                                 related_name="+", verbose_name=_("restore"))
     deploy = models.ForeignKey("workloads.DeployRecord", models.SET_NULL, null=True,
                                blank=True, related_name="+", verbose_name=_("deploy"))
+    # What this recovery created ([model label, pk], in order): removed again, if still
+    # unused, when it fails before its restore began, even after a kill (the sweep).
+    created_rows = models.JSONField(default=list, blank=True, editable=False)
+    # Values the sidecar could not carry (an unencrypted target's secrets), by name.
+    missing_values = models.JSONField(default=list, blank=True, editable=False)
     failure_code = models.CharField(_("failure"), max_length=32, blank=True)
     # The failure's message in the source language and its parameters, translated when shown.
     failure_message = models.TextField(blank=True)
@@ -414,6 +425,12 @@ class BackupRecovery(Job, Progress):
         ordering = ["-created", "-pk"]
         verbose_name = _("recovery from backup")
         verbose_name_plural = _("recoveries from backup")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["into"], condition=models.Q(state__in=["queued", "running"]),
+                name="one_active_recovery_per_workload",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.target} → {self.remote_key}"

@@ -17,9 +17,12 @@ import contextlib
 import io
 import logging
 import os
+import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -35,7 +38,7 @@ from snapshots import storage
 from snapshots.errors import SnapshotError
 from snapshots.models import RestoreJob, Snapshot
 from workloads.jobs import acting_user, task_lost_before
-from workloads.models import DeployRecord, EventLog, Project, Stage, Workload
+from workloads.models import DeployRecord, EventLog, Project, Stage, VolumeMount, Workload
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,10 @@ _WRONG_IDENTITY = gettext_noop("The identity does not open this copy (another ke
                                "data).")
 
 
+_BUSY = gettext_noop("A restore or another recovery of this workload is queued or running; "
+                     "wait for it to finish.")
+_INTERRUPTED = gettext_noop("The recovery was interrupted (its worker stopped) before its "
+                            "restore began; what it had created is removed. Ask for it again.")
 _EXISTS = gettext_noop("A workload %(path)s exists already: recover onto it (choose it as the "
                        "workload to recover into), or remove it first.")
 
@@ -101,6 +108,7 @@ def catalogue(target: BackupTarget, identities=()) -> list[Entry]:
         if key is None or key not in names:
             continue
         try:
+            _refuse_clear_copy(target, key)
             entries.append(Entry(key=key, described=_read_sidecar(store, name, identities)))
         except RecoveryError as exc:
             entries.append(Entry(key=key, described=None, problem=str(exc)))
@@ -116,18 +124,30 @@ def describe(target: BackupTarget, key: str, identities=()) -> sidecar.Described
             or any(part in ("", ".", "..") for part in parts) or len(key) > 1024):
         raise RecoveryError("not_a_copy", gettext_noop("%(key)s is not the name of a copy."),
                             key=key)
+    _refuse_clear_copy(target, key)
     name = sidecar.sidecar_name(key, encrypted=sidecar.is_encrypted(key))
     return _read_sidecar(target.store(), name, identities)
 
 
+def _refuse_clear_copy(target: BackupTarget, key: str) -> None:
+    """A copy in clear on a target that encrypts is not Berth's: anyone able to write to
+    the bucket could have put it there, without even knowing a recipient."""
+    if target.encrypted and not sidecar.is_encrypted(key):
+        raise RecoveryError("not_encrypted", gettext_noop(
+            "This copy is not encrypted, but the target encrypts every copy: it was not made "
+            "by Berth and is not recovered."))
+
+
 def recover(*, target: BackupTarget, key: str, identities=(), into: Workload | None = None,
-            user: AbstractBaseUser | None = None,
+            user: AbstractBaseUser | None = None, row: BackupRecovery | None = None,
             progress: Callable[[int, int], None] | None = None) -> Recovered:
     """Bring the copy `key` back: as a new workload from its sidecar, or onto `into`.
 
     Raises RecoveryError, leaving nothing behind, until the snapshot is
     imported; from then on the restore and the deploy keep their own records
-    (the returned RestoreJob and DeployRecord say how they ended).
+    (the returned RestoreJob and DeployRecord say how they ended). `row`, the
+    recovery's record, learns at once what was created, so that the sweep can
+    remove it if this process dies before the restore begins.
     `progress(done, total)` is called as the archive downloads.
     """
     identities = list(identities)
@@ -135,12 +155,18 @@ def recover(*, target: BackupTarget, key: str, identities=(), into: Workload | N
     if sidecar.is_encrypted(key) and not identities:
         raise RecoveryError("no_identity", gettext_noop("The copy is encrypted: give the age "
                                                         "identity to recover it."))
+    _check_room(described.snapshot["size"])
+    if into is not None:
+        _refuse_busy(into)
     created, missing = into is None, []
-    workload = into if into is not None else None
-    made: list = []
+    workload = into
+    made: list[list] = []
     try:
         if workload is None:
             workload, made, missing = _create(described.workload, user)
+            if row is not None:
+                row.move(only_from=BackupRecovery.ACTIVE_STATES, into=workload,
+                         created_rows=made, missing_values=missing)
         staged = _download(target, key, described, identities, progress)
         try:
             snapshot = imports.import_snapshot(workload=workload, staged=staged, user=user)
@@ -148,9 +174,8 @@ def recover(*, target: BackupTarget, key: str, identities=(), into: Workload | N
             raise RecoveryError("refused", gettext_noop("The archive was refused: %(reason)s"),
                                 reason=str(exc)) from None
     except BaseException:
-        for row in reversed(made):  # what this recovery created, newest first
-            with contextlib.suppress(Exception):
-                row.delete()
+        with contextlib.suppress(Exception):
+            remove_created(made)
         raise
     EventLog.objects.create(
         workload=workload, user=snapshot.user,
@@ -159,7 +184,10 @@ def recover(*, target: BackupTarget, key: str, identities=(), into: Workload | N
         params={"id": snapshot.pk, "target": target.name, "key": key},
     )
     logger.info("recovering %s from target %s into workload %s", key, target.pk, workload.pk)
-    job = restores.restore(workload=workload, snapshot=snapshot, user=user)
+    try:
+        job = restores.restore(workload=workload, snapshot=snapshot, user=user)
+    except restores.RestoreBusy:
+        raise RecoveryError("busy", _BUSY) from None
     job.refresh_from_db()
     result = Recovered(workload=workload, snapshot=snapshot, restore=job, created=created,
                        missing_values=missing)
@@ -168,64 +196,126 @@ def recover(*, target: BackupTarget, key: str, identities=(), into: Workload | N
     if (job.outcome == RestoreJob.Outcome.SUCCEEDED and created and reference
             and not missing and not workload.running_reference):
         # The restore had nothing to redeploy (the workload never ran here): run it on what
-        # the sidecar says it ran, pinned, never a newer tag.
+        # the sidecar says it ran, pinned (checked in _create), never a newer tag.
         result.deploy = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.RESTORE,
                                          user=user, reference=reference)
     return result
+
+
+def _check_room(size: int) -> None:
+    """The archive must fit the upload cap, and the staging filesystem with its reserve."""
+    if size > settings.BERTH_SNAPSHOT_MAX_UPLOAD_BYTES:
+        raise RecoveryError("too_large", gettext_noop(
+            "The archive (%(size)d bytes, says its sidecar) is larger than "
+            "BERTH_SNAPSHOT_MAX_UPLOAD_BYTES."), size=size)
+    where = storage.uploads_dir()
+    while not where.exists() and where != where.parent:  # made at the first upload
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    if free < size + settings.BERTH_SNAPSHOT_RESERVE_BYTES:
+        raise RecoveryError("no_space", gettext_noop(
+            "There is not enough free space here for the archive (%(size)d bytes) and the "
+            "reserve (BERTH_SNAPSHOT_RESERVE_BYTES)."), size=size)
+
+
+def _refuse_busy(workload: Workload) -> None:
+    if RestoreJob.objects.active().filter(workload=workload).exists():
+        raise RecoveryError("busy", _BUSY)
+
+
+def remove_created(made: list[list]) -> None:
+    """Remove what a failed recovery created, newest first: the workload, then its stage and
+    project only while nothing else has come to live in them meanwhile."""
+    with transaction.atomic():
+        for label, pk in reversed(made):
+            if label == "workload":
+                Workload.objects.filter(pk=pk).delete()
+            elif label == "stage":
+                stage = Stage.objects.select_for_update().filter(pk=pk).first()
+                if stage is not None and not stage.workloads.exists():
+                    stage.delete()
+            elif label == "project":
+                project = Project.objects.select_for_update().filter(pk=pk).first()
+                if project is not None and not project.stages.exists():
+                    project.delete()
 
 
 # --- a recovery queued for the task worker ---------------------------------------------------
 
 
 def request_recovery(*, target: BackupTarget, key: str, identity: str = "",
-                     into: Workload | None = None,
-                     user: AbstractBaseUser | None = None) -> BackupRecovery:
-    """Check what can be checked now, then queue the recovery; RecoveryError if refused.
+                     into: Workload | None = None, user: AbstractBaseUser | None = None,
+                     queued: bool = True) -> BackupRecovery:
+    """Check what can be checked now, then open the recovery; RecoveryError if refused.
 
     The sidecar is read here (with `identity`, else the target's stored one),
     so a wrong identity or key is refused at once. The identity is kept,
-    encrypted, only until the recovery ends.
+    encrypted, only until the recovery ends. `queued=False` opens it for this
+    process to run at once (the command).
     """
     identities = identities_for(target, identity)
     described = describe(target, key, identities)
+    _check_room(described.snapshot["size"])
     if into is None:
         definition = described.workload
         if Workload.objects.filter(stage__project__slug=definition["project"]["slug"],
                                    stage__slug=definition["stage"]["slug"],
                                    slug=definition["slug"]).exists():
             raise RecoveryError("exists", _EXISTS, path=_path(definition))
-    row = BackupRecovery.objects.create(
-        target=target, remote_key=key, into=into, user=acting_user(user),
-        identity_encrypted=crypto.encrypt(identity) if identity else "",
-        bytes_total=described.snapshot["size"],
-    )
-    transaction.on_commit(lambda: queue.enqueue(queue.RECOVER, row.pk,
-                                                name=f"recover-{row.pk}"))
+    else:
+        _refuse_busy(into)
+    try:
+        with transaction.atomic():
+            row = BackupRecovery.objects.create(
+                target=target, remote_key=key, into=into, user=acting_user(user),
+                identity_encrypted=crypto.encrypt(identity) if identity else "",
+                bytes_total=described.snapshot["size"],
+                owner="" if queued else owners.current(),
+            )
+    except IntegrityError:
+        raise RecoveryError("busy", _BUSY) from None
+    if queued:
+        transaction.on_commit(lambda: queue.enqueue(queue.RECOVER, row.pk,
+                                                    name=f"recover-{row.pk}"))
     return row
 
 
-def run_recovery(row: BackupRecovery) -> BackupRecovery:
-    """The queued recovery's body (the task's): the row says how it ended."""
+def run_recovery(row: BackupRecovery,
+                 progress: Callable[[int, int], None] | None = None) -> Recovered | None:
+    """The recovery's body (the task's, or the command's): the row says how it ended.
+
+    Returns what was recovered, or None if it failed before the import.
+    """
     if not row.move(only_from=[BackupRecovery.State.QUEUED], state=BackupRecovery.State.RUNNING,
                     started=timezone.now(), owner=owners.current()):
-        return row
+        return None
+
+    def report(done: int, total: int) -> None:
+        _progress(row, done)
+        if progress is not None:
+            progress(done, total)
+
     try:
         text = crypto.decrypt(row.identity_encrypted) if row.identity_encrypted else ""
         identities = identities_for(row.target, text)
         result = recover(target=row.target, key=row.remote_key, identities=identities,
-                         into=row.into, user=row.user,
-                         progress=lambda done, _total: _progress(row, done))
+                         into=row.into, user=row.user, row=row, progress=report)
     except RecoveryError as exc:
         _end(row, BackupRecovery.State.FAILED, failure_code=exc.code,
              failure_message=exc.message, failure_params=exc.params)
-        return row
+        return None
     except Exception as exc:  # noqa: BLE001 - a recovery ends failed, never half-recorded
         logger.exception("recovery %s failed", row.pk)
         _end(row, BackupRecovery.State.FAILED, failure_code="internal",
              failure_message=gettext_noop("The recovery failed unexpectedly (%(error)s); the "
                                           "server log has the details."),
              failure_params={"error": type(exc).__name__})
-        return row
+        return None
+    except BaseException:
+        # Ctrl-C in the command: ended here, not left for the sweep.
+        _end(row, BackupRecovery.State.FAILED, failure_code="interrupted",
+             failure_message=_INTERRUPTED)
+        raise
     ok = result.restore.outcome == RestoreJob.Outcome.SUCCEEDED and (
         result.deploy is None or result.deploy.outcome == DeployRecord.Outcome.SUCCEEDED)
     failure = {} if ok else {
@@ -236,12 +326,12 @@ def run_recovery(row: BackupRecovery) -> BackupRecovery:
     _end(row, BackupRecovery.State.SUCCEEDED if ok else BackupRecovery.State.FAILED,
          into=result.workload, snapshot=result.snapshot, restore=result.restore,
          deploy=result.deploy, bytes_done=row.bytes_total, **failure)
-    return row
+    return result
 
 
 def fail_lost() -> int:
     """Fail the recoveries whose worker died (or that no worker took in time), erasing the
-    identities they kept."""
+    identities they kept; what one created is removed if its restore never began."""
     failed = 0
     for row in BackupRecovery.objects.filter(state__in=BackupRecovery.ACTIVE_STATES):
         if row.owner:
@@ -250,10 +340,15 @@ def fail_lost() -> int:
         elif row.created >= task_lost_before():
             continue
         if _end(row, BackupRecovery.State.FAILED, only_from=BackupRecovery.ACTIVE_STATES,
-                failure_code="interrupted", failure_message=gettext_noop(
-                    "The recovery was interrupted (its worker stopped); nothing it imported "
-                    "was restored. Ask for it again.")):
+                failure_code="interrupted", failure_message=_INTERRUPTED):
             failed += 1
+            if row.created_rows and not RestoreJob.objects.filter(
+                    workload_id=row.into_id).exists():
+                try:
+                    remove_created(row.created_rows)
+                except Exception:  # noqa: BLE001 - logged; the workload stays for the operator
+                    logger.exception("recovery %s: what it created could not be removed",
+                                     row.pk)
     return failed
 
 
@@ -329,20 +424,21 @@ def _create(definition: dict, user) -> tuple[Workload, list, list[str]]:
     Returns the workload, the rows created (to remove on failure, newest
     last) and the names of values the sidecar did not carry.
     """
-    made: list = []
+    made: list[list] = []
     missing: list[str] = []
     try:
+        _check_reference(definition)
         with transaction.atomic():
             project = Project.objects.filter(slug=definition["project"]["slug"]).first()
             if project is None:
                 project = _valid(Project(slug=definition["project"]["slug"],
                                          name=definition["project"]["name"]))
-                made.append(project)
+                made.append(["project", project.pk])
             stage = Stage.objects.filter(project=project, slug=definition["stage"]["slug"]).first()
             if stage is None:
                 stage = _valid(Stage(project=project, slug=definition["stage"]["slug"],
                                      name=definition["stage"]["name"]))
-                made.append(stage)
+                made.append(["stage", stage.pk])
             if Workload.objects.filter(stage=stage, slug=definition["slug"]).exists():
                 raise RecoveryError("exists", _EXISTS, path=_path(definition))
             args = definition["build_args"]
@@ -357,12 +453,14 @@ def _create(definition: dict, user) -> tuple[Workload, list, list[str]]:
                 replicas=definition["replicas"],
                 snapshot_consistency=definition["snapshot_consistency"],
             ))
-            made.append(workload)
+            made.append(["workload", workload.pk])
             volumes = [workload.volumes.model(workload=workload, **v)
                        for v in definition["volumes"]]
             for volume in volumes:
                 volume.full_clean(exclude=["workload"])
             workload.check_volumes(volumes)
+            for volume in volumes:
+                _refuse_used_path(volume.host_path(workload))
             for volume in volumes:
                 volume.save()
             for port in definition["ports"]:
@@ -386,6 +484,52 @@ def _create(definition: dict, user) -> tuple[Workload, list, list[str]]:
             "The workload's definition cannot be re-created here: %(reason)s"),
             reason="it clashes with what exists (a host port or a name in use)") from None
     return workload, made, missing
+
+
+def _check_reference(definition: dict) -> None:
+    """What the sidecar says the workload ran must be its own source, pinned.
+
+    An image workload ran `<its repository>@sha256:<digest>`; a git workload
+    `<its ref>@<commit>`. Anything else (another image, a bare tag) would
+    deploy something the definition does not show, or a newer tag.
+    """
+    reference = definition["running_reference"]
+    if not reference:
+        return
+    if definition["source_kind"] == Workload.SourceKind.GIT:
+        pattern = re.escape(definition["git_ref"]) + r"@(?:[0-9a-f]{40}|[0-9a-f]{64})"
+    else:
+        pattern = re.escape(_repository(definition["image"])) + r"@sha256:[0-9a-f]{64}"
+    if not re.fullmatch(pattern, reference):
+        raise ValidationError({"running_reference": [
+            "it is not the workload's own image or git ref, pinned"]})
+
+
+def _repository(image: str) -> str:
+    """`host/repo` of `host/repo:tag` or `host/repo@sha256:…`."""
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return name[: len(name) - len(last)] + last.split(":", 1)[0]
+
+
+def _refuse_used_path(path: str) -> None:
+    """A re-created workload's volume must not take over data that is already on the host:
+    its directory must be missing or empty, and no other workload's volume."""
+    for other in VolumeMount.objects.select_related("workload__stage__project"):
+        try:
+            theirs = other.host_path()
+        except ValidationError:
+            continue  # an invalid volume holds no path
+        if theirs == path:
+            raise ValidationError({"volumes": [
+                f"{path} is a volume of workload {other.workload}"]})
+    try:
+        if os.path.lexists(path) and (os.path.islink(path) or not os.path.isdir(path)
+                                      or os.listdir(path)):
+            raise ValidationError({"volumes": [
+                f"{path} exists and holds data; recover onto a workload created by hand"]})
+    except OSError as exc:
+        raise ValidationError({"volumes": [f"{path} cannot be read ({exc.strerror})"]}) from None
 
 
 def _valid(row):

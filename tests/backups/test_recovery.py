@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 
 import pytest
 
@@ -21,8 +22,10 @@ from lib import agecrypt, crypto
 from snapshots.models import Snapshot
 from tests.backups.conftest import s3_client, s3_target
 from tests.conftest import dead_owner
+from tests.fixtures import images
 from tests.snapshots import hostile
 from tests.snapshots.conftest import fill, leftovers
+from tests.snapshots.hostile import member
 from tests.snapshots.trees import describe
 from workloads.models import EventLog, Project, Workload
 
@@ -234,3 +237,177 @@ def test_the_sweep_fails_a_recovery_whose_worker_died_and_erases_its_identity(
     row.refresh_from_db()
     assert (row.state, row.failure_code, row.identity_encrypted) == ("failed", "interrupted", "")
     assert "interrupted" in row.failure_text
+
+
+# --- what an adversarial review found ----------------------------------------------------
+
+
+def test_a_failed_recovery_removes_only_what_it_created(bucket, recipient, identity,
+                                                        make_workload):
+    archive = hostile.archive(member("volumes/0/link", typeflag=b"2", linkname=b"/etc"))
+    plant(bucket, KEY, archive, document_for(archive), recipient)
+    added = []
+
+    def meanwhile(done: int, total: int) -> None:
+        # While it downloads, an operator (or another recovery) adds a workload to the
+        # project and stage this recovery created.
+        if not added:
+            stage = Workload.objects.get(slug="planted").stage
+            added.append(Workload.objects.create(stage=stage, slug="other", name="Other",
+                                                 image=images.HTTPD_V1))
+
+    with pytest.raises(disaster.RecoveryError) as caught:
+        disaster.recover(target=s3_target(bucket, recipient), key=KEY, identities=[identity],
+                         progress=meanwhile)
+    assert caught.value.code == "refused"
+    assert not Workload.objects.filter(slug="planted").exists()
+    assert Workload.objects.filter(pk=added[0].pk).exists()  # with its stage and project
+
+
+@pytest.mark.parametrize("volume", [
+    {"scope": "absolute", "source": "{data}", "target": "/d", "read_only": False},
+    {"scope": "stage", "source": "data0", "target": "/d", "read_only": False},
+], ids=["absolute-with-data", "stage-directory-with-data"])
+def test_a_definition_may_not_take_over_data_already_on_the_host(
+    volume, bucket, recipient, identity, tmp_path, settings
+):
+    from lib import paths
+
+    existing = tmp_path / "payroll"
+    existing.mkdir()
+    (existing / "ledger.sql").write_text("precious")
+    settings.BERTH_ABSOLUTE_VOLUME_ROOTS = [str(tmp_path)]
+    volume = {k: v.format(data=existing) if isinstance(v, str) else v for k, v in volume.items()}
+    if volume["scope"] == "stage":
+        stage_dir = paths.host_path("stage", "evil", "prod", "data0")
+        os.makedirs(stage_dir)
+        with open(os.path.join(stage_dir, "kept.txt"), "w") as fh:
+            fh.write("kept")
+    archive = hostile.archive(volumes=[(0, 1, 0)])
+    document = document_for(archive)
+    document["workload"]["volumes"] = [volume]
+    plant(bucket, KEY, archive, document, recipient)
+
+    with pytest.raises(disaster.RecoveryError) as caught:
+        disaster.recover(target=s3_target(bucket, recipient), key=KEY, identities=[identity])
+
+    assert caught.value.code == "invalid_definition"
+    assert "holds data" in str(caught.value)
+    nothing_left()
+    assert (existing / "ledger.sql").read_text() == "precious"
+
+
+def test_a_definition_may_not_share_another_workloads_volume(bucket, recipient, identity,
+                                                             make_workload):
+    victim = make_workload()
+    victim.volumes.create(scope="project", source="shared", target="/s")
+    archive = hostile.archive(volumes=[(0, 1, 0)])
+    document = document_for(archive)
+    document["workload"]["project"]["slug"] = victim.stage.project.slug
+    document["workload"]["volumes"] = [{"scope": "project", "source": "shared",
+                                        "target": "/s", "read_only": False}]
+    plant(bucket, KEY, archive, document, recipient)
+    with pytest.raises(disaster.RecoveryError) as caught:
+        disaster.recover(target=s3_target(bucket, recipient), key=KEY, identities=[identity])
+    assert caught.value.code == "invalid_definition"
+    assert "is a volume of workload" in str(caught.value)
+    assert Workload.objects.count() == 1
+
+
+@pytest.mark.parametrize("reference", [
+    "127.0.0.1:5000/berth-test/slowstop@sha256:" + "a" * 64,  # another image
+    "127.0.0.1:5000/berth-test/httpd:v2",                     # a tag: whatever it is now
+    "127.0.0.1:5000/berth-test/httpd@sha256:short",
+])
+def test_what_the_sidecar_says_ran_must_be_its_own_image_pinned(reference, bucket, recipient,
+                                                                identity):
+    archive = hostile.archive(volumes=[(0, 1, 0)])
+    document = document_for(archive)
+    document["workload"]["running_reference"] = reference
+    plant(bucket, KEY, archive, document, recipient)
+    with pytest.raises(disaster.RecoveryError) as caught:
+        disaster.recover(target=s3_target(bucket, recipient), key=KEY, identities=[identity])
+    assert caught.value.code == "invalid_definition" and "running_reference" in str(caught.value)
+    nothing_left()
+
+
+def test_a_copy_in_clear_on_an_encrypted_target_is_not_berths(bucket, recipient, identity):
+    archive = hostile.archive(volumes=[(0, 1, 0)])
+    clear = "evil/prod/planted/20261201T100000Z-manual-7-c7.tar.zst"
+    client = s3_client()
+    client.put_object(Bucket=bucket, Key=f"berth/{clear}", Body=archive)
+    client.put_object(Bucket=bucket, Key="berth/evil/prod/planted/20261201T100000Z-manual-7-c7"
+                      ".json", Body=json.dumps(document_for(archive)).encode())
+    target = s3_target(bucket, recipient)
+    [entry] = disaster.catalogue(target, [identity])
+    assert entry.described is None and "not encrypted" in entry.problem
+    with pytest.raises(disaster.RecoveryError) as caught:
+        disaster.recover(target=target, key=clear, identities=[identity])
+    assert caught.value.code == "not_encrypted"
+    nothing_left()
+
+
+def test_a_sidecar_claiming_more_than_the_cap_or_the_free_space_is_refused_first(
+    bucket, recipient, identity, settings
+):
+    archive = hostile.archive(volumes=[(0, 1, 0)])
+    plant(bucket, KEY, archive, document_for(archive, size=1 << 50), recipient)
+    with pytest.raises(disaster.RecoveryError) as caught:
+        disaster.recover(target=s3_target(bucket, recipient), key=KEY, identities=[identity])
+    assert caught.value.code == "too_large"
+    settings.BERTH_SNAPSHOT_MAX_UPLOAD_BYTES = 1 << 60
+    with pytest.raises(disaster.RecoveryError) as caught:
+        disaster.recover(target=BackupTarget.objects.get(), key=KEY, identities=[identity])
+    assert caught.value.code == "no_space"
+    nothing_left()
+
+
+def test_recovering_onto_a_workload_being_restored_is_busy(copy_of, identity):
+    from snapshots.models import RestoreJob
+
+    row, _volume = copy_of
+    RestoreJob.objects.create(workload=row.workload, snapshot=row.snapshot)  # queued
+    target = BackupTarget.objects.get(pk=row.target_id)
+    for ask in (disaster.request_recovery, disaster.recover):
+        with pytest.raises(disaster.RecoveryError) as caught:
+            kwargs = {"identity": str(identity)} if ask is disaster.request_recovery \
+                else {"identities": [identity]}
+            ask(target=target, key=row.remote_key, into=row.workload, **kwargs)
+        assert caught.value.code == "busy"
+    assert BackupRecovery.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)  # the forked worker reads the rows
+def test_a_recovery_killed_mid_download_is_cleaned_by_the_sweep_and_can_be_retried(
+    bucket, recipient, identity
+):
+    import signal
+
+    from tests.fixtures import forking
+
+    archive = hostile.archive(volumes=[(0, 1, 0)])
+    plant(bucket, KEY, archive, document_for(archive), recipient)
+    target = s3_target(bucket, recipient)
+    row = disaster.request_recovery(target=target, key=KEY, identity=str(identity),
+                                    queued=False)
+
+    def killed_mid_download() -> None:
+        disaster.run_recovery(BackupRecovery.objects.get(pk=row.pk),
+                              progress=lambda done, total: os.kill(os.getpid(), signal.SIGKILL))
+
+    child = forking.fork(killed_mid_download)
+    assert child.wait(timeout=60) == -signal.SIGKILL
+    row.refresh_from_db()
+    assert row.state == BackupRecovery.State.RUNNING and row.created_rows
+    assert Workload.objects.filter(slug="planted").exists()  # what the kill left
+
+    sweep.recover_all()
+
+    row.refresh_from_db()
+    assert (row.state, row.failure_code, row.identity_encrypted) == ("failed", "interrupted", "")
+    nothing_left()
+    again = disaster.request_recovery(target=target, key=KEY, identity=str(identity),
+                                      queued=False)
+    result = disaster.run_recovery(again)
+    again.refresh_from_db()
+    assert result is not None and again.state == "succeeded", again.failure_text

@@ -25,7 +25,8 @@ def recoverer(db) -> User:
     user.user_permissions.add(*Permission.objects.filter(
         content_type__app_label__in=["backups", "workloads"],
         codename__in=["add_backuprecovery", "view_backuprecovery", "view_backuptarget",
-                      "add_workload", "restore_workload"]))
+                      "add_workload", "restore_workload", "add_project", "add_stage",
+                      "deploy_workload"]))
     return user
 
 

@@ -14,7 +14,7 @@ from backups import edits
 from backups.models import BackupRecovery, BackupTarget, SnapshotCopy
 from engine import backups, disaster
 from lib import offsite
-from web.api.errors import CONFIRM_HEADER, Conflict, PreconditionRequired
+from web.api.errors import CONFIRM_HEADER, Conflict, InsufficientStorage, PreconditionRequired
 from web.api.permissions import ActionPermission
 from workloads.models import Workload
 
@@ -207,8 +207,8 @@ class BackupTargetViewSet(viewsets.ModelViewSet):
         body.is_valid(raise_exception=True)
         into = body.validated_data.get("workload")
         # What the recovery does to workloads needs the workloads' own permission too.
-        needed = "workloads.restore_workload" if into is not None else "workloads.add_workload"
-        if not request.user.has_perm(needed):
+        if not request.user.has_perms(BackupRecovery.PERMISSIONS_ONTO if into is not None
+                                      else BackupRecovery.PERMISSIONS_TO_CREATE):
             raise exceptions.PermissionDenied()
         if into is not None and request.headers.get(CONFIRM_HEADER) != into.slug:
             raise PreconditionRequired(
@@ -242,8 +242,10 @@ class BackupRecoveryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
 
 def _refusal(exc: disaster.RecoveryError) -> exceptions.APIException:
     body = {"detail": str(exc), "code": exc.code}
-    if exc.code == "exists":
+    if exc.code in ("exists", "busy"):
         return Conflict(detail=body)
+    if exc.code == "no_space":
+        return InsufficientStorage(detail=body)
     if exc.code in offsite.OffsiteError.messages and exc.code not in ("not_found", "mismatch"):
         return TargetFailed(detail=body)
     return exceptions.ValidationError(detail=body)

@@ -5,7 +5,6 @@ import sys
 from django.core.management.base import CommandError
 
 from backups.models import BackupTarget
-from lib import agecrypt
 from workloads.models import Workload
 
 
@@ -37,25 +36,16 @@ def find_target(ref: str) -> BackupTarget:
     return found
 
 
-def read_identities(target: BackupTarget, path: str | None) -> list:
-    """The age identities from `path` ("-" for standard input), else the target's stored one.
-
-    None given and none stored is an empty list: enough for an unencrypted target.
-    """
+def read_identity(path: str | None) -> str:
+    """The age identity file at `path` ("-" for standard input); "" without one (the
+    target's stored identity is then used, if it has one)."""
     if path is None:
-        text = target.get_identity()
-    elif path == "-":
-        text = sys.stdin.read()
-    else:
-        try:
-            with open(path, encoding="utf-8") as source:
-                text = source.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CommandError(f"Cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
-                               ) from None
-    if not text:
-        return []
+        return ""
+    if path == "-":
+        return sys.stdin.read()
     try:
-        return agecrypt.parse_identities(text)
-    except agecrypt.AgeError as exc:
-        raise CommandError(str(exc)) from None
+        with open(path, encoding="utf-8") as source:
+            return source.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"Cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
+                           ) from None

@@ -91,8 +91,8 @@ def recover_start(request: HttpRequest) -> HttpResponse:
     if request.POST.get("into"):
         into = get_object_or_404(Workload.objects.with_parents(),
                                  pk=_int(request.POST.get("into")))
-    needed = "workloads.restore_workload" if into is not None else "workloads.add_workload"
-    if not request.user.has_perm(needed):
+    if not request.user.has_perms(BackupRecovery.PERMISSIONS_ONTO if into is not None
+                                  else BackupRecovery.PERMISSIONS_TO_CREATE):
         return _page(request, chosen=target, error=_(
             "You may not create workloads, or restore onto them, so you cannot recover."))
     if into is not None and request.POST.get("confirm", "").strip() != into.slug:

@@ -5,7 +5,7 @@ from django.template.defaultfilters import filesizeformat
 
 from engine import disaster
 from lib import offsite
-from web.management.lookup import find_target, read_identities
+from web.management.lookup import find_target, read_identity
 
 
 class Command(BaseCommand):
@@ -22,9 +22,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, target: str, identity_file: str | None, **options) -> None:
         chosen = find_target(target)
-        identities = read_identities(chosen, identity_file)
         try:
+            identities = disaster.identities_for(chosen, read_identity(identity_file))
             entries = disaster.catalogue(chosen, identities)
+        except disaster.RecoveryError as exc:
+            raise CommandError(f"{exc.code}: {exc}") from None
         except offsite.OffsiteError as exc:
             raise CommandError(f"{exc.code}: {exc.message}") from None
         if not entries:

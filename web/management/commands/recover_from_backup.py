@@ -5,9 +5,10 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 from django.template.defaultfilters import filesizeformat
 
-from engine import disaster, restores
+from engine import disaster
+from lib import offsite
 from snapshots.models import RestoreJob
-from web.management.lookup import find_target, find_workload, read_identities
+from web.management.lookup import find_target, find_workload, read_identity
 
 
 class Command(BaseCommand):
@@ -35,7 +36,7 @@ class Command(BaseCommand):
     def handle(self, *args, target: str, key: str, identity_file: str | None,
                workload: str | None, confirm: str | None, **options) -> None:
         chosen = find_target(target)
-        identities = read_identities(chosen, identity_file)
+        identity = read_identity(identity_file)
         into = None
         if workload is not None:
             into = find_workload(workload)
@@ -44,13 +45,17 @@ class Command(BaseCommand):
                                    "its volumes are about to be replaced.")
         self._shown = -1
         try:
-            result = disaster.recover(target=chosen, key=key, identities=identities, into=into,
-                                      progress=self._draw)
+            row = disaster.request_recovery(target=chosen, key=key, identity=identity,
+                                            into=into, queued=False)
         except disaster.RecoveryError as exc:
             raise CommandError(f"{exc.code}: {exc}") from None
-        except restores.RestoreBusy as exc:
-            raise CommandError(str(exc)) from None
+        except offsite.OffsiteError as exc:
+            raise CommandError(f"{exc.code}: {exc.message}") from None
+        result = disaster.run_recovery(row, progress=self._draw)
         self.stdout.write("")
+        row.refresh_from_db()
+        if result is None:
+            raise CommandError(f"{row.failure_code}: {row.failure_text} (recovery #{row.pk})")
         self._report(result)
 
     def _draw(self, done: int, total: int) -> None:
