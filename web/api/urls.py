@@ -1,7 +1,7 @@
 from rest_framework.routers import SimpleRouter
 
 from web.api import workloads
-from web.api.backups import BackupTargetViewSet
+from web.api.backups import BackupTargetViewSet, CopyRuleViewSet
 from web.api.snapshots import RestoreJobViewSet, SnapshotViewSet
 
 router = SimpleRouter(trailing_slash=False)
@@ -9,6 +9,7 @@ router.register("workloads", workloads.WorkloadViewSet, basename="workload")
 router.register("deploys", workloads.DeployViewSet, basename="deploy")
 router.register("restores", RestoreJobViewSet, basename="restore")
 router.register("backup-targets", BackupTargetViewSet, basename="backup-target")
+router.register("copy-rules", CopyRuleViewSet, basename="copy-rule")
 router.register(
     r"workloads/(?P<workload_pk>[0-9]+)/snapshots", SnapshotViewSet, basename="workload-snapshot"
 )
