@@ -169,6 +169,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # A copy's kind and a copy rule's kinds are one choice set, under one name.
+    "ENUM_NAME_OVERRIDES": {"CopyKindEnum": "backups.models.CopyKind"},
 }
 
 # Tests run tasks synchronously (BERTH_TASKS_SYNC=1, set by conftest.py before
