@@ -141,3 +141,20 @@ def test_every_kind_of_snapshot_is_matched_by_its_own_kind(workload, bucket, rec
     rule.kinds = ["scheduled", "manual"]
     rule.save()
     assert CopyRule.objects.targets_for(manual) == [target]
+
+
+def test_a_pre_deploy_snapshot_is_copied_by_its_rule(docker, current_tag, workload, bucket,
+                                                     recipient):
+    from engine import deploys
+    from workloads.models import DeployRecord, Workload
+
+    Workload.objects.filter(pk=workload.pk).update(auto_backup_before_deploy=True)
+    target = s3_target(bucket, recipient)
+    CopyRule.objects.create(project=workload.stage.project, target=target, kinds=["pre_deploy"])
+
+    record = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+
+    assert record.outcome == DeployRecord.Outcome.SUCCEEDED
+    snapshot = Snapshot.objects.get(deploy=record)
+    assert copies_of(snapshot) == [(target.name, "verified")]
+    assert SnapshotCopy.objects.get(snapshot=snapshot).kind == "pre_deploy"
