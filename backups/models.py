@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
@@ -22,7 +23,7 @@ from django.utils.translation import gettext_lazy as _
 from lib import agecrypt, crypto, offsite, paths
 from snapshots.models import Snapshot
 from workloads.jobs import Job, Progress
-from workloads.models import Workload
+from workloads.models import Project, Workload
 
 BUCKET_VALIDATOR = RegexValidator(
     r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$",
@@ -37,6 +38,25 @@ PREFIX_VALIDATOR = RegexValidator(
     r"^[A-Za-z0-9!\-_.*'()/]{0,200}$",
     _("Letters, digits and / - _ . ! * ' ( ) only."),
 )
+
+
+KEEP_COPIES_HELP = _("Per workload, the newest copies of this kind kept on the target; older "
+                     "ones are removed from it. 0 keeps them all.")
+
+
+class CopyKind(models.TextChoices):
+    """What a copy policy and remote retention tell snapshots apart by: their kind, and
+    `imported` for an uploaded snapshot whatever its kind (as local retention counts it)."""
+
+    MANUAL = "manual", _("Manual")
+    PRE_DEPLOY = "pre_deploy", _("Before deploy")
+    PRE_RESTORE = "pre_restore", _("Before restore")
+    SCHEDULED = "scheduled", _("Scheduled")
+    IMPORTED = "imported", _("Imported")
+
+
+def copy_kind(snapshot: Snapshot) -> str:
+    return CopyKind.IMPORTED if snapshot.imported else snapshot.kind
 
 
 class BackupTarget(models.Model):
@@ -80,6 +100,17 @@ class BackupTarget(models.Model):
                     "data itself."),
     )
     identity_encrypted = models.TextField(editable=False, blank=True)
+    # Remote retention: the newest N verified copies of each kind per workload (0 keeps all).
+    keep_manual = models.PositiveIntegerField(_("keep manual copies"), default=10,
+                                              help_text=KEEP_COPIES_HELP)
+    keep_pre_deploy = models.PositiveIntegerField(_("keep pre-deploy copies"), default=5,
+                                                  help_text=KEEP_COPIES_HELP)
+    keep_pre_restore = models.PositiveIntegerField(_("keep pre-restore copies"), default=5,
+                                                   help_text=KEEP_COPIES_HELP)
+    keep_scheduled = models.PositiveIntegerField(_("keep scheduled copies"), default=30,
+                                                 help_text=KEEP_COPIES_HELP)
+    keep_imported = models.PositiveIntegerField(_("keep imported copies"), default=5,
+                                                help_text=KEEP_COPIES_HELP)
     created = models.DateTimeField(auto_now_add=True)
     checked = models.DateTimeField(_("last checked"), null=True, blank=True, editable=False)
     check_code = models.CharField(_("last check"), max_length=32, blank=True, editable=False)
@@ -222,6 +253,10 @@ class BackupTarget(models.Model):
             raise ValidationError({"secret_access_key": [
                 _("Give the secret access key again: the endpoint or the bucket changed.")]})
 
+    def keep_count(self, kind: str) -> int:
+        """How many verified copies of `kind` per workload this target keeps (0: all)."""
+        return getattr(self, f"keep_{kind}")
+
     def location(self) -> dict:
         """What a check's outcome belongs to: the place and the secret."""
         return {f: getattr(self, f) for f in (*LOCATION_FIELDS, "secret_access_key_encrypted")}
@@ -311,12 +346,92 @@ def directory_problem(directory: str) -> str | None:
     return None
 
 
+class CopyRuleQuerySet(models.QuerySet):
+    def for_workload(self, workload: Workload) -> CopyRuleQuerySet:
+        """The rules that decide where `workload`'s snapshots go: its own, or, when it has
+        none, its project's default."""
+        own = self.filter(workload=workload)
+        if own.exists():
+            return own
+        return self.filter(project_id=workload.stage.project_id)
+
+    def targets_for(self, snapshot: Snapshot) -> list[BackupTarget]:
+        """The targets the policy sends `snapshot` to (by its kind, imported apart)."""
+        kind = copy_kind(snapshot)
+        rules = self.for_workload(snapshot.workload).select_related("target")
+        # A handful of rows: the kinds are matched here rather than in a JSON lookup,
+        # which SQLite does not have.
+        return [rule.target for rule in rules if kind in rule.kinds]
+
+
+class CopyRule(models.Model):
+    """A copy policy: snapshots of these kinds go to this target.
+
+    A rule belongs to a workload or to a project (the default of the project's
+    workloads). A workload with rules of its own ignores its project's.
+    """
+
+    project = models.ForeignKey(Project, models.CASCADE, null=True, blank=True,
+                                related_name="copy_rules", verbose_name=_("project"),
+                                help_text=_("The default for the project's workloads that "
+                                            "have no rules of their own."))
+    workload = models.ForeignKey(Workload, models.CASCADE, null=True, blank=True,
+                                 related_name="copy_rules", verbose_name=_("workload"))
+    target = models.ForeignKey(BackupTarget, models.CASCADE, related_name="rules",
+                               verbose_name=_("backup target"))
+    kinds = models.JSONField(_("snapshot kinds"), default=list,
+                             help_text=_("Which snapshots are copied: manual, pre_deploy, "
+                                         "pre_restore, scheduled, imported."))
+    created = models.DateTimeField(_("created"), default=timezone.now)
+
+    objects = CopyRuleQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["pk"]
+        verbose_name = _("copy rule")
+        verbose_name_plural = _("copy rules")
+        constraints = [
+            models.CheckConstraint(
+                condition=(models.Q(project__isnull=True, workload__isnull=False)
+                           | models.Q(project__isnull=False, workload__isnull=True)),
+                name="copy_rule_project_or_workload",
+                violation_error_message=_("A rule belongs to a project or to a workload, not "
+                                          "both."),
+            ),
+            models.UniqueConstraint(
+                fields=["workload", "target"], condition=models.Q(workload__isnull=False),
+                name="one_copy_rule_per_workload_and_target",
+                violation_error_message=_("This workload already has a rule for this target."),
+            ),
+            models.UniqueConstraint(
+                fields=["project", "target"], condition=models.Q(project__isnull=False),
+                name="one_copy_rule_per_project_and_target",
+                violation_error_message=_("This project already has a rule for this target."),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        owner = self.workload or self.project
+        return f"{owner} → {self.target}: {', '.join(self.kinds)}"
+
+    def clean(self) -> None:
+        kinds = self.kinds if isinstance(self.kinds, list) else None
+        if not kinds or any(k not in CopyKind.values for k in kinds):
+            raise ValidationError({"kinds": [
+                _("Give a list of one or more of: %s.") % ", ".join(CopyKind.values)]})
+        # One spelling per kind, in the order they are listed everywhere.
+        self.kinds = [k for k in CopyKind.values if k in kinds]
+
+
 class SnapshotCopy(Job, Progress):
     """One snapshot's copy on one target: queued, uploading, then verified or failed.
 
     A copy is verified only once the object's size and SHA-256 were read back
     from the target. The row outlives its local snapshot (the copy is still
-    there): `snapshot` becomes empty, `workload` and `remote_key` stay.
+    there): `snapshot` becomes empty, `workload`, `kind`, `taken` and
+    `remote_key` stay. A verified copy removed from its target (by remote
+    retention, or with its snapshot on request) is `removed`: the row stays as
+    the record of what the target held.
     """
 
     class State(models.TextChoices):
@@ -324,8 +439,12 @@ class SnapshotCopy(Job, Progress):
         UPLOADING = "uploading", _("Uploading")
         VERIFIED = "verified", _("Verified")
         FAILED = "failed", _("Failed")
+        REMOVED = "removed", _("Removed from the target")
 
     ACTIVE_STATES = (State.QUEUED, State.UPLOADING)
+    # Failures that may pass by themselves (the target did not answer, or answered that it
+    # is down; the worker stopped): the sweep tries these again. The others need a person.
+    RETRIED_CODES = ("unreachable", "unavailable", "interrupted")
 
     snapshot = models.ForeignKey(Snapshot, models.SET_NULL, null=True, blank=True,
                                  related_name="copies", verbose_name=_("snapshot"))
@@ -334,6 +453,9 @@ class SnapshotCopy(Job, Progress):
     target = models.ForeignKey(BackupTarget, models.CASCADE, related_name="copies",
                                verbose_name=_("backup target"))
     state = models.CharField(_("state"), max_length=10, choices=State, default=State.QUEUED)
+    kind = models.CharField(_("kind"), max_length=12, choices=CopyKind, blank=True,
+                            help_text=_("Its snapshot's kind (imported apart), for retention."))
+    taken = models.DateTimeField(_("snapshot taken"), null=True, blank=True)
     remote_key = models.CharField(_("object name"), max_length=500, blank=True)
     encrypted = models.BooleanField(_("encrypted"), default=True)
     size = models.BigIntegerField(_("object size"), default=0)
@@ -343,6 +465,9 @@ class SnapshotCopy(Job, Progress):
     created = models.DateTimeField(_("created"), default=timezone.now)
     started = models.DateTimeField(_("started"), null=True, blank=True)
     finished = models.DateTimeField(_("finished"), null=True, blank=True)
+    removed = models.DateTimeField(_("removed"), null=True, blank=True)
+    retried = models.DateTimeField(_("queued again"), null=True, blank=True,
+                                   help_text=_("When the sweep last queued it again."))
     user = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True,
                              related_name="+", verbose_name=_("user"))
 
@@ -360,6 +485,14 @@ class SnapshotCopy(Job, Progress):
 
     def __str__(self) -> str:
         return f"{self.target} ← {self.remote_key or self.snapshot_id}"
+
+    @classmethod
+    def of(cls, snapshot: Snapshot, target: BackupTarget, *,
+           user: AbstractBaseUser | None = None) -> SnapshotCopy:
+        """A new queued copy of `snapshot` to `target` (not saved)."""
+        return cls(snapshot=snapshot, workload_id=snapshot.workload_id, target=target,
+                   kind=copy_kind(snapshot), taken=snapshot.created,
+                   encrypted=target.encrypted, user=user)
 
     @property
     def failure_message(self) -> str:

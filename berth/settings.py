@@ -169,6 +169,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # A copy's kind and a copy rule's kinds are one choice set, under one name.
+    "ENUM_NAME_OVERRIDES": {"CopyKindEnum": "backups.models.CopyKind"},
 }
 
 # Tests run tasks synchronously (BERTH_TASKS_SYNC=1, set by conftest.py before
@@ -219,6 +221,12 @@ BERTH_GIT_FILE_ROOTS = envlist("BERTH_GIT_FILE_ROOTS", [])
 # target may wait for an answer.
 BERTH_BACKUP_DIRECTORY_ROOTS = envdirs("BERTH_BACKUP_DIRECTORY_ROOTS")
 BERTH_BACKUP_TIMEOUT = envint("BERTH_BACKUP_TIMEOUT", 30, minimum=1)
+# A copy that failed in a way that may pass (the target did not answer, the worker
+# stopped) is tried again by the sweep after 1, 2, 4, ... times the delay, up to the
+# longest delay, at most this many attempts in all (1: never again).
+BERTH_COPY_RETRY_ATTEMPTS = envint("BERTH_COPY_RETRY_ATTEMPTS", 8, minimum=1)
+BERTH_COPY_RETRY_DELAY = envduration("BERTH_COPY_RETRY_DELAY", 60, minimum=1)
+BERTH_COPY_RETRY_MAX_DELAY = envduration("BERTH_COPY_RETRY_MAX_DELAY", 3600, minimum=1)
 
 # The stats sampler (`manage.py sample_stats`, engine/sampler.py).
 BERTH_STATS_INTERVAL = envint("BERTH_STATS_INTERVAL", 15, minimum=1)

@@ -14,7 +14,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils.translation import gettext, gettext_noop
 
-from engine import lost, queue
+from backups.models import SnapshotCopy
+from engine import copy_upkeep, lost, queue
 from engine.locked import capture, recovery, swap_recovery
 from lib import locks, owners
 from snapshots.errors import CaptureError
@@ -124,14 +125,25 @@ def _finish_interrupted_restores(workload: Workload) -> CaptureError | None:
     return None
 
 
-def delete_snapshot(*, snapshot: Snapshot, user: AbstractBaseUser | None = None) -> None:
-    """Delete a finished snapshot; its file goes once the transaction commits."""
+def delete_snapshot(*, snapshot: Snapshot, user: AbstractBaseUser | None = None,
+                    with_copies: bool = False) -> None:
+    """Delete a finished snapshot; its file goes once the transaction commits.
+
+    Its copies on backup targets stay (their rows lose the snapshot) unless
+    `with_copies`: then its verified copies are removed from their targets
+    first, and copy_upkeep.CopiesNotRemoved keeps the snapshot if one cannot be.
+    """
     if snapshot.is_active:
         raise SnapshotBusy(gettext_noop("This snapshot is still being taken; delete it once it "
                                         "has finished."))
     if snapshot.restores.active().exists():
         raise SnapshotBusy(gettext_noop("This snapshot is being restored; delete it once the "
                                         "restore has finished."))
+    if with_copies:
+        if snapshot.copies.filter(state__in=SnapshotCopy.ACTIVE_STATES).exists():
+            raise SnapshotBusy(gettext_noop("A copy of this snapshot is under way; delete it "
+                                            "with its copies once the copy has finished."))
+        copy_upkeep.remove_copies(snapshot=snapshot)
     with transaction.atomic():
         snapshot_id = snapshot.pk
         snapshot.delete()

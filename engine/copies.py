@@ -29,7 +29,7 @@ from django.utils.translation import gettext_lazy as _
 
 from backups import sidecar
 from backups.models import BackupTarget, SnapshotCopy
-from engine import queue
+from engine import copy_upkeep, queue
 from lib import agecrypt, offsite, owners, redact, streams
 from snapshots import storage
 from snapshots.models import Snapshot
@@ -81,10 +81,8 @@ def request_copy(*, snapshot: Snapshot, target: BackupTarget,
             if active is not None:
                 raise CopyRefused(str(_("A copy of this snapshot to this target is already "
                                         "under way.")), active=active)
-            row = SnapshotCopy.objects.create(
-                snapshot=snapshot, workload=snapshot.workload, target=target,
-                encrypted=target.encrypted, user=acting_user(user),
-            )
+            row = SnapshotCopy.of(current, target, user=acting_user(user))
+            row.save()
     except IntegrityError:  # another request created the active copy first
         raise CopyRefused(str(_("A copy of this snapshot to this target is already under "
                                 "way."))) from None
@@ -128,6 +126,10 @@ def copy_snapshot(row: SnapshotCopy) -> SnapshotCopy:
              bytes_done=snapshot.size)
     logger.info("snapshot %s copied to target %s as %s (%d bytes)", snapshot.pk, target.pk,
                 name, size)
+    try:
+        copy_upkeep.prune(target=target, workload_id=row.workload_id)
+    except Exception:  # noqa: BLE001 - the copy is verified whatever retention does
+        logger.exception("remote retention on target %s failed", target.pk)
     return row
 
 
@@ -354,7 +356,8 @@ def download(row: SnapshotCopy, sink, *, identities=()) -> tuple[int, str]:
 
 
 def fail_lost() -> int:
-    """Fail the copies whose worker died, and those no worker took in BERTH_TASK_LOST_AFTER;
+    """Fail the copies whose worker died, and those no worker took in BERTH_TASK_LOST_AFTER
+    (since they were queued, or queued again by a retry);
     what a dead upload left on its target (an unfinished multipart upload) is removed."""
     failed = 0
     stale = SnapshotCopy.objects.filter(state__in=SnapshotCopy.ACTIVE_STATES).select_related(
@@ -363,7 +366,7 @@ def fail_lost() -> int:
         if row.owner:
             if not owners.is_dead(row.owner):
                 continue
-        elif row.created >= task_lost_before():
+        elif (row.retried or row.created) >= task_lost_before():
             continue
         if row.move(only_from=SnapshotCopy.ACTIVE_STATES, state=SnapshotCopy.State.FAILED,
                     failure_code="interrupted", finished=timezone.now()):

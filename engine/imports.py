@@ -21,7 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext_noop
 
-from engine.locked import retention
+from engine.locked import copy_policy, retention
 from snapshots import archive, storage
 from snapshots.models import Snapshot
 from workloads.jobs import acting_user
@@ -89,6 +89,7 @@ def import_snapshot(*, workload: Workload, staged: Staged,
         storage.remove_archive(workload.pk, name)
         raise
     retention.prune(workload)
+    copy_policy.queue_copies(snapshot)
     return snapshot
 
 

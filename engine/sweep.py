@@ -4,7 +4,8 @@ An entry point: for every workload with a journal (a restore's, or a deploy's
 or capture's container journal) or a job whose process is gone, it takes the
 workload's lock (try-lock: a held lock means the work is still running) and
 runs the recovery body (engine/locked/recovery.py); it fails the queued jobs
-of dead processes and removes the temporary files they left. `manage.py
+of dead processes and removes the temporary files they left, and queues
+again the failed snapshot copies whose backoff is over (engine/copy_upkeep.py). `manage.py
 recover` runs it at start-up and every minute beside the server;
 docs/restore-protocol.md and docs/deploys.md have the why.
 """
@@ -14,8 +15,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from engine import copies, disaster, lost
+from engine import copies, copy_upkeep, disaster, lost
 from engine.locked import swap_recovery
 from engine.locked.recovery import RecoveryError, recover_reporting
 from lib import locks, redact, runtime
@@ -36,8 +38,10 @@ class SweepReport:
     waiting: list[str] = field(default_factory=list)
 
 
-def recover_all(*, say: Callable[[str], None] = logger.info) -> SweepReport:
-    """The sweep: every unfinished journal, every job whose process is gone, their files.
+def recover_all(*, say: Callable[[str], None] = logger.info,
+                now: datetime | None = None) -> SweepReport:
+    """The sweep: every unfinished journal, every job whose process is gone, their files,
+    and the failed copies due to be tried again (`now`: the clock their backoff is read on).
 
     A journal whose workload's lock is held belongs to work still running and
     is left alone. Problems (an unreadable journal, a state no restore could
@@ -67,6 +71,14 @@ def recover_all(*, say: Callable[[str], None] = logger.info) -> SweepReport:
     if lost_recoveries:
         say(f"{lost_recoveries} recovery(ies) from backup whose worker had stopped are marked "
             "failed.")
+    try:
+        retried = copy_upkeep.retry_due(now=now)
+    except Exception as exc:  # noqa: BLE001 - the copies' trouble must not stop the recovery
+        logger.exception("retrying failed copies failed")
+        report.problems.append(f"failed copies could not be retried ({exc!r})")
+    else:
+        if retried:
+            say(f"{retried} failed snapshot copy(ies) are tried again.")
     for workload_id in sorted(lost.workloads_with_started_jobs() - with_journals):
         try:
             with locks.try_workload_lock(workload_id):

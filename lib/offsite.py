@@ -52,6 +52,8 @@ class OffsiteError(Exception):
                          "verified."),
         "unreadable_secret": _("The stored secret cannot be decrypted: BERTH_ENCRYPTION_KEY "
                                "changed since it was saved."),
+        "unavailable": _("The target answered that it cannot serve requests now (a server "
+                         "error)."),
         "full": _("The target is full."),
         "mismatch": _("What was read back differs from what was written."),
         "not_found": _("The object is not on the target."),
@@ -90,6 +92,9 @@ _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
                "AuthorizationHeaderMalformed", "ExpiredToken", "InvalidClientTokenId"}
 
 
+_UNAVAILABLE_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout"}
+
+
 def _s3_error(exc: Exception, denied: str) -> OffsiteError:
     """The fixed code for a boto error; `denied` is the code an AccessDenied means here."""
     if isinstance(exc, (botocore.exceptions.EndpointConnectionError,
@@ -111,6 +116,9 @@ def _s3_error(exc: Exception, denied: str) -> OffsiteError:
             return OffsiteError(denied, str(exc))
         if code in {"EntityTooLarge", "QuotaExceeded"}:
             return OffsiteError("full", str(exc))
+        # boto3 has already retried these a few times: the server is down or overloaded.
+        if code in _UNAVAILABLE_CODES or (isinstance(status, int) and status >= 500):
+            return OffsiteError("unavailable", str(exc))
     return OffsiteError("internal", str(exc))
 
 

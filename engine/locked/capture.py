@@ -27,7 +27,7 @@ from django.db import transaction
 from django.utils import timezone, translation
 from django.utils.translation import gettext_noop
 
-from engine.locked import retention
+from engine.locked import copy_policy, retention
 from lib import crashpoints, locks, owners, runtime
 from snapshots import storage, writer
 from snapshots.archive_format import Limits
@@ -325,6 +325,7 @@ def _keep(workload: Workload, snapshot: Snapshot, temp: Path, sink: writer.Hashi
         message=gettext_noop("Took snapshot #%(id)d (%(kind)s)."),
         params={"id": snapshot.pk, "kind": _english(Snapshot.Kind(snapshot.kind).label)},
     )
+    copy_policy.queue_copies(snapshot)
 
 
 def fail(workload: Workload, snapshot: Snapshot, error: SnapshotError,

@@ -22,6 +22,9 @@ from tests.workloads.test_secrets import tables_containing
 pytestmark = pytest.mark.django_db
 
 URL = "/api/backup-targets"
+# What the admin's form sends for the keep counts when nobody changes them.
+KEEP = {"keep_manual": 10, "keep_pre_deploy": 5, "keep_pre_restore": 5, "keep_scheduled": 30,
+        "keep_imported": 5}
 
 
 @pytest.fixture
@@ -218,7 +221,7 @@ def test_the_admin_stores_the_secret_without_showing_it_and_checks(admin_client,
         "name": "offsite", "kind": "s3", "endpoint_url": S3_ENDPOINT, "region": "us-east-1",
         "bucket": bucket, "prefix": "", "access_key_id": S3_KEY_ID,
         "secret_access_key": S3_SECRET, "path_style": "on", "directory": "",
-        "recipients": recipient, "identity": "",
+        "recipients": recipient, "identity": "", **KEEP,
     })
     assert response.status_code == 302, response.content.decode()[:2000]
     target = BackupTarget.objects.get()
@@ -517,7 +520,7 @@ def test_the_admin_keeps_a_check_made_meanwhile(admin_client, bucket, recipient,
     response = admin_client.post(f"/admin/backups/backuptarget/{target.pk}/change/", {
         "name": "renamed", "kind": "s3", "endpoint_url": S3_ENDPOINT, "region": "us-east-1",
         "bucket": bucket, "prefix": "", "access_key_id": S3_KEY_ID, "secret_access_key": "",
-        "path_style": "on", "directory": "", "recipients": recipient, "identity": "",
+        "path_style": "on", "directory": "", "recipients": recipient, "identity": "", **KEEP,
     })
     assert response.status_code == 302
     target.refresh_from_db()

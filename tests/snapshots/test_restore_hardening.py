@@ -20,7 +20,7 @@ from django.db import connection
 
 from engine import deploys, queue, restores, sweep, tasks
 from engine.locked import capture, recovery
-from lib import exchange, locks
+from lib import exchange, locks, taskqueue
 from snapshots import journal
 from snapshots.models import RestoreJob
 from tests.conftest import REPO_ROOT, child_env
@@ -232,7 +232,7 @@ def test_berths_tasks_are_handed_to_the_worker_without_a_timeout(monkeypatch):
     """django-q2 itself is not run here: this checks what Berth asks of it (the broker call is
     replaced to capture its arguments). django-q2 reads timeout -1 as "no timeout"."""
     handed = []
-    monkeypatch.setattr(queue, "async_task", lambda *a, **kw: handed.append((a, kw)))
+    monkeypatch.setattr(taskqueue, "async_task", lambda *a, **kw: handed.append((a, kw)))
     queue.enqueue(queue.RESTORE, 5, name="restore-5")
     queue.enqueue(queue.CAPTURE, 6, name="snapshot-6")
     queue.enqueue(queue.DEPLOY, 7, name="deploy-7")

@@ -1,11 +1,13 @@
-"""The admin of backup targets: secrets write-only, and a check action."""
+"""The admin of backup targets (secrets write-only, and a check action), copy rules and
+copies."""
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
 
-from backups.models import BackupRecovery, BackupTarget, SnapshotCopy
+from backups.models import BackupRecovery, BackupTarget, CopyKind, CopyRule, SnapshotCopy
 from engine import backups
 from web.admin.forms import BackupTargetForm
 
@@ -39,13 +41,37 @@ class BackupTargetAdmin(admin.ModelAdmin):
             self.message_user(request, f"{target.name}: {result.message}", level)
 
 
+class CopyRuleForm(forms.ModelForm):
+    kinds = forms.MultipleChoiceField(label=_("snapshot kinds"), choices=CopyKind.choices,
+                                      widget=forms.CheckboxSelectMultiple)
+
+    class Meta:
+        model = CopyRule
+        fields = ["project", "workload", "target", "kinds"]
+
+
+@admin.register(CopyRule)
+class CopyRuleAdmin(admin.ModelAdmin):
+    """A workload's rules replace its project's; a project's are the default."""
+
+    form = CopyRuleForm
+    list_display = ["__str__", "project", "workload", "target", "kind_list"]
+    list_select_related = ["project", "workload__stage__project", "target"]
+    list_filter = ["target"]
+    autocomplete_fields = ["project", "workload", "target"]
+
+    @admin.display(description=_("snapshot kinds"))
+    def kind_list(self, rule: CopyRule) -> str:
+        return ", ".join(str(CopyKind(k).label) for k in rule.kinds if k in CopyKind.values)
+
+
 @admin.register(SnapshotCopy)
 class SnapshotCopyAdmin(admin.ModelAdmin):
     """Copies are made by the engine; the admin only shows them."""
 
-    list_display = ["remote_key", "target", "workload", "state", "size", "failure_code",
-                    "finished"]
-    list_filter = ["state", "target"]
+    list_display = ["remote_key", "target", "workload", "kind", "state", "attempts", "size",
+                    "failure_code", "finished"]
+    list_filter = ["state", "kind", "target"]
     list_select_related = ["target", "workload"]
     search_fields = ["remote_key"]
 

@@ -150,6 +150,10 @@ class WriteOnlyTextarea(forms.Textarea):
         return super().get_context(name, None, attrs)
 
 
+KEEP_FIELDS = ["keep_manual", "keep_pre_deploy", "keep_pre_restore", "keep_scheduled",
+               "keep_imported"]
+
+
 class BackupTargetForm(forms.ModelForm):
     """A backup target, in the admin and the pages: the secrets are write-only.
 
@@ -173,12 +177,15 @@ class BackupTargetForm(forms.ModelForm):
     class Meta:
         model = BackupTarget
         fields = ["name", "kind", "endpoint_url", "region", "bucket", "prefix", "access_key_id",
-                  "path_style", "directory", "recipients", "unencrypted"]
+                  "path_style", "directory", "recipients", "unencrypted", *KEEP_FIELDS]
         widgets = {"recipients": forms.Textarea(attrs={"rows": 3})}
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.edit = edits.TargetEdit(self.instance)
+        # A keep count left out keeps the target's current one (the default for a new one).
+        for name in KEEP_FIELDS:
+            self.fields[name].required = False
         # A private identity pasted among the recipients is refused, and never rendered back.
         key = self.add_prefix("recipients")
         if self.is_bound and "AGE-SECRET-KEY-" in self.data.get(key, "").upper():
@@ -196,6 +203,9 @@ class BackupTargetForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
+        for name in KEEP_FIELDS:
+            if cleaned.get(name) is None:
+                cleaned[name] = getattr(self.instance, name)
         if cleaned.get("forget_identity") and cleaned.get("identity"):
             self.add_error("identity", _("Either forget the stored identity or give a new "
                                          "one, not both."))

@@ -1,7 +1,9 @@
-"""The DRF API of backup targets (secrets write-only, the check), their catalogue and
-recoveries from them."""
+"""The DRF API of backup targets (secrets write-only, the check), copy rules, the
+catalogue of a target and recoveries from it."""
 
 from __future__ import annotations
+
+import copy
 
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
@@ -11,10 +13,16 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from backups import edits
-from backups.models import BackupRecovery, BackupTarget, SnapshotCopy
+from backups.models import BackupRecovery, BackupTarget, CopyKind, CopyRule, SnapshotCopy
 from engine import backups, disaster
 from lib import offsite
-from web.api.errors import CONFIRM_HEADER, Conflict, InsufficientStorage, PreconditionRequired
+from web.api.errors import (
+    CONFIRM_HEADER,
+    Conflict,
+    InsufficientStorage,
+    PreconditionRequired,
+    TargetFailed,
+)
 from web.api.permissions import ActionPermission
 from workloads.models import Workload
 
@@ -36,7 +44,8 @@ class BackupTargetSerializer(serializers.ModelSerializer):
         fields = ["id", "url", "name", "kind", "endpoint_url", "region", "bucket", "prefix",
                   "access_key_id", "secret_access_key", "has_secret_access_key", "path_style",
                   "directory", "recipients", "unencrypted", "identity", "has_identity",
-                  "checked", "check_code"]
+                  "keep_manual", "keep_pre_deploy", "keep_pre_restore", "keep_scheduled",
+                  "keep_imported", "checked", "check_code"]
         read_only_fields = ["checked", "check_code"]
 
     has_secret_access_key = serializers.BooleanField(read_only=True)
@@ -72,20 +81,14 @@ class SnapshotCopySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = SnapshotCopy
-        fields = ["id", "snapshot", "target", "target_name", "state", "remote_key", "encrypted",
-                  "size", "sha256", "attempts", "progress", "failure_code", "failure_message",
-                  "created", "started", "finished"]
+        fields = ["id", "snapshot", "target", "target_name", "kind", "state", "remote_key",
+                  "encrypted", "size", "sha256", "attempts", "progress", "failure_code",
+                  "failure_message", "created", "started", "finished", "removed"]
         read_only_fields = fields
 
 
 class CopyRequestSerializer(serializers.Serializer):
     target = serializers.PrimaryKeyRelatedField(queryset=BackupTarget.objects.all())
-
-
-class TargetFailed(exceptions.APIException):
-    status_code = status.HTTP_502_BAD_GATEWAY
-    default_detail = _("The backup target could not be read.")
-    default_code = "target_failed"
 
 
 class IdentitySerializer(serializers.Serializer):
@@ -141,6 +144,28 @@ class BackupRecoverySerializer(serializers.ModelSerializer):
                   "progress", "snapshot", "restore", "deploy", "failure_code", "failure",
                   "created", "started", "finished"]
         read_only_fields = fields
+
+
+class CopyRuleSerializer(serializers.ModelSerializer):
+    url = serializers.HyperlinkedIdentityField(view_name="api:copy-rule-detail")
+    target_name = serializers.CharField(source="target.name", read_only=True)
+    kinds = serializers.ListField(child=serializers.ChoiceField(choices=CopyKind.choices),
+                                  allow_empty=False)
+
+    class Meta:
+        model = CopyRule
+        fields = ["id", "url", "project", "workload", "target", "target_name", "kinds",
+                  "created"]
+        read_only_fields = ["created"]
+
+    def validate(self, attrs: dict) -> dict:
+        # The model says what a rule may be (one owner, one rule per owner and target).
+        rule = copy.copy(self.instance) if self.instance else CopyRule()
+        for field, value in attrs.items():
+            setattr(rule, field, value)
+        rule.full_clean()
+        attrs["kinds"] = rule.kinds
+        return attrs
 
 
 CheckSerializer = inline_serializer("BackupTargetCheck", {
@@ -249,3 +274,31 @@ def _refusal(exc: disaster.RecoveryError) -> exceptions.APIException:
     if exc.code in offsite.OffsiteError.messages and exc.code not in ("not_found", "mismatch"):
         return TargetFailed(detail=body)
     return exceptions.ValidationError(detail=body)
+
+
+class CopyRuleViewSet(viewsets.ModelViewSet):
+    """Which snapshots go to which target: a workload's rules, or its project's default.
+
+    `?workload=ID` or `?project=ID` lists one owner's rules.
+    """
+
+    serializer_class = CopyRuleSerializer
+    permission_classes = [ActionPermission]
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    action_permissions = {
+        "list": "backups.view_copyrule",
+        "retrieve": "backups.view_copyrule",
+        "create": "backups.add_copyrule",
+        "partial_update": "backups.change_copyrule",
+        "destroy": "backups.delete_copyrule",
+    }
+
+    def get_queryset(self):
+        rules = CopyRule.objects.select_related("target")
+        for owner in ("workload", "project"):
+            wanted = self.request.query_params.get(owner)
+            if wanted is not None:
+                if not wanted.isdigit():
+                    raise serializers.ValidationError({owner: [_("Give an id.")]})
+                rules = rules.filter(**{f"{owner}_id": int(wanted)})
+        return rules

@@ -45,6 +45,12 @@ class Conflict(exceptions.APIException):
     default_code = "conflict"
 
 
+class TargetFailed(exceptions.APIException):
+    status_code = status.HTTP_502_BAD_GATEWAY
+    default_detail = _("A backup target did not do what was asked.")
+    default_code = "target_failed"
+
+
 def exception_handler(exc, context):
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else exc.messages

@@ -19,13 +19,13 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
 from backups.models import SnapshotCopy
-from engine import captures, copies, imports
+from engine import captures, copies, copy_upkeep, imports
 from engine import restores as restore_engine
 from snapshots import storage
 from snapshots.errors import PreflightError
 from snapshots.models import RestoreJob, Snapshot
 from web.api.backups import CopyRequestSerializer, SnapshotCopySerializer
-from web.api.errors import CONFIRM_HEADER, Conflict, PreconditionRequired
+from web.api.errors import CONFIRM_HEADER, Conflict, PreconditionRequired, TargetFailed
 from web.api.permissions import ActionPermission
 from web.api.snapshot_serializers import (
     RestoreJobSerializer,
@@ -37,6 +37,7 @@ from workloads.models import Workload
 
 WORKLOAD_ID = OpenApiParameter("workload_pk", OpenApiTypes.INT, OpenApiParameter.PATH,
                                description="The workload's id.")
+WITH_COPIES = "with_copies"
 
 
 class IgnoreAccept(BaseContentNegotiation):
@@ -93,7 +94,11 @@ class ImportSerializer(serializers.Serializer):
 @extend_schema_view(
     list=extend_schema(parameters=[WORKLOAD_ID], responses=SnapshotListSerializer(many=True)),
     retrieve=extend_schema(parameters=[WORKLOAD_ID]),
-    destroy=extend_schema(parameters=[WORKLOAD_ID], responses={204: None, 409: None}),
+    destroy=extend_schema(parameters=[WORKLOAD_ID, OpenApiParameter(
+        WITH_COPIES, OpenApiTypes.BOOL, OpenApiParameter.QUERY,
+        description="Also remove the snapshot's verified copies from their backup targets "
+                    "(needs delete_snapshotcopy).",
+    )], responses={204: None, 409: None, 502: None}),
 )
 class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
                       mixins.DestroyModelMixin, viewsets.GenericViewSet):
@@ -169,10 +174,31 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
         return self._located(snapshot, status.HTTP_202_ACCEPTED)
 
     def perform_destroy(self, snapshot: Snapshot) -> None:
+        with_copies = self._with_copies()
         try:
-            captures.delete_snapshot(snapshot=snapshot, user=self.request.user)
+            captures.delete_snapshot(snapshot=snapshot, user=self.request.user,
+                                     with_copies=with_copies)
         except captures.SnapshotBusy as exc:
             raise Conflict(str(exc)) from None
+        except copy_upkeep.CopiesNotRemoved as exc:
+            raise TargetFailed(
+                _("The copy on target “%(target)s” could not be removed (%(reason)s); the "
+                  "snapshot is kept. Retry when the target answers.")
+                % {"target": exc.row.target.name, "reason": exc.error.message}) from None
+
+    def _with_copies(self) -> bool:
+        """`?with_copies=1`: remove the snapshot's verified copies from their targets too,
+        which needs the permission to delete copies."""
+        raw = self.request.query_params.get(WITH_COPIES, "0")
+        field = serializers.BooleanField()
+        try:
+            wanted = field.to_internal_value(raw)
+        except ValidationError:
+            raise ValidationError({WITH_COPIES: [_("Give 1 or 0.")]}) from None
+        if wanted and not self.request.user.has_perm("backups.delete_snapshotcopy"):
+            raise PermissionDenied(_("Removing copies from backup targets needs the permission "
+                                     "to delete snapshot copies."))
+        return wanted
 
     @extend_schema(parameters=[WORKLOAD_ID], responses={
         (200, "application/zstd"): OpenApiTypes.BINARY, 404: None, 409: None,

@@ -1,7 +1,7 @@
 from rest_framework.routers import SimpleRouter
 
 from web.api import workloads
-from web.api.backups import BackupRecoveryViewSet, BackupTargetViewSet
+from web.api.backups import BackupRecoveryViewSet, BackupTargetViewSet, CopyRuleViewSet
 from web.api.snapshots import RestoreJobViewSet, SnapshotViewSet
 
 router = SimpleRouter(trailing_slash=False)
@@ -10,6 +10,7 @@ router.register("deploys", workloads.DeployViewSet, basename="deploy")
 router.register("restores", RestoreJobViewSet, basename="restore")
 router.register("backup-targets", BackupTargetViewSet, basename="backup-target")
 router.register("recoveries", BackupRecoveryViewSet, basename="recovery")
+router.register("copy-rules", CopyRuleViewSet, basename="copy-rule")
 router.register(
     r"workloads/(?P<workload_pk>[0-9]+)/snapshots", SnapshotViewSet, basename="workload-snapshot"
 )
