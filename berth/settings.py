@@ -227,6 +227,7 @@ BERTH_BACKUP_TIMEOUT = envint("BERTH_BACKUP_TIMEOUT", 30, minimum=1)
 BERTH_COPY_RETRY_ATTEMPTS = envint("BERTH_COPY_RETRY_ATTEMPTS", 8, minimum=1)
 BERTH_COPY_RETRY_DELAY = envduration("BERTH_COPY_RETRY_DELAY", 60, minimum=1)
 BERTH_COPY_RETRY_MAX_DELAY = envduration("BERTH_COPY_RETRY_MAX_DELAY", 3600, minimum=1)
+BERTH_COPY_STRAY_AFTER = envduration("BERTH_COPY_STRAY_AFTER", 6 * 3600, minimum=60)
 
 # The stats sampler (`manage.py sample_stats`, engine/sampler.py).
 BERTH_STATS_INTERVAL = envint("BERTH_STATS_INTERVAL", 15, minimum=1)

@@ -9,6 +9,9 @@
   a workload on a target is never pruned.
 - remove_copies(): the verified copies of one snapshot, removed on request
   (a snapshot deleted "with its copies").
+- abort_strays(): unfinished uploads on a target that no copy under way owns
+  (a process killed before its row knew the name, a name from a database
+  restored to an older state) are aborted once BERTH_COPY_STRAY_AFTER old.
 
 docs/backups.md describes them.
 """
@@ -154,3 +157,42 @@ def _delete(store: offsite.Store, row: SnapshotCopy) -> None:
     row.move(only_from=[SnapshotCopy.State.VERIFIED], state=SnapshotCopy.State.REMOVED,
              removed=timezone.now())
     logger.info("copy %s (%s) removed from target %s", row.pk, row.remote_key, row.target_id)
+
+
+# --- stray unfinished uploads --------------------------------------------------------------
+
+_last_strays: datetime | None = None
+
+
+def abort_strays(*, now: datetime | None = None) -> int:
+    """Abort every unfinished upload older than BERTH_COPY_STRAY_AFTER that no copy under way
+    owns, on every target; returns how many. Runs at most every BERTH_COPY_STRAY_AFTER / 4
+    (each target is listed once per run); a target that fails is logged and skipped."""
+    global _last_strays
+    now = now or timezone.now()
+    after = timedelta(seconds=settings.BERTH_COPY_STRAY_AFTER)
+    if _last_strays is not None and now - _last_strays < after / 4:
+        return 0
+    _last_strays = now
+    aborted = 0
+    for target in BackupTarget.objects.all():
+        owned = set()
+        for row in SnapshotCopy.objects.filter(target=target,
+                                               state__in=SnapshotCopy.ACTIVE_STATES):
+            if row.remote_key:
+                owned |= {row.remote_key,
+                          sidecar.sidecar_name(row.remote_key, encrypted=row.encrypted)}
+        try:
+            store = target.store()
+            for name in store.unfinished(now - after):
+                if name in owned:
+                    continue
+                store.abort_incomplete(name)
+                aborted += 1
+                logger.info("target %s: aborted an unfinished upload of %s that no copy owns",
+                            target.pk, name)
+        except offsite.OffsiteError as exc:
+            logger.warning("target %s: unfinished uploads could not be listed or aborted "
+                           "(%s): %s", target.pk, exc.code,
+                           redact.for_log(exc.raw, target.secret_values()))
+    return aborted

@@ -79,6 +79,14 @@ def recover_all(*, say: Callable[[str], None] = logger.info,
     else:
         if retried:
             say(f"{retried} failed snapshot copy(ies) are tried again.")
+    try:
+        strays = copy_upkeep.abort_strays(now=now)
+    except Exception as exc:  # noqa: BLE001 - the targets' trouble must not stop the recovery
+        logger.exception("aborting stray uploads failed")
+        report.problems.append(f"stray uploads could not be aborted ({exc!r})")
+    else:
+        if strays:
+            say(f"{strays} unfinished upload(s) no copy owned are aborted on their targets.")
     for workload_id in sorted(lost.workloads_with_started_jobs() - with_journals):
         try:
             with locks.try_workload_lock(workload_id):

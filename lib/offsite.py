@@ -17,6 +17,7 @@ import shutil
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -194,6 +195,22 @@ class S3Store:
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             raise _s3_error(exc, "no_delete") from None
 
+    def unfinished(self, before: datetime) -> list[str]:
+        """The names (relative to the prefix) with a multipart upload begun before `before`
+        and never completed nor aborted."""
+        prefix = self.location.prefix.strip("/")
+        strip = len(prefix) + 1 if prefix else 0
+        found = []
+        try:
+            paginator = self.client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=self.location.bucket,
+                                           Prefix=f"{prefix}/" if prefix else ""):
+                found += [upload["Key"][strip:] for upload in page.get("Uploads", [])
+                          if upload["Initiated"] < before]
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            raise _s3_error(exc, "no_read") from None
+        return sorted(set(found))
+
     def size(self, name: str) -> int | None:
         """The object's size, or None if there is no such object."""
         try:
@@ -338,6 +355,26 @@ class DirectoryStore:
             return
         except OSError as exc:
             raise _os_error(exc, "no_delete") from None
+
+    def unfinished(self, before: datetime) -> list[str]:
+        """The names with a temporary file of a write begun before `before` left beside them."""
+        cutoff = before.timestamp()
+        found = set()
+        try:
+            with self._directory([]) as directory:
+                for top, _dirs, files, top_fd in os.fwalk(dir_fd=directory, onerror=_raise):
+                    for entry in files:
+                        if not entry.startswith(UPLOAD_PREFIX):
+                            continue
+                        info = os.stat(entry, dir_fd=top_fd, follow_symlinks=False)
+                        leaf = entry[len(UPLOAD_PREFIX):].rsplit("-", 1)[0]
+                        if stat.S_ISREG(info.st_mode) and info.st_mtime < cutoff and leaf:
+                            found.add(os.path.normpath(os.path.join(top, leaf)))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise _os_error(exc, "no_read") from None
+        return sorted(found)
 
     def ready(self) -> None:
         """The directory can be opened (every use checks again)."""

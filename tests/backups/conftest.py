@@ -59,7 +59,8 @@ def s3_target(bucket: str, recipient: str = "", **fields) -> BackupTarget:
     """A saved target on the test S3 server (unencrypted without a recipient)."""
     target = BackupTarget(name=fields.pop("name", f"s3-{bucket}"), kind="s3",
                           endpoint_url=S3_ENDPOINT, region="us-east-1", bucket=bucket,
-                          prefix="berth", access_key_id=S3_KEY_ID, recipients=recipient,
+                          prefix=fields.pop("prefix", "berth"), access_key_id=S3_KEY_ID,
+                          recipients=recipient,
                           unencrypted=not recipient, **fields)
     target.set_secret_access_key(S3_SECRET)
     target.full_clean()
