@@ -309,31 +309,20 @@ def _fail(row: SnapshotCopy, target: BackupTarget, error: offsite.OffsiteError, 
                    redact.for_log(error.raw, target.secret_values()))
 
 
-class _Hashing:
-    """A writable that hashes and counts what it passes on to `sink`."""
-
-    def __init__(self, sink) -> None:
-        self.sink, self.size, self.hash = sink, 0, hashlib.sha256()
-
-    def write(self, data) -> int:
-        self.size += len(data)
-        self.hash.update(data)
-        return self.sink.write(data)
-
-
 def download(row: SnapshotCopy, sink, *, identities=()) -> tuple[int, str]:
     """Write the archive a verified copy holds into `sink`, decrypted with `identities` when
     the copy is encrypted; (size, SHA-256) of what was written, for the caller to compare.
 
-    The object is read ahead in large chunks while the decryption works (lib/streams.py).
+    Three threads overlap: the object is read ahead in large chunks, decrypted in
+    process (lib/agestream.py), then hashed and written behind (lib/streams.py).
     OffsiteError for the target's failures, agecrypt.AgeError for a wrong identity or
-    altered data (`sink` then holds a part of it: the caller discards it).
+    altered data, the sink's own error (an OSError) as it is; `sink` then holds a part
+    of the archive: the caller discards it.
     """
     target = BackupTarget.objects.get(pk=row.target_id)
     source = target.store().open(row.remote_key)
-    out = _Hashing(sink)
     try:
-        with streams.ReadAhead(source) as ahead:
+        with streams.ReadAhead(source) as ahead, streams.WriteBehind(sink) as out:
             try:
                 if row.encrypted:
                     agecrypt.decrypt_stream(ahead, out, list(identities))
@@ -341,16 +330,17 @@ def download(row: SnapshotCopy, sink, *, identities=()) -> tuple[int, str]:
                     while chunk := ahead.read(READ_BACK_CHUNK):
                         out.write(chunk)
             except Exception as exc:  # noqa: BLE001 - sorted below
-                if ahead.error is not None:  # the target's stream failed, whatever pyrage says
+                if ahead.error is not None:  # the target's stream failed, whatever came of it
                     raise offsite.OffsiteError("no_read", f"{type(ahead.error).__name__}: "
                                                           f"{ahead.error}") from None
-                if isinstance(exc, (offsite.OffsiteError, agecrypt.AgeError)):
+                if isinstance(exc, (offsite.OffsiteError, agecrypt.AgeError)) \
+                        or exc is out.error:
                     raise
                 raise offsite.OffsiteError("no_read", f"{type(exc).__name__}: {exc}") from None
     finally:
         with contextlib.suppress(Exception):
             source.close()
-    return out.size, out.hash.hexdigest()
+    return out.size, out.hexdigest()
 
 
 def fail_lost() -> int:

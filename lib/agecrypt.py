@@ -3,7 +3,8 @@
 Berth needs only public keys (X25519 recipients, `age1...`) to encrypt a
 backup; the private identity (`AGE-SECRET-KEY-1...`) is needed only to read
 one back. The output is the standard age format: Debian's `age -d -i` reads
-it. docs/backups.md says why and how.
+it. Decryption runs in process in large pieces (lib/agestream.py), not
+through pyrage's 8 KiB callbacks. docs/backups.md says why and how.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import BinaryIO
 import pyrage
 from django.utils.translation import gettext as _
 from pyrage import x25519
+
+from lib import agestream
 
 
 class AgeError(ValueError):
@@ -78,12 +81,13 @@ def encrypt_stream(source: BinaryIO, target: BinaryIO, recipients: Iterable[str]
 
 def decrypt_stream(source: BinaryIO, target: BinaryIO,
                    identities: Iterable[x25519.Identity]) -> None:
-    """Decrypt `source` into `target`; AgeError if no identity opens it or it was altered."""
+    """Decrypt `source` into `target`; AgeError if no identity opens it or it was altered.
+
+    In process, in 1 MiB pieces (lib/agestream.py); an error of `source` or
+    `target` themselves is raised as it is.
+    """
     try:
-        pyrage.decrypt_io(source, target, list(identities))
-    except (pyrage.DecryptError, OSError) as exc:
-        if isinstance(exc, OSError) and exc.errno is not None:
-            raise  # a real I/O error of the source or the target, not of the data
-        # pyrage says "decryption error" (an OSError without errno) for altered data.
+        agestream.decrypt(source.read, target.write, identities)
+    except agestream.Invalid as exc:
         raise AgeError(_("The data does not decrypt with the identity given (%(error)s).")
                        % {"error": exc}) from None
