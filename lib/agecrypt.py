@@ -68,6 +68,65 @@ def recipient_of(identity: x25519.Identity) -> str:
     return str(identity.to_public())
 
 
+# --- a passphrase: an identity sealed with it (scrypt), its recipient among the others -----
+
+# Marks the recipient whose identity a target holds sealed with a passphrase. Code reads it
+# back: never translated, never changed.
+SEALED_IDENTITY_MARK = \
+    "# berth: passphrase recipient (its identity is berth-identity.age on the target)"
+MIN_PASSPHRASE = 12
+
+
+def wrap_identity(identity: x25519.Identity, passphrase: str) -> bytes:
+    """`identity` as an age identity file, encrypted with `passphrase` (age's scrypt
+    recipient): `age -d -i` that file asks for the passphrase and opens the copies."""
+    if len(passphrase) < MIN_PASSPHRASE:
+        raise AgeError(_("A passphrase needs at least %(count)d characters: anyone who can "
+                         "read the target can try to guess it.") % {"count": MIN_PASSPHRASE})
+    text = (f"# A Berth backup target's identity, sealed with its passphrase\n"
+            f"# public key: {recipient_of(identity)}\n{identity}\n")
+    try:
+        return pyrage.passphrase.encrypt(text.encode(), passphrase)
+    except pyrage.EncryptError as exc:
+        raise AgeError(_("The encryption failed (%(error)s).") % {"error": exc}) from None
+
+
+def unwrap_identity(sealed: bytes, passphrase: str) -> x25519.Identity:
+    """The identity `wrap_identity` sealed; AgeError if the passphrase does not open it."""
+    try:
+        text = pyrage.passphrase.decrypt(sealed, passphrase).decode()
+    except (pyrage.DecryptError, UnicodeDecodeError):
+        raise AgeError(_("The passphrase does not open the identity the target holds.")) from None
+    identities = parse_identities(text)
+    if len(identities) != 1:
+        raise AgeError(_("The identity the target holds is not one Berth sealed."))
+    return identities[0]
+
+
+def passphrase_recipient(text: str) -> str:
+    """The recipient marked in a target's recipients as its passphrase's, or ""."""
+    lines = [line.strip() for line in text.splitlines()]
+    for line, following in zip(lines, lines[1:], strict=False):
+        if line == SEALED_IDENTITY_MARK and following.startswith("age1"):
+            return following
+    return ""
+
+
+def with_passphrase_recipient(text: str, recipient: str) -> str:
+    """`text` (recipients) with its marked passphrase recipient, if any, replaced by `recipient`."""
+    kept, skip = [], False
+    for line in text.splitlines():
+        if skip:
+            skip = False
+        elif line.strip() == SEALED_IDENTITY_MARK:
+            skip = True
+        else:
+            kept.append(line)
+    while kept and not kept[-1].strip():
+        kept.pop()
+    return "\n".join([*kept, SEALED_IDENTITY_MARK, recipient]) + "\n"
+
+
 def encrypt_stream(source: BinaryIO, target: BinaryIO, recipients: Iterable[str]) -> None:
     """Encrypt everything `source` holds into `target`, to every recipient."""
     keys = [x25519.Recipient.from_str(r) for r in recipients]
