@@ -102,6 +102,7 @@ def test_a_target_without_a_sealed_identity_says_so(bucket, recipient):
         backups.identities_from_passphrase(s3_target(bucket, recipient), PASSPHRASE)
 
 
+@pytest.mark.slow  # scrypt: about a second per passphrase, several here
 def test_a_changed_passphrase_keeps_the_identity_so_earlier_copies_still_open(
     snapshot, archive, bucket, recipient
 ):
@@ -120,6 +121,7 @@ def test_a_changed_passphrase_keeps_the_identity_so_earlier_copies_still_open(
         backups.identities_from_passphrase(target, PASSPHRASE)
 
 
+@pytest.mark.slow  # scrypt: about a second per passphrase, several here
 def test_a_fresh_berth_takes_over_the_sealed_identity_and_never_replaces_it(bucket, recipient):
     first = backups.set_passphrase(target=s3_target(bucket, recipient), passphrase=PASSPHRASE)
     sealed = s3_client().get_object(Bucket=bucket, Key="berth/berth-identity.age")["Body"].read()
@@ -176,6 +178,7 @@ def _age_with_passphrase(args: list[str], passphrase: str) -> tuple[int, bytes]:
     return os.waitstatus_to_exitcode(status), said
 
 
+@pytest.mark.slow  # scrypt: about a second per passphrase, several here
 @pytest.mark.skipif(AGE is None, reason="SKIPPED FOR LACK OF age (run `make host`)")
 def test_the_age_cli_opens_a_copy_with_the_sealed_identity_and_the_passphrase(
     snapshot, archive, bucket, recipient, tmp_path
