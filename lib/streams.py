@@ -88,10 +88,11 @@ class ReadAhead:
 class WriteBehind:
     """A writable that hashes what it is given and writes it to `sink` in a thread.
 
-    `close()` waits until everything is written and raises what the sink
-    raised (a later `write()` raises it too); leaving a `with` block on an
-    exception drops what is still queued. `size` and `hexdigest()` tell
-    what was written, once closed.
+    What `write()` is given is queued as it is: it must not change
+    afterwards (bytes). `close()` waits until everything is written and
+    raises what the sink raised (a later `write()` raises it too); leaving a
+    `with` block on an exception drops what is still queued. `size` and
+    `hexdigest()` tell what was written, once closed.
     """
 
     def __init__(self, sink, *, depth: int = 8) -> None:
