@@ -15,7 +15,7 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
@@ -180,6 +180,23 @@ class BackupTarget(models.Model):
         if self.kind == self.Kind.DIRECTORY:
             return self.directory
         return f"{self.endpoint_url or 's3'} / {self.bucket}/{self.prefix}".rstrip("/")
+
+    @property
+    def passphrase_recipient(self) -> str:
+        """The recipient whose identity this target holds sealed with a passphrase, or ""."""
+        return agecrypt.passphrase_recipient(self.recipients)
+
+    def record_passphrase_recipient(self, recipient: str) -> None:
+        """Encrypt every copy from now on to `recipient` too: the identity a passphrase opens
+        (engine/backups.py, set_passphrase). It is one of the recipients, marked by a comment
+        line, so no column is needed; a target that was unencrypted is encrypted from now on."""
+        with transaction.atomic():
+            # Re-read under a lock: recipients another edit saved meanwhile are kept.
+            current = BackupTarget.objects.select_for_update().get(pk=self.pk)
+            self.recipients = agecrypt.with_passphrase_recipient(current.recipients, recipient)
+            self.unencrypted = False
+            BackupTarget.objects.filter(pk=self.pk).update(recipients=self.recipients,
+                                                           unencrypted=False)
 
     def clean(self) -> None:
         errors: dict[str, list] = {}

@@ -11,7 +11,8 @@ archive is what is copied. Target: the S3 server of the tests (moto's, on
   child's peak RSS is reported (target under 256 MiB).
 - **download**: the recovery's download (the object streamed from the server,
   decrypted, its SHA-256 checked against the snapshot's, written to a file)
-  against `rclone cat remote:… > file`. Ratio as above (target ≥ 0.8).
+  against `rclone cat remote:… > file`, each after an untimed `sync`. Ratio as
+  above (target ≥ 0.8); each round's times and CPU seconds are printed too.
 
     .venv/bin/python bench/offsite.py [--rounds 2] [--dir DIR]
 """
@@ -89,17 +90,22 @@ def berth_copy(snapshot, target) -> tuple[float, int, object]:
     return elapsed, usage.ru_maxrss * 1024, row
 
 
-def berth_download(row, snapshot, identity, out: Path) -> float:
-    """What a recovery does: engine.copies.download (read ahead, decrypt, hash) into a file,
-    its SHA-256 compared with the snapshot's."""
+def berth_download(row, snapshot, identity, out: Path) -> tuple[float, float]:
+    """What a recovery does: engine.copies.download (read ahead, decrypt, hash, write behind)
+    into a file, its SHA-256 compared with the snapshot's; (seconds, CPU seconds)."""
     from engine import copies
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     with open(out, "wb") as sink:
         size, digest = copies.download(row, sink, identities=[identity])
     if (size, digest) != (snapshot.size, snapshot.sha256):
         raise SystemExit("the downloaded archive differs from the snapshot")
-    return time.perf_counter() - started
+    return time.perf_counter() - started, time.process_time() - cpu
+
+
+def children_cpu() -> float:
+    times = os.times()
+    return times.children_user + times.children_system
 
 
 def run(args: argparse.Namespace, base: Path) -> None:
@@ -138,13 +144,22 @@ def run(args: argparse.Namespace, base: Path) -> None:
             started = time.perf_counter()
             rclone("copyto", str(archive), f"moto:{bucket}/rclone-{n}.tar.zst")
             rclone_seconds = time.perf_counter() - started
-            download = berth_download(row, snapshot, identity, out / "berth.tar.zst")
-            started = time.perf_counter()
+            # Untimed, as in bench/capture.py: the uploads' writeback (moto keeps objects in
+            # files) is not charged to whichever download comes first.
+            os.sync()
+            download, download_cpu = berth_download(row, snapshot, identity,
+                                                    out / "berth.tar.zst")
+            os.sync()
+            started, cpu = time.perf_counter(), children_cpu()
             with open(out / "rclone.tar.zst", "wb") as sink:
                 rclone("cat", f"moto:{bucket}/rclone-{n}.tar.zst", stdout=sink)
             rclone_download = time.perf_counter() - started
             rows.append({"copy": berth_seconds, "rclone copy": rclone_seconds, "rss": rss,
-                         "download": download, "rclone download": rclone_download})
+                         "download": download, "rclone download": rclone_download,
+                         "download cpu": download_cpu, "rclone download cpu": children_cpu() - cpu})
+            print(f"round {n + 1}: download berth {download:.2f} s ({download_cpu:.2f} s CPU), "
+                  f"rclone cat {rclone_download:.2f} s ({rows[-1]['rclone download cpu']:.2f} s "
+                  f"CPU); load average {os.getloadavg()[0]:.1f}", flush=True)
             for key in (f"rclone-{n}.tar.zst", f"{target.prefix}{row.remote_key}"):
                 s3.delete_object(Bucket=bucket, Key=key)
     finally:
@@ -162,7 +177,9 @@ def run(args: argparse.Namespace, base: Path) -> None:
           f"rclone copyto {speed('rclone copy'):.0f} MiB/s; berth's peak RSS "
           f"{max(r['rss'] for r in rows) / MIB:.0f} MiB")
     print(f"download: berth {speed('download'):.0f} MiB/s (download, decrypt, verify), "
-          f"rclone cat {speed('rclone download'):.0f} MiB/s")
+          f"rclone cat {speed('rclone download'):.0f} MiB/s; CPU seconds berth "
+          f"{median('download cpu'):.2f}, rclone {median('rclone download cpu'):.2f} "
+          f"(the S3 server's not counted)")
     print(f"offsite_bench: copy ratio {median('rclone copy') / median('copy'):.2f}, "
           f"download ratio {median('rclone download') / median('download'):.2f} "
           f"(targets ≥ 0.8; peak RSS target < 256 MiB; median of {args.rounds} rounds)")

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from datetime import UTC
 
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -311,48 +312,55 @@ def _fail(row: SnapshotCopy, target: BackupTarget, error: offsite.OffsiteError, 
                    redact.for_log(error.raw, target.secret_values()))
 
 
-class _Hashing:
-    """A writable that hashes and counts what it passes on to `sink`."""
+class _Told:
+    """A writable that passes everything on and tells `progress` the bytes so far, in the
+    caller's thread (the sink itself is written in another)."""
 
-    def __init__(self, sink) -> None:
-        self.sink, self.size, self.hash = sink, 0, hashlib.sha256()
+    def __init__(self, out, progress: Callable[[int], None]) -> None:
+        self.out, self.progress, self.done = out, progress, 0
 
     def write(self, data) -> int:
-        self.size += len(data)
-        self.hash.update(data)
-        return self.sink.write(data)
+        written = self.out.write(data)
+        self.done += len(data)
+        self.progress(self.done)
+        return written
 
 
-def download(row: SnapshotCopy, sink, *, identities=()) -> tuple[int, str]:
+def download(row: SnapshotCopy, sink, *, identities=(),
+             progress: Callable[[int], None] | None = None) -> tuple[int, str]:
     """Write the archive a verified copy holds into `sink`, decrypted with `identities` when
     the copy is encrypted; (size, SHA-256) of what was written, for the caller to compare.
 
-    The object is read ahead in large chunks while the decryption works (lib/streams.py).
+    Three threads overlap: the object is read ahead in large chunks, decrypted in
+    process (lib/agestream.py), then hashed and written behind (lib/streams.py).
     OffsiteError for the target's failures, agecrypt.AgeError for a wrong identity or
-    altered data (`sink` then holds a part of it: the caller discards it).
+    altered data, the sink's own error (an OSError) as it is; `sink` then holds a part
+    of the archive: the caller discards it. `progress(bytes)` is called in the caller's
+    thread as the archive comes (the sink is written in another: it must not report).
     """
     target = BackupTarget.objects.get(pk=row.target_id)
     source = target.store().open(row.remote_key)
-    out = _Hashing(sink)
     try:
-        with streams.ReadAhead(source) as ahead:
+        with streams.ReadAhead(source) as ahead, streams.WriteBehind(sink) as out:
+            told = _Told(out, progress) if progress is not None else out
             try:
                 if row.encrypted:
-                    agecrypt.decrypt_stream(ahead, out, list(identities))
+                    agecrypt.decrypt_stream(ahead, told, list(identities))
                 else:
                     while chunk := ahead.read(READ_BACK_CHUNK):
-                        out.write(chunk)
+                        told.write(chunk)
             except Exception as exc:  # noqa: BLE001 - sorted below
-                if ahead.error is not None:  # the target's stream failed, whatever pyrage says
+                if ahead.error is not None:  # the target's stream failed, whatever came of it
                     raise offsite.OffsiteError("no_read", f"{type(ahead.error).__name__}: "
                                                           f"{ahead.error}") from None
-                if isinstance(exc, (offsite.OffsiteError, agecrypt.AgeError)):
+                if isinstance(exc, (offsite.OffsiteError, agecrypt.AgeError)) \
+                        or exc is out.error:
                     raise
                 raise offsite.OffsiteError("no_read", f"{type(exc).__name__}: {exc}") from None
     finally:
         with contextlib.suppress(Exception):
             source.close()
-    return out.size, out.hash.hexdigest()
+    return out.size, out.hexdigest()
 
 
 def fail_lost() -> int:

@@ -553,10 +553,11 @@ _LARGER = gettext_noop("The archive is larger than its sidecar says: it is not t
 
 
 class _Bounded:
-    """The staged file's writer: no more than the sidecar said, and progress as it goes."""
+    """The staged file's writer: no more than the sidecar said (it runs in download()'s
+    writing thread, so it never touches the database)."""
 
-    def __init__(self, fd: int, limit: int, progress) -> None:
-        self.fd, self.limit, self.done, self.progress = fd, limit, 0, progress
+    def __init__(self, fd: int, limit: int) -> None:
+        self.fd, self.limit, self.done = fd, limit, 0
         self.exceeded = False
 
     def write(self, data) -> int:
@@ -567,8 +568,6 @@ class _Bounded:
         view = memoryview(data)
         while view:
             view = view[os.write(self.fd, view):]
-        if self.progress is not None:
-            self.progress(self.done, self.limit)
         return len(data)
 
 
@@ -579,7 +578,9 @@ def _download(target: BackupTarget, key: str, described: sidecar.Described,
     expected_size, expected_sha = described.snapshot["size"], described.snapshot["sha256"]
     fd, path = storage.open_temp(storage.uploads_dir(), prefix=".upload-")
     try:
-        size, digest = _fetch(target, key, _Bounded(fd, expected_size, progress), identities)
+        size, digest = _fetch(target, key, _Bounded(fd, expected_size), identities,
+                              progress=(lambda done: progress(done, expected_size))
+                              if progress is not None else None)
         os.fsync(fd)
         if (size, digest) != (expected_size, expected_sha):
             raise RecoveryError("mismatch", gettext_noop(
@@ -593,12 +594,13 @@ def _download(target: BackupTarget, key: str, described: sidecar.Described,
     return imports.Staged(path=path, size=size, sha256=digest)
 
 
-def _fetch(target: BackupTarget, key: str, sink: _Bounded, identities) -> tuple[int, str]:
+def _fetch(target: BackupTarget, key: str, sink: _Bounded, identities,
+           progress: Callable[[int], None] | None) -> tuple[int, str]:
     """copies.download() into `sink`, its failures as RecoveryError."""
     # download() reads the object through a copy row; this one is never saved.
     row = SnapshotCopy(target=target, remote_key=key, encrypted=sidecar.is_encrypted(key))
     try:
-        return copies.download(row, sink, identities=identities)
+        return copies.download(row, sink, identities=identities, progress=progress)
     except Exception as exc:
         if sink.exceeded:  # however the download reported it, the bound stopped it
             raise RecoveryError("mismatch", _LARGER) from None

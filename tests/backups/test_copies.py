@@ -413,6 +413,27 @@ def test_a_download_that_breaks_off_is_a_read_failure_not_a_bad_key(
     assert failed.value.code == "no_read"
 
 
+def test_a_download_into_a_full_disk_raises_the_disks_error(snapshot, bucket, identity,
+                                                           recipient):
+    class Full:
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+    row = copied(snapshot, s3_target(bucket, recipient))
+    with pytest.raises(OSError, match="No space") as failed:
+        copies.download(row, Full(), identities=[identity])
+    assert not isinstance(failed.value, offsite.OffsiteError)
+
+
+def test_an_unencrypted_copy_downloads_as_it_is(snapshot, archive, bucket):
+    import io
+
+    row = copied(snapshot, s3_target(bucket))
+    out = io.BytesIO()
+    assert copies.download(row, out) == (snapshot.size, snapshot.sha256)
+    assert out.getvalue() == archive
+
+
 def test_a_copy_with_a_wrong_key_fails_as_authentication_before_reading(snapshot, s3_auth,
                                                                         recipient):
     target = BackupTarget(name="auth", kind="s3", endpoint_url=s3_auth["endpoint"],
