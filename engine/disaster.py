@@ -32,7 +32,7 @@ from pyrage import x25519
 
 from backups import sidecar
 from backups.models import BackupRecovery, BackupTarget, SnapshotCopy
-from engine import copies, deploys, imports, queue, restores
+from engine import backups, copies, deploys, imports, queue, restores
 from lib import agecrypt, crypto, offsite, owners, redact
 from snapshots import storage
 from snapshots.errors import SnapshotError
@@ -244,16 +244,20 @@ def remove_created(made: list[list]) -> None:
 
 
 def request_recovery(*, target: BackupTarget, key: str, identity: str = "",
-                     into: Workload | None = None, user: AbstractBaseUser | None = None,
+                     passphrase: str = "", into: Workload | None = None,
+                     user: AbstractBaseUser | None = None,
                      queued: bool = True) -> BackupRecovery:
     """Check what can be checked now, then open the recovery; RecoveryError if refused.
 
     The sidecar is read here (with `identity`, else the target's stored one),
     so a wrong identity or key is refused at once. The identity is kept,
-    encrypted, only until the recovery ends. `queued=False` opens it for this
-    process to run at once (the command).
+    encrypted, only until the recovery ends (a passphrase is turned into the
+    identity it opens: the passphrase itself is never kept). `queued=False`
+    opens it for this process to run at once (the command).
     """
-    identities = identities_for(target, identity)
+    identities = identities_for(target, identity, passphrase)
+    if passphrase:
+        identity = "\n".join(str(i) for i in identities)
     described = describe(target, key, identities)
     _check_room(described.snapshot["size"])
     if into is None:
@@ -365,16 +369,27 @@ def _progress(row: BackupRecovery, done: int) -> None:
         row.report_progress(done)
 
 
-def identities_for(target: BackupTarget, text: str) -> list[x25519.Identity]:
-    """The identities in `text`, else the target's stored ones (none for an unencrypted one)."""
-    text = text or (target.get_identity() if target.has_identity else "")
-    if not text:
-        return []
-    try:
-        return agecrypt.parse_identities(text)
-    except agecrypt.AgeError:
-        raise RecoveryError("bad_identity", gettext_noop(
-            "This is not an age identity (AGE-SECRET-KEY-1...).")) from None
+def identities_for(target: BackupTarget, text: str,
+                   passphrase: str = "") -> list[x25519.Identity]:
+    """The identities in `text` and the one `passphrase` opens on the target (its
+    berth-identity.age); with neither, the target's stored identity (none for an
+    unencrypted one). RecoveryError for what does not parse or open."""
+    found: list[x25519.Identity] = []
+    if passphrase:
+        try:
+            found += backups.identities_from_passphrase(target, passphrase)
+        except agecrypt.AgeError as exc:
+            raise RecoveryError("wrong_passphrase", gettext_noop(
+                "The passphrase gives no identity: %(reason)s"), reason=str(exc)) from None
+    if not text and not found and target.has_identity:
+        text = target.get_identity()
+    if text:
+        try:
+            found += agecrypt.parse_identities(text)
+        except agecrypt.AgeError:
+            raise RecoveryError("bad_identity", gettext_noop(
+                "This is not an age identity (AGE-SECRET-KEY-1...).")) from None
+    return found
 
 
 def _path(definition: dict) -> str:

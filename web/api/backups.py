@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from backups import edits
 from backups.models import BackupRecovery, BackupTarget, CopyKind, CopyRule, SnapshotCopy
 from engine import backups, disaster
-from lib import offsite
+from lib import agecrypt, offsite
 from web.api.errors import (
     CONFIRM_HEADER,
     Conflict,
@@ -97,6 +97,18 @@ class IdentitySerializer(serializers.Serializer):
         help_text=_("The age identity to read an encrypted target with; leave out to use "
                     "the target's stored one."),
     )
+    passphrase = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, default="", trim_whitespace=False,
+        help_text=_("The target's passphrase, instead of (or beside) an identity."),
+    )
+
+
+class PassphraseSerializer(serializers.Serializer):
+    passphrase = serializers.CharField(write_only=True, trim_whitespace=False,
+                                       help_text=_("At least 12 characters."))
+    current = serializers.CharField(
+        write_only=True, required=False, allow_blank=True, default="", trim_whitespace=False,
+        help_text=_("The passphrase that seals the target's identity now, to change it."))
 
 
 class RecoverySerializer(IdentitySerializer):
@@ -187,6 +199,7 @@ class BackupTargetViewSet(viewsets.ModelViewSet):
         "partial_update": "backups.change_backuptarget",
         "destroy": "backups.delete_backuptarget",
         "check": "backups.change_backuptarget",
+        "passphrase": "backups.change_backuptarget",
         "catalogue": "backups.add_backuprecovery",
         "recover": "backups.add_backuprecovery",
     }
@@ -197,6 +210,26 @@ class BackupTargetViewSet(viewsets.ModelViewSet):
         """Write a probe object, read it back and delete it; says which step failed."""
         result = backups.check_target(self.get_object())
         return Response({"ok": result.ok, "code": result.code, "message": result.message})
+
+    @extend_schema(request=PassphraseSerializer, responses={200: BackupTargetSerializer})
+    @action(detail=True, methods=["post"])
+    def passphrase(self, request, pk=None):
+        """Let a passphrase open the copies made from now on (docs/backups.md): Berth seals
+        an identity of the target's own with it, stores that on the target as
+        berth-identity.age, and encrypts every copy to its recipient too. Berth keeps
+        neither the passphrase nor the identity. `current` changes the passphrase."""
+        target = self.get_object()
+        body = PassphraseSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            backups.set_passphrase(target=target, passphrase=body.validated_data["passphrase"],
+                                   current=body.validated_data["current"])
+        except agecrypt.AgeError as exc:
+            raise exceptions.ValidationError({"passphrase": [str(exc)]}) from None
+        except offsite.OffsiteError as exc:
+            raise TargetFailed(detail={"detail": exc.message, "code": exc.code}) from None
+        target.refresh_from_db()
+        return Response(BackupTargetSerializer(target, context={"request": request}).data)
 
     @extend_schema(request=IdentitySerializer, responses={200: EntrySerializer(many=True)})
     @action(detail=True, methods=["post"])
@@ -210,7 +243,8 @@ class BackupTargetViewSet(viewsets.ModelViewSet):
         body = IdentitySerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:
-            identities = disaster.identities_for(target, body.validated_data["identity"])
+            identities = disaster.identities_for(target, body.validated_data["identity"],
+                                                 body.validated_data["passphrase"])
             entries = disaster.catalogue(target, identities)
         except disaster.RecoveryError as exc:
             raise _refusal(exc) from None
@@ -243,6 +277,7 @@ class BackupTargetViewSet(viewsets.ModelViewSet):
         try:
             row = disaster.request_recovery(target=target, key=body.validated_data["key"],
                                             identity=body.validated_data["identity"],
+                                            passphrase=body.validated_data["passphrase"],
                                             into=into, user=request.user)
         except disaster.RecoveryError as exc:
             raise _refusal(exc) from None

@@ -49,3 +49,11 @@ def read_identity(path: str | None) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         raise CommandError(f"Cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
                            ) from None
+
+
+def read_secret_file(path: str | None) -> str:
+    """A passphrase from the file at `path` ("-" for standard input), its last newline
+    dropped; "" without one."""
+    if path is None:
+        return ""
+    return read_identity(path).removesuffix("\n")

@@ -62,15 +62,21 @@ def recover(request: HttpRequest) -> HttpResponse:
     if target is None:
         return _page(request, error=_("Choose a backup target."))
     identity = request.POST.get("identity", "").strip()
+    passphrase = request.POST.get("passphrase", "")
     if identity:
         try:
             agecrypt.parse_identities(identity)
         except agecrypt.AgeError as exc:
             return _page(request, chosen=target, error=str(exc))
-        _remember(request, target, identity)
-    else:
-        identity = _remembered(request, target)
     try:
+        if passphrase:
+            # What the passphrase opens is kept like a pasted identity; never the passphrase.
+            opened = disaster.identities_for(target, identity, passphrase)
+            identity = "\n".join(str(i) for i in opened)
+        if identity:
+            _remember(request, target, identity)
+        else:
+            identity = _remembered(request, target)
         entries = disaster.catalogue(target, disaster.identities_for(target, identity))
     except disaster.RecoveryError as exc:
         return _page(request, chosen=target, error=str(exc))

@@ -5,7 +5,7 @@ from django.template.defaultfilters import filesizeformat
 
 from engine import disaster
 from lib import offsite
-from web.management.lookup import find_target, read_identity
+from web.management.lookup import find_target, read_identity, read_secret_file
 
 
 class Command(BaseCommand):
@@ -19,11 +19,16 @@ class Command(BaseCommand):
         parser.add_argument("target", help="the backup target's name or id")
         parser.add_argument("--identity-file", metavar="PATH",
                             help="an age identity file ('-' reads standard input)")
+        parser.add_argument("--passphrase-file", metavar="PATH",
+                            help="a file holding the target's passphrase ('-' reads standard "
+                                 "input), instead of an identity")
 
-    def handle(self, *args, target: str, identity_file: str | None, **options) -> None:
+    def handle(self, *args, target: str, identity_file: str | None,
+               passphrase_file: str | None, **options) -> None:
         chosen = find_target(target)
         try:
-            identities = disaster.identities_for(chosen, read_identity(identity_file))
+            identities = disaster.identities_for(chosen, read_identity(identity_file),
+                                                 read_secret_file(passphrase_file))
             entries = disaster.catalogue(chosen, identities)
         except disaster.RecoveryError as exc:
             raise CommandError(f"{exc.code}: {exc}") from None

@@ -8,7 +8,12 @@ from django.template.defaultfilters import filesizeformat
 from engine import disaster
 from lib import offsite
 from snapshots.models import RestoreJob
-from web.management.lookup import find_target, find_workload, read_identity
+from web.management.lookup import (
+    find_target,
+    find_workload,
+    read_identity,
+    read_secret_file,
+)
 
 
 class Command(BaseCommand):
@@ -26,6 +31,9 @@ class Command(BaseCommand):
         parser.add_argument("key", help="the copy's name, as backup_catalogue lists it")
         parser.add_argument("--identity-file", metavar="PATH",
                             help="an age identity file ('-' reads standard input)")
+        parser.add_argument("--passphrase-file", metavar="PATH",
+                            help="a file holding the target's passphrase ('-' reads standard "
+                                 "input), instead of an identity")
         parser.add_argument("--workload", metavar="WORKLOAD",
                             help="recover onto this existing workload (id or project/stage/"
                                  "workload) instead of re-creating it")
@@ -34,7 +42,8 @@ class Command(BaseCommand):
                                  "replaced")
 
     def handle(self, *args, target: str, key: str, identity_file: str | None,
-               workload: str | None, confirm: str | None, **options) -> None:
+               passphrase_file: str | None, workload: str | None, confirm: str | None,
+               **options) -> None:
         chosen = find_target(target)
         identity = read_identity(identity_file)
         into = None
@@ -46,6 +55,7 @@ class Command(BaseCommand):
         self._shown = -1
         try:
             row = disaster.request_recovery(target=chosen, key=key, identity=identity,
+                                            passphrase=read_secret_file(passphrase_file),
                                             into=into, queued=False)
         except disaster.RecoveryError as exc:
             raise CommandError(f"{exc.code}: {exc}") from None
