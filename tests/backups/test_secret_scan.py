@@ -1,12 +1,12 @@
 """A scan: after the whole offsite flow, no secret is anywhere it must not be.
 
-The flow configures a target (secret access key, stored identity) through
-the API, checks it, copies a snapshot of a workload that has a secret env
-value, fails a copy to an unreachable endpoint, reads the catalogue and
-recovers through the API and the pages, and opens the admin. Then every API
+The flow configures a target (secret access key, stored identity, a
+passphrase) through the API, checks it, copies a snapshot of a workload that has a secret env
+value, fails a copy to an unreachable endpoint, reads the catalogue (with the
+identity and with the passphrase) and recovers through the API and the pages, and opens the admin. Then every API
 answer, every page, every log record (DEBUG and up, boto's included) and
 every cell of every table, sessions decoded, is searched for the S3 secret,
-the age identity and the secret env value. Real parts: moto's S3 server,
+the age identity, the passphrase and the secret env value. Real parts: moto's S3 server,
 PostgreSQL or SQLite, Docker for the restore.
 """
 
@@ -27,6 +27,7 @@ from tests.workloads.test_secrets import tables_containing
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
 
 ENV_SECRET = "env-secret-4f1c-never-shown"
+PASSPHRASE = "passphrase-9d2e-never-kept"
 
 
 def test_no_secret_reaches_the_database_the_api_a_page_or_a_log(
@@ -36,7 +37,7 @@ def test_no_secret_reaches_the_database_the_api_a_page_or_a_log(
     admin = User.objects.create_superuser("ada-admin", password="x")
     api = api_as(admin)
     client.force_login(admin)
-    secrets = [S3_SECRET, str(identity), ENV_SECRET]
+    secrets = [S3_SECRET, str(identity), ENV_SECRET, PASSPHRASE]
     seen: list[str] = []
 
     def keep(response) -> dict | list | None:
@@ -50,6 +51,8 @@ def test_no_secret_reaches_the_database_the_api_a_page_or_a_log(
         "bucket": bucket, "prefix": "berth", "access_key_id": S3_KEY_ID,
         "secret_access_key": S3_SECRET, "recipients": recipient, "identity": str(identity),
     }, format="json"))
+    keep(api.post(f"/api/backup-targets/{target['id']}/passphrase",
+                  {"passphrase": PASSPHRASE}, format="json"))
     keep(api.get("/api/backup-targets"))
     keep(api.post(f"/api/backup-targets/{target['id']}/check"))
 
@@ -79,9 +82,14 @@ def test_no_secret_reaches_the_database_the_api_a_page_or_a_log(
                               "workload": workload.pk}, format="json",
                              HTTP_X_CONFIRM_RESTORE=workload.slug))
     assert keep(api.get(recovery["url"]))["state"] == "succeeded"
+    keep(api.post(f"/api/backup-targets/{target['id']}/catalogue",
+                  {"passphrase": PASSPHRASE}, format="json"))
+    keep(api.post(f"/api/backup-targets/{target['id']}/catalogue",
+                  {"passphrase": "a wrong passphrase, long enough"}, format="json"))
     # ... and through the pages, with the identity kept in the session.
     keep(client.post("/backups/recover/", {"target": target["id"],
                                            "identity": str(identity)}))
+    keep(client.post("/backups/recover/", {"target": target["id"], "passphrase": PASSPHRASE}))
     keep(client.get("/backups/recover/"))
     keep(client.get(f"/backups/recoveries/{recovery['id']}/"))
     keep(client.get(f"/workloads/{workload.pk}/"))
