@@ -549,6 +549,11 @@ class BackupRecovery(Job, Progress):
         help_text=_("The workload the data went to: an existing one, or the one re-created."),
     )
     state = models.CharField(_("state"), max_length=10, choices=State, default=State.QUEUED)
+    deploy_after = models.BooleanField(
+        _("deploy after"), default=False,
+        help_text=_("Deploy a re-created workload on the digest its sidecar recorded, once "
+                    "restored. Off by default: a copy is only as trustworthy as the bucket."),
+    )
     identity_encrypted = models.TextField(editable=False, blank=True)
     snapshot = models.ForeignKey(Snapshot, models.SET_NULL, null=True, blank=True,
                                  related_name="+", verbose_name=_("imported snapshot"))

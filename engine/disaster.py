@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, router, transaction
+from django.db.models.deletion import Collector
 from django.utils import timezone
 from django.utils.translation import gettext, gettext_noop
 from pyrage import x25519
@@ -140,6 +141,7 @@ def _refuse_clear_copy(target: BackupTarget, key: str) -> None:
 
 def recover(*, target: BackupTarget, key: str, identities=(), into: Workload | None = None,
             user: AbstractBaseUser | None = None, row: BackupRecovery | None = None,
+            deploy: bool = False,
             progress: Callable[[int, int], None] | None = None) -> Recovered:
     """Bring the copy `key` back: as a new workload from its sidecar, or onto `into`.
 
@@ -147,7 +149,10 @@ def recover(*, target: BackupTarget, key: str, identities=(), into: Workload | N
     imported; from then on the restore and the deploy keep their own records
     (the returned RestoreJob and DeployRecord say how they ended). `row`, the
     recovery's record, learns at once what was created, so that the sweep can
-    remove it if this process dies before the restore begins.
+    remove it if this process dies before the restore begins. `deploy`: a
+    workload it re-creates is then deployed on the digest (or commit) the
+    sidecar recorded; off by default, since a copy is only as trustworthy as
+    whoever can write to the target (docs/disaster-recovery.md).
     `progress(done, total)` is called as the archive downloads.
     """
     identities = list(identities)
@@ -163,10 +168,7 @@ def recover(*, target: BackupTarget, key: str, identities=(), into: Workload | N
     made: list[list] = []
     try:
         if workload is None:
-            workload, made, missing = _create(described.workload, user)
-            if row is not None:
-                row.move(only_from=BackupRecovery.ACTIVE_STATES, into=workload,
-                         created_rows=made, missing_values=missing)
+            workload, made, missing = _create(described.workload, user, row)
         staged = _download(target, key, described, identities, progress)
         try:
             snapshot = imports.import_snapshot(workload=workload, staged=staged, user=user)
@@ -185,7 +187,8 @@ def recover(*, target: BackupTarget, key: str, identities=(), into: Workload | N
     )
     logger.info("recovering %s from target %s into workload %s", key, target.pk, workload.pk)
     try:
-        job = restores.restore(workload=workload, snapshot=snapshot, user=user)
+        job = restores.restore(workload=workload, snapshot=snapshot, user=user,
+                               from_recovery=True)
     except restores.RestoreBusy:
         raise RecoveryError("busy", _BUSY) from None
     job.refresh_from_db()
@@ -193,7 +196,7 @@ def recover(*, target: BackupTarget, key: str, identities=(), into: Workload | N
                        missing_values=missing)
     reference = described.workload["running_reference"]
     workload.refresh_from_db()
-    if (job.outcome == RestoreJob.Outcome.SUCCEEDED and created and reference
+    if (deploy and job.outcome == RestoreJob.Outcome.SUCCEEDED and created and reference
             and not missing and not workload.running_reference):
         # The restore had nothing to redeploy (the workload never ran here): run it on what
         # the sidecar says it ran, pinned (checked in _create), never a newer tag.
@@ -224,20 +227,29 @@ def _refuse_busy(workload: Workload) -> None:
 
 
 def remove_created(made: list[list]) -> None:
-    """Remove what a failed recovery created, newest first: the workload, then its stage and
-    project only while nothing else has come to live in them meanwhile."""
+    """Remove what a failed recovery created, newest first: the workload unless someone
+    deployed it meanwhile, then its stage and project only while deleting them would take
+    nothing else with them (a workload, a copy rule added meanwhile)."""
     with transaction.atomic():
         for label, pk in reversed(made):
+            model = {"workload": Workload, "stage": Stage, "project": Project}[label]
+            row = model.objects.select_for_update().filter(pk=pk).first()
+            if row is None:
+                continue
             if label == "workload":
-                Workload.objects.filter(pk=pk).delete()
-            elif label == "stage":
-                stage = Stage.objects.select_for_update().filter(pk=pk).first()
-                if stage is not None and not stage.workloads.exists():
-                    stage.delete()
-            elif label == "project":
-                project = Project.objects.select_for_update().filter(pk=pk).first()
-                if project is not None and not project.stages.exists():
-                    project.delete()
+                if not DeployRecord.objects.filter(workload=row).exists():
+                    row.delete()
+            elif _alone(row):
+                row.delete()
+
+
+def _alone(row) -> bool:
+    """Whether deleting `row` would delete nothing but itself."""
+    collector = Collector(using=router.db_for_write(type(row)))
+    collector.collect([row])
+    if any(model is not type(row) and rows for model, rows in collector.data.items()):
+        return False
+    return not any(q.exists() if hasattr(q, "exists") else q for q in collector.fast_deletes)
 
 
 # --- a recovery queued for the task worker ---------------------------------------------------
@@ -245,7 +257,7 @@ def remove_created(made: list[list]) -> None:
 
 def request_recovery(*, target: BackupTarget, key: str, identity: str = "",
                      passphrase: str = "", into: Workload | None = None,
-                     user: AbstractBaseUser | None = None,
+                     user: AbstractBaseUser | None = None, deploy: bool = False,
                      queued: bool = True) -> BackupRecovery:
     """Check what can be checked now, then open the recovery; RecoveryError if refused.
 
@@ -272,6 +284,7 @@ def request_recovery(*, target: BackupTarget, key: str, identity: str = "",
         with transaction.atomic():
             row = BackupRecovery.objects.create(
                 target=target, remote_key=key, into=into, user=acting_user(user),
+                deploy_after=deploy and into is None,
                 identity_encrypted=crypto.encrypt(identity) if identity else "",
                 bytes_total=described.snapshot["size"],
                 owner="" if queued else owners.current(),
@@ -303,7 +316,8 @@ def run_recovery(row: BackupRecovery,
         text = crypto.decrypt(row.identity_encrypted) if row.identity_encrypted else ""
         identities = identities_for(row.target, text)
         result = recover(target=row.target, key=row.remote_key, identities=identities,
-                         into=row.into, user=row.user, row=row, progress=report)
+                         into=row.into, user=row.user, row=row, deploy=row.deploy_after,
+                         progress=report)
     except RecoveryError as exc:
         _end(row, BackupRecovery.State.FAILED, failure_code=exc.code,
              failure_message=exc.message, failure_params=exc.params)
@@ -433,7 +447,8 @@ def _read_sidecar(store: offsite.Store, name: str, identities) -> sidecar.Descri
 # --- the workload --------------------------------------------------------------------------
 
 
-def _create(definition: dict, user) -> tuple[Workload, list, list[str]]:
+def _create(definition: dict, user,
+            row: BackupRecovery | None = None) -> tuple[Workload, list, list[str]]:
     """Re-create the workload a sidecar describes, through the models' own validation.
 
     Returns the workload, the rows created (to remove on failure, newest
@@ -474,22 +489,30 @@ def _create(definition: dict, user) -> tuple[Workload, list, list[str]]:
             for volume in volumes:
                 volume.full_clean(exclude=["workload"])
             workload.check_volumes(volumes)
-            for volume in volumes:
-                _refuse_used_path(volume.host_path(workload))
+            host_paths = [volume.host_path(workload) for volume in volumes]
+            if len(set(host_paths)) != len(host_paths):
+                raise ValidationError({"volumes": ["two volumes share a host directory"]})
+            for path in host_paths:
+                _refuse_used_path(path)
             for volume in volumes:
                 volume.save()
             for port in definition["ports"]:
                 _valid(workload.ports.model(workload=workload, **port))
             for env in definition["env"]:
-                row = workload.env_vars.model(workload=workload, name=env["name"])
+                variable = workload.env_vars.model(workload=workload, name=env["name"])
                 if env["secret"] and env["value"] is None:
                     missing.append(env["name"])
-                row.set_value(env["value"] or "", secret=env["secret"])
-                _valid(row)
+                variable.set_value(env["value"] or "", secret=env["secret"])
+                _valid(variable)
             EventLog.objects.create(
                 workload=workload, user=user if user is not None and user.pk else None,
                 message=gettext_noop("Created from a backup's definition."), params={},
             )
+            if row is not None:
+                # In the same transaction: a kill after it leaves a row that knows what it
+                # made, for the sweep to remove.
+                row.move(only_from=BackupRecovery.ACTIVE_STATES, into=workload,
+                         created_rows=made, missing_values=missing)
     except ValidationError as exc:
         raise RecoveryError("invalid_definition", gettext_noop(
             "The workload's definition cannot be re-created here: %(reason)s"),

@@ -15,6 +15,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils.translation import gettext, gettext_noop
 
+from backups.models import BackupRecovery
 from engine import lost, queue
 from engine.locked import recovery
 from engine.locked.restore import Restore, refuse
@@ -57,16 +58,19 @@ def request_restore(*, workload: Workload, snapshot: Snapshot,
 
 def restore(*, workload: Workload, snapshot: Snapshot, user: AbstractBaseUser | None = None,
             job: RestoreJob | None = None, limits: Limits | None = None,
-            progress: Callable[[RestoreJob], None] | None = None) -> RestoreJob:
+            progress: Callable[[RestoreJob], None] | None = None,
+            from_recovery: bool = False) -> RestoreJob:
     """Restore now, in this process, under the workload's lock; returns the finished job.
 
     `job` is a queued job from request_restore(); it is claimed only once the
     lock is held (so a running job always has the lock), and if another
     worker has claimed it already it is returned untouched. `progress` is
-    called with the job whenever its phase or progress changes.
+    called with the job whenever its phase or progress changes. `from_recovery`: the
+    caller is the recovery from backup onto this workload (engine/disaster.py), which
+    otherwise keeps every other restore of it away.
     """
     if job is None:
-        job = _open(workload, snapshot, user, recover=True)
+        job = _open(workload, snapshot, user, recover=True, from_recovery=from_recovery)
     try:
         with locks.workload_lock(workload.pk):
             recovery.recover_workload(workload)  # a killed restore of this workload first
@@ -89,13 +93,17 @@ def restore(*, workload: Workload, snapshot: Snapshot, user: AbstractBaseUser | 
 
 
 def _open(workload: Workload, snapshot: Snapshot, user: AbstractBaseUser | None, *,
-          recover: bool) -> RestoreJob:
+          recover: bool, from_recovery: bool = False) -> RestoreJob:
     if snapshot.workload_id != workload.pk:
         raise Snapshot.DoesNotExist(f"snapshot {snapshot.pk} is not one of workload {workload.pk}")
     if not snapshot.is_ready:
         raise PreflightError(gettext_noop("Snapshot #%(id)d is not ready to restore."),
                              id=snapshot.pk)
     _clear_dead(workload, recover=recover)
+    if not from_recovery and BackupRecovery.objects.filter(
+            into=workload, state__in=BackupRecovery.ACTIVE_STATES).exists():
+        # A recovery from backup onto it is under way: it restores the workload itself.
+        raise RestoreBusy(None)
     try:
         with transaction.atomic():
             # Run in-process (the command), the job is this process's from the start.

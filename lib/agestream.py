@@ -177,6 +177,8 @@ def _read_header(read: Callable[[int], bytes]) -> tuple[Header, bytes]:
         end = held.find(b"\n---")
         if end >= 0 and held.find(b"\n", end + 1) >= 0:
             stop = held.find(b"\n", end + 1) + 1
+            if stop > MAX_HEADER:  # however the reads were split
+                raise Invalid("the header of the age file is too large")
             return Header(held[:stop]), held[stop:]
         if len(held) > MAX_HEADER:
             raise Invalid("not an age file (no header end)")

@@ -125,3 +125,12 @@ def test_a_part_written_before_an_alteration_was_authenticated(key):
     with pytest.raises(agestream.Invalid):
         agestream.decrypt(io.BytesIO(bytes(sealed)).read, out.extend, [key])
     assert len(out) < len(plain) and plain.startswith(bytes(out))
+
+
+@pytest.mark.parametrize("sizes", [(1 << 20,), (4096,)], ids=["one-read", "small-reads"])
+def test_a_header_over_the_bound_is_refused_however_it_is_read(key, sizes):
+    many = [x25519.Identity.generate().to_public() for _ in range(800)]  # ~100 bytes each
+    sealed = pyrage.encrypt(b"x", [key.to_public(), *many])
+    assert sealed.index(b"\n---") > agestream.MAX_HEADER
+    with pytest.raises(agestream.Invalid):
+        decrypted(sealed, [key], sizes)

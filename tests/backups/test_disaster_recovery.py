@@ -143,7 +143,7 @@ def test_a_fresh_instance_recovers_a_workload_with_its_data_and_digest(
 
     # ... and recovers the workload from it, the identity on standard input.
     out = b.manage("recover_from_backup", "offsite", copy.remote_key, "--identity-file", "-",
-                   stdin=f"{identity}\n")
+                   "--deploy", stdin=f"{identity}\n")
     assert "Restored" in out and "Deployed" in out, out
 
     state = b.query(

@@ -411,3 +411,46 @@ def test_a_recovery_killed_mid_download_is_cleaned_by_the_sweep_and_can_be_retri
     result = disaster.run_recovery(again)
     again.refresh_from_db()
     assert result is not None and again.state == "succeeded", again.failure_text
+
+
+def test_a_copy_rule_added_meanwhile_keeps_the_project(bucket, recipient, identity):
+    from backups.models import CopyRule
+
+    archive = hostile.archive(member("volumes/0/link", typeflag=b"2", linkname=b"/etc"))
+    plant(bucket, KEY, archive, document_for(archive), recipient)
+    target = s3_target(bucket, recipient)
+
+    def meanwhile(done: int, total: int) -> None:
+        # The runbook's last step, done early: copies set up for the new project.
+        project = Project.objects.get(slug="evil")
+        CopyRule.objects.get_or_create(project=project, target=target,
+                                       defaults={"kinds": ["manual"]})
+
+    with pytest.raises(disaster.RecoveryError):
+        disaster.recover(target=target, key=KEY, identities=[identity], progress=meanwhile)
+    assert not Workload.objects.filter(slug="planted").exists()
+    assert CopyRule.objects.filter(project__slug="evil").exists()
+
+
+def test_two_volumes_of_a_definition_may_not_share_a_directory(bucket, recipient, identity):
+    archive = hostile.archive(volumes=[(0, 1, 0), (0, 1, 0)])
+    document = document_for(archive)
+    document["workload"]["volumes"] = [
+        {"scope": "project", "source": "same", "target": f"/d{i}", "read_only": False}
+        for i in range(2)]
+    plant(bucket, KEY, archive, document, recipient)
+    with pytest.raises(disaster.RecoveryError) as caught:
+        disaster.recover(target=s3_target(bucket, recipient), key=KEY, identities=[identity])
+    assert caught.value.code == "invalid_definition"
+    nothing_left()
+
+
+def test_a_restore_waits_out_a_recovery_onto_the_same_workload(copy_of, identity):
+    from engine import restores
+
+    row, _volume = copy_of
+    target = BackupTarget.objects.get(pk=row.target_id)
+    disaster.request_recovery(target=target, key=row.remote_key, identity=str(identity),
+                              into=row.workload, queued=False)
+    with pytest.raises(restores.RestoreBusy):
+        restores.request_restore(workload=row.workload, snapshot=row.snapshot)

@@ -1,13 +1,14 @@
 """A scan: after the whole offsite flow, no secret is anywhere it must not be.
 
 The flow configures a target (secret access key, stored identity, a
-passphrase) through the API, checks it, copies a snapshot of a workload that has a secret env
-value, fails a copy to an unreachable endpoint, reads the catalogue (with the
-identity and with the passphrase) and recovers through the API and the pages, and opens the admin. Then every API
-answer, every page, every log record (DEBUG and up, boto's included) and
-every cell of every table, sessions decoded, is searched for the S3 secret,
-the age identity, the passphrase and the secret env value. Real parts: moto's S3 server,
-PostgreSQL or SQLite, Docker for the restore.
+passphrase) through the API, checks it, copies a snapshot of a workload
+that has a secret env value, fails a copy to an unreachable endpoint, reads
+the catalogue (with the identity and with the passphrase), recovers through
+the API and the pages, and opens the admin. Then every API answer, every
+page, every log record (DEBUG and up, boto's included) and every cell of
+every table, sessions decoded, is searched for the S3 secret, the age
+identity, the passphrase and the secret env value. Real parts: moto's S3
+server, PostgreSQL or SQLite, Docker for the restore.
 """
 
 from __future__ import annotations

@@ -118,6 +118,11 @@ class RecoverySerializer(IdentitySerializer):
         queryset=Workload.objects.all(), required=False, allow_null=True, default=None,
         help_text=_("Recover onto this existing workload instead of re-creating it."),
     )
+    deploy = serializers.BooleanField(
+        default=False,
+        help_text=_("Deploy a re-created workload on the digest its sidecar recorded, once "
+                    "restored. Review its definition in the catalogue first."),
+    )
 
 
 class EntrySerializer(serializers.Serializer):
@@ -153,8 +158,8 @@ class BackupRecoverySerializer(serializers.ModelSerializer):
     class Meta:
         model = BackupRecovery
         fields = ["id", "url", "target", "target_name", "remote_key", "into", "state",
-                  "progress", "snapshot", "restore", "deploy", "failure_code", "failure",
-                  "created", "started", "finished"]
+                  "deploy_after", "progress", "snapshot", "restore", "deploy", "failure_code",
+                  "failure", "created", "started", "finished"]
         read_only_fields = fields
 
 
@@ -278,7 +283,8 @@ class BackupTargetViewSet(viewsets.ModelViewSet):
             row = disaster.request_recovery(target=target, key=body.validated_data["key"],
                                             identity=body.validated_data["identity"],
                                             passphrase=body.validated_data["passphrase"],
-                                            into=into, user=request.user)
+                                            into=into, user=request.user,
+                                            deploy=body.validated_data["deploy"])
         except disaster.RecoveryError as exc:
             raise _refusal(exc) from None
         except offsite.OffsiteError as exc:

@@ -108,7 +108,8 @@ def recover_start(request: HttpRequest) -> HttpResponse:
     try:
         row = disaster.request_recovery(target=target, key=request.POST.get("key", ""),
                                         identity=_remembered(request, target), into=into,
-                                        user=request.user)
+                                        user=request.user,
+                                        deploy=request.POST.get("deploy") == "on")
     except disaster.RecoveryError as exc:
         return _page(request, chosen=target, error=str(exc))
     except offsite.OffsiteError as exc:

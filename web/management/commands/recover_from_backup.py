@@ -22,8 +22,8 @@ class Command(BaseCommand):
         "re-create it from the copy's sidecar, or recover onto an existing workload with "
         "--workload and --confirm. The archive is downloaded, checked against its SHA-256, "
         "validated in full like an uploaded archive, imported and restored; a re-created "
-        "workload is then deployed on the digest it ran. docs/disaster-recovery.md is the "
-        "runbook."
+        "workload is deployed on the digest it ran only with --deploy. "
+        "docs/disaster-recovery.md is the runbook."
     )
 
     def add_arguments(self, parser) -> None:
@@ -37,13 +37,17 @@ class Command(BaseCommand):
         parser.add_argument("--workload", metavar="WORKLOAD",
                             help="recover onto this existing workload (id or project/stage/"
                                  "workload) instead of re-creating it")
+        parser.add_argument("--deploy", action="store_true",
+                            help="deploy a re-created workload on the digest its sidecar "
+                                 "recorded, once restored (review it in backup_catalogue "
+                                 "first)")
         parser.add_argument("--confirm", metavar="SLUG",
                             help="with --workload: its slug, to confirm that its data is "
                                  "replaced")
 
     def handle(self, *args, target: str, key: str, identity_file: str | None,
                passphrase_file: str | None, workload: str | None, confirm: str | None,
-               **options) -> None:
+               deploy: bool, **options) -> None:
         chosen = find_target(target)
         identity = read_identity(identity_file)
         into = None
@@ -56,7 +60,7 @@ class Command(BaseCommand):
         try:
             row = disaster.request_recovery(target=chosen, key=key, identity=identity,
                                             passphrase=read_secret_file(passphrase_file),
-                                            into=into, queued=False)
+                                            into=into, deploy=deploy, queued=False)
         except disaster.RecoveryError as exc:
             raise CommandError(f"{exc.code}: {exc}") from None
         except offsite.OffsiteError as exc:
