@@ -378,7 +378,15 @@ class CopyRuleQuerySet(models.QuerySet):
         rules = self.for_workload(snapshot.workload).select_related("target")
         # A handful of rows: the kinds are matched here rather than in a JSON lookup,
         # which SQLite does not have.
-        return [rule.target for rule in rules if kind in rule.kinds]
+        targets = [rule.target for rule in rules if kind in rule.kinds]
+        if kind == CopyKind.SCHEDULED:
+            # The backup policy names targets of its own for the snapshots it takes.
+            from backups.schedules import BackupPolicy
+
+            policy = BackupPolicy.objects.for_workload(snapshot.workload)
+            if policy is not None:
+                targets += [t for t in policy.targets.all() if t not in targets]
+        return targets
 
 
 class CopyRule(models.Model):
@@ -600,3 +608,7 @@ class BackupRecovery(Job, Progress):
             return text % self.failure_params if self.failure_params else text
         except (KeyError, TypeError, ValueError):
             return text
+
+
+# The schedules' models live in their own module; imported here for Django to find them.
+from backups.schedules import BackupPolicy, BackupRun  # noqa: E402, F401

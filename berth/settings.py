@@ -228,6 +228,8 @@ BERTH_COPY_RETRY_ATTEMPTS = envint("BERTH_COPY_RETRY_ATTEMPTS", 8, minimum=1)
 BERTH_COPY_RETRY_DELAY = envduration("BERTH_COPY_RETRY_DELAY", 60, minimum=1)
 BERTH_COPY_RETRY_MAX_DELAY = envduration("BERTH_COPY_RETRY_MAX_DELAY", 3600, minimum=1)
 BERTH_COPY_STRAY_AFTER = envduration("BERTH_COPY_STRAY_AFTER", 6 * 3600, minimum=60)
+# A scheduled backup that starts more than this after its time is recorded as late.
+BERTH_SCHEDULE_LATE_AFTER = envduration("BERTH_SCHEDULE_LATE_AFTER", 300, minimum=60)
 
 # The stats sampler (`manage.py sample_stats`, engine/sampler.py).
 BERTH_STATS_INTERVAL = envint("BERTH_STATS_INTERVAL", 15, minimum=1)

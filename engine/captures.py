@@ -37,19 +37,19 @@ class SnapshotBusy(Exception):
         return gettext(self.message)
 
 
-def request_snapshot(*, workload: Workload, user: AbstractBaseUser | None = None) -> Snapshot:
-    """Queue a manual capture on the task worker; returns the queued row to follow.
+def request_snapshot(*, workload: Workload, user: AbstractBaseUser | None = None,
+                     kind: str = Snapshot.Kind.MANUAL) -> Snapshot:
+    """Queue a manual (or scheduled) capture on the task worker; returns the queued row.
 
-    Raises SnapshotBusy while another manual capture of the workload is queued
-    or running (a unique constraint backs this up across processes).
+    Raises SnapshotBusy while another capture of that kind of the workload is
+    queued or running (for manual ones a unique constraint backs this up
+    across processes).
     """
     _clear_dead_rows(workload)
-    if Snapshot.objects.active().filter(workload=workload, kind=Snapshot.Kind.MANUAL).exists():
+    if Snapshot.objects.active().filter(workload=workload, kind=kind).exists():
         raise SnapshotBusy(gettext_noop("A snapshot of this workload is already queued or "
                                         "being taken."))
-    snapshot = Snapshot.objects.create(
-        workload=workload, kind=Snapshot.Kind.MANUAL, user=acting_user(user)
-    )
+    snapshot = Snapshot.objects.create(workload=workload, kind=kind, user=acting_user(user))
     transaction.on_commit(
         lambda: queue.enqueue(queue.CAPTURE, snapshot.pk, name=f"snapshot-{snapshot.pk}")
     )

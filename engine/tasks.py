@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_noop
 
 from backups.models import BackupRecovery, SnapshotCopy
-from engine import captures, copies, deploys, disaster, lost, restores
+from engine import captures, copies, deploys, disaster, lost, restores, schedules
 from lib import crashpoints
 from snapshots.models import RestoreJob, Snapshot
 from workloads.jobs import task_lost_before
@@ -151,3 +151,8 @@ def _take(row: DeployRecord | Snapshot | RestoreJob) -> bool:
         logger.warning("%s %s: the process that took it stopped; it is marked failed, not run",
                        type(row).__name__, row.pk)
     return False
+
+
+def run_schedule_tick() -> None:
+    """Every minute (django-q2's CRON schedule `berth-backup-schedules`): start due backups."""
+    schedules.tick()

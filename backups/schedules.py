@@ -1,0 +1,179 @@
+"""Backup policies: when a workload's scheduled snapshots are taken, and each run's record.
+
+A policy belongs to a workload, a stage or a project; a workload follows its
+own, else its stage's, else its project's (BackupPolicy.objects.for_workload).
+When is a preset (hourly at a minute, daily or weekly at a time) or a cron
+expression, read in the operator's time zone. engine/schedules.py runs them;
+docs/schedules.md says how a run is found due, late or missed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from croniter import croniter
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from snapshots.models import Snapshot
+from workloads.models import Project, Stage, Workload
+
+
+class BackupPolicyQuerySet(models.QuerySet):
+    def for_workload(self, workload: Workload) -> BackupPolicy | None:
+        """The policy `workload` follows: its own, else its stage's, else its project's."""
+        for owner in ({"workload": workload}, {"stage_id": workload.stage_id},
+                      {"project_id": workload.stage.project_id}):
+            found = self.filter(**owner).first()
+            if found is not None:
+                return found
+        return None
+
+
+class BackupPolicy(models.Model):
+    class Every(models.TextChoices):
+        HOURLY = "hourly", _("Hourly")
+        DAILY = "daily", _("Daily")
+        WEEKLY = "weekly", _("Weekly")
+        CRON = "cron", _("Cron expression")
+
+    project = models.OneToOneField(Project, models.CASCADE, null=True, blank=True,
+                                   related_name="backup_policy", verbose_name=_("project"))
+    stage = models.OneToOneField(Stage, models.CASCADE, null=True, blank=True,
+                                 related_name="backup_policy", verbose_name=_("stage"))
+    workload = models.OneToOneField(Workload, models.CASCADE, null=True, blank=True,
+                                    related_name="backup_policy", verbose_name=_("workload"))
+    enabled = models.BooleanField(
+        _("enabled"), default=True,
+        help_text=_("Off: no scheduled snapshots (and none for the workloads that follow it)."))
+    every = models.CharField(_("every"), max_length=8, choices=Every, default=Every.DAILY)
+    minute = models.PositiveSmallIntegerField(
+        _("minute"), default=0, validators=[MaxValueValidator(59)],
+        help_text=_("Hourly: the minute of each hour."))
+    at = models.TimeField(_("at"), default=time(3, 0),
+                          help_text=_("Daily and weekly: the time of day."))
+    weekday = models.PositiveSmallIntegerField(
+        _("weekday"), default=0, validators=[MaxValueValidator(6)],
+        help_text=_("Weekly: 0 is Monday, 6 Sunday."))
+    cron = models.CharField(_("cron expression"), max_length=100, blank=True,
+                            help_text=_("Five fields: minute hour day month weekday."))
+    time_zone = models.CharField(_("time zone"), max_length=64, default="UTC",
+                                 help_text=_("An IANA zone such as Europe/Berlin."))
+    targets = models.ManyToManyField(
+        "backups.BackupTarget", blank=True, related_name="policies",
+        verbose_name=_("copy to"),
+        help_text=_("Each scheduled snapshot is copied to these targets, beside what the "
+                    "copy rules say."))
+    # Runs are due from here on; moved to now whenever the schedule changes, so that a new
+    # or changed policy does not fire for times before it.
+    active_since = models.DateTimeField(_("active since"), default=timezone.now,
+                                        editable=False)
+    created = models.DateTimeField(_("created"), default=timezone.now, editable=False)
+
+    objects = BackupPolicyQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("backup policy")
+        verbose_name_plural = _("backup policies")
+        constraints = [
+            models.CheckConstraint(
+                condition=(models.Q(project__isnull=False, stage__isnull=True,
+                                    workload__isnull=True)
+                           | models.Q(project__isnull=True, stage__isnull=False,
+                                      workload__isnull=True)
+                           | models.Q(project__isnull=True, stage__isnull=True,
+                                      workload__isnull=False)),
+                name="backup_policy_has_one_owner",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.owner}: {self.describe()}"
+
+    @property
+    def owner(self) -> Project | Stage | Workload | None:
+        return self.workload or self.stage or self.project
+
+    def clean(self) -> None:
+        if sum(x is not None for x in (self.project_id, self.stage_id, self.workload_id)) != 1:
+            raise ValidationError(_("A policy belongs to one project, stage or workload."))
+        try:
+            ZoneInfo(self.time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValidationError({"time_zone": _("Not a time zone this host knows.")}) from None
+        if self.time_zone not in available_timezones() and self.time_zone != "UTC":
+            raise ValidationError({"time_zone": _("Not a time zone this host knows.")})
+        if self.every == self.Every.CRON and (len(self.cron.split()) != 5
+                                              or not croniter.is_valid(self.cron)):
+            raise ValidationError({"cron": _("Five fields: minute hour day month weekday, "
+                                             "e.g. 30 2 * * 1-5.")})
+
+    def expression(self) -> str:
+        """The schedule as a cron expression (in the policy's time zone)."""
+        if self.every == self.Every.HOURLY:
+            return f"{self.minute} * * * *"
+        if self.every == self.Every.DAILY:
+            return f"{self.at.minute} {self.at.hour} * * *"
+        if self.every == self.Every.WEEKLY:
+            # cron counts Sunday as 0; the policy counts Monday as 0.
+            return f"{self.at.minute} {self.at.hour} * * {(self.weekday + 1) % 7}"
+        return self.cron
+
+    def describe(self) -> str:
+        return f"{self.expression()} ({self.time_zone})"
+
+    def previous(self, moment: datetime) -> datetime:
+        """The newest scheduled time at or before `moment` (aware, UTC)."""
+        local = moment.astimezone(ZoneInfo(self.time_zone))
+        hit = croniter(self.expression(), local + timedelta(seconds=1)).get_prev(datetime)
+        return hit.astimezone(UTC)
+
+    def following(self, moment: datetime) -> datetime:
+        """The first scheduled time after `moment` (aware, UTC)."""
+        local = moment.astimezone(ZoneInfo(self.time_zone))
+        return croniter(self.expression(), local).get_next(datetime).astimezone(UTC)
+
+    def interval(self, moment: datetime) -> timedelta:
+        """The time between the run before `moment` and the one after it."""
+        return self.following(moment) - self.previous(moment)
+
+
+class BackupRun(models.Model):
+    """One scheduled run for one workload: when it was due, whether late, what it took."""
+
+    class Outcome(models.TextChoices):
+        STARTED = "started", _("Snapshot queued")
+        REFUSED = "refused", _("Not taken")
+
+    workload = models.ForeignKey(Workload, models.CASCADE, related_name="backup_runs",
+                                 verbose_name=_("workload"))
+    policy = models.ForeignKey(BackupPolicy, models.SET_NULL, null=True, blank=True,
+                               related_name="runs", verbose_name=_("policy"))
+    scheduled_for = models.DateTimeField(_("scheduled for"))
+    started = models.DateTimeField(_("started"), default=timezone.now)
+    late = models.BooleanField(
+        _("late"), default=False,
+        help_text=_("Run after Berth was down (or busy) past its time; runs it missed meanwhile "
+                    "are not made up, this one stands for them."))
+    missed = models.PositiveIntegerField(_("runs missed"), default=0)
+    outcome = models.CharField(_("outcome"), max_length=10, choices=Outcome,
+                               default=Outcome.STARTED)
+    reason = models.CharField(_("reason"), max_length=200, blank=True)
+    snapshot = models.ForeignKey(Snapshot, models.SET_NULL, null=True, blank=True,
+                                 related_name="+", verbose_name=_("snapshot"))
+
+    class Meta:
+        ordering = ["-scheduled_for", "-pk"]
+        verbose_name = _("scheduled backup run")
+        verbose_name_plural = _("scheduled backup runs")
+        constraints = [
+            models.UniqueConstraint(fields=["workload", "scheduled_for"],
+                                    name="one_run_per_workload_and_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workload} @ {self.scheduled_for:%Y-%m-%d %H:%M}"

@@ -1,0 +1,156 @@
+"""Scheduled backups: policies, the tick with a controlled clock, and django-q2's scheduler.
+
+Real parts: the capture (a real workload's volume), moto's S3 server for the
+copies, django-q2's own scheduler function (tasks run synchronously under
+the test settings, so what it enqueues runs at once).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+from django_q.models import Schedule
+
+from backups.models import BackupPolicy, BackupRun, SnapshotCopy
+from engine import schedules
+from snapshots.models import Snapshot
+from tests.backups.conftest import s3_target
+from tests.snapshots.conftest import add_volume, fill
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+@pytest.fixture
+def data_workload(make_workload):
+    workload = make_workload()
+    fill(add_volume(workload, "data", "/data"), {"a.txt": b"scheduled"})
+    # Created "long ago", so that the policy's times are not before the workload.
+    type(workload).objects.filter(pk=workload.pk).update(created=at("2026-01-01T00:00:00"))
+    workload.refresh_from_db()
+    return workload
+
+
+def policy_for(owner, **fields) -> BackupPolicy:
+    kind = type(owner).__name__.lower()
+    policy = BackupPolicy(**{kind: owner}, **fields)
+    policy.full_clean()
+    policy.save()
+    BackupPolicy.objects.filter(pk=policy.pk).update(
+        active_since=fields.get("active_since", at("2026-01-01T00:00:00")))
+    return BackupPolicy.objects.get(pk=policy.pk)
+
+
+def test_presets_are_cron_expressions_in_the_operators_zone(workload):
+    daily = BackupPolicy(workload=workload, every="daily", at=time(3, 0),
+                         time_zone="Europe/Berlin")
+    assert daily.expression() == "0 3 * * *"
+    # 03:00 in Berlin is 01:00 UTC in summer and 02:00 UTC in winter.
+    assert daily.previous(at("2026-07-01T12:00:00")) == at("2026-07-01T01:00:00")
+    assert daily.previous(at("2026-12-01T12:00:00")) == at("2026-12-01T02:00:00")
+    weekly = BackupPolicy(workload=workload, every="weekly", at=time(4, 30), weekday=0)
+    assert weekly.expression() == "30 4 * * 1"  # Monday
+    assert weekly.following(at("2026-12-06T12:00:00")) == at("2026-12-07T04:30:00")
+    hourly = BackupPolicy(workload=workload, every="hourly", minute=15)
+    assert hourly.previous(at("2026-12-06T10:15:00")) == at("2026-12-06T10:15:00")
+
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"every": "cron", "cron": "not a cron"}, "cron"),
+    ({"every": "cron", "cron": "* * * * * *"}, "cron"),
+    ({"time_zone": "Mars/Olympus"}, "time_zone"),
+])
+def test_a_bad_schedule_is_refused(workload, fields, field):
+    with pytest.raises(ValidationError) as caught:
+        BackupPolicy(workload=workload, **fields).full_clean()
+    assert field in caught.value.message_dict
+
+
+def test_a_policy_has_exactly_one_owner(workload):
+    with pytest.raises(ValidationError):
+        BackupPolicy(workload=workload, stage=workload.stage).full_clean()
+    with pytest.raises(ValidationError):
+        BackupPolicy().full_clean()
+
+
+def test_the_workload_follows_its_own_then_its_stage_then_its_project(workload):
+    project = policy_for(workload.stage.project, every="daily")
+    assert BackupPolicy.objects.for_workload(workload) == project
+    stage = policy_for(workload.stage, every="hourly")
+    assert BackupPolicy.objects.for_workload(workload) == stage
+    own = policy_for(workload, every="weekly")
+    assert BackupPolicy.objects.for_workload(workload) == own
+
+
+def test_a_due_run_takes_a_scheduled_snapshot_and_copies_it_once(data_workload, bucket,
+                                                                 recipient):
+    policy = policy_for(data_workload, every="daily", at=time(3, 0),
+                        active_since=at("2026-12-06T00:00:00"))
+    policy.targets.add(s3_target(bucket, recipient))
+
+    assert schedules.tick(now=at("2026-12-06T02:59:00")) == []
+    [run] = schedules.tick(now=at("2026-12-06T03:00:20"))
+
+    assert (run.scheduled_for, run.late, run.missed) == (at("2026-12-06T03:00:00"), False, 0)
+    snapshot = Snapshot.objects.get(pk=run.snapshot_id)
+    assert snapshot.kind == Snapshot.Kind.SCHEDULED and snapshot.state == Snapshot.State.READY
+    [copy] = SnapshotCopy.objects.filter(snapshot=snapshot)
+    assert copy.state == SnapshotCopy.State.VERIFIED, copy.failure_code
+    # The next ticks of the same day find nothing due.
+    assert schedules.tick(now=at("2026-12-06T03:01:00")) == []
+    assert schedules.tick(now=at("2026-12-06T23:59:00")) == []
+    assert schedules.next_run(data_workload, now=at("2026-12-06T04:00:00")) == \
+        at("2026-12-07T03:00:00")
+
+
+def test_berth_down_over_scheduled_times_runs_once_when_back_and_says_late(data_workload):
+    policy_for(data_workload, every="hourly", minute=0,
+               active_since=at("2026-12-06T10:30:00"))
+
+    [run] = schedules.tick(now=at("2026-12-06T14:10:00"))
+
+    assert run.scheduled_for == at("2026-12-06T14:00:00")
+    assert run.late and run.missed == 3  # 11:00, 12:00 and 13:00 never ran
+    assert Snapshot.objects.filter(kind=Snapshot.Kind.SCHEDULED).count() == 1
+    assert schedules.tick(now=at("2026-12-06T14:11:00")) == []
+
+
+def test_a_new_policy_does_not_fire_for_times_before_it(data_workload):
+    policy_for(data_workload, every="daily", at=time(3, 0),
+               active_since=at("2026-12-06T09:00:00"))
+    assert schedules.tick(now=at("2026-12-06T09:01:00")) == []
+    assert [r.scheduled_for for r in schedules.tick(now=at("2026-12-07T03:00:05"))] == [
+        at("2026-12-07T03:00:00")]
+
+
+def test_a_disabled_policy_and_a_busy_workload(data_workload):
+    policy = policy_for(data_workload, every="hourly", enabled=False)
+    assert schedules.tick(now=at("2026-12-06T10:00:10")) == []
+    BackupPolicy.objects.filter(pk=policy.pk).update(enabled=True)
+    Snapshot.objects.create(workload=data_workload, kind=Snapshot.Kind.SCHEDULED)  # queued
+    [run] = schedules.tick(now=at("2026-12-06T10:00:10"))
+    assert run.outcome == BackupRun.Outcome.REFUSED and "already" in run.reason
+
+
+def test_django_q2s_scheduler_fires_the_tick(data_workload):
+    from django_q.scheduler import scheduler
+
+    now = timezone.now()
+    policy_for(data_workload, every="cron", cron="* * * * *",
+               active_since=now - timedelta(minutes=3))
+    tick = Schedule.objects.get(name="berth-backup-schedules")
+    assert (tick.func, tick.schedule_type, tick.cron) == (
+        "engine.tasks.run_schedule_tick", Schedule.CRON, "* * * * *")
+    Schedule.objects.filter(pk=tick.pk).update(next_run=now - timedelta(seconds=5))
+
+    scheduler()  # what the cluster's scheduler runs; the task runs at once (sync)
+
+    [run] = BackupRun.objects.all()
+    assert run.snapshot.kind == Snapshot.Kind.SCHEDULED
+    assert Schedule.objects.get(pk=tick.pk).next_run > now
