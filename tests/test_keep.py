@@ -90,9 +90,9 @@ def histories(draw) -> list[Item]:
 @st.composite
 def dst_histories(draw) -> list[Item]:
     """Snapshots around a change of the clocks in Berlin or New York."""
-    base = draw(st.sampled_from(TRANSITIONS)) - timedelta(hours=draw(st.integers(0, 30)))
-    unit = draw(st.sampled_from(UNITS[:3] + [timedelta(minutes=7)]))
-    return _items(draw, base, unit, 300)
+    unit = draw(st.sampled_from([timedelta(minutes=1), timedelta(minutes=7), *UNITS[1:3]]))
+    before = unit * draw(st.integers(0, 150))
+    return _items(draw, draw(st.sampled_from(TRANSITIONS)) - before, unit, 300)
 
 
 counts = st.integers(0, 6)
@@ -228,8 +228,8 @@ def test_new_york_when_the_clocks_go_forward():
 
 def test_new_york_when_the_clocks_go_back():
     # 01:30 EDT and 01:30 EST on 2 November 2025: the same wall clock, two hours.
-    items = [Item(1, utc(2025, 11, 2, 5, 30)), Item(2, utc(2025, 11, 2, 6, 30)),
-             Item(3, utc(2025, 11, 2, 6, 40))]
+    items = [Item(0, utc(2025, 11, 2, 4, 30)), Item(1, utc(2025, 11, 2, 5, 30)),
+             Item(2, utc(2025, 11, 2, 6, 30)), Item(3, utc(2025, 11, 2, 6, 40))]
     assert decide(items, KeepRules(hourly=2), tz=NEW_YORK).keep == {1, 3}
 
 
@@ -239,6 +239,11 @@ def test_an_iso_week_crosses_the_new_year():
              Item(3, utc(2025, 1, 5, 12))]
     assert decide(items, KeepRules(weekly=2), tz=UTC).keep == {1, 3}
     assert decide(items, KeepRules(yearly=1), tz=UTC).keep == {3}
+
+
+def test_a_week_a_year_later_is_another_week():
+    items = [Item(0, utc(2023, 12, 20)), Item(1, utc(2024, 1, 3)), Item(2, utc(2025, 1, 1))]
+    assert decide(items, KeepRules(weekly=2), tz=UTC).keep == {1, 2}
 
 
 def test_equal_times_are_ordered_by_id():
