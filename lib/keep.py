@@ -94,7 +94,10 @@ BUCKETS: dict[str, Bucket] = {
 
 
 def newest_first(items: Iterable[tuple[Hashable, datetime]]) -> list[Item]:
-    """The items sorted newest first; refuses naive times and repeated ids."""
+    """The items sorted newest first; refuses naive times and repeated ids.
+
+    Ids must be orderable among themselves: equal times are ordered by id.
+    """
     ordered = [Item(*item) for item in items]
     for item in ordered:
         if item.when.tzinfo is None or item.when.utcoffset() is None:
