@@ -19,6 +19,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from lib.keep import KeepRules
 from snapshots.models import Snapshot
 from workloads.models import Project, Stage, Workload
 
@@ -68,6 +69,15 @@ class BackupPolicy(models.Model):
         verbose_name=_("copy to"),
         help_text=_("Each scheduled snapshot is copied to these targets, beside what the "
                     "copy rules say."))
+    # Retention of the scheduled snapshots, and separately of their copies on each target
+    # (lib/keep.py, docs/retention.md). All 0: the plain counts (BERTH_SNAPSHOT_KEEP_*,
+    # the targets' keep counts) apply instead.
+    keep_last = models.PositiveIntegerField(_("keep last"), default=0)
+    keep_hourly = models.PositiveIntegerField(_("keep hourly"), default=0)
+    keep_daily = models.PositiveIntegerField(_("keep daily"), default=7)
+    keep_weekly = models.PositiveIntegerField(_("keep weekly"), default=4)
+    keep_monthly = models.PositiveIntegerField(_("keep monthly"), default=6)
+    keep_yearly = models.PositiveIntegerField(_("keep yearly"), default=0)
     # Runs are due from here on; moved to now whenever the schedule changes, so that a new
     # or changed policy does not fire for times before it.
     active_since = models.DateTimeField(_("active since"), default=timezone.now,
@@ -122,6 +132,16 @@ class BackupPolicy(models.Model):
             # cron counts Sunday as 0; the policy counts Monday as 0.
             return f"{self.at.minute} {self.at.hour} * * {(self.weekday + 1) % 7}"
         return self.cron
+
+    @property
+    def keep_rules(self) -> KeepRules:
+        return KeepRules(last=self.keep_last, hourly=self.keep_hourly, daily=self.keep_daily,
+                         weekly=self.keep_weekly, monthly=self.keep_monthly,
+                         yearly=self.keep_yearly)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)
 
     def describe(self) -> str:
         return f"{self.expression()} ({self.time_zone})"

@@ -27,9 +27,11 @@ from django.utils import timezone
 
 from backups import sidecar
 from backups.models import BackupTarget, CopyKind, SnapshotCopy
+from backups.schedules import BackupPolicy
 from engine import queue
-from lib import offsite, redact
+from lib import keep, offsite, redact
 from snapshots.models import Snapshot
+from workloads.models import Workload
 
 logger = logging.getLogger(__name__)
 
@@ -97,11 +99,21 @@ def stale_copies(*, target: BackupTarget, workload_id: int) -> list[SnapshotCopy
                                            state=SnapshotCopy.State.VERIFIED)
     newest_first = verified.order_by(models.F("taken").desc(nulls_last=True), "-created", "-pk")
     last = newest_first.values_list("pk", flat=True).first()
+    policy = BackupPolicy.objects.for_workload(Workload.objects.with_parents().get(
+        pk=workload_id))
     stale = []
     for kind in CopyKind.values:
-        keep = target.keep_count(kind)
-        if keep:  # 0 keeps them all
-            stale += [row for row in newest_first.filter(kind=kind)[keep:] if row.pk != last]
+        if kind == CopyKind.SCHEDULED and policy is not None and not policy.keep_rules.empty:
+            # By age, as the policy says, on each target apart (lib/keep.py).
+            rows = {row.pk: row for row in newest_first.filter(kind=kind)}
+            decision = keep.protect(
+                keep.decide([(pk, row.taken or row.created) for pk, row in rows.items()],
+                            policy.keep_rules, tz=policy.zone), {last})
+            stale += [rows[pk] for pk in sorted(decision.forget)]
+            continue
+        count = target.keep_count(kind)
+        if count:  # 0 keeps them all
+            stale += [row for row in newest_first.filter(kind=kind)[count:] if row.pk != last]
     return stale
 
 

@@ -1,5 +1,8 @@
 """Retention: keep the newest N snapshots of each kind per workload (BERTH_SNAPSHOT_KEEP_*).
 
+Scheduled snapshots are kept by age instead when the workload's backup policy
+has keep rules (hourly, daily, weekly… as restic's forget: lib/keep.py).
+
 Imported snapshots are counted apart from captured ones, in a bucket of their
 own kept by BERTH_SNAPSHOT_KEEP_IMPORTED: an import can only push out older
 imports, never a snapshot Berth captured, so the permission to import (or to
@@ -21,6 +24,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from backups.schedules import BackupPolicy
+from lib import keep
 from snapshots import storage
 from snapshots.models import Snapshot
 from workloads.models import DeployRecord, Workload
@@ -52,9 +57,17 @@ def stale_ids(workload: Workload) -> list[int]:
     protected = protected_ids(workload)
     stale: list[int] = []
     newest_first = Snapshot.objects.filter(workload=workload).order_by("-created", "-id")
-    for kind, keep in settings.BERTH_SNAPSHOT_KEEP.items():
+    policy = BackupPolicy.objects.for_workload(workload)
+    for kind, count in settings.BERTH_SNAPSHOT_KEEP.items():
         ready = newest_first.filter(kind=kind, state=Snapshot.State.READY, imported=False)
-        stale += [pk for pk in ready.values_list("pk", flat=True)[keep:] if pk not in protected]
+        if kind == Snapshot.Kind.SCHEDULED and policy is not None \
+                and not policy.keep_rules.empty:
+            # Scheduled snapshots are kept by age, as their policy says (lib/keep.py).
+            decision = keep.protect(keep.decide(ready.values_list("pk", "created"),
+                                                policy.keep_rules, tz=policy.zone), protected)
+            stale += sorted(decision.forget)
+            continue
+        stale += [pk for pk in ready.values_list("pk", flat=True)[count:] if pk not in protected]
     imported = newest_first.filter(state=Snapshot.State.READY, imported=True)
     stale += [pk for pk in imported.values_list("pk", flat=True)[
         settings.BERTH_SNAPSHOT_KEEP_IMPORTED:] if pk not in protected]

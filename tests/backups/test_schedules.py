@@ -154,3 +154,58 @@ def test_django_q2s_scheduler_fires_the_tick(data_workload):
     [run] = BackupRun.objects.all()
     assert run.snapshot.kind == Snapshot.Kind.SCHEDULED
     assert Schedule.objects.get(pk=tick.pk).next_run > now
+
+
+# --- retention by age ----------------------------------------------------------------------
+
+def scheduled_rows(workload, times: list[str]) -> list[Snapshot]:
+    rows = []
+    for when in times:
+        rows.append(Snapshot.objects.create(
+            workload=workload, kind=Snapshot.Kind.SCHEDULED, state=Snapshot.State.READY,
+            created=at(when), archive=f"scheduled-{when}.tar.zst"))
+    return rows
+
+
+TIMES = ["2026-12-03T03:00:00", "2026-12-03T15:00:00", "2026-12-04T03:00:00",
+         "2026-12-04T15:00:00", "2026-12-05T03:00:00", "2026-12-05T15:00:00"]
+
+
+def test_scheduled_snapshots_are_kept_by_age_as_the_policy_says(workload):
+    from engine.locked import retention
+
+    policy_for(workload, every="daily", keep_daily=2, keep_weekly=0, keep_monthly=0)
+    rows = scheduled_rows(workload, TIMES)
+    manual = Snapshot.objects.create(workload=workload, state=Snapshot.State.READY,
+                                     created=at("2026-12-01T00:00:00"))
+
+    retention.prune(workload)
+
+    left = set(Snapshot.objects.filter(workload=workload).values_list("pk", flat=True))
+    # The newest of each of the two newest days; the manual one follows its own count.
+    assert left == {rows[5].pk, rows[3].pk, manual.pk}
+
+
+def test_without_keep_rules_the_plain_count_applies(workload, settings):
+    from engine.locked import retention
+
+    settings.BERTH_SNAPSHOT_KEEP = settings.BERTH_SNAPSHOT_KEEP | {"scheduled": 4}
+    policy_for(workload, every="daily", keep_daily=0, keep_weekly=0, keep_monthly=0)
+    rows = scheduled_rows(workload, TIMES)
+    retention.prune(workload)
+    assert set(Snapshot.objects.values_list("pk", flat=True)) == {r.pk for r in rows[2:]}
+
+
+def test_a_targets_scheduled_copies_are_kept_by_age_and_never_the_last(workload, bucket):
+    from engine import copy_upkeep
+
+    policy_for(workload, every="daily", keep_daily=1, keep_weekly=0, keep_monthly=0)
+    target = s3_target(bucket)
+    copies = [SnapshotCopy.objects.create(
+        workload=workload, target=target, state=SnapshotCopy.State.VERIFIED,
+        kind="scheduled", taken=at(when), remote_key=f"k/{i}.tar.zst")
+        for i, when in enumerate(TIMES)]
+
+    stale = copy_upkeep.stale_copies(target=target, workload_id=workload.pk)
+
+    assert {row.pk for row in stale} == {c.pk for c in copies[:5]}
