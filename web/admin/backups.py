@@ -5,9 +5,18 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from backups.models import BackupRecovery, BackupTarget, CopyKind, CopyRule, SnapshotCopy
+from backups.models import (
+    BackupPolicy,
+    BackupRecovery,
+    BackupRun,
+    BackupTarget,
+    CopyKind,
+    CopyRule,
+    SnapshotCopy,
+)
 from engine import backups
 from web.admin.forms import BackupTargetForm
 
@@ -114,3 +123,47 @@ class BackupRecoveryAdmin(admin.ModelAdmin):
         if obj is not None and obj.state in BackupRecovery.ACTIVE_STATES:
             return False
         return super().has_delete_permission(request, obj)
+
+
+@admin.register(BackupPolicy)
+class BackupPolicyAdmin(admin.ModelAdmin):
+    """When scheduled snapshots are taken, where they are copied and how long they stay."""
+
+    list_display = ["__str__", "enabled", "next_run"]
+    list_select_related = ["project", "stage__project", "workload__stage__project"]
+    list_filter = ["enabled", "every"]
+    autocomplete_fields = ["project", "stage", "workload"]
+    filter_horizontal = ["targets"]
+    fieldsets = [
+        (None, {"fields": ["project", "stage", "workload", "enabled"]}),
+        (_("When"), {"fields": ["every", "minute", "at", "weekday", "cron", "time_zone"]}),
+        (_("Copies"), {"fields": ["targets"]}),
+        (_("Retention by age"), {"fields": ["keep_last", "keep_hourly", "keep_daily",
+                                             "keep_weekly", "keep_monthly", "keep_yearly"]}),
+    ]
+
+    @admin.display(description=_("next run"))
+    def next_run(self, policy: BackupPolicy):
+        return policy.following(timezone.now()) if policy.enabled else None
+
+    def save_model(self, request, obj, form, change) -> None:
+        if change and {"every", "minute", "at", "weekday", "cron", "time_zone"} & set(
+                form.changed_data):
+            obj.active_since = timezone.now()  # a changed schedule never fires for the past
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(BackupRun)
+class BackupRunAdmin(admin.ModelAdmin):
+    """What each scheduled run did: recorded by the engine, shown here."""
+
+    list_display = ["workload", "scheduled_for", "started", "late", "missed", "outcome",
+                    "snapshot"]
+    list_filter = ["late", "outcome"]
+    list_select_related = ["workload__stage__project", "snapshot"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
