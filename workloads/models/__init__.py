@@ -25,6 +25,7 @@ from workloads.models.workloads import (
 __all__ = [
     "ENV_NAME_VALIDATOR", "SLUG_VALIDATOR", "Container", "ContainerQuerySet",
     "ContainerStatsSample", "DeployInProgress", "DeployLog", "DeployRecord", "EnvVar",
-    "EventLog", "HookFailure", "PortMapping", "Project", "RegistryCredential", "SnapshotConsistency", "Stage",
-    "VolumeMount", "Workload", "WorkloadQuerySet", "remove_git_cache_after_delete",
+    "EventLog", "HookFailure", "PortMapping", "Project", "RegistryCredential",
+    "SnapshotConsistency", "Stage", "VolumeMount", "Workload", "WorkloadQuerySet",
+    "remove_git_cache_after_delete",
 ]
