@@ -153,7 +153,7 @@ def test_a_hanging_hook_is_stopped_at_its_timeout(running):
 
     snapshot = captures.capture_snapshot(workload=workload)
 
-    assert time.monotonic() - began < runtime.EXEC_GRACE_SECONDS + 30
+    assert time.monotonic() - began < 300  # not a timing: far from the hook's 600 s
     snapshot.refresh_from_db()
     assert snapshot.state == Snapshot.State.FAILED
     assert snapshot.failure_text == ("The pre-backup hook did not finish within 2 seconds and "
