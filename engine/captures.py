@@ -95,7 +95,7 @@ def capture_snapshot(
                 workload.refresh_from_db()
                 live = workload.snapshot_consistency == SnapshotConsistency.LIVE
                 capture.capture_into(workload, snapshot, stop_containers=not live,
-                         consistency=workload.snapshot_consistency)
+                                     consistency=workload.snapshot_consistency, run_hooks=True)
     except locks.LockTimeout:
         error = CaptureError(gettext_noop(
             "Another deploy, restore or snapshot of this workload did not finish in time."

@@ -11,13 +11,17 @@ printer can show it either.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
+import select
+import socket
+import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO
@@ -30,6 +34,7 @@ from django.conf import settings
 from docker.utils import parse_repository_tag, version_gte
 
 from lib.dockerfile import DockerfileError, digest_references, read_from_context
+from lib.redact import for_log
 
 logger = logging.getLogger(__name__)
 
@@ -521,3 +526,152 @@ def _memory_without_cache(memory: dict) -> int:
     if inactive is not None and int(inactive) < usage:
         return usage - int(inactive)
     return usage
+
+
+# --- running a command inside a container ------------------------------------------------
+
+EXEC_TAIL_CHARS = 4000
+# How much longer than the in-container `timeout` Berth waits for the exec's
+# stream before it stops waiting (the engine may hold the stream a moment
+# after the process ends).
+EXEC_GRACE_SECONDS = 5.0
+EXEC_KILLED = 137  # 128 + SIGKILL
+
+# The hook runs under `timeout -s KILL` where the image has one (coreutils, and
+# busybox from 1.30); on a timeout, everything left in the exec's process group
+# (the engine starts each exec in a session of its own) is killed too, so a
+# child the command started does not live on. An image without `timeout` runs
+# the command without it: only Berth's own deadline ends the wait, and the
+# command runs on inside the container.
+_EXEC_WRAPPER = (
+    'if command -v timeout >/dev/null 2>&1; then timeout -s KILL "$1" sh -c "$0"; '
+    'else sh -c "$0"; fi; rc=$?; '
+    'if [ "$rc" -eq 137 ]; then kill -KILL 0; fi; exit "$rc"'
+)
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """How a command run by exec_in() ended.
+
+    `exit_code` is None when Berth stopped waiting before the engine reported
+    one. `output` is the end of what it wrote (stdout and stderr together),
+    at most EXEC_TAIL_CHARS, with the secrets given masked.
+    """
+
+    exit_code: int | None
+    timed_out: bool
+    output: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+def exec_in(container_id: str, command: str, *, timeout: int,
+            secrets: Iterable[str] = ()) -> ExecResult:
+    """Run `sh -c command` inside a running container, for at most `timeout` seconds.
+
+    The docker SDK's exec_run() waits without a limit, so the exec is started
+    on a raw socket read against a deadline: inside the container `timeout`
+    kills the command (and what it started) after `timeout` seconds, and
+    Berth stops waiting EXEC_GRACE_SECONDS later whatever the engine does.
+    Raises EngineError if the exec cannot be created or started (the
+    container is gone or stopped).
+    """
+    secrets = [s for s in secrets if s]
+    argv = ["sh", "-c", _EXEC_WRAPPER, command, str(max(1, math.ceil(timeout)))]
+    started = time.monotonic()
+    with _translated(EngineError):
+        api = _client().api
+        exec_id = api.exec_create(container_id, argv, stdout=True, stderr=True)["Id"]
+        sock = api.exec_start(exec_id, socket=True)
+    tail = _ExecTail(EXEC_TAIL_CHARS + max((len(s) for s in secrets), default=0))
+    deadline = started + timeout + EXEC_GRACE_SECONDS
+    try:
+        finished = _read_until(sock, tail, deadline)
+    finally:
+        _close_quietly(sock)
+    exit_code = _exit_code(api, exec_id) if finished else None
+    seconds = time.monotonic() - started
+    timed_out = not finished or (exit_code == EXEC_KILLED and seconds >= timeout)
+    return ExecResult(exit_code=exit_code, timed_out=timed_out,
+                      output=tail.text(secrets), seconds=seconds)
+
+
+class _ExecTail:
+    """The end of an exec's multiplexed stream: frames of an 8-byte header and a payload."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.pending = b""
+        self.data = bytearray()
+        self.cut = False
+
+    def feed(self, chunk: bytes) -> None:
+        self.pending += chunk
+        while len(self.pending) >= 8:
+            size = struct.unpack(">BxxxL", self.pending[:8])[1]
+            if len(self.pending) < 8 + size:
+                break
+            self.data += self.pending[8:8 + size]
+            self.pending = self.pending[8 + size:]
+            if len(self.data) > 2 * self.keep:
+                del self.data[:-self.keep]
+                self.cut = True
+
+    def text(self, secrets: list[str]) -> str:
+        data = bytes(self.data)
+        cut = self.cut or len(data) > self.keep
+        text = data[-self.keep:].decode("utf-8", "replace")
+        masked = for_log(text, secrets)
+        if cut:
+            # A secret cut at the start of the kept bytes would not be masked
+            # whole: drop as many characters as the longest secret has.
+            masked = masked[max((len(s) for s in secrets), default=0):]
+        return masked[-EXEC_TAIL_CHARS:]
+
+
+def _read_until(sock, tail: _ExecTail, deadline: float) -> bool:
+    """Read the stream into `tail` until it ends (True) or the deadline passes (False)."""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        try:
+            ready, _, _ = select.select([sock], [], [], remaining)
+            if not ready:
+                return False
+            chunk = sock.recv(65536) if hasattr(sock, "recv") else sock.read(65536)
+        except OSError as exc:
+            raise EngineError(f"reading an exec's output: {exc}") from None
+        if not chunk:
+            return True
+        tail.feed(chunk)
+
+
+def _close_quietly(sock) -> None:
+    """Shut the exec's connection down (an upgraded connection is never reused) and close it."""
+    raw = getattr(sock, "_sock", sock)
+    response = getattr(sock, "_response", None)
+    for step in (lambda: raw.shutdown(socket.SHUT_RDWR),
+                 response.close if response is not None else None, sock.close):
+        # Each may find the connection closed already, by the engine or a step before.
+        if step is not None:
+            with suppress(OSError, ValueError):
+                step()
+
+
+def _exit_code(api, exec_id: str) -> int | None:
+    """The exec's exit code, waiting a moment for the engine to record it."""
+    deadline = time.monotonic() + EXEC_GRACE_SECONDS
+    while True:
+        with _translated(EngineError):
+            state = api.exec_inspect(exec_id)
+        if not state.get("Running"):
+            code = state.get("ExitCode")
+            return int(code) if code is not None else None
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)

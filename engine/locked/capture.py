@@ -3,7 +3,9 @@
 Every volume whose scope is in SUPPORTED_SCOPES is captured, in one archive,
 indexed by its position among the workload's volumes (ordered by id). In the
 `stop` consistency mode the running containers are stopped for the capture
-and started again afterwards; in `live` they keep running. capture_locked()
+and started again afterwards; in `live` they keep running. A capture Berth
+takes of running containers (not the deploy's or the restore's) runs the
+workload's backup hooks around it (engine/locked/hooks.py). capture_locked()
 serves the deploy's pre-deploy backup (the deploy has stopped the containers
 itself), capture_copies_locked() the restore's `pre_restore` snapshot.
 
@@ -27,7 +29,7 @@ from django.db import transaction
 from django.utils import timezone, translation
 from django.utils.translation import gettext_noop
 
-from engine.locked import copy_policy, retention
+from engine.locked import copy_policy, hooks, retention
 from lib import crashpoints, locks, owners, runtime
 from snapshots import storage, writer
 from snapshots.archive_format import Limits
@@ -146,13 +148,23 @@ def _english(label) -> str:
 
 
 def capture_into(workload: Workload, snapshot: Snapshot, *, stop_containers: bool,
-                 consistency: str) -> None:
+                 consistency: str, run_hooks: bool = False) -> None:
+    """Capture the volumes into `snapshot`; the row ends ready or failed with the reason.
+
+    With `run_hooks`, the workload's backup hooks run around it
+    (engine/locked/hooks.py): the pre-backup hook while the containers still
+    run, the post-backup hook once they run again, whatever failed between.
+    """
     stopped: container_journal.Operation | None = None
+    hooked = False
     try:
         volumes = workload.captured_volumes()
         if not volumes:
             raise CaptureError(gettext_noop("This workload has no volumes to snapshot."))
         roots = [_host_path(v) for v in volumes]
+        if run_hooks:
+            hooked = True
+            hooks.before(workload, snapshot)
         if stop_containers:
             stopped = _stop_containers(workload, snapshot)
         _write(workload, snapshot, [_described(v) for v in volumes], roots, consistency)
@@ -166,6 +178,8 @@ def capture_into(workload: Workload, snapshot: Snapshot, *, stop_containers: boo
     finally:
         if stopped is not None:
             _start_containers(workload, snapshot, stopped)
+    if hooked:
+        hooks.after(workload, snapshot)
     if snapshot.is_ready:
         retention.prune(workload)
 

@@ -21,6 +21,8 @@ def form_data(stage: Stage, **fields) -> dict[str, str]:
         "git_url": "https://github.com/acme/shop.git", "git_ref": "main",
         "git_dockerfile": "Dockerfile", "git_context": ".", "build_args": "{}",
         "git_username": "", "git_password": "",
+        "pre_backup_hook": "", "post_backup_hook": "", "backup_hook_timeout": "300",
+        "pre_hook_failure": "abort",
     }
     for prefix in ("volumes", "env_vars", "ports", "containers"):
         data |= {f"{prefix}-TOTAL_FORMS": "0", f"{prefix}-INITIAL_FORMS": "0"}

@@ -106,9 +106,14 @@ class WorkloadForm(forms.ModelForm):
         fields = [
             "stage", "name", "slug", "source_kind", "image", "registry_credential",
             "git_url", "git_ref", "git_dockerfile", "git_context", "build_args", "replicas",
-            "created",
+            "created", "pre_backup_hook", "post_backup_hook", "backup_hook_timeout",
+            "pre_hook_failure",
         ]
-        widgets = {"git_url": forms.TextInput(attrs={"class": "vTextField", "size": 80})}
+        widgets = {
+            "git_url": forms.TextInput(attrs={"class": "vTextField", "size": 80}),
+            "pre_backup_hook": forms.TextInput(attrs={"class": "vTextField", "size": 80}),
+            "post_backup_hook": forms.TextInput(attrs={"class": "vTextField", "size": 80}),
+        }
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -178,6 +178,17 @@ class WorkloadAdmin(admin.ModelAdmin):
             ),
             "classes": ["wide"],
         }),
+        (_("Backup hooks"), {
+            "fields": [
+                "pre_backup_hook", "post_backup_hook", "backup_hook_timeout", "pre_hook_failure",
+            ],
+            "description": _(
+                "Commands run with sh -c inside the first replica's container around every "
+                "snapshot Berth takes of the running workload: before it (while the containers "
+                "still run) and after it."
+            ),
+            "classes": ["wide"],
+        }),
         (_("State"), {
             "fields": ["state", "running_reference", "running_commit_display", "deployed_at"]
         }),

@@ -103,6 +103,8 @@ class PortSerializer(serializers.ModelSerializer):
 SOURCE_FIELDS = (
     "source_kind", "image", "git_url", "git_ref", "git_dockerfile", "git_context", "build_args",
 )
+# The backup hooks' fields, checked by Workload.clean() too.
+HOOK_FIELDS = ("pre_backup_hook", "post_backup_hook", "backup_hook_timeout", "pre_hook_failure")
 
 
 class WorkloadSerializer(serializers.ModelSerializer):
@@ -140,7 +142,7 @@ class WorkloadSerializer(serializers.ModelSerializer):
             "git_username", "git_password", "has_git_credential", "repository_web_url",
             "replicas", "state", "running_reference", "running_commit", "running_commit_url",
             "deployed_at", "created", "snapshot_consistency", "auto_backup_before_deploy",
-            "volumes", "env", "ports",
+            *HOOK_FIELDS, "volumes", "env", "ports",
         ]
         read_only_fields = ["id", "state", "running_reference", "deployed_at", "created"]
         # validate() checks the slug within its stage, so the error names the
@@ -165,10 +167,11 @@ class WorkloadSerializer(serializers.ModelSerializer):
         # The model's own rules (source kind, image and its registry's
         # credential, git settings) apply here too.
         candidate = Workload()
-        for name in (*SOURCE_FIELDS, "registry_credential", "git_credential_encrypted"):
+        for name in (*SOURCE_FIELDS, *HOOK_FIELDS, "registry_credential",
+                     "git_credential_encrypted"):
             if self.instance is not None:
                 setattr(candidate, name, getattr(self.instance, name))
-        for name in (*SOURCE_FIELDS, "registry_credential"):
+        for name in (*SOURCE_FIELDS, *HOOK_FIELDS, "registry_credential"):
             if name in attrs:
                 setattr(candidate, name, attrs[name])
         if "git_credential" in attrs:
@@ -177,6 +180,9 @@ class WorkloadSerializer(serializers.ModelSerializer):
             candidate.clean()
         except DjangoValidationError as exc:
             raise serializers.ValidationError(exc.message_dict) from None
+        for name in HOOK_FIELDS:  # clean() may have normalised them (a blank command)
+            if name in attrs:
+                attrs[name] = getattr(candidate, name)
         replicas = attrs.get("replicas", getattr(self.instance, "replicas", 1))
         ports = attrs.get("ports")
         if ports is None and self.instance is not None:

@@ -12,6 +12,7 @@ from workloads.models.projects import SLUG_VALIDATOR, Project, Stage
 from workloads.models.workloads import (
     ENV_NAME_VALIDATOR,
     EnvVar,
+    HookFailure,
     PortMapping,
     RegistryCredential,
     SnapshotConsistency,
@@ -24,6 +25,7 @@ from workloads.models.workloads import (
 __all__ = [
     "ENV_NAME_VALIDATOR", "SLUG_VALIDATOR", "Container", "ContainerQuerySet",
     "ContainerStatsSample", "DeployInProgress", "DeployLog", "DeployRecord", "EnvVar",
-    "EventLog", "PortMapping", "Project", "RegistryCredential", "SnapshotConsistency", "Stage",
-    "VolumeMount", "Workload", "WorkloadQuerySet", "remove_git_cache_after_delete",
+    "EventLog", "HookFailure", "PortMapping", "Project", "RegistryCredential",
+    "SnapshotConsistency", "Stage", "VolumeMount", "Workload", "WorkloadQuerySet",
+    "remove_git_cache_after_delete",
 ]

@@ -62,6 +62,17 @@ class SnapshotConsistency(models.TextChoices):
     LIVE = "live", _("Live (no downtime)")
 
 
+class HookFailure(models.TextChoices):
+    ABORT = "abort", _("Abort the snapshot")
+    CONTINUE = "continue", _("Take the snapshot and flag it")
+
+
+# Seconds a backup hook may run; the default gives a database dump time.
+HOOK_TIMEOUT_DEFAULT = 300
+HOOK_TIMEOUT_MAX = 3600
+HOOK_COMMAND_MAX_LENGTH = 2000
+
+
 class Workload(models.Model):
     class SourceKind(models.TextChoices):
         IMAGE = "image", _("Image")
@@ -170,6 +181,39 @@ class Workload(models.Model):
         choices=[(None, _("Site default")), (True, _("On")), (False, _("Off"))],
         help_text=_("Take a snapshot of the volumes before every deploy."),
     )
+    # Backup hooks (docs/concepts.md, "Backup hooks"): run with `sh -c` inside
+    # the first replica's container around a snapshot Berth takes itself.
+    pre_backup_hook = models.CharField(
+        _("pre-backup hook"),
+        max_length=HOOK_COMMAND_MAX_LENGTH,
+        blank=True,
+        help_text=_(
+            "A command run with sh -c inside the first replica's container before a snapshot, "
+            "while it still runs, e.g. pg_dump -f /data/dump.sql. Not for secrets: use a "
+            "secret environment variable."
+        ),
+    )
+    post_backup_hook = models.CharField(
+        _("post-backup hook"),
+        max_length=HOOK_COMMAND_MAX_LENGTH,
+        blank=True,
+        help_text=_(
+            "A command run with sh -c inside the first replica's container after the "
+            "snapshot, once the containers run again."
+        ),
+    )
+    backup_hook_timeout = models.PositiveIntegerField(
+        _("backup hook timeout"),
+        default=HOOK_TIMEOUT_DEFAULT,
+        validators=[MinValueValidator(1), MaxValueValidator(HOOK_TIMEOUT_MAX)],
+        help_text=_("Seconds each hook may run before it is killed."),
+    )
+    pre_hook_failure = models.CharField(
+        _("when the pre-backup hook fails"),
+        max_length=8,
+        choices=HookFailure,
+        default=HookFailure.ABORT,
+    )
     created = models.DateTimeField(_("created"), default=timezone.now)
 
     objects = WorkloadQuerySet.as_manager()
@@ -205,6 +249,7 @@ class Workload(models.Model):
         super().save(*args, **kwargs)
 
     def clean(self) -> None:
+        self._clean_hooks()
         if self.source_kind == self.SourceKind.GIT:
             self._clean_git()
             return
@@ -225,6 +270,32 @@ class Workload(models.Model):
                 ) % {"credential": credential.registry,
                      "registry": references.registry_host(self.image)}}
             )
+
+    def _clean_hooks(self) -> None:
+        errors = {}
+        for name in ("pre_backup_hook", "post_backup_hook"):
+            command = getattr(self, name) or ""
+            if command and not command.strip():
+                # A blank command would run `sh -c " "` and succeed doing nothing.
+                setattr(self, name, "")
+            elif "\x00" in command:
+                errors[name] = _("A hook command cannot contain a NUL character.")
+            elif len(command) > HOOK_COMMAND_MAX_LENGTH:
+                errors[name] = _("A hook command is at most %(max)d characters long.") % {
+                    "max": HOOK_COMMAND_MAX_LENGTH}
+        timeout = self.backup_hook_timeout
+        if not isinstance(timeout, int) or not 1 <= timeout <= HOOK_TIMEOUT_MAX:
+            errors["backup_hook_timeout"] = _(
+                "The hook timeout is a whole number of seconds from 1 to %(max)d."
+            ) % {"max": HOOK_TIMEOUT_MAX}
+        if self.pre_hook_failure not in HookFailure.values:
+            errors["pre_hook_failure"] = _("Choose abort or continue.")
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def has_backup_hooks(self) -> bool:
+        return bool(self.pre_backup_hook.strip() or self.post_backup_hook.strip())
 
     def check_volumes(self, volumes: list[VolumeMount]) -> None:
         """Refuse a set of volumes for this workload that overlaps any other volume.
