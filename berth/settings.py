@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "workloads",
     "snapshots",
     "backups",
+    "alerts",
     "web",
 ]
 
@@ -228,6 +229,13 @@ BERTH_COPY_RETRY_ATTEMPTS = envint("BERTH_COPY_RETRY_ATTEMPTS", 8, minimum=1)
 BERTH_COPY_RETRY_DELAY = envduration("BERTH_COPY_RETRY_DELAY", 60, minimum=1)
 BERTH_COPY_RETRY_MAX_DELAY = envduration("BERTH_COPY_RETRY_MAX_DELAY", 3600, minimum=1)
 BERTH_COPY_STRAY_AFTER = envduration("BERTH_COPY_STRAY_AFTER", 6 * 3600, minimum=60)
+
+# Notifications (alerts/, engine/alerts.py): how long one attempt may wait for the
+# service, and the retries of one that failed in a way that may pass (as for copies).
+BERTH_NOTIFY_TIMEOUT = envint("BERTH_NOTIFY_TIMEOUT", 10, minimum=1)
+BERTH_NOTIFY_RETRY_ATTEMPTS = envint("BERTH_NOTIFY_RETRY_ATTEMPTS", 5, minimum=1)
+BERTH_NOTIFY_RETRY_DELAY = envduration("BERTH_NOTIFY_RETRY_DELAY", 60, minimum=1)
+BERTH_NOTIFY_RETRY_MAX_DELAY = envduration("BERTH_NOTIFY_RETRY_MAX_DELAY", 3600, minimum=1)
 
 # The stats sampler (`manage.py sample_stats`, engine/sampler.py).
 BERTH_STATS_INTERVAL = envint("BERTH_STATS_INTERVAL", 15, minimum=1)
