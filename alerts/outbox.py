@@ -84,8 +84,10 @@ def render(event: Event, *, workload: Workload | None, code: str, message: str,
         label = str(event.label)
         text = gettext(message)
         # A message whose parameters do not fit is sent without them, rather than not at all.
+        # Fixed labels among the parameters (a failure's reason) are translated too.
+        shown = {k: gettext(v) if isinstance(v, str) else v for k, v in params.items()}
         with contextlib.suppress(KeyError, TypeError, ValueError):
-            text = text % params if params else text
+            text = text % shown if shown else text
         where = str(workload) if workload is not None else ""
         subject = f"[Berth] {label}" + (f": {where}" if where else "")
         lines = [text]
