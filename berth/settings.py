@@ -278,5 +278,12 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": envstr("BERTH_LOG_LEVEL", "INFO").upper()},
-    "loggers": {"django_q": {"level": "WARNING"}},
+    "loggers": {
+        "django_q": {"level": "WARNING"},
+        # Apprise's own lines can quote a channel's URL (its tokens): they never reach the
+        # log as they are; lib/notifier.py logs a failed send's lines redacted.
+        "apprise": {"handlers": [], "propagate": False},
+        # At DEBUG, urllib3 logs each request's path, where a webhook's token lives.
+        "urllib3": {"level": "INFO"},
+    },
 }
