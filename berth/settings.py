@@ -53,6 +53,7 @@ INSTALLED_APPS = [
     "workloads",
     "snapshots",
     "backups",
+    "alerts",
     "web",
 ]
 
@@ -231,6 +232,13 @@ BERTH_COPY_STRAY_AFTER = envduration("BERTH_COPY_STRAY_AFTER", 6 * 3600, minimum
 # A scheduled backup that starts more than this after its time is recorded as late.
 BERTH_SCHEDULE_LATE_AFTER = envduration("BERTH_SCHEDULE_LATE_AFTER", 300, minimum=60)
 
+# Notifications (alerts/, engine/alerts.py): how long one attempt may wait for the
+# service, and the retries of one that failed in a way that may pass (as for copies).
+BERTH_NOTIFY_TIMEOUT = envint("BERTH_NOTIFY_TIMEOUT", 10, minimum=1)
+BERTH_NOTIFY_RETRY_ATTEMPTS = envint("BERTH_NOTIFY_RETRY_ATTEMPTS", 5, minimum=1)
+BERTH_NOTIFY_RETRY_DELAY = envduration("BERTH_NOTIFY_RETRY_DELAY", 60, minimum=1)
+BERTH_NOTIFY_RETRY_MAX_DELAY = envduration("BERTH_NOTIFY_RETRY_MAX_DELAY", 3600, minimum=1)
+
 # The stats sampler (`manage.py sample_stats`, engine/sampler.py).
 BERTH_STATS_INTERVAL = envint("BERTH_STATS_INTERVAL", 15, minimum=1)
 BERTH_STATS_RETENTION = envduration("BERTH_STATS_RETENTION", 7 * 86400, minimum=3600)
@@ -272,5 +280,12 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": envstr("BERTH_LOG_LEVEL", "INFO").upper()},
-    "loggers": {"django_q": {"level": "WARNING"}},
+    "loggers": {
+        "django_q": {"level": "WARNING"},
+        # Apprise's own lines can quote a channel's URL (its tokens): they never reach the
+        # log as they are; lib/notifier.py logs a failed send's lines redacted.
+        "apprise": {"handlers": [], "propagate": False},
+        # At DEBUG, urllib3 logs each request's path, where a webhook's token lives.
+        "urllib3": {"level": "INFO"},
+    },
 }

@@ -305,11 +305,13 @@ def _fail(row: SnapshotCopy, target: BackupTarget, error: offsite.OffsiteError, 
     if remove and row.remote_key:
         with contextlib.suppress(Exception):
             _remove(target.store(), row.remote_key, encrypted=row.encrypted)
-    row.move(only_from=[SnapshotCopy.State.UPLOADING], state=SnapshotCopy.State.FAILED,
-             failure_code=error.code, finished=timezone.now())
+    if not row.move(only_from=[SnapshotCopy.State.UPLOADING], state=SnapshotCopy.State.FAILED,
+                    failure_code=error.code, finished=timezone.now()):
+        return
     logger.warning("copy %s of snapshot %s to target %s failed (%s): %s", row.pk,
                    row.snapshot_id, target.pk, error.code,
                    redact.for_log(error.raw, target.secret_values()))
+    copy_upkeep.tell_failure(row, target)
 
 
 class _Told:
@@ -379,6 +381,7 @@ def fail_lost() -> int:
         if row.move(only_from=SnapshotCopy.ACTIVE_STATES, state=SnapshotCopy.State.FAILED,
                     failure_code="interrupted", finished=timezone.now()):
             failed += 1
+            copy_upkeep.tell_failure(row, row.target)
             if row.remote_key:
                 with contextlib.suppress(Exception):
                     _remove(row.target.store(), row.remote_key, encrypted=row.encrypted)

@@ -23,8 +23,11 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext_noop
 
+from alerts import outbox
+from alerts.models import Event
 from backups import sidecar
 from backups.models import BackupTarget, CopyKind, SnapshotCopy
 from backups.schedules import BackupPolicy
@@ -80,6 +83,27 @@ def retry_due(*, now: datetime | None = None) -> int:
             transaction.on_commit(
                 lambda pk=row.pk: queue.enqueue(queue.COPY, pk, name=f"copy-{pk}"))
     return retried
+
+
+def tell_failure(row: SnapshotCopy, target: BackupTarget) -> None:
+    """Notify the channels of a failed copy once it needs a person: its failure is not one the
+    sweep retries, or it had its last attempt (docs/notifications.md). Once per copy."""
+    if row.failure_code in SnapshotCopy.RETRIED_CODES and \
+            row.attempts < settings.BERTH_COPY_RETRY_ATTEMPTS:
+        return
+    outbox.notify(Event.COPY_FAILED, workload=row.workload, code=row.failure_code,
+                  message=gettext_noop("The copy of snapshot #%(snapshot)d to the target "
+                                       "“%(target)s” failed: %(reason)s"),
+                  params={"snapshot": row.snapshot_id or 0, "target": target.name,
+                          "reason": _untranslated(offsite.OffsiteError.messages.get(
+                              row.failure_code, offsite.OffsiteError.messages["internal"]))},
+                  key=f"copy-{row.pk}")
+
+
+def _untranslated(text) -> str:
+    """A lazy message's English source, translated when the notification is written."""
+    with translation.override(None):
+        return str(text)
 
 
 def _superseded(row: SnapshotCopy) -> bool:

@@ -5,7 +5,8 @@ or capture's container journal) or a job whose process is gone, it takes the
 workload's lock (try-lock: a held lock means the work is still running) and
 runs the recovery body (engine/locked/recovery.py); it fails the queued jobs
 of dead processes and removes the temporary files they left, and queues
-again the failed snapshot copies whose backoff is over (engine/copy_upkeep.py). `manage.py
+again the failed snapshot copies and notifications whose backoff is over
+(engine/copy_upkeep.py, engine/alerts.py). `manage.py
 recover` runs it at start-up and every minute beside the server;
 docs/restore-protocol.md and docs/deploys.md have the why.
 """
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from engine import copies, copy_upkeep, disaster, lost
+from engine import alerts, copies, copy_upkeep, disaster, lost
 from engine.locked import swap_recovery
 from engine.locked.recovery import RecoveryError, recover_reporting
 from lib import locks, redact, runtime
@@ -87,6 +88,7 @@ def recover_all(*, say: Callable[[str], None] = logger.info,
     else:
         if strays:
             say(f"{strays} unfinished upload(s) no copy owned are aborted on their targets.")
+    _notifications(report, say, now)
     for workload_id in sorted(lost.workloads_with_started_jobs() - with_journals):
         try:
             with locks.try_workload_lock(workload_id):
@@ -109,6 +111,22 @@ def recover_all(*, say: Callable[[str], None] = logger.info,
         if removed:
             say(f"Removed {removed} temporary file(s) that stopped processes left.")
     return report
+
+
+def _notifications(report: SweepReport, say: Callable[[str], None],
+                   now: datetime | None) -> None:
+    """Notifications whose worker stopped are failed, and those due are tried again."""
+    try:
+        lost_ones = alerts.fail_lost()
+        retried = alerts.retry_due(now=now)
+    except Exception as exc:  # noqa: BLE001 - the channels' trouble must not stop the recovery
+        logger.exception("retrying failed notifications failed")
+        report.problems.append(f"failed notifications could not be retried ({exc!r})")
+        return
+    if lost_ones:
+        say(f"{lost_ones} notification(s) whose worker had stopped are marked failed.")
+    if retried:
+        say(f"{retried} failed notification(s) are tried again.")
 
 
 def _adopt_legacy(paths: list, report: SweepReport) -> set[int]:

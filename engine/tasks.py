@@ -14,8 +14,9 @@ from collections.abc import Callable
 from django.utils import timezone
 from django.utils.translation import gettext_noop
 
+from alerts.models import Notification
 from backups.models import BackupRecovery, SnapshotCopy
-from engine import captures, copies, deploys, disaster, lost, restores, schedules
+from engine import alerts, captures, copies, deploys, disaster, lost, restores, schedules
 from lib import crashpoints
 from snapshots.models import RestoreJob, Snapshot
 from workloads.jobs import task_lost_before
@@ -113,6 +114,20 @@ def run_recovery(recovery_id: int) -> None:
                                       owner=row.owner).update(
             state=BackupRecovery.State.FAILED, failure_code="interrupted",
             identity_encrypted="", finished=timezone.now())
+
+
+def run_notification(notification_id: int) -> None:
+    # Taking the row keeps a second delivery from sending it twice.
+    row = Notification.objects.filter(pk=notification_id).first()
+    if row is None or row.state != Notification.State.QUEUED or not row.take():
+        return
+    try:
+        alerts.send(row)
+    finally:
+        Notification.objects.filter(pk=row.pk, state=Notification.State.QUEUED,
+                                    owner=row.owner).update(
+            state=Notification.State.FAILED, failure_code="interrupted",
+            finished=timezone.now())
 
 
 def _run(row: DeployRecord | Snapshot | RestoreJob, body: Callable[[], object]) -> None:

@@ -22,12 +22,13 @@ LAYERS = [
     ("tasks", ["engine.tasks"]),
     ("entry points", ["engine"]),
     ("locked bodies", ["engine.locked", "engine.sampler"]),
+    ("alerts domain", ["alerts"]),
     ("backups domain", ["backups"]),
     ("snapshots domain", ["snapshots"]),
     ("workloads domain", ["workloads"]),
     ("library", ["lib"]),
 ]
-PACKAGES = ["berth", "web", "engine", "backups", "snapshots", "workloads", "lib"]
+PACKAGES = ["berth", "web", "engine", "alerts", "backups", "snapshots", "workloads", "lib"]
 
 # The old task paths, kept for one release for tasks already queued in a broker
 # (workloads/tasks.py and snapshots/tasks.py say so): the only imports that point up.

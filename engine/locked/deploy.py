@@ -29,6 +29,8 @@ from django.db import transaction
 from django.utils import translation
 from django.utils.translation import gettext_noop
 
+from alerts import outbox
+from alerts.models import Event
 from engine.locked import capture, sources
 from lib import crashpoints, locks, owners, runtime
 from lib.redact import redact
@@ -367,3 +369,9 @@ def record_failure(
             message=gettext_noop("Deploy failed: %(reason)s"),
             params={"reason": _untranslated(Failure(exc.code).label)},
         )
+        # The fixed reason only: the raw error stays in the log line above.
+        outbox.notify(Event.DEPLOY_FAILED, workload=workload, code=exc.code,
+                      message=gettext_noop("Deploy #%(deploy)d failed: %(reason)s"),
+                      params={"deploy": record.pk,
+                              "reason": _untranslated(Failure(exc.code).label)},
+                      key=f"deploy-{record.pk}")

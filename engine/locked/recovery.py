@@ -14,8 +14,11 @@ import os
 from collections.abc import Callable
 
 from django.db import DatabaseError
+from django.utils import translation
 from django.utils.translation import gettext_noop
 
+from alerts import outbox
+from alerts.models import Event
 from engine.locked import capture, swap_recovery
 from engine.locked.deploy import dispatch_locked
 from lib import crashpoints, exchange, locks, runtime
@@ -183,6 +186,7 @@ def roll_back(record: Journal, *, job: RestoreJob | None, workload: Workload | N
     crashpoints.reached("rollback.redeployed")
     if job is not None and workload is not None and job.finish(Outcome.FAILED, error.message,
                                                                error.params):
+        tell_outcome(job, workload)
         logger.warning("restore %s of workload %s failed and was undone: %s", record.job,
                        record.workload, error.english)
         EventLog.objects.create(
@@ -404,6 +408,7 @@ def _close_forward(record: Journal, job: RestoreJob | None, workload: Workload,
                               "volumes were swapped; Berth finished it afterwards.")
     if not job.finish(outcome, reason, params, kept_paths=kept):
         return
+    tell_outcome(job, workload)
     EventLog.objects.create(
         workload=workload, user=job.user,
         level=EventLog.Level.INFO if started and not kept else EventLog.Level.WARNING,
@@ -412,6 +417,19 @@ def _close_forward(record: Journal, job: RestoreJob | None, workload: Workload,
     )
     if not started:
         _not_running_event(workload, job)
+
+
+def tell_outcome(job: RestoreJob, workload: Workload) -> None:
+    """Notify the channels that the restore ended (once per restore, docs/notifications.md):
+    its outcome's fixed label and code, never the reason's details (paths, archive names)."""
+    event = Event.RESTORE_FINISHED if job.outcome == Outcome.SUCCEEDED else Event.RESTORE_FAILED
+    with translation.override(None):
+        label = str(Outcome(job.outcome).label)
+    outbox.notify(event, workload=workload, code=job.outcome,
+                  message=gettext_noop("Restore #%(job)d of snapshot #%(snapshot)d: "
+                                       "%(outcome)s."),
+                  params={"job": job.pk, "snapshot": job.snapshot_id or 0, "outcome": label},
+                  key=f"restore-{job.pk}")
 
 
 def _not_running_event(workload: Workload, job: RestoreJob) -> None:

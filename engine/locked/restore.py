@@ -37,6 +37,7 @@ def refuse(job: RestoreJob, workload: Workload, error: SnapshotError, *,
              only_queued: bool = False) -> None:
     logger.warning("restore %s of workload %s refused: %s", job.pk, workload.pk, error.english)
     if job.finish(Outcome.FAILED, error.message, error.params, only_queued=only_queued):
+        recovery.tell_outcome(job, workload)
         EventLog.objects.create(
             workload=workload, user=job.user, level=EventLog.Level.WARNING,
             message=gettext_noop("Restore #%(job)d was refused; nothing was changed: "

@@ -1,6 +1,7 @@
 from rest_framework.routers import SimpleRouter
 
 from web.api import workloads
+from web.api.alerts import NotificationChannelViewSet, NotificationViewSet
 from web.api.backups import BackupRecoveryViewSet, BackupTargetViewSet, CopyRuleViewSet
 from web.api.snapshots import RestoreJobViewSet, SnapshotViewSet
 
@@ -11,6 +12,9 @@ router.register("restores", RestoreJobViewSet, basename="restore")
 router.register("backup-targets", BackupTargetViewSet, basename="backup-target")
 router.register("recoveries", BackupRecoveryViewSet, basename="recovery")
 router.register("copy-rules", CopyRuleViewSet, basename="copy-rule")
+router.register("notification-channels", NotificationChannelViewSet,
+                basename="notification-channel")
+router.register("notifications", NotificationViewSet, basename="notification")
 router.register(
     r"workloads/(?P<workload_pk>[0-9]+)/snapshots", SnapshotViewSet, basename="workload-snapshot"
 )
