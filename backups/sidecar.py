@@ -77,6 +77,9 @@ def describe(snapshot: Snapshot, *, with_secrets: bool) -> dict:
                        "container_port": p.container_port, "protocol": p.protocol}
                       for p in workload.ports.order_by("id")],
             "env": [_env(e, with_secrets=with_secrets) for e in workload.env_vars.order_by("id")],
+            "hooks": {"pre": workload.pre_backup_hook, "post": workload.post_backup_hook,
+                      "timeout": workload.backup_hook_timeout,
+                      "on_failure": workload.pre_hook_failure},
         },
     }
 
@@ -162,6 +165,12 @@ def _check_workload(workload: dict) -> None:
     _items(workload, "ports", {"host_ip": str, "host_port": int, "container_port": int,
                                "protocol": str})
     _items(workload, "env", {"name": str, "secret": bool, "value": (str, type(None))})
+    hooks = workload.get("hooks")  # absent from sidecars written before hooks existed
+    _expect(hooks is None or (
+        isinstance(hooks, dict) and set(hooks) == {"pre", "post", "timeout", "on_failure"}
+        and _text(hooks["pre"], 4096) and _text(hooks["post"], 4096)
+        and _count(hooks["timeout"]) and _text(hooks["on_failure"], 8)),
+        "workload.hooks is malformed")
 
 
 def _items(workload: dict, key: str, shape: dict) -> None:

@@ -482,6 +482,7 @@ def _create(definition: dict, user,
                 build_args={name: value or "" for name, value in args.items()},
                 replicas=definition["replicas"],
                 snapshot_consistency=definition["snapshot_consistency"],
+                **_hooks(definition.get("hooks")),
             ))
             made.append(["workload", workload.pk])
             volumes = [workload.volumes.model(workload=workload, **v)
@@ -522,6 +523,14 @@ def _create(definition: dict, user,
             "The workload's definition cannot be re-created here: %(reason)s"),
             reason="it clashes with what exists (a host port or a name in use)") from None
     return workload, made, missing
+
+
+def _hooks(hooks: dict | None) -> dict:
+    """The backup hooks' fields from a sidecar (none in one written before hooks existed)."""
+    if hooks is None:
+        return {}
+    return {"pre_backup_hook": hooks["pre"], "post_backup_hook": hooks["post"],
+            "backup_hook_timeout": hooks["timeout"], "pre_hook_failure": hooks["on_failure"]}
 
 
 def _check_reference(definition: dict) -> None:

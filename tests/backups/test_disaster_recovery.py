@@ -104,7 +104,7 @@ def test_a_fresh_instance_recovers_a_workload_with_its_data_and_digest(
     docker, current_tag, make_workload, bucket, identity, recipient, instance_b, tmp_path
 ):
     # A: a running workload with data, a snapshot of it, copied offsite.
-    web = make_workload()
+    web = make_workload(pre_backup_hook="sync", backup_hook_timeout=30)
     web.env_vars.create(name="GREETING", value="hello")
     secret = web.env_vars.model(workload=web, name="API_TOKEN")
     secret.set_value("s3cr3t-token-value", secret=True)
@@ -154,11 +154,13 @@ def test_a_fresh_instance_recovers_a_workload_with_its_data_and_digest(
         "result = {'reference': w.running_reference, 'state': w.state,"
         " 'path': v.host_path(),"
         " 'env': {e.name: e.get_value() for e in w.env_vars.all()},"
+        " 'hooks': [w.pre_backup_hook, w.backup_hook_timeout],"
         " 'containers': [c.docker_id for c in Container.objects.filter(workload=w)]}\n"
     )
     assert state["state"] == "running"
     assert state["reference"] == web.running_reference  # the same digest, not a newer tag
     assert state["env"] == {"GREETING": "hello", "API_TOKEN": "s3cr3t-token-value"}
+    assert state["hooks"] == ["sync", 30]
     assert Path(state["path"]).is_relative_to(b.data_dir)
     assert describe(state["path"]) == tree_on_a
     [container] = state["containers"]
