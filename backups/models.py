@@ -611,4 +611,4 @@ class BackupRecovery(Job, Progress):
 
 
 # The schedules' models live in their own module; imported here for Django to find them.
-from backups.schedules import BackupPolicy, BackupRun  # noqa: E402, F401
+from backups.schedules import BackupPolicy, BackupRun, RestoreDrill  # noqa: E402, F401

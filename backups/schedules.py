@@ -17,10 +17,12 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
 from lib.keep import KeepRules
 from snapshots.models import Snapshot
+from workloads.jobs import Job, Progress
 from workloads.models import Project, Stage, Workload
 
 
@@ -64,6 +66,10 @@ class BackupPolicy(models.Model):
                             help_text=_("Five fields: minute hour day month weekday."))
     time_zone = models.CharField(_("time zone"), max_length=64, default="UTC",
                                  help_text=_("An IANA zone such as Europe/Berlin."))
+    drill_every_days = models.PositiveSmallIntegerField(
+        _("restore drill every (days)"), default=7, validators=[MaxValueValidator(365)],
+        help_text=_("How often the newest verified copy is read back as a recovery would "
+                    "read it (needs the target's stored identity); 0: never."))
     targets = models.ManyToManyField(
         "backups.BackupTarget", blank=True, related_name="policies",
         verbose_name=_("copy to"),
@@ -197,3 +203,65 @@ class BackupRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.workload} @ {self.scheduled_for:%Y-%m-%d %H:%M}"
+
+
+class RestoreDrill(Job, Progress):
+    """A copy read back as a recovery would read it, to prove it restores.
+
+    Downloaded, decrypted, checked against its sidecar's size and SHA-256 and
+    extracted in full by the safe extractor into a scratch directory (which is
+    removed); nothing is restored. engine/drills.py runs it.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued", _("Queued")
+        RUNNING = "running", pgettext_lazy("drill state", "Running")
+        PASSED = "passed", _("Restorable")
+        FAILED = "failed", _("Failed")
+
+    ACTIVE_STATES = (State.QUEUED, State.RUNNING)
+
+    copy = models.ForeignKey("backups.SnapshotCopy", models.SET_NULL, null=True, blank=True,
+                             related_name="drills", verbose_name=_("copy"))
+    workload = models.ForeignKey(Workload, models.CASCADE, related_name="restore_drills",
+                                 verbose_name=_("workload"))
+    target = models.ForeignKey("backups.BackupTarget", models.CASCADE, related_name="drills",
+                               verbose_name=_("backup target"))
+    remote_key = models.CharField(_("object name"), max_length=1024)
+    state = models.CharField(_("state"), max_length=10, choices=State, default=State.QUEUED)
+    files = models.PositiveIntegerField(_("files checked"), default=0)
+    failure_code = models.CharField(_("failure"), max_length=32, blank=True)
+    failure_message = models.TextField(blank=True)
+    failure_params = models.JSONField(default=dict, blank=True)
+    created = models.DateTimeField(_("created"), default=timezone.now)
+    started = models.DateTimeField(_("started"), null=True, blank=True)
+    finished = models.DateTimeField(_("finished"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-pk"]
+        verbose_name = _("restore drill")
+        verbose_name_plural = _("restore drills")
+        constraints = [
+            models.UniqueConstraint(fields=["workload"],
+                                    condition=models.Q(state__in=["queued", "running"]),
+                                    name="one_active_drill_per_workload"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workload}: {self.remote_key}"
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.started is None or self.finished is None:
+            return None
+        return self.finished - self.started
+
+    @property
+    def failure_text(self) -> str:
+        if not self.failure_message:
+            return ""
+        text = gettext(self.failure_message)
+        try:
+            return text % self.failure_params if self.failure_params else text
+        except (KeyError, TypeError, ValueError):
+            return text

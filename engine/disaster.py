@@ -160,7 +160,7 @@ def recover(*, target: BackupTarget, key: str, identities=(), into: Workload | N
     if sidecar.is_encrypted(key) and not identities:
         raise RecoveryError("no_identity", gettext_noop("The copy is encrypted: give the age "
                                                         "identity to recover it."))
-    _check_room(described.snapshot["size"])
+    check_room(described.snapshot["size"])
     if into is not None:
         _refuse_busy(into)
     created, missing = into is None, []
@@ -169,7 +169,7 @@ def recover(*, target: BackupTarget, key: str, identities=(), into: Workload | N
     try:
         if workload is None:
             workload, made, missing = _create(described.workload, user, row)
-        staged = _download(target, key, described, identities, progress)
+        staged = download(target, key, described, identities, progress)
         try:
             snapshot = imports.import_snapshot(workload=workload, staged=staged, user=user)
         except SnapshotError as exc:
@@ -205,7 +205,7 @@ def recover(*, target: BackupTarget, key: str, identities=(), into: Workload | N
     return result
 
 
-def _check_room(size: int) -> None:
+def check_room(size: int) -> None:
     """The archive must fit the upload cap, and the staging filesystem with its reserve."""
     if size > settings.BERTH_SNAPSHOT_MAX_UPLOAD_BYTES:
         raise RecoveryError("too_large", gettext_noop(
@@ -271,7 +271,7 @@ def request_recovery(*, target: BackupTarget, key: str, identity: str = "",
     if passphrase:
         identity = "\n".join(str(i) for i in identities)
     described = describe(target, key, identities)
-    _check_room(described.snapshot["size"])
+    check_room(described.snapshot["size"])
     if into is None:
         definition = described.workload
         if Workload.objects.filter(stage__project__slug=definition["project"]["slug"],
@@ -618,7 +618,7 @@ class _Bounded:
         return len(data)
 
 
-def _download(target: BackupTarget, key: str, described: sidecar.Described,
+def download(target: BackupTarget, key: str, described: sidecar.Described,
               identities: list[x25519.Identity], progress) -> imports.Staged:
     """Download (and decrypt) the archive into a staged file; its size and SHA-256 must be
     the sidecar's. The staged file is removed on any failure."""

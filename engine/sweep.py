@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from engine import alerts, copies, copy_upkeep, disaster, lost
+from engine import alerts, copies, copy_upkeep, disaster, drills, lost
 from engine.locked import swap_recovery
 from engine.locked.recovery import RecoveryError, recover_reporting
 from lib import locks, redact, runtime
@@ -68,6 +68,9 @@ def recover_all(*, say: Callable[[str], None] = logger.info,
     if lost_copies:
         say(f"{lost_copies} snapshot copy(ies) whose worker had stopped are marked failed; "
             "what they left on their targets is removed.")
+    lost_drills = drills.fail_lost()
+    if lost_drills:
+        say(f"{lost_drills} restore drill(s) whose worker had stopped are marked failed.")
     lost_recoveries = disaster.fail_lost()
     if lost_recoveries:
         say(f"{lost_recoveries} recovery(ies) from backup whose worker had stopped are marked "

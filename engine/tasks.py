@@ -15,8 +15,18 @@ from django.utils import timezone
 from django.utils.translation import gettext_noop
 
 from alerts.models import Notification
-from backups.models import BackupRecovery, SnapshotCopy
-from engine import alerts, captures, copies, deploys, disaster, lost, restores, schedules
+from backups.models import BackupRecovery, RestoreDrill, SnapshotCopy
+from engine import (
+    alerts,
+    captures,
+    copies,
+    deploys,
+    disaster,
+    drills,
+    lost,
+    restores,
+    schedules,
+)
 from lib import crashpoints
 from snapshots.models import RestoreJob, Snapshot
 from workloads.jobs import task_lost_before
@@ -169,5 +179,20 @@ def _take(row: DeployRecord | Snapshot | RestoreJob) -> bool:
 
 
 def run_schedule_tick() -> None:
-    """Every minute (django-q2's CRON schedule `berth-backup-schedules`): start due backups."""
+    """Every minute (django-q2's CRON schedule `berth-backup-schedules`): start the due
+    backups, then the due restore drills."""
     schedules.tick()
+    drills.due()
+
+
+def run_drill(drill_id: int) -> None:
+    row = RestoreDrill.objects.select_related("target", "workload").filter(pk=drill_id).first()
+    if row is None or row.state != RestoreDrill.State.QUEUED or not row.take():
+        return
+    try:
+        drills.run_drill(row)
+    finally:
+        RestoreDrill.objects.filter(pk=row.pk, state=RestoreDrill.State.QUEUED,
+                                    owner=row.owner).update(
+            state=RestoreDrill.State.FAILED, failure_code="interrupted",
+            finished=timezone.now())

@@ -26,6 +26,7 @@ CAPTURE = "engine.tasks.run_capture"
 RESTORE = "engine.tasks.run_restore"
 COPY = "engine.tasks.run_copy"
 RECOVER = "engine.tasks.run_recovery"
+DRILL = "engine.tasks.run_drill"
 
 
 def enqueue(task: str, row_id: int, *, name: str) -> None:
