@@ -20,7 +20,9 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 
+from alerts.outbox import notify
 from backups.schedules import BackupPolicy, BackupRun
 from engine import captures
 from snapshots.models import Snapshot
@@ -97,3 +99,34 @@ def _missed(policy: BackupPolicy, after: datetime, due: datetime) -> int:
             return count
         count += 1
     return count
+
+
+def missed(*, now: datetime | None = None) -> list[Workload]:
+    """The dead man's switch, run by the sweep: every workload whose policy has had no
+    successful scheduled snapshot for twice its interval is told about (backup_missed)
+    once per stretch of silence. It fires even when the tick itself never ran."""
+    now = now or timezone.now()
+    silent = []
+    for workload in Workload.objects.with_parents().order_by("pk"):
+        policy = BackupPolicy.objects.for_workload(workload)
+        if policy is None or not policy.enabled:
+            continue
+        allowed = 2 * policy.interval(now)
+        since = max(policy.active_since, workload.created)
+        if now - since < allowed:
+            continue  # too new to have missed anything
+        last_good = (Snapshot.objects.filter(workload=workload, kind=Snapshot.Kind.SCHEDULED,
+                                             state=Snapshot.State.READY)
+                     .order_by("-created").values_list("created", flat=True).first())
+        if last_good is not None and now - last_good < allowed:
+            continue
+        silent.append(workload)
+        # One notification per stretch: the key names the last good snapshot's time.
+        mark = (last_good or since).isoformat()
+        notify("backup_missed", workload=workload, code="backup_missed",
+               message=gettext_noop("No scheduled snapshot has succeeded for %(hours)d "
+                                    "hours (the policy runs every %(every)s)."),
+               params={"hours": int((now - (last_good or since)).total_seconds() // 3600),
+                       "every": policy.describe()},
+               key=f"missed-{workload.pk}-{mark}")
+    return silent

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from engine import alerts, copies, copy_upkeep, disaster, drills, lost
+from engine import alerts, copies, copy_upkeep, disaster, drills, lost, schedules
 from engine.locked import swap_recovery
 from engine.locked.recovery import RecoveryError, recover_reporting
 from lib import locks, redact, runtime
@@ -68,6 +68,15 @@ def recover_all(*, say: Callable[[str], None] = logger.info,
     if lost_copies:
         say(f"{lost_copies} snapshot copy(ies) whose worker had stopped are marked failed; "
             "what they left on their targets is removed.")
+    try:
+        silent = schedules.missed(now=now)
+    except Exception as exc:  # noqa: BLE001 - the alarm's trouble must not stop the recovery
+        logger.exception("checking for missed backups failed")
+        report.problems.append(f"missed backups could not be checked ({exc!r})")
+    else:
+        if silent:
+            say(f"{len(silent)} workload(s) have had no successful scheduled backup for twice "
+                "their interval.")
     lost_drills = drills.fail_lost()
     if lost_drills:
         say(f"{lost_drills} restore drill(s) whose worker had stopped are marked failed.")

@@ -29,6 +29,7 @@ from django.db import transaction
 from django.utils import timezone, translation
 from django.utils.translation import gettext_noop
 
+from alerts.outbox import notify
 from engine.locked import copy_policy, hooks, retention
 from lib import crashpoints, locks, owners, runtime
 from snapshots import storage, writer
@@ -353,3 +354,8 @@ def fail(workload: Workload, snapshot: Snapshot, error: SnapshotError,
         message=gettext_noop("Snapshot #%(id)d failed; the snapshots panel says why."),
         params={"id": snapshot.pk},
     )
+    if snapshot.kind == Snapshot.Kind.SCHEDULED:
+        # A scheduled backup nobody watches must be loud when it fails.
+        notify("backup_failed", workload=workload, code="capture_failed",
+               message=gettext_noop("Scheduled snapshot #%(id)d failed."),
+               params={"id": snapshot.pk}, key=f"backup-{snapshot.pk}")

@@ -92,3 +92,24 @@ def test_the_policy_asks_for_a_drill_every_so_many_days(copy_of, identity):
     assert first.state == RestoreDrill.State.PASSED, first.failure_text
     assert drills.due(now=timezone.now() + timedelta(days=6)) == []
     assert len(drills.due(now=timezone.now() + timedelta(days=8))) == 1
+
+
+def test_the_api_and_the_command_drill_a_copy(api_as, copy_of, identity, operator):
+    import io
+
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+
+    row, _volume = copy_of
+    store_identity(BackupTarget.objects.get(pk=row.target_id), identity)
+    assert api_as(operator).post("/api/drills", {"copy": row.pk},
+                                 format="json").status_code == 403
+    admin = api_as(User.objects.create_superuser("ada-admin", password="x"))
+    assert admin.post("/api/drills", {"copy": "nope"}, format="json").status_code == 400
+    answer = admin.post("/api/drills", {"copy": row.pk}, format="json")
+    assert answer.status_code == 202, answer.content
+    assert admin.get(answer["Location"]).json()["state"] == "passed"
+
+    out = io.StringIO()
+    call_command("drill", str(row.pk), stdout=out)
+    assert f"Copy #{row.pk} restores: 2 files" in out.getvalue()

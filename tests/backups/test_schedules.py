@@ -209,3 +209,44 @@ def test_a_targets_scheduled_copies_are_kept_by_age_and_never_the_last(workload,
     stale = copy_upkeep.stale_copies(target=target, workload_id=workload.pk)
 
     assert {row.pk for row in stale} == {c.pk for c in copies[:5]}
+
+
+# --- loud when it fails ------------------------------------------------------------------
+
+@pytest.fixture
+def told(request):
+    """A channel on a real local webhook receiver that wants the backup events."""
+    from alerts.models import NotificationChannel
+    from tests.alerts.conftest import Webhook
+
+    hook = Webhook()
+    hook.start()
+    channel = NotificationChannel(name="ops", events=["backup_failed", "backup_missed"])
+    channel.set_apprise_url(hook.url)
+    channel.save()
+    yield hook
+    hook.stop()
+
+
+def test_the_dead_mans_switch_fires_with_no_tick_at_all_and_once(data_workload, told):
+    from engine import sweep
+
+    policy_for(data_workload, every="hourly", active_since=at("2026-12-06T08:00:00"))
+
+    sweep.recover_all(now=at("2026-12-06T09:30:00"))  # 1.5 h: within twice the interval
+    assert told.received == []
+    sweep.recover_all(now=at("2026-12-06T10:30:00"))  # no tick ever ran: 2.5 h of silence
+    sweep.recover_all(now=at("2026-12-06T10:31:00"))
+    assert len(told.received) == 1
+    assert "No scheduled snapshot has succeeded" in str(told.received[0]["body"])
+
+
+def test_a_failed_scheduled_snapshot_is_told(data_workload, told):
+    # A pre-backup hook with nothing to run in (the workload is not running) aborts it.
+    type(data_workload).objects.filter(pk=data_workload.pk).update(pre_backup_hook="true")
+    policy_for(data_workload, every="hourly", active_since=at("2026-12-06T08:00:00"))
+    [run] = schedules.tick(now=at("2026-12-06T09:00:10"))
+    run.snapshot.refresh_from_db()
+    assert run.snapshot.state == Snapshot.State.FAILED
+    assert len(told.received) == 1
+    assert f"Scheduled snapshot #{run.snapshot_id} failed" in str(told.received[0]["body"])

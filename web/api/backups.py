@@ -13,8 +13,15 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from backups import edits
-from backups.models import BackupRecovery, BackupTarget, CopyKind, CopyRule, SnapshotCopy
-from engine import backups, disaster
+from backups.models import (
+    BackupRecovery,
+    BackupTarget,
+    CopyKind,
+    CopyRule,
+    RestoreDrill,
+    SnapshotCopy,
+)
+from engine import backups, disaster, drills
 from lib import agecrypt, offsite
 from web.api.errors import (
     CONFIRM_HEADER,
@@ -343,3 +350,40 @@ class CopyRuleViewSet(viewsets.ModelViewSet):
                     raise serializers.ValidationError({owner: [_("Give an id.")]})
                 rules = rules.filter(**{f"{owner}_id": int(wanted)})
         return rules
+
+
+class RestoreDrillSerializer(serializers.ModelSerializer):
+    failure = serializers.CharField(source="failure_text", read_only=True)
+    progress = serializers.IntegerField(source="progress_percent", read_only=True)
+
+    class Meta:
+        model = RestoreDrill
+        fields = ["id", "copy", "workload", "target", "remote_key", "state", "progress",
+                  "files", "failure_code", "failure", "created", "started", "finished"]
+        read_only_fields = [f for f in fields if f != "copy"]
+
+
+class RestoreDrillViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                          mixins.CreateModelMixin, viewsets.GenericViewSet):
+    """Restore drills, newest first; POST `{"copy": id}` drills a verified copy."""
+
+    queryset = RestoreDrill.objects.all()
+    serializer_class = RestoreDrillSerializer
+    permission_classes = [ActionPermission]
+    action_permissions = {"list": "backups.view_restoredrill",
+                          "retrieve": "backups.view_restoredrill",
+                          "create": "backups.add_restoredrill"}
+
+    def create(self, request, *args, **kwargs):
+        copy_id = request.data.get("copy")
+        chosen = SnapshotCopy.objects.filter(pk=copy_id).first() \
+            if str(copy_id).isdigit() else None
+        if chosen is None:
+            raise exceptions.ValidationError({"copy": [_("Give the id of a snapshot copy.")]})
+        try:
+            row = drills.request_drill(copy=chosen, user=request.user)
+        except drills.DrillRefused as exc:
+            raise Conflict(str(exc.message)) from None
+        row.refresh_from_db()
+        return Response(RestoreDrillSerializer(row).data, status=status.HTTP_202_ACCEPTED,
+                        headers={"Location": reverse("api:drill-detail", args=[row.pk])})

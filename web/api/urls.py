@@ -2,7 +2,12 @@ from rest_framework.routers import SimpleRouter
 
 from web.api import workloads
 from web.api.alerts import NotificationChannelViewSet, NotificationViewSet
-from web.api.backups import BackupRecoveryViewSet, BackupTargetViewSet, CopyRuleViewSet
+from web.api.backups import (
+    BackupRecoveryViewSet,
+    BackupTargetViewSet,
+    CopyRuleViewSet,
+    RestoreDrillViewSet,
+)
 from web.api.snapshots import RestoreJobViewSet, SnapshotViewSet
 
 router = SimpleRouter(trailing_slash=False)
@@ -11,6 +16,7 @@ router.register("deploys", workloads.DeployViewSet, basename="deploy")
 router.register("restores", RestoreJobViewSet, basename="restore")
 router.register("backup-targets", BackupTargetViewSet, basename="backup-target")
 router.register("recoveries", BackupRecoveryViewSet, basename="recovery")
+router.register("drills", RestoreDrillViewSet, basename="drill")
 router.register("copy-rules", CopyRuleViewSet, basename="copy-rule")
 router.register("notification-channels", NotificationChannelViewSet,
                 basename="notification-channel")
