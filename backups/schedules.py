@@ -9,6 +9,7 @@ docs/schedules.md says how a run is found due, late or missed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -22,6 +23,9 @@ from django.utils.translation import gettext_lazy as _
 from lib.keep import KeepRules
 from snapshots.models import Snapshot
 from workloads.models import Project, Stage, Workload
+
+# The fields that say when runs are due: changing any of them restarts the schedule.
+SCHEDULE_FIELDS = frozenset({"every", "minute", "at", "weekday", "cron", "time_zone"})
 
 
 class BackupPolicyQuerySet(models.QuerySet):
@@ -121,6 +125,39 @@ class BackupPolicy(models.Model):
                                               or not croniter.is_valid(self.cron)):
             raise ValidationError({"cron": _("Five fields: minute hour day month weekday, "
                                              "e.g. 30 2 * * 1-5.")})
+
+    def reschedule(self, changed: Iterable[str], *, now: datetime | None = None) -> bool:
+        """Before saving an edit: restart the schedule at `now` if `changed` (the names of the
+        fields the edit changed) names a schedule field. True if it did.
+
+        The admin, the API and the pages all call this, so that a changed schedule never
+        fires for times before the change (the tick would otherwise take the newest past
+        time of the new schedule at once, as a late run).
+        """
+        if self.pk is None or not SCHEDULE_FIELDS & set(changed):
+            return False
+        self.active_since = now or timezone.now()
+        return True
+
+    def followers(self) -> models.QuerySet[Workload]:
+        """The workloads that follow this policy (or would, once saved): its workload, or
+        those of its stage or project without a nearer policy of their own."""
+        workloads = Workload.objects.with_parents().order_by("pk")
+        if self.workload_id is not None:
+            return workloads.filter(pk=self.workload_id)
+        workloads = workloads.filter(backup_policy__isnull=True)
+        if self.stage_id is not None:
+            return workloads.filter(stage_id=self.stage_id)
+        return workloads.filter(stage__project_id=self.project_id,
+                                stage__backup_policy__isnull=True)
+
+    @property
+    def owner_kind(self) -> str:
+        """`workload`, `stage` or `project`: what the policy belongs to."""
+        for kind in ("workload", "stage", "project"):
+            if getattr(self, f"{kind}_id") is not None:
+                return kind
+        return ""
 
     def expression(self) -> str:
         """The schedule as a cron expression (in the policy's time zone)."""

@@ -3,6 +3,7 @@ from rest_framework.routers import SimpleRouter
 from web.api import workloads
 from web.api.alerts import NotificationChannelViewSet, NotificationViewSet
 from web.api.backups import BackupRecoveryViewSet, BackupTargetViewSet, CopyRuleViewSet
+from web.api.schedules import BackupPolicyViewSet
 from web.api.snapshots import RestoreJobViewSet, SnapshotViewSet
 
 router = SimpleRouter(trailing_slash=False)
@@ -12,6 +13,7 @@ router.register("restores", RestoreJobViewSet, basename="restore")
 router.register("backup-targets", BackupTargetViewSet, basename="backup-target")
 router.register("recoveries", BackupRecoveryViewSet, basename="recovery")
 router.register("copy-rules", CopyRuleViewSet, basename="copy-rule")
+router.register("backup-policies", BackupPolicyViewSet, basename="backup-policy")
 router.register("notification-channels", NotificationChannelViewSet,
                 basename="notification-channel")
 router.register("notifications", NotificationViewSet, basename="notification")
