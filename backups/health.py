@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
@@ -42,8 +42,10 @@ class Health:
     last_copy: SnapshotCopy | None  # the newest finished copy, to any target
     last_verified_copy: SnapshotCopy | None
     next_run: datetime | None
+    expected_within: timedelta | None  # twice the schedule's interval, with a policy enabled
     overdue: bool
     stale: bool
+    checked: datetime  # the clock the answer was read at
     failing: bool
     # Restore drills are being built elsewhere; the field is here so that the pages and
     # the API keep their shape when they arrive. Always None until then.
@@ -61,6 +63,20 @@ class Health:
     @property
     def needs_attention(self) -> bool:
         return self.stale or self.failing
+
+    @property
+    def expected_since(self) -> datetime | None:
+        """The start of the window a successful scheduled snapshot is expected in."""
+        return self.checked - self.expected_within if self.expected_within else None
+
+    @property
+    def mark(self) -> str:
+        """One word for the pages' badge: `failing`, `stale`, `ok`, or `none` (no policy)."""
+        if self.failing:
+            return "failing"
+        if self.stale:
+            return "stale"
+        return "ok" if self.policy is not None and self.policy.enabled else "none"
 
 
 def health(workload: Workload, *, now: datetime | None = None) -> Health:
@@ -97,12 +113,14 @@ def health_of(workloads: Sequence[Workload], *, now: datetime | None = None
         policy = policies(workload)
         run = runs.get(workload.pk)
         last_copy = last_copies.get(workload.pk)
-        overdue = _overdue(workload, policy, scheduled.get(workload.pk), now)
+        enabled = policy is not None and policy.enabled
+        window = 2 * policy.interval(now) if enabled else None
+        overdue = _overdue(workload, policy, window, scheduled.get(workload.pk), now)
         found[workload.pk] = Health(
             policy=policy, last_run=run, last_backup=backups.get(workload.pk),
             last_copy=last_copy, last_verified_copy=verified.get(workload.pk),
-            next_run=policy.following(now) if policy is not None and policy.enabled else None,
-            overdue=overdue,
+            next_run=policy.following(now) if enabled else None, expected_within=window,
+            overdue=overdue, checked=now,
             stale=overdue or (last_copy is not None
                               and last_copy.state == SnapshotCopy.State.FAILED),
             failing=_run_failed(run))
@@ -134,13 +152,12 @@ def _policies(workloads: Sequence[Workload]):
     return lookup
 
 
-def _overdue(workload: Workload, policy: BackupPolicy | None, last_success: datetime | None,
-             now: datetime) -> bool:
-    """No successful scheduled snapshot within twice the interval, though the policy has been
-    active (and the workload there) that long. A disabled policy expects nothing."""
-    if policy is None or not policy.enabled:
+def _overdue(workload: Workload, policy: BackupPolicy | None, window: timedelta | None,
+             last_success: datetime | None, now: datetime) -> bool:
+    """No successful scheduled snapshot within `window`, though the policy has been active
+    (and the workload there) that long. A disabled policy (window None) expects nothing."""
+    if policy is None or window is None:
         return False
-    window = 2 * policy.interval(now)
     if now - max(policy.active_since, workload.created) <= window:
         return False
     return last_success is None or now - last_success > window

@@ -18,6 +18,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator
 from django.db import models
 from django.utils import timezone
+from django.utils.dates import WEEKDAYS
 from django.utils.translation import gettext_lazy as _
 
 from lib.keep import KeepRules
@@ -158,6 +159,13 @@ class BackupPolicy(models.Model):
             if getattr(self, f"{kind}_id") is not None:
                 return kind
         return ""
+
+    def get_owner_kind_display(self) -> str:
+        return {"workload": _("Workload"), "stage": _("Stage"),
+                "project": _("Project")}.get(self.owner_kind, "")
+
+    def get_weekday_name(self) -> str:
+        return WEEKDAYS.get(self.weekday, "")
 
     def expression(self) -> str:
         """The schedule as a cron expression (in the policy's time zone)."""
