@@ -85,7 +85,7 @@ def health(workload: Workload, *, now: datetime | None = None) -> Health:
 
 def health_of(workloads: Sequence[Workload], *, now: datetime | None = None
               ) -> dict[int, Health]:
-    """Each workload's health by its id, in seven queries whatever their number.
+    """Each workload's health by its id, in six queries whatever their number.
 
     The workloads need their stage loaded (`Workload.objects.with_parents()`).
     `now` is the clock (tests set it).
