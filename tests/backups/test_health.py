@@ -16,6 +16,7 @@ from workloads.models import Workload
 pytestmark = pytest.mark.django_db
 
 NOW = datetime(2026, 12, 10, 12, 0, tzinfo=UTC)
+LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def at(text: str) -> datetime:
@@ -35,8 +36,7 @@ def target(db) -> BackupTarget:
                                        unencrypted=True)
 
 
-def policy_for(owner, *, active_since: datetime = at("2026-01-01T00:00:00"),
-               **fields) -> BackupPolicy:
+def policy_for(owner, *, active_since: datetime = LONG_AGO, **fields) -> BackupPolicy:
     kind = type(owner).__name__.lower()
     policy = BackupPolicy.objects.create(**{kind: owner}, **fields)
     BackupPolicy.objects.filter(pk=policy.pk).update(active_since=active_since)
