@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.db.models import OuterRef, Q, QuerySet, Subquery
+from django.db.models import F, OuterRef, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from backups.models import SnapshotCopy
@@ -21,6 +21,8 @@ from backups.schedules import BackupPolicy, BackupRun
 from snapshots.models import Snapshot
 from workloads.models import Workload
 
+# Newest finished first; a row without its time (none should lack it) last, on every database.
+BY_FINISHED = (F("finished").desc(nulls_last=True), "-pk")
 # A copy's last word: what it ended as (a removed copy was verified before retention took it).
 FINISHED_COPY_STATES = (SnapshotCopy.State.VERIFIED, SnapshotCopy.State.FAILED,
                         SnapshotCopy.State.REMOVED)
@@ -104,10 +106,10 @@ def health_of(workloads: Sequence[Workload], *, now: datetime | None = None
         "pk", "workload_id", "snapshot_id", "state", "failure_code", "created", "finished",
         "target__name")
     last_copies = {c.workload_id: c for c in _newest(
-        copies.filter(state__in=FINISHED_COPY_STATES), ids, "-finished", "-pk")}
+        copies.filter(state__in=FINISHED_COPY_STATES), ids, *BY_FINISHED)}
     verified = {c.workload_id: c for c in _newest(
         copies.filter(state__in=[SnapshotCopy.State.VERIFIED, SnapshotCopy.State.REMOVED]),
-        ids, "-finished", "-pk")}
+        ids, *BY_FINISHED)}
     found = {}
     for workload in workloads:
         policy = policies(workload)
@@ -127,7 +129,7 @@ def health_of(workloads: Sequence[Workload], *, now: datetime | None = None
     return found
 
 
-def _newest(rows: QuerySet, ids: list[int], *order: str) -> QuerySet:
+def _newest(rows: QuerySet, ids: list[int], *order) -> QuerySet:
     """The newest of `rows` per workload of `ids` (one query: a correlated subquery)."""
     newest = rows.filter(workload=OuterRef("workload")).order_by(*order).values("pk")[:1]
     return rows.filter(workload__in=ids, pk=Subquery(newest))
