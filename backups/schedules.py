@@ -9,6 +9,7 @@ docs/schedules.md says how a run is found due, late or missed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -17,6 +18,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator
 from django.db import models
 from django.utils import timezone
+from django.utils.dates import WEEKDAYS
 from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
 
@@ -24,6 +26,9 @@ from lib.keep import KeepRules
 from snapshots.models import Snapshot
 from workloads.jobs import Job, Progress
 from workloads.models import Project, Stage, Workload
+
+# The fields that say when runs are due: changing any of them restarts the schedule.
+SCHEDULE_FIELDS = frozenset({"every", "minute", "at", "weekday", "cron", "time_zone"})
 
 
 class BackupPolicyQuerySet(models.QuerySet):
@@ -67,9 +72,10 @@ class BackupPolicy(models.Model):
     time_zone = models.CharField(_("time zone"), max_length=64, default="UTC",
                                  help_text=_("An IANA zone such as Europe/Berlin."))
     drill_every_days = models.PositiveSmallIntegerField(
-        _("restore drill every (days)"), default=7, validators=[MaxValueValidator(365)],
+        _("restore drill every (days)"), default=0, validators=[MaxValueValidator(365)],
         help_text=_("How often the newest verified copy is read back as a recovery would "
-                    "read it (needs the target's stored identity); 0: never."))
+                    "read it; 0: never. Drills need the target's identity stored on this "
+                    "host, which lets the host read its backups: opt in."))
     targets = models.ManyToManyField(
         "backups.BackupTarget", blank=True, related_name="policies",
         verbose_name=_("copy to"),
@@ -127,6 +133,46 @@ class BackupPolicy(models.Model):
                                               or not croniter.is_valid(self.cron)):
             raise ValidationError({"cron": _("Five fields: minute hour day month weekday, "
                                              "e.g. 30 2 * * 1-5.")})
+
+    def reschedule(self, changed: Iterable[str], *, now: datetime | None = None) -> bool:
+        """Before saving an edit: restart the schedule at `now` if `changed` (the names of the
+        fields the edit changed) names a schedule field. True if it did.
+
+        The admin, the API and the pages all call this, so that a changed schedule never
+        fires for times before the change (the tick would otherwise take the newest past
+        time of the new schedule at once, as a late run).
+        """
+        if self.pk is None or not SCHEDULE_FIELDS & set(changed):
+            return False
+        self.active_since = now or timezone.now()
+        return True
+
+    def followers(self) -> models.QuerySet[Workload]:
+        """The workloads that follow this policy (or would, once saved): its workload, or
+        those of its stage or project without a nearer policy of their own."""
+        workloads = Workload.objects.with_parents().order_by("pk")
+        if self.workload_id is not None:
+            return workloads.filter(pk=self.workload_id)
+        workloads = workloads.filter(backup_policy__isnull=True)
+        if self.stage_id is not None:
+            return workloads.filter(stage_id=self.stage_id)
+        return workloads.filter(stage__project_id=self.project_id,
+                                stage__backup_policy__isnull=True)
+
+    @property
+    def owner_kind(self) -> str:
+        """`workload`, `stage` or `project`: what the policy belongs to."""
+        for kind in ("workload", "stage", "project"):
+            if getattr(self, f"{kind}_id") is not None:
+                return kind
+        return ""
+
+    def get_owner_kind_display(self) -> str:
+        return {"workload": _("Workload"), "stage": _("Stage"),
+                "project": _("Project")}.get(self.owner_kind, "")
+
+    def get_weekday_name(self) -> str:
+        return WEEKDAYS.get(self.weekday, "")
 
     def expression(self) -> str:
         """The schedule as a cron expression (in the policy's time zone)."""

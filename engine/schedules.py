@@ -15,6 +15,7 @@ docs/schedules.md describes it.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -25,6 +26,7 @@ from django.utils.translation import gettext_noop
 from alerts.outbox import notify
 from backups.schedules import BackupPolicy, BackupRun
 from engine import captures
+from engine.locked import retention
 from snapshots.models import Snapshot
 from workloads.models import Workload
 
@@ -59,6 +61,26 @@ def next_run(workload: Workload, *, now: datetime | None = None) -> datetime | N
     if policy is None or not policy.enabled:
         return None
     return policy.following(now or timezone.now())
+
+
+@dataclass(frozen=True)
+class KeepPreview:
+    """One workload's ready scheduled snapshots that a policy's keep rules would delete."""
+
+    workload: Workload
+    deleted: list[Snapshot]  # newest first
+
+
+def preview_keep(*, policy: BackupPolicy) -> list[KeepPreview]:
+    """What retention would delete under `policy` (an edit, saved or not), for each workload
+    that follows it: the same choice as retention's, the protected snapshots spared, in the
+    policy's time zone. Reads only; nothing is deleted."""
+    found = []
+    for workload in policy.followers():
+        ids = retention.scheduled_stale_ids(workload, policy, retention.protected_ids(workload))
+        by_id = Snapshot.objects.in_bulk(ids)
+        found.append(KeepPreview(workload, [by_id[pk] for pk in ids if pk in by_id]))
+    return found
 
 
 def _run_if_due(workload: Workload, policy: BackupPolicy, now: datetime) -> BackupRun | None:

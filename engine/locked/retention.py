@@ -53,20 +53,37 @@ def protected_ids(workload: Workload) -> set[int]:
     return ids
 
 
+def scheduled_stale_ids(workload: Workload, policy: BackupPolicy | None,
+                        protected: set[int]) -> list[int]:
+    """The workload's ready scheduled snapshots that `policy` lets go, newest first.
+
+    Kept by age when the policy has keep rules (lib/keep.py), else the newest
+    BERTH_SNAPSHOT_KEEP_SCHEDULED. `policy` may be an edit not saved yet: the
+    pages preview a change of keep rules with it.
+    """
+    ready = Snapshot.objects.filter(workload=workload, kind=Snapshot.Kind.SCHEDULED,
+                                    state=Snapshot.State.READY, imported=False)
+    if policy is not None and not policy.keep_rules.empty:
+        gone = keep.preview(ready.values_list("pk", "created"), policy.keep_rules, protected,
+                            policy.zone)
+        return [item.id for item in gone]
+    count = settings.BERTH_SNAPSHOT_KEEP.get(Snapshot.Kind.SCHEDULED)
+    if count is None:
+        return []
+    newest_first = ready.order_by("-created", "-id").values_list("pk", flat=True)
+    return [pk for pk in newest_first[count:] if pk not in protected]
+
+
 def stale_ids(workload: Workload) -> list[int]:
     protected = protected_ids(workload)
     stale: list[int] = []
     newest_first = Snapshot.objects.filter(workload=workload).order_by("-created", "-id")
     policy = BackupPolicy.objects.for_workload(workload)
     for kind, count in settings.BERTH_SNAPSHOT_KEEP.items():
-        ready = newest_first.filter(kind=kind, state=Snapshot.State.READY, imported=False)
-        if kind == Snapshot.Kind.SCHEDULED and policy is not None \
-                and not policy.keep_rules.empty:
-            # Scheduled snapshots are kept by age, as their policy says (lib/keep.py).
-            decision = keep.protect(keep.decide(ready.values_list("pk", "created"),
-                                                policy.keep_rules, tz=policy.zone), protected)
-            stale += sorted(decision.forget)
+        if kind == Snapshot.Kind.SCHEDULED:
+            stale += scheduled_stale_ids(workload, policy, protected)
             continue
+        ready = newest_first.filter(kind=kind, state=Snapshot.State.READY, imported=False)
         stale += [pk for pk in ready.values_list("pk", flat=True)[count:] if pk not in protected]
     imported = newest_first.filter(state=Snapshot.State.READY, imported=True)
     stale += [pk for pk in imported.values_list("pk", flat=True)[

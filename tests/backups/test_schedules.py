@@ -250,3 +250,23 @@ def test_a_failed_scheduled_snapshot_is_told(data_workload, told):
     assert run.snapshot.state == Snapshot.State.FAILED
     assert len(told.received) == 1
     assert f"Scheduled snapshot #{run.snapshot_id} failed" in str(told.received[0]["body"])
+
+
+def test_the_admin_restarts_a_changed_schedule_only(client, workload):
+    from django.contrib.auth.models import User
+
+    policy = policy_for(workload, every="daily", at=time(3, 0))
+    client.force_login(User.objects.create_superuser("ada-admin", password="x" * 20))
+    url = f"/admin/backups/backuppolicy/{policy.pk}/change/"
+    form = {"workload": workload.pk, "enabled": "on", "every": "daily", "minute": "0",
+            "at": "03:00:00", "weekday": "0", "cron": "", "time_zone": "UTC",
+            "keep_last": "0", "keep_hourly": "0", "keep_daily": "3", "keep_weekly": "4",
+            "keep_monthly": "6", "keep_yearly": "0"}
+
+    assert client.post(url, form).status_code == 302
+    policy.refresh_from_db()
+    assert (policy.keep_daily, policy.active_since) == (3, at("2026-01-01T00:00:00"))
+
+    assert client.post(url, form | {"at": "04:00:00"}).status_code == 302
+    policy.refresh_from_db()
+    assert policy.active_since > timezone.now() - timedelta(minutes=1)

@@ -93,8 +93,10 @@ def test_it_renders_the_dashboard_in_a_fixed_number_of_queries(
 
     # 1 session, 2 user, 3 the user's own permissions, 4 their groups'
     # permissions, 5 the workloads joined with stage, project and credential
-    # (one query however many workloads there are).
-    with django_assert_num_queries(5):
+    # (one query however many workloads there are), 6-12 their backup health (drills included)
+    # (backups/health.py: the policies, then the newest run, ready snapshot,
+    # scheduled snapshot, finished copy and verified copy of each workload).
+    with django_assert_num_queries(12):
         r = client.get("/")
     assert r.status_code == 200
 

@@ -147,9 +147,7 @@ class BackupPolicyAdmin(admin.ModelAdmin):
         return policy.following(timezone.now()) if policy.enabled else None
 
     def save_model(self, request, obj, form, change) -> None:
-        if change and {"every", "minute", "at", "weekday", "cron", "time_zone"} & set(
-                form.changed_data):
-            obj.active_since = timezone.now()  # a changed schedule never fires for the past
+        obj.reschedule(form.changed_data)  # a changed schedule never fires for the past
         super().save_model(request, obj, form, change)
 
 

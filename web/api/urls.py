@@ -8,6 +8,7 @@ from web.api.backups import (
     CopyRuleViewSet,
     RestoreDrillViewSet,
 )
+from web.api.schedules import BackupPolicyViewSet
 from web.api.snapshots import RestoreJobViewSet, SnapshotViewSet
 
 router = SimpleRouter(trailing_slash=False)
@@ -18,6 +19,7 @@ router.register("backup-targets", BackupTargetViewSet, basename="backup-target")
 router.register("recoveries", BackupRecoveryViewSet, basename="recovery")
 router.register("drills", RestoreDrillViewSet, basename="drill")
 router.register("copy-rules", CopyRuleViewSet, basename="copy-rule")
+router.register("backup-policies", BackupPolicyViewSet, basename="backup-policy")
 router.register("notification-channels", NotificationChannelViewSet,
                 basename="notification-channel")
 router.register("notifications", NotificationViewSet, basename="notification")

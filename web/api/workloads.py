@@ -12,8 +12,10 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
+from backups import health
 from engine import deploys
 from web.api.permissions import ActionPermission
+from web.api.schedules import HealthSerializer
 from web.api.workload_serializers import (
     ContainerSerializer,
     DeployLogSerializer,
@@ -47,6 +49,7 @@ class WorkloadViewSet(viewsets.ModelViewSet):
         "deploys": "workloads.view_workload",
         "rollback": "workloads.rollback_workload",
         "stats_history": "workloads.view_workload",
+        "backup_health": "workloads.view_workload",
     }
 
     def get_queryset(self):
@@ -144,6 +147,15 @@ class WorkloadViewSet(viewsets.ModelViewSet):
                 % {"windows": ", ".join(metrics_history.WINDOWS)}
             ]}) from None
         return Response(StatsHistorySerializer(found).data)
+
+
+    @extend_schema(responses=HealthSerializer)
+    @action(detail=True, methods=["get"], url_path="backup-health", url_name="backup-health")
+    def backup_health(self, request, pk=None):
+        """Whether the workload's backups run as its policy says: the last scheduled run, the
+        last successful backup, the last offsite copy, the next run, `stale` and `failing`
+        (docs/schedules.md, "Health")."""
+        return Response(HealthSerializer(health.health(self.get_object())).data)
 
 
 class DeployViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from web.pages import backups, recovery, snapshots, workloads
+from web.pages import backups, recovery, schedules, snapshots, workloads
 
 urlpatterns = [
     path("", workloads.dashboard, name="dashboard"),
@@ -25,6 +25,14 @@ urlpatterns = [
     path("backups/targets/add", backups.target_add, name="backup-target-add"),
     path("backups/targets/<int:pk>/", backups.target_edit, name="backup-target-edit"),
     path("backups/targets/<int:pk>/check", backups.target_check, name="backup-target-check"),
+    path("backups/policies/", schedules.policy_list, name="backup-policies"),
+    path("backups/policies/add", schedules.policy_add, name="backup-policy-add"),
+    path("backups/policies/preview", schedules.policy_preview, name="backup-policy-preview"),
+    path("backups/policies/<int:pk>/", schedules.policy_edit, name="backup-policy-edit"),
+    path("backups/policies/<int:pk>/preview", schedules.policy_preview,
+         name="backup-policy-preview"),
+    path("backups/policies/<int:pk>/delete", schedules.policy_delete,
+         name="backup-policy-delete"),
     path("backups/recover/", recovery.recover, name="recover"),
     path("backups/recover/start", recovery.recover_start, name="recover-start"),
     path("backups/recover/forget", recovery.recover_forget, name="recover-forget"),
