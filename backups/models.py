@@ -17,12 +17,12 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models, transaction
 from django.utils import timezone
-from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from lib import agecrypt, crypto, offsite, paths
 from snapshots.models import Snapshot
-from workloads.jobs import Job, Progress
+from workloads.jobs import Job, Progress, RecordedFailure
 from workloads.models import Project, Workload
 
 BUCKET_VALIDATOR = RegexValidator(
@@ -526,7 +526,7 @@ class SnapshotCopy(Job, Progress):
         return offsite.OffsiteError(self.failure_code).message
 
 
-class BackupRecovery(Job, Progress):
+class BackupRecovery(Job, Progress, RecordedFailure):
     """A recovery from a target asked for in the pages or the API, run by the task worker.
 
     The age identity it was given is kept encrypted at rest only while the
@@ -574,10 +574,6 @@ class BackupRecovery(Job, Progress):
     created_rows = models.JSONField(default=list, blank=True, editable=False)
     # Values the sidecar could not carry (an unencrypted target's secrets), by name.
     missing_values = models.JSONField(default=list, blank=True, editable=False)
-    failure_code = models.CharField(_("failure"), max_length=32, blank=True)
-    # The failure's message in the source language and its parameters, translated when shown.
-    failure_message = models.TextField(blank=True)
-    failure_params = models.JSONField(default=dict, blank=True)
     created = models.DateTimeField(_("created"), default=timezone.now)
     started = models.DateTimeField(_("started"), null=True, blank=True)
     finished = models.DateTimeField(_("finished"), null=True, blank=True)
@@ -597,17 +593,6 @@ class BackupRecovery(Job, Progress):
 
     def __str__(self) -> str:
         return f"{self.target} → {self.remote_key}"
-
-    @property
-    def failure_text(self) -> str:
-        """The failure in the active language."""
-        if not self.failure_message:
-            return ""
-        text = gettext(self.failure_message)
-        try:
-            return text % self.failure_params if self.failure_params else text
-        except (KeyError, TypeError, ValueError):
-            return text
 
 
 # The schedules' models live in their own module; imported here for Django to find them.

@@ -19,12 +19,12 @@ from django.core.validators import MaxValueValidator
 from django.db import models
 from django.utils import timezone
 from django.utils.dates import WEEKDAYS
-from django.utils.translation import gettext, pgettext_lazy
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from lib.keep import KeepRules
 from snapshots.models import Snapshot
-from workloads.jobs import Job, Progress
+from workloads.jobs import Job, Progress, RecordedFailure
 from workloads.models import Project, Stage, Workload
 
 # The fields that say when runs are due: changing any of them restarts the schedule.
@@ -251,7 +251,7 @@ class BackupRun(models.Model):
         return f"{self.workload} @ {self.scheduled_for:%Y-%m-%d %H:%M}"
 
 
-class RestoreDrill(Job, Progress):
+class RestoreDrill(Job, Progress, RecordedFailure):
     """A copy read back as a recovery would read it, to prove it restores.
 
     Downloaded, decrypted, checked against its sidecar's size and SHA-256 and
@@ -276,9 +276,6 @@ class RestoreDrill(Job, Progress):
     remote_key = models.CharField(_("object name"), max_length=1024)
     state = models.CharField(_("state"), max_length=10, choices=State, default=State.QUEUED)
     files = models.PositiveIntegerField(_("files checked"), default=0)
-    failure_code = models.CharField(_("failure"), max_length=32, blank=True)
-    failure_message = models.TextField(blank=True)
-    failure_params = models.JSONField(default=dict, blank=True)
     created = models.DateTimeField(_("created"), default=timezone.now)
     started = models.DateTimeField(_("started"), null=True, blank=True)
     finished = models.DateTimeField(_("finished"), null=True, blank=True)
@@ -301,13 +298,3 @@ class RestoreDrill(Job, Progress):
         if self.started is None or self.finished is None:
             return None
         return self.finished - self.started
-
-    @property
-    def failure_text(self) -> str:
-        if not self.failure_message:
-            return ""
-        text = gettext(self.failure_message)
-        try:
-            return text % self.failure_params if self.failure_params else text
-        except (KeyError, TypeError, ValueError):
-            return text

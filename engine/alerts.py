@@ -28,7 +28,6 @@ from django.utils.translation import gettext
 from alerts import outbox
 from alerts.models import Notification, NotificationChannel
 from lib import crypto, notifier, owners, redact
-from workloads.jobs import task_lost_before
 
 logger = logging.getLogger(__name__)
 
@@ -133,10 +132,7 @@ def fail_lost() -> int:
     failed = 0
     stale = Notification.objects.filter(state__in=Notification.ACTIVE_STATES)
     for row in stale:
-        if row.owner:
-            if not owners.is_dead(row.owner):
-                continue
-        elif (row.retried or row.created) >= task_lost_before():
+        if not row.is_lost(since=row.retried or row.created):
             continue
         if row.move(only_from=Notification.ACTIVE_STATES, state=Notification.State.FAILED,
                     failure_code="interrupted", finished=timezone.now()):

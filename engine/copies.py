@@ -34,7 +34,7 @@ from engine import copy_upkeep, queue
 from lib import agecrypt, offsite, owners, redact, streams
 from snapshots import storage
 from snapshots.models import Snapshot
-from workloads.jobs import acting_user, task_lost_before
+from workloads.jobs import acting_user
 
 logger = logging.getLogger(__name__)
 
@@ -373,10 +373,7 @@ def fail_lost() -> int:
     stale = SnapshotCopy.objects.filter(state__in=SnapshotCopy.ACTIVE_STATES).select_related(
         "target")
     for row in stale:
-        if row.owner:
-            if not owners.is_dead(row.owner):
-                continue
-        elif (row.retried or row.created) >= task_lost_before():
+        if not row.is_lost(since=row.retried or row.created):
             continue
         if row.move(only_from=SnapshotCopy.ACTIVE_STATES, state=SnapshotCopy.State.FAILED,
                     failure_code="interrupted", finished=timezone.now()):

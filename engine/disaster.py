@@ -38,7 +38,7 @@ from lib import agecrypt, crypto, offsite, owners, redact
 from snapshots import storage
 from snapshots.errors import SnapshotError
 from snapshots.models import RestoreJob, Snapshot
-from workloads.jobs import acting_user, task_lost_before
+from workloads.jobs import acting_user
 from workloads.models import DeployRecord, EventLog, Project, Stage, VolumeMount, Workload
 
 logger = logging.getLogger(__name__)
@@ -352,10 +352,7 @@ def fail_lost() -> int:
     identities they kept; what one created is removed if its restore never began."""
     failed = 0
     for row in BackupRecovery.objects.filter(state__in=BackupRecovery.ACTIVE_STATES):
-        if row.owner:
-            if not owners.is_dead(row.owner):
-                continue
-        elif row.created >= task_lost_before():
+        if not row.is_lost():
             continue
         if _end(row, BackupRecovery.State.FAILED, only_from=BackupRecovery.ACTIVE_STATES,
                 failure_code="interrupted", failure_message=_INTERRUPTED):

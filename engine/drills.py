@@ -26,7 +26,6 @@ from engine import disaster, imports, queue
 from lib import owners
 from snapshots import storage
 from snapshots.errors import SnapshotError
-from workloads.jobs import task_lost_before
 from workloads.models import Workload
 
 logger = logging.getLogger(__name__)
@@ -138,10 +137,7 @@ def fail_lost() -> int:
     """Fail the drills whose worker died, or that no worker took in time."""
     failed = 0
     for row in RestoreDrill.objects.filter(state__in=RestoreDrill.ACTIVE_STATES):
-        if row.owner:
-            if not owners.is_dead(row.owner):
-                continue
-        elif row.created >= task_lost_before():
+        if not row.is_lost():
             continue
         before = row.state
         _fail(row, "interrupted", gettext_noop("The drill was interrupted (its worker "

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from lib import owners
@@ -53,6 +54,13 @@ class Job(models.Model):
     class Meta:
         abstract = True
 
+    def is_lost(self, *, since: datetime | None = None) -> bool:
+        """Whether this active row's work is gone: the process that took it died, or no
+        worker took its task by BERTH_TASK_LOST_AFTER after `since` (its creation)."""
+        if self.owner:
+            return owners.is_dead(self.owner)
+        return (since or self.created) < task_lost_before()
+
     def take(self) -> bool:
         """A worker took this row's task: record it as the owner, if nobody did before.
 
@@ -84,6 +92,29 @@ class Job(models.Model):
         for name, value in values.items():
             setattr(self, name, value)
         return True
+
+
+class RecordedFailure(models.Model):
+    """Why a job failed: a fixed code, and its message in the source language with its
+    parameters, translated when shown (`failure_text`)."""
+
+    failure_code = models.CharField(_("failure"), max_length=32, blank=True)
+    failure_message = models.TextField(blank=True)
+    failure_params = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def failure_text(self) -> str:
+        """The failure in the active language."""
+        if not self.failure_message:
+            return ""
+        text = gettext(self.failure_message)
+        try:
+            return text % self.failure_params if self.failure_params else text
+        except (KeyError, TypeError, ValueError):
+            return text
 
 
 class Progress(models.Model):
