@@ -131,19 +131,19 @@ def test_who_may_copy(snapshot, bucket, recipient, operator):
 def test_copies_show_only_to_those_who_may_see_them_and_copy_to_to_those_who_may_copy(
     snapshot, bucket, recipient, operator
 ):
-    target = s3_target(bucket, recipient, name="offsite")
+    target = s3_target(bucket, recipient, name="vault-7")
     SnapshotCopy.objects.create(snapshot=snapshot, workload=snapshot.workload, target=target,
                                 state=SnapshotCopy.State.VERIFIED)
     page = f"/workloads/{snapshot.workload_id}/"
 
     html = as_user(operator).get(page).content.decode()
-    assert "offsite" not in html and "Copy to" not in html
+    assert "vault-7" not in html and "Copy to" not in html
 
     html = as_user(copy_user("vic-copies", "view_snapshotcopy")).get(page).content.decode()
-    assert "Copy to offsite:" in html and 'class="copy-to"' not in html
+    assert "Copy to vault-7:" in html and 'class="copy-to"' not in html
 
     html = as_user(copy_user()).get(page).content.decode()
-    assert 'class="copy-to"' in html and f'<option value="{target.pk}">offsite' in html
+    assert 'class="copy-to"' in html and f'<option value="{target.pk}">vault-7' in html
 
 
 def test_an_uploading_copy_shows_its_progress_and_the_panel_polls_until_it_ends(
