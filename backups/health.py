@@ -120,12 +120,13 @@ def health_of(workloads: Sequence[Workload], *, now: datetime | None = None
         run = runs.get(workload.pk)
         last_copy = last_copies.get(workload.pk)
         enabled = policy is not None and policy.enabled
-        window = 2 * policy.interval(now) if enabled else None
+        interval = policy.readable_interval(now) if enabled else None
+        window = 2 * interval if interval is not None else None
         overdue = _overdue(workload, policy, window, scheduled.get(workload.pk), now)
         found[workload.pk] = Health(
             policy=policy, last_run=run, last_backup=backups.get(workload.pk),
             last_copy=last_copy, last_verified_copy=verified.get(workload.pk),
-            next_run=policy.following(now) if enabled else None, expected_within=window,
+            next_run=policy.upcoming(now) if enabled else None, expected_within=window,
             overdue=overdue, checked=now,
             stale=overdue or (last_copy is not None
                               and last_copy.state == SnapshotCopy.State.FAILED),

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator
 from django.db import models
@@ -29,6 +29,17 @@ from workloads.models import Project, Stage, Workload
 
 # The fields that say when runs are due: changing any of them restarts the schedule.
 SCHEDULE_FIELDS = frozenset({"every", "minute", "at", "weekday", "cron", "time_zone"})
+
+
+def _fires(expression: str) -> bool:
+    """Whether a cron expression has a next and a previous time (31 February has neither)."""
+    try:
+        probe = croniter(expression, datetime(2026, 1, 1, tzinfo=UTC))
+        probe.get_next(datetime)
+        croniter(expression, datetime(2026, 1, 1, tzinfo=UTC)).get_prev(datetime)
+    except (CroniterError, ValueError):
+        return False
+    return True
 
 
 class BackupPolicyQuerySet(models.QuerySet):
@@ -133,6 +144,9 @@ class BackupPolicy(models.Model):
                                               or not croniter.is_valid(self.cron)):
             raise ValidationError({"cron": _("Five fields: minute hour day month weekday, "
                                              "e.g. 30 2 * * 1-5.")})
+        if self.every == self.Every.CRON and not _fires(self.cron):
+            raise ValidationError({"cron": _("This expression never fires (a date that does "
+                                             "not exist, such as 31 February).")})
 
     def reschedule(self, changed: Iterable[str], *, now: datetime | None = None) -> bool:
         """Before saving an edit: restart the schedule at `now` if `changed` (the names of the
@@ -195,6 +209,16 @@ class BackupPolicy(models.Model):
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.time_zone)
 
+    def upcoming(self, moment: datetime | None = None) -> datetime | None:
+        """The first scheduled time after `moment` (now), or None when the policy is off or
+        its schedule can be read no more (a cron saved before it was checked)."""
+        if not self.enabled:
+            return None
+        try:
+            return self.following(moment or timezone.now())
+        except (CroniterError, ValueError):
+            return None
+
     def describe(self) -> str:
         return f"{self.expression()} ({self.time_zone})"
 
@@ -208,6 +232,13 @@ class BackupPolicy(models.Model):
         """The first scheduled time after `moment` (aware, UTC)."""
         local = moment.astimezone(ZoneInfo(self.time_zone))
         return croniter(self.expression(), local).get_next(datetime).astimezone(UTC)
+
+    def readable_interval(self, moment: datetime) -> timedelta | None:
+        """interval(), or None when the schedule can be read no more (see upcoming)."""
+        try:
+            return self.interval(moment)
+        except (CroniterError, ValueError):
+            return None
 
     def interval(self, moment: datetime) -> timedelta:
         """The time between the run before `moment` and the one after it."""

@@ -77,8 +77,13 @@ def run_drill(row: RestoreDrill) -> RestoreDrill:
             extracted = imports.validate(staged.path,
                                          volume_count=described.snapshot["volume_count"])
         except SnapshotError as exc:
+            # The reason quotes the archive (names an outsider may have written): the log
+            # has it; the row and the notification carry the fixed text only.
+            logger.warning("restore drill %s: the archive was refused: %s", row.pk,
+                           exc.english)
             raise disaster.RecoveryError("refused", gettext_noop(
-                "The archive was refused: %(reason)s"), reason=str(exc)) from None
+                "The safe extractor refused the archive: it is damaged or was altered (the "
+                "server log says where).")) from None
     except disaster.RecoveryError as exc:
         _fail(row, exc.code, exc.message, exc.params)
         return row

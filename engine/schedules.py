@@ -60,7 +60,7 @@ def next_run(workload: Workload, *, now: datetime | None = None) -> datetime | N
     policy = BackupPolicy.objects.for_workload(workload)
     if policy is None or not policy.enabled:
         return None
-    return policy.following(now or timezone.now())
+    return policy.upcoming(now)
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,10 @@ def missed(*, now: datetime | None = None) -> list[Workload]:
         policy = BackupPolicy.objects.for_workload(workload)
         if policy is None or not policy.enabled:
             continue
-        allowed = 2 * policy.interval(now)
+        interval = policy.readable_interval(now)
+        if interval is None:
+            continue  # a schedule that can be read no more: the policy page says so
+        allowed = 2 * interval
         since = max(policy.active_since, workload.created)
         if now - since < allowed:
             continue  # too new to have missed anything

@@ -23,8 +23,8 @@ def grant(user, *codenames: str):
     return user
 
 
-def test_it_creates_a_channel_without_echoing_its_url(api_as, operator, webhook):
-    client = api_as(grant(operator, "add_notificationchannel", "view_notificationchannel"))
+def test_it_creates_a_channel_without_echoing_its_url(api_as, admin_user, webhook):
+    client = api_as(admin_user)
     response = client.post("/api/notification-channels", {
         "name": "ops hook", "apprise_url": webhook.url, "events": ["deploy_failed"]},
         format="json")
@@ -37,8 +37,8 @@ def test_it_creates_a_channel_without_echoing_its_url(api_as, operator, webhook)
     assert_no_secret(client.get("/api/notification-channels").content.decode())
 
 
-def test_it_refuses_a_bad_url_or_event_without_echoing_it(api_as, operator):
-    client = api_as(grant(operator, "add_notificationchannel"))
+def test_it_refuses_a_bad_url_or_event_without_echoing_it(api_as, admin_user):
+    client = api_as(admin_user)
     response = client.post("/api/notification-channels", {
         "name": "x", "apprise_url": f"nosuch://{WEBHOOK_TOKEN}", "events": ["nope"]},
         format="json")
@@ -48,9 +48,9 @@ def test_it_refuses_a_bad_url_or_event_without_echoing_it(api_as, operator):
     assert not NotificationChannel.objects.exists()
 
 
-def test_an_edit_without_the_url_keeps_it(api_as, operator, webhook):
+def test_an_edit_without_the_url_keeps_it(api_as, admin_user, webhook):
     row = channel("hook", webhook.url, [Event.DEPLOY_FAILED])
-    client = api_as(grant(operator, "change_notificationchannel"))
+    client = api_as(admin_user)
     response = client.patch(f"/api/notification-channels/{row.pk}",
                             {"events": ["copy_failed", "deploy_failed"]}, format="json")
     assert response.status_code == 200, response.content
@@ -59,9 +59,26 @@ def test_an_edit_without_the_url_keeps_it(api_as, operator, webhook):
     assert row.get_apprise_url() == webhook.url
 
 
-def test_the_test_action_reaches_the_receiver(api_as, operator, webhook):
+def test_only_a_superuser_sets_or_tests_a_channel(api_as, operator, webhook):
+    # A channel's URL makes the server send requests anywhere (any host, path, header).
     row = channel("hook", webhook.url, [Event.DEPLOY_FAILED])
-    client = api_as(grant(operator, "change_notificationchannel"))
+    client = api_as(grant(operator, "add_notificationchannel", "change_notificationchannel",
+                          "view_notificationchannel"))
+    inside = "json://127.0.0.1:9/internal/api/users/1?method=DELETE"
+    assert client.post("/api/notification-channels", {
+        "name": "x", "apprise_url": inside, "events": ["deploy_failed"]},
+        format="json").status_code == 403
+    assert client.patch(f"/api/notification-channels/{row.pk}", {"apprise_url": inside},
+                        format="json").status_code == 403
+    assert client.post(f"/api/notification-channels/{row.pk}/test").status_code == 403
+    assert client.get("/api/notification-channels").status_code == 200
+    row.refresh_from_db()
+    assert row.get_apprise_url() == webhook.url and webhook.received == []
+
+
+def test_the_test_action_reaches_the_receiver(api_as, admin_user, webhook):
+    row = channel("hook", webhook.url, [Event.DEPLOY_FAILED])
+    client = api_as(admin_user)
     response = client.post(f"/api/notification-channels/{row.pk}/test")
     assert response.json() == {"ok": True, "code": "",
                                "message": "The test notification was sent."}

@@ -113,3 +113,21 @@ def test_the_api_and_the_command_drill_a_copy(api_as, copy_of, identity, operato
     out = io.StringIO()
     call_command("drill", str(row.pk), stdout=out)
     assert f"Copy #{row.pk} restores: 2 files" in out.getvalue()
+
+
+def test_a_refused_archive_is_told_in_fixed_words_never_the_archives(bucket, recipient,
+                                                                    identity, make_workload):
+    from backups.models import SnapshotCopy
+    from tests.backups.conftest import s3_target
+    from tests.backups.test_recovery import KEY, document_for, plant
+    from tests.snapshots.hostile import archive, member
+
+    lure = "URGENT re-enter your keys at https://evil.example"
+    hostile = archive(member(f"volumes/0/{lure}", typeflag=b"3"))
+    plant(bucket, KEY, hostile, document_for(hostile), recipient)
+    target = store_identity(s3_target(bucket, recipient), identity)
+    copy = SnapshotCopy.objects.create(workload=make_workload(), target=target, remote_key=KEY,
+                                       state=SnapshotCopy.State.VERIFIED)
+    drill = drilled(copy)
+    assert (drill.state, drill.failure_code) == (RestoreDrill.State.FAILED, "refused")
+    assert "evil.example" not in drill.failure_text and "evil" not in str(drill.failure_params)

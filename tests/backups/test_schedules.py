@@ -270,3 +270,30 @@ def test_the_admin_restarts_a_changed_schedule_only(client, workload):
     assert client.post(url, form | {"at": "04:00:00"}).status_code == 302
     policy.refresh_from_db()
     assert policy.active_since > timezone.now() - timedelta(minutes=1)
+
+
+@pytest.mark.parametrize("cron", ["0 0 31 2 *", "0 0 31 4,6,9,11 *"])
+def test_a_cron_that_never_fires_is_refused(workload, cron, api_as):
+    from django.contrib.auth.models import User
+
+    with pytest.raises(ValidationError) as caught:
+        BackupPolicy(workload=workload, every="cron", cron=cron).full_clean()
+    assert "never fires" in str(caught.value)
+    admin = api_as(User.objects.create_superuser("ada-admin", password="x"))
+    answer = admin.post("/api/backup-policies", {"workload": workload.pk, "every": "cron",
+                                                 "cron": cron}, format="json")
+    assert answer.status_code == 400 and "cron" in answer.json()
+    assert not BackupPolicy.objects.exists()
+
+
+def test_a_policy_keeps_its_owner(workload, api_as):
+    from django.contrib.auth.models import User
+
+    policy = policy_for(workload, every="daily")
+    admin = api_as(User.objects.create_superuser("ada-admin", password="x"))
+    answer = admin.patch(f"/api/backup-policies/{policy.pk}",
+                         {"workload": None, "project": workload.stage.project_id},
+                         format="json")
+    assert answer.status_code == 400
+    policy.refresh_from_db()
+    assert policy.workload_id == workload.pk and policy.project_id is None

@@ -124,3 +124,22 @@ def test_the_admin_refuses_a_timeout_out_of_bounds(admin_client, workload):
     assert r.status_code == 200
     workload.refresh_from_db()
     assert workload.backup_hook_timeout == 300
+
+
+def test_setting_a_hook_takes_the_permission_to_deploy(api_as, workload):
+    from django.contrib.auth.models import Permission, User
+
+    editor = User.objects.create_user("eddie-editor", password="x")
+    editor.user_permissions.add(*Permission.objects.filter(
+        content_type__app_label="workloads", codename__in=["change_workload", "view_workload"]))
+    api = api_as(editor)
+    url = f"/api/workloads/{workload.pk}"
+    refused = api.patch(url, {"pre_backup_hook": "env > /data/stolen.txt"}, format="json")
+    assert refused.status_code == 403
+    workload.refresh_from_db()
+    assert workload.pre_backup_hook == ""
+    assert api.patch(url, {"replicas": 2}, format="json").status_code == 200  # the rest: yes
+    editor.user_permissions.add(Permission.objects.get(codename="deploy_workload"))
+    editor = User.objects.get(pk=editor.pk)  # a fresh permission cache
+    answer = api_as(editor).patch(url, {"pre_backup_hook": "sync"}, format="json")
+    assert answer.status_code == 200, answer.content

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from backups.models import (
@@ -144,7 +143,7 @@ class BackupPolicyAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("next run"))
     def next_run(self, policy: BackupPolicy):
-        return policy.following(timezone.now()) if policy.enabled else None
+        return policy.upcoming()
 
     def save_model(self, request, obj, form, change) -> None:
         obj.reschedule(form.changed_data)  # a changed schedule never fires for the past

@@ -201,6 +201,10 @@ class WorkloadAdmin(admin.ModelAdmin):
         if not request.user.has_perm("workloads.use_registrycredential"):
             # A credential is sent to a registry: attaching one is its own permission.
             fields.append("registry_credential")
+        if not request.user.has_perm(Workload.HOOK_PERMISSION):
+            # A hook runs inside the containers, with their secrets: as much as a deploy.
+            fields += ["pre_backup_hook", "post_backup_hook", "backup_hook_timeout",
+                       "pre_hook_failure"]
         return fields
 
     @admin.display(description=_("source"))

@@ -90,6 +90,16 @@ class NotificationChannelViewSet(viewsets.ModelViewSet):
         "test": "alerts.change_notificationchannel",
     }
 
+    def check_permissions(self, request) -> None:
+        super().check_permissions(request)
+        # A channel's URL makes the server send requests where it says (any host, any
+        # path, headers): writing one or testing one is for superusers only.
+        if self.action in ("create", "partial_update", "test") \
+                and not request.user.is_superuser:
+            self.permission_denied(request, message=_(
+                "Only a superuser may set or test a channel: its URL makes the server send "
+                "requests anywhere."))
+
     @extend_schema(request=None, responses={200: TestSerializer})
     @action(detail=True, methods=["post"])
     def test(self, request, pk=None):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 
-from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers, viewsets
 
@@ -28,11 +27,17 @@ class BackupPolicySerializer(serializers.ModelSerializer):
         read_only_fields = ["active_since", "created"]
 
     def get_next_run(self, policy: BackupPolicy) -> str | None:
-        if not policy.enabled:
-            return None
-        return serializers.DateTimeField().to_representation(policy.following(timezone.now()))
+        upcoming = policy.upcoming()
+        return serializers.DateTimeField().to_representation(upcoming) if upcoming else None
 
     def validate(self, attrs: dict) -> dict:
+        if self.instance is not None:
+            moved = [owner for owner in ("project", "stage", "workload")
+                     if owner in attrs and attrs[owner] != getattr(self.instance, owner)]
+            if moved:  # as in the pages: a policy keeps its owner
+                raise serializers.ValidationError(
+                    dict.fromkeys(moved, [_("A policy keeps its owner: add one for the other "
+                                            "instead.")]))
         # The model says what a policy may be (one owner, a known zone, a valid cron).
         policy = copy.copy(self.instance) if self.instance else BackupPolicy()
         plain = {field: value for field, value in attrs.items() if field != "targets"}

@@ -13,6 +13,7 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from rest_framework import serializers
+from rest_framework.exceptions import PermissionDenied
 
 from lib import giturls
 from workloads.models import (
@@ -152,7 +153,20 @@ class WorkloadSerializer(serializers.ModelSerializer):
     def get_url(self, workload: Workload) -> str:
         return reverse("api:workload-detail", args=[workload.pk])
 
+    def _refuse_hooks_without_permission(self, attrs) -> None:
+        """A hook is a command run inside the workload's containers, with its secrets: setting
+        one takes the permission to deploy (what else runs code there), not only to edit."""
+        request = self.context.get("request")
+        changed = [name for name in HOOK_FIELDS if name in attrs and attrs[name] != (
+            getattr(self.instance, name) if self.instance is not None
+            else Workload._meta.get_field(name).get_default())]
+        if changed and request is not None \
+                and not request.user.has_perm(Workload.HOOK_PERMISSION):
+            raise PermissionDenied(_("Setting a backup hook needs the permission to deploy "
+                                     "workloads: a hook runs inside the containers."))
+
     def validate(self, attrs):
+        self._refuse_hooks_without_permission(attrs)
         stage = attrs.get("stage") or getattr(self.instance, "stage", None)
         slug = attrs.get("slug") or getattr(self.instance, "slug", None)
         clash = Workload.objects.filter(stage=stage, slug=slug)

@@ -65,7 +65,7 @@ def policy_list(request: HttpRequest) -> HttpResponse:
                 .prefetch_related("targets").order_by("pk"))
     now = timezone.now()
     for policy in policies:
-        policy.next_run = policy.following(now) if policy.enabled else None
+        policy.next_run = policy.upcoming(now)
     return render(request, POLICIES, {"policies": policies})
 
 

@@ -217,6 +217,8 @@ class Workload(models.Model):
     created = models.DateTimeField(_("created"), default=timezone.now)
 
     objects = WorkloadQuerySet.as_manager()
+    # Who may set a backup hook (a command run inside the containers, with their secrets).
+    HOOK_PERMISSION = "workloads.deploy_workload"
 
     class Meta:
         ordering = ["stage__project__slug", "stage__slug", "slug"]
