@@ -90,7 +90,8 @@ def _run_if_due(workload: Workload, policy: BackupPolicy, now: datetime) -> Back
         return None
     last = (workload.backup_runs.order_by("-scheduled_for")
             .values_list("scheduled_for", flat=True).first())
-    if last is not None and due <= last:
+    if last is not None and (due <= last or _wall(policy, due) == _wall(policy, last)):
+        # The second time is the same wall-clock time when the clocks went back: one run.
         return None
     late = now - due > timedelta(seconds=settings.BERTH_SCHEDULE_LATE_AFTER)
     try:
@@ -110,6 +111,11 @@ def _run_if_due(workload: Workload, policy: BackupPolicy, now: datetime) -> Back
     log("scheduled backup of workload %s for %s: %s%s", workload.pk, due.isoformat(),
         run.outcome, " (late)" if late else "")
     return run
+
+
+def _wall(policy: BackupPolicy, moment: datetime) -> datetime:
+    """The wall-clock time `moment` is in the policy's zone (without the zone)."""
+    return moment.astimezone(policy.zone).replace(tzinfo=None)
 
 
 def _missed(policy: BackupPolicy, after: datetime, due: datetime) -> int:

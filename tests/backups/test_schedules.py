@@ -297,3 +297,14 @@ def test_a_policy_keeps_its_owner(workload, api_as):
     assert answer.status_code == 400
     policy.refresh_from_db()
     assert policy.workload_id == workload.pk and policy.project_id is None
+
+
+def test_a_daily_time_the_clocks_repeat_runs_once(data_workload):
+    # 02:30 happens twice in Berlin on 25 October 2026 (00:30 and 01:30 UTC).
+    policy_for(data_workload, every="daily", at=time(2, 30), time_zone="Europe/Berlin",
+               active_since=at("2026-10-24T12:00:00"))
+    assert [r.scheduled_for for r in schedules.tick(now=at("2026-10-25T00:30:10"))] == [
+        at("2026-10-25T00:30:00")]
+    assert schedules.tick(now=at("2026-10-25T01:30:10")) == []
+    assert schedules.tick(now=at("2026-10-25T03:00:00")) == []
+    assert len(schedules.tick(now=at("2026-10-26T01:30:10"))) == 1  # the next day: CET
