@@ -1,6 +1,6 @@
 from django.urls import path
 
-from web.pages import backups, recovery, schedules, snapshots, workloads
+from web.pages import backups, notifications, recovery, schedules, snapshots, workloads
 
 urlpatterns = [
     path("", workloads.dashboard, name="dashboard"),
@@ -37,4 +37,5 @@ urlpatterns = [
     path("backups/recover/start", recovery.recover_start, name="recover-start"),
     path("backups/recover/forget", recovery.recover_forget, name="recover-forget"),
     path("backups/recoveries/<int:pk>/", recovery.recovery_detail, name="recovery-detail"),
+    path("notifications/", notifications.notification_list, name="notifications"),
 ]
