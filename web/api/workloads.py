@@ -13,7 +13,8 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
 from backups import health
-from engine import deploys
+from engine import deploys, operations
+from web.api.errors import Conflict
 from web.api.permissions import ActionPermission
 from web.api.schedules import HealthSerializer
 from web.api.workload_serializers import (
@@ -50,6 +51,9 @@ class WorkloadViewSet(viewsets.ModelViewSet):
         "rollback": "workloads.rollback_workload",
         "stats_history": "workloads.view_workload",
         "backup_health": "workloads.view_workload",
+        "start": "workloads.operate_workload",
+        "stop": "workloads.operate_workload",
+        "restart": "workloads.operate_workload",
     }
 
     def get_queryset(self):
@@ -98,6 +102,35 @@ class WorkloadViewSet(viewsets.ModelViewSet):
             workload=workload, deploy_id=payload.validated_data["deploy_id"], user=request.user
         )
         return self._accepted(record)
+
+    def _operate(self, request, action_name: str) -> Response:
+        workload = self.get_object()
+        try:
+            operations.operate(workload=workload, action=action_name, user=request.user)
+        except operations.OperationRefused as exc:
+            raise Conflict(str(exc)) from None
+        workload = self.get_queryset().get(pk=workload.pk)
+        return Response(WorkloadSerializer(workload, context={"request": request}).data)
+
+    @extend_schema(request=None, responses={200: WorkloadSerializer, 409: None})
+    @action(detail=True, methods=["post"])
+    def start(self, request, pk=None):
+        """Start the workload's containers (all replicas); 409 while a deploy, restore or
+        snapshot holds it, or before it was ever deployed. Not a deploy: no ledger row."""
+        return self._operate(request, "start")
+
+    @extend_schema(request=None, responses={200: WorkloadSerializer, 409: None})
+    @action(detail=True, methods=["post"])
+    def stop(self, request, pk=None):
+        """Stop the workload's containers; it stays stopped (a Docker or Berth restart too)
+        until started or deployed again."""
+        return self._operate(request, "stop")
+
+    @extend_schema(request=None, responses={200: WorkloadSerializer, 409: None})
+    @action(detail=True, methods=["post"])
+    def restart(self, request, pk=None):
+        """Stop and start the workload's containers."""
+        return self._operate(request, "restart")
 
     @extend_schema(responses=DeploySerializer(many=True))
     @action(detail=True, methods=["get"])

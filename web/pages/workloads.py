@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from backups import health
-from engine import deploys
+from engine import deploys, operations
 from lib import runtime
 from web.pages import charts
 from web.pages import snapshots as snapshot_views
@@ -163,6 +163,24 @@ def workload_deploy(request: HttpRequest, pk: int) -> HttpResponse:
         )
     except DeployInProgress as exc:
         error = str(exc)
+    return _after_action(request, workload, error)
+
+
+@require_POST
+@login_required
+@permission_required("workloads.operate_workload", raise_exception=True)
+def workload_operate(request: HttpRequest, pk: int, action: str) -> HttpResponse:
+    """Start, stop or restart the workload's containers (the page asked to confirm)."""
+    workload = _get_workload(pk)
+    if action not in operations.ACTIONS:
+        raise Http404
+    error = ""
+    try:
+        operations.operate(workload=workload, action=action, user=request.user)
+    except operations.OperationRefused as exc:
+        error = str(exc)
+    except runtime.EngineError:
+        error = _("The Docker engine could not do what was asked.")
     return _after_action(request, workload, error)
 
 

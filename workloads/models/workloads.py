@@ -82,6 +82,7 @@ class Workload(models.Model):
         NEW = "new", _("Never deployed")
         DEPLOYING = "deploying", _("Deploying")
         RUNNING = "running", pgettext_lazy("workload state", "Running")
+        STOPPED = "stopped", _("Stopped by an operator")
         FAILED = "failed", _("Last deploy failed")
 
     stage = models.ForeignKey(
@@ -232,6 +233,7 @@ class Workload(models.Model):
             ("rollback_workload", _("Can roll workloads back to an earlier deploy")),
             ("snapshot_workload", _("Can take, download and import snapshots of workloads")),
             ("restore_workload", _("Can restore snapshots onto workloads")),
+            ("operate_workload", _("Can start, stop and restart workloads")),
         ]
 
     def __str__(self) -> str:
@@ -459,6 +461,11 @@ class Workload(models.Model):
         self.running_reference = reference
         self.deployed_at = timezone.now()
         self.save(update_fields=["state", "running_reference", "deployed_at"])
+
+    def mark_operated(self, state: str) -> None:
+        """Running again, or stopped by an operator (only a deployed workload is either)."""
+        Workload.objects.filter(pk=self.pk).update(state=state)
+        self.state = state
 
     def mark_failed(self) -> None:
         # The previous containers keep running after a failed deploy; the
