@@ -498,6 +498,10 @@ def _stats(api, container_id: str, one_shot: bool | None) -> StatsReading | None
             raw = api.stats(container_id, stream=False, one_shot=one_shot)
         except docker.errors.NotFound:
             return None
+        except ValueError:
+            # The engine cut its answer off (JSONDecodeError): the container went away
+            # while it was read, during a restore's or a deploy's swap. Gone, not an error.
+            return None
     return parse_stats(raw)
 
 

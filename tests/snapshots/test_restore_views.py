@@ -39,7 +39,8 @@ def test_the_dialog_says_what_is_replaced_and_asks_for_the_slug(operator, snapsh
     assert "<code>/data</code>" in dialog and "<code>/config</code>" in dialog
     held = {v["target"]: v for v in snapshot.volumes}
     assert f"{held['/data']['bytes']}\xa0bytes" in dialog
-    assert "The workload stops for a moment" in dialog
+    # Never deployed: nothing stops or starts, and the dialog says so.
+    assert "has never run here" in dialog and "stops for a moment" not in dialog
     assert "kept as a pre-restore snapshot" in dialog
     assert f"<code>{workload.slug}</code>" in dialog and f'data-slug="{workload.slug}"' in dialog
     # The Restore button stays disabled until the slug is typed (the script enables it).
@@ -166,3 +167,13 @@ def test_the_admin_lists_restores_read_only(snapshotted):
     assert client.post(f"/admin/snapshots/restorejob/{job.pk}/delete/",
                        {"post": "yes"}).status_code == 403
     assert RestoreJob.objects.filter(pk=job.pk).exists()
+
+
+def test_the_dialog_of_a_running_workload_says_it_starts_again(operator, snapshotted):
+    workload, _paths, snapshot, _wanted = snapshotted
+    type(workload).objects.filter(pk=workload.pk).update(
+        running_reference="127.0.0.1:5000/berth-test/httpd@sha256:" + "0" * 64)
+    html = as_user(operator).get(f"/workloads/{workload.pk}/").content.decode()
+    dialog = re.search(rf'<dialog id="snapshot-restore-{snapshot.pk}".*?</dialog>', html,
+                       re.S).group(0)
+    assert "The workload stops for a moment" in dialog and "never run here" not in dialog

@@ -513,3 +513,18 @@ def test_make_run_starts_the_sampler_beside_the_web_server_and_the_worker():
     assert "$(MANAGE) sample_stats &" in run
     assert "trap 'kill 0'" in run
 
+
+
+def test_a_stats_answer_cut_off_is_a_container_gone_not_an_error():
+    """The engine's answer for a container removed while it was read is cut short: the docker
+    SDK raises JSONDecodeError. That container is gone; nothing is logged as a failure.
+    (A fake API object: the cut cannot be timed against a real engine.)"""
+    import json
+
+    from lib import runtime
+
+    class CutOff:
+        def stats(self, container_id, stream, one_shot):
+            raise json.JSONDecodeError("Expecting value", "", 0)
+
+    assert runtime._stats(CutOff(), "abc", True) is None
