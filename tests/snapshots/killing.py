@@ -48,3 +48,22 @@ def temporary_files() -> list[str]:
 def container_journals() -> list[str]:
     folder = container_journal.directory()
     return sorted(os.listdir(folder)) if folder.is_dir() else []
+
+
+def swept():
+    """One sweep, as the next minute's would run it, and its report (checked clean).
+
+    A killed child's PostgreSQL session (and so its advisory lock) ends a moment
+    after the process: until it has, the sweep finds the workload busy and
+    leaves it for the next sweep, which the retry here stands for.
+    """
+    from engine import sweep
+
+    deadline = time.monotonic() + 10
+    while True:
+        report = sweep.recover_all()
+        if not report.busy or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert not report.problems and not report.busy, report
+    return report

@@ -28,11 +28,11 @@ import time
 
 import pytest
 
-from engine import captures, deploys, restores, sweep
+from engine import captures, deploys, restores
 from snapshots.models import RestoreJob, Snapshot
 from tests.fixtures import forking
 from tests.snapshots.conftest import add_volume, fill
-from tests.snapshots.killing import container_journals, temporary_files
+from tests.snapshots.killing import container_journals, swept, temporary_files
 from tests.snapshots.restoring import (
     NEW,
     NEW_CONFIG,
@@ -133,8 +133,7 @@ def kill_a_sweep(rng: random.Random) -> str:
 
 def check_round(workload: Workload, paths, snapshot: Snapshot, before: list, new: list,
                 operation: str) -> None:
-    report = sweep.recover_all()
-    assert not report.problems and not report.busy, report
+    swept()
     after = trees(paths)
     allowed = [before, new] if operation == "restore" else [before]
     assert after in allowed, "a volume holds neither all-old nor all-new data"

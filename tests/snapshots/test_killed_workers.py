@@ -23,7 +23,13 @@ from snapshots.models import RestoreJob, Snapshot
 from tests.conftest import container_image_digest, dead_owner, move_current_tag
 from tests.fixtures import images
 from tests.snapshots.conftest import add_volume, fill
-from tests.snapshots.killing import container_journals, spawn, temporary_files, wait_for
+from tests.snapshots.killing import (
+    container_journals,
+    spawn,
+    swept,
+    temporary_files,
+    wait_for,
+)
 from tests.snapshots.restoring import (
     OLD,
     engine_containers,
@@ -48,20 +54,6 @@ def running(docker, current_tag, make_workload) -> tuple[Workload, DeployRecord]
     assert first.outcome == Outcome.SUCCEEDED, first.failure_code
     workload.refresh_from_db()
     return workload, first
-
-
-def swept() -> sweep.SweepReport:
-    """One sweep, as the next minute's would run it. The killed child's PostgreSQL session
-    (and so its advisory lock) ends a moment after the process: until it has, the sweep
-    finds the workload busy and leaves it for the next one, which this stands for."""
-    deadline = time.monotonic() + 10
-    while True:
-        report = sweep.recover_all()
-        if not report.busy or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert not report.problems and not report.busy, report
-    return report
 
 
 def the_one_container(workload: Workload):
