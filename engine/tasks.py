@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
+from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext_noop
 
@@ -94,50 +96,41 @@ def run_restore(job_id: int) -> None:
 
 
 def run_copy(copy_id: int) -> None:
-    # A copy changes no volume and takes no workload lock: taking the row is enough
-    # to keep a second delivery from uploading it again.
-    row = (SnapshotCopy.objects.select_related("target", "snapshot__workload__stage__project")
-           .filter(pk=copy_id).first())
-    if row is None or row.state != SnapshotCopy.State.QUEUED or not row.take():
-        return
-    try:
-        copies.copy_snapshot(row)
-    finally:
-        # Still queued and ours: it stopped before it started; failed, so it blocks nothing.
-        SnapshotCopy.objects.filter(pk=row.pk, state=SnapshotCopy.State.QUEUED,
-                                    owner=row.owner).update(
-            state=SnapshotCopy.State.FAILED, failure_code="interrupted",
-            finished=timezone.now())
+    _run_unlocked(SnapshotCopy.objects.select_related(
+        "target", "snapshot__workload__stage__project"), copy_id, copies.copy_snapshot)
 
 
 def run_recovery(recovery_id: int) -> None:
-    # The workload's lock is taken by the restore and the deploy inside; taking the row
-    # keeps a second delivery from downloading and importing it again.
-    row = (BackupRecovery.objects.select_related("target", "into__stage__project", "user")
-           .filter(pk=recovery_id).first())
-    if row is None or row.state != BackupRecovery.State.QUEUED or not row.take():
-        return
-    try:
-        disaster.run_recovery(row)
-    finally:
-        BackupRecovery.objects.filter(pk=row.pk, state=BackupRecovery.State.QUEUED,
-                                      owner=row.owner).update(
-            state=BackupRecovery.State.FAILED, failure_code="interrupted",
-            identity_encrypted="", finished=timezone.now())
+    # The restore and the deploy inside take the workload's lock themselves.
+    _run_unlocked(BackupRecovery.objects.select_related("target", "into__stage__project", "user"),
+                  recovery_id, disaster.run_recovery, identity_encrypted="")
+
+
+def run_drill(drill_id: int) -> None:
+    _run_unlocked(RestoreDrill.objects.select_related("target", "workload"), drill_id,
+                  drills.run_drill)
 
 
 def run_notification(notification_id: int) -> None:
-    # Taking the row keeps a second delivery from sending it twice.
-    row = Notification.objects.filter(pk=notification_id).first()
-    if row is None or row.state != Notification.State.QUEUED or not row.take():
+    _run_unlocked(Notification.objects.all(), notification_id, alerts.send)
+
+
+def _run_unlocked(rows: QuerySet, row_id: int, body: Callable[[Any], object],
+                  **cleared: object) -> None:
+    """The task of a row that changes no volume and takes no workload lock itself (a copy, a
+    recovery, a drill, a notification): taking the row is what keeps a second delivery from
+    running it again. A row still queued and ours afterwards stopped before it started: it
+    is failed ("interrupted", with `cleared` fields emptied), so it blocks nothing."""
+    model = rows.model
+    row = rows.filter(pk=row_id).first()
+    if row is None or row.state != model.State.QUEUED or not row.take():
         return
     try:
-        alerts.send(row)
+        body(row)
     finally:
-        Notification.objects.filter(pk=row.pk, state=Notification.State.QUEUED,
-                                    owner=row.owner).update(
-            state=Notification.State.FAILED, failure_code="interrupted",
-            finished=timezone.now())
+        model.objects.filter(pk=row.pk, state=model.State.QUEUED, owner=row.owner).update(
+            state=model.State.FAILED, failure_code="interrupted", finished=timezone.now(),
+            **cleared)
 
 
 def _run(row: DeployRecord | Snapshot | RestoreJob, body: Callable[[], object]) -> None:
@@ -185,14 +178,3 @@ def run_schedule_tick() -> None:
     drills.due()
 
 
-def run_drill(drill_id: int) -> None:
-    row = RestoreDrill.objects.select_related("target", "workload").filter(pk=drill_id).first()
-    if row is None or row.state != RestoreDrill.State.QUEUED or not row.take():
-        return
-    try:
-        drills.run_drill(row)
-    finally:
-        RestoreDrill.objects.filter(pk=row.pk, state=RestoreDrill.State.QUEUED,
-                                    owner=row.owner).update(
-            state=RestoreDrill.State.FAILED, failure_code="interrupted",
-            finished=timezone.now())

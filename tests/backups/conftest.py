@@ -149,3 +149,57 @@ def copy_of(make_workload, bucket, recipient):
     row = copied(snapshot, s3_target(bucket, recipient))
     assert row.state == row.State.VERIFIED, row.failure_code
     return row, volume
+
+
+# --- a worker killed mid-upload ------------------------------------------------------------
+
+def big_snapshot(workload, tmp_path: Path) -> Snapshot:
+    """A ready snapshot whose archive (24 MiB, incompressible) is a multipart upload."""
+    from tests.snapshots.restoring import snapshot_from_bytes
+    from tests.snapshots.trees import archive_of
+
+    volume = tmp_path / "big"
+    volume.mkdir()
+    (volume / "data.bin").write_bytes(os.urandom(24 << 20))
+    data = archive_of([volume])
+    volumes = [{"scope": "absolute", "source": "/v", "target": "/v", "bytes": len(data),
+                "files": 1}]
+    return snapshot_from_bytes(workload, data, {"volumes": volumes})
+
+
+def kill_mid_upload(row: SnapshotCopy, bucket: str) -> None:
+    """Run the copy's task in a forked worker and SIGKILL it once its multipart upload began.
+
+    Each read of the upload waits a little past the first part: a network slower than
+    this loopback, so that the kill lands mid-upload. The test must run with
+    transaction=True (the forked worker reads the rows).
+    """
+    import signal
+    import time
+
+    from tests.fixtures import forking
+
+    def worker() -> None:
+        from engine import tasks
+
+        counted = copies._Counted.read
+
+        def slow(self, amount=-1):
+            if self.size > 9 << 20:  # once the first part is on its way
+                time.sleep(0.2)
+            return counted(self, amount)
+
+        copies._Counted.read = slow
+        tasks.run_copy(row.pk)
+
+    child = forking.fork(worker)
+    try:
+        deadline = time.monotonic() + 60
+        while not s3_client().list_multipart_uploads(Bucket=bucket).get("Uploads"):
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline, "no multipart upload began"
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        child.kill()

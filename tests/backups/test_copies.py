@@ -19,7 +19,9 @@ from lib import offsite
 from snapshots import storage
 from tests.backups.conftest import (
     S3_SECRET,
+    big_snapshot,
     copied,
+    kill_mid_upload,
     objects,
     s3_client,
     s3_target,
@@ -297,50 +299,13 @@ def test_a_copy_whose_worker_died_is_failed_by_the_sweep(snapshot, bucket, recip
 def test_a_worker_killed_mid_upload_leaves_no_verified_copy_and_no_multipart_upload(
     make_workload, tmp_path, bucket, recipient
 ):
-    import signal
-    import time
-
     from engine import sweep
-    from tests.fixtures import forking
 
-    volume = tmp_path / "big"
-    volume.mkdir()
-    (volume / "data.bin").write_bytes(os.urandom(24 << 20))
-    data = archive_of([volume])
-    volumes = [{"scope": "absolute", "source": "/v", "target": "/v", "bytes": len(data),
-                "files": 1}]
-    snapshot = snapshot_from_bytes(make_workload(), data, {"volumes": volumes})
+    snapshot = big_snapshot(make_workload(), tmp_path)
     target = s3_target(bucket, recipient)
     row = SnapshotCopy.objects.create(snapshot=snapshot, workload=snapshot.workload,
                                       target=target)
-
-    def worker() -> None:
-        # A slow link (each read of the upload waits a little): stands in for a network
-        # slower than this loopback, so that the kill lands mid-upload.
-        from engine import copies as engine_copies
-        from engine import tasks
-
-        counted = engine_copies._Counted.read
-
-        def slow(self, amount=-1):
-            if self.size > 9 << 20:  # once the first part is on its way
-                time.sleep(0.2)
-            return counted(self, amount)
-
-        engine_copies._Counted.read = slow
-        tasks.run_copy(row.pk)
-
-    child = forking.fork(worker)
-    try:
-        deadline = time.monotonic() + 60
-        while not s3_client().list_multipart_uploads(Bucket=bucket).get("Uploads"):
-            assert child.poll() is None, child.communicate()
-            assert time.monotonic() < deadline, "no multipart upload began"
-            time.sleep(0.05)
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
-    finally:
-        child.kill()
+    kill_mid_upload(row, bucket)
 
     row.refresh_from_db()
     assert row.state == SnapshotCopy.State.UPLOADING  # what the killed worker left

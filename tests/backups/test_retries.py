@@ -5,7 +5,6 @@ The sweep is given its clock (`now`): no test sleeps through a backoff.
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 import pytest
@@ -13,8 +12,7 @@ from django.utils import timezone
 
 from backups.models import SnapshotCopy
 from engine import copies, copy_upkeep, sweep
-from tests.backups.conftest import objects, s3_client
-from tests.backups.test_copies import s3_target
+from tests.backups.conftest import big_snapshot, kill_mid_upload, objects, s3_client, s3_target
 from tests.snapshots.restoring import snapshot_from_bytes
 from tests.snapshots.trees import archive_of
 
@@ -119,49 +117,12 @@ def test_a_copy_queued_again_is_not_lost_for_its_old_age(snapshot, bucket, recip
 @pytest.mark.django_db(transaction=True)  # the forked worker reads the rows
 def test_a_worker_killed_mid_upload_is_retried_by_a_later_sweep(make_workload, tmp_path, bucket,
                                                                 recipient, settings):
-    import signal
-    import time
-
-    from tests.fixtures import forking
-
     settings.BERTH_COPY_RETRY_DELAY = 60
-    volume = tmp_path / "big"
-    volume.mkdir()
-    (volume / "data.bin").write_bytes(os.urandom(24 << 20))
-    data = archive_of([volume])
-    volumes = [{"scope": "absolute", "source": "/v", "target": "/v", "bytes": len(data),
-                "files": 1}]
-    snapshot = snapshot_from_bytes(make_workload(), data, {"volumes": volumes})
+    snapshot = big_snapshot(make_workload(), tmp_path)
     target = s3_target(bucket, recipient)
     row = SnapshotCopy.of(snapshot, target)
     row.save()
-
-    def worker() -> None:
-        # A slow link, so that the kill lands mid-upload (as in test_copies.py).
-        from engine import copies as engine_copies
-        from engine import tasks
-
-        counted = engine_copies._Counted.read
-
-        def slow(self, amount=-1):
-            if self.size > 9 << 20:
-                time.sleep(0.2)
-            return counted(self, amount)
-
-        engine_copies._Counted.read = slow
-        tasks.run_copy(row.pk)
-
-    child = forking.fork(worker)
-    try:
-        deadline = time.monotonic() + 60
-        while not s3_client().list_multipart_uploads(Bucket=bucket).get("Uploads"):
-            assert child.poll() is None, child.communicate()
-            assert time.monotonic() < deadline, "no multipart upload began"
-            time.sleep(0.05)
-        child.send_signal(signal.SIGKILL)
-        child.wait(timeout=30)
-    finally:
-        child.kill()
+    kill_mid_upload(row, bucket)
 
     sweep.recover_all()  # the first sweep: interrupted, and its upload aborted
 
