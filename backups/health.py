@@ -50,6 +50,7 @@ class Health:
     checked: datetime  # the clock the answer was read at
     failing: bool
     last_drill: RestoreDrill | None = None  # the newest finished restore drill
+    last_scheduled: datetime | None = None  # when the newest ready scheduled snapshot was taken
     # The newest drill failed, or none passed within twice the policy's drill interval.
     drill_stale: bool = False
 
@@ -127,7 +128,7 @@ def health_of(workloads: Sequence[Workload], *, now: datetime | None = None
             policy=policy, last_run=run, last_backup=backups.get(workload.pk),
             last_copy=last_copy, last_verified_copy=verified.get(workload.pk),
             next_run=policy.upcoming(now) if enabled else None, expected_within=window,
-            overdue=overdue, checked=now,
+            overdue=overdue, checked=now, last_scheduled=scheduled.get(workload.pk),
             stale=overdue or (last_copy is not None
                               and last_copy.state == SnapshotCopy.State.FAILED),
             failing=_run_failed(run) or _drill_failed(drills.get(workload.pk)),

@@ -24,6 +24,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_noop
 
 from alerts.outbox import notify
+from backups import health
 from backups.schedules import BackupPolicy, BackupRun
 from engine import captures
 from engine.locked import retention
@@ -130,34 +131,25 @@ def _missed(policy: BackupPolicy, after: datetime, due: datetime) -> int:
 
 
 def missed(*, now: datetime | None = None) -> list[Workload]:
-    """The dead man's switch, run by the sweep: every workload whose policy has had no
-    successful scheduled snapshot for twice its interval is told about (backup_missed)
-    once per stretch of silence. It fires even when the tick itself never ran."""
+    """The dead man's switch, run by the sweep: every workload that is overdue by its backup
+    health (no successful scheduled snapshot for twice its policy's interval, once the policy
+    has been active that long) is told about (backup_missed), once per stretch of silence.
+    It fires even when the tick itself never ran."""
     now = now or timezone.now()
+    workloads = list(Workload.objects.with_parents().order_by("pk"))
     silent = []
-    for workload in Workload.objects.with_parents().order_by("pk"):
-        policy = BackupPolicy.objects.for_workload(workload)
-        if policy is None or not policy.enabled:
-            continue
-        interval = policy.readable_interval(now)
-        if interval is None:
-            continue  # a schedule that can be read no more: the policy page says so
-        allowed = 2 * interval
-        since = max(policy.active_since, workload.created)
-        if now - since < allowed:
-            continue  # too new to have missed anything
-        last_good = (Snapshot.objects.filter(workload=workload, kind=Snapshot.Kind.SCHEDULED,
-                                             state=Snapshot.State.READY)
-                     .order_by("-created").values_list("created", flat=True).first())
-        if last_good is not None and now - last_good < allowed:
+    states = health.health_of(workloads, now=now)
+    for workload in workloads:
+        state = states[workload.pk]
+        if not state.overdue:
             continue
         silent.append(workload)
         # One notification per stretch: the key names the last good snapshot's time.
-        mark = (last_good or since).isoformat()
+        since = state.last_scheduled or max(state.policy.active_since, workload.created)
         notify("backup_missed", workload=workload, code="backup_missed",
                message=gettext_noop("No scheduled snapshot has succeeded for %(hours)d "
                                     "hours (the policy runs every %(every)s)."),
-               params={"hours": int((now - (last_good or since)).total_seconds() // 3600),
-                       "every": policy.describe()},
-               key=f"missed-{workload.pk}-{mark}")
+               params={"hours": int((now - since).total_seconds() // 3600),
+                       "every": state.policy.describe()},
+               key=f"missed-{workload.pk}-{since.isoformat()}")
     return silent
