@@ -393,7 +393,7 @@ def test_it_refuses_a_wrong_token(operator, stage):
 
 def test_it_enforces_csrf_on_session_auth(operator, stage):
     client = APIClient(enforce_csrf_checks=True)
-    assert client.login(username=operator.username, password="correct horse battery")
+    client.force_login(operator)
 
     refused = client.post("/api/workloads", payload(stage), format="json")
 
@@ -411,7 +411,7 @@ def test_it_enforces_csrf_on_session_auth(operator, stage):
 
 
 def test_it_reads_with_a_session_without_csrf(api, viewer, workload):
-    api.login(username=viewer.username, password="correct horse battery")
+    api.force_login(viewer)
 
     response = api.get(f"/api/workloads/{workload.pk}")
 
