@@ -65,6 +65,8 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # Before the CSRF check, which would read (and spool) a body of any size.
+    "web.bodies.BodyLimitMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -129,6 +131,9 @@ AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "web.logins.lockout_response"
 AXES_SENSITIVE_PARAMETERS = ["password", "csrfmiddlewaretoken"]
 AXES_VERBOSE = False
+# Largest request body outside the snapshot import, which has its own cap
+# (BERTH_SNAPSHOT_MAX_UPLOAD_BYTES): web/bodies.py.
+BERTH_MAX_BODY_BYTES = envint("BERTH_MAX_BODY_BYTES", 2 << 20, minimum=64 << 10)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
