@@ -96,9 +96,9 @@ def read(*, workload: Workload, tail: int = DEFAULT_TAIL, since: datetime | None
     """The last `tail` lines of the workload's live replicas (or of one), oldest first.
 
     `since` and `after` (a cursor: nanoseconds since the epoch) keep only the
-    lines received later; `previous` reads each replica's earlier runs (the
-    lines written before its container last started: the run that crashed,
-    or the one a restart ended); `search` keeps the lines that contain it,
+    lines received later; `previous` reads each replica's runs that have
+    ended (the lines received before its container's last run ended: after a
+    crash, the crashed run and those before it); `search` keeps the lines that contain it,
     case-insensitively, among each replica's SEARCH_SCAN newest lines.
     LogsRefused for an unknown replica; the engine's errors as they are.
     """
@@ -145,10 +145,12 @@ def _read_one(container: Container, *, tail: int, since_ns: int | None, previous
               search: str, secrets: list[str]) -> runtime.LogRead | None:
     until_ns = None
     if previous:
-        started = runtime.started_at(container.docker_id)
-        if started is None:
+        # Not "before it last started": the engine records a start after the new
+        # run may have printed its first lines.
+        ended = runtime.finished_at(container.docker_id)
+        if ended is None:
             return runtime.LogRead()
-        until_ns = _ns(started)
+        until_ns = _ns(ended) + 1000  # the engine's time has nanoseconds; ours microseconds
     if not search:
         return runtime.read_log(container.docker_id, tail=tail, since_ns=since_ns,
                                 until_ns=until_ns)

@@ -416,9 +416,22 @@ def inspect(container_id: str) -> ContainerInfo | None:
 
 def started_at(container_id: str) -> datetime | None:
     """When the container last started (UTC), or None if it never did or is gone."""
+    return _state_time(container_id, "StartedAt")
+
+
+def finished_at(container_id: str) -> datetime | None:
+    """When the container's last run ended (UTC), or None if none did or it is gone.
+
+    The engine records it once the run's output has been copied to the log,
+    so every line of that run was received before it.
+    """
+    return _state_time(container_id, "FinishedAt")
+
+
+def _state_time(container_id: str, key: str) -> datetime | None:
     with _translated(EngineError):
         try:
-            raw = _client().api.inspect_container(container_id)["State"]["StartedAt"]
+            raw = _client().api.inspect_container(container_id)["State"][key]
         except docker.errors.NotFound:
             return None
     # RFC 3339 with nanoseconds ("2026-12-06T05:09:33.123456789Z"); "0001-01-01…" if never.

@@ -6,53 +6,18 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Group
 
-from engine import deploys, logs
+from engine import logs
 from tests.fixtures import chatty
-from workloads.models import DeployRecord, EnvVar, Workload
+from tests.fixtures.chatty import WAIT_SECONDS, wait_for
+from workloads.models import Workload
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
-
-WAIT_SECONDS = 30  # generous: a poll for lines the containers print, never a speed claim
-
-
-@pytest.fixture(scope="session")
-def chatty_image(docker_engine) -> str:
-    return chatty.build_and_push()
-
-
-@pytest.fixture
-def printing(docker, chatty_image, make_workload) -> Callable[..., Workload]:
-    """A deployed workload whose containers run `script` (sh), with `secrets` as secret env."""
-
-    def deploy(script: str, *, replicas: int = 1, secrets: dict[str, str] | None = None
-               ) -> Workload:
-        workload = make_workload(image=chatty_image, replicas=replicas)
-        workload.env_vars.create(name="BERTH_TEST_SCRIPT", value=script)
-        for name, value in (secrets or {}).items():
-            env = EnvVar(workload=workload, name=name)
-            env.set_value(value, secret=True)
-            env.save()
-        record = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
-        assert record.outcome == DeployRecord.Outcome.SUCCEEDED, record.failure_code
-        workload.refresh_from_db()
-        return workload
-
-    return deploy
-
-
-def wait_for(read: Callable[[], dict], done: Callable[[dict], bool]) -> dict:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while True:
-        answer = read()
-        if done(answer) or time.monotonic() > deadline:
-            return answer
-        time.sleep(0.2)
+chatty_image, printing = chatty.chatty_image, chatty.printing
 
 
 def texts(answer: dict) -> list[str]:
