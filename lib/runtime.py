@@ -763,6 +763,12 @@ def _read_log_once(container_id: str, tail: int, since_ns: int | None, until_ns:
             )
         except docker.errors.NotFound:
             return None
+        # The SDK reads a stream without a socket timeout: an engine that stops
+        # answering midway is cut off after BERTH_DOCKER_TIMEOUT instead.
+        stalled = threading.Event()
+        timer = threading.Timer(settings.BERTH_DOCKER_TIMEOUT,
+                                lambda: (stalled.set(), stream.close()))
+        timer.start()
         try:
             for chunk in stream:
                 total += len(chunk)
@@ -784,7 +790,9 @@ def _read_log_once(container_id: str, tail: int, since_ns: int | None, until_ns:
                         read.cut = True
                     kept.append(line)
         finally:
+            timer.cancel()
             stream.close()
+    read.cut |= stalled.is_set()
     read.lines = list(kept)
     return read
 

@@ -194,3 +194,29 @@ def test_since_takes_durations_and_times():
     for bad in ("", "15", "15y", "-1h", "tomorrow"):
         with pytest.raises(logs.LogsRefused):
             logs.parse_since(bad)
+
+
+def test_the_byte_bound_still_ends_with_the_newest_lines(printing, logs_api, monkeypatch):
+    from lib import runtime
+
+    workload = printing('seq 1 5000; echo finished; sleep 3600')
+    wait_for(lambda: logs_api(workload, tail=1), lambda a: texts(a) == ["finished"])
+    monkeypatch.setattr(runtime, "LOG_READ_BYTES", 4000)  # about a hundred lines
+
+    answer = logs_api(workload, tail=1000)
+    assert answer["cut"] is True
+    assert texts(answer)[-1] == "finished"
+    assert 10 <= len(answer["lines"]) < 100
+    numbers = [int(text) for text in texts(answer)[:-1]]
+    assert numbers == list(range(numbers[0], 5001))  # the newest, none missing between
+
+
+def test_a_replica_whose_container_went_away_is_reported_gone(printing, logs_api):
+    workload = printing('echo "still here"; sleep 3600', replicas=2)
+    wait_for(lambda: logs_api(workload), lambda a: len(a["lines"]) == 2)
+    subprocess.run(["docker", "rm", "-f", workload.container_name(2)], check=True,
+                   capture_output=True)
+
+    answer = logs_api(workload)
+    assert answer["gone"] == [2]
+    assert [(line["replica"], line["text"]) for line in answer["lines"]] == [(1, "still here")]

@@ -51,6 +51,9 @@ def test_the_panel_shows_searches_follows_and_downloads_the_lines(client, operat
 
     assert line_texts(htmx_get(client, url, {"search": "error"}).content.decode()) == [
         "ERROR: disk full"]
+    previous = htmx_get(client, url, {"previous": "on", "follow": "on"}).content.decode()
+    assert line_texts(previous) == [] and "A redeploy removes the old containers" in previous
+    assert 'id="log-poller"' not in previous  # the previous run does not grow
 
     followed = htmx_get(client, url, {"follow": "on", "search": "tick"}).content.decode()
     poll = re.search(r'id="log-poller" hidden hx-get="([^"]+)"', followed).group(1)

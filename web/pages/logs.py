@@ -72,6 +72,7 @@ def _read(request: HttpRequest, pk: int, *, tail: int | None = None,
     except runtime.EngineError:
         return context, None, _("The Docker engine could not be asked for the logs.")
     context |= {"log": found, "follow": asked["follow"] and not asked["previous"],
+                "previous": asked["previous"],
                 "query": form.query(), "follow_query": form.query(after=found.cursor)}
     return context, found, ""
 
