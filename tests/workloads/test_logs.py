@@ -164,6 +164,7 @@ def test_bad_parameters_are_refused_with_a_reason(api_as, operator, workload):
         assert response.status_code == 400, (params, response.content)
         assert field in response.json(), response.json()
     assert "30s, 15m, 2h, 7d" in api.get(url, {"since": "soon"}).json()["since"][0]
+    assert api.get(url, {"since": "", "search": ""}).status_code == 200  # empty: no filter
 
 
 def test_only_view_logs_may_read_them(api, api_as, operator, viewer, outsider, workload):

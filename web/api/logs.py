@@ -20,13 +20,13 @@ class LogQuerySerializer(serializers.Serializer):
     """What a logs request may ask; the bounds are engine/logs.py's."""
 
     tail = serializers.IntegerField(min_value=1, required=False)
-    since = serializers.CharField(required=False, max_length=40)
+    since = serializers.CharField(required=False, allow_blank=True, max_length=40)
     after = serializers.IntegerField(
         required=False, min_value=0,
         help_text=_("The cursor of an earlier answer: only newer lines."))
     replica = serializers.IntegerField(required=False, min_value=1)
     previous = serializers.BooleanField(default=False)
-    search = serializers.CharField(required=False, max_length=logs.MAX_SEARCH,
+    search = serializers.CharField(required=False, allow_blank=True, max_length=logs.MAX_SEARCH,
                                    trim_whitespace=False)
 
     def validate_tail(self, value: int) -> int:
@@ -37,6 +37,8 @@ class LogQuerySerializer(serializers.Serializer):
         return value
 
     def validate_since(self, value: str):
+        if not value.strip():
+            return None  # `?since=` from a form left empty: no bound
         try:
             return logs.parse_since(value)
         except logs.LogsRefused as exc:
