@@ -756,9 +756,9 @@ def _read_log_once(container_id: str, tail: int, since_ns: int | None, until_ns:
             stream = _client().api.logs(
                 container_id, stdout=True, stderr=True, timestamps=True, stream=True,
                 follow=False, tail=max(1, tail),
-                # The engine's bounds are whole seconds-with-fraction; the exact
-                # nanosecond bounds are applied to each line below.
-                since=since_ns // 1_000_000_000 if since_ns else None,
+                # Whole seconds to the engine (the SDK takes no finer, nor 0); the
+                # exact nanosecond bounds are applied to each line below.
+                since=(since_ns or 0) // 1_000_000_000 or None,
                 until=until_ns // 1_000_000_000 + 1 if until_ns else None,
             )
         except docker.errors.NotFound:
@@ -775,7 +775,8 @@ def _read_log_once(container_id: str, tail: int, since_ns: int | None, until_ns:
                 if total > LOG_READ_BYTES:
                     read.cut = read.over_bytes = True
                     break
-                for raw in chunk.splitlines():
+                # One frame is one message; a bare \r inside it is part of the line.
+                for raw in chunk.rstrip(b"\n").split(b"\n"):
                     read.scanned += 1
                     line = _log_line(raw)
                     if line is None:

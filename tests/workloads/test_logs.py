@@ -83,6 +83,7 @@ def test_since_keeps_the_lines_after_a_time(printing, logs_api):
     between = (datetime.fromisoformat(early) + timedelta(seconds=1)).isoformat()
     assert texts(logs_api(workload, since=between)) == ["late"]
     assert texts(logs_api(workload, since="1h")) == ["early", "late"]
+    assert texts(logs_api(workload, after=5)) == ["early", "late"]  # 5 ns after the epoch
 
 
 def test_search_is_case_insensitive_and_never_finds_a_secret(printing, logs_api):
