@@ -33,6 +33,7 @@ DOWNLOAD_BYTES = 8 * 1024 * 1024
 
 _RELATIVE = re.compile(r"^(\d{1,6})([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class LogsRefused(Exception):
@@ -55,7 +56,7 @@ class LogLine:
 
     @property
     def time(self) -> datetime:
-        return datetime.fromtimestamp(self.time_ns // 1000 / 1e6, tz=UTC)
+        return _EPOCH + timedelta(microseconds=self.time_ns // 1000)
 
 
 @dataclass
@@ -119,11 +120,8 @@ def read(*, workload: Workload, tail: int = DEFAULT_TAIL, since: datetime | None
             found.gone.append(container.replica)
             continue
         found.cut |= read_.cut
-        per_replica.append([
-            LogLine(time_ns=line.time_ns, replica=container.replica,
-                    text=redact.for_log(line.text, secrets) if not search else line.text)
-            for line in read_.lines
-        ])
+        per_replica.append([LogLine(time_ns=line.time_ns, replica=container.replica,
+                                    text=line.text) for line in read_.lines])
     merged = list(heapq.merge(*per_replica, key=lambda line: (line.time_ns, line.replica)))
     if len(merged) > tail:
         found.cut = True
@@ -143,6 +141,7 @@ def as_text(log: WorkloadLog) -> str:
 
 def _read_one(container: Container, *, tail: int, since_ns: int | None, previous: bool,
               search: str, secrets: list[str]) -> runtime.LogRead | None:
+    """One replica's lines, its secrets masked; None if its container is gone."""
     until_ns = None
     if previous:
         # Not "before it last started": the engine records a start after the new
@@ -151,18 +150,20 @@ def _read_one(container: Container, *, tail: int, since_ns: int | None, previous
         if ended is None:
             return runtime.LogRead()
         until_ns = _ns(ended) + 1000  # the engine's time has nanoseconds; ours microseconds
-    if not search:
-        return runtime.read_log(container.docker_id, tail=tail, since_ns=since_ns,
-                                until_ns=until_ns)
-    needle = search.casefold()
-    # Masked first: a search for a secret's value finds nothing.
-    matched = runtime.read_log(
-        container.docker_id, tail=SEARCH_SCAN, since_ns=since_ns, until_ns=until_ns,
-        keep=lambda text: needle in redact.for_log(text, secrets).casefold(), max_lines=tail)
-    if matched is not None:
-        matched.lines = [runtime.LogLine(line.time_ns, redact.for_log(line.text, secrets))
-                         for line in matched.lines]
-    return matched
+    if search:
+        needle = search.casefold()
+        # Masked first: a search for a secret's value finds nothing.
+        found = runtime.read_log(
+            container.docker_id, tail=SEARCH_SCAN, since_ns=since_ns, until_ns=until_ns,
+            keep=lambda text: needle in redact.for_log(text, secrets).casefold(),
+            max_lines=tail)
+    else:
+        found = runtime.read_log(container.docker_id, tail=tail, since_ns=since_ns,
+                                 until_ns=until_ns)
+    if found is not None:
+        found.lines = [runtime.LogLine(line.time_ns, redact.for_log(line.text, secrets))
+                       for line in found.lines]
+    return found
 
 
 def _within(lines: list[LogLine], max_bytes: int) -> list[LogLine]:
@@ -176,4 +177,4 @@ def _within(lines: list[LogLine], max_bytes: int) -> list[LogLine]:
 
 
 def _ns(moment: datetime) -> int:
-    return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
+    return (moment - _EPOCH) // timedelta(microseconds=1) * 1000
