@@ -19,6 +19,7 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -415,9 +416,22 @@ def inspect(container_id: str) -> ContainerInfo | None:
 
 def started_at(container_id: str) -> datetime | None:
     """When the container last started (UTC), or None if it never did or is gone."""
+    return _state_time(container_id, "StartedAt")
+
+
+def finished_at(container_id: str) -> datetime | None:
+    """When the container's last run ended (UTC), or None if none did or it is gone.
+
+    The engine records it once the run's output has been copied to the log,
+    so every line of that run was received before it.
+    """
+    return _state_time(container_id, "FinishedAt")
+
+
+def _state_time(container_id: str, key: str) -> datetime | None:
     with _translated(EngineError):
         try:
-            raw = _client().api.inspect_container(container_id)["State"]["StartedAt"]
+            raw = _client().api.inspect_container(container_id)["State"][key]
         except docker.errors.NotFound:
             return None
     # RFC 3339 with nanoseconds ("2026-12-06T05:09:33.123456789Z"); "0001-01-01…" if never.
@@ -679,3 +693,117 @@ def _exit_code(api, exec_id: str) -> int | None:
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.05)
+
+
+# --- reading a container's log ---------------------------------------------------------
+
+# What one read may take from the engine, whatever was asked: a web worker reads a
+# bounded answer (no `follow` stream is ever held open), and a chatty container
+# cannot make a request large.
+LOG_READ_BYTES = 4 * 1024 * 1024
+LOG_LINE_CHARS = 2000
+_STAMP = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?Z ?")
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line of a container's log: when the engine received it (ns since the epoch), its text."""
+
+    time_ns: int
+    text: str
+
+
+@dataclass
+class LogRead:
+    """What read_log() found; `cut` when a bound (bytes read or a line's length) cut it short."""
+
+    lines: list[LogLine] = field(default_factory=list)
+    cut: bool = False
+    scanned: int = 0  # lines read from the engine
+    over_bytes: bool = False  # LOG_READ_BYTES ended the read
+
+
+def read_log(container_id: str, *, tail: int, since_ns: int | None = None,
+             until_ns: int | None = None, keep: Callable[[str], bool] | None = None,
+             max_lines: int | None = None) -> LogRead | None:
+    """The last `tail` lines of a container's log (stdout and stderr), oldest first.
+
+    Only lines received after `since_ns` (exclusive) and before `until_ns`
+    (exclusive); with `keep`, only the lines it accepts, of which the last
+    `max_lines` (default `tail`) are returned: `tail` is then how many lines
+    are scanned. The engine's answer is read as a stream and never past
+    LOG_READ_BYTES; each line is cut at LOG_LINE_CHARS. None if the
+    container is gone.
+    """
+    found = _read_log_once(container_id, tail, since_ns, until_ns, keep, max_lines)
+    if found is None or not found.over_bytes or found.scanned <= 1:
+        return found
+    # The byte bound cut the answer before its newest lines: ask again for half as
+    # many lines as fitted, so that the answer ends with the newest ones.
+    again = _read_log_once(container_id, found.scanned // 2, since_ns, until_ns, keep, max_lines)
+    if again is not None:
+        again.cut = True
+    return again
+
+
+def _read_log_once(container_id: str, tail: int, since_ns: int | None, until_ns: int | None,
+                   keep: Callable[[str], bool] | None, max_lines: int | None) -> LogRead | None:
+    kept: deque[LogLine] = deque(maxlen=max_lines or tail)
+    read = LogRead()
+    total = 0
+    with _translated(EngineError):
+        try:
+            stream = _client().api.logs(
+                container_id, stdout=True, stderr=True, timestamps=True, stream=True,
+                follow=False, tail=max(1, tail),
+                # Whole seconds to the engine (the SDK takes no finer, nor 0); the
+                # exact nanosecond bounds are applied to each line below.
+                since=(since_ns or 0) // 1_000_000_000 or None,
+                until=until_ns // 1_000_000_000 + 1 if until_ns else None,
+            )
+        except docker.errors.NotFound:
+            return None
+        # The SDK reads a stream without a socket timeout: an engine that stops
+        # answering midway is cut off after BERTH_DOCKER_TIMEOUT instead.
+        stalled = threading.Event()
+        timer = threading.Timer(settings.BERTH_DOCKER_TIMEOUT,
+                                lambda: (stalled.set(), stream.close()))
+        timer.start()
+        try:
+            for chunk in stream:
+                total += len(chunk)
+                if total > LOG_READ_BYTES:
+                    read.cut = read.over_bytes = True
+                    break
+                # One frame is one message; a bare \r inside it is part of the line.
+                for raw in chunk.rstrip(b"\n").split(b"\n"):
+                    read.scanned += 1
+                    line = _log_line(raw)
+                    if line is None:
+                        continue
+                    if (since_ns and line.time_ns <= since_ns) or (
+                            until_ns and line.time_ns >= until_ns):
+                        continue
+                    if keep is not None and not keep(line.text):
+                        continue
+                    if len(line.text) > LOG_LINE_CHARS:
+                        line = LogLine(line.time_ns, line.text[:LOG_LINE_CHARS] + "…")
+                        read.cut = True
+                    kept.append(line)
+        finally:
+            timer.cancel()
+            stream.close()
+    read.cut |= stalled.is_set()
+    read.lines = list(kept)
+    return read
+
+
+def _log_line(raw: bytes) -> LogLine | None:
+    """A line as the engine sends it with timestamps=True: `2026-12-06T23:00:00.123456789Z text`."""
+    match = _STAMP.match(raw)
+    if match is None:
+        return None
+    seconds = datetime.fromisoformat(match.group(1).decode() + "+00:00").timestamp()
+    fraction = int((match.group(2) or b"0").ljust(9, b"0"))
+    text = raw[match.end():].rstrip(b"\r").decode("utf-8", "replace")
+    return LogLine(time_ns=int(seconds) * 1_000_000_000 + fraction, text=text)

@@ -1,6 +1,7 @@
+from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from web.api import workloads
+from web.api import logs, workloads
 from web.api.alerts import NotificationChannelViewSet, NotificationViewSet
 from web.api.backups import (
     BackupRecoveryViewSet,
@@ -28,4 +29,9 @@ router.register(
 )
 
 app_name = "api"
-urlpatterns = router.urls
+urlpatterns = [
+    *router.urls,
+    path("workloads/<int:pk>/logs", logs.WorkloadLogsView.as_view(), name="workload-logs"),
+    path("workloads/<int:pk>/logs/download", logs.WorkloadLogsDownloadView.as_view(),
+         name="workload-logs-download"),
+]

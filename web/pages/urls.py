@@ -1,6 +1,6 @@
 from django.urls import path
 
-from web.pages import backups, notifications, recovery, schedules, snapshots, workloads
+from web.pages import backups, logs, notifications, recovery, schedules, snapshots, workloads
 
 urlpatterns = [
     path("", workloads.dashboard, name="dashboard"),
@@ -11,6 +11,10 @@ urlpatterns = [
     *[path(f"workloads/<int:pk>/{action}", workloads.workload_operate, {"action": action},
            name=f"workload-{action}") for action in ("start", "stop", "restart")],
     path("workloads/<int:pk>/metrics", workloads.workload_metrics, name="workload-metrics"),
+    path("workloads/<int:pk>/logs", logs.workload_logs, name="workload-logs"),
+    path("workloads/<int:pk>/logs/follow", logs.workload_logs_follow, name="workload-logs-follow"),
+    path("workloads/<int:pk>/logs/download", logs.workload_logs_download,
+         name="workload-logs-download"),
     path("deploys/<int:pk>/", workloads.deploy_detail, name="deploy-detail"),
     path("deploys/<int:pk>/panel", workloads.deploy_panel, name="deploy-panel"),
     path("workloads/<int:pk>/snapshots", snapshots.snapshots_panel, name="snapshots-panel"),

@@ -234,6 +234,8 @@ class Workload(models.Model):
             ("snapshot_workload", _("Can take, download and import snapshots of workloads")),
             ("restore_workload", _("Can restore snapshots onto workloads")),
             ("operate_workload", _("Can start, stop and restart workloads")),
+            # Logs can carry secrets an application prints: viewers do not get it.
+            ("view_logs", _("Can read the logs of workloads")),
         ]
 
     def __str__(self) -> str:
