@@ -94,8 +94,8 @@ def wrap_identity(identity: x25519.Identity, passphrase: str) -> bytes:
 def unwrap_identity(sealed: bytes, passphrase: str) -> x25519.Identity:
     """The identity `wrap_identity` sealed; AgeError if the passphrase does not open it."""
     try:
-        text = pyrage.passphrase.decrypt(sealed, passphrase).decode()
-    except (pyrage.DecryptError, UnicodeDecodeError):
+        text = agestream.open_with_passphrase(sealed, passphrase).decode()
+    except (agestream.Invalid, UnicodeDecodeError):
         raise AgeError(_("The passphrase does not open the identity the target holds.")) from None
     identities = parse_identities(text)
     if len(identities) != 1:

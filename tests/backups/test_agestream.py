@@ -134,3 +134,78 @@ def test_a_header_over_the_bound_is_refused_however_it_is_read(key, sizes):
     assert sealed.index(b"\n---") > agestream.MAX_HEADER
     with pytest.raises(agestream.Invalid):
         decrypted(sealed, [key], sizes)
+
+
+# --- a small file sealed with a passphrase (a target's identity) -----------------------------
+
+PASSPHRASE = "correct horse battery staple"
+
+
+def sealed_by_hand(plain: bytes, passphrase: str, work_factor: int) -> bytes:
+    """An age file with one scrypt stanza at `work_factor`, written from the spec here:
+    pyrage picks its own work factor from how fast the machine is right now."""
+    import base64
+    import hashlib
+    import hmac
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+    def hkdf(secret, salt, info):
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(secret)
+
+    def b64(raw):
+        return base64.b64encode(raw).rstrip(b"=")
+
+    file_key, salt, nonce = os.urandom(16), os.urandom(16), os.urandom(16)
+    wrap = Scrypt(salt=b"age-encryption.org/v1/scrypt" + salt, length=32, n=1 << work_factor,
+                  r=8, p=1).derive(passphrase.encode())
+    body = ChaCha20Poly1305(wrap).encrypt(bytes(12), file_key, None)
+    covered = (b"age-encryption.org/v1\n-> scrypt " + b64(salt) + b" %d\n" % work_factor
+               + b64(body) + b"\n---")
+    mac = hmac.new(hkdf(file_key, b"", b"header"), covered, hashlib.sha256).digest()
+    payload = ChaCha20Poly1305(hkdf(file_key, nonce, b"payload")).encrypt(
+        bytes(11) + b"\x01", plain, None)
+    return covered + b" " + b64(mac) + b"\n" + nonce + payload
+
+
+def test_a_passphrase_file_pyrage_sealed_opens():
+    sealed = pyrage.passphrase.encrypt(b"the identity", PASSPHRASE)
+
+    assert agestream.open_with_passphrase(sealed, PASSPHRASE) == b"the identity"
+
+
+def test_a_passphrase_file_sealed_by_the_spec_opens_here_and_in_pyrage():
+    sealed = sealed_by_hand(b"the identity", PASSPHRASE, 15)
+
+    assert agestream.open_with_passphrase(sealed, PASSPHRASE) == b"the identity"
+    assert pyrage.passphrase.decrypt(sealed, PASSPHRASE) == b"the identity"
+
+
+def test_a_wrong_passphrase_or_an_altered_file_is_refused():
+    sealed = sealed_by_hand(b"the identity", PASSPHRASE, 12)
+    with pytest.raises(agestream.Invalid, match="passphrase does not open"):
+        agestream.open_with_passphrase(sealed, "another passphrase entirely")
+    altered = sealed[:-1] + bytes([sealed[-1] ^ 1])
+    with pytest.raises(agestream.Invalid, match="altered"):
+        agestream.open_with_passphrase(altered, PASSPHRASE)
+
+
+def test_a_passphrase_file_asking_for_more_work_than_the_cap_is_refused_unopened():
+    sealed = sealed_by_hand(b"the identity", PASSPHRASE, 12)
+    greedy = sealed.replace(b" 12\n", b" 23\n", 1)
+
+    with pytest.raises(agestream.Invalid, match="more work"):
+        agestream.open_with_passphrase(greedy, PASSPHRASE)
+    with pytest.raises(agestream.Invalid, match="more work"):
+        agestream.open_with_passphrase(sealed, PASSPHRASE, max_work_factor=11)
+
+
+def test_a_file_for_identities_is_not_opened_with_a_passphrase():
+    identity = x25519.Identity.generate()
+    sealed = pyrage.encrypt(b"data", [identity.to_public()])
+
+    with pytest.raises(agestream.Invalid, match="not sealed with a passphrase"):
+        agestream.open_with_passphrase(sealed, PASSPHRASE)
