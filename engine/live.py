@@ -86,16 +86,17 @@ class Follower:
             )
             # A row never seen ('' state) has no restart count to compare with.
             restarted_unseen = row.state != "" and state.restart_count > row.restart_count
+            if (died_unseen or restarted_unseen) and self._record_death(
+                row, exit_code=state.exit_code, oom=state.oom_killed,
+                restarted=restarted_unseen and not died_unseen,
+                restarts=state.restart_count,
+            ):
+                deaths.append(row)
             row.observe(
                 state=state.status, restart_count=state.restart_count, health=state.health,
                 since=state.since, exit_code=state.exit_code if ended else None,
                 oom_killed=state.oom_killed if ended else None,
             )
-            if (died_unseen or restarted_unseen) and self._record_death(
-                row, exit_code=state.exit_code, oom=state.oom_killed,
-                restarted=restarted_unseen and not died_unseen,
-            ):
-                deaths.append(row)
         self.cursor = started
         return deaths
 
@@ -135,9 +136,10 @@ class Follower:
             oom = row.docker_id in self.oom_seen or state.oom_killed
             self.oom_seen.discard(row.docker_id)
             code = event.exit_code if event.exit_code is not None else state.exit_code
+            # The event first: whoever sees the new state sees why it is so.
+            self._record_death(row, exit_code=code, oom=oom)
             row.observe(state=state.status, restart_count=state.restart_count,
                         health=state.health, since=state.since, exit_code=code, oom_killed=oom)
-            self._record_death(row, exit_code=code, oom=oom)
         else:
             row.observe(state=state.status, restart_count=state.restart_count,
                         health=state.health, since=state.since,
@@ -177,7 +179,7 @@ class Follower:
     # --- deaths ------------------------------------------------------------------
 
     def _record_death(self, row: Container, *, exit_code: int | None, oom: bool,
-                      restarted: bool = False) -> bool:
+                      restarted: bool = False, restarts: int = 0) -> bool:
         """An event for a container that died on its own; False when it is not one.
 
         Not one: a clean exit, or an end Berth caused (the workload is not
@@ -201,7 +203,7 @@ class Follower:
             message, params = OOM_MESSAGE, {"container": row.name}
         elif restarted:
             message, params = RESTARTED_MESSAGE, {"container": row.name,
-                                                  "restarts": row.restart_count}
+                                                  "restarts": restarts}
         else:
             message, params = EXITED_MESSAGE, {"container": row.name, "code": exit_code}
         EventLog.objects.create(workload_id=row.workload_id, level=EventLog.Level.ERROR,
