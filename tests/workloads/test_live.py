@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from django.db import connections
@@ -294,5 +295,12 @@ def test_the_command_follows_until_sigterm(docker):
     child.send_signal(signal.SIGTERM)
 
     assert child.wait(timeout=15) == 0
-    out, _err = child.communicate()
+    out, err = child.communicate()
     assert "Event follower stopped." in out
+    assert "Traceback" not in err
+
+
+def test_make_run_starts_the_follower_beside_the_sampler():
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    run = makefile.split("\nrun:", 1)[1].split("\n\n", 1)[0]
+    assert "$(MANAGE) follow_engine &" in run and "trap 'kill 0'" in run
