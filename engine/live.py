@@ -15,8 +15,8 @@ or drive its steps (`reconcile`, `follow_window`, `apply`) one at a time.
 - A stream that breaks, or stays silent past its end (a hung engine), is
   lost: the follower waits a moment, reconciles and follows again.
 
-A container that dies — it exits with a non-zero code or is killed for lack
-of memory, and Berth did not stop it (the workload runs, and no deploy,
+A container that dies — it exits with a non-zero code or runs out of
+memory, and Berth did not stop it (the workload runs, and no deploy,
 restore, capture or operator's stop holds its lock) — is an event in the
 event log, at most once a minute per container (a crash loop is one line,
 not hundreds).
@@ -44,7 +44,7 @@ RETRY_SECONDS = 2.0
 DEATH_QUIET = timedelta(seconds=60)
 
 EXITED_MESSAGE = gettext_noop("Container %(container)s exited with code %(code)s.")
-OOM_MESSAGE = gettext_noop("Container %(container)s was killed: out of memory.")
+OOM_MESSAGE = gettext_noop("Container %(container)s ran out of memory.")
 RESTARTED_MESSAGE = gettext_noop(
     "Container %(container)s died and the engine restarted it (%(restarts)s restarts so far)."
 )
@@ -124,7 +124,10 @@ class Follower:
             self.oom_seen.discard(event.container_id)
             return None
         if event.action == "oom":
+            # Before its `die`, if the OOM killer took the container's main
+            # process; alone, if it took another one and the container runs on.
             self.oom_seen.add(row.docker_id)
+            self._record_death(row, exit_code=None, oom=True)
         state = runtime.inspect_state(row.docker_id)
         if state is None or event.action == "destroy":
             _mark_removed(row)

@@ -23,21 +23,24 @@ pytestmark = [pytest.mark.django_db(transaction=True)]  # the follower's thread 
 # The test images built here from the local busybox, in this run's own repositories.
 CRASH = f"{images.REGISTRY}/berth-test/{images.CURRENT_TAG}/crash:v1"
 OOM = f"{images.REGISTRY}/berth-test/{images.CURRENT_TAG}/oom:v1"
+SICK = f"{images.REGISTRY}/berth-test/{images.CURRENT_TAG}/sick:v1"
 # Long enough for the deploy to finish (its start check needs a running container).
 RUNS_FOR = 2
 DOCKERFILES = {
-    CRASH: f'CMD ["sh", "-c", "sleep {RUNS_FOR}; echo crashing; exit 3"]',
+    CRASH: f'FROM {images.BUSYBOX}\nCMD ["sh", "-c", "sleep {RUNS_FOR}; echo crashing; exit 3"]',
     # `tail` keeps every byte of an endless line: it outgrows any memory limit.
-    OOM: f'CMD ["sh", "-c", "sleep {RUNS_FOR}; tail /dev/zero"]',
+    OOM: f'FROM {images.BUSYBOX}\nCMD ["sh", "-c", "sleep {RUNS_FOR}; tail /dev/zero"]',
+    # Serves, and fails its health check from the first probe on.
+    SICK: f"FROM {images.HTTPD_V1}\nHEALTHCHECK --interval=1s --timeout=1s --retries=1 CMD false",
 }
 WITHIN = 2.0  # seconds from an event to the API showing it
 
 
 @pytest.fixture(scope="module")
 def test_images(docker_engine) -> None:
-    for name, cmd in DOCKERFILES.items():
-        dockerfile = f"FROM {images.BUSYBOX}\n{cmd}\n"
-        subprocess.run(["docker", "build", "-q", "-t", name, "-"], input=dockerfile, text=True,
+    for name, dockerfile in DOCKERFILES.items():
+        subprocess.run(["docker", "build", "-q", "-t", name, "-"], input=dockerfile + "\n",
+                       text=True,
                        check=True, capture_output=True, env={"DOCKER_BUILDKIT": "0",
                                                              "PATH": "/usr/bin:/bin"})
         subprocess.run(["docker", "push", name], check=True, capture_output=True)
@@ -174,7 +177,7 @@ def test_it_shows_a_container_killed_for_lack_of_memory(
     [container] = containers_in_api(api, workload)
     assert container["oom_killed"] is True and container["exit_code"] == 137
     assert deaths(workload) == [
-        f"Container {workload.container_name(1)} was killed: out of memory."]
+        f"Container {workload.container_name(1)} ran out of memory."]
 
 
 def test_it_shows_a_crash_loop_as_restarting_with_its_exit_code(
@@ -194,6 +197,20 @@ def test_it_shows_a_crash_loop_as_restarting_with_its_exit_code(
                     timeout=2 * RUNS_FOR + WITHIN)
     assert live_in_api(api, workload)["state"] == "restarting"
     assert deaths(workload) == [f"Container {workload.container_name(1)} exited with code 3."]
+
+
+def test_it_shows_a_failing_health_check_as_unhealthy(
+    follower, test_images, make_workload, api_as, viewer
+):
+    workload = deployed(make_workload, image=SICK)
+    api = api_as(viewer)
+
+    # The first probe runs a second after the start, and fails.
+    assert wait_for(lambda: live_in_api(api, workload)["state"] == "unhealthy",
+                    timeout=1 + WITHIN + 1)
+    [container] = containers_in_api(api, workload)
+    assert (container["state"], container["health"]) == ("running", "unhealthy")
+    assert deaths(workload) == []  # it runs: not a death
 
 
 # --- what Berth does itself -----------------------------------------------------------
