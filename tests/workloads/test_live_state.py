@@ -172,3 +172,23 @@ def test_the_api_shows_the_live_state_of_a_workload_and_its_containers(api_as, v
     [container] = api.get(f"/api/workloads/{exited.pk}/containers").json()["results"]
     assert (container["state"], container["exit_code"], container["health"]) == (
         "exited", 3, "")
+
+
+# --- the memory limit ---------------------------------------------------------------------
+
+def test_the_api_sets_a_memory_limit_and_refuses_one_too_small(api_as, operator, workload):
+    api = api_as(operator)
+    url = f"/api/workloads/{workload.pk}"
+
+    refused = api.patch(url, {"memory_limit_mib": 2}, format="json")
+
+    assert refused.status_code == 400
+    assert "memory_limit_mib" in refused.json()
+    workload.refresh_from_db()
+    assert workload.memory_limit_mib is None  # nothing changed
+
+    assert api.patch(url, {"memory_limit_mib": 64}, format="json").status_code == 200
+    workload.refresh_from_db()
+    assert workload.memory_limit_mib == 64
+    assert api.patch(url, {"memory_limit_mib": None}, format="json").json()[
+        "memory_limit_mib"] is None
