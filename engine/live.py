@@ -74,7 +74,7 @@ class Follower:
         started = time.time_ns()
         sampler.Sampler().reconcile()
         deaths = []
-        for row in Container.objects.live().select_related("workload"):
+        for row in Container.objects.live():
             state = runtime.inspect_state(row.docker_id)
             if state is None:
                 _mark_removed(row)
@@ -118,8 +118,7 @@ class Follower:
         A deploy's new containers are indexed when it finishes (they run
         then); one the index lacks otherwise is picked up by a reconcile.
         """
-        row = (Container.objects.live().select_related("workload")
-               .filter(docker_id=event.container_id).first())
+        row = Container.objects.live().filter(docker_id=event.container_id).first()
         if row is None:
             self.oom_seen.discard(event.container_id)
             return None
