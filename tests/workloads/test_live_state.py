@@ -3,6 +3,10 @@ polled fragments that show it (no engine needed: the rows are written here)."""
 
 from __future__ import annotations
 
+import http.server
+import socketserver
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -192,3 +196,64 @@ def test_the_api_sets_a_memory_limit_and_refuses_one_too_small(api_as, operator,
     assert workload.memory_limit_mib == 64
     assert api.patch(url, {"memory_limit_mib": None}, format="json").json()[
         "memory_limit_mib"] is None
+
+
+# --- a hung engine ---------------------------------------------------------------------------
+
+class _HungEngine(http.server.BaseHTTPRequestHandler):
+    """Answers the client's version question, then opens every event stream and says nothing."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+        if self.path.endswith("/version"):
+            body = b'{"ApiVersion": "1.41", "Version": "20.10.24"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.wfile.flush()
+        self.server.hang.wait(30)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+def test_an_event_stream_that_stays_silent_past_its_window_counts_as_lost(
+    tmp_path, monkeypatch
+):
+    server = _UnixServer(str(tmp_path / "docker.sock"), _HungEngine)
+    server.hang = threading.Event()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'docker.sock'}")
+    monkeypatch.setattr(runtime, "EVENTS_GRACE_SECONDS", 0.5)
+    raised: list[BaseException] = []
+
+    def read() -> None:
+        now = time.time_ns()
+        try:
+            list(runtime.events(since_nano=now, until_nano=now + 500_000_000))
+        except runtime.EngineError as exc:
+            raised.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    try:
+        reader.start()
+        reader.join(30)  # generous: the read times out a second after it starts
+        assert not reader.is_alive(), "the reader still waits on a silent engine"
+        assert [type(exc) for exc in raised] == [runtime.EngineUnreachable]
+        assert "timed out" in raised[0].raw.lower(), raised[0].raw  # not refused: it waited
+    finally:
+        server.hang.set()
+        server.shutdown()
+        server.server_close()
