@@ -97,6 +97,8 @@ class ContainerSpec:
     ports: dict[str, tuple[str, int]] = field(default_factory=dict)
     # {host_path: {"bind": target, "mode": "rw"}}
     binds: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Bytes of memory, swap included (no swap beyond it); None: no limit.
+    memory_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -354,6 +356,8 @@ def create(spec: ContainerSpec) -> str:
             volumes=spec.binds,
             restart_policy={"Name": "unless-stopped"},
             detach=True,
+            **({"mem_limit": spec.memory_limit, "memswap_limit": spec.memory_limit}
+               if spec.memory_limit else {}),
         )
     return container.id
 
@@ -434,12 +438,7 @@ def _state_time(container_id: str, key: str) -> datetime | None:
             raw = _client().api.inspect_container(container_id)["State"][key]
         except docker.errors.NotFound:
             return None
-    # RFC 3339 with nanoseconds ("2026-12-06T05:09:33.123456789Z"); "0001-01-01…" if never.
-    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,6})\d*)?Z$", raw or "")
-    if match is None or raw.startswith("0001-"):
-        return None
-    fraction = (match.group(2) or "0").ljust(6, "0")
-    return datetime.fromisoformat(f"{match.group(1)}.{fraction}+00:00")
+    return _engine_time(raw)
 
 
 def list_instance_containers() -> list[ContainerInfo]:
@@ -463,6 +462,150 @@ def list_instance_containers() -> list[ContainerInfo]:
         )
         for c in found
     ]
+
+
+# --- live state: inspect and the event stream --------------------------------------------
+
+# The container events that change what Berth shows of a container.
+EVENT_ACTIONS = ("start", "die", "oom", "stop", "destroy", "restart", "health_status")
+# How long past a window's end the event stream may stay silent before it counts as lost.
+EVENTS_GRACE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """What the engine says of a container now (one inspect).
+
+    `exit_code` and `oom_killed` describe how it last ended while it is not
+    running (the engine resets them when it starts again); `since` is when it
+    started if it runs, else when it ended (else when it was created).
+    """
+
+    id: str
+    name: str
+    labels: dict[str, str]
+    status: str
+    exit_code: int | None
+    oom_killed: bool
+    restart_count: int
+    health: str
+    since: datetime | None
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    """One container event: `action` without its detail ("health_status", not
+    "health_status: healthy"), `detail` the rest, the engine's time in nanoseconds."""
+
+    action: str
+    detail: str
+    container_id: str
+    time_nano: int
+    attributes: dict[str, str]
+
+    @property
+    def exit_code(self) -> int | None:
+        try:
+            return int(self.attributes.get("exitCode", ""))
+        except ValueError:
+            return None
+
+
+def _engine_time(raw: str | None) -> datetime | None:
+    """An engine timestamp (RFC 3339 with nanoseconds) in UTC; None for its zero time."""
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,6})\d*)?Z$", raw or "")
+    if match is None or raw.startswith("0001-"):
+        return None
+    fraction = (match.group(2) or "0").ljust(6, "0")
+    return datetime.fromisoformat(f"{match.group(1)}.{fraction}+00:00")
+
+
+def inspect_state(container_id: str) -> ContainerState | None:
+    """The container's state now; None if the engine no longer has it."""
+    with _translated(EngineError):
+        try:
+            raw = _client().api.inspect_container(container_id)
+        except docker.errors.NotFound:
+            return None
+    return parse_state(raw)
+
+
+def parse_state(raw: dict) -> ContainerState:
+    """A ContainerState from the engine's inspect JSON."""
+    state = raw.get("State") or {}
+    status = state.get("Status", "")
+    running = status == "running"
+    if running:
+        since = _engine_time(state.get("StartedAt"))
+    else:
+        since = _engine_time(state.get("FinishedAt")) or _engine_time(raw.get("Created"))
+    return ContainerState(
+        id=raw.get("Id", ""),
+        name=(raw.get("Name") or "/").lstrip("/"),
+        labels=dict((raw.get("Config") or {}).get("Labels") or {}),
+        status=status,
+        exit_code=None if running else state.get("ExitCode"),
+        oom_killed=not running and bool(state.get("OOMKilled")),
+        restart_count=int(raw.get("RestartCount") or 0),
+        health=((state.get("Health") or {}).get("Status") or "").replace("none", ""),
+        since=since,
+    )
+
+
+def _nano_param(nanoseconds: int) -> str:
+    # The engine reads `since` and `until` as seconds with up to nine decimals.
+    return f"{nanoseconds // 1_000_000_000}.{nanoseconds % 1_000_000_000:09d}"
+
+
+def events(*, since_nano: int, until_nano: int) -> Iterator[EngineEvent]:
+    """This installation's container events from `since_nano` to `until_nano`, then the end.
+
+    Times are nanoseconds since the epoch. The engine replays what it still
+    holds from before now and streams the rest as it happens, and closes the
+    stream at `until_nano`: a reader that calls this for one window after the
+    other (the next `since` one nanosecond after the last `until`) misses and
+    repeats nothing while the engine keeps its events. Raises
+    EngineUnreachable when the stream cannot be opened, breaks, or stays
+    silent past its end by EVENTS_GRACE_SECONDS (an engine that hangs): the
+    caller reconnects and reconciles.
+    """
+    api = _client().api
+    filters = {"type": ["container"], "label": [instance_label()], "event": list(EVENT_ACTIONS)}
+    params = {"since": _nano_param(since_nano), "until": _nano_param(until_nano),
+              "filters": docker.utils.convert_filters(filters)}
+    read_timeout = max(0.0, (until_nano - time.time_ns()) / 1e9) + EVENTS_GRACE_SECONDS
+    try:
+        # What APIClient.events() does, but with a read timeout (it passes
+        # timeout=None, and a silent, hung engine would block forever).
+        response = api._get(api._url("/events"), params=params, stream=True,
+                            timeout=(settings.BERTH_DOCKER_TIMEOUT, read_timeout))
+        api._raise_for_status(response)
+        try:
+            for raw in api._stream_helper(response, decode=True):
+                event = _event(raw)
+                if event is not None:
+                    yield event
+        finally:
+            response.close()
+    except docker.errors.APIError as exc:
+        raise EngineError(str(exc.explanation or exc.status_code)) from None
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError,
+            ValueError) as exc:
+        _forget_client()
+        raise EngineUnreachable(f"the event stream broke: {exc}") from None
+    if time.time_ns() < until_nano:
+        raise EngineUnreachable("the engine closed the event stream early")
+
+
+def _event(raw: dict) -> EngineEvent | None:
+    actor = raw.get("Actor") or {}
+    action, _, detail = (raw.get("Action") or raw.get("status") or "").partition(":")
+    container_id = actor.get("ID") or raw.get("id") or ""
+    if not container_id or action not in EVENT_ACTIONS:
+        return None
+    time_nano = int(raw.get("timeNano") or int(raw.get("time") or 0) * 1_000_000_000)
+    return EngineEvent(action=action, detail=detail.strip(), container_id=container_id,
+                       time_nano=time_nano, attributes=dict(actor.get("Attributes") or {}))
 
 
 def read_stats(container_ids: list[str], *, workers: int) -> StatsBatch:

@@ -189,6 +189,8 @@ def _specs(workload: Workload, pinned: str, record: DeployRecord) -> list[runtim
             environment=environment,
             ports=ports,
             binds=binds,
+            memory_limit=(workload.memory_limit_mib * 1024 * 1024
+                          if workload.memory_limit_mib else None),
         )
         for n in range(1, workload.replicas + 1)
     ]

@@ -12,6 +12,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.urls import reverse
 from django.utils.translation import gettext as _
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied
 
@@ -26,6 +27,7 @@ from workloads.models import (
     Stage,
     VolumeMount,
     Workload,
+    live_summary,
 )
 
 
@@ -108,6 +110,20 @@ SOURCE_FIELDS = (
 HOOK_FIELDS = ("pre_backup_hook", "post_backup_hook", "backup_hook_timeout", "pre_hook_failure")
 
 
+class LiveStateSerializer(serializers.Serializer):
+    """A workload's live state, derived from its containers (docs/concepts.md, "Live state")."""
+
+    state = serializers.CharField()
+    label = serializers.CharField()
+    detail = serializers.CharField()
+    replicas = serializers.IntegerField()
+    up = serializers.IntegerField()
+    exit_code = serializers.IntegerField(allow_null=True)
+    oom_killed = serializers.BooleanField()
+    restart_count = serializers.IntegerField()
+    since = serializers.DateTimeField(allow_null=True)
+
+
 class WorkloadSerializer(serializers.ModelSerializer):
     stage = serializers.PrimaryKeyRelatedField(queryset=Stage.objects.select_related("project"))
     # The repository credential is write-only: accepted here (or inside
@@ -133,6 +149,7 @@ class WorkloadSerializer(serializers.ModelSerializer):
     project_slug = serializers.CharField(source="stage.project.slug", read_only=True)
     stage_slug = serializers.CharField(source="stage.slug", read_only=True)
     url = serializers.SerializerMethodField()
+    live = serializers.SerializerMethodField()
 
     class Meta:
         model = Workload
@@ -143,7 +160,7 @@ class WorkloadSerializer(serializers.ModelSerializer):
             "git_username", "git_password", "has_git_credential", "repository_web_url",
             "replicas", "state", "running_reference", "running_commit", "running_commit_url",
             "deployed_at", "created", "snapshot_consistency", "auto_backup_before_deploy",
-            *HOOK_FIELDS, "volumes", "env", "ports",
+            *HOOK_FIELDS, "volumes", "env", "ports", "memory_limit_mib", "live",
         ]
         read_only_fields = ["id", "state", "running_reference", "deployed_at", "created"]
         # validate() checks the slug within its stage, so the error names the
@@ -152,6 +169,10 @@ class WorkloadSerializer(serializers.ModelSerializer):
 
     def get_url(self, workload: Workload) -> str:
         return reverse("api:workload-detail", args=[workload.pk])
+
+    @extend_schema_field(LiveStateSerializer)
+    def get_live(self, workload: Workload) -> dict:
+        return LiveStateSerializer(live_summary(workload)).data
 
     def _refuse_hooks_without_permission(self, attrs) -> None:
         """A hook is a command run inside the workload's containers, with its secrets: setting
@@ -362,7 +383,11 @@ class WorkloadSerializer(serializers.ModelSerializer):
 class ContainerSerializer(serializers.ModelSerializer):
     class Meta:
         model = Container
-        fields = ["id", "docker_id", "name", "replica", "image_reference", "created", "removed"]
+        fields = [
+            "id", "docker_id", "name", "replica", "image_reference", "created", "removed",
+            "state", "exit_code", "oom_killed", "restart_count", "health", "state_since",
+        ]
+
 
 
 class DeploySerializer(serializers.ModelSerializer):

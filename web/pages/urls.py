@@ -4,6 +4,8 @@ from web.pages import backups, logs, notifications, recovery, schedules, snapsho
 
 urlpatterns = [
     path("", workloads.dashboard, name="dashboard"),
+    path("live", workloads.dashboard_live, name="dashboard-live"),
+    path("workloads/<int:pk>/live", workloads.workload_live, name="workload-live"),
     path("workloads/<int:pk>/", workloads.workload_detail, name="workload-detail"),
     path("workloads/<int:pk>/state", workloads.workload_state, name="workload-state"),
     path("workloads/<int:pk>/deploy", workloads.workload_deploy, name="workload-deploy"),

@@ -153,6 +153,16 @@ class Workload(models.Model):
     replicas = models.PositiveSmallIntegerField(
         _("replicas"), default=1, validators=[MinValueValidator(1), MaxValueValidator(20)]
     )
+    memory_limit_mib = models.PositiveIntegerField(
+        _("memory limit (MiB)"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(6), MaxValueValidator(1024 * 1024)],
+        help_text=_(
+            "Each container's memory, swap included; a container that needs more is killed "
+            "(out of memory). Empty: no limit. Applies from the next deploy."
+        ),
+    )
     state = models.CharField(
         _("state"), max_length=12, choices=State, default=State.NEW, editable=False
     )
