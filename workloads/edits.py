@@ -13,10 +13,18 @@ from functools import reduce
 from operator import or_
 
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import Q
 from django.utils.translation import gettext as _
 
-from workloads.models import PortMapping, RegistryCredential, VolumeMount, Workload
+from workloads.models import (
+    PortMapping,
+    Project,
+    RegistryCredential,
+    Stage,
+    VolumeMount,
+    Workload,
+)
 
 CREDENTIAL_PERMISSION = "workloads.use_registrycredential"
 
@@ -80,3 +88,30 @@ def check_parts(workload: Workload, *, ports: list[PortMapping], volumes: list[V
     check_volumes(workload, volumes)
     check_unique(env_names, key="name", field="env")
     check_host_ports(workload, ports)
+
+
+class StillInUse(Exception):
+    """A project or stage that still has workloads: removing it would orphan their containers."""
+
+
+def delete_project(project: Project) -> None:
+    """Delete an empty project (its stages with it); StillInUse while it has workloads."""
+    with transaction.atomic():
+        # Locks the row, so that on PostgreSQL a workload created meanwhile
+        # (whose insert locks its stage, then its project, for key share) waits.
+        Project.objects.select_for_update().get(pk=project.pk)
+        Stage.objects.select_for_update().filter(project=project).count()
+        if Workload.objects.filter(stage__project=project).exists():
+            raise StillInUse(_("Project %(slug)s still has workloads: delete them first.")
+                             % {"slug": project.slug})
+        project.delete()
+
+
+def delete_stage(stage: Stage) -> None:
+    """Delete an empty stage; StillInUse while it has workloads."""
+    with transaction.atomic():
+        Stage.objects.select_for_update().get(pk=stage.pk)
+        if Workload.objects.filter(stage=stage).exists():
+            raise StillInUse(_("Stage %(stage)s still has workloads: delete them first.")
+                             % {"stage": stage})
+        stage.delete()
