@@ -266,3 +266,26 @@ def test_the_dashboard_and_the_workload_page_link_to_editing(client, operator, v
     assert f'href="/workloads/{workload.pk}/edit"' in page
     assert f'href="/workloads/{workload.pk}/delete"' in page
     assert f'href="/workloads/{workload.pk}/edit"' not in viewer_page
+
+
+def test_a_credential_pasted_into_a_git_url_is_stored_write_only(client, operator, stage):
+    data = workload_post(stage, source_kind="git", image="",
+                         git_url="https://deploy:tok3n-in-url-8a1@git.example.com/team/app.git",
+                         git_ref="main", build_args="")
+    client = logged_in(client, operator)
+
+    response = client.post("/workloads/add", data)
+
+    assert response.status_code == 302
+    workload = Workload.objects.get(stage=stage, slug="web")
+    assert workload.git_url == "https://git.example.com/team/app.git"
+    assert workload.get_git_credential() == ("deploy", "tok3n-in-url-8a1")
+    assert workload.build_args == {}
+    for url in (f"/workloads/{workload.pk}/edit", f"/workloads/{workload.pk}/"):
+        assert "tok3n-in-url-8a1" not in client.get(url).content.decode()
+
+
+def test_the_form_says_when_there_is_no_stage_yet(client, operator, db):
+    html = logged_in(client, operator).get("/workloads/add").content.decode()
+
+    assert "there is none yet" in html and 'href="/projects/add"' in html

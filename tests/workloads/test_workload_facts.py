@@ -112,3 +112,17 @@ def test_the_admin_links_to_the_pages(client, workload, django_user_model):
         shortcut = client.get(html.split('class="viewsitelink">')[0].rsplit('href="', 1)[1]
                               .split('"')[0])
         assert shortcut.status_code == 302 and shortcut["Location"].endswith(page)
+
+
+def test_it_says_when_the_configured_git_ref_differs(client, viewer, workload):
+    workload.source_kind, workload.git_url = "git", "https://git.example.com/team/app.git"
+    workload.git_ref = "release"
+    workload.save()
+    DeployRecord.objects.create(workload=workload, reason="manual", source_kind="git",
+                                requested_reference="main", pinned_reference="c" * 40,
+                                outcome="succeeded")
+    client.force_login(viewer)
+
+    html = client.get(f"/workloads/{workload.pk}/").content.decode()
+
+    assert "Running main, configured release: the next deploy runs release." in html

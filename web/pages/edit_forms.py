@@ -51,6 +51,10 @@ class WorkloadPageForm(WorkloadForm):
         self.fields["stage"].queryset = Stage.objects.select_related("project")
         self.fields["build_args"].required = False
 
+    def clean_build_args(self):
+        # An emptied field means no build arguments, as in the API (never a NULL).
+        return self.cleaned_data.get("build_args") or {}
+
     def clean_registry_credential(self):
         new = self.cleaned_data.get("registry_credential")
         current = self.instance.registry_credential if self.instance.registry_credential_id \
