@@ -289,3 +289,14 @@ def test_the_form_says_when_there_is_no_stage_yet(client, operator, db):
     html = logged_in(client, operator).get("/workloads/add").content.decode()
 
     assert "there is none yet" in html and 'href="/projects/add"' in html
+
+
+def test_a_busy_workload_is_not_deleted(client, operator, workload):
+    DeployRecord.objects.create(workload=workload, reason="manual", source_kind="image")
+
+    response = logged_in(client, operator).post(f"/workloads/{workload.pk}/delete",
+                                                {"confirm": workload.slug})
+
+    assert response.status_code == 409
+    assert "busy with a deploy or restore" in response.content.decode()
+    assert Workload.objects.filter(pk=workload.pk).exists()

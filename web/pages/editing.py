@@ -30,6 +30,10 @@ WORKLOAD_FORM = "workloads/workload_form.html"
 CONFIRM = "workloads/confirm_delete.html"
 
 
+class WorkloadBusy(Exception):
+    """A deploy, restore or snapshot of the workload is queued or running."""
+
+
 class TypedConfirmationForm(forms.Form):
     """Deleting needs the thing's slug typed in: a click alone is too easy."""
 
@@ -138,6 +142,11 @@ def workload_delete(request: HttpRequest, pk: int) -> HttpResponse:
     workload = get_object_or_404(Workload.objects.with_parents(), pk=pk)
 
     def remove() -> None:
+        # The engine would wait for the lock (up to BERTH_DEPLOY_LOCK_TIMEOUT) behind a
+        # deploy, restore or snapshot; a page answers at once instead.
+        if (workload.deploys.active().exists() or workload.restores.active().exists()
+                or workload.snapshots.active().exists()):
+            raise WorkloadBusy
         deploys.remove_workload(workload=workload)
 
     return _delete(request, workload, workload.slug, remove, _(
@@ -175,7 +184,7 @@ def _delete(request: HttpRequest, thing, slug: str, remove, consequence: str, *,
             remove()
         except edits.StillInUse as exc:
             error = str(exc)
-        except LockTimeout:
+        except (LockTimeout, WorkloadBusy):
             error = _("The workload is busy with a deploy or restore; retry later.")
         except runtime.EngineError:
             error = _("The Docker engine could not remove the containers; nothing was deleted.")
