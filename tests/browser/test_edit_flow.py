@@ -77,9 +77,10 @@ def test_it_runs_a_workload_from_the_pages_alone(page: Page, docker, operator):
 
     page.get_by_role("link", name="Edit").click()
     page.locator('input[name="env-0-value"]').fill("bonjour")
-    page.locator('input[name="env-1-name"]').fill("API_KEY")
-    page.locator('input[name="env-1-value"]').fill("s3cret-in-browser")
-    page.locator('input[name="env-1-is_secret"]').check()
+    page.locator('fieldset[data-part="env"]').get_by_role("button", name="Add a row").click()
+    page.locator('input[name="env-2-name"]').fill("API_KEY")
+    page.locator('input[name="env-2-value"]').fill("s3cret-in-browser")
+    page.locator('input[name="env-2-is_secret"]').check()
     page.get_by_role("button", name="Save").click()
     expect(page.locator('#configuration tr[data-env="GREETING"]')).to_contain_text("bonjour")
     expect(page.locator('#configuration tr[data-env="API_KEY"]')).to_contain_text("secret, set")

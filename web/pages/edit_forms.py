@@ -17,8 +17,8 @@ from web.admin.forms import EnvVarForm, WorkloadForm
 from workloads import edits
 from workloads.models import EnvVar, PortMapping, Project, Stage, VolumeMount, Workload
 
-# Blank rows under each list: enough for a first workload, more after each save.
-EXTRA_ROWS = 2
+# A blank row under each list; "Add a row" (static/js/rows.js) adds more.
+EXTRA_ROWS = 1
 
 
 class ProjectForm(forms.ModelForm):
