@@ -13,6 +13,7 @@ MAX_ENTRIES = 20_000
 class TreeSize:
     bytes: int
     complete: bool  # False: the walk stopped at the bound; `bytes` is a lower bound
+    entries: int = 0  # how many entries the walk looked at
 
 
 def tree_size(path: str, *, max_entries: int = MAX_ENTRIES) -> TreeSize | None:
@@ -30,7 +31,7 @@ def tree_size(path: str, *, max_entries: int = MAX_ENTRIES) -> TreeSize | None:
             for entry in entries:
                 seen += 1
                 if seen > max_entries:
-                    return TreeSize(total, complete=False)
+                    return TreeSize(total, complete=False, entries=max_entries)
                 try:
                     if entry.is_dir(follow_symlinks=False):
                         pending.append(entry.path)
@@ -38,4 +39,4 @@ def tree_size(path: str, *, max_entries: int = MAX_ENTRIES) -> TreeSize | None:
                         total += entry.stat(follow_symlinks=False).st_size
                 except OSError:
                     continue
-    return TreeSize(total, complete=True)
+    return TreeSize(total, complete=True, entries=seen)

@@ -61,7 +61,7 @@ def test_the_size_walk_stops_at_its_bound(tmp_path):
     full = dirsize.tree_size(str(tmp_path))
 
     assert bounded is not None and not bounded.complete and bounded.bytes <= 120
-    assert full == dirsize.TreeSize(300, complete=True)
+    assert full == dirsize.TreeSize(300, complete=True, entries=30)
     assert dirsize.tree_size(str(tmp_path / "missing")) is None
 
 
@@ -126,3 +126,29 @@ def test_it_says_when_the_configured_git_ref_differs(client, viewer, workload):
     html = client.get(f"/workloads/{workload.pk}/").content.decode()
 
     assert "Running main, configured release: the next deploy runs release." in html
+
+
+def test_a_huge_tree_shows_a_lower_bound(client, viewer, workload, monkeypatch):
+    monkeypatch.setattr(dirsize, "MAX_ENTRIES", 25)
+    first = VolumeMount.objects.create(workload=workload, scope="stage", source="big",
+                                       target="/big")
+    second = VolumeMount.objects.create(workload=workload, scope="stage", source="more",
+                                        target="/more")
+    for volume in (first, second):
+        os.makedirs(volume.host_path(), exist_ok=True)
+        for i in range(20):
+            with open(os.path.join(volume.host_path(), f"f{i}"), "wb") as fh:
+                fh.write(b"x" * 100)
+    client.force_login(viewer)
+
+    html = client.get(f"/workloads/{workload.pk}/").content.decode()
+
+    # The first volume is walked in full (20 entries), the second until the shared bound.
+    assert "2.0\xa0KB" in html and html.count("at least") == 1
+
+
+def test_only_who_may_import_sees_the_upload_button(client, operator, viewer, workload):
+    client.force_login(operator)
+    assert "data-import" in client.get(f"/workloads/{workload.pk}/").content.decode()
+    client.force_login(viewer)
+    assert "data-import" not in client.get(f"/workloads/{workload.pk}/").content.decode()

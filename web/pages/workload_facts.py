@@ -74,15 +74,21 @@ def port_link(request: HttpRequest, port: PortMapping) -> str | None:
 def volume_rows(workload: Workload) -> list[tuple]:
     """(volume, host path, size) for each volume; the path is None where it no longer resolves
     safely (a symlink planted in a volume's directory, a changed data dir), the size None
-    where nothing is there yet. The size walk is bounded (lib/dirsize.py)."""
+    where nothing is there yet. One bounded walk (lib/dirsize.py) is shared by all the
+    volumes: past it, a size is a lower bound and the rest are not walked."""
     rows = []
+    budget = dirsize.MAX_ENTRIES
     for volume in workload.volumes.all():
         try:
             host_path = volume.host_path()
         except ValidationError:
             rows.append((volume, None, None))
             continue
-        rows.append((volume, host_path, dirsize.tree_size(host_path)))
+        size = dirsize.tree_size(host_path, max_entries=budget) if budget > 0 \
+            else dirsize.TreeSize(0, complete=False)
+        if size is not None:
+            budget -= size.entries
+        rows.append((volume, host_path, size))
     return rows
 
 
