@@ -9,6 +9,7 @@ from web.api.backups import (
     CopyRuleViewSet,
     RestoreDrillViewSet,
 )
+from web.api.projects import ProjectViewSet, StageViewSet
 from web.api.schedules import BackupPolicyViewSet
 from web.api.snapshots import RestoreJobViewSet, SnapshotViewSet
 
@@ -24,6 +25,8 @@ router.register("backup-policies", BackupPolicyViewSet, basename="backup-policy"
 router.register("notification-channels", NotificationChannelViewSet,
                 basename="notification-channel")
 router.register("notifications", NotificationViewSet, basename="notification")
+router.register("projects", ProjectViewSet, basename="project")
+router.register("stages", StageViewSet, basename="stage")
 router.register(
     r"workloads/(?P<workload_pk>[0-9]+)/snapshots", SnapshotViewSet, basename="workload-snapshot"
 )

@@ -1,6 +1,16 @@
 from django.urls import path
 
-from web.pages import backups, logs, notifications, recovery, schedules, snapshots, workloads
+from web.pages import (
+    backups,
+    editing,
+    logs,
+    notifications,
+    recovery,
+    schedules,
+    snapshots,
+    tokens,
+    workloads,
+)
 
 urlpatterns = [
     path("", workloads.dashboard, name="dashboard"),
@@ -46,4 +56,18 @@ urlpatterns = [
     path("backups/recover/forget", recovery.recover_forget, name="recover-forget"),
     path("backups/recoveries/<int:pk>/", recovery.recovery_detail, name="recovery-detail"),
     path("notifications/", notifications.notification_list, name="notifications"),
+    # Everyday editing: projects, stages and workloads, and one's own API token.
+    path("projects/", editing.project_list, name="projects"),
+    path("projects/add", editing.project_add, name="project-add"),
+    path("projects/<int:pk>/", editing.project_edit, name="project-edit"),
+    path("projects/<int:pk>/delete", editing.project_delete, name="project-delete"),
+    path("stages/add", editing.stage_add, name="stage-add"),
+    path("stages/<int:pk>/", editing.stage_edit, name="stage-edit"),
+    path("stages/<int:pk>/delete", editing.stage_delete, name="stage-delete"),
+    path("workloads/add", editing.workload_add, name="workload-add"),
+    path("workloads/<int:pk>/edit", editing.workload_edit, name="workload-edit"),
+    path("workloads/<int:pk>/delete", editing.workload_delete, name="workload-delete"),
+    path("tokens/", tokens.token_page, name="tokens"),
+    path("tokens/create", tokens.token_create, name="token-create"),
+    path("tokens/revoke", tokens.token_revoke, name="token-revoke"),
 ]

@@ -6,7 +6,6 @@ from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
-from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
@@ -16,14 +15,13 @@ from django_htmx.http import HttpResponseStopPolling
 from backups import health
 from engine import deploys, operations
 from lib import runtime
-from web.pages import charts
+from web.pages import charts, workload_facts
 from web.pages import snapshots as snapshot_views
 from workloads import metrics_history
 from workloads.models import (
     DeployInProgress,
     DeployLog,
     DeployRecord,
-    VolumeMount,
     Workload,
     with_live_containers,
 )
@@ -62,24 +60,10 @@ def _state_context(workload: Workload) -> dict:
         "busy": restoring or (last is not None and not last.is_finished),
         "deploys": deploys,
         "current_deploy": current,
+        "drift": workload_facts.drift(workload, current),
         "containers": workload.containers.live(),
         "events": workload.events.select_related("user")[:20],
     }
-
-
-def _volume_rows(workload: Workload) -> list[tuple[VolumeMount, str | None]]:
-    """Each volume with its host path, or None where the path no longer resolves safely.
-
-    A symlink planted in a volume's directory, or a changed data dir, makes
-    host_path() refuse; the page shows that volume as invalid instead of failing.
-    """
-    rows: list[tuple[VolumeMount, str | None]] = []
-    for volume in workload.volumes.all():
-        try:
-            rows.append((volume, volume.host_path()))
-        except ValidationError:
-            rows.append((volume, None))
-    return rows
 
 
 def _metrics_context(workload: Workload, window: str) -> dict:
@@ -150,8 +134,8 @@ def workload_detail(request: HttpRequest, pk: int) -> HttpResponse:
         _state_context(workload)
         | _metrics_context(workload, METRICS_DEFAULT)
         | snapshot_views.panel_context(workload, request.user)
-        | {"volumes": _volume_rows(workload), "engine": runtime.engine_status(),
-           "health": health.health(workload)}
+        | workload_facts.context(request, workload)
+        | {"engine": runtime.engine_status(), "health": health.health(workload)}
         | _live_context(workload)
     )
     return render(request, "workloads/detail.html", context)

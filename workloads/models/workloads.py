@@ -7,6 +7,7 @@ import json
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models, transaction
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
@@ -263,6 +264,9 @@ class Workload(models.Model):
                 if update_fields is not None:
                     kwargs["update_fields"] = {*update_fields, "git_credential_encrypted"}
         super().save(*args, **kwargs)
+
+    def get_absolute_url(self) -> str:
+        return reverse("workload-detail", args=[self.pk])
 
     def clean(self) -> None:
         self._clean_hooks()
