@@ -762,10 +762,11 @@ def test_it_lists_in_a_fixed_number_of_queries(operator, stage, django_assert_ma
     token = Token.objects.create(user=operator)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    # 1 token + user, 2 the user's and its groups' permissions, 1 count for the
-    # paginator, 1 workloads joined with stage, project and credential, then
-    # one prefetch each for volumes, env vars, ports and live containers (the live state).
-    queries = 9
+    # 1 the address's failed logins (web/logins.py), 1 token + user, 2 the user's and
+    # its groups' permissions, 1 count for the paginator, 1 workloads joined with stage,
+    # project and credential, then one prefetch each for volumes, env vars, ports and
+    # live containers (the live state).
+    queries = 10
 
     _add_workloads(stage, 1)
     with django_assert_max_num_queries(queries):
