@@ -248,6 +248,8 @@ BERTH_BACKUP_TIMEOUT = envint("BERTH_BACKUP_TIMEOUT", 30, minimum=1)
 # A copy that failed in a way that may pass (the target did not answer, the worker
 # stopped) is tried again by the sweep after 1, 2, 4, ... times the delay, up to the
 # longest delay, at most this many attempts in all (1: never again).
+# scrypt's work for a target's passphrase-sealed identity: 2**N rounds, 2**N KiB of memory.
+BERTH_PASSPHRASE_WORK_FACTOR = envint("BERTH_PASSPHRASE_WORK_FACTOR", 18, minimum=10, maximum=22)
 BERTH_COPY_RETRY_ATTEMPTS = envint("BERTH_COPY_RETRY_ATTEMPTS", 8, minimum=1)
 BERTH_COPY_RETRY_DELAY = envduration("BERTH_COPY_RETRY_DELAY", 60, minimum=1)
 BERTH_COPY_RETRY_MAX_DELAY = envduration("BERTH_COPY_RETRY_MAX_DELAY", 3600, minimum=1)

@@ -8,10 +8,12 @@ plain download (bench/README.md). This reads the same format
 ChaCha20-Poly1305, X25519, HKDF and HMAC) and decrypts every chunk a large
 read brings in at once. Only what Berth writes is read: a binary (not
 armored) file whose X25519 stanzas one of the identities opens, or a small
-one sealed with a passphrase (a target's identity, `open_with_passphrase`). A wrong
+one sealed with a passphrase (a target's identity, `open_with_passphrase`,
+which `seal_with_passphrase` writes). A wrong
 identity, an altered, truncated or extended file, or anything else raises
 `Invalid` (lib/agecrypt.py turns it into AgeError). Encrypting stays with
-pyrage, and Debian's `age` reads what Berth writes (tests prove both ways).
+pyrage (but for the small passphrase files), and Debian's `age` reads what
+Berth writes (tests prove both ways).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 
@@ -265,6 +268,30 @@ def open_with_passphrase(sealed: bytes, passphrase: str, *,
     _decrypt(lambda _size: next(source, b""), parts.append,
              lambda header: header.passphrase_file_key(passphrase, max_work_factor))
     return b"".join(parts)
+
+
+def seal_with_passphrase(plain: bytes, passphrase: str, *, work_factor: int) -> bytes:
+    """`plain` (small: one chunk at most) as an age file with one scrypt stanza of
+    2**work_factor rounds, which `age -d` opens with the passphrase. pyrage chooses the
+    work from how fast the machine is at that moment; Berth chooses it (as Go's age does)."""
+    if len(plain) > CHUNK:
+        raise ValueError("seal_with_passphrase takes at most one chunk")
+    if not 1 <= work_factor <= MAX_WORK_FACTOR:
+        raise ValueError(f"the work factor must be from 1 to {MAX_WORK_FACTOR}")
+    file_key, salt, nonce = os.urandom(16), os.urandom(16), os.urandom(16)
+    wrap = Scrypt(salt=b"age-encryption.org/v1/scrypt" + salt, length=32,
+                  n=1 << work_factor, r=8, p=1).derive(passphrase.encode())
+    body = ChaCha20Poly1305(wrap).encrypt(bytes(12), file_key, None)
+    covered = (INTRO + b"\n-> scrypt " + _b64(salt) + b" %d\n" % work_factor
+               + _b64(body) + b"\n---")
+    mac = hmac.new(_hkdf(file_key, b"", b"header"), covered, hashlib.sha256).digest()
+    payload = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload")).encrypt(
+        bytes(11) + b"\x01", plain, None)
+    return covered + b" " + _b64(mac) + b"\n" + nonce + payload
+
+
+def _b64(raw: bytes) -> bytes:
+    return base64.b64encode(raw).rstrip(b"=")
 
 
 def _decrypt(read: Callable[[int], bytes], write: Callable[[bytes], object],

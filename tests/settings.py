@@ -16,6 +16,8 @@ os.environ["BERTH_TASKS_SYNC"] = "1"
 # pytest's tmp_path lives under /tmp: tests may bind absolute volumes there.
 os.environ.setdefault("BERTH_ABSOLUTE_VOLUME_ROOTS", tempfile.gettempdir())
 os.environ.setdefault("BERTH_DEPLOY_LOCK_TIMEOUT", "60")
+# scrypt at the production 2**18 takes seconds a seal on a busy machine; the format is the same.
+os.environ.setdefault("BERTH_PASSPHRASE_WORK_FACTOR", "10")
 # The git tests' file:// repositories live under pytest's tmp_path, in /tmp too.
 os.environ.setdefault("BERTH_GIT_FILE_ROOTS", tempfile.gettempdir())
 if "BERTH_TEST_DATA_DIR" not in os.environ:
