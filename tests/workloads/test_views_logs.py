@@ -83,3 +83,15 @@ def test_bad_choices_say_why_and_read_nothing(client, operator, workload):
     assert "replica 4" in htmx_get(client, url, {"replica": 4}).content.decode()
     assert client.get(f"{url}/follow", {"tail": 7}).status_code == 400
     assert client.get(f"{url}/download", {"since": "whenever"}).status_code == 400
+
+
+@pytest.mark.parametrize("suffix", ["logs/follow", "logs/download"])
+def test_a_refused_choice_is_answered_as_plain_text_never_as_html(client, operator, workload,
+                                                                  suffix):
+    script = "<script>alert(document.cookie)</script>"
+    logged_in(client, operator)
+
+    response = client.get(f"/workloads/{workload.pk}/{suffix}", {"tail": script})
+
+    assert response.status_code == 400
+    assert response["Content-Type"] == "text/plain; charset=utf-8"  # the echo is inert

@@ -6,7 +6,7 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.contrib.auth.decorators import login_required, permission_required
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET
 from engine import logs
 from lib import runtime
 from web.api.logs import logs_attachment
+from web.pages.responses import bad_request
 from workloads.models import Workload
 
 TAILS = (50, 200, 1000)
@@ -93,7 +94,7 @@ def workload_logs_follow(request: HttpRequest, pk: int) -> HttpResponse:
     """The lines after the poll's cursor, appended, and the poll again with the new cursor."""
     context, found, error = _read(request, pk)
     if found is None:
-        return HttpResponseBadRequest(error)
+        return bad_request(error)
     return render(request, "workloads/_logs.html#log-follow", context)
 
 
@@ -105,5 +106,5 @@ def workload_logs_download(request: HttpRequest, pk: int) -> HttpResponse:
     _context, found, error = _read(request, pk, tail=logs.DOWNLOAD_TAIL,
                                    max_bytes=logs.DOWNLOAD_BYTES)
     if found is None:
-        return HttpResponseBadRequest(error)
+        return bad_request(error)
     return logs_attachment(found, pk)

@@ -6,7 +6,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
@@ -17,6 +17,7 @@ from engine import deploys, operations
 from lib import runtime
 from web.pages import charts, workload_facts
 from web.pages import snapshots as snapshot_views
+from web.pages.responses import bad_request
 from workloads import metrics_history
 from workloads.models import (
     DeployInProgress,
@@ -149,7 +150,7 @@ def workload_metrics(request: HttpRequest, pk: int) -> HttpResponse:
     workload = _get_workload(pk)
     window = request.GET.get("window", METRICS_DEFAULT)
     if window not in metrics_history.WINDOWS:
-        return HttpResponseBadRequest(
+        return bad_request(
             _("Unknown window; use one of: %(windows)s.")
             % {"windows": ", ".join(metrics_history.WINDOWS)}
         )
@@ -260,7 +261,7 @@ def workload_rollback(request: HttpRequest, pk: int) -> HttpResponse:
     workload = _get_workload(pk)
     form = RollbackForm(request.POST)
     if not form.is_valid():
-        return HttpResponseBadRequest(form.errors.as_text())
+        return bad_request(form.errors.as_text())
     error = ""
     try:
         deploys.request_rollback(
