@@ -127,13 +127,21 @@ AXES_FAILURE_LIMIT = envint("BERTH_LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(seconds=envduration("BERTH_LOGIN_LOCKOUT", 900, minimum=1))
 AXES_LOCKOUT_PARAMETERS = "web.logins.lockout_parameters"
 AXES_CLIENT_IP_CALLABLE = "web.logins.client_address"
-AXES_RESET_ON_SUCCESS = True
+AXES_HANDLER = "web.logins.LoginAttempts"
+# web.logins.LoginAttempts clears a successful account's own failures; Axes' own reset
+# would clear the address's too.
+AXES_RESET_ON_SUCCESS = False
+# A refused try during a lockout neither counts nor makes the lockout longer.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_DISABLE_ACCESS_LOG = True
 AXES_LOCKOUT_CALLABLE = "web.logins.lockout_response"
 AXES_SENSITIVE_PARAMETERS = ["password", "csrfmiddlewaretoken"]
 AXES_VERBOSE = False
 # Largest request body outside the snapshot import, which has its own cap
 # (BERTH_SNAPSHOT_MAX_UPLOAD_BYTES): web/bodies.py.
-BERTH_MAX_BODY_BYTES = envint("BERTH_MAX_BODY_BYTES", 2 << 20, minimum=64 << 10)
+# At most Django's FILE_UPLOAD_MAX_MEMORY_SIZE (2.5 MB): a larger body would be spooled.
+BERTH_MAX_BODY_BYTES = envint("BERTH_MAX_BODY_BYTES", 2 << 20, minimum=64 << 10,
+                              maximum=2_621_440)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"

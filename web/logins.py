@@ -6,12 +6,17 @@ against the same limits; docs/security.md says why and how to unlock.
 
 from __future__ import annotations
 
+import copy
 import math
 
+from axes.handlers.database import AxesDatabaseHandler
 from axes.handlers.proxy import AxesProxyHandler
+from axes.models import AccessAttempt
 from django.conf import settings
 from django.contrib.auth.signals import user_login_failed
+from django.http import QueryDict
 from django.shortcuts import render
+from django.utils.datastructures import MultiValueDict
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication, get_authorization_header
@@ -35,6 +40,36 @@ def lockout_parameters(request_or_attempt, credentials=None) -> list[str]:
     if credentials and credentials.get("berth_token"):
         return ["ip_address"]
     return ["username", "ip_address"]
+
+
+class LoginAttempts(AxesDatabaseHandler):
+    """Axes' database handler, keeping less and forgiving only the account that proved itself.
+
+    - A failure is recorded without the request's query or form: Axes would read
+      (and, for a multipart body, spool) the body to store it, and a password typed
+      in the wrong box, or an API client's fields, would reach the database.
+    - A success clears the failures counted against its own account only: Axes'
+      reset clears every row of the account *or the address*, so anyone with an
+      account could log in between guesses at another one's password.
+    """
+
+    _RESULTS = ("axes_locked_out", "axes_credentials", "axes_failures_since_start")
+
+    def user_login_failed(self, sender, credentials, request=None, **kwargs):
+        if request is None:
+            return super().user_login_failed(sender, credentials, request, **kwargs)
+        quiet = copy.copy(request)
+        quiet.GET = QueryDict()
+        quiet._post, quiet._files = QueryDict(), MultiValueDict()
+        super().user_login_failed(sender, credentials, quiet, **kwargs)
+        for name in self._RESULTS:
+            if hasattr(quiet, name):
+                setattr(request, name, getattr(quiet, name))
+        return None
+
+    def user_logged_in(self, sender, request, user, **kwargs):
+        super().user_logged_in(sender, request, user, **kwargs)
+        AccessAttempt.objects.filter(username=user.get_username()).delete()
 
 
 def lockout_response(request, credentials=None):

@@ -135,13 +135,49 @@ def test_a_forwarded_for_header_does_not_change_the_address(admin):
     assert log_in("/login/", admin.username, PASSWORD, "10.0.5.5").response.status_code == 429
 
 
-def test_no_password_is_kept_in_the_attempt_records(admin):
-    log_in("/login/", admin.username, "hunter2-secret", "10.0.6.6")
-    log_in("/admin/login/", admin.username, "hunter2-secret", "10.0.6.6")
+def test_nothing_of_a_failed_login_form_is_kept(admin):
+    # A password typed into the wrong box must not reach the database either.
+    Client().post("/login/", {"username": admin.username, "password": "hunter2-secret",
+                              "note": "hunter3-secret"}, REMOTE_ADDR="10.0.6.6")
+    Client().post("/admin/login/?q=hunter4-secret",
+                  {"username": admin.username, "password": "hunter2-secret"},
+                  REMOTE_ADDR="10.0.6.6")
 
-    rows = list(AccessAttempt.objects.values_list("get_data", "post_data"))
-    assert rows
-    assert not any("hunter2-secret" in str(value) for row in rows for value in row)
+    rows = list(AccessAttempt.objects.values("get_data", "post_data", "failures_since_start"))
+    assert [row["failures_since_start"] for row in rows] == [2]
+    assert "secret" not in str(rows) and "=" not in str(rows)
+
+
+def test_a_bad_tokens_form_body_is_not_kept(admin):
+    APIClient().post("/api/backup-targets", {"secret_access_key": "wJalr-secret"},
+                     format="multipart", HTTP_AUTHORIZATION="Token stale", REMOTE_ADDR="10.0.6.7")
+
+    assert AccessAttempt.objects.count() == 1
+    assert "wJalr-secret" not in str(list(AccessAttempt.objects.values()))
+
+
+def test_a_success_forgives_only_its_own_accounts_failures(admin):
+    mallory = User.objects.create_user("mallory", password=PASSWORD)
+    for _ in range(LIMIT - 1):
+        log_in("/login/", admin.username, "guess", "10.0.8.8")
+    assert log_in("/login/", mallory.username, PASSWORD, "10.0.8.8").response.status_code == 302
+
+    # Mallory's login cleared none of the guesses at the admin: one more, from anywhere,
+    # locks the admin's account.
+    assert log_in("/login/", admin.username, "guess", "10.0.9.1").response.status_code == 429
+    assert log_in("/login/", admin.username, PASSWORD, "10.0.9.9").response.status_code == 429
+
+
+def test_a_refused_try_during_a_lockout_does_not_make_it_longer(admin):
+    for n in range(LIMIT):
+        log_in("/login/", admin.username, "wrong", f"10.0.0.{n}")
+    locked = AccessAttempt.objects.values_list("attempt_time", "failures_since_start")
+    before = sorted(locked)
+
+    assert log_in("/login/", admin.username, PASSWORD, "10.0.0.1").response.status_code == 429
+    assert log_in("/login/", admin.username, "wrong", "10.0.0.1").response.status_code == 429
+
+    assert sorted(locked) == before
 
 
 def test_the_admin_lists_and_can_end_lockouts(admin):
