@@ -270,8 +270,9 @@ def test_the_dashboard_marks_stale_workloads_in_bounded_queries(
         make_workload(slug=f"more-{n}")
     client.force_login(viewer)
 
-    # Session, user, permissions (2), the workloads, their health (6): whatever their number.
-    with django_assert_max_num_queries(12):
+    # Session, user, permissions (2), the workloads, their live containers, their health
+    # (6): whatever their number.
+    with django_assert_max_num_queries(13):
         html = client.get("/").content.decode()
 
     assert html.count('data-health="stale"') == 1 and html.count('data-health="ok"') == 1
