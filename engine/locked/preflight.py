@@ -208,7 +208,8 @@ def _check_target(volume: VolumeMount, target: str) -> None:
 
 
 def _check_neighbours(workload: Workload, targets: list[str]) -> None:
-    """No other workload's volume may lie in a directory this restore swaps away."""
+    """No other workload's volume may lie in a directory this restore swaps away, nor hold
+    one (a volume moved into another's by a rename Berth no longer allows, or by hand)."""
     others = VolumeMount.objects.exclude(workload=workload).select_related(
         "workload__stage__project"
     )
@@ -224,6 +225,12 @@ def _check_neighbours(workload: Workload, targets: list[str]) -> None:
                                  "%(inner)s); restoring it would pull the data from under that "
                                  "workload."),
                     path=target, other=str(volume.workload), inner=path,
+                )
+            if paths.is_within(target, path):
+                raise PreflightError(
+                    gettext_noop("The host path %(path)s lies inside %(outer)s, a volume of "
+                                 "%(other)s; restoring it would change that workload's data."),
+                    path=target, other=str(volume.workload), outer=path,
                 )
 
 

@@ -204,6 +204,24 @@ def test_another_workloads_volume_inside_a_target_is_refused(snapshotted, make_w
     assert_untouched(workload, paths, before)
 
 
+def test_a_target_inside_another_workloads_volume_is_refused(snapshotted):
+    workload, paths, snapshot, _wanted = snapshotted
+    # Another workload's project volume named like this workload's stage holds this
+    # workload's stage volumes (renaming a stage could once do this): restoring them would
+    # change that workload's data.
+    other = Workload.objects.create(stage=workload.stage, name="Other", slug="other",
+                                    image=workload.image)
+    VolumeMount.objects.create(workload=other, scope="project", source=workload.stage.slug,
+                               target="/all")
+    before = trees(paths)
+
+    job = restores.restore(workload=workload, snapshot=snapshot)
+
+    refused(job, f"a volume of {other}")
+    assert "lies inside" in job.reason_text
+    assert_untouched(workload, paths, before)
+
+
 @pytest.mark.parametrize("where", ["data-dir-parent", "data-dir", "inside-data-dir",
                                    "volumes-root", "code"])
 def test_a_volume_over_berths_own_files_is_refused(where, snapshotted, settings):

@@ -6,6 +6,7 @@ removal goes through the engine (its containers first), never by cascade.
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, viewsets
 
@@ -23,6 +24,13 @@ def _permissions(model: str) -> dict[str, str]:
     return {action: f"workloads.{verbs[action]}_{model}" for action in CRUD}
 
 
+def _kept_in_place(check) -> None:
+    try:
+        check()
+    except DjangoValidationError as exc:
+        raise serializers.ValidationError(exc.message_dict) from None
+
+
 class StageSerializer(serializers.ModelSerializer):
     project = serializers.PrimaryKeyRelatedField(queryset=Project.objects.all())
     project_slug = serializers.CharField(source="project.slug", read_only=True)
@@ -32,6 +40,13 @@ class StageSerializer(serializers.ModelSerializer):
         fields = ["id", "project", "project_slug", "name", "slug", "created"]
         read_only_fields = ["id", "created"]
 
+    def validate(self, attrs):
+        if self.instance is not None:
+            project = attrs.get("project", self.instance.project)
+            _kept_in_place(lambda: self.instance.check_kept_in_place(
+                project_id=project.pk, slug=attrs.get("slug", self.instance.slug)))
+        return attrs
+
 
 class ProjectSerializer(serializers.ModelSerializer):
     stages = serializers.SerializerMethodField()
@@ -40,6 +55,12 @@ class ProjectSerializer(serializers.ModelSerializer):
         model = Project
         fields = ["id", "name", "slug", "created", "stages"]
         read_only_fields = ["id", "created", "stages"]
+
+    def validate(self, attrs):
+        if self.instance is not None:
+            _kept_in_place(lambda: self.instance.check_kept_in_place(
+                attrs.get("slug", self.instance.slug)))
+        return attrs
 
     def get_stages(self, project: Project) -> list[int]:
         return [stage.pk for stage in project.stages.all()]  # prefetched

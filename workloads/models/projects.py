@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 from django.urls import reverse
@@ -30,6 +31,25 @@ class Project(models.Model):
     def get_absolute_url(self) -> str:
         return reverse("project-edit", args=[self.pk])
 
+    def clean(self) -> None:
+        super().clean()
+        self.check_kept_in_place(self.slug)
+
+    def check_kept_in_place(self, slug: str) -> None:
+        """A project with workloads keeps its slug: their volumes' host paths derive from it,
+        so a new one would point them at other directories (another workload's, or empty)."""
+        if self.pk is None:
+            return
+        stored = type(self).objects.filter(pk=self.pk).values_list("slug", flat=True).first()
+        if stored is not None and stored != slug and self._has_workloads():
+            raise ValidationError({"slug": _(
+                "The project's workloads keep their volumes in directories named after this "
+                "slug, so it cannot change while the project has workloads."
+            )})
+
+    def _has_workloads(self) -> bool:
+        return self.stages.filter(workloads__isnull=False).exists()
+
 
 class Stage(models.Model):
     project = models.ForeignKey(
@@ -52,3 +72,19 @@ class Stage(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("stage-edit", args=[self.pk])
+
+    def clean(self) -> None:
+        super().clean()
+        self.check_kept_in_place(project_id=self.project_id, slug=self.slug)
+
+    def check_kept_in_place(self, *, project_id: int | None, slug: str) -> None:
+        """A stage with workloads keeps its project and slug: their volumes' host paths
+        derive from both, so a change would point them at other directories."""
+        if self.pk is None:
+            return
+        stored = type(self).objects.filter(pk=self.pk).values_list("project_id", "slug").first()
+        if stored is not None and stored != (project_id, slug) and self.workloads.exists():
+            raise ValidationError({"slug": _(
+                "The stage's workloads keep their volumes in directories named after its "
+                "project and slug, so neither can change while the stage has workloads."
+            )})
