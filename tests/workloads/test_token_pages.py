@@ -51,3 +51,21 @@ def test_it_needs_a_login_and_a_post(client, operator):
     assert client.get("/tokens/create").status_code == 405
     assert client.get("/tokens/revoke").status_code == 405
     assert not Token.objects.exists()
+
+
+def test_the_answers_that_can_show_a_key_are_never_stored(client, operator):
+    client.force_login(operator)
+
+    for response in (client.post("/tokens/create"), client.get("/tokens/")):
+        assert "no-store" in response["Cache-Control"]  # not from the cache, nor the back button
+
+
+def test_the_admin_never_lists_token_keys(client, viewer):
+    from django.contrib.auth.models import User
+    from rest_framework.authtoken.models import Token
+
+    key = Token.objects.create(user=viewer).key
+    client.force_login(User.objects.create_superuser("ada", password="x"))
+
+    assert client.get("/admin/authtoken/tokenproxy/").status_code == 404
+    assert key not in client.get("/admin/").content.decode()

@@ -12,12 +12,14 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 from rest_framework.authtoken.models import Token
 
 TOKENS = "registration/tokens.html"
 
 
+@never_cache
 @require_GET
 @login_required
 def token_page(request: HttpRequest) -> HttpResponse:
@@ -25,6 +27,7 @@ def token_page(request: HttpRequest) -> HttpResponse:
     return render(request, TOKENS, {"token": token})
 
 
+@never_cache
 @require_POST
 @login_required
 def token_create(request: HttpRequest) -> HttpResponse:
