@@ -88,3 +88,50 @@ def test_the_admin_refuses_to_rename_a_project_with_workloads(client: Client, tw
     assert response.status_code == 200
     assert "cannot change while the project has workloads" in response.content.decode()
     assert Project.objects.get(pk=project.pk).slug == "p" and host_path(b) == before
+
+
+# --- the admin deletes a project or stage only when it is empty ------------------------------
+
+@pytest.fixture
+def admin_client(client: Client, db) -> Client:
+    client.force_login(User.objects.create_superuser("ada", password="x"))
+    return client
+
+
+@pytest.mark.parametrize("kind", ["project", "stage"])
+def test_the_admin_never_deletes_a_project_or_stage_with_workloads(admin_client, two_stages,
+                                                                   kind):
+    project, stage, _b = two_stages
+    obj = project if kind == "project" else stage
+
+    page = admin_client.get(f"/admin/workloads/{kind}/{obj.pk}/delete/")
+    posted = admin_client.post(f"/admin/workloads/{kind}/{obj.pk}/delete/", {"post": "yes"})
+    bulk = admin_client.post(f"/admin/workloads/{kind}/", {
+        "action": "delete_selected", "_selected_action": [obj.pk], "post": "yes"})
+
+    assert page.status_code == posted.status_code == 403
+    assert bulk.status_code in {200, 302}
+    assert Workload.objects.count() == 2 and Stage.objects.count() == 2
+
+
+def test_the_project_page_cannot_delete_its_stages(admin_client, two_stages):
+    project, stage, _b = two_stages
+    stages = Stage.objects.filter(project=project).order_by("pk")
+
+    admin_client.post(f"/admin/workloads/project/{project.pk}/change/", {
+        "name": "P", "slug": "p", "stages-TOTAL_FORMS": "2", "stages-INITIAL_FORMS": "2",
+        **{f"stages-{n}-{field}": value for n, s in enumerate(stages)
+           for field, value in {"id": s.pk, "project": project.pk, "name": s.name,
+                                "slug": s.slug, "DELETE": "on"}.items()},
+    })
+
+    assert Stage.objects.count() == 2 and Workload.objects.count() == 2
+
+
+def test_the_admin_deletes_an_empty_stage(admin_client):
+    empty = Stage.objects.create(project=Project.objects.create(name="E", slug="e"),
+                                 name="S", slug="s")
+
+    response = admin_client.post(f"/admin/workloads/stage/{empty.pk}/delete/", {"post": "yes"})
+
+    assert response.status_code == 302 and not Stage.objects.filter(pk=empty.pk).exists()

@@ -16,6 +16,7 @@ from engine import captures, deploys
 from lib import runtime
 from lib.locks import LockTimeout
 from web.admin.forms import EnvVarForm, RegistryCredentialForm, WorkloadForm
+from workloads import edits
 from workloads.models import (
     Container,
     DeployInProgress,
@@ -51,22 +52,56 @@ class StageInline(admin.TabularInline):
     model = Stage
     extra = 0
     fields = ["name", "slug"]
+    can_delete = False  # a stage is deleted on its own page, and only when empty
+
+
+class EmptyOnlyDelete:
+    """Delete one object at a time, and only once it has no workloads (workloads.edits):
+    the admin's cascade would delete workloads without removing their containers."""
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and self.has_workloads(obj):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def delete_model(self, request, obj) -> None:
+        try:
+            self.delete_empty(obj)
+        except edits.StillInUse as exc:
+            raise ValidationError(str(exc)) from None
 
 
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(EmptyOnlyDelete, admin.ModelAdmin):
     list_display = ["name", "slug", "created"]
     search_fields = ["name", "slug"]
     inlines = [StageInline]
 
+    @staticmethod
+    def has_workloads(project: Project) -> bool:
+        return Workload.objects.filter(stage__project=project).exists()
+
+    delete_empty = staticmethod(edits.delete_project)
+
 
 @admin.register(Stage)
-class StageAdmin(admin.ModelAdmin):
+class StageAdmin(EmptyOnlyDelete, admin.ModelAdmin):
     list_display = ["name", "slug", "project"]
     list_select_related = ["project"]
     list_filter = ["project"]
     search_fields = ["name", "slug", "project__slug"]
     autocomplete_fields = ["project"]
+
+    @staticmethod
+    def has_workloads(stage: Stage) -> bool:
+        return stage.workloads.exists()
+
+    delete_empty = staticmethod(edits.delete_stage)
 
 
 @admin.register(RegistryCredential)
