@@ -37,24 +37,42 @@ def check_replicas(replicas: int, ports: Iterable[PortMapping]) -> None:
         )
 
 
+WILDCARDS = {"0.0.0.0": 4, "::": 6}  # an address family's every address (:: takes both)
+
+
+def _clash(a: str, b: str) -> bool:
+    """Two host addresses on one port and protocol cannot both be bound."""
+    if a == b:
+        return True
+    for wildcard, family in WILDCARDS.items():
+        for one, other in ((a, b), (b, a)):
+            if one == wildcard and (family == 6 or ":" not in other):
+                return True
+    return False
+
+
 def check_host_ports(workload: Workload, ports: list[PortMapping]) -> None:
-    """Each host address, port and protocol is published once, by one workload."""
+    """Each host port and protocol is published once, by one workload, on addresses that can
+    be bound together (a wildcard address takes the port on every address)."""
     if not ports:
         return
-    keys = [(p.host_ip, p.host_port, p.protocol) for p in ports]
-    if len(keys) != len(set(keys)):
-        raise ValidationError({"ports": _("Each host port may appear only once.")})
+    for n, port in enumerate(ports):
+        for other in ports[n + 1:]:
+            if ((port.host_port, port.protocol) == (other.host_port, other.protocol)
+                    and _clash(port.host_ip, other.host_ip)):
+                raise ValidationError({"ports": _("Each host port may appear only once.")})
     taken = PortMapping.objects.filter(
-        reduce(or_, (Q(host_ip=ip, host_port=port, protocol=proto) for ip, port, proto in keys))
+        reduce(or_, (Q(host_port=p.host_port, protocol=p.protocol) for p in ports))
     )
     if workload.pk is not None:
         taken = taken.exclude(workload_id=workload.pk)  # its own, about to be replaced
-    clash = taken.first()
-    if clash is not None:
-        raise ValidationError(
-            {"ports": _("Host port %(port)s is already published by another workload.")
-             % {"port": clash}}
-        )
+    for clash in taken:
+        if any((p.host_port, p.protocol) == (clash.host_port, clash.protocol)
+               and _clash(p.host_ip, clash.host_ip) for p in ports):
+            raise ValidationError(
+                {"ports": _("Host port %(port)s is already published by another workload.")
+                 % {"port": clash}}
+            )
 
 
 def check_unique(values: Iterable[str], *, key: str, field: str) -> None:

@@ -804,3 +804,28 @@ def test_it_serves_docs_without_outside_assets(api_as, viewer):
     assert sources, html
     assert all(not re.match(r"^(?:[a-z]+:)?//", s) for s in sources), sources
     assert "https://" not in html
+
+
+@pytest.mark.parametrize(("taken", "asked"), [
+    ("127.0.0.1", "0.0.0.0"), ("0.0.0.0", "127.0.0.1"), ("::", "127.0.0.1"),
+    ("10.1.2.3", "::"),
+])
+def test_a_wildcard_address_clashes_with_any_address_on_its_port(api_as, operator, stage,
+                                                                 taken, asked):
+    """The engine cannot bind 0.0.0.0:p beside 127.0.0.1:p (`address already in use`)."""
+    first = payload(stage, slug="first", volumes=[], ports=[{"host_ip": taken, "host_port": 18991,
+                                                 "container_port": 80}])
+    assert api_as(operator).post("/api/workloads", first, format="json").status_code == 201
+    second = payload(stage, slug="second", volumes=[], ports=[{"host_ip": asked, "host_port": 18991,
+                                                   "container_port": 80}])
+
+    response = api_as(operator).post("/api/workloads", second, format="json")
+
+    assert response.status_code == 400 and "already published" in str(response.json()["ports"])
+
+
+def test_an_ipv4_wildcard_leaves_an_ipv6_address_alone(api_as, operator, stage):
+    for n, address in enumerate(["0.0.0.0", "::1"]):
+        body = payload(stage, slug=f"w{n}", volumes=[], ports=[{"host_ip": address, "host_port": 18992,
+                                                     "container_port": 80}])
+        assert api_as(operator).post("/api/workloads", body, format="json").status_code == 201

@@ -150,8 +150,23 @@ class EnvVarInline(admin.TabularInline):
     extra = 0
 
 
+class PortFormSet(BaseInlineFormSet):
+    def clean(self) -> None:
+        """The ports together, as the API and the pages check them (workloads.edits)."""
+        super().clean()
+        if any(self.errors):
+            return
+        ports = [form.instance for form in self.forms
+                 if form.cleaned_data and not form.cleaned_data.get("DELETE")]
+        try:
+            edits.check_host_ports(self.instance, ports)
+        except ValidationError as exc:
+            raise ValidationError(exc.messages) from None
+
+
 class PortInline(admin.TabularInline):
     model = PortMapping
+    formset = PortFormSet
     extra = 0
 
 
