@@ -37,7 +37,8 @@ def check_replicas(replicas: int, ports: Iterable[PortMapping]) -> None:
         )
 
 
-WILDCARDS = {"0.0.0.0": 4, "::": 6}  # an address family's every address (:: takes both)
+# An address family's every address (:: takes both families).
+WILDCARDS = {"0.0.0.0": 4, "::": 6}  # noqa: S104 - addresses compared, never bound
 
 
 def _clash(a: str, b: str) -> bool:
