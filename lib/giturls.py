@@ -113,6 +113,19 @@ def split_credential(url: str) -> SplitUrl:
     return SplitUrl(clean, unquote(username), unquote(password), had_credential=True)
 
 
+def may_hide_credential(url: str) -> bool:
+    """Whether `url` has an '@' after its scheme that split_credential could not take as a
+    userinfo's (a password holding '#', '?' or '/' ends the host part before it)."""
+    scheme, sep, rest = url.strip().partition("://")
+    if not sep or "@" not in rest:
+        return False
+    try:
+        netloc = urlsplit(url.strip()).netloc
+    except ValueError:
+        return True
+    return "@" not in netloc
+
+
 def origin(url: str) -> str:
     """`scheme://host:port` of a URL (default port filled in), "" if it has none.
 

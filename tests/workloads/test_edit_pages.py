@@ -300,3 +300,18 @@ def test_a_busy_workload_is_not_deleted(client, operator, workload):
     assert response.status_code == 409
     assert "busy with a deploy or restore" in response.content.decode()
     assert Workload.objects.filter(pk=workload.pk).exists()
+
+
+@pytest.mark.parametrize("cut", ["#", "?", "/", "["])
+def test_a_git_url_whose_credential_cannot_be_taken_out_is_never_shown_back(client, operator,
+                                                                           stage, cut):
+    secret = "pw-never-shown-7f3a"
+    url = f"https://deploy:{secret}{cut}x@git.example.com/repo.git"
+    client.force_login(operator)
+
+    response = client.post("/workloads/add", workload_post(stage, source_kind="git", image="",
+                                                           git_url=url))
+
+    assert response.status_code == 200 and not Workload.objects.exists()
+    assert secret not in response.content.decode()
+    assert "cannot take out" in response.content.decode()

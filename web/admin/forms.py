@@ -119,15 +119,29 @@ class WorkloadForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.url_credential: tuple[str, str] | None = None
         key = self.add_prefix("git_url")
+        self.unsplit_credential = False
         if self.is_bound and self.data.get(key):
             split = giturls.split_credential(self.data[key])
             if split.had_credential:
                 self.data = self.data.copy()
                 self.data[key] = split.url
                 self.url_credential = (split.username, split.password)
+            elif giturls.may_hide_credential(self.data[key]):
+                # Never shown back: a password with '#', '?' or '/' cuts the URL apart
+                # before its '@', so the credential could not be taken out.
+                self.data = self.data.copy()
+                self.data[key] = ""
+                self.unsplit_credential = True
 
     def clean(self):
         cleaned = super().clean()
+        if self.unsplit_credential:
+            self.add_error("git_url", _(
+                "This URL seems to hold a credential Berth cannot take out of it (a '#', '?' "
+                "or '/' in the password?): give the URL without it and the credential in the "
+                "username and password fields."
+            ))
+            return cleaned
         # Set on the instance now, so Workload.clean() (run next) sees the
         # credential the save would store.
         credential = self._new_credential(cleaned)
