@@ -207,6 +207,9 @@ BERTH_ABSOLUTE_VOLUME_ROOTS = envlist("BERTH_ABSOLUTE_VOLUME_ROOTS", [])
 BERTH_DEPLOY_HISTORY_KEEP = envint("BERTH_DEPLOY_HISTORY_KEEP", 50, minimum=1)
 BERTH_DEPLOY_LOCK_TIMEOUT = envint("BERTH_DEPLOY_LOCK_TIMEOUT", 900, minimum=1)
 BERTH_DOCKER_TIMEOUT = envint("BERTH_DOCKER_TIMEOUT", 120, minimum=5)
+# How long a deploy watches its new containers after starting them for one that
+# exits (exited_at_start, out_of_memory); the old ones stay stopped meanwhile.
+BERTH_START_GRACE_MS = envint("BERTH_START_GRACE_MS", 1000, minimum=0, maximum=60000)
 # Git-built workloads: how long one git command and one image build may run,
 # and how much of a build's log is kept with its deploy (the tail).
 BERTH_GIT_TIMEOUT = envint("BERTH_GIT_TIMEOUT", 600, minimum=5)

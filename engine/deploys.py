@@ -211,6 +211,36 @@ def remove_workload(*, workload: Workload) -> None:
     containers run on would leave them holding ports and volumes, unseen.
     """
     with locks.workload_lock(workload.pk):
-        for container in runtime.list_containers(workload.pk):
-            runtime.remove(container.id)
+        for kept_failed in (False, True):
+            for container in runtime.list_containers(workload.pk, kept_failed=kept_failed):
+                runtime.remove(container.id)
         workload.delete()
+
+
+# What the page of a deploy that failed at start shows of each container's log.
+FAILED_START_LOG_LINES = 40
+FAILED_START_LOG_CHARS = 8000
+
+
+def failed_start_logs(*, record: DeployRecord) -> list[tuple[str, str]]:
+    """(container name, its last log lines) of each container a failed start kept.
+
+    Read from the engine when asked, never stored (a log can carry anything
+    the app prints), with the workload's known secrets masked. Empty once the
+    next deploy removed the containers, or when the engine cannot be asked.
+    """
+    if not record.keeps_failed_containers:
+        return []
+    try:
+        kept = [c for c in runtime.list_containers(record.workload_id, kept_failed=True)
+                if c.labels.get(runtime.DEPLOY_LABEL) == str(record.pk)]
+        secrets = record.workload.secret_values()
+        return [
+            (c.name, runtime.log_tail(c.id, lines=FAILED_START_LOG_LINES,
+                                      max_chars=FAILED_START_LOG_CHARS, secrets=secrets))
+            for c in sorted(kept, key=lambda c: c.name)
+        ]
+    except runtime.EngineError as exc:
+        logger.warning("the log of deploy %s's failed containers could not be read: %s",
+                       record.pk, exc)
+        return []

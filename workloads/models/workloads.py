@@ -153,6 +153,14 @@ class Workload(models.Model):
     replicas = models.PositiveSmallIntegerField(
         _("replicas"), default=1, validators=[MinValueValidator(1), MaxValueValidator(20)]
     )
+    # The engine's memory limit for each container (swap included), so that an
+    # app that outgrows it is killed alone and the deploy that starts it fails
+    # as "out of memory"; empty means no limit.
+    memory_limit_mib = models.PositiveIntegerField(
+        _("memory limit (MiB)"), null=True, blank=True,
+        validators=[MinValueValidator(6), MaxValueValidator(1024 * 1024)],
+        help_text=_("Each container's memory limit; empty for none."),
+    )
     state = models.CharField(
         _("state"), max_length=12, choices=State, default=State.NEW, editable=False
     )
