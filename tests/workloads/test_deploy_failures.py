@@ -210,3 +210,18 @@ def test_the_deploy_command_says_which_failure(docker, make_workload):
 
 def _permissions(*codenames: str):
     return Permission.objects.filter(codename__in=codenames, content_type__app_label="workloads")
+
+
+def test_the_api_sets_a_memory_limit_and_refuses_a_bad_one(api_as, operator, workload):
+    client = api_as(operator)
+    url = f"/api/workloads/{workload.pk}"
+
+    refused = client.patch(url, {"memory_limit_mib": 2}, format="json")
+    workload.refresh_from_db()
+    assert refused.status_code == 400 and "memory_limit_mib" in refused.json()
+    assert workload.memory_limit_mib is None
+
+    accepted = client.patch(url, {"memory_limit_mib": 64}, format="json")
+    workload.refresh_from_db()
+    assert accepted.status_code == 200, accepted.content
+    assert (accepted.json()["memory_limit_mib"], workload.memory_limit_mib) == (64, 64)

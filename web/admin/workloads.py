@@ -159,7 +159,7 @@ class WorkloadAdmin(admin.ModelAdmin):
         "git_credential_status",
     ]
     fieldsets = [
-        (None, {"fields": ["stage", "name", "slug", "replicas", "created"]}),
+        (None, {"fields": ["stage", "name", "slug", "replicas", "memory_limit_mib", "created"]}),
         (_("Source"), {
             "fields": ["source_kind", "image", "registry_credential"],
             "description": _(

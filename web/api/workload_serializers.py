@@ -144,6 +144,7 @@ class WorkloadSerializer(serializers.ModelSerializer):
             "replicas", "state", "running_reference", "running_commit", "running_commit_url",
             "deployed_at", "created", "snapshot_consistency", "auto_backup_before_deploy",
             *HOOK_FIELDS, "volumes", "env", "ports",
+            "memory_limit_mib",
         ]
         read_only_fields = ["id", "state", "running_reference", "deployed_at", "created"]
         # validate() checks the slug within its stage, so the error names the
@@ -384,6 +385,7 @@ class DeploySerializer(serializers.ModelSerializer):
             "rolled_back_from", "outcome", "failure_code", "failure_message", "user",
             "created", "started", "finished", "duration_seconds", "build_log_url",
             "pre_deploy_snapshot", "backup_failure", "backup_failure_message",
+            "exit_code",
         ]
 
     def get_build_log_url(self, record: DeployRecord) -> str | None:
