@@ -8,6 +8,7 @@ from pathlib import Path
 
 from django.utils.translation import gettext_lazy as _
 
+from berth import datadir
 from berth.env import (
     database_from_url,
     encryption_key,
@@ -26,7 +27,7 @@ from berth.env import (
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-DATA_DIR = private_directory(Path(envstr("BERTH_DATA_DIR", str(BASE_DIR / "var"))).resolve())
+DATA_DIR = private_directory(datadir.configured(BASE_DIR))
 
 SECRET_KEY = secret_key(DATA_DIR)
 BERTH_ENCRYPTION_KEY = encryption_key(DATA_DIR)
@@ -91,7 +92,7 @@ TEMPLATES = [
 
 DATABASES = {
     "default": database_from_url(
-        envstr("DATABASE_URL", ""), sqlite_default=DATA_DIR / "berth.sqlite3"
+        envstr("DATABASE_URL", ""), sqlite_default=DATA_DIR / datadir.DATABASE_NAME
     )
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
