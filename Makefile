@@ -35,7 +35,7 @@ run: $(STAMP) host messages
 	$(MANAGE) collectstatic --no-input -v 0
 	$(MANAGE) recover
 	$(MANAGE) createadmin --if-none
-	@echo "Berth: http://$${BERTH_LISTEN:-127.0.0.1:8000}/ (Ctrl-C stops the web server, the worker, the stats sampler and the sweep)"
+	@echo "Berth: http://$${BERTH_LISTEN:-127.0.0.1:8000}/ (Ctrl-C stops the web server, the worker, the stats sampler, the event follower and the sweep)"
 	@VENV=$(VENV) ./scripts/run.sh
 
 lint: $(STAMP)

@@ -4,6 +4,7 @@ Each variable is documented in README.md ("Configuration"). Bad values stop
 Berth at start-up with a message naming the variable (see berth/env.py).
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 from django.utils.translation import gettext_lazy as _
@@ -56,6 +57,7 @@ INSTALLED_APPS = [
     "backups",
     "alerts",
     "web",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -64,11 +66,15 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # Before the CSRF check, which would read (and spool) a body of any size.
+    "web.bodies.BodyLimitMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last: it turns a login refused for too many failures into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "berth.urls"
@@ -112,6 +118,23 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Failed logins (the login page, the admin, API tokens) are limited per account
+# and per client address: web/logins.py, docs/security.md.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = envint("BERTH_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(seconds=envduration("BERTH_LOGIN_LOCKOUT", 900, minimum=1))
+AXES_LOCKOUT_PARAMETERS = "web.logins.lockout_parameters"
+AXES_CLIENT_IP_CALLABLE = "web.logins.client_address"
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "web.logins.lockout_response"
+AXES_SENSITIVE_PARAMETERS = ["password", "csrfmiddlewaretoken"]
+AXES_VERBOSE = False
+# Largest request body outside the snapshot import, which has its own cap
+# (BERTH_SNAPSHOT_MAX_UPLOAD_BYTES): web/bodies.py.
+BERTH_MAX_BODY_BYTES = envint("BERTH_MAX_BODY_BYTES", 2 << 20, minimum=64 << 10)
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
@@ -149,7 +172,7 @@ CSRF_TRUSTED_ORIGINS = envlist("BERTH_CSRF_TRUSTED_ORIGINS", [])
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: its WWW-Authenticate header makes an anonymous call 401.
-        "rest_framework.authentication.TokenAuthentication",
+        "web.logins.LimitedTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -229,6 +252,8 @@ BERTH_BACKUP_TIMEOUT = envint("BERTH_BACKUP_TIMEOUT", 30, minimum=1)
 # A copy that failed in a way that may pass (the target did not answer, the worker
 # stopped) is tried again by the sweep after 1, 2, 4, ... times the delay, up to the
 # longest delay, at most this many attempts in all (1: never again).
+# scrypt's work for a target's passphrase-sealed identity: 2**N rounds, 2**N KiB of memory.
+BERTH_PASSPHRASE_WORK_FACTOR = envint("BERTH_PASSPHRASE_WORK_FACTOR", 18, minimum=10, maximum=22)
 BERTH_COPY_RETRY_ATTEMPTS = envint("BERTH_COPY_RETRY_ATTEMPTS", 8, minimum=1)
 BERTH_COPY_RETRY_DELAY = envduration("BERTH_COPY_RETRY_DELAY", 60, minimum=1)
 BERTH_COPY_RETRY_MAX_DELAY = envduration("BERTH_COPY_RETRY_MAX_DELAY", 3600, minimum=1)

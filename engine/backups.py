@@ -18,6 +18,7 @@ import io
 import logging
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext
 from pyrage import x25519
@@ -108,7 +109,8 @@ def set_passphrase(*, target: BackupTarget, passphrase: str, current: str = "") 
                 "The target already holds an identity sealed with another passphrase: give "
                 "that one as the current passphrase.")) from None
     if sealed is None or (current and current != passphrase):
-        wrapped = agecrypt.wrap_identity(identity, passphrase)
+        wrapped = agecrypt.wrap_identity(identity, passphrase,
+                                         work_factor=settings.BERTH_PASSPHRASE_WORK_FACTOR)
         store.put(IDENTITY_OBJECT, io.BytesIO(wrapped))
         if _sealed_identity(store) != wrapped:
             raise offsite.OffsiteError("mismatch", f"{IDENTITY_OBJECT} read back differs")

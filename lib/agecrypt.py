@@ -77,7 +77,7 @@ SEALED_IDENTITY_MARK = \
 MIN_PASSPHRASE = 12
 
 
-def wrap_identity(identity: x25519.Identity, passphrase: str) -> bytes:
+def wrap_identity(identity: x25519.Identity, passphrase: str, *, work_factor: int) -> bytes:
     """`identity` as an age identity file, encrypted with `passphrase` (age's scrypt
     recipient): `age -d -i` that file asks for the passphrase and opens the copies."""
     if len(passphrase) < MIN_PASSPHRASE:
@@ -85,17 +85,14 @@ def wrap_identity(identity: x25519.Identity, passphrase: str) -> bytes:
                          "read the target can try to guess it.") % {"count": MIN_PASSPHRASE})
     text = (f"# A Berth backup target's identity, sealed with its passphrase\n"
             f"# public key: {recipient_of(identity)}\n{identity}\n")
-    try:
-        return pyrage.passphrase.encrypt(text.encode(), passphrase)
-    except pyrage.EncryptError as exc:
-        raise AgeError(_("The encryption failed (%(error)s).") % {"error": exc}) from None
+    return agestream.seal_with_passphrase(text.encode(), passphrase, work_factor=work_factor)
 
 
 def unwrap_identity(sealed: bytes, passphrase: str) -> x25519.Identity:
     """The identity `wrap_identity` sealed; AgeError if the passphrase does not open it."""
     try:
-        text = pyrage.passphrase.decrypt(sealed, passphrase).decode()
-    except (pyrage.DecryptError, UnicodeDecodeError):
+        text = agestream.open_with_passphrase(sealed, passphrase).decode()
+    except (agestream.Invalid, UnicodeDecodeError):
         raise AgeError(_("The passphrase does not open the identity the target holds.")) from None
     identities = parse_identities(text)
     if len(identities) != 1:

@@ -7,10 +7,13 @@ plain download (bench/README.md). This reads the same format
 (https://age-encryption.org/v1) with `cryptography`'s primitives (OpenSSL's
 ChaCha20-Poly1305, X25519, HKDF and HMAC) and decrypts every chunk a large
 read brings in at once. Only what Berth writes is read: a binary (not
-armored) file whose X25519 stanzas one of the identities opens. A wrong
+armored) file whose X25519 stanzas one of the identities opens, or a small
+one sealed with a passphrase (a target's identity, `open_with_passphrase`,
+which `seal_with_passphrase` writes). A wrong
 identity, an altered, truncated or extended file, or anything else raises
 `Invalid` (lib/agecrypt.py turns it into AgeError). Encrypting stays with
-pyrage, and Debian's `age` reads what Berth writes (tests prove both ways).
+pyrage (but for the small passphrase files), and Debian's `age` reads what
+Berth writes (tests prove both ways).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 
@@ -27,6 +31,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from pyrage import x25519
 
 INTRO = b"age-encryption.org/v1"
@@ -38,6 +43,11 @@ MAX_HEADER = 64 << 10  # a stanza is about 100 bytes: room for hundreds of recip
 _ARGUMENT = re.compile(rb"[\x21-\x7e]+")
 _BASE64 = re.compile(rb"[A-Za-z0-9+/]*")
 _BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+_WORK_FACTOR = re.compile(rb"[1-9][0-9]?")
+# The most scrypt work a passphrase file may ask for (2**22 rounds, 4 GiB of memory), as
+# Go's age caps it. rage (pyrage) caps it at 16 times what this machine does in a second
+# right now, so a busy machine refused a file a calmer one had sealed.
+MAX_WORK_FACTOR = 22
 
 
 class Invalid(ValueError):
@@ -164,6 +174,29 @@ class Header:
                     return file_key
         raise Invalid("no identity given opens this file")
 
+    def passphrase_file_key(self, passphrase: str, max_work_factor: int) -> bytes:
+        """The file key the header's only stanza, a scrypt one, holds for `passphrase`."""
+        if len(self.stanzas) != 1 or self.stanzas[0][0] != b"scrypt":
+            raise Invalid("the file is not sealed with a passphrase alone")
+        _kind, arguments, body = self.stanzas[0]
+        if len(arguments) != 2 or len(body) != 32 or not _WORK_FACTOR.fullmatch(arguments[1]):
+            raise Invalid("a scrypt stanza is malformed")
+        salt = _unpadded_base64(arguments[0])
+        work_factor = int(arguments[1])
+        if len(salt) != 16:
+            raise Invalid("a scrypt stanza is malformed")
+        if work_factor > max_work_factor:
+            raise Invalid("the passphrase file asks for more work than Berth allows")
+        wrap = Scrypt(salt=b"age-encryption.org/v1/scrypt" + salt, length=32,
+                      n=1 << work_factor, r=8, p=1).derive(passphrase.encode())
+        try:
+            file_key = ChaCha20Poly1305(wrap).decrypt(bytes(12), body, None)
+        except InvalidTag:
+            raise Invalid("the passphrase does not open this file") from None
+        if len(file_key) != 16:
+            raise Invalid("a scrypt stanza is malformed")
+        return file_key
+
     def check(self, file_key: bytes) -> None:
         expected = hmac.new(_hkdf(file_key, b"", b"header"), self.covered, hashlib.sha256)
         if not hmac.compare_digest(expected.digest(), self.mac):
@@ -224,8 +257,47 @@ def decrypt(read: Callable[[int], bytes], write: Callable[[bytes], object],
     keys = [_Key(i) for i in identities]
     if not keys:
         raise Invalid("no identity was given")
+    _decrypt(read, write, lambda header: header.file_key(keys))
+
+
+def open_with_passphrase(sealed: bytes, passphrase: str, *,
+                         max_work_factor: int = MAX_WORK_FACTOR) -> bytes:
+    """A small file age sealed with `passphrase` (its scrypt recipient), opened in memory."""
+    parts: list[bytes] = []
+    source = iter([sealed])
+    _decrypt(lambda _size: next(source, b""), parts.append,
+             lambda header: header.passphrase_file_key(passphrase, max_work_factor))
+    return b"".join(parts)
+
+
+def seal_with_passphrase(plain: bytes, passphrase: str, *, work_factor: int) -> bytes:
+    """`plain` (small: one chunk at most) as an age file with one scrypt stanza of
+    2**work_factor rounds, which `age -d` opens with the passphrase. pyrage chooses the
+    work from how fast the machine is at that moment; Berth chooses it (as Go's age does)."""
+    if len(plain) > CHUNK:
+        raise ValueError("seal_with_passphrase takes at most one chunk")
+    if not 1 <= work_factor <= MAX_WORK_FACTOR:
+        raise ValueError(f"the work factor must be from 1 to {MAX_WORK_FACTOR}")
+    file_key, salt, nonce = os.urandom(16), os.urandom(16), os.urandom(16)
+    wrap = Scrypt(salt=b"age-encryption.org/v1/scrypt" + salt, length=32,
+                  n=1 << work_factor, r=8, p=1).derive(passphrase.encode())
+    body = ChaCha20Poly1305(wrap).encrypt(bytes(12), file_key, None)
+    covered = (INTRO + b"\n-> scrypt " + _b64(salt) + b" %d\n" % work_factor
+               + _b64(body) + b"\n---")
+    mac = hmac.new(_hkdf(file_key, b"", b"header"), covered, hashlib.sha256).digest()
+    payload = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload")).encrypt(
+        bytes(11) + b"\x01", plain, None)
+    return covered + b" " + _b64(mac) + b"\n" + nonce + payload
+
+
+def _b64(raw: bytes) -> bytes:
+    return base64.b64encode(raw).rstrip(b"=")
+
+
+def _decrypt(read: Callable[[int], bytes], write: Callable[[bytes], object],
+             file_key_of: Callable[[Header], bytes]) -> None:
     header, held = _read_header(read)
-    file_key = header.file_key(keys)
+    file_key = file_key_of(header)
     header.check(file_key)
     while len(held) < 16:
         more = read(READ_SIZE)

@@ -265,3 +265,26 @@ def workload_lock(workload_id: int, *, timeout: float | None = None,
 def try_workload_lock(workload_id: int):
     """Hold the workload's lock for the `with` block, or raise LockTimeout at once."""
     return _locked(workload_id, 0)
+
+
+def held_by_anyone(workload_id: int) -> bool:
+    """Whether some process (this one included) holds the workload's file lock now.
+
+    Read from /proc/locks, without taking the lock: a probe that took it, even
+    for an instant, could make another process's try_workload_lock() refuse.
+    False where /proc/locks or the lock file cannot be read.
+    """
+    path = os.path.join(str(settings.DATA_DIR), "locks", f"workload-{workload_id}.lock")
+    try:
+        stat = os.stat(path)
+        with open("/proc/locks", encoding="ascii", errors="replace") as locks_file:
+            lines = locks_file.read().splitlines()
+    except OSError:
+        return False
+    # "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF": the device in hex, the inode.
+    wanted = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    for line in lines:
+        fields = line.split()
+        if "FLOCK" in fields and "->" not in fields and wanted in fields:
+            return True
+    return False

@@ -19,6 +19,7 @@ import socket
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -134,7 +135,8 @@ class ContainerSpec:
     ports: dict[str, tuple[str, int]] = field(default_factory=dict)
     # {host_path: {"bind": target, "mode": "rw"}}
     binds: dict[str, dict[str, str]] = field(default_factory=dict)
-    memory_limit: int | None = None  # bytes, swap included; None for no limit
+    # Bytes of memory, swap included (no swap beyond it); None: no limit.
+    memory_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -423,11 +425,6 @@ def list_containers(workload_id: int, *, kept_failed: bool = False) -> list[Cont
 
 
 def create(spec: ContainerSpec) -> str:
-    limits = {}
-    if spec.memory_limit:
-        # The same value for memory and swap: no swap, so an app over its
-        # limit is killed at once instead of paging the host.
-        limits = {"mem_limit": spec.memory_limit, "memswap_limit": spec.memory_limit}
     with _translated(CreateFailed):
         container = _client().containers.create(
             spec.image,
@@ -438,7 +435,8 @@ def create(spec: ContainerSpec) -> str:
             volumes=spec.binds,
             restart_policy={"Name": "unless-stopped"},
             detach=True,
-            **limits,
+            **({"mem_limit": spec.memory_limit, "memswap_limit": spec.memory_limit}
+               if spec.memory_limit else {}),
         )
     return container.id
 
@@ -625,17 +623,25 @@ def inspect(container_id: str) -> ContainerInfo | None:
 
 def started_at(container_id: str) -> datetime | None:
     """When the container last started (UTC), or None if it never did or is gone."""
+    return _state_time(container_id, "StartedAt")
+
+
+def finished_at(container_id: str) -> datetime | None:
+    """When the container's last run ended (UTC), or None if none did or it is gone.
+
+    The engine records it once the run's output has been copied to the log,
+    so every line of that run was received before it.
+    """
+    return _state_time(container_id, "FinishedAt")
+
+
+def _state_time(container_id: str, key: str) -> datetime | None:
     with _translated(EngineError):
         try:
-            raw = _client().api.inspect_container(container_id)["State"]["StartedAt"]
+            raw = _client().api.inspect_container(container_id)["State"][key]
         except docker.errors.NotFound:
             return None
-    # RFC 3339 with nanoseconds ("2026-12-06T05:09:33.123456789Z"); "0001-01-01…" if never.
-    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,6})\d*)?Z$", raw or "")
-    if match is None or raw.startswith("0001-"):
-        return None
-    fraction = (match.group(2) or "0").ljust(6, "0")
-    return datetime.fromisoformat(f"{match.group(1)}.{fraction}+00:00")
+    return _engine_time(raw)
 
 
 def list_instance_containers() -> list[ContainerInfo]:
@@ -662,6 +668,150 @@ def list_instance_containers() -> list[ContainerInfo]:
         for c in found
         if not is_kept_failed((c.get("Names") or ["/"])[0])
     ]
+
+
+# --- live state: inspect and the event stream --------------------------------------------
+
+# The container events that change what Berth shows of a container.
+EVENT_ACTIONS = ("start", "die", "oom", "stop", "destroy", "restart", "health_status")
+# How long past a window's end the event stream may stay silent before it counts as lost.
+EVENTS_GRACE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """What the engine says of a container now (one inspect).
+
+    `exit_code` and `oom_killed` describe how it last ended while it is not
+    running (the engine resets them when it starts again); `since` is when it
+    started if it runs, else when it ended (else when it was created).
+    """
+
+    id: str
+    name: str
+    labels: dict[str, str]
+    status: str
+    exit_code: int | None
+    oom_killed: bool
+    restart_count: int
+    health: str
+    since: datetime | None
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    """One container event: `action` without its detail ("health_status", not
+    "health_status: healthy"), `detail` the rest, the engine's time in nanoseconds."""
+
+    action: str
+    detail: str
+    container_id: str
+    time_nano: int
+    attributes: dict[str, str]
+
+    @property
+    def exit_code(self) -> int | None:
+        try:
+            return int(self.attributes.get("exitCode", ""))
+        except ValueError:
+            return None
+
+
+def _engine_time(raw: str | None) -> datetime | None:
+    """An engine timestamp (RFC 3339 with nanoseconds) in UTC; None for its zero time."""
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,6})\d*)?Z$", raw or "")
+    if match is None or raw.startswith("0001-"):
+        return None
+    fraction = (match.group(2) or "0").ljust(6, "0")
+    return datetime.fromisoformat(f"{match.group(1)}.{fraction}+00:00")
+
+
+def inspect_state(container_id: str) -> ContainerState | None:
+    """The container's state now; None if the engine no longer has it."""
+    with _translated(EngineError):
+        try:
+            raw = _client().api.inspect_container(container_id)
+        except docker.errors.NotFound:
+            return None
+    return parse_state(raw)
+
+
+def parse_state(raw: dict) -> ContainerState:
+    """A ContainerState from the engine's inspect JSON."""
+    state = raw.get("State") or {}
+    status = state.get("Status", "")
+    running = status == "running"
+    if running:
+        since = _engine_time(state.get("StartedAt"))
+    else:
+        since = _engine_time(state.get("FinishedAt")) or _engine_time(raw.get("Created"))
+    return ContainerState(
+        id=raw.get("Id", ""),
+        name=(raw.get("Name") or "/").lstrip("/"),
+        labels=dict((raw.get("Config") or {}).get("Labels") or {}),
+        status=status,
+        exit_code=None if running else state.get("ExitCode"),
+        oom_killed=not running and bool(state.get("OOMKilled")),
+        restart_count=int(raw.get("RestartCount") or 0),
+        health=((state.get("Health") or {}).get("Status") or "").replace("none", ""),
+        since=since,
+    )
+
+
+def _nano_param(nanoseconds: int) -> str:
+    # The engine reads `since` and `until` as seconds with up to nine decimals.
+    return f"{nanoseconds // 1_000_000_000}.{nanoseconds % 1_000_000_000:09d}"
+
+
+def events(*, since_nano: int, until_nano: int) -> Iterator[EngineEvent]:
+    """This installation's container events from `since_nano` to `until_nano`, then the end.
+
+    Times are nanoseconds since the epoch. The engine replays what it still
+    holds from before now and streams the rest as it happens, and closes the
+    stream at `until_nano`: a reader that calls this for one window after the
+    other (the next `since` one nanosecond after the last `until`) misses and
+    repeats nothing while the engine keeps its events. Raises
+    EngineUnreachable when the stream cannot be opened, breaks, or stays
+    silent past its end by EVENTS_GRACE_SECONDS (an engine that hangs): the
+    caller reconnects and reconciles.
+    """
+    api = _client().api
+    filters = {"type": ["container"], "label": [instance_label()], "event": list(EVENT_ACTIONS)}
+    params = {"since": _nano_param(since_nano), "until": _nano_param(until_nano),
+              "filters": docker.utils.convert_filters(filters)}
+    read_timeout = max(0.0, (until_nano - time.time_ns()) / 1e9) + EVENTS_GRACE_SECONDS
+    try:
+        # What APIClient.events() does, but with a read timeout (it passes
+        # timeout=None, and a silent, hung engine would block forever).
+        response = api._get(api._url("/events"), params=params, stream=True,
+                            timeout=(settings.BERTH_DOCKER_TIMEOUT, read_timeout))
+        api._raise_for_status(response)
+        try:
+            for raw in api._stream_helper(response, decode=True):
+                event = _event(raw)
+                if event is not None:
+                    yield event
+        finally:
+            response.close()
+    except docker.errors.APIError as exc:
+        raise EngineError(str(exc.explanation or exc.status_code)) from None
+    except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError,
+            ValueError) as exc:
+        _forget_client()
+        raise EngineUnreachable(f"the event stream broke: {exc}") from None
+    if time.time_ns() < until_nano:
+        raise EngineUnreachable("the engine closed the event stream early")
+
+
+def _event(raw: dict) -> EngineEvent | None:
+    actor = raw.get("Actor") or {}
+    action, _, detail = (raw.get("Action") or raw.get("status") or "").partition(":")
+    container_id = actor.get("ID") or raw.get("id") or ""
+    if not container_id or action not in EVENT_ACTIONS:
+        return None
+    time_nano = int(raw.get("timeNano") or int(raw.get("time") or 0) * 1_000_000_000)
+    return EngineEvent(action=action, detail=detail.strip(), container_id=container_id,
+                       time_nano=time_nano, attributes=dict(actor.get("Attributes") or {}))
 
 
 def read_stats(container_ids: list[str], *, workers: int) -> StatsBatch:
@@ -892,3 +1042,117 @@ def _exit_code(api, exec_id: str) -> int | None:
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.05)
+
+
+# --- reading a container's log ---------------------------------------------------------
+
+# What one read may take from the engine, whatever was asked: a web worker reads a
+# bounded answer (no `follow` stream is ever held open), and a chatty container
+# cannot make a request large.
+LOG_READ_BYTES = 4 * 1024 * 1024
+LOG_LINE_CHARS = 2000
+_STAMP = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?Z ?")
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line of a container's log: when the engine received it (ns since the epoch), its text."""
+
+    time_ns: int
+    text: str
+
+
+@dataclass
+class LogRead:
+    """What read_log() found; `cut` when a bound (bytes read or a line's length) cut it short."""
+
+    lines: list[LogLine] = field(default_factory=list)
+    cut: bool = False
+    scanned: int = 0  # lines read from the engine
+    over_bytes: bool = False  # LOG_READ_BYTES ended the read
+
+
+def read_log(container_id: str, *, tail: int, since_ns: int | None = None,
+             until_ns: int | None = None, keep: Callable[[str], bool] | None = None,
+             max_lines: int | None = None) -> LogRead | None:
+    """The last `tail` lines of a container's log (stdout and stderr), oldest first.
+
+    Only lines received after `since_ns` (exclusive) and before `until_ns`
+    (exclusive); with `keep`, only the lines it accepts, of which the last
+    `max_lines` (default `tail`) are returned: `tail` is then how many lines
+    are scanned. The engine's answer is read as a stream and never past
+    LOG_READ_BYTES; each line is cut at LOG_LINE_CHARS. None if the
+    container is gone.
+    """
+    found = _read_log_once(container_id, tail, since_ns, until_ns, keep, max_lines)
+    if found is None or not found.over_bytes or found.scanned <= 1:
+        return found
+    # The byte bound cut the answer before its newest lines: ask again for half as
+    # many lines as fitted, so that the answer ends with the newest ones.
+    again = _read_log_once(container_id, found.scanned // 2, since_ns, until_ns, keep, max_lines)
+    if again is not None:
+        again.cut = True
+    return again
+
+
+def _read_log_once(container_id: str, tail: int, since_ns: int | None, until_ns: int | None,
+                   keep: Callable[[str], bool] | None, max_lines: int | None) -> LogRead | None:
+    kept: deque[LogLine] = deque(maxlen=max_lines or tail)
+    read = LogRead()
+    total = 0
+    with _translated(EngineError):
+        try:
+            stream = _client().api.logs(
+                container_id, stdout=True, stderr=True, timestamps=True, stream=True,
+                follow=False, tail=max(1, tail),
+                # Whole seconds to the engine (the SDK takes no finer, nor 0); the
+                # exact nanosecond bounds are applied to each line below.
+                since=(since_ns or 0) // 1_000_000_000 or None,
+                until=until_ns // 1_000_000_000 + 1 if until_ns else None,
+            )
+        except docker.errors.NotFound:
+            return None
+        # The SDK reads a stream without a socket timeout: an engine that stops
+        # answering midway is cut off after BERTH_DOCKER_TIMEOUT instead.
+        stalled = threading.Event()
+        timer = threading.Timer(settings.BERTH_DOCKER_TIMEOUT,
+                                lambda: (stalled.set(), stream.close()))
+        timer.start()
+        try:
+            for chunk in stream:
+                total += len(chunk)
+                if total > LOG_READ_BYTES:
+                    read.cut = read.over_bytes = True
+                    break
+                # One frame is one message; a bare \r inside it is part of the line.
+                for raw in chunk.rstrip(b"\n").split(b"\n"):
+                    read.scanned += 1
+                    line = _log_line(raw)
+                    if line is None:
+                        continue
+                    if (since_ns and line.time_ns <= since_ns) or (
+                            until_ns and line.time_ns >= until_ns):
+                        continue
+                    if keep is not None and not keep(line.text):
+                        continue
+                    if len(line.text) > LOG_LINE_CHARS:
+                        line = LogLine(line.time_ns, line.text[:LOG_LINE_CHARS] + "…")
+                        read.cut = True
+                    kept.append(line)
+        finally:
+            timer.cancel()
+            stream.close()
+    read.cut |= stalled.is_set()
+    read.lines = list(kept)
+    return read
+
+
+def _log_line(raw: bytes) -> LogLine | None:
+    """A line as the engine sends it with timestamps=True: `2026-12-06T23:00:00.123456789Z text`."""
+    match = _STAMP.match(raw)
+    if match is None:
+        return None
+    seconds = datetime.fromisoformat(match.group(1).decode() + "+00:00").timestamp()
+    fraction = int((match.group(2) or b"0").ljust(9, b"0"))
+    text = raw[match.end():].rstrip(b"\r").decode("utf-8", "replace")
+    return LogLine(time_ns=int(seconds) * 1_000_000_000 + fraction, text=text)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make run`'s long-running part: the web server, the task worker, the stats sampler and
-# the sweep side by side. Ctrl-C (SIGINT to the terminal's process group) or SIGTERM
+# `make run`'s long-running part: the web server, the task worker, the stats sampler, the
+# engine's event follower and the sweep side by side. Ctrl-C (SIGINT to the terminal's process group) or SIGTERM
 # stops them all and waits for them; if one of them ends by itself, the others are
 # stopped too and its exit status is ours.
 #
@@ -30,6 +30,7 @@ trap 'stop 0' INT TERM
 "$venv/bin/gunicorn" -c berth/gunicorn.conf.py &
 "${manage[@]}" qcluster &
 "${manage[@]}" sample_stats &
+"${manage[@]}" follow_engine &
 "${manage[@]}" recover --every 60 &
 
 wait -n

@@ -19,6 +19,8 @@ os.environ.setdefault("BERTH_DEPLOY_LOCK_TIMEOUT", "60")
 # Shorter than in production: every deploy waits it out (the tests of an exit at
 # start set a longer one).
 os.environ.setdefault("BERTH_START_GRACE_MS", "300")
+# scrypt at the production 2**18 takes seconds a seal on a busy machine; the format is the same.
+os.environ.setdefault("BERTH_PASSPHRASE_WORK_FACTOR", "10")
 # The git tests' file:// repositories live under pytest's tmp_path, in /tmp too.
 os.environ.setdefault("BERTH_GIT_FILE_ROOTS", tempfile.gettempdir())
 if "BERTH_TEST_DATA_DIR" not in os.environ:

@@ -458,7 +458,7 @@ def russian(msgid: str) -> str:
 @pytest.fixture
 def viewer_client(client: Client, viewer, workload, monkeypatch) -> Client:
     monkeypatch.setenv("DOCKER_HOST", CLOSED_SOCKET)  # the unreachable-engine banner, always
-    assert client.login(username=viewer.username, password="correct horse battery")
+    client.force_login(viewer)
     return client
 
 

@@ -10,6 +10,8 @@ narrow a group for good.
 from django.contrib.auth.management import create_permissions
 
 OPERATOR_APPS = ("workloads", "snapshots")
+# Permissions named view_* that viewers still do not get: logs can carry secrets.
+NOT_FOR_VIEWERS = ("view_logs",)
 
 
 def _ensure_permissions(apps) -> None:
@@ -32,7 +34,8 @@ def sync_groups(apps, schema_editor=None, *, only_missing: bool = False) -> None
     berth = Permission.objects.filter(content_type__app_label__in=OPERATOR_APPS)
     for name, permissions in (
         ("operators", berth),
-        ("viewers", berth.filter(codename__startswith="view_")),
+        ("viewers", berth.filter(codename__startswith="view_").exclude(
+            codename__in=NOT_FOR_VIEWERS)),
     ):
         group, created = Group.objects.get_or_create(name=name)
         if created or not only_missing:

@@ -134,3 +134,52 @@ def test_a_header_over_the_bound_is_refused_however_it_is_read(key, sizes):
     assert sealed.index(b"\n---") > agestream.MAX_HEADER
     with pytest.raises(agestream.Invalid):
         decrypted(sealed, [key], sizes)
+
+
+# --- a small file sealed with a passphrase (a target's identity) -----------------------------
+
+PASSPHRASE = "correct horse battery staple"
+
+
+def sealed_by_hand(plain: bytes, passphrase: str, work_factor: int) -> bytes:
+    return agestream.seal_with_passphrase(plain, passphrase, work_factor=work_factor)
+
+
+def test_a_passphrase_file_pyrage_sealed_opens():
+    sealed = pyrage.passphrase.encrypt(b"the identity", PASSPHRASE)
+
+    assert agestream.open_with_passphrase(sealed, PASSPHRASE) == b"the identity"
+
+
+def test_a_passphrase_file_berth_sealed_opens_here_and_in_pyrage():
+    sealed = sealed_by_hand(b"the identity", PASSPHRASE, 15)
+
+    assert agestream.open_with_passphrase(sealed, PASSPHRASE) == b"the identity"
+    assert pyrage.passphrase.decrypt(sealed, PASSPHRASE) == b"the identity"
+
+
+def test_a_wrong_passphrase_or_an_altered_file_is_refused():
+    sealed = sealed_by_hand(b"the identity", PASSPHRASE, 12)
+    with pytest.raises(agestream.Invalid, match="passphrase does not open"):
+        agestream.open_with_passphrase(sealed, "another passphrase entirely")
+    altered = sealed[:-1] + bytes([sealed[-1] ^ 1])
+    with pytest.raises(agestream.Invalid, match="altered"):
+        agestream.open_with_passphrase(altered, PASSPHRASE)
+
+
+def test_a_passphrase_file_asking_for_more_work_than_the_cap_is_refused_unopened():
+    sealed = sealed_by_hand(b"the identity", PASSPHRASE, 12)
+    greedy = sealed.replace(b" 12\n", b" 23\n", 1)
+
+    with pytest.raises(agestream.Invalid, match="more work"):
+        agestream.open_with_passphrase(greedy, PASSPHRASE)
+    with pytest.raises(agestream.Invalid, match="more work"):
+        agestream.open_with_passphrase(sealed, PASSPHRASE, max_work_factor=11)
+
+
+def test_a_file_for_identities_is_not_opened_with_a_passphrase():
+    identity = x25519.Identity.generate()
+    sealed = pyrage.encrypt(b"data", [identity.to_public()])
+
+    with pytest.raises(agestream.Invalid, match="not sealed with a passphrase"):
+        agestream.open_with_passphrase(sealed, PASSPHRASE)

@@ -51,13 +51,14 @@ def restored(row, identities) -> bytes:
 # --- lib/agecrypt ----------------------------------------------------------------------------
 
 def test_an_identity_sealed_with_a_passphrase_opens_with_it_only(identity):
-    sealed = agecrypt.wrap_identity(identity, PASSPHRASE)
+    sealed = agecrypt.wrap_identity(identity, PASSPHRASE, work_factor=18)  # production's
+    assert b"-> scrypt " in sealed and b" 18\n" in sealed
     assert str(identity) not in sealed.decode("latin-1")
     assert str(agecrypt.unwrap_identity(sealed, PASSPHRASE)) == str(identity)
     with pytest.raises(agecrypt.AgeError, match="does not open"):
         agecrypt.unwrap_identity(sealed, PASSPHRASE + "!")
     with pytest.raises(agecrypt.AgeError, match="at least 12"):
-        agecrypt.wrap_identity(identity, "short")
+        agecrypt.wrap_identity(identity, "short", work_factor=10)
 
 
 def test_the_passphrase_recipient_is_one_marked_line_among_the_recipients(recipient):

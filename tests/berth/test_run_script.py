@@ -1,6 +1,6 @@
 """scripts/run.sh, the long-running part of `make run`: Ctrl-C stops every process it started.
 
-The four processes are stand-ins (shell scripts named like the venv's gunicorn and
+The five processes are stand-ins (shell scripts named like the venv's gunicorn and
 python) that record when they start and stop: what is under test is how the script
 starts, signals and waits for them, with real signals to a real process group.
 """
@@ -42,7 +42,7 @@ def start(venv: Path, log: Path) -> subprocess.Popen:
         # Python ignores nothing it hands on; SIGINT stays at its default.
         restore_signals=True,
     )
-    wait_for(lambda: log.exists() and log.read_text().count("started") == 4)
+    wait_for(lambda: log.exists() and log.read_text().count("started") == 5)
     return process
 
 
@@ -71,7 +71,8 @@ def test_ctrl_c_stops_every_process_and_exits_cleanly(venv, tmp_path):
     stopped = [line for line in log.read_text().splitlines() if line.startswith("stopped")]
     assert sorted(stopped) == sorted([
         "stopped -c berth/gunicorn.conf.py", "stopped manage.py qcluster",
-        "stopped manage.py sample_stats", "stopped manage.py recover --every 60",
+        "stopped manage.py sample_stats", "stopped manage.py follow_engine",
+        "stopped manage.py recover --every 60",
     ])
     assert group_members(process.pid) == []
 
@@ -81,12 +82,12 @@ def test_one_process_ending_stops_the_others_with_its_status(venv, tmp_path):
     # The web server fails once the others run.
     (venv / "bin" / "gunicorn").write_text(
         '#!/bin/sh\necho "started" >> "$RUN_LOG"\n'
-        'until [ "$(grep -c started "$RUN_LOG")" -ge 4 ]; do sleep 0.05; done\nexit 3\n')
+        'until [ "$(grep -c started "$RUN_LOG")" -ge 5 ]; do sleep 0.05; done\nexit 3\n')
     process = start(venv, log)
 
     output, _ = process.communicate(timeout=20)
 
     assert process.returncode == 3
     assert "ended (status 3); stopping the others" in output
-    assert log.read_text().count("stopped") == 3
+    assert log.read_text().count("stopped") == 4
     assert group_members(process.pid) == []

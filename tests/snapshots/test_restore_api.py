@@ -156,7 +156,7 @@ def test_another_workloads_snapshot_is_not_found(api_as, operator, snapshotted, 
 def test_session_auth_needs_the_csrf_token(operator, snapshotted, queued_only):
     workload, _paths, snapshot, _wanted = snapshotted
     client = APIClient(enforce_csrf_checks=True)
-    assert client.login(username=operator.username, password="correct horse battery")
+    client.force_login(operator)
 
     refused = client.post(url(workload, snapshot), **confirmed(workload))
 

@@ -393,7 +393,7 @@ def test_it_refuses_a_wrong_token(operator, stage):
 
 def test_it_enforces_csrf_on_session_auth(operator, stage):
     client = APIClient(enforce_csrf_checks=True)
-    assert client.login(username=operator.username, password="correct horse battery")
+    client.force_login(operator)
 
     refused = client.post("/api/workloads", payload(stage), format="json")
 
@@ -411,7 +411,7 @@ def test_it_enforces_csrf_on_session_auth(operator, stage):
 
 
 def test_it_reads_with_a_session_without_csrf(api, viewer, workload):
-    api.login(username=viewer.username, password="correct horse battery")
+    api.force_login(viewer)
 
     response = api.get(f"/api/workloads/{workload.pk}")
 
@@ -762,10 +762,11 @@ def test_it_lists_in_a_fixed_number_of_queries(operator, stage, django_assert_ma
     token = Token.objects.create(user=operator)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    # 1 token + user, 2 the user's and its groups' permissions, 1 count for the
-    # paginator, 1 workloads joined with stage, project and credential, then
-    # one prefetch each for volumes, env vars and ports.
-    queries = 8
+    # 1 the address's failed logins (web/logins.py), 1 token + user, 2 the user's and
+    # its groups' permissions, 1 count for the paginator, 1 workloads joined with stage,
+    # project and credential, then one prefetch each for volumes, env vars, ports and
+    # live containers (the live state).
+    queries = 10
 
     _add_workloads(stage, 1)
     with django_assert_max_num_queries(queries):

@@ -93,10 +93,11 @@ def test_it_renders_the_dashboard_in_a_fixed_number_of_queries(
 
     # 1 session, 2 user, 3 the user's own permissions, 4 their groups'
     # permissions, 5 the workloads joined with stage, project and credential
-    # (one query however many workloads there are), 6-12 their backup health (drills included)
+    # (one query however many workloads there are), 6 their live containers (the live
+    # state), 7-13 their backup health (drills included)
     # (backups/health.py: the policies, then the newest run, ready snapshot,
     # scheduled snapshot, finished copy and verified copy of each workload).
-    with django_assert_num_queries(12):
+    with django_assert_num_queries(13):
         r = client.get("/")
     assert r.status_code == 200
 

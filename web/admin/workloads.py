@@ -29,6 +29,8 @@ from workloads.models import (
     Stage,
     VolumeMount,
     Workload,
+    live_summary,
+    with_live_containers,
 )
 
 
@@ -123,7 +125,8 @@ class ContainerInline(admin.TabularInline):
 
     model = Container
     extra = 0
-    fields = ["name", "replica", "docker_id", "image_reference", "created", "removed"]
+    fields = ["name", "replica", "docker_id", "image_reference", "created", "removed",
+              "state", "exit_code", "oom_killed", "restart_count", "health", "state_since"]
     readonly_fields = fields
     can_delete = False
     show_change_link = True
@@ -149,14 +152,16 @@ def commit_link(sha: str, url: str | None) -> str:
 @admin.register(Workload)
 class WorkloadAdmin(admin.ModelAdmin):
     form = WorkloadForm
-    list_display = ["name", "slug", "stage", "source", "state", "live_containers", "deployed_at"]
+    list_display = [
+        "name", "slug", "stage", "source", "state", "live_state", "live_containers", "deployed_at",
+    ]
     list_select_related = ["stage__project"]
     list_filter = ["state", "source_kind", "stage__project"]
     search_fields = ["name", "slug", "image", "git_url"]
     autocomplete_fields = ["stage", "registry_credential"]
     readonly_fields = [
         "state", "running_reference", "running_commit_display", "deployed_at",
-        "git_credential_status",
+        "git_credential_status", "live_state",
     ]
     fieldsets = [
         (None, {"fields": ["stage", "name", "slug", "replicas", "memory_limit_mib", "created"]}),
@@ -190,7 +195,8 @@ class WorkloadAdmin(admin.ModelAdmin):
             "classes": ["wide"],
         }),
         (_("State"), {
-            "fields": ["state", "running_reference", "running_commit_display", "deployed_at"]
+            "fields": ["state", "live_state", "running_reference", "running_commit_display",
+                       "deployed_at"]
         }),
     ]
     inlines = [VolumeInline, EnvVarInline, PortInline, ContainerInline]
@@ -222,9 +228,14 @@ class WorkloadAdmin(admin.ModelAdmin):
         return commit_link(workload.running_commit, workload.running_commit_url)
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(
+        return with_live_containers(super().get_queryset(request).annotate(
             live_count=Count("containers", filter=Q(containers__removed__isnull=True))
-        )
+        ))
+
+    @admin.display(description=_("live state"))
+    def live_state(self, workload: Workload) -> str:
+        live = live_summary(workload)
+        return f"{live.label} ({live.detail})" if live.detail else str(live.label)
 
     @admin.display(description=_("containers"), ordering="live_count")
     def live_containers(self, workload: Workload) -> int:
@@ -362,13 +373,15 @@ class ContainerAdmin(ReadOnlyAdmin):
     """
 
     list_display = [
-        "name", "workload", "replica", "short_docker_id", "image_reference", "created", "removed",
+        "name", "workload", "replica", "short_docker_id", "image_reference", "state",
+        "exit_code", "restart_count", "created", "removed",
     ]
     list_select_related = ["workload__stage__project"]
-    list_filter = [("removed", admin.EmptyFieldListFilter), "workload"]
+    list_filter = [("removed", admin.EmptyFieldListFilter), "state", "workload"]
     search_fields = ["name", "docker_id", "workload__slug"]
     date_hierarchy = "created"
-    fields = ["workload", "name", "replica", "docker_id", "image_reference", "created", "removed"]
+    fields = ["workload", "name", "replica", "docker_id", "image_reference", "created", "removed",
+              "state", "exit_code", "oom_killed", "restart_count", "health", "state_since"]
     readonly_fields = fields
 
     @admin.display(description=_("Docker id"), ordering="docker_id")

@@ -1,6 +1,7 @@
+from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from web.api import workloads
+from web.api import logs, workloads
 from web.api.alerts import NotificationChannelViewSet, NotificationViewSet
 from web.api.backups import (
     BackupRecoveryViewSet,
@@ -8,6 +9,7 @@ from web.api.backups import (
     CopyRuleViewSet,
     RestoreDrillViewSet,
 )
+from web.api.projects import ProjectViewSet, StageViewSet
 from web.api.schedules import BackupPolicyViewSet
 from web.api.snapshots import RestoreJobViewSet, SnapshotViewSet
 
@@ -23,9 +25,16 @@ router.register("backup-policies", BackupPolicyViewSet, basename="backup-policy"
 router.register("notification-channels", NotificationChannelViewSet,
                 basename="notification-channel")
 router.register("notifications", NotificationViewSet, basename="notification")
+router.register("projects", ProjectViewSet, basename="project")
+router.register("stages", StageViewSet, basename="stage")
 router.register(
     r"workloads/(?P<workload_pk>[0-9]+)/snapshots", SnapshotViewSet, basename="workload-snapshot"
 )
 
 app_name = "api"
-urlpatterns = router.urls
+urlpatterns = [
+    *router.urls,
+    path("workloads/<int:pk>/logs", logs.WorkloadLogsView.as_view(), name="workload-logs"),
+    path("workloads/<int:pk>/logs/download", logs.WorkloadLogsDownloadView.as_view(),
+         name="workload-logs-download"),
+]

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC
-from functools import reduce
-from operator import or_
 
 from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
-from django.db.models import Q
 from django.urls import reverse
 from django.utils.translation import gettext as _
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied
 
 from lib import giturls
+from workloads import edits
 from workloads.models import (
     Container,
     DeployLog,
@@ -26,6 +25,7 @@ from workloads.models import (
     Stage,
     VolumeMount,
     Workload,
+    live_summary,
 )
 
 
@@ -108,6 +108,20 @@ SOURCE_FIELDS = (
 HOOK_FIELDS = ("pre_backup_hook", "post_backup_hook", "backup_hook_timeout", "pre_hook_failure")
 
 
+class LiveStateSerializer(serializers.Serializer):
+    """A workload's live state, derived from its containers (docs/concepts.md, "Live state")."""
+
+    state = serializers.CharField()
+    label = serializers.CharField()
+    detail = serializers.CharField()
+    replicas = serializers.IntegerField()
+    up = serializers.IntegerField()
+    exit_code = serializers.IntegerField(allow_null=True)
+    oom_killed = serializers.BooleanField()
+    restart_count = serializers.IntegerField()
+    since = serializers.DateTimeField(allow_null=True)
+
+
 class WorkloadSerializer(serializers.ModelSerializer):
     stage = serializers.PrimaryKeyRelatedField(queryset=Stage.objects.select_related("project"))
     # The repository credential is write-only: accepted here (or inside
@@ -133,6 +147,7 @@ class WorkloadSerializer(serializers.ModelSerializer):
     project_slug = serializers.CharField(source="stage.project.slug", read_only=True)
     stage_slug = serializers.CharField(source="stage.slug", read_only=True)
     url = serializers.SerializerMethodField()
+    live = serializers.SerializerMethodField()
 
     class Meta:
         model = Workload
@@ -143,8 +158,7 @@ class WorkloadSerializer(serializers.ModelSerializer):
             "git_username", "git_password", "has_git_credential", "repository_web_url",
             "replicas", "state", "running_reference", "running_commit", "running_commit_url",
             "deployed_at", "created", "snapshot_consistency", "auto_backup_before_deploy",
-            *HOOK_FIELDS, "volumes", "env", "ports",
-            "memory_limit_mib",
+            *HOOK_FIELDS, "volumes", "env", "ports", "memory_limit_mib", "live",
         ]
         read_only_fields = ["id", "state", "running_reference", "deployed_at", "created"]
         # validate() checks the slug within its stage, so the error names the
@@ -153,6 +167,10 @@ class WorkloadSerializer(serializers.ModelSerializer):
 
     def get_url(self, workload: Workload) -> str:
         return reverse("api:workload-detail", args=[workload.pk])
+
+    @extend_schema_field(LiveStateSerializer)
+    def get_live(self, workload: Workload) -> dict:
+        return LiveStateSerializer(live_summary(workload)).data
 
     def _refuse_hooks_without_permission(self, attrs) -> None:
         """A hook is a command run inside the workload's containers, with its secrets: setting
@@ -202,16 +220,22 @@ class WorkloadSerializer(serializers.ModelSerializer):
         ports = attrs.get("ports")
         if ports is None and self.instance is not None:
             ports = list(self.instance.ports.all())
-        if replicas > 1 and ports:
-            raise serializers.ValidationError(
-                {"replicas": _("A workload that publishes host ports can only have one replica.")}
-            )
-        self._check_unique(attrs.get("volumes"), "target", "volumes")
-        self._check_volume_paths(attrs, stage)
-        self._check_unique(attrs.get("env_vars"), "name", "env")
-        self._check_kept_secrets(attrs.get("env_vars"))
-        if attrs.get("ports"):
-            self._check_host_ports([PortMapping(**item) for item in attrs["ports"]])
+        workload = Workload(pk=getattr(self.instance, "pk", None), stage=stage)
+        # The same rules as the pages' forms (workloads/edits.py), on what this write changes.
+        try:
+            edits.check_replicas(replicas, ports or [])
+            if attrs.get("volumes") is not None:
+                edits.check_unique([v["target"] for v in attrs["volumes"]], key="target",
+                                   field="volumes")
+            self._check_volume_paths(attrs, workload)
+            if attrs.get("env_vars") is not None:
+                edits.check_unique([e["name"] for e in attrs["env_vars"]], key="name",
+                                   field="env")
+            self._check_kept_secrets(attrs.get("env_vars"))
+            if attrs.get("ports"):
+                edits.check_host_ports(workload, [PortMapping(**item) for item in attrs["ports"]])
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict) from None
         return attrs
 
     def _settle_git_credential(self, attrs) -> None:
@@ -233,24 +257,7 @@ class WorkloadSerializer(serializers.ModelSerializer):
         if credential is not None:
             attrs["git_credential"] = credential
 
-    def _check_host_ports(self, ports: list[PortMapping]) -> None:
-        """Each host address, port and protocol is published once, by one workload."""
-        keys = [(p.host_ip, p.host_port, p.protocol) for p in ports]
-        if len(keys) != len(set(keys)):
-            raise serializers.ValidationError({"ports": _("Each host port may appear only once.")})
-        taken = PortMapping.objects.filter(
-            reduce(or_, (Q(host_ip=ip, host_port=port, protocol=proto) for ip, port, proto in keys))
-        )
-        if self.instance is not None:
-            taken = taken.exclude(workload=self.instance)  # its own, about to be replaced
-        clash = taken.first()
-        if clash is not None:
-            raise serializers.ValidationError(
-                {"ports": _("Host port %(port)s is already published by another workload.")
-                 % {"port": clash}}
-            )
-
-    def _check_volume_paths(self, attrs, stage) -> None:
+    def _check_volume_paths(self, attrs, workload: Workload) -> None:
         """Each volume's host path is allowed and overlaps no other volume."""
         if "volumes" not in attrs and "stage" not in attrs:
             return
@@ -258,25 +265,19 @@ class WorkloadSerializer(serializers.ModelSerializer):
             volumes = [VolumeMount(**item) for item in attrs["volumes"]]
         else:
             volumes = list(self.instance.volumes.all()) if self.instance else []
-        workload = Workload(pk=getattr(self.instance, "pk", None), stage=stage)
-        try:
-            workload.check_volumes(volumes)
-        except DjangoValidationError as exc:
-            raise serializers.ValidationError({"volumes": exc.messages}) from None
+        edits.check_volumes(workload, volumes)
 
     def _check_credential_use(self, attrs) -> None:
-        """Attaching a credential (it will be sent to a registry) needs its own permission."""
         if "registry_credential" not in attrs:
             return
-        current = getattr(self.instance, "registry_credential", None)
-        new = attrs["registry_credential"]
-        user = self.context["request"].user
-        if new is not None and new != current and not user.has_perm(
-            "workloads.use_registrycredential"
-        ):
-            raise serializers.ValidationError(
-                {"registry_credential": _("You may not attach registry credentials.")}
+        try:
+            edits.check_credential_use(
+                self.context["request"].user,
+                current=getattr(self.instance, "registry_credential", None),
+                new=attrs["registry_credential"],
             )
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict) from None
 
     def _check_kept_secrets(self, items) -> None:
         """A null value is only allowed for a secret this workload already stores."""
@@ -291,16 +292,6 @@ class WorkloadSerializer(serializers.ModelSerializer):
                     {"env": _("%(name)s needs a value; only a stored secret may be sent as null.")
                      % {"name": item["name"]}}
                 )
-
-    @staticmethod
-    def _check_unique(items, key: str, field: str) -> None:
-        if items is None:
-            return
-        seen = [item[key] for item in items]
-        if len(seen) != len(set(seen)):
-            raise serializers.ValidationError(
-                {field: _("Each %(key)s may appear only once.") % {"key": key}}
-            )
 
     @transaction.atomic
     def create(self, validated_data) -> Workload:
@@ -363,7 +354,11 @@ class WorkloadSerializer(serializers.ModelSerializer):
 class ContainerSerializer(serializers.ModelSerializer):
     class Meta:
         model = Container
-        fields = ["id", "docker_id", "name", "replica", "image_reference", "created", "removed"]
+        fields = [
+            "id", "docker_id", "name", "replica", "image_reference", "created", "removed",
+            "state", "exit_code", "oom_killed", "restart_count", "health", "state_since",
+        ]
+
 
 
 class DeploySerializer(serializers.ModelSerializer):

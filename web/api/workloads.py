@@ -26,7 +26,7 @@ from web.api.workload_serializers import (
     WorkloadSerializer,
 )
 from workloads import metrics_history
-from workloads.models import DeployLog, DeployRecord, Workload
+from workloads.models import DeployLog, DeployRecord, Workload, with_live_containers
 
 
 class HistoryPagination(PageNumberPagination):
@@ -60,7 +60,8 @@ class WorkloadViewSet(viewsets.ModelViewSet):
         workloads = Workload.objects.with_parents()
         if self.action in {"list", "retrieve", "create", "partial_update"}:
             # Only the workload's own representation needs its children.
-            workloads = workloads.prefetch_related("volumes", "env_vars", "ports")
+            workloads = with_live_containers(
+                workloads.prefetch_related("volumes", "env_vars", "ports"))
         return workloads
 
     def perform_destroy(self, workload: Workload) -> None:

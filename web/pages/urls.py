@@ -1,9 +1,21 @@
 from django.urls import path
 
-from web.pages import backups, notifications, recovery, schedules, snapshots, workloads
+from web.pages import (
+    backups,
+    editing,
+    logs,
+    notifications,
+    recovery,
+    schedules,
+    snapshots,
+    tokens,
+    workloads,
+)
 
 urlpatterns = [
     path("", workloads.dashboard, name="dashboard"),
+    path("live", workloads.dashboard_live, name="dashboard-live"),
+    path("workloads/<int:pk>/live", workloads.workload_live, name="workload-live"),
     path("workloads/<int:pk>/", workloads.workload_detail, name="workload-detail"),
     path("workloads/<int:pk>/state", workloads.workload_state, name="workload-state"),
     path("workloads/<int:pk>/deploy", workloads.workload_deploy, name="workload-deploy"),
@@ -11,6 +23,10 @@ urlpatterns = [
     *[path(f"workloads/<int:pk>/{action}", workloads.workload_operate, {"action": action},
            name=f"workload-{action}") for action in ("start", "stop", "restart")],
     path("workloads/<int:pk>/metrics", workloads.workload_metrics, name="workload-metrics"),
+    path("workloads/<int:pk>/logs", logs.workload_logs, name="workload-logs"),
+    path("workloads/<int:pk>/logs/follow", logs.workload_logs_follow, name="workload-logs-follow"),
+    path("workloads/<int:pk>/logs/download", logs.workload_logs_download,
+         name="workload-logs-download"),
     path("deploys/<int:pk>/", workloads.deploy_detail, name="deploy-detail"),
     path("deploys/<int:pk>/panel", workloads.deploy_panel, name="deploy-panel"),
     path("workloads/<int:pk>/snapshots", snapshots.snapshots_panel, name="snapshots-panel"),
@@ -40,4 +56,18 @@ urlpatterns = [
     path("backups/recover/forget", recovery.recover_forget, name="recover-forget"),
     path("backups/recoveries/<int:pk>/", recovery.recovery_detail, name="recovery-detail"),
     path("notifications/", notifications.notification_list, name="notifications"),
+    # Everyday editing: projects, stages and workloads, and one's own API token.
+    path("projects/", editing.project_list, name="projects"),
+    path("projects/add", editing.project_add, name="project-add"),
+    path("projects/<int:pk>/", editing.project_edit, name="project-edit"),
+    path("projects/<int:pk>/delete", editing.project_delete, name="project-delete"),
+    path("stages/add", editing.stage_add, name="stage-add"),
+    path("stages/<int:pk>/", editing.stage_edit, name="stage-edit"),
+    path("stages/<int:pk>/delete", editing.stage_delete, name="stage-delete"),
+    path("workloads/add", editing.workload_add, name="workload-add"),
+    path("workloads/<int:pk>/edit", editing.workload_edit, name="workload-edit"),
+    path("workloads/<int:pk>/delete", editing.workload_delete, name="workload-delete"),
+    path("tokens/", tokens.token_page, name="tokens"),
+    path("tokens/create", tokens.token_create, name="token-create"),
+    path("tokens/revoke", tokens.token_revoke, name="token-revoke"),
 ]

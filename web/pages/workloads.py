@@ -6,7 +6,6 @@ from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
-from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
@@ -16,10 +15,16 @@ from django_htmx.http import HttpResponseStopPolling
 from backups import health
 from engine import deploys, operations
 from lib import runtime
-from web.pages import charts
+from web.pages import charts, workload_facts
 from web.pages import snapshots as snapshot_views
 from workloads import metrics_history
-from workloads.models import DeployInProgress, DeployLog, DeployRecord, VolumeMount, Workload
+from workloads.models import (
+    DeployInProgress,
+    DeployLog,
+    DeployRecord,
+    Workload,
+    with_live_containers,
+)
 
 
 def _get_workload(pk: int) -> Workload:
@@ -27,6 +32,8 @@ def _get_workload(pk: int) -> Workload:
 
 
 HISTORY_ROWS = 20
+# How often the dashboard and the workload page ask for the live state.
+LIVE_POLL_SECONDS = 3
 METRICS_DEFAULT = metrics_history.DEFAULT_WINDOW
 
 
@@ -53,24 +60,10 @@ def _state_context(workload: Workload) -> dict:
         "busy": restoring or (last is not None and not last.is_finished),
         "deploys": deploys,
         "current_deploy": current,
+        "drift": workload_facts.drift(workload, current),
         "containers": workload.containers.live(),
         "events": workload.events.select_related("user")[:20],
     }
-
-
-def _volume_rows(workload: Workload) -> list[tuple[VolumeMount, str | None]]:
-    """Each volume with its host path, or None where the path no longer resolves safely.
-
-    A symlink planted in a volume's directory, or a changed data dir, makes
-    host_path() refuse; the page shows that volume as invalid instead of failing.
-    """
-    rows: list[tuple[VolumeMount, str | None]] = []
-    for volume in workload.volumes.all():
-        try:
-            rows.append((volume, volume.host_path()))
-        except ValidationError:
-            rows.append((volume, None))
-    return rows
 
 
 def _metrics_context(workload: Workload, window: str) -> dict:
@@ -92,7 +85,7 @@ def _metrics_context(workload: Workload, window: str) -> dict:
 @login_required
 @permission_required("workloads.view_workload", raise_exception=True)
 def dashboard(request: HttpRequest) -> HttpResponse:
-    workloads = list(Workload.objects.with_parents())
+    workloads = list(with_live_containers(Workload.objects.with_parents()))
     # Each workload's backup health, in a fixed number of queries whatever their number.
     found = health.health_of(workloads)
     for workload in workloads:
@@ -100,8 +93,36 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "workloads/dashboard.html",
-        {"workloads": workloads, "engine": runtime.engine_status()},
+        {"workloads": workloads, "engine": runtime.engine_status(),
+         "live_poll_seconds": LIVE_POLL_SECONDS},
     )
+
+
+@require_GET
+@login_required
+@permission_required("workloads.view_workload", raise_exception=True)
+def dashboard_live(request: HttpRequest) -> HttpResponse:
+    """Every workload's state badge, swapped in out of band (the dashboard polls it)."""
+    workloads = with_live_containers(Workload.objects.with_parents())
+    return render(request, "workloads/dashboard.html#live-update",
+                  {"workloads": workloads, "live_poll_seconds": LIVE_POLL_SECONDS})
+
+
+def _live_context(workload: Workload) -> dict:
+    """The live panel: the workload's live containers, read once for the table and the state."""
+    workload.live_containers = list(workload.containers.live().order_by("replica"))
+    return {"workload": workload, "live_containers": workload.live_containers,
+            "live_poll_seconds": LIVE_POLL_SECONDS}
+
+
+@require_GET
+@login_required
+@permission_required("workloads.view_workload", raise_exception=True)
+def workload_live(request: HttpRequest, pk: int) -> HttpResponse:
+    """The live panel, with the state badge and the events out of band (polled every few s)."""
+    workload = _get_workload(pk)
+    context = _live_context(workload) | {"events": workload.events.select_related("user")[:20]}
+    return render(request, "workloads/detail.html#live-update", context)
 
 
 @require_GET
@@ -113,8 +134,9 @@ def workload_detail(request: HttpRequest, pk: int) -> HttpResponse:
         _state_context(workload)
         | _metrics_context(workload, METRICS_DEFAULT)
         | snapshot_views.panel_context(workload, request.user)
-        | {"volumes": _volume_rows(workload), "engine": runtime.engine_status(),
-           "health": health.health(workload)}
+        | workload_facts.context(request, workload)
+        | {"engine": runtime.engine_status(), "health": health.health(workload)}
+        | _live_context(workload)
     )
     return render(request, "workloads/detail.html", context)
 

@@ -5,7 +5,17 @@ the deploy ledger, containers and samples, events), re-exported here so that
 `from workloads.models import Workload` keeps working.
 """
 
-from workloads.models.containers import Container, ContainerQuerySet, ContainerStatsSample
+from workloads.models.containers import (
+    Container,
+    ContainerQuerySet,
+    ContainerStatsSample,
+    EngineState,
+    Health,
+    LiveState,
+    LiveSummary,
+    live_summary,
+    with_live_containers,
+)
 from workloads.models.deploys import DeployInProgress, DeployLog, DeployRecord
 from workloads.models.events import EventLog
 from workloads.models.projects import SLUG_VALIDATOR, Project, Stage
@@ -24,7 +34,8 @@ from workloads.models.workloads import (
 
 __all__ = [
     "ENV_NAME_VALIDATOR", "SLUG_VALIDATOR", "Container", "ContainerQuerySet",
-    "ContainerStatsSample", "DeployInProgress", "DeployLog", "DeployRecord", "EnvVar",
+    "ContainerStatsSample", "DeployInProgress", "EngineState", "Health", "LiveState",
+    "LiveSummary", "live_summary", "with_live_containers", "DeployLog", "DeployRecord", "EnvVar",
     "EventLog", "HookFailure", "PortMapping", "Project", "RegistryCredential",
     "SnapshotConsistency", "Stage", "VolumeMount", "Workload", "WorkloadQuerySet",
     "remove_git_cache_after_delete",

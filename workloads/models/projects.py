@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.core.validators import RegexValidator
 from django.db import models
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -26,6 +27,9 @@ class Project(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def get_absolute_url(self) -> str:
+        return reverse("project-edit", args=[self.pk])
+
 
 class Stage(models.Model):
     project = models.ForeignKey(
@@ -45,3 +49,6 @@ class Stage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project.slug}/{self.slug}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("stage-edit", args=[self.pk])

@@ -7,6 +7,7 @@ import json
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models, transaction
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
@@ -153,13 +154,15 @@ class Workload(models.Model):
     replicas = models.PositiveSmallIntegerField(
         _("replicas"), default=1, validators=[MinValueValidator(1), MaxValueValidator(20)]
     )
-    # The engine's memory limit for each container (swap included), so that an
-    # app that outgrows it is killed alone and the deploy that starts it fails
-    # as "out of memory"; empty means no limit.
     memory_limit_mib = models.PositiveIntegerField(
-        _("memory limit (MiB)"), null=True, blank=True,
+        _("memory limit (MiB)"),
+        null=True,
+        blank=True,
         validators=[MinValueValidator(6), MaxValueValidator(1024 * 1024)],
-        help_text=_("Each container's memory limit; empty for none."),
+        help_text=_(
+            "Each container's memory, swap included; a container that needs more is killed "
+            "(out of memory). Empty: no limit. Applies from the next deploy."
+        ),
     )
     state = models.CharField(
         _("state"), max_length=12, choices=State, default=State.NEW, editable=False
@@ -242,6 +245,8 @@ class Workload(models.Model):
             ("snapshot_workload", _("Can take, download and import snapshots of workloads")),
             ("restore_workload", _("Can restore snapshots onto workloads")),
             ("operate_workload", _("Can start, stop and restart workloads")),
+            # Logs can carry secrets an application prints: viewers do not get it.
+            ("view_logs", _("Can read the logs of workloads")),
         ]
 
     def __str__(self) -> str:
@@ -259,6 +264,9 @@ class Workload(models.Model):
                 if update_fields is not None:
                     kwargs["update_fields"] = {*update_fields, "git_credential_encrypted"}
         super().save(*args, **kwargs)
+
+    def get_absolute_url(self) -> str:
+        return reverse("workload-detail", args=[self.pk])
 
     def clean(self) -> None:
         self._clean_hooks()
