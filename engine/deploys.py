@@ -19,7 +19,7 @@ from django.utils.translation import gettext as _
 from engine import lost, queue
 from engine.locked import recovery, swap_recovery
 from engine.locked.deploy import DeployError, Failure, record_failure, run
-from lib import locks, owners, runtime
+from lib import locks, owners, redact, runtime
 from snapshots.models import RestoreJob
 from workloads.models import DeployRecord, Workload
 
@@ -219,15 +219,15 @@ def remove_workload(*, workload: Workload) -> None:
 
 # What the page of a deploy that failed at start shows of each container's log.
 FAILED_START_LOG_LINES = 40
-FAILED_START_LOG_CHARS = 8000
 
 
-def failed_start_logs(*, record: DeployRecord) -> list[tuple[str, str]]:
+def failed_start_logs(*, record: DeployRecord) -> list[tuple[str, list[runtime.LogLine]]]:
     """(container name, its last log lines) of each container a failed start kept.
 
-    Read from the engine when asked, never stored (a log can carry anything
-    the app prints), with the workload's known secrets masked. Empty once the
-    next deploy removed the containers, or when the engine cannot be asked.
+    Read from the engine when asked (runtime.read_log's bounds), never stored
+    (a log can carry anything the app prints), with the workload's known
+    secrets masked. Empty once the next deploy removed the containers, or when
+    the engine cannot be asked.
     """
     if not record.keeps_failed_containers:
         return []
@@ -235,11 +235,14 @@ def failed_start_logs(*, record: DeployRecord) -> list[tuple[str, str]]:
         kept = [c for c in runtime.list_containers(record.workload_id, kept_failed=True)
                 if c.labels.get(runtime.DEPLOY_LABEL) == str(record.pk)]
         secrets = record.workload.secret_values()
-        return [
-            (c.name, runtime.log_tail(c.id, lines=FAILED_START_LOG_LINES,
-                                      max_chars=FAILED_START_LOG_CHARS, secrets=secrets))
-            for c in sorted(kept, key=lambda c: c.name)
-        ]
+        logs = []
+        for container in sorted(kept, key=lambda c: c.name):
+            found = runtime.read_log(container.id, tail=FAILED_START_LOG_LINES)
+            lines = found.lines if found is not None else []
+            logs.append((container.name, [
+                runtime.LogLine(line.time_ns, redact.for_log(line.text, secrets))
+                for line in lines]))
+        return logs
     except runtime.EngineError as exc:
         logger.warning("the log of deploy %s's failed containers could not be read: %s",
                        record.pk, exc)

@@ -528,50 +528,11 @@ def _first_death(container_id: str, since: float) -> tuple[int | None, bool]:
     return None, oom
 
 
-LOG_TAIL_READ_LIMIT = 4 * 1024 * 1024
-
-
 def _now_for_engine() -> str:
     """Now as the engine's API reads a timestamp: seconds and nine digits of nanoseconds."""
     seconds, nanoseconds = divmod(time.time_ns(), 10**9)
     return f"{seconds}.{nanoseconds:09d}"
 
-
-def log_tail(container_id: str, *, lines: int, max_chars: int, secrets: Iterable[str] = ()
-             ) -> str:
-    """The end of a container's last `lines` log lines (stdout and stderr, with timestamps).
-
-    At most `max_chars`, with the secrets given masked; the engine's stream is
-    read to its end but never more than LOG_TAIL_READ_LIMIT bytes of it, so one
-    enormous line cannot hold a web worker. "" for a container that is gone.
-    """
-    secrets = [s for s in secrets if s]
-    keep = max_chars + max((len(s) for s in secrets), default=0)
-    data, cut, read = bytearray(), False, 0
-    with _translated(EngineError):
-        try:
-            stream = _client().api.logs(container_id, stdout=True, stderr=True, tail=lines,
-                                        timestamps=True, stream=True, follow=False)
-        except docker.errors.NotFound:
-            return ""
-        try:
-            for chunk in stream:
-                data += chunk
-                read += len(chunk)
-                if len(data) > 2 * keep:
-                    del data[:-keep]
-                    cut = True
-                if read >= LOG_TAIL_READ_LIMIT:
-                    break
-        finally:
-            with suppress(Exception):
-                stream.close()
-    cut = cut or len(data) > keep
-    masked = for_log(bytes(data[-keep:]).decode("utf-8", "replace"), secrets)
-    if cut:
-        # A secret cut at the start of the kept bytes would not be masked whole.
-        masked = masked[max((len(s) for s in secrets), default=0):]
-    return masked[-max_chars:]
 
 
 def stop(container_id: str, *, timeout: int = 10) -> None:

@@ -170,12 +170,16 @@ def test_a_container_that_exits_3_at_start_is_exited_at_start(
     assert SECRET not in page
     assert tables_containing("line 42") == []
 
-    # A viewer is told the log is there, not shown it.
+    # Without view_logs a viewer is told the log is there, not shown it; with it, shown.
     viewer = django_user_model.objects.create_user("viewer", password="x")
     viewer.user_permissions.add(*_permissions("view_workload"))
     client.force_login(viewer)
     page = client.get(f"/deploys/{record.pk}/").content.decode()
-    assert "line 42" not in page
+    assert "line 42" not in page and "only those who may read logs" in page
+    reader = django_user_model.objects.create_user("reader", password="x")
+    reader.user_permissions.add(*_permissions("view_workload", "view_logs"))
+    client.force_login(reader)
+    assert "no config at line 42" in client.get(f"/deploys/{record.pk}/").content.decode()
 
     # The next deploy removes the kept container.
     set_script(workload, "sleep 600")

@@ -233,11 +233,11 @@ def _failed_start_context(record: DeployRecord, user) -> dict:
     """The last log lines of a deploy's containers that exited at start, read now.
 
     A container's log can carry whatever the app prints, secrets included: only
-    those who may deploy the workload (and so run code in it) read it here.
+    those who may read logs (view_logs) read it here.
     """
     if not record.keeps_failed_containers:
         return {}
-    if not user.has_perm("workloads.deploy_workload"):
+    if not user.has_perm("workloads.view_logs"):
         return {"start_logs_hidden": True}
     return {"start_logs": deploys.failed_start_logs(record=record)}
 
