@@ -9,11 +9,7 @@ from __future__ import annotations
 
 import io
 import socket
-import subprocess
-import tempfile
-import urllib.error
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission
@@ -22,30 +18,15 @@ from django.test import Client
 
 from engine import deploys
 from lib import runtime
-from tests.conftest import registry_digest
-from tests.fixtures import images
+from tests.fixtures import chatty, images
 from tests.workloads.test_secrets import credential, tables_containing
 from workloads.models import Container, DeployRecord, EnvVar, PortMapping, Workload
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
 
 Failure = DeployRecord.Failure
+chatty_image = chatty.chatty_image  # busybox running the script in BERTH_TEST_SCRIPT
 SECRET = "printed-secret-4e1d"  # noqa: S105 - the value under test
-
-
-@pytest.fixture(scope="session")
-def script_image(docker_engine) -> str:
-    """images.SCRIPT in the local registry, built from the busybox test image if missing."""
-    try:
-        registry_digest(images.SCRIPT)
-    except urllib.error.HTTPError:
-        with tempfile.TemporaryDirectory() as context:
-            Path(context, "Dockerfile").write_text(images.SCRIPT_DOCKERFILE)
-            subprocess.run(["docker", "build", "-q", "-t", images.SCRIPT, context],
-                           check=True, capture_output=True, env={"DOCKER_BUILDKIT": "0",
-                                                                 "PATH": "/usr/bin:/bin"})
-        subprocess.run(["docker", "push", images.SCRIPT], check=True, capture_output=True)
-    return images.SCRIPT
 
 
 @pytest.fixture
@@ -67,7 +48,7 @@ def running_first(make_workload, image: str = images.HTTPD_V1, **fields
                   ) -> tuple[Workload, str]:
     """A workload deployed once, and the id of its running container."""
     workload = make_workload(image=image, **fields)
-    if image == images.SCRIPT:
+    if image == chatty.CHATTY:
         set_script(workload, "sleep 600")
     first = deploy(workload)
     assert first.outcome == DeployRecord.Outcome.SUCCEEDED, first.failure_code
@@ -143,10 +124,10 @@ def test_a_taken_host_port_is_port_in_use(docker, make_workload, taken_port):
 
 
 def test_a_container_that_exits_3_at_start_is_exited_at_start(
-    docker, make_workload, script_image, settings, django_user_model
+    docker, make_workload, chatty_image, settings, django_user_model
 ):
     settings.BERTH_START_GRACE_MS = 5000
-    workload, running = running_first(make_workload, image=script_image)
+    workload, running = running_first(make_workload, image=chatty_image)
     secret = EnvVar(workload=workload, name="TOKEN")
     secret.set_value(SECRET, secret=True)
     secret.save()
@@ -191,10 +172,10 @@ def test_a_container_that_exits_3_at_start_is_exited_at_start(
 
 
 def test_a_container_over_its_memory_limit_at_start_is_out_of_memory(
-    docker, make_workload, script_image, settings
+    docker, make_workload, chatty_image, settings
 ):
     settings.BERTH_START_GRACE_MS = 5000
-    workload, running = running_first(make_workload, image=script_image, memory_limit_mib=16)
+    workload, running = running_first(make_workload, image=chatty_image, memory_limit_mib=16)
     # 100 MB in a shell variable, under a 16 MiB limit without swap.
     set_script(workload, "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo done")
 
