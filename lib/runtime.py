@@ -103,10 +103,10 @@ class PortInUse(StartFailed):
 
 
 class ExitedAtStart(StartFailed):
-    """A new container exited (or was restarted by its policy) right after it started."""
+    """A container exited (or was restarted by its policy) right after it started."""
 
     code = "exited_at_start"
-    message = "A new container exited right after it started."
+    message = "A container exited right after it started."
 
     def __init__(self, raw: str = "", *, container_id: str = "", exit_code: int | None = None
                  ) -> None:
@@ -117,7 +117,7 @@ class ExitedAtStart(StartFailed):
 
 class OutOfMemory(ExitedAtStart):
     code = "out_of_memory"
-    message = "A new container ran out of memory right after it started."
+    message = "A container ran out of memory right after it started."
 
 
 class BuildFailed(EngineError):
