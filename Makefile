@@ -36,13 +36,7 @@ run: $(STAMP) host messages
 	$(MANAGE) recover
 	$(MANAGE) createadmin --if-none
 	@echo "Berth: http://$${BERTH_LISTEN:-127.0.0.1:8000}/ (Ctrl-C stops the web server, the worker, the stats sampler, the event follower and the sweep)"
-	@trap 'kill 0' EXIT INT TERM; \
-	  $(VENV)/bin/gunicorn -c berth/gunicorn.conf.py & \
-	  $(MANAGE) qcluster & \
-	  $(MANAGE) sample_stats & \
-	  $(MANAGE) follow_engine & \
-	  $(MANAGE) recover --every 60 & \
-	  wait -n
+	@VENV=$(VENV) ./scripts/run.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

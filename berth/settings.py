@@ -9,6 +9,7 @@ from pathlib import Path
 
 from django.utils.translation import gettext_lazy as _
 
+from berth import datadir
 from berth.env import (
     database_from_url,
     encryption_key,
@@ -27,7 +28,7 @@ from berth.env import (
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-DATA_DIR = private_directory(Path(envstr("BERTH_DATA_DIR", str(BASE_DIR / "var"))).resolve())
+DATA_DIR = private_directory(datadir.configured(BASE_DIR))
 
 SECRET_KEY = secret_key(DATA_DIR)
 BERTH_ENCRYPTION_KEY = encryption_key(DATA_DIR)
@@ -97,7 +98,7 @@ TEMPLATES = [
 
 DATABASES = {
     "default": database_from_url(
-        envstr("DATABASE_URL", ""), sqlite_default=DATA_DIR / "berth.sqlite3"
+        envstr("DATABASE_URL", ""), sqlite_default=DATA_DIR / datadir.DATABASE_NAME
     )
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -238,6 +239,9 @@ BERTH_ABSOLUTE_VOLUME_ROOTS = envlist("BERTH_ABSOLUTE_VOLUME_ROOTS", [])
 BERTH_DEPLOY_HISTORY_KEEP = envint("BERTH_DEPLOY_HISTORY_KEEP", 50, minimum=1)
 BERTH_DEPLOY_LOCK_TIMEOUT = envint("BERTH_DEPLOY_LOCK_TIMEOUT", 900, minimum=1)
 BERTH_DOCKER_TIMEOUT = envint("BERTH_DOCKER_TIMEOUT", 120, minimum=5)
+# How long a deploy watches its new containers after starting them for one that
+# exits (exited_at_start, out_of_memory); the old ones stay stopped meanwhile.
+BERTH_START_GRACE_MS = envint("BERTH_START_GRACE_MS", 1000, minimum=0, maximum=60000)
 # Git-built workloads: how long one git command and one image build may run,
 # and how much of a build's log is kept with its deploy (the tail).
 BERTH_GIT_TIMEOUT = envint("BERTH_GIT_TIMEOUT", 600, minimum=5)

@@ -19,7 +19,7 @@ from django.utils.translation import gettext as _
 from engine import lost, queue
 from engine.locked import recovery, swap_recovery
 from engine.locked.deploy import DeployError, Failure, record_failure, run
-from lib import locks, owners, runtime
+from lib import locks, owners, redact, runtime
 from snapshots.models import RestoreJob
 from workloads.models import DeployRecord, Workload
 
@@ -211,6 +211,39 @@ def remove_workload(*, workload: Workload) -> None:
     containers run on would leave them holding ports and volumes, unseen.
     """
     with locks.workload_lock(workload.pk):
-        for container in runtime.list_containers(workload.pk):
-            runtime.remove(container.id)
+        for kept_failed in (False, True):
+            for container in runtime.list_containers(workload.pk, kept_failed=kept_failed):
+                runtime.remove(container.id)
         workload.delete()
+
+
+# What the page of a deploy that failed at start shows of each container's log.
+FAILED_START_LOG_LINES = 40
+
+
+def failed_start_logs(*, record: DeployRecord) -> list[tuple[str, list[runtime.LogLine]]]:
+    """(container name, its last log lines) of each container a failed start kept.
+
+    Read from the engine when asked (runtime.read_log's bounds), never stored
+    (a log can carry anything the app prints), with the workload's known
+    secrets masked. Empty once the next deploy removed the containers, or when
+    the engine cannot be asked.
+    """
+    if not record.keeps_failed_containers:
+        return []
+    try:
+        kept = [c for c in runtime.list_containers(record.workload_id, kept_failed=True)
+                if c.labels.get(runtime.DEPLOY_LABEL) == str(record.pk)]
+        secrets = record.workload.secret_values()
+        logs = []
+        for container in sorted(kept, key=lambda c: c.name):
+            found = runtime.read_log(container.id, tail=FAILED_START_LOG_LINES)
+            lines = found.lines if found is not None else []
+            logs.append((container.name, [
+                runtime.LogLine(line.time_ns, redact.for_log(line.text, secrets))
+                for line in lines]))
+        return logs
+    except runtime.EngineError as exc:
+        logger.warning("the log of deploy %s's failed containers could not be read: %s",
+                       record.pk, exc)
+        return []

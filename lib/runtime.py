@@ -72,6 +72,21 @@ class PullFailed(EngineError):
     message = "The image could not be pulled."
 
 
+class ImageNotFound(PullFailed):
+    code = "image_not_found"
+    message = "The registry has no image of that name and tag."
+
+
+class RegistryAuthFailed(PullFailed):
+    code = "registry_auth_failed"
+    message = "The registry refused the credential (or asked for one)."
+
+
+class RegistryUnreachable(PullFailed):
+    code = "registry_unreachable"
+    message = "The registry could not be reached."
+
+
 class CreateFailed(EngineError):
     code = "create_failed"
     message = "A container could not be created."
@@ -80,6 +95,29 @@ class CreateFailed(EngineError):
 class StartFailed(EngineError):
     code = "start_failed"
     message = "A container could not be started."
+
+
+class PortInUse(StartFailed):
+    code = "port_in_use"
+    message = "A host port the workload publishes is already in use."
+
+
+class ExitedAtStart(StartFailed):
+    """A container exited (or was restarted by its policy) right after it started."""
+
+    code = "exited_at_start"
+    message = "A container exited right after it started."
+
+    def __init__(self, raw: str = "", *, container_id: str = "", exit_code: int | None = None
+                 ) -> None:
+        super().__init__(raw)
+        self.container_id = container_id
+        self.exit_code = exit_code
+
+
+class OutOfMemory(ExitedAtStart):
+    code = "out_of_memory"
+    message = "A container ran out of memory right after it started."
 
 
 class BuildFailed(EngineError):
@@ -214,13 +252,41 @@ def pull(reference: str, *, username: str = "", password: str = "") -> str:
     repository, tag = split_reference(reference)
     auth = {"username": username, "password": password} if username else None
     with _translated(PullFailed):
-        _client().images.get_registry_data(_joined(repository, tag), auth_config=auth)
-        image = _client().images.pull(repository, tag=tag, auth_config=auth)
+        try:
+            _client().images.get_registry_data(_joined(repository, tag), auth_config=auth)
+            image = _client().images.pull(repository, tag=tag, auth_config=auth)
+        except docker.errors.APIError as exc:
+            raise _pull_error(exc) from None
     for repo_digest in image.attrs.get("RepoDigests") or []:
         repo, _, digest = repo_digest.partition("@")
         if repo == repository:
             return f"{repository}@{digest}"
     raise PullFailed(f"no repository digest for {repository} after pulling {reference}")
+
+
+# What the engine says, in its message only, when it could not reach a registry
+# or the registry wanted a credential it was not given. Matched here and turned
+# into a code; the text itself is never stored.
+_UNREACHABLE_PHRASES = ("dial tcp", "connection refused", "no such host", "i/o timeout",
+                        "tls handshake timeout", "connection reset by peer", "no route to host")
+_NO_CREDENTIAL_PHRASES = ("no basic auth credentials", "authentication required",
+                          "unauthorized")
+
+
+def _pull_error(exc: docker.errors.APIError) -> PullFailed:
+    """The engine's answer to a registry request, as a code: by HTTP status, else known phrases."""
+    raw = str(exc.explanation or exc)
+    status = exc.status_code
+    if status == 404:
+        return ImageNotFound(raw)
+    if status in (401, 403):
+        return RegistryAuthFailed(raw)
+    lowered = raw.lower()
+    if any(phrase in lowered for phrase in _NO_CREDENTIAL_PHRASES):
+        return RegistryAuthFailed(raw)
+    if any(phrase in lowered for phrase in _UNREACHABLE_PHRASES):
+        return RegistryUnreachable(raw)
+    return PullFailed(raw)
 
 
 def _joined(repository: str, tag: str) -> str:
@@ -336,13 +402,26 @@ def labels_for(workload_id: int, **extra: str) -> dict[str, str]:
     }
 
 
-def list_containers(workload_id: int) -> list[ContainerInfo]:
+# The name mark of the containers a deploy kept after they exited at start
+# (`<name>.failed-<deploy id>`): stopped, out of the workload's containers, kept
+# only so that the deploy's page can show their last log lines, and removed by
+# the next deploy (or the workload's removal).
+FAILED_MARK = ".failed-"
+
+
+def is_kept_failed(name: str) -> bool:
+    return FAILED_MARK in name
+
+
+def list_containers(workload_id: int, *, kept_failed: bool = False) -> list[ContainerInfo]:
+    """The workload's containers; with `kept_failed`, only those a failed deploy kept."""
     with _translated(EngineError):
         found = _client().containers.list(
             all=True,
             filters={"label": [instance_label(), f"{WORKLOAD_LABEL}={workload_id}"]},
         )
-    return [ContainerInfo(c.id, c.name, c.status, dict(c.labels)) for c in found]
+    return [ContainerInfo(c.id, c.name, c.status, dict(c.labels)) for c in found
+            if is_kept_failed(c.name) == kept_failed]
 
 
 def create(spec: ContainerSpec) -> str:
@@ -362,13 +441,98 @@ def create(spec: ContainerSpec) -> str:
     return container.id
 
 
+# The engine's message when a published host port is taken (its status is a
+# plain 500): the userland proxy's bind error, or the port allocator's.
+_PORT_IN_USE_PHRASES = ("address already in use", "port is already allocated")
+
+
 def start(container_id: str) -> None:
+    """Start a container; ExitedAtStart (or OutOfMemory) if it is not running right after."""
+    since = time.time()
     with _translated(StartFailed):
         container = _client().containers.get(container_id)
-        container.start()
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            raw = str(exc.explanation or exc)
+            if any(phrase in raw.lower() for phrase in _PORT_IN_USE_PHRASES):
+                raise PortInUse(raw) from None
+            raise
         container.reload()
     if container.status != "running":
+        _raise_if_died(container_id, since)
         raise StartFailed(f"container {container_id} is {container.status} after start")
+
+
+def check_started(container_ids: list[str], *, since: float, grace: float) -> None:
+    """Watch newly started containers for `grace` seconds; ExitedAtStart if one died.
+
+    The containers restart by their policy, and a restarted container reports
+    exit code 0 and no OOM again, so what happened is read from the engine's
+    events since `since` (seconds since the epoch, just before the start): the
+    first `die` event's exit code, and an `oom` event before it. Returns early
+    as soon as one container is seen to have died.
+    """
+    deadline = time.monotonic() + grace
+    while True:
+        died = [cid for cid in container_ids if _died_since_start(cid)]
+        if died or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    for container_id in died:
+        _raise_if_died(container_id, since)
+    for container_id in container_ids:
+        _raise_if_died(container_id, since, wait=False)
+
+
+def _raise_if_died(container_id: str, since: float, *, wait: bool = True) -> None:
+    """ExitedAtStart (or OutOfMemory) if the engine saw the container die since `since`."""
+    exit_code, oom = _first_death(container_id, since)
+    if exit_code is None and wait:
+        time.sleep(0.2)  # the engine logs the event as it handles the exit
+        exit_code, oom = _first_death(container_id, since)
+    if exit_code is not None:
+        error = OutOfMemory if oom else ExitedAtStart
+        raise error(f"container {container_id} exited with code {exit_code} at start",
+                    container_id=container_id, exit_code=exit_code)
+
+
+def _died_since_start(container_id: str) -> bool:
+    with _translated(EngineError):
+        try:
+            attrs = _client().api.inspect_container(container_id)
+        except docker.errors.NotFound:
+            return True
+    state = attrs.get("State") or {}
+    return bool(attrs.get("RestartCount")) or not state.get("Running") or \
+        bool(state.get("Restarting"))
+
+
+def _first_death(container_id: str, since: float) -> tuple[int | None, bool]:
+    """(exit code of the first `die` since `since`, whether an `oom` came before it)."""
+    oom = False
+    with _translated(EngineError):
+        events = _client().api.events(
+            # Up to now and no further: a future `until` keeps the stream open.
+            since=int(since) - 1, until=_now_for_engine(), decode=True,
+            filters={"container": container_id, "event": ["die", "oom"]},
+        )
+        for event in events:
+            action = event.get("Action") or event.get("status")
+            if action == "oom":
+                oom = True
+            elif action == "die":
+                code = (event.get("Actor") or {}).get("Attributes", {}).get("exitCode")
+                events.close()
+                return (int(code) if code is not None and str(code).isdigit() else -1), oom
+    return None, oom
+
+
+def _now_for_engine() -> str:
+    """Now as the engine's API reads a timestamp: seconds and nine digits of nanoseconds."""
+    seconds, nanoseconds = divmod(time.time_ns(), 10**9)
+    return f"{seconds}.{nanoseconds:09d}"
+
 
 
 def stop(container_id: str, *, timeout: int = 10) -> None:
@@ -444,6 +608,8 @@ def _state_time(container_id: str, key: str) -> datetime | None:
 def list_instance_containers() -> list[ContainerInfo]:
     """Every container of this installation that carries a workload label, in one call.
 
+    Not the containers a failed deploy kept for their logs (FAILED_MARK).
+
     The engine's list answer already has names, labels and states: no
     per-container inspect (what `containers.list()` would do).
     """
@@ -461,6 +627,7 @@ def list_instance_containers() -> list[ContainerInfo]:
             image=c.get("Image", ""),
         )
         for c in found
+        if not is_kept_failed((c.get("Names") or ["/"])[0])
     ]
 
 

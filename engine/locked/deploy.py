@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -45,10 +47,11 @@ Failure = DeployRecord.Failure
 class DeployError(Exception):
     """A deploy step failed; `code` is a DeployRecord.Failure value."""
 
-    def __init__(self, code: str, raw: str = "") -> None:
+    def __init__(self, code: str, raw: str = "", exit_code: int | None = None) -> None:
         super().__init__(Failure(code).label)
         self.code = code
         self.raw = raw
+        self.exit_code = exit_code
 
 
 def dispatch_locked(
@@ -268,17 +271,24 @@ def _replace_containers(
         # resolves the paths for the new ones.
         _recheck_binds(workload, specs)
         operation.record(container_journal.START)
+        since = time.time()
         for container_id in created:
             runtime.start(container_id)
+        runtime.check_started(created, since=since, grace=settings.BERTH_START_GRACE_MS / 1000)
         crashpoints.reached("deploy.new-started")
         operation.record(container_journal.COMMIT)
+    except runtime.ExitedAtStart as exc:
+        # Kept, stopped, for the deploy's page to show their last log lines.
+        _undo(operation, created, was_running,
+              keep=lambda: _keep_failed(workload, created, specs))
+        raise DeployError(exc.code, exc.raw, exit_code=exc.exit_code) from None
     except (runtime.EngineError, ValidationError, OSError) as exc:
         _undo(operation, created, was_running)
         if isinstance(exc, ValidationError):
             raise DeployError(Failure.INVALID_CONFIG, str(exc.messages)) from None
         if isinstance(exc, OSError):
             raise DeployError(Failure.INTERNAL, f"the deploy journal: {exc}") from None
-        code = exc.code if exc.code == Failure.ENGINE_UNREACHABLE else Failure.START_FAILED
+        code = exc.code if exc.code in _START_CODES else Failure.START_FAILED
         raise DeployError(code, exc.raw) from None
     except BaseException:
         # Anything else (Ctrl-C in the deploy command, a bug): the old
@@ -289,6 +299,7 @@ def _replace_containers(
     crashpoints.reached("deploy.committed")
     removed = all([_best_effort(runtime.remove, container.id) for container in old])
     crashpoints.reached("deploy.old-removed")
+    _remove_kept_failed(workload)
     new = rename_new(workload, created, specs)
     complete = removed and all(name == workload.container_name(replica)
                                for _id, name, replica in new)
@@ -310,11 +321,21 @@ def rename_new(workload: Workload, created: list[str],
     return new
 
 
+# The engine errors at start that keep their own code; any other is start_failed.
+_START_CODES = {Failure.ENGINE_UNREACHABLE, Failure.PORT_IN_USE}
+
+
 def _undo(operation: container_journal.Operation, created: list[str],
-          was_running: list[runtime.ContainerInfo]) -> None:
+          was_running: list[runtime.ContainerInfo],
+          keep: Callable[[], bool] | None = None) -> None:
     """Before the commit: the new containers go, the old ones run again, the journal goes —
-    unless a step failed: then the journal stays, for the sweep to try again."""
-    undone = _discard(created)
+    unless a step failed: then the journal stays, for the sweep to try again.
+
+    `keep`, when given, keeps the new containers instead (stopped, out of the
+    workload's containers); it returns False if it could not.
+    """
+    undone = keep() if keep is not None else False
+    undone = undone or _discard(created)
     undone = _restart(was_running) and undone
     if not undone:
         return
@@ -322,6 +343,34 @@ def _undo(operation: container_journal.Operation, created: list[str],
         container_journal.remove(operation)
     except OSError:
         logger.exception("deploy %s: its journal could not be removed", operation.row)
+
+
+def _keep_failed(workload: Workload, created: list[str],
+                 specs: list[runtime.ContainerSpec]) -> bool:
+    """Stop the new containers that failed at start and mark them kept (FAILED_MARK).
+
+    Only the newest failed deploy's containers are kept: the ones an earlier
+    one kept go now. False if a step failed (the caller then removes them).
+    """
+    _remove_kept_failed(workload)
+    for container_id, spec in zip(created, specs, strict=True):
+        kept_name = spec.name.replace(".deploy-", runtime.FAILED_MARK)
+        if not (_best_effort(runtime.stop, container_id)
+                and _best_effort(runtime.rename, container_id, kept_name)):
+            return False
+    return True
+
+
+def _remove_kept_failed(workload: Workload) -> None:
+    """Remove what an earlier failed start kept for its log (best effort: it runs nothing)."""
+    try:
+        kept = runtime.list_containers(workload.pk, kept_failed=True)
+    except runtime.EngineError as exc:
+        logger.warning("workload %s: its kept failed containers were not listed: %s",
+                       workload.pk, exc)
+        return
+    for container in kept:
+        _best_effort(runtime.remove, container.id)
 
 
 def _recheck_binds(workload: Workload, specs: list[runtime.ContainerSpec]) -> None:
@@ -362,7 +411,8 @@ def record_failure(
         record.pk, workload.pk, exc.code, redact(exc.raw, secrets),
     )
     with transaction.atomic():
-        record.fail(exc.code, pinned_reference=record.pinned_reference, image_id=record.image_id)
+        record.fail(exc.code, pinned_reference=record.pinned_reference, image_id=record.image_id,
+                    exit_code=exc.exit_code)
         workload.mark_failed()
         EventLog.objects.create(
             workload=workload,

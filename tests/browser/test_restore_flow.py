@@ -125,7 +125,8 @@ def test_it_restores_from_the_dialog_with_progress_and_a_result(
     expect(status).to_have_attribute("data-outcome", "succeeded", timeout=DEPLOY_TIMEOUT_MS)
     expect(status).to_contain_text("Restored")
     job = RestoreJob.objects.get()
-    expect(status).to_contain_text(f"the previous data is snapshot #{job.pre_restore_snapshot_id}")
+    expect(status).to_contain_text(
+        f"The previous data is kept as snapshot #{job.pre_restore_snapshot_id}.")
     expect(page.locator(f"#snapshot-{job.pre_restore_snapshot_id}")).to_have_attribute(
         "data-kind", "pre_restore")
     expect(page.locator("#state-panel").get_by_role("button", name="Deploy")).to_be_enabled(

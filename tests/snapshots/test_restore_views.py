@@ -89,7 +89,7 @@ def test_a_confirmed_restore_answers_with_the_panel_and_its_result(operator, sna
     job = RestoreJob.objects.get()
     assert job.outcome == RestoreJob.Outcome.SUCCEEDED and trees(paths) == wanted
     assert f'data-restore="{job.pk}"' in html and 'data-outcome="succeeded"' in html
-    assert f"the previous data is snapshot #{job.pre_restore_snapshot_id}" in html
+    assert f"The previous data is kept as snapshot #{job.pre_restore_snapshot_id}." in html
     # It asks once for the state panel, which shows the restore as well.
     assert f'hx-get="/workloads/{workload.pk}/state" hx-trigger="load"' in html
     kept = Snapshot.objects.get(pk=job.pre_restore_snapshot_id)

@@ -84,7 +84,7 @@ def test_it_keeps_the_old_containers_when_the_pull_fails(docker, current_tag, ma
     failed = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
 
     assert failed.outcome == DeployRecord.Outcome.FAILED
-    assert failed.failure_code == DeployRecord.Failure.PULL_FAILED
+    assert failed.failure_code == DeployRecord.Failure.IMAGE_NOT_FOUND
     [after] = live_engine_containers(workload)
     assert after.id == before.id and after.running
     workload.refresh_from_db()

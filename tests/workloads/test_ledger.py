@@ -52,8 +52,8 @@ def test_it_records_a_restore_redeploy_from_the_lock_held_variant(docker, curren
 @pytest.mark.parametrize(
     ("image", "code"),
     [
-        (f"{images.HTTPD}:no-such-tag", Failure.PULL_FAILED),
-        ("127.0.0.1:5999/nobody/home:v1", Failure.PULL_FAILED),
+        (f"{images.HTTPD}:no-such-tag", Failure.IMAGE_NOT_FOUND),
+        ("127.0.0.1:5999/nobody/home:v1", Failure.REGISTRY_UNREACHABLE),
     ],
 )
 def test_it_records_failures_as_a_code_and_a_fixed_message(docker, make_workload, image, code):

@@ -320,4 +320,5 @@ def test_the_command_follows_until_sigterm(docker):
 def test_make_run_starts_the_follower_beside_the_sampler():
     makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
     run = makefile.split("\nrun:", 1)[1].split("\n\n", 1)[0]
-    assert "$(MANAGE) follow_engine &" in run and "trap 'kill 0'" in run
+    script = (Path(__file__).resolve().parents[2] / "scripts" / "run.sh").read_text()
+    assert "./scripts/run.sh" in run and '"${manage[@]}" follow_engine &' in script

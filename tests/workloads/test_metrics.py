@@ -510,8 +510,10 @@ def test_the_command_stops_cleanly_on_sigterm():
 def test_make_run_starts_the_sampler_beside_the_web_server_and_the_worker():
     makefile = (REPO_ROOT / "Makefile").read_text()
     run = makefile.split("\nrun:", 1)[1].split("\n\n", 1)[0]
-    assert "$(MANAGE) sample_stats &" in run
-    assert "trap 'kill 0'" in run
+    assert "./scripts/run.sh" in run
+    # scripts/run.sh starts it and stops it with the others (tests/berth/test_run_script.py).
+    script = (REPO_ROOT / "scripts" / "run.sh").read_text()
+    assert '"${manage[@]}" sample_stats &' in script
 
 
 

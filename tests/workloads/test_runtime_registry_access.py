@@ -77,11 +77,11 @@ def test_a_private_image_on_the_engine_is_not_pulled_without_the_credential(priv
     assert private_pinned.startswith(f"{images.AUTH_REGISTRY}/berth-test/httpd@sha256:")
 
     for reference in (private_pinned, images.AUTH_HTTPD_V1):
-        with pytest.raises(runtime.PullFailed) as caught:
+        with pytest.raises(runtime.RegistryAuthFailed) as caught:
             runtime.pull(reference)
-        assert str(caught.value) == runtime.PullFailed.message
+        assert str(caught.value) == runtime.RegistryAuthFailed.message
         assert caught.value.__cause__ is None and caught.value.__suppress_context__
-        with pytest.raises(runtime.PullFailed):
+        with pytest.raises(runtime.RegistryAuthFailed):
             runtime.pull(reference, username=images.AUTH_USERNAME, password="wrong-password")
 
     # With the credential, the same digest is handed out as before.

@@ -65,16 +65,17 @@ def test_the_right_credential_pulls_from_the_auth_registry(docker, make_workload
 
 
 @pytest.mark.parametrize(
-    ("image", "password"),
+    ("image", "password", "code"),
     [
-        (images.AUTH_HTTPD_V1, "wrong-password-5b1e"),
-        (f"{images.AUTH_REGISTRY}/berth-test/httpd:no-such-tag", images.AUTH_PASSWORD),
-        ("127.0.0.1:5999/berth-test/httpd:v1", "unreachable-pass-91c2"),
+        (images.AUTH_HTTPD_V1, "wrong-password-5b1e", "registry_auth_failed"),
+        (f"{images.AUTH_REGISTRY}/berth-test/httpd:no-such-tag", images.AUTH_PASSWORD,
+         "image_not_found"),
+        ("127.0.0.1:5999/berth-test/httpd:v1", "unreachable-pass-91c2", "registry_unreachable"),
     ],
     ids=["wrong-password", "unknown-tag", "unreachable-registry"],
 )
 def test_a_failed_deploy_leaks_no_secret_anywhere(
-    docker, make_workload, django_user_model, caplog, image, password
+    docker, make_workload, django_user_model, caplog, image, password, code
 ):
     workload = with_secrets(make_workload(image=image), password)
     admin = django_user_model.objects.create_superuser("root", password="correct horse battery")
@@ -86,7 +87,7 @@ def test_a_failed_deploy_leaks_no_secret_anywhere(
         client.post(f"/api/workloads/{workload.pk}/deploy")
 
     assert record.outcome == DeployRecord.Outcome.FAILED
-    assert record.failure_code == DeployRecord.Failure.PULL_FAILED
+    assert record.failure_code == code
     pages = [
         "/", f"/workloads/{workload.pk}/", f"/workloads/{workload.pk}/state",
         "/api/workloads", f"/api/workloads/{workload.pk}",
@@ -102,7 +103,7 @@ def test_a_failed_deploy_leaks_no_secret_anywhere(
             assert secret.encode() not in response.content, url
         assert secret not in caplog.text
     # The raw error did reach the server log, for the operator to read.
-    assert f"deploy {record.pk} of workload {workload.pk} failed (pull_failed)" in caplog.text
+    assert f"deploy {record.pk} of workload {workload.pk} failed ({code})" in caplog.text
 
 
 def test_redact_masks_every_known_secret_longest_first():

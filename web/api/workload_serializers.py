@@ -380,6 +380,7 @@ class DeploySerializer(serializers.ModelSerializer):
             "rolled_back_from", "outcome", "failure_code", "failure_message", "user",
             "created", "started", "finished", "duration_seconds", "build_log_url",
             "pre_deploy_snapshot", "backup_failure", "backup_failure_message",
+            "exit_code",
         ]
 
     def get_build_log_url(self, record: DeployRecord) -> str | None:

@@ -218,7 +218,7 @@ def _after_action(request: HttpRequest, workload: Workload, error: str) -> HttpR
     return render(request, "workloads/detail.html#state-update", context)
 
 
-def _deploy_context(pk: int) -> dict:
+def _deploy_context(pk: int, user) -> dict:
     record = get_object_or_404(
         DeployRecord.objects.select_related("workload__stage__project", "user"), pk=pk
     )
@@ -226,7 +226,21 @@ def _deploy_context(pk: int) -> dict:
         "deploy": record,
         "workload": record.workload,
         "log": DeployLog.objects.filter(deploy=record).first(),
+        **_failed_start_context(record, user),
     }
+
+
+def _failed_start_context(record: DeployRecord, user) -> dict:
+    """The last log lines of a deploy's containers that exited at start, read now.
+
+    A container's log can carry whatever the app prints, secrets included: only
+    those who may read logs (view_logs) read it here.
+    """
+    if not record.keeps_failed_containers:
+        return {}
+    if not user.has_perm("workloads.view_logs"):
+        return {"start_logs_hidden": True}
+    return {"start_logs": deploys.failed_start_logs(record=record)}
 
 
 @require_GET
@@ -234,7 +248,7 @@ def _deploy_context(pk: int) -> dict:
 @permission_required("workloads.view_workload", raise_exception=True)
 def deploy_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """One deploy: what it asked for, what it pinned, and a git deploy's build log."""
-    return render(request, "workloads/deploy.html", _deploy_context(pk))
+    return render(request, "workloads/deploy.html", _deploy_context(pk, request.user))
 
 
 @require_GET
@@ -242,7 +256,7 @@ def deploy_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @permission_required("workloads.view_workload", raise_exception=True)
 def deploy_panel(request: HttpRequest, pk: int) -> HttpResponse:
     """The deploy panel with the build log so far; polled while the deploy runs."""
-    context = _deploy_context(pk)
+    context = _deploy_context(pk, request.user)
     response = render(request, "workloads/deploy.html#deploy-panel", context)
     if request.htmx and context["deploy"].is_finished:
         response.status_code = HttpResponseStopPolling.status_code

@@ -76,6 +76,29 @@ class DeployRecord(Job):
         BUILD_FAILED = "build_failed", _(
             "The image could not be built; the build log shows the failing step."
         )
+        # Split out of pull_failed and start_failed (which stay, for older rows
+        # and for what the engine reports in no way Berth knows).
+        IMAGE_NOT_FOUND = "image_not_found", _(
+            "The registry has no image of that name and tag (check the reference)."
+        )
+        REGISTRY_AUTH_FAILED = "registry_auth_failed", _(
+            "The registry refused the credential, or wants one (check the workload's registry "
+            "credential)."
+        )
+        REGISTRY_UNREACHABLE = "registry_unreachable", _(
+            "The registry could not be reached (check its address and the network)."
+        )
+        PORT_IN_USE = "port_in_use", _(
+            "A host port the workload publishes is already in use; the previous containers "
+            "were restarted."
+        )
+        EXITED_AT_START = "exited_at_start", _(
+            "A new container exited right after it started; the previous ones were restarted."
+        )
+        OUT_OF_MEMORY = "out_of_memory", _(
+            "A new container ran out of memory right after it started (raise the workload's "
+            "memory limit); the previous ones were restarted."
+        )
         INTERNAL = "internal", _("Berth hit an internal error; the server log has the details.")
         INTERRUPTED = "interrupted", _(
             "The deploy was interrupted (its worker stopped) before it finished."
@@ -117,6 +140,10 @@ class DeployRecord(Job):
         _("outcome"), max_length=10, choices=Outcome, default=Outcome.QUEUED
     )
     failure_code = models.CharField(_("failure"), max_length=20, choices=Failure, blank=True)
+    exit_code = models.IntegerField(
+        _("exit code"), null=True, blank=True,
+        help_text=_("The exit code of a new container that exited at start."),
+    )
     backup_failure = models.CharField(
         _("backup failure"), max_length=20, choices=BackupFailure, blank=True,
         help_text=_("Set when the snapshot before this deploy should have been taken and was not."),
@@ -250,7 +277,18 @@ class DeployRecord(Job):
 
     @property
     def failure_message(self) -> str:
-        return self.Failure(self.failure_code).label if self.failure_code else ""
+        if not self.failure_code:
+            return ""
+        message = str(self.Failure(self.failure_code).label)
+        if self.exit_code is not None:
+            message = _("%(message)s Exit code: %(code)d.") % {
+                "message": message, "code": self.exit_code}
+        return message
+
+    @property
+    def keeps_failed_containers(self) -> bool:
+        """Whether the engine may still hold this deploy's exited containers, for their logs."""
+        return self.failure_code in (self.Failure.EXITED_AT_START, self.Failure.OUT_OF_MEMORY)
 
     @property
     def duration(self):
@@ -283,15 +321,16 @@ class DeployRecord(Job):
         self.backup_failure = self.BackupFailure(code).value
         self.save(update_fields=["backup_failure"])
 
-    def fail(self, code: str, pinned_reference: str = "", image_id: str = "") -> None:
+    def fail(self, code: str, pinned_reference: str = "", image_id: str = "",
+             exit_code: int | None = None) -> None:
         self.outcome = self.Outcome.FAILED
         self.failure_code = self.Failure(code).value
+        self.exit_code = exit_code
         self.pinned_reference = pinned_reference
         self.image_id = image_id
         self.finished = timezone.now()
-        self.save(
-            update_fields=["outcome", "failure_code", "pinned_reference", "image_id", "finished"]
-        )
+        self.save(update_fields=["outcome", "failure_code", "exit_code", "pinned_reference",
+                                 "image_id", "finished"])
 
 
 class DeployLog(models.Model):
