@@ -315,3 +315,21 @@ def test_a_git_url_whose_credential_cannot_be_taken_out_is_never_shown_back(clie
     assert response.status_code == 200 and not Workload.objects.exists()
     assert secret not in response.content.decode()
     assert "cannot take out" in response.content.decode()
+
+
+def test_who_may_not_attach_credentials_is_shown_none(client, operator, stage):
+    from django.contrib.auth.models import Permission
+
+    from workloads.models import RegistryCredential
+
+    RegistryCredential.objects.create(name="corp-registry-cred", registry="reg.example.com",
+                                      username="u")
+    operator.user_permissions.remove(Permission.objects.get(codename="use_registrycredential"))
+    operator.groups.clear()
+    operator.user_permissions.add(*Permission.objects.filter(codename__in=[
+        "add_workload", "view_workload"]))
+    client.force_login(operator)
+
+    page = client.get("/workloads/add").content.decode()
+
+    assert "corp-registry-cred" not in page and "reg.example.com" not in page

@@ -15,7 +15,15 @@ from django.forms.models import inlineformset_factory
 
 from web.admin.forms import EnvVarForm, WorkloadForm
 from workloads import edits
-from workloads.models import EnvVar, PortMapping, Project, Stage, VolumeMount, Workload
+from workloads.models import (
+    EnvVar,
+    PortMapping,
+    Project,
+    RegistryCredential,
+    Stage,
+    VolumeMount,
+    Workload,
+)
 
 # A blank row under each list; "Add a row" (static/js/rows.js) adds more.
 EXTRA_ROWS = 1
@@ -50,6 +58,10 @@ class WorkloadPageForm(WorkloadForm):
         self.user = user
         self.fields["stage"].queryset = Stage.objects.select_related("project")
         self.fields["build_args"].required = False
+        if not user.has_perm(edits.CREDENTIAL_PERMISSION):
+            # Who may not attach credentials is shown none but the one already attached.
+            self.fields["registry_credential"].queryset = RegistryCredential.objects.filter(
+                pk=self.instance.registry_credential_id)
 
     def clean_build_args(self):
         # An emptied field means no build arguments, as in the API (never a NULL).
