@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 MANAGE := $(PY) manage.py
 STAMP := $(VENV)/.installed
+# Berth's state; every command make starts names it, so none has to guess (berth/datadir.py).
+export BERTH_DATA_DIR ?= $(CURDIR)/var
 
 .PHONY: run test lint check bench services host messages venv clean-venv
 
@@ -35,7 +37,7 @@ run: $(STAMP) host messages
 	$(MANAGE) collectstatic --no-input -v 0
 	$(MANAGE) recover
 	$(MANAGE) createadmin --if-none
-	@echo "Berth: http://$${BERTH_LISTEN:-127.0.0.1:8000}/ (Ctrl-C stops the web server, the worker, the stats sampler, the event follower and the sweep)"
+	@echo "Berth: http://$${BERTH_LISTEN:-127.0.0.1:8000}/ with its data in $$BERTH_DATA_DIR (Ctrl-C stops the web server, the worker, the stats sampler, the event follower and the sweep)"
 	@VENV=$(VENV) ./scripts/run.sh
 
 lint: $(STAMP)

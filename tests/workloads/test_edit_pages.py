@@ -333,3 +333,13 @@ def test_who_may_not_attach_credentials_is_shown_none(client, operator, stage):
     page = client.get("/workloads/add").content.decode()
 
     assert "corp-registry-cred" not in page and "reg.example.com" not in page
+
+
+def test_the_form_sets_a_memory_limit_with_the_models_bounds(client, operator, stage):
+    client.force_login(operator)
+
+    refused = client.post("/workloads/add", workload_post(stage, memory_limit_mib="2"))
+    assert refused.status_code == 200 and not Workload.objects.exists()
+
+    client.post("/workloads/add", workload_post(stage, memory_limit_mib="64"))
+    assert Workload.objects.get().memory_limit_mib == 64

@@ -49,7 +49,7 @@ class WorkloadPageForm(WorkloadForm):
         fields = [
             "stage", "name", "slug", "source_kind", "image", "registry_credential",
             "git_url", "git_ref", "git_dockerfile", "git_context", "build_args", "replicas",
-            "snapshot_consistency", "auto_backup_before_deploy",
+            "memory_limit_mib", "snapshot_consistency", "auto_backup_before_deploy",
         ]
         widgets = {"build_args": forms.Textarea(attrs={"rows": 2})}
 
