@@ -35,5 +35,9 @@ trap 'stop 0' INT TERM
 
 wait -n
 status=$?
-echo "berth: a process of \`make run\` ended (status $status); stopping the others." >&2
+# On Ctrl-C the children get the SIGINT too, and one may end before our trap runs: only a
+# failure is news.
+if [ "$status" -ne 0 ]; then
+  echo "berth: a process of \`make run\` ended (status $status); stopping the others." >&2
+fi
 stop "$status"
