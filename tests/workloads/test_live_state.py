@@ -93,6 +93,33 @@ def test_it_reads_an_inspect_of_a_container_that_ended():
     assert state.since == datetime(2026, 12, 6, 11, 5, 0, 500000, tzinfo=UTC)
 
 
+@pytest.mark.parametrize(("name", "labels", "berths"), [
+    ("berth-shop-prod-web-2", {"berth.replica": "2"}, True),
+    ("/berth-shop-prod-web-2", {"berth.replica": "2"}, True),  # the engine's list answer
+    ("berth-shop-prod-web-2.deploy-9", {"berth.replica": "2", "berth.deploy": "9"}, True),
+    ("berth-shop-prod-web-2.deploy-9", {"berth.replica": "2", "berth.deploy": "8"}, False),
+    ("berth-shop-prod-web-2", {"berth.replica": "1"}, False),
+    # What `docker run` of an image Berth built inherits: no replica, a name of its own.
+    ("quirky_hopper", {"berth.deploy": "9", "berth.commit": "0" * 40}, False),
+    ("quirky_hopper", {"berth.replica": "1"}, False),
+    ("berth-shop-prod-web", {"berth.replica": "1"}, False),
+])
+def test_a_container_is_taken_on_only_with_a_name_berth_gives(name, labels, berths, settings):
+    labels = {"berth.instance": settings.BERTH_INSTANCE_ID, "berth.workload": "7", **labels}
+
+    assert runtime.made_by_berth(labels, name) is berths
+    assert not runtime.made_by_berth({**labels, "berth.instance": "another"}, name)
+    assert not runtime.made_by_berth({k: v for k, v in labels.items()
+                                      if k != "berth.workload"}, name)
+
+
+def test_a_built_image_carries_labels_of_its_own(settings):
+    labels = runtime.image_labels_for(7, **{runtime.DEPLOY_LABEL: "9"})
+
+    assert labels == {"berth.image.instance": settings.BERTH_INSTANCE_ID,
+                      "berth.image.workload": "7", "berth.image.deploy": "9"}
+
+
 def test_a_running_container_has_no_exit_code_and_runs_since_it_started():
     state = runtime.parse_state({
         "Id": "abc", "Name": "/web-1", "State": {
