@@ -556,6 +556,13 @@ class BackupRecovery(Job, Progress, RecordedFailure):
         verbose_name=_("recovered into"),
         help_text=_("The workload the data went to: an existing one, or the one re-created."),
     )
+    # Set when asked for: `into` goes null if that workload is deleted, and the recovery
+    # must then fail, not re-create it (which needs permissions it was never checked for).
+    onto_existing = models.BooleanField(
+        _("onto an existing workload"), default=False,
+        help_text=_("Asked for onto a workload that existed; it fails if that workload is "
+                    "gone."),
+    )
     state = models.CharField(_("state"), max_length=10, choices=State, default=State.QUEUED)
     deploy_after = models.BooleanField(
         _("deploy after"), default=False,

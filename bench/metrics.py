@@ -116,9 +116,12 @@ def bench_tick(args: argparse.Namespace) -> float:
         raise BenchError("no docker CLI on PATH (run `make services` as root)")
     docker("version", "--format", "{{.Server.Version}}")
     workload = make_workload("Tick")
+    # Berth's labels and a name of the form it gives: runtime.made_by_berth takes them on.
     labels = ["--label", runtime.instance_label(),
-              "--label", f"{runtime.WORKLOAD_LABEL}={workload.pk}"]
-    ids = [docker("run", "-d", *labels, IMAGE, "sleep", "3600") for _ in range(args.containers)]
+              "--label", f"{runtime.WORKLOAD_LABEL}={workload.pk}",
+              "--label", f"{runtime.REPLICA_LABEL}=1"]
+    ids = [docker("run", "-d", *labels, "--name", f"berth-bench-{workload.pk}-{n}-1", IMAGE,
+                  "sleep", "3600") for n in range(args.containers)]
     sampler = Sampler()
     indexed = sampler.reconcile().indexed
     if sorted(indexed) != sorted(ids):

@@ -16,6 +16,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils.translation import gettext as _
 
+from backups.models import BackupRecovery
 from engine import lost, queue
 from engine.locked import recovery, swap_recovery
 from engine.locked.deploy import DeployError, Failure, record_failure, run
@@ -25,6 +26,14 @@ from workloads.models import DeployRecord, Workload
 
 logger = logging.getLogger(__name__)
 
+
+class RemovalRefused(Exception):
+    """The workload may not be removed now: a recovery from backup onto it is queued or
+    running (it would find its workload gone)."""
+
+    def __str__(self) -> str:
+        return _("A recovery from backup onto this workload is queued or running; wait for "
+                 "it to finish.")
 
 
 def request_deploy(
@@ -209,8 +218,13 @@ def remove_workload(*, workload: Workload) -> None:
     workload being removed. If the engine cannot remove the containers,
     nothing is deleted (runtime.EngineError): a record deleted while its
     containers run on would leave them holding ports and volumes, unseen.
+    RemovalRefused while a recovery onto it is queued or running: a recovery
+    takes the lock only for its restore.
     """
     with locks.workload_lock(workload.pk):
+        if BackupRecovery.objects.filter(into=workload,
+                                         state__in=BackupRecovery.ACTIVE_STATES).exists():
+            raise RemovalRefused
         for kept_failed in (False, True):
             for container in runtime.list_containers(workload.pk, kept_failed=kept_failed):
                 runtime.remove(container.id)

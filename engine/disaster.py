@@ -52,6 +52,9 @@ _BUSY = gettext_noop("A restore or another recovery of this workload is queued o
                      "wait for it to finish.")
 _INTERRUPTED = gettext_noop("The recovery was interrupted (its worker stopped) before its "
                             "restore began; what it had created is removed. Ask for it again.")
+_GONE = gettext_noop("The workload this recovery was asked for onto was deleted meanwhile; "
+                     "nothing was recovered. Recovering the copy as a new workload is a "
+                     "recovery of its own.")
 _EXISTS = gettext_noop("A workload %(path)s exists already: recover onto it (choose it as the "
                        "workload to recover into), or remove it first.")
 
@@ -283,7 +286,8 @@ def request_recovery(*, target: BackupTarget, key: str, identity: str = "",
     try:
         with transaction.atomic():
             row = BackupRecovery.objects.create(
-                target=target, remote_key=key, into=into, user=acting_user(user),
+                target=target, remote_key=key, into=into, onto_existing=into is not None,
+                user=acting_user(user),
                 deploy_after=deploy and into is None,
                 identity_encrypted=crypto.encrypt(identity) if identity else "",
                 bytes_total=described.snapshot["size"],
@@ -316,8 +320,8 @@ def run_recovery(row: BackupRecovery,
         text = crypto.decrypt(row.identity_encrypted) if row.identity_encrypted else ""
         identities = identities_for(row.target, text)
         result = recover(target=row.target, key=row.remote_key, identities=identities,
-                         into=row.into, user=row.user, row=row, deploy=row.deploy_after,
-                         progress=report)
+                         into=_still_there(row), user=row.user, row=row,
+                         deploy=row.deploy_after, progress=report)
     except RecoveryError as exc:
         _end(row, BackupRecovery.State.FAILED, failure_code=exc.code,
              failure_message=exc.message, failure_params=exc.params)
@@ -345,6 +349,18 @@ def run_recovery(row: BackupRecovery,
          into=result.workload, snapshot=result.snapshot, restore=result.restore,
          deploy=result.deploy, bytes_done=row.bytes_total, **failure)
     return result
+
+
+def _still_there(row: BackupRecovery) -> Workload | None:
+    """The workload a recovery onto an existing one goes to; RecoveryError if it was deleted
+    since (its `into` is then null): recover(into=None) would re-create it from the sidecar,
+    which the permissions checked when it was asked for do not allow."""
+    if not row.onto_existing:
+        return None
+    workload = Workload.objects.filter(pk=row.into_id).first() if row.into_id else None
+    if workload is None:
+        raise RecoveryError("workload_gone", _GONE)
+    return workload
 
 
 def fail_lost() -> int:

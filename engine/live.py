@@ -1,7 +1,7 @@
 """Live state: follow the engine's container events and keep the Container index true.
 
 `manage.py follow_engine` runs `Follower.run()`; the tests run it in a thread,
-or drive its steps (`reconcile`, `follow_window`, `apply`) one at a time.
+or drive its steps (`reconcile`, `follow_window`) one at a time.
 
 - On start, and after every lost stream, the follower **reconciles**: the
   index gains and loses containers as the sampler's reconcile does, then
@@ -11,7 +11,10 @@ or drive its steps (`reconcile`, `follow_window`, `apply`) one at a time.
 - Then it reads the engine's events in windows of `window` seconds (the
   engine closes each stream at the window's end, and the next window starts
   one nanosecond after it, so nothing is missed or read twice) and applies
-  each as it comes: inspect the container, update its row.
+  each window's at its end, once per container: a flood of events (a crash
+  loop, a flapping health check, a busy host) costs one inspect and one
+  write per container and window, not one per event. The die and oom events
+  are kept in order, for the death events.
 - A stream that breaks, or stays silent past its end (a hung engine), is
   lost: the follower waits a moment, reconciles and follows again.
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.db import close_old_connections
@@ -39,7 +43,8 @@ from workloads.models import Container, EngineState, EventLog, Workload
 
 logger = logging.getLogger(__name__)
 
-WINDOW_SECONDS = 5.0
+# Short: a window's events are applied at its end, so this is how late the index may be.
+WINDOW_SECONDS = 1.0
 RETRY_SECONDS = 2.0
 DEATH_QUIET = timedelta(seconds=60)
 
@@ -49,6 +54,21 @@ RESTARTED_MESSAGE = gettext_noop(
     "Container %(container)s died and the engine restarted it (%(restarts)s restarts so far)."
 )
 DEATH_MESSAGES = (EXITED_MESSAGE, OOM_MESSAGE, RESTARTED_MESSAGE)
+
+
+@dataclass
+class Burst:
+    """One container's events in a window: what the death events need, and the last event."""
+
+    deaths: list[runtime.EngineEvent] = field(default_factory=list)  # die and oom, in order
+    destroyed: bool = False
+    last: runtime.EngineEvent | None = None
+
+    def add(self, event: runtime.EngineEvent) -> None:
+        if event.action in ("die", "oom"):
+            self.deaths.append(event)
+        self.destroyed = self.destroyed or event.action == "destroy"
+        self.last = event
 
 
 class Follower:
@@ -101,53 +121,67 @@ class Follower:
         return deaths
 
     def follow_window(self) -> int:
-        """Read and apply one window of events (reconcile first if needed); returns how many."""
+        """Read one window of events, then apply them (reconcile first if needed); returns
+        how many were read."""
         if self.cursor is None:
             self.reconcile()
         until = max(self.cursor, time.time_ns()) + self.window_nano
-        applied = 0
+        bursts: dict[str, Burst] = {}
+        read = 0
         for event in runtime.events(since_nano=self.cursor, until_nano=until):
-            self.apply(event)
-            applied += 1
+            bursts.setdefault(event.container_id, Burst()).add(event)
+            read += 1
+        rows = {row.docker_id: row
+                for row in Container.objects.live().filter(docker_id__in=list(bursts))}
+        for container_id, burst in bursts.items():
+            self.apply(container_id, burst, rows.get(container_id))
         self.cursor = until + 1
-        return applied
+        return read
 
-    def apply(self, event: runtime.EngineEvent) -> Container | None:
-        """Bring one live container's row up to date after its event; None if not indexed.
+    def apply(self, container_id: str, burst: Burst, row: Container | None) -> None:
+        """Bring one live container's row up to date after its events of a window: one
+        inspect, one write, and the death events its die and oom events call for.
 
-        A deploy's new containers are indexed when it finishes (they run
-        then); one the index lacks otherwise is picked up by a reconcile.
+        `row` is its index row: None if it has none (a deploy's new containers
+        are indexed when it finishes; one the index lacks otherwise is picked
+        up by a reconcile).
         """
-        row = Container.objects.live().filter(docker_id=event.container_id).first()
         if row is None:
-            self.oom_seen.discard(event.container_id)
-            return None
-        if event.action == "oom":
-            # Before its `die`, if the OOM killer took the container's main
-            # process; alone, if it took another one and the container runs on.
-            self.oom_seen.add(row.docker_id)
-            self._record_death(row, exit_code=None, oom=True)
-        state = runtime.inspect_state(row.docker_id)
-        if state is None or event.action == "destroy":
+            self.oom_seen.discard(container_id)
+            return
+        state = runtime.inspect_state(container_id)
+        last_die = next((e for e in reversed(burst.deaths) if e.action == "die"), None)
+        code, oom, recorded = None, False, False
+        for event in burst.deaths:
+            if event.action == "oom":
+                # Before its `die`, if the OOM killer took the container's main
+                # process; alone, if it took another one and the container runs on.
+                self.oom_seen.add(container_id)
+                recorded = recorded or self._record_death(row, exit_code=None, oom=True)
+                continue
+            # The event says how it ended; the inspect (after the window: the engine may
+            # have restarted it since) fills in only for the last one.
+            now = state if event is last_die else None
+            oom = container_id in self.oom_seen or bool(now and now.oom_killed)
+            self.oom_seen.discard(container_id)
+            code = event.exit_code if event.exit_code is not None else (
+                now.exit_code if now else None)
+            # The event first: whoever sees the new state sees why it is so. After
+            # one, the others of the window are within its quiet minute anyway.
+            recorded = recorded or self._record_death(row, exit_code=code, oom=oom)
+        if state is None or burst.destroyed:
             _mark_removed(row)
-            return row
+            return
         ended = state.status != EngineState.RUNNING
-        if event.action == "die":
-            # The engine may have restarted it already (its restart policy):
-            # the event says how it ended, the inspect what it is now.
-            oom = row.docker_id in self.oom_seen or state.oom_killed
-            self.oom_seen.discard(row.docker_id)
-            code = event.exit_code if event.exit_code is not None else state.exit_code
-            # The event first: whoever sees the new state sees why it is so.
-            self._record_death(row, exit_code=code, oom=oom)
-            row.observe(state=state.status, restart_count=state.restart_count,
-                        health=state.health, since=state.since, exit_code=code, oom_killed=oom)
+        if last_die is not None and (burst.last is last_die or not ended):
+            # How its last run ended, also once the engine has started it again.
+            ending = {"exit_code": code, "oom_killed": oom}
+        elif ended:
+            ending = {"exit_code": state.exit_code, "oom_killed": state.oom_killed}
         else:
-            row.observe(state=state.status, restart_count=state.restart_count,
-                        health=state.health, since=state.since,
-                        exit_code=state.exit_code if ended else None,
-                        oom_killed=state.oom_killed if ended else None)
-        return row
+            ending = {}  # running, and no end in this window: how it last ended stays
+        row.observe(state=state.status, restart_count=state.restart_count, health=state.health,
+                    since=state.since, **ending)
 
     # --- the loop --------------------------------------------------------------
 

@@ -44,6 +44,15 @@ WORKLOAD_LABEL = "berth.workload"
 REPLICA_LABEL = "berth.replica"
 DEPLOY_LABEL = "berth.deploy"
 COMMIT_LABEL = "berth.commit"
+# An image Berth builds carries keys of its own: a container inherits its image's labels,
+# and one run by hand from a built image must not look like a workload's (made_by_berth).
+IMAGE_LABEL_PREFIX = "berth.image."
+# What Berth names a workload's container: its final name (Workload.container_name), or
+# the temporary one a deploy creates it under.
+# A name Berth gives a workload's container: final, a deploy's temporary one, or one a failed
+# deploy kept (FAILED_MARK).
+_BERTH_NAME = re.compile(
+    r"berth-[^./]+-(?P<replica>[1-9][0-9]*)(?:\.(?:deploy|failed)-(?P<deploy>[0-9]+))?")
 
 # Clients by (DOCKER_HOST, purpose): the stats sampler has its own, with a short
 # timeout and a connection pool as large as its thread pool.
@@ -413,15 +422,43 @@ def is_kept_failed(name: str) -> bool:
     return FAILED_MARK in name
 
 
+def image_labels_for(workload_id: int, **extra: str) -> dict[str, str]:
+    """labels_for() under the image's own keys (`berth.image.workload`, …)."""
+    return {IMAGE_LABEL_PREFIX + key.removeprefix("berth."): value
+            for key, value in labels_for(workload_id, **extra).items()}
+
+
+def made_by_berth(labels: dict[str, str], name: str) -> bool:
+    """Whether a container is one of a workload's, made by Berth (docs/concepts.md).
+
+    Labels alone do not say so: a container inherits its image's, and an image
+    may carry any (one Berth built before images had keys of their own, a
+    Dockerfile's LABEL, a `docker commit`). What an image cannot give is a name:
+    the container's must be one Berth gives, `berth-…-<replica>` or its
+    `.deploy-<deploy>` temporary form, with the replica (a label only a deploy
+    sets on a container, never a build on an image) and the deploy of its labels.
+    Every container Berth ever made passes.
+    """
+    match = _BERTH_NAME.fullmatch(name.lstrip("/"))
+    if match is None or not labels.get(WORKLOAD_LABEL):
+        return False
+    if labels.get(INSTANCE_LABEL) != settings.BERTH_INSTANCE_ID:
+        return False
+    if labels.get(REPLICA_LABEL) != match.group("replica"):
+        return False
+    return match.group("deploy") is None or labels.get(DEPLOY_LABEL) == match.group("deploy")
+
+
 def list_containers(workload_id: int, *, kept_failed: bool = False) -> list[ContainerInfo]:
-    """The workload's containers; with `kept_failed`, only those a failed deploy kept."""
+    """The workload's containers (made_by_berth), in any state; with `kept_failed`, only
+    those a failed deploy kept."""
     with _translated(EngineError):
         found = _client().containers.list(
             all=True,
             filters={"label": [instance_label(), f"{WORKLOAD_LABEL}={workload_id}"]},
         )
     return [ContainerInfo(c.id, c.name, c.status, dict(c.labels)) for c in found
-            if is_kept_failed(c.name) == kept_failed]
+            if made_by_berth(c.labels, c.name) and is_kept_failed(c.name) == kept_failed]
 
 
 def create(spec: ContainerSpec) -> str:
@@ -606,7 +643,7 @@ def _state_time(container_id: str, key: str) -> datetime | None:
 
 
 def list_instance_containers() -> list[ContainerInfo]:
-    """Every container of this installation that carries a workload label, in one call.
+    """Every workload container of this installation (made_by_berth), in one call.
 
     Not the containers a failed deploy kept for their logs (FAILED_MARK).
 
@@ -627,7 +664,8 @@ def list_instance_containers() -> list[ContainerInfo]:
             image=c.get("Image", ""),
         )
         for c in found
-        if not is_kept_failed((c.get("Names") or ["/"])[0])
+        if made_by_berth(dict(c.get("Labels") or {}), (c.get("Names") or ["/"])[0])
+        and not is_kept_failed((c.get("Names") or ["/"])[0])
     ]
 
 

@@ -210,7 +210,7 @@ def _build(
             dockerfile=workload.git_dockerfile,
             tag=tag,
             buildargs=dict(workload.build_args),
-            labels=runtime.labels_for(
+            labels=runtime.image_labels_for(
                 workload.pk,
                 **{runtime.COMMIT_LABEL: sha, runtime.DEPLOY_LABEL: str(record.pk)},
             ),

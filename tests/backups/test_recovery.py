@@ -454,3 +454,83 @@ def test_a_restore_waits_out_a_recovery_onto_the_same_workload(copy_of, identity
                               into=row.workload, queued=False)
     with pytest.raises(restores.RestoreBusy):
         restores.request_restore(workload=row.workload, snapshot=row.snapshot)
+
+
+def test_a_workload_is_not_removed_while_a_recovery_onto_it_is_active(
+    client, admin_client, operator, workload, bucket
+):
+    from django.contrib.messages import get_messages
+    from rest_framework.authtoken.models import Token
+
+    from engine import deploys
+
+    recovery = BackupRecovery.objects.create(target=s3_target(bucket), remote_key="k",
+                                             into=workload, onto_existing=True)  # queued
+
+    with pytest.raises(deploys.RemovalRefused):
+        deploys.remove_workload(workload=workload)
+    client.force_login(operator)
+    page = client.post(f"/workloads/{workload.pk}/delete", {"confirm": workload.slug})
+    token = Token.objects.create(user=operator)
+    api = client.delete(f"/api/workloads/{workload.pk}",
+                        headers={"Authorization": f"Token {token.key}"})
+    admin = admin_client.post(f"/admin/workloads/workload/{workload.pk}/delete/",
+                              {"post": "yes"})
+
+    assert page.status_code == 409 and "recovery from backup" in page.content.decode()
+    assert api.status_code == 409 and "recovery from backup" in api.json()["detail"]
+    assert "recovery from backup" in " ".join(str(m) for m in get_messages(admin.wsgi_request))
+    assert Workload.objects.filter(pk=workload.pk).exists()
+    # Once it has ended, the workload is removed as any other.
+    BackupRecovery.objects.filter(pk=recovery.pk).update(state=BackupRecovery.State.FAILED)
+    deploys.remove_workload(workload=workload)
+    assert not Workload.objects.filter(pk=workload.pk).exists()
+
+
+def test_the_page_delete_waits_for_a_queued_recovery_which_then_restores(
+    client, operator, copy_of, identity
+):
+    row, volume = copy_of
+    workload = row.workload
+    before = describe(volume)
+    target = BackupTarget.objects.get(pk=row.target_id)
+    recovery = disaster.request_recovery(target=target, key=row.remote_key,
+                                         identity=str(identity), into=workload, queued=False)
+    assert recovery.onto_existing
+    client.force_login(operator)
+
+    refused = client.post(f"/workloads/{workload.pk}/delete", {"confirm": workload.slug})
+    result = disaster.run_recovery(recovery)
+
+    assert refused.status_code == 409
+    recovery.refresh_from_db()
+    assert recovery.state == "succeeded", recovery.failure_text
+    assert result.workload.pk == workload.pk and not result.created
+    assert describe(volume) == before
+
+
+def test_a_recovery_onto_a_workload_deleted_meanwhile_fails_and_never_recreates_it(
+    copy_of, identity
+):
+    import shutil
+
+    row, volume = copy_of
+    workload = row.workload
+    path = (workload.stage.project.slug, workload.stage.slug, workload.slug)
+    target = BackupTarget.objects.get(pk=row.target_id)
+    recovery = disaster.request_recovery(target=target, key=row.remote_key,
+                                         identity=str(identity), into=workload, queued=False)
+    # The delete came first: it found no recovery yet (request_recovery takes no lock).
+    workload.delete()
+    shutil.rmtree(volume)  # the operator cleared its files too: re-creating it would work
+    recovery.refresh_from_db()
+    assert recovery.into_id is None
+
+    assert disaster.run_recovery(recovery) is None
+
+    recovery.refresh_from_db()
+    assert (recovery.state, recovery.failure_code, recovery.identity_encrypted) == (
+        "failed", "workload_gone", "")
+    assert not Workload.objects.filter(stage__project__slug=path[0], stage__slug=path[1],
+                                       slug=path[2]).exists()
+    assert recovery.snapshot_id is None and leftovers() == []

@@ -11,6 +11,7 @@ import re
 import subprocess
 
 import pytest
+from django.conf import settings
 from django.test import override_settings
 
 from engine import deploys
@@ -36,7 +37,8 @@ def remove_built_images() -> None:
     """Remove this run's containers, then the images it built (a running one pins its image)."""
     remove_test_containers()
     ids = subprocess.run(
-        ["docker", "images", "-q", "--filter", f"label={runtime.instance_label()}"],
+        ["docker", "images", "-q", "--filter",
+         f"label={runtime.IMAGE_LABEL_PREFIX}instance={settings.BERTH_INSTANCE_ID}"],
         capture_output=True, text=True, check=False,
     ).stdout.split()
     if ids:

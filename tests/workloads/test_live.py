@@ -243,6 +243,36 @@ def test_a_redeploy_is_no_death(follower, make_workload):
     assert row.state == "running"
 
 
+def test_a_container_run_by_hand_from_a_berth_image_is_not_taken_on(docker, make_workload):
+    workload = deployed(make_workload)
+    [berths] = runtime.list_containers(workload.pk)
+    # An image as an earlier Berth built it from git: the workload's labels on the image.
+    tag = f"{images.REGISTRY}/berth-test/{images.CURRENT_TAG}/by-hand:v1"
+    labels = runtime.labels_for(workload.pk, **{runtime.DEPLOY_LABEL: "1",
+                                                runtime.COMMIT_LABEL: "0" * 40})
+    subprocess.run(["docker", "build", "-q", "-t", tag,
+                    *[arg for item in labels.items() for arg in ("--label", "=".join(item))],
+                    "-"], input=f"FROM {images.BUSYBOX}\n", text=True, check=True,
+                   capture_output=True, env={"DOCKER_BUILDKIT": "0", "PATH": "/usr/bin:/bin"})
+    # An operator debugs by hand: `docker run <image>`, which inherits the image's labels.
+    by_hand = subprocess.run(["docker", "run", "-d", tag, "sh", "-c", "sleep 1; exit 3"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        follower = live.Follower(window=0.5)
+        follower.reconcile()
+        time.sleep(2)  # it has died
+        follower.follow_window()
+        follower.reconcile()
+
+        assert not Container.objects.filter(docker_id=by_hand).exists()
+        assert [c.id for c in runtime.list_containers(workload.pk)] == [berths.id]
+        assert deaths(workload) == []
+        assert Container.objects.live().get(workload=workload).state == "running"
+    finally:
+        subprocess.run(["docker", "rm", "-f", by_hand], capture_output=True, check=False)
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, check=False)
+
+
 # --- a follower that was down ------------------------------------------------------------
 
 def test_the_reconcile_after_a_restart_catches_a_death_missed_while_down(

@@ -93,6 +93,33 @@ def test_it_reads_an_inspect_of_a_container_that_ended():
     assert state.since == datetime(2026, 12, 6, 11, 5, 0, 500000, tzinfo=UTC)
 
 
+@pytest.mark.parametrize(("name", "labels", "berths"), [
+    ("berth-shop-prod-web-2", {"berth.replica": "2"}, True),
+    ("/berth-shop-prod-web-2", {"berth.replica": "2"}, True),  # the engine's list answer
+    ("berth-shop-prod-web-2.deploy-9", {"berth.replica": "2", "berth.deploy": "9"}, True),
+    ("berth-shop-prod-web-2.deploy-9", {"berth.replica": "2", "berth.deploy": "8"}, False),
+    ("berth-shop-prod-web-2", {"berth.replica": "1"}, False),
+    # What `docker run` of an image Berth built inherits: no replica, a name of its own.
+    ("quirky_hopper", {"berth.deploy": "9", "berth.commit": "0" * 40}, False),
+    ("quirky_hopper", {"berth.replica": "1"}, False),
+    ("berth-shop-prod-web", {"berth.replica": "1"}, False),
+])
+def test_a_container_is_taken_on_only_with_a_name_berth_gives(name, labels, berths, settings):
+    labels = {"berth.instance": settings.BERTH_INSTANCE_ID, "berth.workload": "7", **labels}
+
+    assert runtime.made_by_berth(labels, name) is berths
+    assert not runtime.made_by_berth({**labels, "berth.instance": "another"}, name)
+    assert not runtime.made_by_berth({k: v for k, v in labels.items()
+                                      if k != "berth.workload"}, name)
+
+
+def test_a_built_image_carries_labels_of_its_own(settings):
+    labels = runtime.image_labels_for(7, **{runtime.DEPLOY_LABEL: "9"})
+
+    assert labels == {"berth.image.instance": settings.BERTH_INSTANCE_ID,
+                      "berth.image.workload": "7", "berth.image.deploy": "9"}
+
+
 def test_a_running_container_has_no_exit_code_and_runs_since_it_started():
     state = runtime.parse_state({
         "Id": "abc", "Name": "/web-1", "State": {
@@ -111,6 +138,117 @@ def test_it_reads_the_engines_events_and_skips_others():
     assert (health.action, health.detail, health.time_nano) == (
         "health_status", "unhealthy", 2_000_000_000)
     assert runtime._event({"Action": "exec_start: sh", "Actor": {"ID": "abc"}}) is None
+
+
+# --- a window of events, applied once per container ---------------------------------------
+
+def event(action: str, container_id: str, n: int, detail: str = "", **attributes: str):
+    return runtime.EngineEvent(action=action, detail=detail, container_id=container_id,
+                               time_nano=n, attributes=attributes)
+
+
+def engine_state(container_id: str, status: str = "running", **fields) -> runtime.ContainerState:
+    return runtime.ContainerState(**{
+        "id": container_id, "name": "web-1", "labels": {}, "status": status,
+        "exit_code": None, "oom_killed": False, "restart_count": 0, "health": "healthy",
+        "since": NOW} | fields)
+
+
+@pytest.fixture
+def window(monkeypatch):
+    """Run one follower window over `events`, the engine answering `states`; the inspects."""
+    from engine import live
+
+    inspected: list[str] = []
+
+    def run(events, states: dict[str, runtime.ContainerState]) -> int:
+        def inspect_state(container_id):
+            inspected.append(container_id)
+            return states.get(container_id)
+
+        monkeypatch.setattr(runtime, "events", lambda **kw: iter(events))
+        monkeypatch.setattr(runtime, "inspect_state", inspect_state)
+        follower = live.Follower(window=0.01)
+        follower.cursor = time.time_ns()
+        return follower.follow_window()
+
+    run.inspected = inspected
+    return run
+
+
+def test_a_flood_of_events_is_one_inspect_and_one_write_per_container(
+    window, workload, django_assert_num_queries
+):
+    row = Container.objects.create(workload=workload, replica=1, name="web-1",
+                                   docker_id="f" * 64, state="running", health="starting")
+    flood = [event("health_status", row.docker_id, n, "healthy") for n in range(2000)]
+    flood += [event("start", "e" * 64, n) for n in range(5)]  # a container Berth does not index
+
+    # The window's indexed containers, in one query; then the one row's UPDATE.
+    with django_assert_num_queries(2):
+        read = window(flood, {row.docker_id: engine_state(row.docker_id)})
+
+    assert read == 2005 and window.inspected == [row.docker_id]
+    row.refresh_from_db()
+    assert (row.state, row.health) == ("running", "healthy")
+
+
+def test_a_crash_loop_in_one_window_is_one_death_and_its_last_ending(window, workload):
+    Workload.objects.filter(pk=workload.pk).update(state=Workload.State.RUNNING)
+    row = Container.objects.create(workload=workload, replica=1, name="web-1",
+                                   docker_id="c" * 64, state="running")
+    loop = []
+    for n in range(0, 40, 4):
+        loop += [event("die", row.docker_id, n, exitCode="3"),
+                 event("restart", row.docker_id, n + 1), event("start", row.docker_id, n + 2)]
+    loop.append(event("die", row.docker_id, 99, exitCode="3"))
+
+    window(loop, {row.docker_id: engine_state(row.docker_id, "restarting", exit_code=3,
+                                               restart_count=10)})
+
+    assert window.inspected == [row.docker_id]
+    assert [e.text for e in EventLog.objects.filter(workload=workload)] == [
+        "Container web-1 exited with code 3."]
+    row.refresh_from_db()
+    assert (row.state, row.exit_code, row.restart_count) == ("restarting", 3, 10)
+
+
+def test_a_container_restarted_within_the_window_keeps_how_it_ended(window, workload):
+    row = Container.objects.create(workload=workload, replica=1, name="web-1",
+                                   docker_id="b" * 64, state="running")
+    events = [event("die", row.docker_id, 1, exitCode="3"), event("start", row.docker_id, 2)]
+
+    window(events, {row.docker_id: engine_state(row.docker_id, restart_count=1)})
+
+    row.refresh_from_db()
+    assert (row.state, row.exit_code, row.oom_killed, row.restart_count) == (
+        "running", 3, False, 1)
+
+
+def test_an_oom_before_its_die_in_one_window_is_one_oom_death(window, workload):
+    Workload.objects.filter(pk=workload.pk).update(state=Workload.State.RUNNING)
+    row = Container.objects.create(workload=workload, replica=1, name="web-1",
+                                   docker_id="d" * 64, state="running")
+    events = [event("oom", row.docker_id, 1), event("die", row.docker_id, 2, exitCode="137")]
+
+    # Restarted by its policy before the window ended: the inspect no longer says OOM.
+    window(events, {row.docker_id: engine_state(row.docker_id, restart_count=1)})
+
+    assert [e.text for e in EventLog.objects.filter(workload=workload)] == [
+        "Container web-1 ran out of memory."]
+    row.refresh_from_db()
+    assert (row.exit_code, row.oom_killed) == (137, True)
+
+
+def test_a_container_removed_within_the_window_is_marked_removed(window, workload):
+    row = Container.objects.create(workload=workload, replica=1, name="web-1",
+                                   docker_id="a" * 64, state="running")
+
+    window([event("die", row.docker_id, 1, exitCode="0"),
+            event("destroy", row.docker_id, 2)], {})
+
+    row.refresh_from_db()
+    assert row.removed is not None
 
 
 # --- the polled fragments -------------------------------------------------------------

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -36,9 +37,11 @@ HOLD_64_MIB = "head -c 67108864 /dev/zero > /dev/shm/x && touch /dev/shm/ready; 
 # --- helpers ---------------------------------------------------------------------
 
 def run_labelled(
-    workload: Workload | None, command: str, *, instance: str | None = None, **labels: str
+    workload: Workload | None, command: str, *, instance: str | None = None,
+    berth_name: bool = True, **labels: str
 ) -> str:
-    """`docker run -d` of the busybox image with Berth's labels; returns the container id.
+    """`docker run -d` of the busybox image with Berth's labels and, unless `berth_name` is
+    false, a name of the form Berth gives (runtime.made_by_berth); returns the container id.
 
     The docker fixture removes it afterwards (it carries this run's instance
     label) unless `instance` names another installation.
@@ -46,9 +49,13 @@ def run_labelled(
     labels = {
         runtime.INSTANCE_LABEL: instance or settings.BERTH_INSTANCE_ID,
         **({runtime.WORKLOAD_LABEL: str(workload.pk)} if workload else {}),
+        runtime.REPLICA_LABEL: "1",
         **labels,
     }
     args = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
+    if berth_name:
+        replica = labels[runtime.REPLICA_LABEL]
+        args += ["--name", f"berth-test-{uuid.uuid4().hex[:12]}-{replica}"]
     # 96 MiB of /dev/shm: room for the 64 MiB the memory test holds there.
     return subprocess.run(
         ["docker", "run", "-d", "--shm-size", "96m", *args, images.BUSYBOX, "sh", "-c", command],
@@ -245,6 +252,9 @@ def test_reconcile_indexes_this_installations_labelled_containers_only(docker, m
     deleted_workload = run_labelled(gone, "sleep 3600")
     gone.delete()
     foreign = run_labelled(web, "sleep 3600", instance=f"{settings.BERTH_INSTANCE_ID}-other")
+    # Berth's labels (as a container of an image Berth built inherited them), but a name
+    # Berth never gives: run by hand.
+    by_hand = run_labelled(web, "sleep 3600", berth_name=False)
     try:
         result = Sampler().reconcile()
     finally:
@@ -256,7 +266,7 @@ def test_reconcile_indexes_this_installations_labelled_containers_only(docker, m
     assert row.image_reference == images.BUSYBOX
     assert row.name and row.created <= timezone.now()
     indexed = set(Container.objects.values_list("docker_id", flat=True))
-    assert not indexed & {mid_deploy, no_workload, deleted_workload, foreign}
+    assert not indexed & {mid_deploy, no_workload, deleted_workload, foreign, by_hand}
     assert Sampler().reconcile().indexed == []  # nothing new the second time
 
 

@@ -53,7 +53,7 @@ def build(dockerfile: str | io.BytesIO, output: list[str] | None = None, *,
     return runtime.build(
         context(dockerfile) if isinstance(dockerfile, str) else dockerfile, dockerfile=path,
         tag=f"berth-test-build/{uuid.uuid4().hex[:8]}:x", buildargs=buildargs or {},
-        labels=runtime.labels_for(0), on_output=(output if output is not None else []).append,
+        labels=runtime.image_labels_for(0), on_output=(output if output is not None else []).append,
     )
 
 

@@ -316,7 +316,7 @@ class WorkloadAdmin(admin.ModelAdmin):
         # would leave them holding ports and volumes, unseen.
         try:
             deploys.remove_workload(workload=workload)
-        except (runtime.EngineError, LockTimeout) as exc:
+        except (runtime.EngineError, LockTimeout, deploys.RemovalRefused) as exc:
             request._berth_delete_failed = True
             self.message_user(
                 request,

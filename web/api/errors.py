@@ -10,7 +10,7 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, status
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from engine.deploys import RollbackRefused
+from engine.deploys import RemovalRefused, RollbackRefused
 from lib import runtime
 from lib.locks import LockTimeout
 from snapshots.errors import ArchiveError, InsufficientSpace
@@ -64,7 +64,7 @@ def exception_handler(exc, context):
     elif isinstance(exc, ArchiveError):
         # A hostile, corrupt or oversized archive: the reason is for the uploader.
         exc = exceptions.ValidationError(detail={"archive": [str(exc)]})
-    elif isinstance(exc, RollbackRefused):
+    elif isinstance(exc, RollbackRefused | RemovalRefused):
         exc = Conflict(detail=str(exc))
     elif isinstance(exc, DeployInProgress):
         active = reverse("api:deploy-detail", args=[exc.active.pk]) if exc.active else None

@@ -184,6 +184,8 @@ def _delete(request: HttpRequest, thing, slug: str, remove, consequence: str, *,
             remove()
         except edits.StillInUse as exc:
             error = str(exc)
+        except deploys.RemovalRefused as exc:
+            error = str(exc)
         except (LockTimeout, WorkloadBusy):
             error = _("The workload is busy with a deploy or restore; retry later.")
         except runtime.EngineError:

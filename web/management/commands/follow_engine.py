@@ -1,7 +1,7 @@
 """manage.py follow_engine: the long-running follower of the engine's events (engine/live.py).
 
-SIGTERM or SIGINT stops it at the end of the current window of events (a few
-seconds at most); the command then returns (exit status 0).
+SIGTERM or SIGINT stops it at the end of the current window of events (about a
+second); the command then returns (exit status 0).
 """
 
 from __future__ import annotations
