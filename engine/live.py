@@ -224,10 +224,12 @@ class Follower:
         """
         if not (oom or exit_code or restarted):
             return False
+        # The lock first, then the state: a verb writes the state before it lets the lock go,
+        # so a lock found free means the state read after it is the verb's, if any.
+        if not oom and locks.held_by_anyone(row.workload_id):
+            return False
         workload = Workload.objects.filter(pk=row.workload_id).only("state").first()
         if workload is None or workload.state != Workload.State.RUNNING:
-            return False
-        if not oom and locks.held_by_anyone(row.workload_id):
             return False
         recent = EventLog.objects.filter(
             workload_id=row.workload_id, message__in=DEATH_MESSAGES,
