@@ -8,6 +8,7 @@ silently replaced by a default.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import secrets
 import tempfile
@@ -105,6 +106,18 @@ def envlist(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def envaddresses(name: str) -> list[str]:
+    """Comma-separated IP addresses, each in its canonical spelling; none when unset."""
+    found = []
+    for item in envlist(name, []):
+        try:
+            found.append(str(ipaddress.ip_address(item)))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name} takes IP addresses, comma-separated; {item!r} is not one.") from None
+    return found
 
 
 def envdirs(name: str) -> list[str]:

@@ -13,6 +13,7 @@ from berth import datadir
 from berth.env import (
     database_from_url,
     encryption_key,
+    envaddresses,
     envbool,
     envdirs,
     envduration,
@@ -236,6 +237,8 @@ else:
 
 # Host directories under which `absolute` volumes may live; none by default.
 BERTH_ABSOLUTE_VOLUME_ROOTS = envlist("BERTH_ABSOLUTE_VOLUME_ROOTS", [])
+# Host addresses ports may be published on besides loopback (0.0.0.0 or :: for every one).
+BERTH_PORT_ADDRESSES = envaddresses("BERTH_PORT_ADDRESSES")
 BERTH_DEPLOY_HISTORY_KEEP = envint("BERTH_DEPLOY_HISTORY_KEEP", 50, minimum=1)
 BERTH_DEPLOY_LOCK_TIMEOUT = envint("BERTH_DEPLOY_LOCK_TIMEOUT", 900, minimum=1)
 BERTH_DOCKER_TIMEOUT = envint("BERTH_DOCKER_TIMEOUT", 120, minimum=5)

@@ -53,10 +53,17 @@ def _clash(a: str, b: str) -> bool:
 
 
 def check_host_ports(workload: Workload, ports: list[PortMapping]) -> None:
-    """Each host port and protocol is published once, by one workload, on addresses that can
-    be bound together (a wildcard address takes the port on every address)."""
+    """Each host port and protocol is published once, by one workload, on an address the
+    site allows (BERTH_PORT_ADDRESSES) and that can be bound beside the others (a wildcard
+    address takes the port on every address)."""
     if not ports:
         return
+    for port in ports:
+        if not port.address_allowed():
+            raise ValidationError({"ports": _(
+                "Host address %(address)s is not one ports may be published on: loopback, "
+                "or an address BERTH_PORT_ADDRESSES lists."
+            ) % {"address": port.host_ip}})
     for n, port in enumerate(ports):
         for other in ports[n + 1:]:
             if ((port.host_port, port.protocol) == (other.host_port, other.protocol)

@@ -168,6 +168,10 @@ def _check_config(workload: Workload) -> None:
         raise DeployError(Failure.INVALID_CONFIG, str(exc.messages)) from None
     if workload.replicas > 1 and workload.ports.exists():
         raise DeployError(Failure.INVALID_CONFIG, "host ports with more than one replica")
+    refused = [str(p) for p in workload.ports.all() if not p.address_allowed()]
+    if refused:
+        raise DeployError(Failure.INVALID_CONFIG,
+                          f"host addresses not in BERTH_PORT_ADDRESSES: {refused}")
 
 
 def _specs(workload: Workload, pinned: str, record: DeployRecord) -> list[runtime.ContainerSpec]:

@@ -202,3 +202,13 @@ def test_backup_directory_roots_must_be_absolute_directories_other_than_root(mon
 def test_backup_directory_roots_are_normalised(monkeypatch):
     monkeypatch.setenv("BERTH_BACKUP_DIRECTORY_ROOTS", "/srv/nas/, /mnt//disk")
     assert env.envdirs("BERTH_BACKUP_DIRECTORY_ROOTS") == ["/srv/nas", "/mnt/disk"]
+
+
+def test_port_addresses_are_ip_addresses_in_their_canonical_spelling(monkeypatch):
+    from berth.env import envaddresses
+
+    monkeypatch.setenv("BERTH_PORT_ADDRESSES", "0.0.0.0, ::0, 192.0.2.7")
+    assert envaddresses("BERTH_PORT_ADDRESSES") == ["0.0.0.0", "::", "192.0.2.7"]  # noqa: S104
+    monkeypatch.setenv("BERTH_PORT_ADDRESSES", "192.0.2.7,example.com")
+    with pytest.raises(ImproperlyConfigured, match="'example.com' is not one"):
+        envaddresses("BERTH_PORT_ADDRESSES")

@@ -813,8 +813,9 @@ ANY_V4 = "0.0.0.0"  # noqa: S104 - an address a port mapping names, never bound 
     ("127.0.0.1", ANY_V4), (ANY_V4, "127.0.0.1"), ("::", "127.0.0.1"), ("10.1.2.3", "::"),
 ])
 def test_a_wildcard_address_clashes_with_any_address_on_its_port(api_as, operator, stage,
-                                                                 taken, asked):
+                                                                 taken, asked, settings):
     """The engine cannot bind 0.0.0.0:p beside 127.0.0.1:p (`address already in use`)."""
+    settings.BERTH_PORT_ADDRESSES = [ANY_V4, "::", "10.1.2.3"]
     first = payload(stage, slug="first", volumes=[], ports=[{"host_ip": taken, "host_port": 18991,
                                                  "container_port": 80}])
     assert api_as(operator).post("/api/workloads", first, format="json").status_code == 201
@@ -826,8 +827,23 @@ def test_a_wildcard_address_clashes_with_any_address_on_its_port(api_as, operato
     assert response.status_code == 400 and "already published" in str(response.json()["ports"])
 
 
-def test_an_ipv4_wildcard_leaves_an_ipv6_address_alone(api_as, operator, stage):
+def test_an_ipv4_wildcard_leaves_an_ipv6_address_alone(api_as, operator, stage, settings):
+    settings.BERTH_PORT_ADDRESSES = [ANY_V4]
     for n, address in enumerate([ANY_V4, "::1"]):
         body = payload(stage, slug=f"w{n}", volumes=[],
                        ports=[{"host_ip": address, "host_port": 18992, "container_port": 80}])
         assert api_as(operator).post("/api/workloads", body, format="json").status_code == 201
+
+
+@pytest.mark.parametrize("address", [ANY_V4, "::", "192.0.2.7"])
+def test_a_port_is_published_only_on_loopback_unless_the_site_lists_the_address(
+        api_as, operator, stage, settings, address):
+    body = payload(stage, volumes=[], ports=[{"host_ip": address, "host_port": 18993,
+                                              "container_port": 80}])
+
+    refused = api_as(operator).post("/api/workloads", body, format="json")
+    assert refused.status_code == 400 and "BERTH_PORT_ADDRESSES" in str(refused.json()["ports"])
+    assert not Workload.objects.exists()
+
+    settings.BERTH_PORT_ADDRESSES = [address]
+    assert api_as(operator).post("/api/workloads", body, format="json").status_code == 201

@@ -210,3 +210,16 @@ def test_the_api_sets_a_memory_limit_and_refuses_a_bad_one(api_as, operator, wor
     workload.refresh_from_db()
     assert accepted.status_code == 200, accepted.content
     assert (accepted.json()["memory_limit_mib"], workload.memory_limit_mib) == (64, 64)
+
+
+def test_a_port_on_an_address_the_site_does_not_list_is_refused_at_deploy(docker, make_workload):
+    workload = make_workload()
+    # Written around the API's check (by hand, or before the site narrowed its list).
+    PortMapping.objects.create(workload=workload, host_ip="0.0.0.0", host_port=18994,  # noqa: S104
+                               container_port=80)
+
+    record = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+
+    assert record.outcome == DeployRecord.Outcome.FAILED
+    assert record.failure_code == "invalid_config"
+    assert runtime.list_containers(workload.pk) == []

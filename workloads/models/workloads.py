@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models, transaction
@@ -618,5 +620,14 @@ class PortMapping(models.Model):
 
     def __str__(self) -> str:
         return f"{self.host_ip}:{self.host_port}→{self.container_port}/{self.protocol}"
+
+    def address_allowed(self) -> bool:
+        """Loopback, or an address the site lists in BERTH_PORT_ADDRESSES (0.0.0.0 and ::,
+        every address, only when listed): publishing an app to the network is a choice."""
+        try:
+            address = ipaddress.ip_address(self.host_ip)
+        except ValueError:
+            return False
+        return address.is_loopback or str(address) in settings.BERTH_PORT_ADDRESSES
 
 
