@@ -62,7 +62,7 @@ def test_recovery_through_the_api_onto_an_existing_workload(api_as, recoverer, c
     assert refused.status_code == 428, refused.content
     assert BackupRecovery.objects.count() == 0
 
-    response = client.post(url, body, format="json", HTTP_X_CONFIRM_RESTORE=row.workload.slug)
+    response = client.post(url, body, format="json", HTTP_X_CONFIRM_RESTORE=row.workload.path)
     assert response.status_code == 202, response.content
     assert str(identity).encode() not in response.content
     done = client.get(response["Location"]).json()

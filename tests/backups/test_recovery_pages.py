@@ -52,7 +52,7 @@ def test_the_catalogue_then_a_recovery_onto_the_workload(client, recoverer, copy
     assert "to confirm that its data is replaced" in refused.content.decode()
     assert BackupRecovery.objects.count() == 0
 
-    done = client.post("/backups/recover/start", start | {"confirm": row.workload.slug})
+    done = client.post("/backups/recover/start", start | {"confirm": row.workload.path})
     recovery = BackupRecovery.objects.get()
     assert done.status_code == 302 and done["Location"] == f"/backups/recoveries/{recovery.pk}/"
     detail = client.get(done["Location"]).content.decode()

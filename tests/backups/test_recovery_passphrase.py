@@ -56,7 +56,7 @@ def test_a_passphrase_set_through_the_api_recovers_a_copy_alone(admin_api, clien
     started = admin_api.post(f"/api/backup-targets/{target.pk}/recover",
                              {"key": row.remote_key, "passphrase": PASSPHRASE,
                               "workload": workload.pk}, format="json",
-                             HTTP_X_CONFIRM_RESTORE=workload.slug)
+                             HTTP_X_CONFIRM_RESTORE=workload.path)
     assert started.status_code == 202, started.content
     assert admin_api.get(started["Location"]).json()["state"] == "succeeded"
     assert describe(volume) == before
@@ -90,7 +90,7 @@ def test_the_commands_set_the_passphrase_and_recover_with_it(bucket, recipient, 
 
     out = io.StringIO()
     call_command("recover_from_backup", target.name, row.remote_key, "--passphrase-file",
-                 str(secret), "--workload", str(workload.pk), "--confirm", workload.slug,
+                 str(secret), "--workload", str(workload.pk), "--confirm", workload.path,
                  stdout=out)
     assert "Restored" in out.getvalue()
     assert describe(volume) == before

@@ -81,7 +81,7 @@ def test_no_secret_reaches_the_database_the_api_a_page_or_a_log(
     recovery = keep(api.post(f"/api/backup-targets/{target['id']}/recover",
                              {"key": row.remote_key, "identity": str(identity),
                               "workload": workload.pk}, format="json",
-                             HTTP_X_CONFIRM_RESTORE=workload.slug))
+                             HTTP_X_CONFIRM_RESTORE=workload.path))
     assert keep(api.get(recovery["url"]))["state"] == "succeeded"
     keep(api.post(f"/api/backup-targets/{target['id']}/catalogue",
                   {"passphrase": PASSPHRASE}, format="json"))

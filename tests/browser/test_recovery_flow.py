@@ -52,7 +52,7 @@ def test_it_lists_the_catalogue_and_recovers_onto_the_workload(page: Page, recov
     page.screenshot(path=str(tmp_path / "catalogue.png"), full_page=True)
 
     entry.get_by_label("Recover into").select_option(str(row.workload_id))
-    entry.get_by_label("the workload's slug, to confirm").fill(row.workload.slug)
+    entry.get_by_label("the workload's path, to confirm").fill(row.workload.path)
     entry.get_by_role("button", name="Recover").click()
 
     status = page.locator("#recovery-status")

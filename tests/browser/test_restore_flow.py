@@ -102,7 +102,7 @@ def test_it_restores_from_the_dialog_with_progress_and_a_result(
     expect(confirm).to_be_disabled()
     dialog.get_by_role("textbox").fill("not-the-slug")
     expect(confirm).to_be_disabled()
-    dialog.get_by_role("textbox").fill(workload.slug)
+    dialog.get_by_role("textbox").fill(workload.path)
     expect(confirm).to_be_enabled()
     confirm.click()
 

@@ -192,7 +192,7 @@ def request(kind: str, client: APIClient, workload: Workload, snapshot: Snapshot
     if kind == "capture":
         return client.post(f"/api/workloads/{workload.pk}/snapshots")
     return client.post(f"/api/workloads/{workload.pk}/snapshots/{snapshot.pk}/restore",
-                       headers={"X-Confirm-Restore": workload.slug})
+                       headers={"X-Confirm-Restore": workload.path})
 
 
 @pytest.mark.parametrize("kind", ["deploy", "capture", "restore"])

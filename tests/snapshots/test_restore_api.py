@@ -22,7 +22,7 @@ def url(workload, snapshot) -> str:
 
 
 def confirmed(workload) -> dict:
-    return {"HTTP_X_CONFIRM_RESTORE": workload.slug}
+    return {"HTTP_X_CONFIRM_RESTORE": workload.path}
 
 
 @pytest.fixture
@@ -107,15 +107,16 @@ def test_a_snapshot_that_is_not_ready_is_a_conflict(api_as, operator, snapshotte
 # --- header, permission and CSRF matrix ------------------------------------------------------
 
 @pytest.mark.parametrize(("who", "header", "expected"), [
-    (None, "slug", 401),
-    ("outsider", "slug", 403),
-    ("viewer", "slug", 403),
+    (None, "path", 401),
+    ("outsider", "path", 403),
+    ("viewer", "path", 403),
     ("viewer", None, 403),
     ("operator", None, 428),
     ("operator", "", 428),
     ("operator", "wrong", 428),
     ("operator", "upper", 428),
-    ("operator", "slug", 202),
+    ("operator", "slug", 428),  # unique only within its stage: not enough
+    ("operator", "path", 202),
 ])
 def test_the_header_and_permission_matrix(who, header, expected, request, api, snapshotted,
                                           queued_only):
@@ -125,8 +126,8 @@ def test_the_header_and_permission_matrix(who, header, expected, request, api, s
         api.force_authenticate(request.getfixturevalue(who))
     headers = {}
     if header is not None:
-        value = {"slug": workload.slug, "upper": workload.slug.upper(), "wrong": "other",
-                 "": ""}[header]
+        value = {"path": workload.path, "slug": workload.slug, "upper": workload.path.upper(),
+                 "wrong": "other", "": ""}[header]
         headers["HTTP_X_CONFIRM_RESTORE"] = value
 
     response = api.post(url(workload, snapshot), **headers)
@@ -134,7 +135,7 @@ def test_the_header_and_permission_matrix(who, header, expected, request, api, s
     assert response.status_code == expected, response.content
     if expected == 428:
         detail = response.json()["detail"]
-        assert "X-Confirm-Restore" in detail and workload.slug in detail
+        assert "X-Confirm-Restore" in detail and workload.path in detail
     if expected != 202:
         assert not RestoreJob.objects.exists() and queued_only == []
         assert trees(paths) == before

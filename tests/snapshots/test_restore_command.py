@@ -20,7 +20,7 @@ def test_it_restores_with_a_progress_bar(snapshotted):
     workload, paths, snapshot, wanted = snapshotted
     out = io.StringIO()
 
-    call_command("restore", str(workload), str(snapshot.pk), "--confirm", workload.slug,
+    call_command("restore", str(workload), str(snapshot.pk), "--confirm", workload.path,
                  stdout=out)
 
     text = out.getvalue()
@@ -33,11 +33,11 @@ def test_it_restores_with_a_progress_bar(snapshotted):
     assert trees(paths) == wanted
 
 
-@pytest.mark.parametrize("confirm", ["", "WEB", "other"])
-def test_it_needs_the_slug_to_confirm(confirm, snapshotted):
+@pytest.mark.parametrize("confirm", ["", "WEB", "other", "web"])
+def test_it_needs_the_path_to_confirm(confirm, snapshotted):
     workload, paths, snapshot, _wanted = snapshotted
     before = trees(paths)
-    expected = f"--confirm must be the workload's slug, '{workload.slug}'"
+    expected = f"--confirm must be the workload's path, '{workload.path}'"
     with pytest.raises(CommandError, match=expected):
         call_command("restore", str(workload.pk), str(snapshot.pk), "--confirm", confirm,
                      stdout=io.StringIO())
@@ -48,7 +48,7 @@ def test_it_refuses_another_workloads_snapshot(snapshotted, make_workload):
     workload, _paths, snapshot, _wanted = snapshotted
     other = make_workload(slug="other")
     with pytest.raises(CommandError, match=f"has no snapshot #{snapshot.pk}"):
-        call_command("restore", str(other.pk), str(snapshot.pk), "--confirm", "other",
+        call_command("restore", str(other.pk), str(snapshot.pk), "--confirm", other.path,
                      stdout=io.StringIO())
 
 
@@ -57,7 +57,7 @@ def test_a_failed_restore_is_an_error_that_says_why(snapshotted):
     storage.archive_path(workload.pk, snapshot.archive).write_bytes(b"not the archive")
     before = trees(paths)
     with pytest.raises(CommandError, match="failed; nothing was changed: The archive of snapshot"):
-        call_command("restore", str(workload.pk), str(snapshot.pk), "--confirm", workload.slug,
+        call_command("restore", str(workload.pk), str(snapshot.pk), "--confirm", workload.path,
                      stdout=io.StringIO())
     assert trees(paths) == before and strays(paths) == [] and journals() == []
 

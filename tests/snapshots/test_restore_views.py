@@ -42,7 +42,7 @@ def test_the_dialog_says_what_is_replaced_and_asks_for_the_slug(operator, snapsh
     # Never deployed: nothing stops or starts, and the dialog says so.
     assert "has never run here" in dialog and "stops for a moment" not in dialog
     assert "kept as a pre-restore snapshot" in dialog
-    assert f"<code>{workload.slug}</code>" in dialog and f'data-slug="{workload.slug}"' in dialog
+    assert f"<code>{workload.path}</code>" in dialog and f'data-path="{workload.path}"' in dialog
     # The Restore button stays disabled until the slug is typed (the script enables it).
     assert re.search(r'class="danger confirm-restore" disabled', dialog)
 
@@ -52,22 +52,22 @@ def test_a_viewer_gets_no_restore_button_and_cannot_post(viewer, snapshotted):
     html = as_user(viewer).get(f"/workloads/{workload.pk}/").content.decode()
     assert "snapshot-restore-" not in html
     before = trees(paths)
-    response = post_restore(as_user(viewer), workload, snapshot, workload.slug)
+    response = post_restore(as_user(viewer), workload, snapshot, workload.path)
     assert response.status_code == 403
     assert not RestoreJob.objects.exists() and trees(paths) == before
 
 
 def test_anonymous_is_sent_to_log_in_and_get_is_refused(client, operator, snapshotted):
     workload, _paths, snapshot, _wanted = snapshotted
-    response = post_restore(client, workload, snapshot, workload.slug)
+    response = post_restore(client, workload, snapshot, workload.path)
     assert response.status_code == 302 and "/login/" in response["Location"]
     url = f"/workloads/{workload.pk}/snapshots/{snapshot.pk}/restore"
     assert as_user(operator).get(url).status_code == 405
     assert not RestoreJob.objects.exists()
 
 
-@pytest.mark.parametrize("typed", [None, "", "WEB", "wrong"])
-def test_without_the_typed_slug_nothing_happens(typed, operator, snapshotted):
+@pytest.mark.parametrize("typed", [None, "", "WEB", "wrong", "web"])
+def test_without_the_typed_path_nothing_happens(typed, operator, snapshotted):
     workload, paths, snapshot, _wanted = snapshotted
     before = trees(paths)
 
@@ -75,14 +75,14 @@ def test_without_the_typed_slug_nothing_happens(typed, operator, snapshotted):
 
     html = response.content.decode()
     assert response.status_code == 200
-    assert f"Type the workload&#x27;s slug, {workload.slug}, to confirm the restore." in html
+    assert f"Type the workload&#x27;s path, {workload.path}, to confirm the restore." in html
     assert not RestoreJob.objects.exists() and trees(paths) == before
 
 
 def test_a_confirmed_restore_answers_with_the_panel_and_its_result(operator, snapshotted):
     workload, paths, snapshot, wanted = snapshotted
 
-    response = post_restore(as_user(operator), workload, snapshot, workload.slug)
+    response = post_restore(as_user(operator), workload, snapshot, workload.path)
 
     html = response.content.decode()
     assert html.lstrip().startswith('<section id="snapshots"')
@@ -124,7 +124,7 @@ def test_while_a_restore_runs_the_dangerous_buttons_are_disabled(operator, snaps
 def test_a_second_restore_from_the_page_says_one_is_running(operator, snapshotted):
     workload, _paths, snapshot, _wanted = snapshotted
     RestoreJob.objects.create(workload=workload, snapshot=snapshot)  # queued
-    response = post_restore(as_user(operator), workload, snapshot, workload.slug)
+    response = post_restore(as_user(operator), workload, snapshot, workload.path)
     assert "Another restore of this workload is queued or running" in response.content.decode()
     assert RestoreJob.objects.count() == 1
 

@@ -268,7 +268,8 @@ class BackupTargetViewSet(viewsets.ModelViewSet):
     @action(detail=True, methods=["post"])
     def recover(self, request, pk=None):
         """Queue a recovery of the copy `key`: a new workload from its sidecar, or onto
-        `workload` (then with the X-Confirm-Restore header: that workload's slug).
+        `workload` (then with the X-Confirm-Restore header: that workload's path,
+        project/stage/workload).
 
         The sidecar is read at once, so a wrong identity or key is refused with 400.
         Follow the returned recovery's `url`.
@@ -281,11 +282,11 @@ class BackupTargetViewSet(viewsets.ModelViewSet):
         if not request.user.has_perms(BackupRecovery.PERMISSIONS_ONTO if into is not None
                                       else BackupRecovery.PERMISSIONS_TO_CREATE):
             raise exceptions.PermissionDenied()
-        if into is not None and request.headers.get(CONFIRM_HEADER) != into.slug:
+        if into is not None and request.headers.get(CONFIRM_HEADER) != into.path:
             raise PreconditionRequired(
-                _("Confirm with the header %(header)s: %(slug)s (the workload's slug); its "
+                _("Confirm with the header %(header)s: %(path)s (the workload's path); its "
                   "volumes will be replaced by the backup's data.")
-                % {"header": CONFIRM_HEADER, "slug": into.slug})
+                % {"header": CONFIRM_HEADER, "path": into.path})
         try:
             row = disaster.request_recovery(target=target, key=body.validated_data["key"],
                                             identity=body.validated_data["identity"],

@@ -29,7 +29,7 @@ class InsufficientStorage(exceptions.APIException):
     default_code = "insufficient_storage"
 
 
-# The header that confirms a request replacing a workload's data: its slug.
+# The header that confirms a request replacing a workload's data: its path (project/stage/slug).
 CONFIRM_HEADER = "X-Confirm-Restore"
 
 

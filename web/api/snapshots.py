@@ -242,7 +242,8 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
         request=None,
         parameters=[WORKLOAD_ID, OpenApiParameter(
             CONFIRM_HEADER, OpenApiTypes.STR, OpenApiParameter.HEADER, required=True,
-            description="The workload's slug: confirms that its volumes are replaced.",
+            description="The workload's path, project/stage/workload: confirms that its volumes "
+                        "are replaced.",
         )],
         responses={202: RestoreJobSerializer, 404: None, 409: None, 428: None},
     )
@@ -280,11 +281,11 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
         """
         workload = self.get_workload()
         snapshot = self.get_object()
-        if request.headers.get(CONFIRM_HEADER) != workload.slug:
+        if request.headers.get(CONFIRM_HEADER) != workload.path:
             raise PreconditionRequired(
-                _("Confirm the restore with the header %(header)s: %(slug)s (the workload's "
-                  "slug); its volumes will be replaced by the snapshot's data.")
-                % {"header": CONFIRM_HEADER, "slug": workload.slug}
+                _("Confirm the restore with the header %(header)s: %(path)s (the workload's "
+                  "path); its volumes will be replaced by the snapshot's data.")
+                % {"header": CONFIRM_HEADER, "path": workload.path}
             )
         try:
             job = restore_engine.request_restore(workload=workload, snapshot=snapshot,

@@ -101,10 +101,10 @@ def recover_start(request: HttpRequest) -> HttpResponse:
                                   else BackupRecovery.PERMISSIONS_TO_CREATE):
         return _page(request, chosen=target, error=_(
             "You may not create workloads, or restore onto them, so you cannot recover."))
-    if into is not None and request.POST.get("confirm", "").strip() != into.slug:
+    if into is not None and request.POST.get("confirm", "").strip() != into.path:
         return _page(request, chosen=target, error=_(
-            "Type the workload's slug, %(slug)s, to confirm that its data is replaced.")
-            % {"slug": into.slug})
+            "Type the workload's path, %(path)s, to confirm that its data is replaced.")
+            % {"path": into.path})
     try:
         row = disaster.request_recovery(target=target, key=request.POST.get("key", ""),
                                         identity=_remembered(request, target), into=into,

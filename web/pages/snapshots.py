@@ -148,12 +148,12 @@ def snapshot_take(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @permission_required("workloads.restore_workload", raise_exception=True)
 def snapshot_restore(request: HttpRequest, pk: int, sid: int) -> HttpResponse:
-    """Queue a restore once the operator has typed the workload's slug in the dialog."""
+    """Queue a restore once the operator has typed the workload's path in the dialog."""
     workload = _get_workload(pk)
     snapshot = get_object_or_404(workload.snapshots, pk=sid)
-    if request.POST.get("confirm", "").strip() != workload.slug:
-        return _panel(request, workload, _("Type the workload's slug, %(slug)s, to confirm the "
-                                           "restore.") % {"slug": workload.slug})
+    if request.POST.get("confirm", "").strip() != workload.path:
+        return _panel(request, workload, _("Type the workload's path, %(path)s, to confirm the "
+                                           "restore.") % {"path": workload.path})
     try:
         restores.request_restore(workload=workload, snapshot=snapshot, user=request.user)
     except (restores.RestoreBusy, PreflightError) as exc:

@@ -252,7 +252,7 @@ class Workload(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.stage.project.slug}/{self.stage.slug}/{self.slug}"
+        return self.path
 
     def save(self, *args, **kwargs) -> None:
         # Whatever path a URL came in by, a credential inside it is never stored
@@ -269,6 +269,12 @@ class Workload(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("workload-detail", args=[self.pk])
+
+    @property
+    def path(self) -> str:
+        """`project/stage/workload`: unique, unlike the slug alone; what a restore's
+        confirmation names (the X-Confirm-Restore header, the typed text in the dialog)."""
+        return f"{self.stage.project.slug}/{self.stage.slug}/{self.slug}"
 
     def clean(self) -> None:
         self._clean_hooks()

@@ -41,8 +41,9 @@ class Command(BaseCommand):
                             help="deploy a re-created workload on the digest its sidecar "
                                  "recorded, once restored (review it in backup_catalogue "
                                  "first)")
-        parser.add_argument("--confirm", metavar="SLUG",
-                            help="with --workload: its slug, to confirm that its data is "
+        parser.add_argument("--confirm", metavar="PATH",
+                            help="with --workload: its path, project/stage/workload, to "
+                                 "confirm that its data is "
                                  "replaced")
 
     def handle(self, *args, target: str, key: str, identity_file: str | None,
@@ -53,8 +54,8 @@ class Command(BaseCommand):
         into = None
         if workload is not None:
             into = find_workload(workload)
-            if confirm != into.slug:
-                raise CommandError(f"--confirm must be the workload's slug, {into.slug!r}: "
+            if confirm != into.path:
+                raise CommandError(f"--confirm must be the workload's path, {into.path!r}: "
                                    "its volumes are about to be replaced.")
         self._shown = -1
         try:

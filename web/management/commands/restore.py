@@ -25,13 +25,14 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("workload", help="id, or project/stage/workload slugs")
         parser.add_argument("snapshot", type=int, help="the snapshot's id")
-        parser.add_argument("--confirm", required=True, metavar="SLUG",
-                            help="the workload's slug, to confirm that its data is replaced")
+        parser.add_argument("--confirm", required=True, metavar="PATH",
+                            help="the workload's path, project/stage/workload, to confirm "
+                                 "that its data is replaced")
 
     def handle(self, *args, workload: str, snapshot: int, confirm: str, **options) -> None:
         target = find_workload(workload)
-        if confirm != target.slug:
-            raise CommandError(f"--confirm must be the workload's slug, {target.slug!r}: its "
+        if confirm != target.path:
+            raise CommandError(f"--confirm must be the workload's path, {target.path!r}: its "
                                "volumes are about to be replaced.")
         chosen = Snapshot.objects.filter(workload=target, pk=snapshot).first()
         if chosen is None:
