@@ -83,3 +83,10 @@ def test_bad_choices_say_why_and_read_nothing(client, operator, workload):
     assert "replica 4" in htmx_get(client, url, {"replica": 4}).content.decode()
     assert client.get(f"{url}/follow", {"tail": 7}).status_code == 400
     assert client.get(f"{url}/download", {"since": "whenever"}).status_code == 400
+
+
+def test_a_since_beyond_ten_years_says_why(client, operator, workload):
+    client = logged_in(client, operator)
+    shown = htmx_get(client, f"/workloads/{workload.pk}/logs", {"since": "999999d"})
+    assert shown.status_code == 200
+    assert "at most ten years" in shown.content.decode()
