@@ -961,7 +961,9 @@ def _read_log_once(container_id: str, tail: int, since_ns: int | None, until_ns:
     with _translated(EngineError):
         api = _client().api
         params = {
-            "stdout": 1, "stderr": 1, "timestamps": 1, "follow": 0, "tail": max(1, tail),
+            # One message more than asked: the first may be the end of a line the
+            # engine split (_LogLines.head).
+            "stdout": 1, "stderr": 1, "timestamps": 1, "follow": 0, "tail": max(1, tail) + 1,
             # Whole seconds to the engine; the exact nanosecond bounds are applied
             # to each line below.
             **({"since": since_ns // 1_000_000_000} if since_ns else {}),
@@ -990,7 +992,8 @@ def _read_log_once(container_id: str, tail: int, since_ns: int | None, until_ns:
         finally:
             timer.cancel()
             stream.close()
-    lines.close()
+    # Cut short, the answer still began where the engine's tail did.
+    lines.close(began_inside=read.over_bytes or read.scanned > max(1, tail))
     read.stalled = stalled.is_set()
     read.cut |= read.stalled
     read.lines = list(lines.kept)
@@ -1014,6 +1017,10 @@ class _LogLines:
         self.pending = bytearray()
         self.pending_ns: int | None = None
         self.overflow = False
+        # The line the first message began: whole, and without its first characters
+        # (close() picks one), or None where the filters left it out.
+        self.head: tuple[LogLine | None, LogLine | None] | None = None
+        self.started = False
 
     def feed(self, chunk: bytes) -> None:
         ends = chunk.endswith(b"\n")
@@ -1031,10 +1038,21 @@ class _LogLines:
             if ends or index < len(pieces) - 1 or len(data) < ENGINE_SPLIT_BYTES:
                 self._emit(whole=not self.overflow)
 
-    def close(self) -> None:
-        """The stream ended (or was cut) in the middle of a line: keep what came."""
+    def close(self, *, began_inside: bool) -> None:
+        """The stream ended (or was cut): keep what came of a line cut short.
+
+        `began_inside`: the engine had older messages than the first it sent,
+        which may then be the end of a line it split, masked without its start
+        (a secret's end unmasked): that line loses its first characters too.
+        """
         if self.pending_ns is not None:
             self._emit(whole=False)
+        if self.head is None:
+            return
+        line = self.head[1] if began_inside else self.head[0]
+        if line is not None and len(self.kept) < (self.kept.maxlen or 0):
+            self.kept.appendleft(line)
+            self.read.cut |= began_inside
 
     def _add(self, time_ns: int, data: bytes) -> None:
         room = LOG_JOIN_BYTES - len(self.pending)
@@ -1046,6 +1064,7 @@ class _LogLines:
         time_ns, data = self.pending_ns, bytes(self.pending)
         self.pending.clear()
         self.pending_ns, self.overflow = None, False
+        first, self.started = not self.started, True
         if (self.since_ns and time_ns <= self.since_ns) or (
                 self.until_ns and time_ns >= self.until_ns):
             return
@@ -1055,12 +1074,19 @@ class _LogLines:
             # not masked, so the characters where it may be go too.
             text = text[:max(0, len(text) - self.hold)] + "…"
             self.read.cut = True
+        if first:
+            self.head = (self._line(time_ns, text), self._line(time_ns, "…" + text[self.hold:]))
+        elif line := self._line(time_ns, text):
+            self.kept.append(line)
+
+    def _line(self, time_ns: int, text: str) -> LogLine | None:
+        """The line, if the search keeps it, cut at LOG_LINE_CHARS."""
         if self.keep is not None and not self.keep(text):
-            return
+            return None
         if len(text) > LOG_LINE_CHARS:
             text = text[:LOG_LINE_CHARS] + "…"
             self.read.cut = True
-        self.kept.append(LogLine(time_ns, text))
+        return LogLine(time_ns, text)
 
 
 def _stamp_ns(match: re.Match) -> int:

@@ -163,3 +163,20 @@ def test_masks_read_the_containers_own_values_of_names_secret_then_or_now(worklo
     unlabelled = masks.for_container(source(env, {}))
     assert {"deployed-value", "current-value", "old-secret", "deleted-value"} <= set(unlabelled)
     assert not {"plain-value", "/root", "/usr/bin:/bin"} & set(unlabelled)
+
+
+def test_a_tail_that_begins_inside_a_split_line_hides_the_start_of_its_first_line(
+        printing, logs_api):
+    # Pieces of 16 KiB: the secret's start ends the first, its end begins the second.
+    workload = printing(
+        'printf "%s%s%s\\n" "$(head -c 16370 /dev/zero | tr "\\0" A)" "$API_TOKEN" '
+        '"$(head -c 20000 /dev/zero | tr "\\0" B)"; echo done; sleep 3600',
+        secrets={"API_TOKEN": SECRET})
+    whole = until_done(logs_api, workload)
+    assert len(whole["lines"]) == 2 and leaked(json.dumps(whole)) == []
+    # Two lines: the engine's three newest messages, the first of them the second piece.
+    answer = logs_api(workload, tail=2).json()
+    first = answer["lines"][0]["text"]
+    assert first.startswith("…B") and set(first[1:-1]) == {"B"}
+    assert answer["cut"] is True and leaked(json.dumps(answer)) == []
+    assert logs_api(workload, tail=2, search="XYZBBB").json()["lines"] == []
