@@ -36,7 +36,8 @@ from docker.types.daemon import CancellableStream
 from docker.utils import parse_repository_tag, version_gte
 
 from lib.dockerfile import DockerfileError, digest_references, read_from_context
-from lib.redact import for_log, reach
+from lib.logframes import LogLines, LogRead
+from lib.redact import for_log
 
 logger = logging.getLogger(__name__)
 
@@ -839,37 +840,6 @@ def _exit_code(api, exec_id: str) -> int | None:
 # bounded answer (no `follow` stream is ever held open), and a chatty container
 # cannot make a request large.
 LOG_READ_BYTES = 4 * 1024 * 1024
-LOG_LINE_CHARS = 2000
-# The engine splits a line longer than 16 KiB into several messages; their pieces
-# are joined (up to this much of one line) so that a secret across a split is
-# masked whole.
-LOG_JOIN_BYTES = 64 * 1024
-ENGINE_SPLIT_BYTES = 16 * 1024
-_STAMP = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?Z ?")
-
-
-@dataclass(frozen=True)
-class LogLine:
-    """One line of a container's log: when the engine received it (ns since the epoch), its text."""
-
-    time_ns: int
-    text: str
-
-
-@dataclass
-class LogRead:
-    """What read_log() found; `cut` when a bound (bytes read or a line's length) cut it short.
-
-    `stalled` when the deadline ended the read before the engine's answer
-    did: lines older than `until_ns` may be missing after the last one.
-    """
-
-    lines: list[LogLine] = field(default_factory=list)
-    cut: bool = False
-    stalled: bool = False
-    scanned: int = 0  # messages read from the engine
-    over_bytes: bool = False  # LOG_READ_BYTES ended the read
-
 
 @dataclass(frozen=True)
 class LogSource:
@@ -956,13 +926,13 @@ def _read_log_once(container_id: str, tail: int, since_ns: int | None, until_ns:
                    keep: Callable[[str], bool] | None, max_lines: int | None,
                    secrets: list[str], tty: bool, deadline: float) -> LogRead | None:
     read = LogRead()
-    lines = _LogLines(read, since_ns, until_ns, keep, deque(maxlen=max_lines or tail), secrets)
+    lines = LogLines(read, since_ns, until_ns, keep, deque(maxlen=max_lines or tail), secrets)
     total = 0
     with _translated(EngineError):
         api = _client().api
         params = {
             # One message more than asked: the first may be the end of a line the
-            # engine split (_LogLines.head).
+            # engine split (lib/logframes.LogLines.head).
             "stdout": 1, "stderr": 1, "timestamps": 1, "follow": 0, "tail": max(1, tail) + 1,
             # Whole seconds to the engine; the exact nanosecond bounds are applied
             # to each line below.
@@ -998,98 +968,3 @@ def _read_log_once(container_id: str, tail: int, since_ns: int | None, until_ns:
     read.cut |= read.stalled
     read.lines = list(lines.kept)
     return read
-
-
-class _LogLines:
-    """The engine's messages made into masked, filtered, bounded lines.
-
-    One frame of the stream is one message: `stamp text\\n`, or, for a piece
-    of a line the engine split (ENGINE_SPLIT_BYTES each), `stamp text` without
-    the newline; the pieces are joined (the line takes the time of its last).
-    """
-
-    def __init__(self, read: LogRead, since_ns: int | None, until_ns: int | None,
-                 keep: Callable[[str], bool] | None, kept: deque[LogLine],
-                 secrets: list[str]) -> None:
-        self.read, self.since_ns, self.until_ns, self.keep = read, since_ns, until_ns, keep
-        self.kept, self.secrets = kept, secrets
-        self.hold = reach(secrets)
-        self.pending = bytearray()
-        self.pending_ns: int | None = None
-        self.overflow = False
-        # The line the first message began: whole, and without its first characters
-        # (close() picks one), or None where the filters left it out.
-        self.head: tuple[LogLine | None, LogLine | None] | None = None
-        self.started = False
-
-    def feed(self, chunk: bytes) -> None:
-        ends = chunk.endswith(b"\n")
-        # A bare \r inside a message is part of its line.
-        pieces = (chunk[:-1] if ends else chunk).split(b"\n")
-        for index, raw in enumerate(pieces):
-            self.read.scanned += 1
-            match = _STAMP.match(raw)
-            if match is None:
-                continue
-            data = raw[match.end():]
-            self._add(_stamp_ns(match), data)
-            # Only a piece as long as the engine's split waits for the rest of its
-            # line; a shorter one without its newline ended a run's output.
-            if ends or index < len(pieces) - 1 or len(data) < ENGINE_SPLIT_BYTES:
-                self._emit(whole=not self.overflow)
-
-    def close(self, *, began_inside: bool) -> None:
-        """The stream ended (or was cut): keep what came of a line cut short.
-
-        `began_inside`: the engine had older messages than the first it sent,
-        which may then be the end of a line it split, masked without its start
-        (a secret's end unmasked): that line loses its first characters too.
-        """
-        if self.pending_ns is not None:
-            self._emit(whole=False)
-        if self.head is None:
-            return
-        line = self.head[1] if began_inside else self.head[0]
-        if line is not None and len(self.kept) < (self.kept.maxlen or 0):
-            self.kept.appendleft(line)
-            self.read.cut |= began_inside
-
-    def _add(self, time_ns: int, data: bytes) -> None:
-        room = LOG_JOIN_BYTES - len(self.pending)
-        self.overflow |= len(data) > room
-        self.pending += data[:max(0, room)]
-        self.pending_ns = time_ns
-
-    def _emit(self, *, whole: bool) -> None:
-        time_ns, data = self.pending_ns, bytes(self.pending)
-        self.pending.clear()
-        self.pending_ns, self.overflow = None, False
-        first, self.started = not self.started, True
-        if (self.since_ns and time_ns <= self.since_ns) or (
-                self.until_ns and time_ns >= self.until_ns):
-            return
-        text = for_log(data.decode("utf-8", "replace").rstrip("\r"), self.secrets)
-        if not whole:
-            # The rest of the line never came: the start of a secret cut there is
-            # not masked, so the characters where it may be go too.
-            text = text[:max(0, len(text) - self.hold)] + "…"
-            self.read.cut = True
-        if first:
-            self.head = (self._line(time_ns, text), self._line(time_ns, "…" + text[self.hold:]))
-        elif line := self._line(time_ns, text):
-            self.kept.append(line)
-
-    def _line(self, time_ns: int, text: str) -> LogLine | None:
-        """The line, if the search keeps it, cut at LOG_LINE_CHARS."""
-        if self.keep is not None and not self.keep(text):
-            return None
-        if len(text) > LOG_LINE_CHARS:
-            text = text[:LOG_LINE_CHARS] + "…"
-            self.read.cut = True
-        return LogLine(time_ns, text)
-
-
-def _stamp_ns(match: re.Match) -> int:
-    """The time of `2026-12-06T23:00:00.123456789Z`, in nanoseconds since the epoch."""
-    seconds = datetime.fromisoformat(match.group(1).decode() + "+00:00").timestamp()
-    return int(seconds) * 1_000_000_000 + int((match.group(2) or b"0").ljust(9, b"0"))
