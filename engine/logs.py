@@ -209,7 +209,7 @@ class _Masks:
     SECRET_ENV_LABEL) or is secret now: a secret rotated, deleted or made
     plain since the deploy is still masked in the lines of the containers
     that have it. A container made before that label: the names secret now,
-    and those the workload no longer has (but its image sets).
+    and those the workload no longer has (and its image does not set).
     """
 
     def __init__(self, workload: Workload, deadline: float) -> None:
