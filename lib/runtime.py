@@ -32,9 +32,11 @@ import docker.errors
 import requests.exceptions
 import urllib3.exceptions
 from django.conf import settings
+from docker.types.daemon import CancellableStream
 from docker.utils import parse_repository_tag, version_gte
 
 from lib.dockerfile import DockerfileError, digest_references, read_from_context
+from lib.logframes import LogLines, LogRead
 from lib.redact import for_log
 
 logger = logging.getLogger(__name__)
@@ -47,12 +49,13 @@ COMMIT_LABEL = "berth.commit"
 # An image Berth builds carries keys of its own: a container inherits its image's labels,
 # and one run by hand from a built image must not look like a workload's (made_by_berth).
 IMAGE_LABEL_PREFIX = "berth.image."
-# What Berth names a workload's container: its final name (Workload.container_name), or
-# the temporary one a deploy creates it under.
 # A name Berth gives a workload's container: final, a deploy's temporary one, or one a failed
 # deploy kept (FAILED_MARK).
 _BERTH_NAME = re.compile(
     r"berth-[^./]+-(?P<replica>[1-9][0-9]*)(?:\.(?:deploy|failed)-(?P<deploy>[0-9]+))?")
+# The names of the environment variables that were secret when the container was
+# made, comma-separated: its logs mask their values whatever Berth holds now.
+SECRET_ENV_LABEL = "berth.secret-env"  # noqa: S105 - a label name
 
 # Clients by (DOCKER_HOST, purpose): the stats sampler has its own, with a short
 # timeout and a connection pool as large as its thread pool.
@@ -624,15 +627,6 @@ def started_at(container_id: str) -> datetime | None:
     return _state_time(container_id, "StartedAt")
 
 
-def finished_at(container_id: str) -> datetime | None:
-    """When the container's last run ended (UTC), or None if none did or it is gone.
-
-    The engine records it once the run's output has been copied to the log,
-    so every line of that run was received before it.
-    """
-    return _state_time(container_id, "FinishedAt")
-
-
 def _state_time(container_id: str, key: str) -> datetime | None:
     with _translated(EngineError):
         try:
@@ -1049,73 +1043,117 @@ def _exit_code(api, exec_id: str) -> int | None:
 # bounded answer (no `follow` stream is ever held open), and a chatty container
 # cannot make a request large.
 LOG_READ_BYTES = 4 * 1024 * 1024
-LOG_LINE_CHARS = 2000
-_STAMP = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?Z ?")
-
 
 @dataclass(frozen=True)
-class LogLine:
-    """One line of a container's log: when the engine received it (ns since the epoch), its text."""
+class LogSource:
+    """What reading a container's log needs to know of it, from one inspect."""
 
-    time_ns: int
-    text: str
-
-
-@dataclass
-class LogRead:
-    """What read_log() found; `cut` when a bound (bytes read or a line's length) cut it short."""
-
-    lines: list[LogLine] = field(default_factory=list)
-    cut: bool = False
-    scanned: int = 0  # lines read from the engine
-    over_bytes: bool = False  # LOG_READ_BYTES ended the read
+    environment: dict[str, str]
+    labels: dict[str, str]
+    finished_at: datetime | None  # when its last run ended, if one did
+    tty: bool
+    image: str  # the image's id
 
 
-def read_log(container_id: str, *, tail: int, since_ns: int | None = None,
+def log_source(container_id: str, *, deadline: float) -> LogSource | None:
+    """The container's environment, labels and last end; None if it is gone.
+
+    Waits for the engine until `deadline` (time.monotonic()) at most.
+    """
+    with _translated(EngineError):
+        api = _client().api
+        try:
+            response = api._get(api._url("/containers/{0}/json", container_id),
+                                timeout=_remaining(deadline))
+            raw = api._result(response, json=True)
+        except docker.errors.NotFound:
+            return None
+    config = raw.get("Config") or {}
+    return LogSource(environment=_environment(config.get("Env")),
+                     labels=dict(config.get("Labels") or {}),
+                     finished_at=_engine_time((raw.get("State") or {}).get("FinishedAt")),
+                     tty=bool(config.get("Tty")), image=raw.get("Image") or "")
+
+
+def image_environment(image_id: str, *, deadline: float) -> dict[str, str]:
+    """The environment an image gives its containers; empty if the engine lost it."""
+    with _translated(EngineError):
+        api = _client().api
+        try:
+            response = api._get(api._url("/images/{0}/json", image_id),
+                                timeout=_remaining(deadline))
+            raw = api._result(response, json=True)
+        except docker.errors.NotFound:
+            return {}
+    return _environment((raw.get("Config") or {}).get("Env"))
+
+
+def _environment(items: list[str] | None) -> dict[str, str]:
+    return dict(item.partition("=")[::2] for item in items or [])
+
+
+def read_log(container_id: str, *, tail: int, deadline: float, since_ns: int | None = None,
              until_ns: int | None = None, keep: Callable[[str], bool] | None = None,
-             max_lines: int | None = None) -> LogRead | None:
+             max_lines: int | None = None, secrets: Iterable[str] = (),
+             tty: bool = False) -> LogRead | None:
     """The last `tail` lines of a container's log (stdout and stderr), oldest first.
 
     Only lines received after `since_ns` (exclusive) and before `until_ns`
     (exclusive); with `keep`, only the lines it accepts, of which the last
     `max_lines` (default `tail`) are returned: `tail` is then how many lines
-    are scanned. The engine's answer is read as a stream and never past
-    LOG_READ_BYTES; each line is cut at LOG_LINE_CHARS. None if the
-    container is gone.
+    are scanned. Each line is masked (`lib/redact.for_log` with `secrets`)
+    whole, before `keep` sees it and before it is cut at LOG_LINE_CHARS. The
+    engine's answer is read as a stream, never past LOG_READ_BYTES nor past
+    `deadline` (time.monotonic()). None if the container is gone.
     """
-    found = _read_log_once(container_id, tail, since_ns, until_ns, keep, max_lines)
-    if found is None or not found.over_bytes or found.scanned <= 1:
+    secrets = list(secrets)
+    found = _read_log_once(container_id, tail, since_ns, until_ns, keep, max_lines, secrets,
+                           tty, deadline)
+    if (found is None or not found.over_bytes or found.scanned <= 1
+            or time.monotonic() >= deadline):
         return found
     # The byte bound cut the answer before its newest lines: ask again for half as
     # many lines as fitted, so that the answer ends with the newest ones.
-    again = _read_log_once(container_id, found.scanned // 2, since_ns, until_ns, keep, max_lines)
+    again = _read_log_once(container_id, found.scanned // 2, since_ns, until_ns, keep,
+                           max_lines, secrets, tty, deadline)
     if again is not None:
         again.cut = True
     return again
 
 
+def _remaining(deadline: float) -> float:
+    return max(0.05, deadline - time.monotonic())
+
+
 def _read_log_once(container_id: str, tail: int, since_ns: int | None, until_ns: int | None,
-                   keep: Callable[[str], bool] | None, max_lines: int | None) -> LogRead | None:
-    kept: deque[LogLine] = deque(maxlen=max_lines or tail)
+                   keep: Callable[[str], bool] | None, max_lines: int | None,
+                   secrets: list[str], tty: bool, deadline: float) -> LogRead | None:
     read = LogRead()
+    lines = LogLines(read, since_ns, until_ns, keep, deque(maxlen=max_lines or tail), secrets)
     total = 0
     with _translated(EngineError):
+        api = _client().api
+        params = {
+            # One message more than asked: the first may be the end of a line the
+            # engine split (lib/logframes.LogLines.head).
+            "stdout": 1, "stderr": 1, "timestamps": 1, "follow": 0, "tail": max(1, tail) + 1,
+            # Whole seconds to the engine; the exact nanosecond bounds are applied
+            # to each line below.
+            **({"since": since_ns // 1_000_000_000} if since_ns else {}),
+            **({"until": until_ns // 1_000_000_000 + 1} if until_ns else {}),
+        }
         try:
-            stream = _client().api.logs(
-                container_id, stdout=True, stderr=True, timestamps=True, stream=True,
-                follow=False, tail=max(1, tail),
-                # Whole seconds to the engine (the SDK takes no finer, nor 0); the
-                # exact nanosecond bounds are applied to each line below.
-                since=(since_ns or 0) // 1_000_000_000 or None,
-                until=until_ns // 1_000_000_000 + 1 if until_ns else None,
-            )
+            # Not api.logs(): it asks the engine once more (whether the container has
+            # a tty) without the deadline.
+            response = api._get(api._url("/containers/{0}/logs", container_id), params=params,
+                                stream=True, timeout=_remaining(deadline))
+            stream = CancellableStream(api._get_result_tty(True, response, tty), response)
         except docker.errors.NotFound:
             return None
         # The SDK reads a stream without a socket timeout: an engine that stops
-        # answering midway is cut off after BERTH_DOCKER_TIMEOUT instead.
+        # answering midway is cut off at the deadline instead.
         stalled = threading.Event()
-        timer = threading.Timer(settings.BERTH_DOCKER_TIMEOUT,
-                                lambda: (stalled.set(), stream.close()))
+        timer = threading.Timer(_remaining(deadline), lambda: (stalled.set(), stream.close()))
         timer.start()
         try:
             for chunk in stream:
@@ -1123,35 +1161,13 @@ def _read_log_once(container_id: str, tail: int, since_ns: int | None, until_ns:
                 if total > LOG_READ_BYTES:
                     read.cut = read.over_bytes = True
                     break
-                # One frame is one message; a bare \r inside it is part of the line.
-                for raw in chunk.rstrip(b"\n").split(b"\n"):
-                    read.scanned += 1
-                    line = _log_line(raw)
-                    if line is None:
-                        continue
-                    if (since_ns and line.time_ns <= since_ns) or (
-                            until_ns and line.time_ns >= until_ns):
-                        continue
-                    if keep is not None and not keep(line.text):
-                        continue
-                    if len(line.text) > LOG_LINE_CHARS:
-                        line = LogLine(line.time_ns, line.text[:LOG_LINE_CHARS] + "…")
-                        read.cut = True
-                    kept.append(line)
+                lines.feed(chunk)
         finally:
             timer.cancel()
             stream.close()
-    read.cut |= stalled.is_set()
-    read.lines = list(kept)
+    # Cut short, the answer still began where the engine's tail did.
+    lines.close(began_inside=read.over_bytes or read.scanned > max(1, tail))
+    read.stalled = stalled.is_set()
+    read.cut |= read.stalled
+    read.lines = list(lines.kept)
     return read
-
-
-def _log_line(raw: bytes) -> LogLine | None:
-    """A line as the engine sends it with timestamps=True: `2026-12-06T23:00:00.123456789Z text`."""
-    match = _STAMP.match(raw)
-    if match is None:
-        return None
-    seconds = datetime.fromisoformat(match.group(1).decode() + "+00:00").timestamp()
-    fraction = int((match.group(2) or b"0").ljust(9, b"0"))
-    text = raw[match.end():].rstrip(b"\r").decode("utf-8", "replace")
-    return LogLine(time_ns=int(seconds) * 1_000_000_000 + fraction, text=text)

@@ -175,7 +175,9 @@ def _check_config(workload: Workload) -> None:
 
 
 def _specs(workload: Workload, pinned: str, record: DeployRecord) -> list[runtime.ContainerSpec]:
-    environment = {env.name: env.get_value() for env in workload.env_vars.all()}
+    env_vars = list(workload.env_vars.all())
+    environment = {env.name: env.get_value() for env in env_vars}
+    secret_names = ",".join(sorted(env.name for env in env_vars if env.is_secret))
     ports = {
         f"{p.container_port}/{p.protocol}": (p.host_ip, p.host_port) for p in workload.ports.all()
     }
@@ -191,7 +193,8 @@ def _specs(workload: Workload, pinned: str, record: DeployRecord) -> list[runtim
             image=pinned,
             labels=runtime.labels_for(
                 workload.pk,
-                **{runtime.REPLICA_LABEL: str(n), runtime.DEPLOY_LABEL: str(record.pk)},
+                **{runtime.REPLICA_LABEL: str(n), runtime.DEPLOY_LABEL: str(record.pk),
+                   runtime.SECRET_ENV_LABEL: secret_names},
             ),
             environment=environment,
             ports=ports,

@@ -117,8 +117,10 @@ def test_after_a_crash_the_previous_run_shows_the_lines_before_it(printing, logs
 
     previous = logs_api(workload, previous="true")
     assert texts(previous)[:2] == ["run started", "about to crash"]
-    everything = logs_api(workload)
-    assert texts(everything).count("run started") >= 2  # both runs, one log
+    # Both runs, one log (the newest lines show once they settle: engine/logs.SETTLE_NS).
+    everything = wait_for(lambda: logs_api(workload),
+                          lambda a: texts(a).count("run started") >= 2)
+    assert texts(everything).count("run started") >= 2
 
 
 def test_a_container_that_never_restarted_has_no_previous_run(printing, logs_api):
@@ -222,3 +224,40 @@ def test_a_replica_whose_container_went_away_is_reported_gone(printing, logs_api
     answer = logs_api(workload)
     assert answer["gone"] == [2]
     assert [(line["replica"], line["text"]) for line in answer["lines"]] == [(1, "still here")]
+
+
+def test_following_several_replicas_misses_no_line_of_any(printing, logs_api):
+    # Each replica prints a numbered line about every 20 ms (busybox usleep).
+    workload = printing('i=0; while true; do i=$((i+1)); echo "n $i"; usleep 20000; done',
+                        replicas=2)
+    first = wait_for(lambda: logs_api(workload, tail=1000), lambda a: len(a["lines"]) > 20)
+    seen: dict[int, list[int]] = {1: [], 2: []}
+    cursor = first["cursor"]
+    for _poll in range(30):
+        time.sleep(0.1)
+        answer = logs_api(workload, tail=1000, after=cursor)
+        assert answer["cut"] is False
+        for line in answer["lines"]:
+            seen[line["replica"]].append(int(line["text"].split()[1]))
+        cursor = answer["cursor"]
+    for numbers in seen.values():
+        assert len(numbers) > 20
+        assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))  # no gap
+
+
+def test_a_cursor_or_time_not_reached_yet_gives_no_lines(printing, logs_api):
+    workload = printing("echo hello; sleep 3600")
+    wait_for(lambda: logs_api(workload), lambda a: texts(a) == ["hello"])
+    for after in (10**19, 10**30, 2**63):
+        answer = logs_api(workload, after=after)
+        assert answer["lines"] == [] and answer["cursor"] == str(after)
+    assert logs_api(workload, since="9999-12-31T00:00:00Z")["lines"] == []
+    assert texts(logs_api(workload, since="0001-01-01T00:00:00Z")) == ["hello"]
+
+
+@pytest.mark.parametrize("since", ["999999d", "87700h", "999999h"])
+def test_a_duration_beyond_ten_years_is_refused(api_as, operator, workload, since):
+    response = api_as(operator).get(f"/api/workloads/{workload.pk}/logs", {"since": since})
+    assert response.status_code == 400
+    assert response.json() == {"since": ["Give “since” as a duration of at most ten years."]}
+    assert logs.parse_since("3650d")  # ten years is fine

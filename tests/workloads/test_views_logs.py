@@ -95,3 +95,10 @@ def test_a_refused_choice_is_answered_as_plain_text_never_as_html(client, operat
 
     assert response.status_code == 400
     assert response["Content-Type"] == "text/plain; charset=utf-8"  # the echo is inert
+
+
+def test_a_since_beyond_ten_years_says_why(client, operator, workload):
+    client = logged_in(client, operator)
+    shown = htmx_get(client, f"/workloads/{workload.pk}/logs", {"since": "999999d"})
+    assert shown.status_code == 200
+    assert "at most ten years" in shown.content.decode()
