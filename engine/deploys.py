@@ -17,10 +17,11 @@ from django.db import transaction
 from django.utils.translation import gettext as _
 
 from backups.models import BackupRecovery
+from engine import logs as workload_logs
 from engine import lost, queue
 from engine.locked import recovery, swap_recovery
 from engine.locked.deploy import DeployError, Failure, record_failure, run
-from lib import locks, owners, redact, runtime
+from lib import locks, owners, runtime
 from snapshots.models import RestoreJob
 from workloads.models import DeployRecord, Workload
 
@@ -248,14 +249,11 @@ def failed_start_logs(*, record: DeployRecord) -> list[tuple[str, list[runtime.L
     try:
         kept = [c for c in runtime.list_containers(record.workload_id, kept_failed=True)
                 if c.labels.get(runtime.DEPLOY_LABEL) == str(record.pk)]
-        secrets = record.workload.secret_values()
         logs = []
         for container in sorted(kept, key=lambda c: c.name):
-            found = runtime.read_log(container.id, tail=FAILED_START_LOG_LINES)
-            lines = found.lines if found is not None else []
-            logs.append((container.name, [
-                runtime.LogLine(line.time_ns, redact.for_log(line.text, secrets))
-                for line in lines]))
+            found = workload_logs.container_tail(workload=record.workload, docker_id=container.id,
+                                                 tail=FAILED_START_LOG_LINES)
+            logs.append((container.name, found.lines if found is not None else []))
         return logs
     except runtime.EngineError as exc:
         logger.warning("the log of deploy %s's failed containers could not be read: %s",

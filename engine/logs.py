@@ -165,6 +165,18 @@ def read(*, workload: Workload, tail: int = DEFAULT_TAIL, since: datetime | None
     return found
 
 
+def container_tail(*, workload: Workload, docker_id: str, tail: int) -> runtime.LogRead | None:
+    """The last `tail` lines of one container of the workload's that is not a live replica
+    (a failed start's, kept for its deploy page), masked as the panel masks; None if gone."""
+    deadline = time.monotonic() + min(DEADLINE_SECONDS, settings.BERTH_DOCKER_TIMEOUT)
+    source = runtime.log_source(docker_id, deadline=deadline)
+    if source is None:
+        return None
+    masks = _Masks(workload, deadline)
+    return runtime.read_log(docker_id, tail=tail, deadline=deadline,
+                            secrets=masks.for_container(source), tty=source.tty)
+
+
 def as_text(log: WorkloadLog) -> str:
     """The lines as a download has them: `time replica text`, one a line."""
     return "".join(f"{line.time.isoformat()} [{line.replica}] {line.text}\n"
