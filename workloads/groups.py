@@ -42,6 +42,21 @@ def sync_groups(apps, schema_editor=None, *, only_missing: bool = False) -> None
             group.permissions.add(*permissions)
 
 
+def granted_to_operators(*codenames: str):
+    """A migration step that adds these new permissions to the operators group, and nothing
+    else: sync_groups would give back what an administrator took away since."""
+
+    def grant(apps, schema_editor=None) -> None:
+        _ensure_permissions(apps)
+        Group = apps.get_model("auth", "Group")
+        Permission = apps.get_model("auth", "Permission")
+        group, _created = Group.objects.get_or_create(name="operators")
+        group.permissions.add(*Permission.objects.filter(
+            content_type__app_label__in=OPERATOR_APPS, codename__in=codenames))
+
+    return grant
+
+
 def sync_groups_after_migrate(sender, **kwargs) -> None:
     from django.apps import apps
 

@@ -261,3 +261,21 @@ def test_a_duration_beyond_ten_years_is_refused(api_as, operator, workload, sinc
     assert response.status_code == 400
     assert response.json() == {"since": ["Give “since” as a duration of at most ten years."]}
     assert logs.parse_since("3650d")  # ten years is fine
+
+
+def test_the_view_logs_migration_gives_operators_that_and_nothing_back(db):
+    from django.apps import apps
+    from django.contrib.auth.models import Group
+
+    from workloads.groups import granted_to_operators
+
+    operators = Group.objects.get(name="operators")
+    operators.permissions.remove(*operators.permissions.filter(
+        codename__in=["restore_workload", "view_logs"]))
+
+    granted_to_operators("view_logs")(apps)
+
+    codenames = set(operators.permissions.values_list("codename", flat=True))
+    assert "view_logs" in codenames and "restore_workload" not in codenames
+    assert not Group.objects.get(name="viewers").permissions.filter(
+        codename="view_logs").exists()

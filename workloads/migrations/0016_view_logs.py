@@ -2,7 +2,7 @@
 
 from django.db import migrations
 
-from workloads.groups import sync_groups
+from workloads.groups import granted_to_operators
 
 
 class Migration(migrations.Migration):
@@ -16,6 +16,7 @@ class Migration(migrations.Migration):
             name='workload',
             options={'ordering': ['stage__project__slug', 'stage__slug', 'slug'], 'permissions': [('deploy_workload', 'Can deploy workloads'), ('rollback_workload', 'Can roll workloads back to an earlier deploy'), ('snapshot_workload', 'Can take, download and import snapshots of workloads'), ('restore_workload', 'Can restore snapshots onto workloads'), ('operate_workload', 'Can start, stop and restart workloads'), ('view_logs', 'Can read the logs of workloads')], 'verbose_name': 'workload', 'verbose_name_plural': 'workloads'},
         ),
-        # The operators group gets the new view_logs permission; viewers do not.
-        migrations.RunPython(sync_groups, migrations.RunPython.noop),
+        # The operators group gets the new view_logs permission (and nothing else back);
+        # viewers do not.
+        migrations.RunPython(granted_to_operators("view_logs"), migrations.RunPython.noop),
     ]
