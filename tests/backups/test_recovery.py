@@ -473,7 +473,8 @@ def test_a_workload_is_not_removed_while_a_recovery_onto_it_is_active(
     page = client.post(f"/workloads/{workload.pk}/delete", {"confirm": workload.slug})
     token = Token.objects.create(user=operator)
     api = client.delete(f"/api/workloads/{workload.pk}",
-                        headers={"Authorization": f"Token {token.key}"})
+                        headers={"Authorization": f"Token {token.key}",
+                                 "X-Confirm-Delete": workload.path})
     admin = admin_client.post(f"/admin/workloads/workload/{workload.pk}/delete/",
                               {"post": "yes"})
 

@@ -59,14 +59,16 @@ def deleted_event(snapshot: Snapshot) -> bool:
 @pytest.mark.parametrize("busy", [being_restored, being_taken])
 def test_the_api_refuses_a_busy_snapshot(api_as, operator, workload, busy):
     snapshot = busy(workload)
-    response = api_as(operator).delete(f"/api/workloads/{workload.pk}/snapshots/{snapshot.pk}")
+    response = api_as(operator).delete(f"/api/workloads/{workload.pk}/snapshots/{snapshot.pk}",
+                                       HTTP_X_CONFIRM_DELETE=workload.path)
     assert response.status_code == 409
     assert still_there(snapshot)
 
 
 def test_the_api_deletes_a_finished_snapshot(api_as, operator, workload):
     snapshot = fake(workload)
-    response = api_as(operator).delete(f"/api/workloads/{workload.pk}/snapshots/{snapshot.pk}")
+    response = api_as(operator).delete(f"/api/workloads/{workload.pk}/snapshots/{snapshot.pk}",
+                                       HTTP_X_CONFIRM_DELETE=workload.path)
     assert response.status_code == 204
     assert not Snapshot.objects.filter(pk=snapshot.pk).exists() and deleted_event(snapshot)
 

@@ -31,12 +31,25 @@ class InsufficientStorage(exceptions.APIException):
 
 # The header that confirms a request replacing a workload's data: its path (project/stage/slug).
 CONFIRM_HEADER = "X-Confirm-Restore"
+# The header that confirms a DELETE of a workload or of one of its snapshots: the workload's path
+# too, since a slug alone is unique only within its stage.
+DELETE_HEADER = "X-Confirm-Delete"
 
 
 class PreconditionRequired(exceptions.APIException):
     status_code = 428
     default_detail = _("This request needs a confirmation header.")
     default_code = "precondition_required"
+
+
+def confirm_delete(request, workload, message: str) -> None:
+    """Raise 428 unless the request's X-Confirm-Delete header is the workload's path.
+
+    `message` is translated and has `%(header)s` and `%(path)s` in it, so the refusal says
+    what to send.
+    """
+    if request.headers.get(DELETE_HEADER) != workload.path:
+        raise PreconditionRequired(message % {"header": DELETE_HEADER, "path": workload.path})
 
 
 class Conflict(exceptions.APIException):
