@@ -47,8 +47,16 @@ def test_it_takes_downloads_and_deletes_a_snapshot(page: Page, operator, data_wo
     dialog = page.locator(f"#snapshot-delete-{snapshot.pk}")
     expect(dialog).to_be_visible()
     expect(dialog).to_contain_text(f"Delete snapshot #{snapshot.pk}?")
-    dialog.get_by_role("button", name="Delete").click()
+    expect(dialog).to_contain_text(data_workload.path)
+    confirm = dialog.get_by_role("button", name="Delete")
+    expect(confirm).to_be_disabled()
+    dialog.get_by_role("textbox").fill(data_workload.slug)  # the slug alone is not enough
+    expect(confirm).to_be_disabled()
+    dialog.get_by_role("textbox").fill(data_workload.path)
+    expect(confirm).to_be_enabled()
+    confirm.click()
 
+    expect(dialog).to_be_hidden()
     expect(panel).to_contain_text("No snapshots yet.")
     assert not archive.exists() and not Snapshot.objects.exists()
 

@@ -79,7 +79,8 @@ def test_the_api_deletes_a_finished_snapshot(api_as, operator, workload):
 def test_the_page_refuses_a_busy_snapshot(operator, workload, busy):
     snapshot = busy(workload)
     response = logged_in(operator).post(
-        f"/workloads/{workload.pk}/snapshots/{snapshot.pk}/delete", headers=HTMX)
+        f"/workloads/{workload.pk}/snapshots/{snapshot.pk}/delete", {"confirm": workload.path},
+        headers=HTMX)
     assert response.status_code == 200
     assert "delete it once" in response.content.decode()
     assert still_there(snapshot)
@@ -88,7 +89,7 @@ def test_the_page_refuses_a_busy_snapshot(operator, workload, busy):
 def test_the_page_deletes_a_finished_snapshot(operator, workload):
     snapshot = fake(workload)
     logged_in(operator).post(f"/workloads/{workload.pk}/snapshots/{snapshot.pk}/delete",
-                             headers=HTMX)
+                             {"confirm": workload.path}, headers=HTMX)
     assert not Snapshot.objects.filter(pk=snapshot.pk).exists() and deleted_event(snapshot)
 
 
