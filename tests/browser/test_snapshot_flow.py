@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from playwright.sync_api import Page, expect
 
 from snapshots import storage
 from snapshots.models import Snapshot
 from tests.browser.test_deploy_flow import log_in
+from tests.browser.test_restore_layout import overflowing
 from tests.snapshots.conftest import add_volume, fill
+from tests.snapshots.test_retention import fake
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -80,3 +83,26 @@ def test_the_panel_shows_live_progress_until_the_capture_ends(page: Page, viewer
     expect(row).to_have_attribute("data-state", "failed")
     expect(row).to_contain_text("The capture was interrupted before it finished.")
     expect(page.locator("#snapshots")).to_have_attribute("aria-busy", "false")
+
+
+@pytest.mark.parametrize("language", ["en", "ru"])
+def test_the_delete_dialog_fits_its_text(page: Page, live_server, operator, make_workload,
+                                         language):
+    workload = make_workload(slug="a-rather-long-workload-slug-for-layout")
+    snapshot = fake(workload)
+
+    log_in(page, operator.username, "correct horse battery")
+    page.context.add_cookies([{"name": settings.LANGUAGE_COOKIE_NAME, "value": language,
+                               "url": live_server.url}])
+    page.goto(f"/workloads/{workload.pk}/")
+    page.locator(f'#snapshot-{snapshot.pk} button[data-opens="snapshot-delete-{snapshot.pk}"]'
+                 ).click()
+    dialog = page.locator(f"#snapshot-delete-{snapshot.pk}")
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text(workload.path)
+
+    found = overflowing(page, f"#snapshot-delete-{snapshot.pk}")
+    assert found == [], "\n".join(found)
+    dialog.get_by_role("button").first.click()  # Cancel
+    expect(dialog).to_be_hidden()
+    assert Snapshot.objects.filter(pk=snapshot.pk).exists()
