@@ -8,13 +8,14 @@ from django.http import Http404
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, status
+from rest_framework.request import Request
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from engine.deploys import RemovalRefused, RollbackRefused
 from lib import runtime
 from lib.locks import LockTimeout
 from snapshots.errors import ArchiveError, InsufficientSpace
-from workloads.models import DeployInProgress
+from workloads.models import DeployInProgress, Workload
 
 
 class EngineUnavailable(exceptions.APIException):
@@ -42,7 +43,7 @@ class PreconditionRequired(exceptions.APIException):
     default_code = "precondition_required"
 
 
-def confirm_delete(request, workload, message: str) -> None:
+def confirm_delete(request: Request, workload: Workload, message: str) -> None:
     """Raise 428 unless the request's X-Confirm-Delete header is the workload's path.
 
     `message` is translated and has `%(header)s` and `%(path)s` in it, so the refusal says

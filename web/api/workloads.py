@@ -45,7 +45,7 @@ CONFIRM_DELETE = OpenApiParameter(
 
 @extend_schema_view(
     destroy=extend_schema(parameters=[CONFIRM_DELETE],
-                          responses={204: None, 404: None, 409: None, 428: None}),
+                          responses={204: None, 404: None, 409: None, 428: None, 503: None}),
 )
 class WorkloadViewSet(viewsets.ModelViewSet):
     serializer_class = WorkloadSerializer
