@@ -41,6 +41,10 @@ def url(row: SnapshotCopy) -> str:
     return f"/api/workloads/{row.workload_id}/snapshots/{row.snapshot_id}"
 
 
+def confirmed(row: SnapshotCopy) -> dict:
+    return {"HTTP_X_CONFIRM_DELETE": row.workload.path}
+
+
 @pytest.fixture
 def may_delete_copies(operator):
     operator.user_permissions.add(Permission.objects.get(codename="delete_snapshotcopy"))
@@ -48,7 +52,7 @@ def may_delete_copies(operator):
 
 
 def test_a_deleted_snapshot_keeps_its_copies(api_as, operator, copied, bucket):
-    answer = api_as(operator).delete(url(copied))
+    answer = api_as(operator).delete(url(copied), **confirmed(copied))
 
     assert answer.status_code == 204
     copied.refresh_from_db()
@@ -60,7 +64,7 @@ def test_with_copies_it_removes_them_from_their_targets(api_as, may_delete_copie
                                                        bucket):
     snapshot_id = copied.snapshot_id
 
-    answer = api_as(may_delete_copies).delete(url(copied) + "?with_copies=1")
+    answer = api_as(may_delete_copies).delete(url(copied) + "?with_copies=1", **confirmed(copied))
 
     assert answer.status_code == 204, answer.content
     assert not Snapshot.objects.filter(pk=snapshot_id).exists()
@@ -71,10 +75,10 @@ def test_with_copies_it_removes_them_from_their_targets(api_as, may_delete_copie
 
 def test_removing_copies_needs_its_permission_and_a_clear_value(api_as, operator, copied,
                                                                bucket):
-    refused = api_as(operator).delete(url(copied) + "?with_copies=1")
+    refused = api_as(operator).delete(url(copied) + "?with_copies=1", **confirmed(copied))
     assert refused.status_code == 403
     operator.user_permissions.add(Permission.objects.get(codename="delete_snapshotcopy"))
-    unclear = api_as(operator).delete(url(copied) + "?with_copies=perhaps")
+    unclear = api_as(operator).delete(url(copied) + "?with_copies=perhaps", **confirmed(copied))
     assert unclear.status_code == 400 and "with_copies" in unclear.json()
 
     copied.refresh_from_db()
@@ -88,7 +92,7 @@ def test_a_target_that_refuses_the_removal_keeps_the_snapshot(api_as, may_delete
         raise offsite.OffsiteError("no_delete", "AccessDenied for key id ...")
 
     monkeypatch.setattr(offsite.S3Store, "delete", refused)
-    answer = api_as(may_delete_copies).delete(url(copied) + "?with_copies=1")
+    answer = api_as(may_delete_copies).delete(url(copied) + "?with_copies=1", **confirmed(copied))
 
     assert answer.status_code == 502
     assert "may not delete" in answer.json()["detail"]
@@ -100,7 +104,7 @@ def test_a_target_that_refuses_the_removal_keeps_the_snapshot(api_as, may_delete
 
 def test_a_copy_under_way_blocks_a_delete_with_copies(api_as, may_delete_copies, copied, bucket):
     SnapshotCopy.objects.filter(pk=copied.pk).update(state="uploading")
-    answer = api_as(may_delete_copies).delete(url(copied) + "?with_copies=1")
+    answer = api_as(may_delete_copies).delete(url(copied) + "?with_copies=1", **confirmed(copied))
     assert answer.status_code == 409 and "under way" in answer.json()["detail"]
     assert Snapshot.objects.filter(pk=copied.snapshot_id).exists()
 

@@ -470,10 +470,11 @@ def test_a_workload_is_not_removed_while_a_recovery_onto_it_is_active(
     with pytest.raises(deploys.RemovalRefused):
         deploys.remove_workload(workload=workload)
     client.force_login(operator)
-    page = client.post(f"/workloads/{workload.pk}/delete", {"confirm": workload.slug})
+    page = client.post(f"/workloads/{workload.pk}/delete", {"confirm": workload.path})
     token = Token.objects.create(user=operator)
     api = client.delete(f"/api/workloads/{workload.pk}",
-                        headers={"Authorization": f"Token {token.key}"})
+                        headers={"Authorization": f"Token {token.key}",
+                                 "X-Confirm-Delete": workload.path})
     admin = admin_client.post(f"/admin/workloads/workload/{workload.pk}/delete/",
                               {"post": "yes"})
 
@@ -499,7 +500,7 @@ def test_the_page_delete_waits_for_a_queued_recovery_which_then_restores(
     assert recovery.onto_existing
     client.force_login(operator)
 
-    refused = client.post(f"/workloads/{workload.pk}/delete", {"confirm": workload.slug})
+    refused = client.post(f"/workloads/{workload.pk}/delete", {"confirm": workload.path})
     result = disaster.run_recovery(recovery)
 
     assert refused.status_code == 409

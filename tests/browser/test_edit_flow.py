@@ -90,11 +90,11 @@ def test_it_runs_a_workload_from_the_pages_alone(page: Page, docker, operator):
     shot(page, "4-edited")
 
     page.get_by_role("link", name="Delete").click()
-    page.get_by_label("Type the slug to confirm").fill("wrong")
+    page.get_by_label("Type the workload's path to confirm").fill("web")  # the slug alone
     page.get_by_role("button", name="Delete").click()
-    expect(page.locator("form.edit")).to_contain_text("That is not the slug")
+    expect(page.locator("form.edit")).to_contain_text("That is not the workload's path")
     assert Workload.objects.filter(pk=workload.pk).exists()
-    page.get_by_label("Type the slug to confirm").fill("web")
+    page.get_by_label("Type the workload's path to confirm").fill(workload.path)
     shot(page, "5-confirm-delete")
     page.get_by_role("button", name="Delete").click()
     expect(page).to_have_url(re.compile(r"/$"))

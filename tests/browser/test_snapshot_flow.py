@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from playwright.sync_api import Page, expect
 
 from snapshots import storage
 from snapshots.models import Snapshot
 from tests.browser.test_deploy_flow import log_in
+from tests.browser.test_restore_layout import overflowing
 from tests.snapshots.conftest import add_volume, fill
+from tests.snapshots.test_retention import fake
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -47,8 +50,16 @@ def test_it_takes_downloads_and_deletes_a_snapshot(page: Page, operator, data_wo
     dialog = page.locator(f"#snapshot-delete-{snapshot.pk}")
     expect(dialog).to_be_visible()
     expect(dialog).to_contain_text(f"Delete snapshot #{snapshot.pk}?")
-    dialog.get_by_role("button", name="Delete").click()
+    expect(dialog).to_contain_text(data_workload.path)
+    confirm = dialog.get_by_role("button", name="Delete")
+    expect(confirm).to_be_disabled()
+    dialog.get_by_role("textbox").fill(data_workload.slug)  # the slug alone is not enough
+    expect(confirm).to_be_disabled()
+    dialog.get_by_role("textbox").fill(data_workload.path)
+    expect(confirm).to_be_enabled()
+    confirm.click()
 
+    expect(dialog).to_be_hidden()
     expect(panel).to_contain_text("No snapshots yet.")
     assert not archive.exists() and not Snapshot.objects.exists()
 
@@ -72,3 +83,26 @@ def test_the_panel_shows_live_progress_until_the_capture_ends(page: Page, viewer
     expect(row).to_have_attribute("data-state", "failed")
     expect(row).to_contain_text("The capture was interrupted before it finished.")
     expect(page.locator("#snapshots")).to_have_attribute("aria-busy", "false")
+
+
+@pytest.mark.parametrize("language", ["en", "ru"])
+def test_the_delete_dialog_fits_its_text(page: Page, live_server, operator, make_workload,
+                                         language):
+    workload = make_workload(slug="a-rather-long-workload-slug-for-layout")
+    snapshot = fake(workload)
+
+    log_in(page, operator.username, "correct horse battery")
+    page.context.add_cookies([{"name": settings.LANGUAGE_COOKIE_NAME, "value": language,
+                               "url": live_server.url}])
+    page.goto(f"/workloads/{workload.pk}/")
+    page.locator(f'#snapshot-{snapshot.pk} button[data-opens="snapshot-delete-{snapshot.pk}"]'
+                 ).click()
+    dialog = page.locator(f"#snapshot-delete-{snapshot.pk}")
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text(workload.path)
+
+    found = overflowing(page, f"#snapshot-delete-{snapshot.pk}")
+    assert found == [], "\n".join(found)
+    dialog.get_by_role("button").first.click()  # Cancel
+    expect(dialog).to_be_hidden()
+    assert Snapshot.objects.filter(pk=snapshot.pk).exists()

@@ -69,7 +69,12 @@ def test_a_snapshot_of_another_workload_is_not_found(api_as, operator, volume_wo
     for url in (f"/api/workloads/{other.pk}/snapshots/{snapshot.pk}",
                 f"/api/workloads/{other.pk}/snapshots/{snapshot.pk}/download"):
         assert client.get(url).status_code == 404
+    # The lookup comes before the confirmation: 404 with or without the header.
     assert client.delete(f"/api/workloads/{other.pk}/snapshots/{snapshot.pk}").status_code == 404
+    assert client.delete(f"/api/workloads/{other.pk}/snapshots/{snapshot.pk}",
+                         HTTP_X_CONFIRM_DELETE=other.path).status_code == 404
+    assert client.delete(f"/api/workloads/{workload.pk}/snapshots/999999",
+                         HTTP_X_CONFIRM_DELETE=workload.path).status_code == 404
     assert client.get("/api/workloads/999999/snapshots").status_code == 404
     assert Snapshot.objects.filter(pk=snapshot.pk).exists()
 
@@ -133,7 +138,8 @@ def test_delete_removes_the_row_then_the_file(api_as, operator, volume_workload)
     path = storage.archive_path(workload.pk, snapshot.archive)
     assert path.exists()
 
-    response = api_as(operator).delete(f"/api/workloads/{workload.pk}/snapshots/{snapshot.pk}")
+    response = api_as(operator).delete(f"/api/workloads/{workload.pk}/snapshots/{snapshot.pk}",
+                                       HTTP_X_CONFIRM_DELETE=workload.path)
 
     assert response.status_code == 204
     assert not Snapshot.objects.filter(pk=snapshot.pk).exists()
@@ -144,7 +150,8 @@ def test_delete_removes_the_row_then_the_file(api_as, operator, volume_workload)
 def test_a_snapshot_being_taken_cannot_be_deleted(api_as, operator, volume_workload):
     workload, _paths = volume_workload
     running = Snapshot.objects.create(workload=workload, state=Snapshot.State.CAPTURING)
-    response = api_as(operator).delete(f"/api/workloads/{workload.pk}/snapshots/{running.pk}")
+    response = api_as(operator).delete(f"/api/workloads/{workload.pk}/snapshots/{running.pk}",
+                                       HTTP_X_CONFIRM_DELETE=workload.path)
     assert response.status_code == 409
     assert Snapshot.objects.filter(pk=running.pk).exists()
 
@@ -338,7 +345,7 @@ def test_permission_matrix(who, method, path, expected, request, volume_workload
         response = client.post(url, {"archive": SimpleUploadedFile("s.tar.zst", data)},
                                format="multipart")
     else:
-        response = getattr(client, method)(url)
+        response = getattr(client, method)(url, HTTP_X_CONFIRM_DELETE=workload.path)
     assert response.status_code == expected
     if expected in (401, 403):
         assert Snapshot.objects.count() == 1 and leftovers() == []

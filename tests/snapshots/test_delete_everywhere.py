@@ -59,14 +59,16 @@ def deleted_event(snapshot: Snapshot) -> bool:
 @pytest.mark.parametrize("busy", [being_restored, being_taken])
 def test_the_api_refuses_a_busy_snapshot(api_as, operator, workload, busy):
     snapshot = busy(workload)
-    response = api_as(operator).delete(f"/api/workloads/{workload.pk}/snapshots/{snapshot.pk}")
+    response = api_as(operator).delete(f"/api/workloads/{workload.pk}/snapshots/{snapshot.pk}",
+                                       HTTP_X_CONFIRM_DELETE=workload.path)
     assert response.status_code == 409
     assert still_there(snapshot)
 
 
 def test_the_api_deletes_a_finished_snapshot(api_as, operator, workload):
     snapshot = fake(workload)
-    response = api_as(operator).delete(f"/api/workloads/{workload.pk}/snapshots/{snapshot.pk}")
+    response = api_as(operator).delete(f"/api/workloads/{workload.pk}/snapshots/{snapshot.pk}",
+                                       HTTP_X_CONFIRM_DELETE=workload.path)
     assert response.status_code == 204
     assert not Snapshot.objects.filter(pk=snapshot.pk).exists() and deleted_event(snapshot)
 
@@ -77,7 +79,8 @@ def test_the_api_deletes_a_finished_snapshot(api_as, operator, workload):
 def test_the_page_refuses_a_busy_snapshot(operator, workload, busy):
     snapshot = busy(workload)
     response = logged_in(operator).post(
-        f"/workloads/{workload.pk}/snapshots/{snapshot.pk}/delete", headers=HTMX)
+        f"/workloads/{workload.pk}/snapshots/{snapshot.pk}/delete", {"confirm": workload.path},
+        headers=HTMX)
     assert response.status_code == 200
     assert "delete it once" in response.content.decode()
     assert still_there(snapshot)
@@ -86,7 +89,7 @@ def test_the_page_refuses_a_busy_snapshot(operator, workload, busy):
 def test_the_page_deletes_a_finished_snapshot(operator, workload):
     snapshot = fake(workload)
     logged_in(operator).post(f"/workloads/{workload.pk}/snapshots/{snapshot.pk}/delete",
-                             headers=HTMX)
+                             {"confirm": workload.path}, headers=HTMX)
     assert not Snapshot.objects.filter(pk=snapshot.pk).exists() and deleted_event(snapshot)
 
 

@@ -42,8 +42,9 @@ def test_the_dialog_says_what_is_replaced_and_asks_for_the_slug(operator, snapsh
     # Never deployed: nothing stops or starts, and the dialog says so.
     assert "has never run here" in dialog and "stops for a moment" not in dialog
     assert "kept as a pre-restore snapshot" in dialog
-    assert f"<code>{workload.path}</code>" in dialog and f'data-path="{workload.path}"' in dialog
-    # The Restore button stays disabled until the slug is typed (the script enables it).
+    assert f"<code>{workload.path}</code>" in dialog
+    assert f'data-expected="{workload.path}"' in dialog
+    # The Restore button stays disabled until the path is typed (static/js/confirm.js).
     assert re.search(r'class="danger confirm-restore" disabled', dialog)
 
 
@@ -109,10 +110,10 @@ def test_while_a_restore_runs_the_dangerous_buttons_are_disabled(operator, snaps
     assert '<progress value="1536" max="4096">37%</progress>' in html
     assert "1.5\xa0KB of 4.0\xa0KB" in html
     assert re.search(r'<button type="button" class="primary"[^>]*disabled', html)  # Snapshot now
-    assert re.search(r'<button type="button" class="danger" disabled\s+onclick="document'
-                     rf".getElementById\('snapshot-restore-{snapshot.pk}'\)", html)
-    assert re.search(r'<button type="button" class="danger" disabled\s+onclick="document'
-                     rf".getElementById\('snapshot-delete-{snapshot.pk}'\)", html)
+    assert re.search(r'<button type="button" class="danger" disabled\s+'
+                     rf'data-opens="snapshot-restore-{snapshot.pk}"', html)
+    assert re.search(r'<button type="button" class="danger" disabled\s+'
+                     rf'data-opens="snapshot-delete-{snapshot.pk}"', html)
 
     state = client.get(f"/workloads/{workload.pk}/state", headers=HTMX)
     html = state.content.decode()
@@ -147,7 +148,8 @@ def test_a_snapshot_being_restored_cannot_be_deleted(operator, snapshotted):
     workload, _paths, snapshot, _wanted = snapshotted
     RestoreJob.objects.create(workload=workload, snapshot=snapshot, state="running")
     response = as_user(operator).post(
-        f"/workloads/{workload.pk}/snapshots/{snapshot.pk}/delete", headers=HTMX)
+        f"/workloads/{workload.pk}/snapshots/{snapshot.pk}/delete", {"confirm": workload.path},
+        headers=HTMX)
     assert "This snapshot is being restored" in response.content.decode()
     assert Snapshot.objects.filter(pk=snapshot.pk).exists()
 

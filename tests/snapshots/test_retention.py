@@ -193,7 +193,8 @@ def test_imports_never_push_captured_snapshots_out(api_as, volume_workload, sett
     user.user_permissions.add(Permission.objects.get(codename="snapshot_workload"),
                               Permission.objects.get(codename="view_snapshot"))
     api = api_as(user)
-    assert api.delete(f"/api/workloads/{workload.pk}/snapshots/{real[0].pk}").status_code == 403
+    assert api.delete(f"/api/workloads/{workload.pk}/snapshots/{real[0].pk}",
+                      HTTP_X_CONFIRM_DELETE=workload.path).status_code == 403
     data = hostile.zst(hostile.tar(hostile.manifest_member(hostile.manifest([(0, 1, 0)] * 2)),
                                    hostile.directory("volumes/0"), hostile.directory("volumes/1")))
     imported = []

@@ -88,7 +88,8 @@ def test_delete_removes_the_row_and_the_file(operator, volume_workload):
     snapshot = captures.capture_snapshot(workload=workload)
     path = storage.archive_path(workload.pk, snapshot.archive)
     response = as_user(operator).post(
-        f"/workloads/{workload.pk}/snapshots/{snapshot.pk}/delete", headers=HTMX
+        f"/workloads/{workload.pk}/snapshots/{snapshot.pk}/delete", {"confirm": workload.path},
+        headers=HTMX,
     )
     assert response.status_code == 200
     assert "No snapshots yet." in response.content.decode()
@@ -99,7 +100,8 @@ def test_a_running_capture_cannot_be_deleted_from_the_page(operator, volume_work
     workload, _paths = volume_workload
     running = Snapshot.objects.create(workload=workload, state=Snapshot.State.CAPTURING)
     response = as_user(operator).post(
-        f"/workloads/{workload.pk}/snapshots/{running.pk}/delete", headers=HTMX
+        f"/workloads/{workload.pk}/snapshots/{running.pk}/delete", {"confirm": workload.path},
+        headers=HTMX,
     )
     assert "still being taken" in response.content.decode()
     assert Snapshot.objects.filter(pk=running.pk).exists()
@@ -122,7 +124,8 @@ def test_a_viewer_may_not_take_delete_or_download(viewer, volume_workload, metho
     workload, _paths = volume_workload
     snapshot = captures.capture_snapshot(workload=workload)
     url = f"/workloads/{workload.pk}/snapshots" + path.format(sid=snapshot.pk)
-    assert getattr(as_user(viewer), method)(url, headers=HTMX).status_code == 403
+    assert getattr(as_user(viewer), method)(url, {"confirm": workload.path},
+                                            headers=HTMX).status_code == 403
     assert Snapshot.objects.count() == 1
 
 
@@ -138,7 +141,8 @@ def test_a_snapshot_of_another_workload_is_not_found(operator, volume_workload, 
     other = make_workload()
     snapshot = captures.capture_snapshot(workload=workload)
     client = as_user(operator)
-    assert client.post(f"/workloads/{other.pk}/snapshots/{snapshot.pk}/delete").status_code == 404
+    assert client.post(f"/workloads/{other.pk}/snapshots/{snapshot.pk}/delete",
+                       {"confirm": other.path}).status_code == 404
     assert client.get(f"/workloads/{other.pk}/snapshots/{snapshot.pk}/download").status_code == 404
 
 

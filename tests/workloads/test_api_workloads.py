@@ -213,7 +213,7 @@ def test_it_deletes_a_workload_and_everything_it_owns(api_as, operator, stage):
     DeployRecord.objects.create(workload=workload, reason="api", source_kind="image")
     EventLog.objects.create(workload=workload, message="Deployed")
 
-    response = client.delete(f"/api/workloads/{workload.pk}")
+    response = client.delete(f"/api/workloads/{workload.pk}", HTTP_X_CONFIRM_DELETE=workload.path)
 
     assert response.status_code == 204
     assert not Workload.objects.filter(pk=workload.pk).exists()
@@ -320,7 +320,8 @@ def test_it_refuses_writes_without_the_permission(
     before = _snapshot()
 
     response = getattr(client, method)(
-        path.format(workload=workload.pk), _write_body(body, workload), format="json"
+        path.format(workload=workload.pk), _write_body(body, workload), format="json",
+        HTTP_X_CONFIRM_DELETE=workload.path,
     )
 
     assert response.status_code in expected
@@ -349,7 +350,8 @@ def test_it_lets_an_operator_patch(api_as, operator, workload):
 
 
 def test_it_lets_an_operator_delete(api_as, operator, workload):
-    response = api_as(operator).delete(f"/api/workloads/{workload.pk}")
+    response = api_as(operator).delete(f"/api/workloads/{workload.pk}",
+                                       HTTP_X_CONFIRM_DELETE=workload.path)
 
     assert response.status_code == 204
     assert not Workload.objects.filter(pk=workload.pk).exists()

@@ -173,7 +173,7 @@ def test_it_needs_the_model_permissions(client, viewer, outsider, workload, stag
         assert client.post(f"/workloads/{workload.pk}/edit",
                            workload_post(stage)).status_code == 403
         assert client.post(f"/workloads/{workload.pk}/delete",
-                           {"confirm": workload.slug}).status_code == 403
+                           {"confirm": workload.path}).status_code == 403
         assert client.post("/projects/add", {"name": "X", "slug": "x"}).status_code == 403
         assert client.post(f"/stages/{stage.pk}/delete", {"confirm": "prod"}).status_code == 403
     assert Workload.objects.filter(pk=workload.pk).exists()
@@ -203,24 +203,39 @@ def test_it_creates_and_edits_projects_and_stages(client, operator):
     assert "The shop" in listing and f"/stages/{project.stages.get().pk}/" in listing
 
 
-def test_a_wrong_slug_deletes_nothing(client, operator, workload):
+@pytest.mark.parametrize("typed", ["not-it", "slug", "upper", ""])
+def test_anything_but_the_workloads_path_deletes_nothing(client, operator, workload, typed):
+    value = {"slug": workload.slug, "upper": workload.path.upper()}.get(typed, typed)
+
     response = logged_in(client, operator).post(f"/workloads/{workload.pk}/delete",
-                                                {"confirm": "not-it"})
+                                                {"confirm": value})
 
     assert response.status_code == 200
-    assert "That is not the slug" in response.content.decode()
+    html = response.content.decode()
+    if typed:
+        assert "That is not the workload&#x27;s path; nothing was deleted." in html
+    else:
+        assert "This field is required." in html
+    assert f"<code>{workload.path}</code>" in html
     assert Workload.objects.filter(pk=workload.pk).exists()
 
 
+def test_the_delete_page_asks_for_the_workloads_path(client, operator, workload):
+    html = logged_in(client, operator).get(f"/workloads/{workload.pk}/delete").content.decode()
+
+    assert f"Type the workload's path, <code>{workload.path}</code>, to confirm:" in html
+    assert 'name="confirm"' in html and 'autocomplete="off"' in html
+
+
 @pytest.mark.usefixtures("commits_as_in_production")
-def test_the_typed_slug_deletes_the_workload_and_its_containers(client, docker, current_tag,
+def test_the_typed_path_deletes_the_workload_and_its_containers(client, docker, current_tag,
                                                                 operator, workload):
     deployed = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
     assert deployed.outcome == DeployRecord.Outcome.SUCCEEDED, deployed.failure_code
     assert runtime.list_containers(workload.pk)
 
     response = logged_in(client, operator).post(f"/workloads/{workload.pk}/delete",
-                                                {"confirm": workload.slug})
+                                                {"confirm": workload.path})
 
     assert response.status_code == 302 and response["Location"] == "/"
     assert not Workload.objects.filter(pk=workload.pk).exists()
@@ -295,7 +310,7 @@ def test_a_busy_workload_is_not_deleted(client, operator, workload):
     DeployRecord.objects.create(workload=workload, reason="manual", source_kind="image")
 
     response = logged_in(client, operator).post(f"/workloads/{workload.pk}/delete",
-                                                {"confirm": workload.slug})
+                                                {"confirm": workload.path})
 
     assert response.status_code == 409
     assert "busy with a deploy or restore" in response.content.decode()

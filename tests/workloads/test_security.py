@@ -263,7 +263,8 @@ def test_deleting_a_workload_removes_its_containers(docker, current_tag, api_as,
     deploys.dispatch(workload=workload, reason=Reason.MANUAL)
     assert runtime.list_containers(workload.pk)
 
-    response = api_as(operator).delete(f"/api/workloads/{workload.pk}")
+    response = api_as(operator).delete(f"/api/workloads/{workload.pk}",
+                                       HTTP_X_CONFIRM_DELETE=workload.path)
 
     assert response.status_code == 204
     assert runtime.list_containers(workload.pk) == []
@@ -274,7 +275,8 @@ def test_deleting_a_workload_removes_its_containers(docker, current_tag, api_as,
 def test_a_workload_is_kept_when_its_containers_cannot_be_removed(api_as, operator, workload,
                                                                  monkeypatch):
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/closed.sock")
-    response = api_as(operator).delete(f"/api/workloads/{workload.pk}")
+    response = api_as(operator).delete(f"/api/workloads/{workload.pk}",
+                                       HTTP_X_CONFIRM_DELETE=workload.path)
     assert response.status_code == 503
     assert Workload.objects.filter(pk=workload.pk).exists()
 

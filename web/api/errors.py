@@ -8,13 +8,14 @@ from django.http import Http404
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions, status
+from rest_framework.request import Request
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from engine.deploys import RemovalRefused, RollbackRefused
 from lib import runtime
 from lib.locks import LockTimeout
 from snapshots.errors import ArchiveError, InsufficientSpace
-from workloads.models import DeployInProgress
+from workloads.models import DeployInProgress, Workload
 
 
 class EngineUnavailable(exceptions.APIException):
@@ -31,12 +32,25 @@ class InsufficientStorage(exceptions.APIException):
 
 # The header that confirms a request replacing a workload's data: its path (project/stage/slug).
 CONFIRM_HEADER = "X-Confirm-Restore"
+# The header that confirms a DELETE of a workload or of one of its snapshots: the workload's path
+# too, since a slug alone is unique only within its stage.
+DELETE_HEADER = "X-Confirm-Delete"
 
 
 class PreconditionRequired(exceptions.APIException):
     status_code = 428
     default_detail = _("This request needs a confirmation header.")
     default_code = "precondition_required"
+
+
+def confirm_delete(request: Request, workload: Workload, message: str) -> None:
+    """Raise 428 unless the request's X-Confirm-Delete header is the workload's path.
+
+    `message` is translated and has `%(header)s` and `%(path)s` in it, so the refusal says
+    what to send.
+    """
+    if request.headers.get(DELETE_HEADER) != workload.path:
+        raise PreconditionRequired(message % {"header": DELETE_HEADER, "path": workload.path})
 
 
 class Conflict(exceptions.APIException):

@@ -25,7 +25,13 @@ from snapshots import storage
 from snapshots.errors import PreflightError
 from snapshots.models import RestoreJob, Snapshot
 from web.api.backups import CopyRequestSerializer, SnapshotCopySerializer
-from web.api.errors import CONFIRM_HEADER, Conflict, PreconditionRequired, TargetFailed
+from web.api.errors import (
+    CONFIRM_HEADER,
+    Conflict,
+    PreconditionRequired,
+    TargetFailed,
+    confirm_delete,
+)
 from web.api.permissions import ActionPermission
 from web.api.snapshot_serializers import (
     RestoreJobSerializer,
@@ -33,6 +39,7 @@ from web.api.snapshot_serializers import (
     SnapshotSerializer,
 )
 from web.api.uploads import FIELD, SnapshotUploadHandler, StagedUpload
+from web.api.workloads import CONFIRM_DELETE
 from workloads.models import Workload
 
 WORKLOAD_ID = OpenApiParameter("workload_pk", OpenApiTypes.INT, OpenApiParameter.PATH,
@@ -98,7 +105,7 @@ class ImportSerializer(serializers.Serializer):
         WITH_COPIES, OpenApiTypes.BOOL, OpenApiParameter.QUERY,
         description="Also remove the snapshot's verified copies from their backup targets "
                     "(needs delete_snapshotcopy).",
-    )], responses={204: None, 409: None, 502: None}),
+    ), CONFIRM_DELETE], responses={204: None, 404: None, 409: None, 428: None, 502: None}),
 )
 class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
                       mixins.DestroyModelMixin, viewsets.GenericViewSet):
@@ -175,6 +182,10 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
 
     def perform_destroy(self, snapshot: Snapshot) -> None:
         with_copies = self._with_copies()
+        # After the permissions (?with_copies's too) and the lookups: 401/403, 404, then 428.
+        confirm_delete(self.request, self.get_workload(), _(
+            "Confirm the delete with the header %(header)s: %(path)s (the workload's path); "
+            "the snapshot's archive is removed for good."))
         try:
             captures.delete_snapshot(snapshot=snapshot, user=self.request.user,
                                      with_copies=with_copies)
@@ -238,15 +249,6 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
                                            user=request.user)
         return self._located(snapshot, status.HTTP_201_CREATED)
 
-    @extend_schema(
-        request=None,
-        parameters=[WORKLOAD_ID, OpenApiParameter(
-            CONFIRM_HEADER, OpenApiTypes.STR, OpenApiParameter.HEADER, required=True,
-            description="The workload's path, project/stage/workload: confirms that its volumes "
-                        "are replaced.",
-        )],
-        responses={202: RestoreJobSerializer, 404: None, 409: None, 428: None},
-    )
     @extend_schema(request=None, responses={200: SnapshotCopySerializer(many=True)})
     @action(detail=True, methods=["get"])
     def copies(self, request, *args, **kwargs):
@@ -270,6 +272,15 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
         row.refresh_from_db()
         return Response(SnapshotCopySerializer(row).data, status=status.HTTP_202_ACCEPTED)
 
+    @extend_schema(
+        request=None,
+        parameters=[WORKLOAD_ID, OpenApiParameter(
+            CONFIRM_HEADER, OpenApiTypes.STR, OpenApiParameter.HEADER, required=True,
+            description="The workload's path, project/stage/workload: confirms that its volumes "
+                        "are replaced.",
+        )],
+        responses={202: RestoreJobSerializer, 404: None, 409: None, 428: None},
+    )
     @action(detail=True, methods=["post"])
     def restore(self, request, *args, **kwargs):
         """Replace the workload's volumes with this snapshot; follow the returned job's `url`.

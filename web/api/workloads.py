@@ -5,7 +5,8 @@ from __future__ import annotations
 from django.http import Http404
 from django.urls import reverse
 from django.utils.translation import gettext as _
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -14,7 +15,7 @@ from rest_framework.response import Response
 
 from backups import health
 from engine import deploys, operations
-from web.api.errors import Conflict
+from web.api.errors import DELETE_HEADER, Conflict, confirm_delete
 from web.api.permissions import ActionPermission
 from web.api.schedules import HealthSerializer
 from web.api.workload_serializers import (
@@ -35,6 +36,17 @@ class HistoryPagination(PageNumberPagination):
     max_page_size = 100
 
 
+CONFIRM_DELETE = OpenApiParameter(
+    DELETE_HEADER, OpenApiTypes.STR, OpenApiParameter.HEADER, required=True,
+    description="The workload's path, project/stage/workload: confirms the delete (428 "
+                "without it or when it is not the path).",
+)
+
+
+@extend_schema_view(
+    destroy=extend_schema(parameters=[CONFIRM_DELETE],
+                          responses={204: None, 404: None, 409: None, 428: None, 503: None}),
+)
 class WorkloadViewSet(viewsets.ModelViewSet):
     serializer_class = WorkloadSerializer
     permission_classes = [ActionPermission]
@@ -65,6 +77,11 @@ class WorkloadViewSet(viewsets.ModelViewSet):
         return workloads
 
     def perform_destroy(self, workload: Workload) -> None:
+        # After the permission (initial) and the lookup (get_object): 401/403, then 404,
+        # then 428.
+        confirm_delete(self.request, workload, _(
+            "Confirm the delete with the header %(header)s: %(path)s (the workload's path); "
+            "its containers are removed and its records deleted."))
         deploys.remove_workload(workload=workload)
 
     def _accepted(self, record: DeployRecord) -> Response:

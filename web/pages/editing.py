@@ -1,7 +1,8 @@
 """Everyday editing in the pages: projects, stages and workloads, added, edited and deleted.
 
 The forms keep the API's rules (web.pages.edit_forms, workloads.edits); a
-delete is confirmed by typing the slug, and a workload's removal goes through
+delete is confirmed by typing the slug (a workload's: its path, as its restore
+and the API's X-Confirm-Delete header), and a workload's removal goes through
 the engine (engine.deploys.remove_workload: its containers first).
 """
 
@@ -37,17 +38,30 @@ class WorkloadBusy(Exception):
 class TypedConfirmationForm(forms.Form):
     """Deleting needs the thing's slug typed in: a click alone is too easy."""
 
-    confirm = forms.CharField(label=gettext_lazy("Type the slug to confirm"), max_length=40,
-                              strip=True)
+    mismatch = gettext_lazy("That is not the slug; nothing was deleted.")
+    confirm = forms.CharField(
+        label=gettext_lazy("Type the slug to confirm"), max_length=200, strip=True,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}))
 
-    def __init__(self, *args, slug: str, **kwargs) -> None:
+    def __init__(self, *args, expected: str, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.slug = slug
+        self.expected = expected
 
     def clean_confirm(self) -> str:
-        if self.cleaned_data["confirm"] != self.slug:
-            raise forms.ValidationError(_("That is not the slug; nothing was deleted."))
+        if self.cleaned_data["confirm"] != self.expected:
+            raise forms.ValidationError(str(self.mismatch))
         return self.cleaned_data["confirm"]
+
+
+class PathConfirmationForm(TypedConfirmationForm):
+    """A workload's delete takes its path, project/stage/workload, as its restore does: a
+    slug is unique only within its stage."""
+
+    mismatch = gettext_lazy("That is not the workload's path; nothing was deleted.")
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["confirm"].label = gettext_lazy("Type the workload's path to confirm")
 
 
 @require_GET
@@ -149,7 +163,7 @@ def workload_delete(request: HttpRequest, pk: int) -> HttpResponse:
             raise WorkloadBusy
         deploys.remove_workload(workload=workload)
 
-    return _delete(request, workload, workload.slug, remove, _(
+    return _delete(request, workload, workload.path, remove, _(
         "Its containers are removed from the engine and its records deleted. Its volumes' "
         "files stay on the host."), cancel=workload.get_absolute_url())
 
@@ -173,10 +187,13 @@ def stage_delete(request: HttpRequest, pk: int) -> HttpResponse:
                    _("A stage that still has workloads cannot be deleted."))
 
 
-def _delete(request: HttpRequest, thing, slug: str, remove, consequence: str, *,
+def _delete(request: HttpRequest, thing, expected: str, remove, consequence: str, *,
             cancel: str | None = None) -> HttpResponse:
-    """The typed confirmation; with the right slug, `remove()` and back to a list."""
-    form = TypedConfirmationForm(request.POST or None, slug=slug)
+    """The typed confirmation; with `expected` typed (a workload's path, else the slug),
+    `remove()` and back to a list."""
+    by_path = isinstance(thing, Workload)
+    form_class = PathConfirmationForm if by_path else TypedConfirmationForm
+    form = form_class(request.POST or None, expected=expected)
     error = ""
     if request.method == "POST" and form.is_valid():
         name = str(thing)
@@ -195,6 +212,6 @@ def _delete(request: HttpRequest, thing, slug: str, remove, consequence: str, *,
             return redirect("dashboard" if isinstance(thing, Workload) else "projects")
     status = 409 if error else 200
     return render(request, CONFIRM, {
-        "thing": thing, "slug": slug, "form": form, "error": error,
+        "thing": thing, "expected": expected, "by_path": by_path, "form": form, "error": error,
         "consequence": consequence, "cancel": cancel or reverse("projects"),
     }, status=status)

@@ -167,8 +167,13 @@ def snapshot_restore(request: HttpRequest, pk: int, sid: int) -> HttpResponse:
 @login_required
 @permission_required("snapshots.delete_snapshot", raise_exception=True)
 def snapshot_delete(request: HttpRequest, pk: int, sid: int) -> HttpResponse:
+    """Delete the snapshot once the operator has typed the workload's path in the dialog."""
     workload = _get_workload(pk)
     snapshot = get_object_or_404(workload.snapshots, pk=sid)
+    if request.POST.get("confirm", "").strip() != workload.path:
+        return _panel(request, workload, _("Type the workload's path, %(path)s, to confirm the "
+                                           "delete; nothing was deleted.")
+                      % {"path": workload.path})
     try:
         captures.delete_snapshot(snapshot=snapshot, user=request.user)
     except captures.SnapshotBusy as exc:
