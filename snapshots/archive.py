@@ -274,13 +274,13 @@ class _Extractor:
         if self.reservation is None:
             self._reserve()
         self.space[index].claim(size)
-        self.reservation.wrote(self.devices[index], size)
 
     def _make_dir(self, index: int, parts: tuple[str, ...], member: tarstream.Member) -> None:
         if parts:
             self._check_space(index, 0)
             parent = self.chains[index].fd(parts[:-1])
             os.mkdir(parts[-1], 0o700, dir_fd=parent)
+            self.reservation.wrote(self.devices[index], 0)
         # Modes and times are set at the end (writing inside would change them),
         # from what _place kept of the member.
 
@@ -306,6 +306,8 @@ class _Extractor:
             self._set_metadata(fd, member.mode, member.uid, member.gid, member.mtime_ns)
         finally:
             os.close(fd)
+        # Counted once written, so that others never subtract less than is still to come.
+        self.reservation.wrote(self.devices[index], member.size)
         if self.progress and self.written - self.reported >= 8 * _CHUNK:
             self.reported = self.written
             self.progress(self.written)

@@ -21,11 +21,12 @@ from engine import imports
 from engine.sweep import recover_all
 from lib import owners
 from snapshots import reservations
+from snapshots.errors import ArchiveError
 from snapshots.models import Snapshot
 from tests.fixtures.forking import fork
 from tests.snapshots import hostile
 from tests.snapshots.conftest import leftovers
-from tests.snapshots.trees import archive_of
+from tests.snapshots.trees import archive_of, extract_bytes
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("commits_as_in_production")]
 
@@ -201,3 +202,39 @@ def test_a_declared_300_gib_file_is_an_invalid_archive_not_a_full_disk(
     assert message in response.json()["archive"][0]
     assert not Snapshot.objects.exists()
     assert leftovers() == [] and reservation_files() == []
+
+
+def test_others_subtract_only_what_an_extraction_has_still_to_write(tmp_path, monkeypatch):
+    monkeypatch.setattr(reservations, "UPDATE_BYTES", 1)
+    device = os.stat(tmp_path).st_dev
+    reservation = reserve_here(tmp_path, 10 * MIB)
+    assert reservations.held(device) == (10 * MIB, 1)
+
+    reservation.wrote(device, 4 * MIB)
+
+    assert reservations.held(device) == (6 * MIB, 0)
+    assert reservations.held(device + 1) == (0, 0)  # another filesystem's space is its own
+    reservation.release()
+    assert reservations.held(device) == (0, 0) and reservation_files() == []
+
+
+def test_an_extraction_that_fails_after_reserving_releases_its_reservation(tmp_path,
+                                                                           monkeypatch):
+    source = tmp_path / "v"
+    source.mkdir()
+    (source / "a").write_bytes(os.urandom(3 * MIB))
+    data = archive_of([source])
+    seen: list[list[str]] = []
+    real = reservations.reserve
+
+    def watch(*args, **kwargs):
+        reservation = real(*args, **kwargs)
+        seen.append(reservation_files())
+        return reservation
+
+    monkeypatch.setattr(reservations, "reserve", watch)
+    with pytest.raises(ArchiveError):
+        extract_bytes(data[:len(data) // 2], tmp_path / "staging", 1)
+    assert len(seen) == 1 and len(seen[0]) == 1  # it had reserved, then failed
+    assert reservation_files() == []
+    assert not (tmp_path / "staging").exists()
