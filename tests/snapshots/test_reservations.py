@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from engine import imports
+from engine import disaster, imports
 from engine.sweep import recover_all
 from lib import owners
 from snapshots import reservations
@@ -238,3 +238,32 @@ def test_an_extraction_that_fails_after_reserving_releases_its_reservation(tmp_p
     assert len(seen) == 1 and len(seen[0]) == 1  # it had reserved, then failed
     assert reservation_files() == []
     assert not (tmp_path / "staging").exists()
+
+
+def test_an_upload_does_not_eat_into_what_an_extraction_has_reserved(
+        small_data_dir, api_as, operator, volume_workload):
+    workload, _paths = volume_workload
+    body = os.urandom(12 * MIB)  # of the 48 MiB above the reserve, 40 are promised below
+    other = reserve_here(small_data_dir, 40 * MIB)
+
+    response = upload(api_as(operator), workload, body)
+
+    assert response.status_code == 507, response.json()
+    assert "receive the upload" in response.json()["detail"]
+    assert leftovers() == [] and not Snapshot.objects.exists()
+    other.release()
+    response = upload(api_as(operator), workload, body)
+    assert response.status_code == 400  # received in full, then refused as no archive
+    assert leftovers() == []
+
+
+def test_a_recovery_checks_its_room_beside_what_extractions_have_reserved(small_data_dir):
+    disaster.check_room(20 * MIB)
+    other = reserve_here(small_data_dir, 40 * MIB)
+
+    with pytest.raises(disaster.RecoveryError) as caught:
+        disaster.check_room(20 * MIB)
+
+    assert caught.value.code == "no_space"
+    other.release()
+    disaster.check_room(20 * MIB)
