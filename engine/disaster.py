@@ -35,7 +35,7 @@ from backups import sidecar
 from backups.models import BackupRecovery, BackupTarget, SnapshotCopy
 from engine import backups, copies, deploys, imports, queue, restores
 from lib import agecrypt, crypto, offsite, owners, redact
-from snapshots import storage
+from snapshots import reservations, storage
 from snapshots.errors import SnapshotError
 from snapshots.models import RestoreJob, Snapshot
 from workloads.jobs import acting_user
@@ -209,7 +209,8 @@ def recover(*, target: BackupTarget, key: str, identities=(), into: Workload | N
 
 
 def check_room(size: int) -> None:
-    """The archive must fit the upload cap, and the staging filesystem with its reserve."""
+    """The archive must fit the upload cap, and the staging filesystem with its reserve
+    beside what extractions in progress have reserved."""
     if size > settings.BERTH_SNAPSHOT_MAX_UPLOAD_BYTES:
         raise RecoveryError("too_large", gettext_noop(
             "The archive (%(size)d bytes, says its sidecar) is larger than "
@@ -217,7 +218,8 @@ def check_room(size: int) -> None:
     where = storage.uploads_dir()
     while not where.exists() and where != where.parent:  # made at the first upload
         where = where.parent
-    free = shutil.disk_usage(where).free
+    # What extractions in progress have reserved is not free (snapshots/reservations.py).
+    free = shutil.disk_usage(where).free - reservations.held(os.stat(where).st_dev)[0]
     if free < size + settings.BERTH_SNAPSHOT_RESERVE_BYTES:
         raise RecoveryError("no_space", gettext_noop(
             "There is not enough free space here for the archive (%(size)d bytes) and the "

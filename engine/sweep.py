@@ -4,7 +4,8 @@ An entry point: for every workload with a journal (a restore's, or a deploy's
 or capture's container journal) or a job whose process is gone, it takes the
 workload's lock (try-lock: a held lock means the work is still running) and
 runs the recovery body (engine/locked/recovery.py); it fails the queued jobs
-of dead processes and removes the temporary files they left, and queues
+of dead processes and removes the temporary files and free-space reservations
+they left (snapshots/reservations.py), and queues
 again the failed snapshot copies and notifications whose backoff is over
 (engine/copy_upkeep.py, engine/alerts.py). `manage.py
 recover` runs it at start-up and every minute beside the server;
@@ -22,7 +23,7 @@ from engine import alerts, copies, copy_upkeep, disaster, drills, lost, schedule
 from engine.locked import swap_recovery
 from engine.locked.recovery import RecoveryError, recover_reporting
 from lib import locks, redact, runtime
-from snapshots import journal, storage
+from snapshots import journal, reservations, storage
 from snapshots.models import RestoreJob
 from workloads import container_journal
 from workloads.models import Workload
@@ -122,6 +123,13 @@ def recover_all(*, say: Callable[[str], None] = logger.info,
     else:
         if removed:
             say(f"Removed {removed} temporary file(s) that stopped processes left.")
+    try:
+        released = reservations.sweep_dead()
+    except OSError as exc:
+        report.problems.append(f"the reservations directory cannot be swept ({exc})")
+    else:
+        if released:
+            say(f"Released {released} free-space reservation(s) of stopped processes.")
     return report
 
 

@@ -832,6 +832,9 @@ def read_stats(container_ids: list[str], *, workers: int) -> StatsBatch:
         except EngineError as exc:
             batch.failed[container_id] = exc
             continue
+        except Exception as exc:  # noqa: BLE001 - one container's trouble must not lose the tick
+            batch.failed[container_id] = EngineError(repr(exc))
+            continue
         if reading is None:
             batch.missing.add(container_id)
         else:
@@ -854,11 +857,15 @@ def _stats(api, container_id: str, one_shot: bool | None) -> StatsReading | None
             raw = api.stats(container_id, stream=False, one_shot=one_shot)
         except docker.errors.NotFound:
             return None
-        except ValueError:
-            # The engine cut its answer off (JSONDecodeError): the container went away
-            # while it was read, during a restore's or a deploy's swap. Gone, not an error.
+        except (ValueError, requests.exceptions.ChunkedEncodingError):
+            # The engine cut its answer off (a short JSON body: JSONDecodeError; a chunk
+            # that never ends: ChunkedEncodingError): the container went away while it
+            # was read, during a restore's or a deploy's swap. Gone, not an error.
             return None
-    return parse_stats(raw)
+    try:
+        return parse_stats(raw)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise EngineError(f"a malformed stats answer for {container_id[:12]}") from None
 
 
 def parse_stats(raw: dict) -> StatsReading | None:

@@ -20,7 +20,7 @@ from typing import BinaryIO
 from django.utils.translation import gettext_noop
 
 from lib.fsutil import DIR_FLAGS, DirChain, remove_tree, syncfs
-from snapshots import tarfmt, tarstream
+from snapshots import reservations, tarfmt, tarstream
 from snapshots.archive_format import (
     MANIFEST_NAME,
     Limits,
@@ -125,17 +125,21 @@ class _Extractor:
         self.entries = 0
         self.written = 0
         self.reported = 0
+        self.devices = [os.fstat(fd).st_dev for fd in roots]
+        self.declared: list[dict] = []
+        self.reservation: reservations.Reservation | None = None
 
     def close(self) -> None:
         for chain in self.chains:
             chain.close()
+        if self.reservation is not None:
+            self.reservation.release()
 
     def run(self, stream: tarstream.TarStream, volume_count: int) -> Extracted:
         manifest = self._read_manifest(stream, volume_count)
         count = len(manifest["volumes"])
         result = Extracted(manifest, [0] * count, [0] * count, [0] * count)
-        declared = manifest["volumes"]
-        self._check_room_for(declared)
+        declared = self.declared = manifest["volumes"]
         while (member := tarstream.next_member(stream)) is not None:
             self.entries += 1
             if self.entries > self.limits.max_entries:
@@ -165,22 +169,26 @@ class _Extractor:
         self._apply_directory_metadata()
         return result
 
-    def _check_room_for(self, declared: list[dict]) -> None:
-        """Refuse up front what the manifest says will not fit above the reserve."""
-        needs: dict[int, list[int]] = {}
-        for volume in declared:
-            fd = self.roots[volume["index"]]
-            need = needs.setdefault(os.fstat(fd).st_dev, [fd, 0, 0])
-            need[1] += volume["bytes"]
-            need[2] += volume["files"] + volume["directories"]
-        for fd, size, entries in needs.values():
-            stat = os.fstatvfs(fd)
-            if size > stat.f_bavail * stat.f_frsize - self.limits.reserve_bytes:
-                raise InsufficientSpace(
-                    gettext_noop("The staging filesystem is out of free space."))
-            if stat.f_files and entries > stat.f_favail - self.limits.reserve_inodes:
-                raise InsufficientSpace(
-                    gettext_noop("The staging filesystem is out of free inodes."))
+    def _reserve(self) -> None:
+        """Reserve what the manifest declares, above the reserve and beside every other
+        extraction in progress (snapshots/reservations.py), or InsufficientSpace.
+
+        Taken when the first member that needs room arrives, not with the manifest:
+        by then that member has passed every per-member check, so an archive whose
+        first file breaks a cap (a 300 GiB file) is refused as invalid, not as too big
+        for the disk.
+        """
+        needs: dict[int, reservations.Need] = {}
+        for volume in self.declared:
+            device = self.devices[volume["index"]]
+            need = needs.setdefault(device, reservations.Need(device))
+            need.bytes += volume["bytes"]
+            need.entries += volume["files"] + volume["directories"]
+        self.reservation = reservations.reserve(
+            {device: self.roots[self.devices.index(device)] for device in needs},
+            list(needs.values()), reserve_bytes=self.limits.reserve_bytes,
+            reserve_inodes=self.limits.reserve_inodes,
+        )
 
     def _read_manifest(self, stream: tarstream.TarStream, volume_count: int) -> dict:
         member = tarstream.next_member(stream)
@@ -263,6 +271,8 @@ class _Extractor:
         return -1 - parent, tuple(reversed(parts))
 
     def _check_space(self, index: int, size: int) -> None:
+        if self.reservation is None:
+            self._reserve()
         self.space[index].claim(size)
 
     def _make_dir(self, index: int, parts: tuple[str, ...], member: tarstream.Member) -> None:
@@ -270,6 +280,7 @@ class _Extractor:
             self._check_space(index, 0)
             parent = self.chains[index].fd(parts[:-1])
             os.mkdir(parts[-1], 0o700, dir_fd=parent)
+            self.reservation.wrote(self.devices[index], 0)
         # Modes and times are set at the end (writing inside would change them),
         # from what _place kept of the member.
 
@@ -295,6 +306,8 @@ class _Extractor:
             self._set_metadata(fd, member.mode, member.uid, member.gid, member.mtime_ns)
         finally:
             os.close(fd)
+        # Counted once written, so that others never subtract less than is still to come.
+        self.reservation.wrote(self.devices[index], member.size)
         if self.progress and self.written - self.reported >= 8 * _CHUNK:
             self.reported = self.written
             self.progress(self.written)

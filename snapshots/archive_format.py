@@ -145,6 +145,15 @@ def parse_manifest(data: bytes, volume_count: int, limits: Limits) -> dict:
         raise ArchiveError(
             gettext_noop("The manifest declares more entries than the limit allows.")
         )
+    for volume in volumes:
+        # Caps before free space: a volume whose bytes its files could not hold under the
+        # per-file cap (one file of 300 GiB) is an invalid archive, not a full disk.
+        if volume["bytes"] > volume["files"] * limits.max_file_bytes:
+            raise ArchiveError(
+                gettext_noop("The manifest declares more data in volume %(index)d than its "
+                             "files may hold under the per-file limit."),
+                index=volume["index"],
+            )
     return normalise_manifest(manifest)
 
 

@@ -21,7 +21,7 @@ from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext_noop
 
 from lib import exchange, paths, runtime
-from snapshots import storage
+from snapshots import reservations, storage
 from snapshots.archive_format import Limits
 from snapshots.errors import PreflightError
 from snapshots.models import Snapshot
@@ -259,9 +259,13 @@ def _check_space(snapshot: Snapshot, targets: list[str], limits: Limits) -> None
         need[0] += data + (files + directories) * block + data * SLACK_PERCENT // 100
         need[1] += files + directories
         need[2] = need[2] or where
-    for need_bytes, need_inodes, where in needs.values():
+    for device, (need_bytes, need_inodes, where) in needs.items():
         stat = os.statvfs(where)
-        free = stat.f_bavail * stat.f_frsize
+        # What other extractions in progress have reserved is not free (the extractor
+        # reserves this restore's own share when it starts).
+        held_bytes, held_inodes = reservations.held(device)
+        free = max(0, stat.f_bavail * stat.f_frsize - held_bytes)
+        free_inodes = max(0, stat.f_favail - held_inodes)
         if need_bytes + limits.reserve_bytes > free:
             raise PreflightError(
                 gettext_noop("Not enough free space on the filesystem of %(path)s: the snapshot "
@@ -270,13 +274,13 @@ def _check_space(snapshot: Snapshot, targets: list[str], limits: Limits) -> None
                 path=where, needed=filesizeformat(need_bytes),
                 reserve=filesizeformat(limits.reserve_bytes), free=filesizeformat(free),
             )
-        if stat.f_files and need_inodes + limits.reserve_inodes > stat.f_favail:
+        if stat.f_files and need_inodes + limits.reserve_inodes > free_inodes:
             raise PreflightError(
                 gettext_noop("Not enough free inodes on the filesystem of %(path)s: the snapshot "
                              "needs %(needed)d (and %(reserve)d kept free), but only %(free)d "
                              "are free."),
                 path=where, needed=need_inodes, reserve=limits.reserve_inodes,
-                free=stat.f_favail,
+                free=free_inodes,
             )
 
 

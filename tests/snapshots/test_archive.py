@@ -390,9 +390,11 @@ def test_a_manifest_declaring_more_than_the_free_space_is_refused_before_writing
     limits = replace(hostile.LIMITS, max_bytes=1 << 62, max_file_bytes=1 << 62,
                      reserve_bytes=free - (1 << 20))
     data = hostile.zst(hostile.tar(hostile.manifest_member(hostile.manifest([(1, 1, 2 << 20)])),
-                                   hostile.directory("volumes/0")))
+                                   hostile.directory("volumes/0"),
+                                   hostile.member("volumes/0/f", b"x" * (2 << 20))))
     with pytest.raises(InsufficientSpace):
         archive.extract_tree(io.BytesIO(data), str(tmp_path / "s"), volume_count=1, limits=limits)
+    assert not (tmp_path / "s").exists()
 
 
 # --- extended headers have a budget ----------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 
 from engine import captures, restores, sweep
 from lib import exchange
-from snapshots import journal, storage, writer
+from snapshots import journal, reservations, storage, writer
 from snapshots.errors import CaptureError, PreflightError
 from snapshots.models import RestoreJob, Snapshot
 from tests.snapshots import hostile
@@ -401,6 +401,37 @@ def test_a_snapshot_that_fits_on_the_small_filesystem_is_restored(small_disk, ma
     job.refresh_from_db()
     assert job.outcome == Outcome.SUCCEEDED, job.reason_text
     assert trees([live]) == wanted and strays([live]) == []
+
+
+def test_pre_flight_counts_what_other_extractions_have_reserved(small_disk, make_workload,
+                                                                settings):
+    settings.BERTH_SNAPSHOT_RESERVE_BYTES = 0
+    workload = make_workload()
+    VolumeMount.objects.create(workload=workload, scope="absolute", source=str(small_disk / "v"),
+                               target="/data")
+    live = small_disk / "v"
+    live.mkdir()
+    (live / "a.bin").write_bytes(os.urandom(1 << 20))
+    snapshot = captures.capture_snapshot(workload=workload)
+    (live / "a.bin").write_bytes(b"changed")
+    before = trees([live])
+    # Another extraction (an import, say) has promised itself 5 of the tmpfs' 6 MiB.
+    device = os.stat(small_disk).st_dev
+    fd = os.open(small_disk, os.O_RDONLY)
+    try:
+        other = reservations.reserve({device: fd}, [reservations.Need(device, 5 << 20, 1)],
+                                     reserve_bytes=0, reserve_inodes=0)
+    finally:
+        os.close(fd)
+
+    job = restores.restore(workload=workload, snapshot=snapshot)
+
+    refused(job, "Not enough free space on the filesystem of")
+    assert_untouched(workload, [live], before)
+    other.release()
+    job = restores.restore(workload=workload, snapshot=snapshot)
+    job.refresh_from_db()
+    assert job.outcome == Outcome.SUCCEEDED, job.reason_text
 
 
 # --- failures after pre-flight are undone -----------------------------------------------------

@@ -540,3 +540,90 @@ def test_a_stats_answer_cut_off_is_a_container_gone_not_an_error():
             raise json.JSONDecodeError("Expecting value", "", 0)
 
     assert runtime._stats(CutOff(), "abc", True) is None
+
+
+class CuttingEngine(BaseHTTPRequestHandler):
+    """An engine whose stats answers are whole, except for the containers in `cut`: their
+    answer is cut off mid-read, the way the engine ends it when a container goes away while
+    it is read (a short JSON body, or a chunked body that stops mid-chunk)."""
+
+    protocol_version = "HTTP/1.1"
+    cut: dict[str, str] = {}  # container id → "json", "chunked" or "garbage" (not cut: wrong)
+    calls = 0
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        match = re.search(r"/containers/([0-9a-f]+)/stats", self.path)
+        if not match:
+            self._send(json.dumps({"ApiVersion": "1.41", "Version": "20.10.24"}).encode())
+            return
+        how = self.cut.get(match.group(1))
+        CuttingEngine.calls += 1
+        body = json.dumps({
+            "memory_stats": {"usage": 4 * MIB, "limit": 512 * MIB},
+            "cpu_stats": {"system_cpu_usage": 10**9 * self.calls,
+                          "cpu_usage": {"total_usage": 10**7 * self.calls}, "online_cpus": 2},
+        }).encode()
+        if how == "json":
+            self._send(body[:9])
+        elif how == "garbage":
+            self._send(b"[1, 2]")
+        elif how == "chunked":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(b"%x\r\n%s" % (len(body), body[:9]))  # the chunk never ends
+            self.wfile.flush()
+            self.close_connection = True
+        else:
+            self._send(body)
+
+    def _send(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def cutting_engine(tmp_path, monkeypatch, settings):
+    socket_path = Path(tmp_path) / "cutting.sock"
+    server = ThreadingUnixServer(str(socket_path), CuttingEngine)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    settings.BERTH_STATS_TIMEOUT = 5
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{socket_path}")
+    monkeypatch.setattr(CuttingEngine, "cut", {})
+    yield CuttingEngine
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("how", "missing", "failed"), [
+    ("json", 1, 0), ("chunked", 1, 0), ("garbage", 0, 1),
+])
+def test_a_container_cut_off_mid_tick_loses_only_its_own_reading(cutting_engine, workload,
+                                                                  how, missing, failed, caplog):
+    """A tick was lost whole when one answer was cut off mid-chunk (ChunkedEncodingError) or
+    made no sense; now only that container's reading is, and the others' samples are
+    written. A cut answer means the container went away (missing); a malformed one is a
+    failure, logged."""
+    doomed, *survivors = [container(workload, replica=r) for r in (1, 2, 3)]
+    sampler = Sampler(workers=2)
+    assert sampler.tick().primed == 3
+
+    cutting_engine.cut = {doomed.docker_id: how}
+    with caplog.at_level(logging.WARNING, logger="engine.sampler"):
+        result = sampler.tick()
+
+    assert (result.written, result.missing, result.failed) == (2, missing, failed)
+    assert not result.engine_unreachable
+    written = set(ContainerStatsSample.objects.values_list("container_id", flat=True))
+    assert written == {c.pk for c in survivors}
+    assert doomed.docker_id not in sampler.previous
+    assert ("failed" in caplog.text) == bool(failed)

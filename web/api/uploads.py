@@ -5,7 +5,8 @@ temporary directory, without a size cap on files. This handler writes the
 one `archive` field to a temporary file on the archives' filesystem (so a
 valid import is a rename), hashes it as it arrives, and refuses with 413 as
 soon as it passes BERTH_SNAPSHOT_MAX_UPLOAD_BYTES, or with 507 as soon as
-writing it would leave less than BERTH_SNAPSHOT_RESERVE_BYTES free. The view
+writing it would leave less than BERTH_SNAPSHOT_RESERVE_BYTES free beside
+what extractions in progress have reserved. The view
 installs it only once the caller is authenticated and allowed to import, and
 removes anything the request did not hand over to an import (`discard()`)
 however the request ends.
@@ -25,7 +26,7 @@ from django.utils.translation import gettext_noop
 from rest_framework import exceptions, status
 
 from engine.imports import Staged
-from snapshots import storage
+from snapshots import reservations, storage
 from snapshots.errors import InsufficientSpace
 
 FIELD = "archive"
@@ -83,10 +84,13 @@ class SnapshotUploadHandler(FileUploadHandler):
         return None
 
     def _claim(self, size: int) -> None:
-        """Keep BERTH_SNAPSHOT_RESERVE_BYTES free on the archives' filesystem."""
+        """Keep BERTH_SNAPSHOT_RESERVE_BYTES free on the archives' filesystem, beside what
+        extractions in progress have reserved."""
         if size > self.room:
             stat = os.fstatvfs(self.fd)
-            free = stat.f_bavail * stat.f_frsize - settings.BERTH_SNAPSHOT_RESERVE_BYTES
+            # What extractions in progress have reserved is not free (snapshots/reservations.py).
+            held, _entries = reservations.held(os.fstat(self.fd).st_dev)
+            free = stat.f_bavail * stat.f_frsize - settings.BERTH_SNAPSHOT_RESERVE_BYTES - held
             if size > free:
                 self.discard()
                 raise InsufficientSpace(gettext_noop(
