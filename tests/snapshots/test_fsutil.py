@@ -51,9 +51,12 @@ def test_remove_tree_never_follows_a_planted_symlink(tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to an unprivileged user")
-def test_remove_tree_as_an_unprivileged_user():
+def test_remove_tree_as_an_unprivileged_user(settings):
     base = tempfile.mkdtemp(prefix="berth-nonroot-")
     os.chmod(base, 0o777)  # noqa: S103 - nobody writes here
+    # The extraction reserves its space in the data dir, which only Berth's own user may
+    # write: here "Berth's data dir" is one nobody can.
+    settings.DATA_DIR = base
     data = locked_tree_archive()
     try:
         pid = os.fork()

@@ -26,6 +26,7 @@ import django
 django.setup()
 from lib.locks import workload_lock
 workload_id, go, hold = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+print("ready", flush=True)
 while not os.path.exists(go):
     time.sleep(0.01)
 with workload_lock(workload_id, timeout=60):
@@ -45,6 +46,19 @@ def spawn(workload_id: int, go: Path, hold: float = HOLD_SECONDS) -> subprocess.
     )
 
 
+def started(children: list[subprocess.Popen], go: Path) -> None:
+    """Let the children race for their locks once every one is set up (a busy machine can
+    take longer to start a child than a lock is held)."""
+    for child in children:
+        assert child.stdout.readline().strip() == "ready"
+    go.touch()
+
+
+def holder_locked(child: subprocess.Popen) -> bool:
+    """Whether the child says it took its lock (after saying it is ready)."""
+    return [child.stdout.readline().strip() for _ in range(2)] == ["ready", "locked"]
+
+
 def intervals(children: list[subprocess.Popen]) -> list[tuple[float, float]]:
     result = []
     for child in children:
@@ -58,7 +72,7 @@ def intervals(children: list[subprocess.Popen]) -> list[tuple[float, float]]:
 def test_it_serializes_two_processes_on_one_workload(tmp_path):
     go = tmp_path / "go"
     children = [spawn(7001, go), spawn(7001, go)]
-    go.touch()
+    started(children, go)
     (a_start, a_end), (b_start, b_end) = intervals(children)
     assert b_start >= a_end, "the second process got the lock while the first held it"
 
@@ -67,7 +81,7 @@ def test_it_serializes_two_processes_on_one_workload(tmp_path):
 def test_it_does_not_serialize_different_workloads(tmp_path):
     go = tmp_path / "go"
     children = [spawn(7002, go), spawn(7003, go)]
-    go.touch()
+    started(children, go)
     (a_start, a_end), (b_start, b_end) = intervals(children)
     assert b_start < a_end, "different workloads waited for each other"
 
@@ -77,7 +91,7 @@ def test_it_times_out_and_try_variant_fails_at_once(tmp_path):
     go = tmp_path / "go"
     go.touch()
     holder = spawn(7004, go, hold=5.0)
-    assert holder.stdout.readline().strip() == "locked"
+    assert holder_locked(holder)
     try:
         started = time.monotonic()
         with pytest.raises(locks.LockTimeout), locks.try_workload_lock(7004):
@@ -111,7 +125,7 @@ def test_dispatch_waits_for_the_lock_held_by_another_process(tmp_path, make_work
     go = tmp_path / "go"
     go.touch()
     holder = spawn(workload.pk, go, hold=5.0)
-    assert holder.stdout.readline().strip() == "locked"
+    assert holder_locked(holder)
     try:
         with override_settings(BERTH_DEPLOY_LOCK_TIMEOUT=1):
             record = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
