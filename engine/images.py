@@ -52,6 +52,7 @@ class Verdict:
 @dataclass
 class Plan:
     verdicts: list[Verdict] = field(default_factory=list)
+    images: list[runtime.ImageInfo] = field(default_factory=list)  # all the engine holds
 
     @property
     def kept(self) -> list[Verdict]:
@@ -150,7 +151,7 @@ def plan(*, images: list[runtime.ImageInfo] | None = None) -> Plan:
                 "count": settings.BERTH_IMAGE_KEEP}
         elif verdict.workloads & deploying:
             verdict.why = _("its workload is being deployed")
-    return Plan(sorted(owned.values(), key=lambda v: (-v.recency, v.image.id)))
+    return Plan(sorted(owned.values(), key=lambda v: (-v.recency, v.image.id)), images)
 
 
 def _most_recent(verdicts, existing: set[int]) -> set[str]:
@@ -180,9 +181,17 @@ def prune(*, dry_run: bool = False, say: Callable[[str], None] = logger.info) ->
         else:
             report.skipped.append(verdict)
     if not dry_run:
-        gone = {v.image.id for v in report.removed}
-        PulledImage.objects.filter(image_id__in=gone).delete()
+        _forget_gone({i.id for i in found.images} - {v.image.id for v in report.removed})
     return report
+
+
+def _forget_gone(present: set[str]) -> None:
+    """Delete the PulledImage rows of images the engine no longer holds (removed here, or by
+    hand), a few hundred at a time."""
+    stale = [pk for pk, image_id in PulledImage.objects.values_list("pk", "image_id")
+             if image_id not in present]
+    for start in range(0, len(stale), 500):
+        PulledImage.objects.filter(pk__in=stale[start:start + 500]).delete()
 
 
 def _remove(verdict: Verdict, workloads: set[int]) -> bool:

@@ -266,3 +266,25 @@ def test_the_daily_schedule_runs_the_collection():
     schedule = Schedule.objects.get(name="berth-image-gc")
     assert (schedule.func, schedule.schedule_type, schedule.cron, schedule.repeats) == (
         "engine.tasks.run_image_gc", Schedule.CRON, "17 3 * * *", -1)
+
+
+def test_rows_of_images_the_engine_no_longer_holds_are_forgotten(docker, workload):
+    gone = PulledImage.objects.create(workload_number=workload.pk, image_id="sha256:" + "0" * 64,
+                                      reference=f"{test_images.HTTPD}@sha256:{'0' * 64}")
+
+    assert images.prune(dry_run=True).removed == []
+    assert PulledImage.objects.filter(pk=gone.pk).exists()  # a dry run changes nothing
+
+    images.prune()
+    assert not PulledImage.objects.filter(pk=gone.pk).exists()
+
+
+def test_the_admin_shows_pulled_images_read_only(admin_client, workload):
+    row = PulledImage.objects.create(workload_number=workload.pk, image_id="sha256:" + "a" * 64,
+                                     reference="r@sha256:" + "a" * 64)
+    listing = admin_client.get("/admin/workloads/pulledimage/")
+    assert listing.status_code == 200 and row.image_id in listing.content.decode()
+    assert admin_client.get("/admin/workloads/pulledimage/add/").status_code == 403
+    assert admin_client.post(f"/admin/workloads/pulledimage/{row.pk}/delete/",
+                             {"post": "yes"}).status_code == 403
+    assert PulledImage.objects.filter(pk=row.pk).exists()
