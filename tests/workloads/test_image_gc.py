@@ -288,3 +288,19 @@ def test_the_admin_shows_pulled_images_read_only(admin_client, workload):
     assert admin_client.post(f"/admin/workloads/pulledimage/{row.pk}/delete/",
                              {"post": "yes"}).status_code == 403
     assert PulledImage.objects.filter(pk=row.pk).exists()
+
+
+@override_settings(BERTH_IMAGE_KEEP=3, BERTH_DEPLOY_HISTORY_KEEP=1)
+def test_it_keeps_each_workloads_most_recent_images(built_images, repo, make_workload):
+    workload = git_workload(make_workload, repo)
+    built = []
+    for n in range(4):
+        repo.serve(f"commit {n}\n")
+        built.append(deploy(workload))
+
+    report = images.prune()
+
+    assert [v.image.id for v in report.removed] == [built[0].image_id]
+    whys = {v.image.id: v.why for v in report.kept}
+    assert whys[built[1].image_id] == "one of its workload's 3 most recent images"
+    assert runtime.image_exists(built[1].image_id)
