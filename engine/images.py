@@ -25,8 +25,10 @@ from collections import defaultdict
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.conf import settings
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from lib import locks, runtime
@@ -172,11 +174,12 @@ def prune(*, dry_run: bool = False, say: Callable[[str], None] = logger.info) ->
 
     With `dry_run`, nothing is removed: `removed` lists what would be.
     """
+    started = timezone.now()
     found = plan()
     report = PruneReport(kept=found.kept)
     existing = set(Workload.objects.values_list("pk", flat=True))
     for verdict in found.removable:
-        if dry_run or _remove(verdict, existing & verdict.workloads):
+        if dry_run or _remove(verdict, existing & verdict.workloads, started):
             report.removed.append(verdict)
         else:
             report.skipped.append(verdict)
@@ -194,7 +197,7 @@ def _forget_gone(present: set[str]) -> None:
         PulledImage.objects.filter(pk__in=stale[start:start + 500]).delete()
 
 
-def _remove(verdict: Verdict, workloads: set[int]) -> bool:
+def _remove(verdict: Verdict, workloads: set[int], started: datetime) -> bool:
     """Remove one image under its existing workloads' try-locks; False if skipped."""
     try:
         with ExitStack() as stack:
@@ -202,6 +205,8 @@ def _remove(verdict: Verdict, workloads: set[int]) -> bool:
                 stack.enter_context(locks.try_workload_lock(workload_id))
             if DeployRecord.objects.active().filter(workload_id__in=workloads).exists():
                 return False  # queued after the plan was made: it may want this image
+            if PulledImage.objects.filter(image_id=verdict.image.id, pulled__gte=started).exists():
+                return False  # a deploy (of any workload) pulled it since: it is about to run
             return runtime.remove_image(verdict.image.id)
     except locks.LockTimeout:
         return False

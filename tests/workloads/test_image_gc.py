@@ -10,18 +10,21 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
+import threading
 import uuid
 from io import StringIO
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.test import override_settings
+from django.utils import timezone
 from django_q.models import Schedule
 
 from engine import deploys, images
 from engine.locked import sources
-from lib import runtime
+from lib import locks, runtime
 from tests.fixtures import images as test_images
 from tests.fixtures.gitrepo import GitRepo, dockerfile
 from tests.workloads.test_git_deploys import remove_built_images
@@ -120,7 +123,7 @@ def test_it_never_touches_an_image_berth_did_not_build_or_pull(built_images, rep
         hand_id = docker_build(f"FROM {test_images.BUSYBOX}\nLABEL gc.test={suffix}\n", by_hand)
         subprocess.run(["docker", "tag", ours, shared], check=True, capture_output=True)
         committed_id = docker_build(
-            f"FROM {test_images.BUSYBOX}\nLABEL berth.instance={runtime.settings.BERTH_INSTANCE_ID}"
+            f"FROM {test_images.BUSYBOX}\nLABEL berth.instance={settings.BERTH_INSTANCE_ID}"
             f" berth.workload={workload.pk} berth.replica=1 berth.commit=x\n", committed)
         foreign_id = docker_build(
             f"FROM {test_images.BUSYBOX}\nLABEL berth.image.instance=someone-else-{suffix} "
@@ -304,3 +307,47 @@ def test_it_keeps_each_workloads_most_recent_images(built_images, repo, make_wor
     whys = {v.image.id: v.why for v in report.kept}
     assert whys[built[1].image_id] == "one of its workload's 3 most recent images"
     assert runtime.image_exists(built[1].image_id)
+
+
+def test_an_image_pulled_again_while_the_collection_runs_is_skipped(workload, monkeypatch):
+    """A deploy of any workload that pulled the image after the plan was made is about to
+    run it: the image stays, and the collection says it skipped it."""
+    image = runtime.ImageInfo(id="sha256:" + "b" * 64, repo_tags=(), repo_digests=(),
+                              labels={}, size=1, created=0)
+    verdict = images.Verdict(image, {workload.pk})
+    removed = []
+    monkeypatch.setattr(runtime, "remove_image", lambda image_id: removed.append(image_id))
+    started = timezone.now()
+    PulledImage.note(workload_id=workload.pk + 1, image_id=image.id, reference="r@sha256:b")
+
+    assert images._remove(verdict, {workload.pk}, started) is False
+    assert removed == []
+
+
+@override_settings(BERTH_IMAGE_KEEP=1, BERTH_DEPLOY_HISTORY_KEEP=1)
+def test_a_busy_workload_keeps_its_images_this_time(built_images, repo, make_workload):
+    workload = git_workload(make_workload, repo)
+    built = []
+    for n in range(3):
+        repo.serve(f"commit {n}\n")
+        built.append(deploy(workload))
+
+    taken, done = threading.Event(), threading.Event()
+
+    def hold() -> None:  # a deploy, capture or restore runs in another thread
+        with locks.workload_lock(workload.pk):
+            taken.set()
+            done.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert taken.wait(30)
+        report = images.prune()
+    finally:
+        done.set()
+        holder.join()
+
+    assert [v.image.id for v in report.skipped] == [built[0].image_id]
+    assert report.removed == [] and runtime.image_exists(built[0].image_id)
+    assert [v.image.id for v in images.prune().removed] == [built[0].image_id]
