@@ -11,7 +11,8 @@ Nothing else is ever touched. Of Berth's images, kept are:
   reference; the ledger holds BERTH_DEPLOY_HISTORY_KEEP rows per workload);
 - the BERTH_IMAGE_KEEP most recent of each workload;
 - every image of a workload whose deploy is queued or running, or whose lock
-  another process holds (the deploy may be about to use one).
+  another process holds (the deploy may be about to use one), and every image
+  a deploy pulled after the collection began.
 
 The rest is removed by id, never by force, under the try-locks of the
 workloads that still exist and named it: an image a container took meanwhile,

@@ -22,7 +22,7 @@ from django.test import override_settings
 from django.utils import timezone
 from django_q.models import Schedule
 
-from engine import deploys, images
+from engine import deploys, images, tasks
 from engine.locked import sources
 from lib import locks, runtime
 from tests.fixtures import images as test_images
@@ -265,10 +265,16 @@ def test_a_broken_dockerignore_fails_the_build_and_keeps_the_containers(
     assert sorted(c.id for c in runtime.list_containers(workload.pk)) == before
 
 
-def test_the_daily_schedule_runs_the_collection():
+def test_the_daily_schedule_runs_the_collection(docker, workload):
     schedule = Schedule.objects.get(name="berth-image-gc")
     assert (schedule.func, schedule.schedule_type, schedule.cron, schedule.repeats) == (
         "engine.tasks.run_image_gc", Schedule.CRON, "17 3 * * *", -1)
+    gone = PulledImage.objects.create(workload_number=workload.pk, image_id="sha256:" + "c" * 64,
+                                      reference="r@sha256:" + "c" * 64)
+
+    tasks.run_image_gc()
+
+    assert not PulledImage.objects.filter(pk=gone.pk).exists()  # the collection ran
 
 
 def test_rows_of_images_the_engine_no_longer_holds_are_forgotten(docker, workload):
