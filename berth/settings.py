@@ -240,6 +240,9 @@ BERTH_ABSOLUTE_VOLUME_ROOTS = envlist("BERTH_ABSOLUTE_VOLUME_ROOTS", [])
 # Host addresses ports may be published on besides loopback (0.0.0.0 or :: for every one).
 BERTH_PORT_ADDRESSES = envaddresses("BERTH_PORT_ADDRESSES")
 BERTH_DEPLOY_HISTORY_KEEP = envint("BERTH_DEPLOY_HISTORY_KEEP", 50, minimum=1)
+# Image collection keeps each workload's N most recent images besides those in use or that
+# the ledger can roll back to (engine/images.py).
+BERTH_IMAGE_KEEP = envint("BERTH_IMAGE_KEEP", 3, minimum=1)
 BERTH_DEPLOY_LOCK_TIMEOUT = envint("BERTH_DEPLOY_LOCK_TIMEOUT", 900, minimum=1)
 BERTH_DOCKER_TIMEOUT = envint("BERTH_DOCKER_TIMEOUT", 120, minimum=5)
 # How long a deploy watches its new containers after starting them for one that

@@ -25,6 +25,7 @@ from engine import (
     deploys,
     disaster,
     drills,
+    images,
     lost,
     restores,
     schedules,
@@ -178,3 +179,11 @@ def run_schedule_tick() -> None:
     drills.due()
 
 
+
+
+def run_image_gc() -> None:
+    """Every day (django-q2's CRON schedule `berth-image-gc`): remove Berth's images that
+    nothing needs any more (engine/images.py)."""
+    report = images.prune()
+    logger.info("image collection: %d image(s) removed, %d bytes freed; %d skipped",
+                len(report.removed), report.bytes_freed, len(report.skipped))

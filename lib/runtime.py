@@ -402,6 +402,66 @@ def image_exists(image: str) -> bool:
     return True
 
 
+def image_id(reference: str) -> str:
+    """The id (`sha256:…`) of the image the engine holds under `reference`; "" if none."""
+    with _translated(EngineError):
+        try:
+            return _client().api.inspect_image(reference).get("Id", "")
+        except docker.errors.ImageNotFound:
+            return ""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """One image of the engine's list: `size` in bytes (its layers shared with others
+    counted too), `created` in seconds since the epoch."""
+
+    id: str
+    repo_tags: tuple[str, ...]
+    repo_digests: tuple[str, ...]
+    labels: dict[str, str]
+    size: int
+    created: int
+
+
+def list_images() -> list[ImageInfo]:
+    """Every image the engine holds (not the intermediate layers), in one call."""
+    with _translated(EngineError):
+        found = _client().api.images()
+    return [
+        ImageInfo(id=i.get("Id", ""), repo_tags=tuple(i.get("RepoTags") or ()),
+                  repo_digests=tuple(i.get("RepoDigests") or ()),
+                  labels=dict(i.get("Labels") or {}), size=int(i.get("Size") or 0),
+                  created=int(i.get("Created") or 0))
+        for i in found
+    ]
+
+
+def images_in_use() -> set[str]:
+    """The ids of the images any container of the engine (Berth's or not, in any state) uses."""
+    with _translated(EngineError):
+        found = _client().api.containers(all=True)
+    return {c["ImageID"] for c in found if c.get("ImageID")}
+
+
+def remove_image(image_id: str) -> bool:
+    """Remove an image by id, never by force; False if it is in use or already gone.
+
+    The engine refuses (409) to remove an image a container uses, or one tagged in
+    several repositories: both are left as they are.
+    """
+    with _translated(EngineError):
+        try:
+            _client().api.remove_image(image_id, force=False, noprune=False)
+        except docker.errors.NotFound:
+            return False
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                return False
+            raise
+    return True
+
+
 def instance_label() -> str:
     return f"{INSTANCE_LABEL}={settings.BERTH_INSTANCE_ID}"
 

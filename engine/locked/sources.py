@@ -21,15 +21,17 @@ context and build arguments: the commit is exact, the settings are today's.
 from __future__ import annotations
 
 import logging
+import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from django.conf import settings
 
 from engine.locked.buildlog import BuildLogWriter
-from lib import gitcache, giturls, references, runtime
-from workloads.models import DeployRecord, Workload
+from lib import dockerignore, gitcache, giturls, references, runtime
+from workloads.models import DeployRecord, PulledImage, Workload
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +75,13 @@ def resolve(workload: Workload, record: DeployRecord, secrets: list[str]) -> Res
             username=credential.username if credential else "",
             password=credential.get_password() if credential else "",
         )
+        # Before the containers are made from it: image collection (engine/images.py)
+        # removes only images a row says Berth pulled.
+        image_id = runtime.image_id(pinned)
     except runtime.EngineError as exc:
         raise SourceFailed(exc.code, exc.raw) from None
+    if image_id:
+        PulledImage.note(workload_id=workload.pk, image_id=image_id, reference=pinned)
     return Resolved(pinned=pinned, image=pinned)
 
 
@@ -198,9 +205,10 @@ def _build(
     tag = image_tag(workload, sha)
     tmp = Path(settings.DATA_DIR) / "tmp"
     tmp.mkdir(mode=0o700, exist_ok=True)
-    with tempfile.TemporaryFile(dir=tmp) as context:
-        gitcache.export(cache, sha, workload.git_context, context)
-        context.seek(0)
+    with tempfile.TemporaryFile(dir=tmp) as exported, \
+            tempfile.TemporaryFile(dir=tmp) as filtered:
+        gitcache.export(cache, sha, workload.git_context, exported)
+        context = _apply_dockerignore(exported, filtered, workload, log)
         log.note(
             f"building {tag} from {workload.git_dockerfile} in {workload.git_context or '.'} "
             f"of commit {sha}"
@@ -219,3 +227,24 @@ def _build(
     gitcache.pin(cache, sha)
     log.note(f"built image {image_id}")
     return Resolved(pinned=sha, image=image_id, image_id=image_id)
+
+
+def _apply_dockerignore(exported: IO[bytes], filtered: IO[bytes], workload: Workload,
+                        log: BuildLogWriter) -> IO[bytes]:
+    """The build context without what its .dockerignore excludes, rewound for the build.
+
+    The docker CLI applies .dockerignore, not the engine, so Berth does it for the
+    context it exported. A broken .dockerignore fails the build (build_failed).
+    """
+    exported.seek(0)
+    try:
+        left_out = dockerignore.filter_context(exported, filtered,
+                                               dockerfile=workload.git_dockerfile)
+    except (dockerignore.DockerignoreError, tarfile.TarError) as exc:
+        raise runtime.BuildFailed(str(exc)) from None
+    if left_out is None:
+        exported.seek(0)
+        return exported
+    log.note(f"{dockerignore.FILENAME}: {left_out} path(s) left out of the build context")
+    filtered.seek(0)
+    return filtered

@@ -26,6 +26,7 @@ from workloads.models import (
     EventLog,
     PortMapping,
     Project,
+    PulledImage,
     RegistryCredential,
     Stage,
     VolumeMount,
@@ -367,6 +368,17 @@ class EventLogAdmin(ReadOnlyAdmin):
     list_select_related = ["workload__stage__project", "user"]
     list_filter = ["level"]
     date_hierarchy = "created"
+
+
+@admin.register(PulledImage)
+class PulledImageAdmin(ReadOnlyAdmin):
+    """What says Berth pulled an image (image collection removes only such images and its
+    own builds): read-only, written by deploys, removed with its image."""
+
+    list_display = ["image_id", "reference", "workload_number", "pulled"]
+    search_fields = ["image_id", "reference"]
+    readonly_fields = list_display
+    fields = readonly_fields
 
 
 @admin.register(DeployRecord)

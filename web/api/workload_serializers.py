@@ -13,6 +13,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied
 
+from engine import images
 from lib import giturls
 from workloads import edits
 from workloads.models import (
@@ -350,6 +351,21 @@ class WorkloadSerializer(serializers.ModelSerializer):
                 PortMapping(workload=workload, **item) for item in children["ports"]
             )
 
+
+
+class WorkloadDetailSerializer(WorkloadSerializer):
+    """One workload (retrieve): also the disk its images take in the engine."""
+
+    image_bytes = serializers.SerializerMethodField(
+        help_text="Bytes of the engine's images this workload built or pulled (a layer two "
+                  "images share counts in both); null when the engine cannot be asked.")
+
+    class Meta(WorkloadSerializer.Meta):
+        fields = [*WorkloadSerializer.Meta.fields, "image_bytes"]
+        read_only_fields = [*WorkloadSerializer.Meta.read_only_fields, "image_bytes"]
+
+    def get_image_bytes(self, workload: Workload) -> int | None:
+        return images.workload_image_bytes(workload=workload)
 
 class ContainerSerializer(serializers.ModelSerializer):
     class Meta:

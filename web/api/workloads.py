@@ -24,6 +24,7 @@ from web.api.workload_serializers import (
     DeploySerializer,
     RollbackSerializer,
     StatsHistorySerializer,
+    WorkloadDetailSerializer,
     WorkloadSerializer,
 )
 from workloads import metrics_history
@@ -67,6 +68,10 @@ class WorkloadViewSet(viewsets.ModelViewSet):
         "stop": "workloads.operate_workload",
         "restart": "workloads.operate_workload",
     }
+
+    def get_serializer_class(self):
+        # Only one workload's page of the API asks the engine for its images' size.
+        return WorkloadDetailSerializer if self.action == "retrieve" else WorkloadSerializer
 
     def get_queryset(self):
         workloads = Workload.objects.with_parents()

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from backups import health
-from engine import deploys, operations
+from engine import deploys, images, operations
 from lib import runtime
 from web.pages import charts, workload_facts
 from web.pages import snapshots as snapshot_views
@@ -136,7 +136,8 @@ def workload_detail(request: HttpRequest, pk: int) -> HttpResponse:
         | _metrics_context(workload, METRICS_DEFAULT)
         | snapshot_views.panel_context(workload, request.user)
         | workload_facts.context(request, workload)
-        | {"engine": runtime.engine_status(), "health": health.health(workload)}
+        | {"engine": runtime.engine_status(), "health": health.health(workload),
+           "image_bytes": images.workload_image_bytes(workload=workload)}
         | _live_context(workload)
     )
     return render(request, "workloads/detail.html", context)

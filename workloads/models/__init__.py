@@ -18,6 +18,7 @@ from workloads.models.containers import (
 )
 from workloads.models.deploys import DeployInProgress, DeployLog, DeployRecord
 from workloads.models.events import EventLog
+from workloads.models.images import PulledImage
 from workloads.models.projects import SLUG_VALIDATOR, Project, Stage
 from workloads.models.workloads import (
     ENV_NAME_VALIDATOR,
@@ -36,7 +37,7 @@ __all__ = [
     "ENV_NAME_VALIDATOR", "SLUG_VALIDATOR", "Container", "ContainerQuerySet",
     "ContainerStatsSample", "DeployInProgress", "EngineState", "Health", "LiveState",
     "LiveSummary", "live_summary", "with_live_containers", "DeployLog", "DeployRecord", "EnvVar",
-    "EventLog", "HookFailure", "PortMapping", "Project", "RegistryCredential",
+    "EventLog", "HookFailure", "PortMapping", "Project", "PulledImage", "RegistryCredential",
     "SnapshotConsistency", "Stage", "VolumeMount", "Workload", "WorkloadQuerySet",
     "remove_git_cache_after_delete",
 ]
