@@ -8,6 +8,8 @@ import os
 import time
 
 import pytest
+from django.contrib.auth.models import User
+from django.test import Client
 
 from engine import captures, deploys
 from engine.locked import capture
@@ -74,6 +76,12 @@ def test_it_abandons_a_snapshot_over_its_size_budget_and_deploys(
     ) in warnings
     assert f"Snapshot #{snapshot.pk} failed; the snapshots panel says why." in warnings
     assert os.stat(big).st_size == SPARSE  # the data itself is left alone
+    client = Client()
+    client.force_login(User.objects.create_superuser("root-admin", password="x"))
+    [listed] = client.get(f"/api/workloads/{data_workload.pk}/snapshots").json()["results"]
+    assert (listed["id"], listed["failure_code"]) == (snapshot.pk, "over_budget")
+    ledger = client.get(f"/api/workloads/{data_workload.pk}/deploys").json()["results"]
+    assert ledger[0]["backup_failure"] == "over_budget"
 
 
 def test_it_abandons_a_snapshot_over_its_time_budget_and_deploys(
