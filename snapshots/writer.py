@@ -51,11 +51,11 @@ _SKIPPED_TYPES = {
 
 
 OVER_BYTES = gettext_noop(
-    "The snapshot would hold more than %(limit)d bytes, its budget "
+    "The snapshot would hold more than its budget of %(limit)d bytes "
     "(BERTH_PRE_DEPLOY_BACKUP_MAX_BYTES); it was abandoned."
 )
 OVER_TIME = gettext_noop(
-    "The snapshot took longer than %(seconds)d seconds, its budget "
+    "The snapshot took longer than its budget of %(seconds)d s "
     "(BERTH_PRE_DEPLOY_BACKUP_TIMEOUT); it was abandoned."
 )
 

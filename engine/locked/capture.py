@@ -147,12 +147,13 @@ def backup_before_deploy(*, workload: Workload, record: DeployRecord) -> Snapsho
 # The event of an abandoned pre-deploy snapshot, by the budget it went past.
 _ABANDONED = {
     writer.OVER_BYTES: gettext_noop(
-        "The snapshot before deploy #%(deploy)d was abandoned: it would hold more than "
-        "%(limit)d bytes (BERTH_PRE_DEPLOY_BACKUP_MAX_BYTES). The deploy went on without it."
+        "The snapshot before deploy #%(deploy)d was abandoned: it would hold more than its "
+        "budget of %(limit)d bytes (BERTH_PRE_DEPLOY_BACKUP_MAX_BYTES). The deploy went on "
+        "without it."
     ),
     writer.OVER_TIME: gettext_noop(
-        "The snapshot before deploy #%(deploy)d was abandoned: it took longer than "
-        "%(seconds)d seconds (BERTH_PRE_DEPLOY_BACKUP_TIMEOUT). The deploy went on without it."
+        "The snapshot before deploy #%(deploy)d was abandoned: it took longer than its budget "
+        "of %(seconds)d s (BERTH_PRE_DEPLOY_BACKUP_TIMEOUT). The deploy went on without it."
     ),
 }
 

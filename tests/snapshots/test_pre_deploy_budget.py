@@ -66,13 +66,14 @@ def test_it_abandons_a_snapshot_over_its_size_budget_and_deploys(
 
     snapshot = assert_abandoned(data_workload, record, {"limit": 1 << 20})
     assert snapshot.failure_text == (
-        "The snapshot would hold more than 1048576 bytes, its budget "
+        "The snapshot would hold more than its budget of 1048576 bytes "
         "(BERTH_PRE_DEPLOY_BACKUP_MAX_BYTES); it was abandoned."
     )
     warnings = [e.text for e in data_workload.events.filter(level=EventLog.Level.WARNING)]
     assert (
-        f"The snapshot before deploy #{record.pk} was abandoned: it would hold more than "
-        "1048576 bytes (BERTH_PRE_DEPLOY_BACKUP_MAX_BYTES). The deploy went on without it."
+        f"The snapshot before deploy #{record.pk} was abandoned: it would hold more than its "
+        "budget of 1048576 bytes (BERTH_PRE_DEPLOY_BACKUP_MAX_BYTES). The deploy went on "
+        "without it."
     ) in warnings
     assert f"Snapshot #{snapshot.pk} failed; the snapshots panel says why." in warnings
     assert os.stat(big).st_size == SPARSE  # the data itself is left alone
@@ -103,8 +104,8 @@ def test_it_abandons_a_snapshot_over_its_time_budget_and_deploys(
     assert_abandoned(data_workload, record, {"seconds": 1})
     warning = data_workload.events.filter(level=EventLog.Level.WARNING).order_by("id").last()
     assert warning.text == (
-        f"The snapshot before deploy #{record.pk} was abandoned: it took longer than 1 seconds "
-        "(BERTH_PRE_DEPLOY_BACKUP_TIMEOUT). The deploy went on without it."
+        f"The snapshot before deploy #{record.pk} was abandoned: it took longer than its budget "
+        "of 1 s (BERTH_PRE_DEPLOY_BACKUP_TIMEOUT). The deploy went on without it."
     )
 
 
