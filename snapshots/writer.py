@@ -124,26 +124,26 @@ def _shown(parts: tuple[str, ...]) -> str:
 
 
 class _Scanner:
-    def __init__(self, scan: VolumeScan, limits: Limits, budget: list[int],
-                 allowance: Budget | None = None) -> None:
+    def __init__(self, scan: VolumeScan, limits: Limits, counted: list[int],
+                 budget: Budget | None = None) -> None:
         self.scan = scan
         self.limits = limits
         # [entries, bytes] over every volume of the archive, against the caps.
+        self.counted = counted
         self.budget = budget
-        self.allowance = allowance
         self.prefix = len(f"volumes/{scan.index}/".encode())
 
     def add(self, entry: Entry) -> None:
         self.scan.entries.append(entry)
-        self.budget[0] += 1
-        if self.budget[0] > self.limits.max_entries:
+        self.counted[0] += 1
+        if self.counted[0] > self.limits.max_entries:
             raise CaptureError(
                 gettext_noop("The volumes hold more than %(limit)d entries, the most a snapshot "
                              "may hold (BERTH_SNAPSHOT_MAX_ENTRIES)."),
                 limit=self.limits.max_entries,
             )
-        if self.allowance is not None:
-            self.allowance.check(self.budget[1] + entry.size)
+        if self.budget is not None:
+            self.budget.check(self.counted[1] + entry.size)
         if entry.is_dir:
             self.scan.directories += 1
             return
@@ -155,8 +155,8 @@ class _Scanner:
             )
         self.scan.files += 1
         self.scan.bytes += entry.size
-        self.budget[1] += entry.size
-        if self.budget[1] > self.limits.max_bytes:
+        self.counted[1] += entry.size
+        if self.counted[1] > self.limits.max_bytes:
             raise CaptureError(
                 gettext_noop("The volumes hold more data than a snapshot may hold "
                              "(BERTH_SNAPSHOT_MAX_BYTES)."),
