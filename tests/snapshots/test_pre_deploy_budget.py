@@ -83,6 +83,8 @@ def test_it_abandons_a_snapshot_over_its_size_budget_and_deploys(
     assert (listed["id"], listed["failure_code"]) == (snapshot.pk, "over_budget")
     ledger = client.get(f"/api/workloads/{data_workload.pk}/deploys").json()["results"]
     assert ledger[0]["backup_failure"] == "over_budget"
+    page = client.get(f"/workloads/{data_workload.pk}/").content.decode()
+    assert "went over its time or size budget and was abandoned" in page
 
 
 def test_it_abandons_a_snapshot_over_its_time_budget_and_deploys(
