@@ -308,6 +308,10 @@ BERTH_SNAPSHOT_PRE_RESTORE_MIN_AGE_HOURS = envint(
 BERTH_SNAPSHOT_SHRINK_PERCENT = envint("BERTH_SNAPSHOT_SHRINK_PERCENT", 50, minimum=0, maximum=100)
 # The site-wide default of each workload's "back up before deploy" setting.
 BERTH_AUTO_BACKUP_BEFORE_DEPLOY = envbool("BERTH_AUTO_BACKUP_BEFORE_DEPLOY", False)
+# The pre-deploy snapshot's budget: past either, it is abandoned and the deploy goes on
+# without it (engine/locked/capture.py, backup_before_deploy). Other captures have none.
+BERTH_PRE_DEPLOY_BACKUP_TIMEOUT = envduration("BERTH_PRE_DEPLOY_BACKUP_TIMEOUT", 300, minimum=1)
+BERTH_PRE_DEPLOY_BACKUP_MAX_BYTES = envint("BERTH_PRE_DEPLOY_BACKUP_MAX_BYTES", 10 << 30, minimum=1)
 # What one archive may hold; the capture and the extractor enforce the same caps.
 BERTH_SNAPSHOT_MAX_BYTES = envint("BERTH_SNAPSHOT_MAX_BYTES", 1 << 40, minimum=1)
 BERTH_SNAPSHOT_MAX_FILE_BYTES = envint("BERTH_SNAPSHOT_MAX_FILE_BYTES", 256 << 30, minimum=1)

@@ -12,6 +12,9 @@ from django.utils.translation import gettext
 
 
 class SnapshotError(Exception):
+    # A fixed code a failed row keeps beside the message (Snapshot.FailureCode); most have none.
+    code = ""
+
     def __init__(self, message: str, **params: object) -> None:
         super().__init__(message)
         self.message = message
@@ -48,6 +51,12 @@ class InsufficientSpace(ArchiveError):
 
 class CaptureError(SnapshotError):
     """A capture could not finish; the message says why."""
+
+
+class OverBudget(CaptureError):
+    """A capture given a budget (the pre-deploy snapshot's) went past it and was abandoned."""
+
+    code = "over_budget"
 
 
 class RestoreError(SnapshotError):

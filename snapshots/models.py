@@ -37,6 +37,11 @@ class Snapshot(Job, Progress):
         READY = "ready", _("Ready")
         FAILED = "failed", _("Failed")
 
+    class FailureCode(models.TextChoices):
+        """Failures a caller acts on; the others have only their message."""
+
+        OVER_BUDGET = "over_budget", _("Over its budget")
+
     ACTIVE_STATES = (State.QUEUED, State.CAPTURING)
 
     workload = models.ForeignKey(
@@ -68,6 +73,8 @@ class Snapshot(Job, Progress):
     )
     failure = models.TextField(_("failure"), blank=True)
     failure_params = models.JSONField(default=dict, blank=True)
+    failure_code = models.CharField(_("failure code"), max_length=20, choices=FailureCode,
+                                    blank=True)
     deploy = models.OneToOneField(
         DeployRecord, models.SET_NULL, null=True, blank=True, related_name="pre_deploy_snapshot",
         verbose_name=_("deploy"), help_text=_("The deploy this snapshot was taken before."),
@@ -164,7 +171,7 @@ class Snapshot(Job, Progress):
         """Mark the row failed (only if it is still in state `only_from`, when given)."""
         return self.move(
             only_from=[only_from] if only_from is not None else self.State.values,
-            state=self.State.FAILED, failure=error.message,
+            state=self.State.FAILED, failure=error.message, failure_code=error.code,
             failure_params=_jsonable(error.params), finished=timezone.now(),
         )
 

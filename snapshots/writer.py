@@ -35,7 +35,7 @@ from snapshots.archive_format import (
     manifest_bytes,
     name_problem,
 )
-from snapshots.errors import CaptureError
+from snapshots.errors import CaptureError, OverBudget
 
 COMPRESSION_LEVEL = 3
 _CHUNK = 1 << 20
@@ -48,6 +48,45 @@ _SKIPPED_TYPES = {
     stat.S_IFCHR: "character device",
     stat.S_IFBLK: "block device",
 }
+
+
+OVER_BYTES = gettext_noop(
+    "The snapshot would hold more than its budget of %(limit)d bytes "
+    "(BERTH_PRE_DEPLOY_BACKUP_MAX_BYTES); it was abandoned."
+)
+OVER_TIME = gettext_noop(
+    "The snapshot took longer than its budget of %(seconds)d s "
+    "(BERTH_PRE_DEPLOY_BACKUP_TIMEOUT); it was abandoned."
+)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What a capture may take: `max_bytes` of data, and until `deadline` on `clock`.
+
+    Data is counted by apparent size, as the archive holds it: a sparse
+    file's holes take no disk but as many bytes of the archive (before
+    compression) and of reading. The scan checks it entry by entry, so a
+    volume over the budget is given up before a byte of it is read; the
+    write checks both between members and between chunks.
+    """
+
+    max_bytes: int
+    seconds: int
+    deadline: float
+    clock: Callable[[], float]
+
+    @classmethod
+    def starting_now(cls, *, max_bytes: int, seconds: int,
+                     clock: Callable[[], float] = time.monotonic) -> Budget:
+        return cls(max_bytes=max_bytes, seconds=seconds, deadline=clock() + seconds, clock=clock)
+
+    def check(self, data_bytes: int) -> None:
+        """Raise OverBudget once `data_bytes` is over the bytes or the deadline has passed."""
+        if data_bytes > self.max_bytes:
+            raise OverBudget(OVER_BYTES, limit=self.max_bytes)
+        if self.clock() > self.deadline:
+            raise OverBudget(OVER_TIME, seconds=self.seconds)
 
 
 @dataclass(slots=True)
@@ -85,22 +124,26 @@ def _shown(parts: tuple[str, ...]) -> str:
 
 
 class _Scanner:
-    def __init__(self, scan: VolumeScan, limits: Limits, budget: list[int]) -> None:
+    def __init__(self, scan: VolumeScan, limits: Limits, counted: list[int],
+                 budget: Budget | None = None) -> None:
         self.scan = scan
         self.limits = limits
         # [entries, bytes] over every volume of the archive, against the caps.
+        self.counted = counted
         self.budget = budget
         self.prefix = len(f"volumes/{scan.index}/".encode())
 
     def add(self, entry: Entry) -> None:
         self.scan.entries.append(entry)
-        self.budget[0] += 1
-        if self.budget[0] > self.limits.max_entries:
+        self.counted[0] += 1
+        if self.counted[0] > self.limits.max_entries:
             raise CaptureError(
                 gettext_noop("The volumes hold more than %(limit)d entries, the most a snapshot "
                              "may hold (BERTH_SNAPSHOT_MAX_ENTRIES)."),
                 limit=self.limits.max_entries,
             )
+        if self.budget is not None:
+            self.budget.check(self.counted[1] + entry.size)
         if entry.is_dir:
             self.scan.directories += 1
             return
@@ -112,8 +155,8 @@ class _Scanner:
             )
         self.scan.files += 1
         self.scan.bytes += entry.size
-        self.budget[1] += entry.size
-        if self.budget[1] > self.limits.max_bytes:
+        self.counted[1] += entry.size
+        if self.counted[1] > self.limits.max_bytes:
             raise CaptureError(
                 gettext_noop("The volumes hold more data than a snapshot may hold "
                              "(BERTH_SNAPSHOT_MAX_BYTES)."),
@@ -177,17 +220,19 @@ def _open_dir(name: str, dir_fd: int, parts: tuple[str, ...]) -> int:
         ) from None
 
 
-def scan_volumes(roots: list[str], limits: Limits) -> list[VolumeScan]:
-    """Scan each volume root (its index is its position) within the caps of `limits`.
+def scan_volumes(roots: list[str], limits: Limits,
+                 budget: Budget | None = None) -> list[VolumeScan]:
+    """Scan each volume root (its index is its position) within the caps of `limits`, and of
+    `budget` when given (OverBudget past it).
 
     A root that does not exist yet (a volume never deployed) is captured as an
     empty directory and marked `missing` in the manifest.
     """
-    budget = [0, 0]
+    counted = [0, 0]
     scans = []
     for index, root in enumerate(roots):
         scan = VolumeScan(index=index, root=root)
-        scanner = _Scanner(scan, limits, budget)
+        scanner = _Scanner(scan, limits, counted, budget)
         try:
             # O_NOFOLLOW: a volume root replaced by a symlink is refused, not followed.
             fd = os.open(root, DIR_FLAGS)
@@ -297,10 +342,12 @@ class WriteReport:
 
 
 class _Writer:
-    def __init__(self, sink, progress: Callable[[int], None] | None) -> None:
+    def __init__(self, sink, progress: Callable[[int], None] | None,
+                 budget: Budget | None = None) -> None:
         self.batch = _Batch(sink)
         self.sink = sink
         self.progress = progress
+        self.budget = budget
         self.buffer = bytearray(_CHUNK)
         self.done = 0
         self.report = WriteReport()
@@ -315,6 +362,7 @@ class _Writer:
         chain = DirChain(root_fd)
         try:
             for entry in scan.entries:
+                self._check(self.done + entry.size)
                 name = "/".join((base, *entry.parts))
                 if entry.is_dir:
                     self.batch.add(self._header(name, entry))
@@ -328,6 +376,10 @@ class _Writer:
         finally:
             chain.close()
             os.close(root_fd)
+
+    def _check(self, data_bytes: int) -> None:
+        if self.budget is not None:
+            self.budget.check(data_bytes)
 
     @staticmethod
     def _header(name: str, entry: Entry) -> bytes:
@@ -377,6 +429,7 @@ class _Writer:
                 break
             self.sink.write(view[:n])
             copied += n
+            self._check(self.done + copied)
             if self.progress and copied % (64 * _CHUNK) < _CHUNK:
                 self.progress(self.done + copied)
         return copied
@@ -399,10 +452,12 @@ def _reopen_root(scan: VolumeScan) -> int:
 
 def write_archive(out: BinaryIO, manifest: dict, scans: list[VolumeScan], *,
                   threads: int = -1, progress: Callable[[int], None] | None = None,
-                  ) -> WriteReport:
+                  budget: Budget | None = None) -> WriteReport:
     """Write the archive of `scans` (with `manifest` first) to `out`.
 
-    The size of each file is the one the scan saw: a file that grew while it
+    With a `budget`, OverBudget stops the write between members or chunks
+    once it is spent; what was written to `out` is then the caller's to
+    discard. The size of each file is the one the scan saw: a file that grew while it
     was read is cut there, one that shrank is padded with zeros, and both are
     named in the report (only possible in the `live` consistency mode).
     """
@@ -410,7 +465,7 @@ def write_archive(out: BinaryIO, manifest: dict, scans: list[VolumeScan], *,
         level=COMPRESSION_LEVEL, threads=threads, write_checksum=True
     )
     with compressor.stream_writer(out, closefd=False, write_size=_CHUNK) as sink:
-        writer = _Writer(sink, progress)
+        writer = _Writer(sink, progress, budget)
         data = manifest_bytes(manifest)
         writer.batch.add(tarfmt.member_header(
             MANIFEST_NAME, is_dir=False, size=len(data), mode=0o644, uid=0, gid=0,

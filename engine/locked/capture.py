@@ -45,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 PROGRESS_SECONDS = 0.5
 
+# The clock of the pre-deploy snapshot's time budget (a test replaces it).
+_clock = time.monotonic
+
 
 def auto_backup_wanted(workload: Workload) -> bool:
     """The workload's "back up before deploy" setting, read afresh; None means the site default."""
@@ -54,16 +57,20 @@ def auto_backup_wanted(workload: Workload) -> bool:
 
 def capture_locked(
     *, workload: Workload, kind: str, user: AbstractBaseUser | None = None,
-    deploy: DeployRecord | None = None,
+    deploy: DeployRecord | None = None, budget: writer.Budget | None = None,
 ) -> Snapshot:
-    """Capture inside a caller that holds the lock and has stopped the containers itself."""
+    """Capture inside a caller that holds the lock and has stopped the containers itself.
+
+    Past `budget`, the capture is abandoned: the row fails `over_budget`.
+    """
     locks.assert_held(workload.pk)
     Snapshot.fail_interrupted(workload=workload, lock_held=True)
     snapshot = Snapshot.objects.create(
         workload=workload, kind=kind, user=acting_user(user), deploy=deploy,
         state=Snapshot.State.CAPTURING, owner=owners.current(),
     )
-    capture_into(workload, snapshot, stop_containers=False, consistency=SnapshotConsistency.STOP)
+    capture_into(workload, snapshot, stop_containers=False, consistency=SnapshotConsistency.STOP,
+                 budget=budget)
     return snapshot
 
 
@@ -104,7 +111,9 @@ def backup_before_deploy(*, workload: Workload, record: DeployRecord) -> Snapsho
 
     Never raises: the deploy goes on whatever happens here. When the setting
     cannot be read or the capture fails, the deploy's record and an event
-    say that no snapshot was taken, and why.
+    say that no snapshot was taken, and why. The old containers are down
+    meanwhile, so the capture has a budget (BERTH_PRE_DEPLOY_BACKUP_TIMEOUT,
+    BERTH_PRE_DEPLOY_BACKUP_MAX_BYTES) and is abandoned past it.
     """
     try:
         wanted = auto_backup_wanted(workload)
@@ -115,28 +124,53 @@ def backup_before_deploy(*, workload: Workload, record: DeployRecord) -> Snapsho
     if not wanted or not workload.captured_volumes():
         return None  # off, or nothing to keep
     try:
+        budget = writer.Budget.starting_now(
+            max_bytes=settings.BERTH_PRE_DEPLOY_BACKUP_MAX_BYTES,
+            seconds=settings.BERTH_PRE_DEPLOY_BACKUP_TIMEOUT, clock=_clock,
+        )
         snapshot = capture_locked(
-            workload=workload, kind=Snapshot.Kind.PRE_DEPLOY, user=record.user, deploy=record
+            workload=workload, kind=Snapshot.Kind.PRE_DEPLOY, user=record.user, deploy=record,
+            budget=budget,
         )
     except Exception:  # noqa: BLE001 - fail open, as above
         logger.exception("the pre-deploy snapshot of workload %s failed", workload.pk)
         _no_backup(workload, record, DeployRecord.BackupFailure.CAPTURE_FAILED)
         return None
-    if not snapshot.is_ready:
+    if snapshot.failure_code == Snapshot.FailureCode.OVER_BUDGET:
+        _no_backup(workload, record, DeployRecord.BackupFailure.OVER_BUDGET,
+                   message=_ABANDONED.get(snapshot.failure), params=snapshot.failure_params)
+    elif not snapshot.is_ready:
         _no_backup(workload, record, DeployRecord.BackupFailure.CAPTURE_FAILED)
     return snapshot
 
 
-def _no_backup(workload: Workload, record: DeployRecord, code: str) -> None:
+# The event of an abandoned pre-deploy snapshot, by the budget it went past.
+_ABANDONED = {
+    writer.OVER_BYTES: gettext_noop(
+        "The snapshot before deploy #%(deploy)d was abandoned: it would hold more than its "
+        "budget of %(limit)d bytes (BERTH_PRE_DEPLOY_BACKUP_MAX_BYTES). The deploy went on "
+        "without it."
+    ),
+    writer.OVER_TIME: gettext_noop(
+        "The snapshot before deploy #%(deploy)d was abandoned: it took longer than its budget "
+        "of %(seconds)d s (BERTH_PRE_DEPLOY_BACKUP_TIMEOUT). The deploy went on without it."
+    ),
+}
+
+
+def _no_backup(workload: Workload, record: DeployRecord, code: str, *,
+               message: str | None = None, params: dict | None = None) -> None:
+    """Record on the deploy and in a warning event why no snapshot precedes it: by default
+    the reason's label, else `message` with `params` (and the deploy's id)."""
+    if message is None:
+        message = gettext_noop("No snapshot was taken before deploy #%(deploy)d: %(reason)s")
+        params = {"reason": _english(DeployRecord.BackupFailure(code).label)}
     try:
         with transaction.atomic():
             record.note_backup_failure(code)
             EventLog.objects.create(
                 workload=workload, user=record.user, level=EventLog.Level.WARNING,
-                message=gettext_noop("No snapshot was taken before deploy #%(deploy)d: "
-                                     "%(reason)s"),
-                params={"deploy": record.pk, "reason": _english(
-                    DeployRecord.BackupFailure(code).label)},
+                message=message, params={**(params or {}), "deploy": record.pk},
             )
     except Exception:  # noqa: BLE001 - fail open: the deploy goes on
         logger.exception("recording the missing pre-deploy snapshot of deploy %s failed",
@@ -149,7 +183,8 @@ def _english(label) -> str:
 
 
 def capture_into(workload: Workload, snapshot: Snapshot, *, stop_containers: bool,
-                 consistency: str, run_hooks: bool = False) -> None:
+                 consistency: str, run_hooks: bool = False,
+                 budget: writer.Budget | None = None) -> None:
     """Capture the volumes into `snapshot`; the row ends ready or failed with the reason.
 
     With `run_hooks`, the workload's backup hooks run around it
@@ -168,7 +203,8 @@ def capture_into(workload: Workload, snapshot: Snapshot, *, stop_containers: boo
             hooks.before(workload, snapshot)
         if stop_containers:
             stopped = _stop_containers(workload, snapshot)
-        _write(workload, snapshot, [_described(v) for v in volumes], roots, consistency)
+        _write(workload, snapshot, [_described(v) for v in volumes], roots, consistency,
+               budget)
     except SnapshotError as exc:
         fail(workload, snapshot, exc)
     except Exception:  # noqa: BLE001 - every failure must end in a failed row
@@ -283,8 +319,9 @@ def _described(volume: VolumeMount) -> dict:
 
 
 def _write(workload: Workload, snapshot: Snapshot, volumes: list[dict],
-           roots: list[str], consistency: str) -> None:
-    scans = writer.scan_volumes(roots, Limits.from_settings())
+           roots: list[str], consistency: str, budget: writer.Budget | None = None) -> None:
+    """Scan and write the archive; a failure (OverBudget too) leaves no temporary file."""
+    scans = writer.scan_volumes(roots, Limits.from_settings(), budget)
     snapshot.start_progress(sum(scan.bytes for scan in scans))
     manifest = writer.build_manifest(
         created=timezone.now().isoformat(),
@@ -297,7 +334,8 @@ def _write(workload: Workload, snapshot: Snapshot, volumes: list[dict],
     try:
         sink = writer.HashingWriter(fd)
         try:
-            report = writer.write_archive(sink, manifest, scans, progress=_Progress(snapshot))
+            report = writer.write_archive(sink, manifest, scans, progress=_Progress(snapshot),
+                                          budget=budget)
         finally:
             sink.close()
         os.fsync(fd)

@@ -212,3 +212,41 @@ def test_port_addresses_are_ip_addresses_in_their_canonical_spelling(monkeypatch
     monkeypatch.setenv("BERTH_PORT_ADDRESSES", "192.0.2.7,example.com")
     with pytest.raises(ImproperlyConfigured, match="'example.com' is not one"):
         envaddresses("BERTH_PORT_ADDRESSES")
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [({"BERTH_PRE_DEPLOY_BACKUP_TIMEOUT": "0"}, "BERTH_PRE_DEPLOY_BACKUP_TIMEOUT='0' must be at "
+      "least 1 seconds"),
+     ({"BERTH_PRE_DEPLOY_BACKUP_TIMEOUT": "soon"}, "BERTH_PRE_DEPLOY_BACKUP_TIMEOUT='soon' is "
+      "not a duration"),
+     ({"BERTH_PRE_DEPLOY_BACKUP_MAX_BYTES": "10G"}, "BERTH_PRE_DEPLOY_BACKUP_MAX_BYTES='10G' is "
+      "not an integer"),
+     ({"BERTH_PRE_DEPLOY_BACKUP_MAX_BYTES": "0"}, "BERTH_PRE_DEPLOY_BACKUP_MAX_BYTES=0 must be "
+      "at least 1")],
+)
+def test_bad_pre_deploy_budgets_stop_berth_at_start_up(tmp_path, variables, message):
+    result = subprocess.run(
+        [sys.executable, "-c", "import berth.settings"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=False,
+        env=os.environ | {"BERTH_DATA_DIR": str(tmp_path)} | variables,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variables", "expected"),
+    [({}, ["300", str(10 << 30)]),
+     ({"BERTH_PRE_DEPLOY_BACKUP_TIMEOUT": "10m", "BERTH_PRE_DEPLOY_BACKUP_MAX_BYTES": "1048576"},
+      ["600", "1048576"])],
+)
+def test_the_pre_deploy_budget_reads_its_settings(tmp_path, variables, expected):
+    env_vars = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_PRE_DEPLOY_")}
+    result = subprocess.run(
+        [sys.executable, "-c", "from berth import settings as s; print("
+         "s.BERTH_PRE_DEPLOY_BACKUP_TIMEOUT, s.BERTH_PRE_DEPLOY_BACKUP_MAX_BYTES)"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+        env=env_vars | {"BERTH_DATA_DIR": str(tmp_path)} | variables,
+    )
+    assert result.stdout.split() == expected

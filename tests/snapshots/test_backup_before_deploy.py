@@ -119,9 +119,9 @@ def test_it_is_taken_while_the_old_containers_are_stopped_and_the_new_not_starte
     seen: list[list[tuple[str, str]]] = []
     real = writer.scan_volumes
 
-    def watch(roots, limits):
+    def watch(roots, limits, budget=None):
         seen.append([(c.id, c.status) for c in runtime.list_containers(data_workload.pk)])
-        return real(roots, limits)
+        return real(roots, limits, budget)
 
     monkeypatch.setattr(writer, "scan_volumes", watch)
     record = deploys.dispatch(workload=data_workload, reason=Reason.MANUAL)

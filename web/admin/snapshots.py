@@ -32,8 +32,8 @@ class SnapshotAdmin(admin.ModelAdmin):
     readonly_fields = [
         "workload", "kind", "state", "imported", "archive", "size", "sha256", "data_bytes",
         "file_count", "volume_count", "skipped_count", "changed_count", "much_smaller",
-        "bytes_done", "bytes_total", "failure_text", "deploy", "user", "created", "finished",
-        "manifest",
+        "bytes_done", "bytes_total", "failure_text", "failure_code", "deploy", "user", "created",
+        "finished", "manifest",
     ]
     fields = readonly_fields
 

@@ -23,7 +23,7 @@ class SnapshotSerializer(serializers.ModelSerializer):
             "id", "url", "workload", "kind", "state", "imported", "created", "finished", "user",
             "deploy", "size", "sha256", "data_bytes", "file_count", "volume_count",
             "skipped_count", "skipped", "changed_count", "much_smaller", "progress", "failure",
-            "volumes", "download_url",
+            "failure_code", "volumes", "download_url",
         ]
 
     def get_url(self, snapshot: Snapshot) -> str:

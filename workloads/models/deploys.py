@@ -116,6 +116,10 @@ class DeployRecord(Job):
         CAPTURE_FAILED = "capture_failed", _(
             "The snapshot before this deploy failed; the deploy went on without it."
         )
+        OVER_BUDGET = "over_budget", _(
+            "The snapshot before this deploy went over its time or size budget and was "
+            "abandoned; the deploy went on without it."
+        )
 
     workload = models.ForeignKey(
         Workload, models.CASCADE, related_name="deploys", verbose_name=_("workload")
