@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('workloads', '0018_failure_codes_split'),
+        ('workloads', '0020_image_gc_schedule'),
     ]
 
     operations = [
