@@ -27,13 +27,16 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 PASSWORD = "correct horse battery"
 
+# The htmx:syntax:error events too: a trigger htmx cannot parse silently does nothing.
 WATCH = """
 window.__violations = [];
 document.addEventListener("htmx:syntax:error", (e) => {
-  window.__violations.push(`htmx syntax ${e.detail.token || ""} ${e.detail.source || ""} ${e.detail.error} ${e.target.outerHTML.slice(0, 200)}`);
+  const where = e.target.outerHTML.slice(0, 200);
+  window.__violations.push(`htmx syntax ${e.detail.token || ""} ${e.detail.error} ${where}`);
 });
 document.addEventListener("securitypolicyviolation", (e) => {
-  window.__violations.push(`${e.violatedDirective} ${e.blockedURI} ${e.sourceFile}:${e.lineNumber}`);
+  const where = `${e.sourceFile}:${e.lineNumber}`;
+  window.__violations.push(`${e.violatedDirective} ${e.blockedURI} ${where}`);
 });
 """
 
