@@ -91,8 +91,8 @@ def test_every_page_works_under_the_policy(watched, admin_user, busy_workload):
     target = s3_target("berth-csp")
     policy = BackupPolicy.objects.create(workload=workload, every="daily")
 
-    page.goto("/login/")
-    check(page, problems, "login")
+    visit(page, problems, "/login/")
+    visit(page, problems, "/admin/login/")
     log_in(page, admin_user.username, "password")
     expect(page.get_by_role("heading", name="Workloads")).to_be_visible()
 
@@ -104,8 +104,16 @@ def test_every_page_works_under_the_policy(watched, admin_user, busy_workload):
         f"/backups/policies/{policy.pk}/", "/backups/recover/", "/notifications/", "/tokens/",
         "/admin/", f"/admin/workloads/workload/{workload.pk}/change/",
         "/admin/workloads/deployrecord/", "/admin/auth/user/add/",
+        f"/admin/auth/user/{admin_user.pk}/change/",
     ]:
         visit(page, problems, url)
+    # The admin's widgets: an autocomplete's dropdown (select2), a two-list chooser.
+    visit(page, problems, f"/admin/backups/backuppolicy/{policy.pk}/change/")
+    page.locator(".field-workload .select2-selection").click()
+    expect(page.locator(".select2-results__option").first).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.locator("#id_targets_from")).to_be_visible()
+    check(page, problems, "the admin's widgets")
     visit(page, problems, "/api/docs", SWAGGER)
     expect(page.locator(".swagger-ui .info")).to_be_visible()
     check(page, problems, "/api/docs")
