@@ -163,3 +163,26 @@ def test_the_inline_handlers_moved_to_static_js_still_work(watched, admin_user, 
     page.locator("select[name=language]").select_option("ru")
     expect(page.locator("html")).to_have_attribute("lang", "ru")
     check(page, problems, "handlers")
+
+
+def test_a_poll_rests_while_the_page_is_hidden(watched, admin_user, workload):
+    """The polls' `data-visible-only` (once a trigger filter, which needs eval) still holds."""
+    page, problems = watched
+    log_in(page, admin_user.username, "password")
+    expect(page.get_by_role("heading", name="Workloads")).to_be_visible()
+    polls: list[str] = []
+    page.on("request", lambda r: r.url.endswith("/live") and polls.append(r.url))
+    with page.expect_request(lambda r: r.url.endswith("/live"), timeout=10_000):
+        pass
+
+    page.evaluate("""() => Object.defineProperty(document, "visibilityState",
+                                                 {configurable: true, get: () => "hidden"})""")
+    page.wait_for_timeout(500)  # a request already under way may still finish
+    asked = len(polls)
+    page.wait_for_timeout(7_000)  # two polls' worth (every 3 s)
+    assert len(polls) == asked, "the dashboard polled while hidden"
+
+    page.evaluate("() => delete document.visibilityState")
+    with page.expect_request(lambda r: r.url.endswith("/live"), timeout=10_000):
+        pass
+    check(page, problems, "dashboard")
