@@ -14,7 +14,7 @@ from django.utils import timezone
 from playwright.sync_api import Page, expect
 from rest_framework.authtoken.models import Token
 
-from backups.models import BackupPolicy
+from backups.models import BackupPolicy, BackupRecovery
 from engine import captures, deploys
 from tests.backups.conftest import s3_target
 from tests.browser.test_deploy_flow import log_in
@@ -90,6 +90,8 @@ def test_every_page_works_under_the_policy(watched, admin_user, busy_workload):
     workload, snapshot = busy_workload
     target = s3_target("berth-csp")
     policy = BackupPolicy.objects.create(workload=workload, every="daily")
+    recovery = BackupRecovery.objects.create(target=target, remote_key="k", state="failed",
+                                             failure_code="interrupted")
 
     visit(page, problems, "/login/")
     visit(page, problems, "/admin/login/")
@@ -101,7 +103,8 @@ def test_every_page_works_under_the_policy(watched, admin_user, busy_workload):
         f"/stages/{workload.stage.pk}/", "/workloads/add", f"/workloads/{workload.pk}/edit",
         f"/workloads/{workload.pk}/delete", "/backups/targets/", "/backups/targets/add",
         f"/backups/targets/{target.pk}/", "/backups/policies/", "/backups/policies/add",
-        f"/backups/policies/{policy.pk}/", "/backups/recover/", "/notifications/", "/tokens/",
+        f"/backups/policies/{policy.pk}/", "/backups/recover/",
+        f"/backups/recoveries/{recovery.pk}/", "/notifications/", "/tokens/",
         "/admin/", f"/admin/workloads/workload/{workload.pk}/change/",
         "/admin/workloads/deployrecord/", "/admin/auth/user/add/",
         f"/admin/auth/user/{admin_user.pk}/change/",
