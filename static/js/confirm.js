@@ -1,17 +1,11 @@
 // The danger dialogs of the snapshots panel (restore, delete), without inline handlers:
-// - a button with data-opens="<dialog id>" opens that dialog;
+// - a button with data-opens="<dialog id>" opens that dialog (static/js/berth.js);
 // - the button marked data-confirmed in a dialog's form works only while the form's
 //   input[data-expected] holds exactly its value (the workload's path);
 // - a dialog closes as its confirmed button's request starts.
 // Listeners sit on the document, so the panel can be swapped by htmx at any time.
 (function () {
   "use strict";
-  document.addEventListener("click", function (event) {
-    var opener = event.target.closest("button[data-opens]");
-    if (!opener) { return; }
-    var dialog = document.getElementById(opener.dataset.opens);
-    if (dialog) { dialog.showModal(); }
-  });
   document.addEventListener("input", function (event) {
     var typed = event.target.closest("input[data-expected]");
     if (!typed || !typed.form) { return; }

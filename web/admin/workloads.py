@@ -401,6 +401,9 @@ class DeployRecordAdmin(ReadOnlyAdmin):
     ]
     fields = readonly_fields
 
+    class Media:
+        css = {"all": ["css/admin.css"]}  # the build log's wrapping
+
     @admin.display(description=_("reference"))
     def short_reference(self, record: DeployRecord) -> str:
         return record.short_reference
@@ -419,7 +422,7 @@ class DeployRecordAdmin(ReadOnlyAdmin):
         log = DeployLog.objects.filter(deploy=record).first()
         if log is None:
             return "—"
-        return format_html('<pre class="log" style="white-space: pre-wrap">{}</pre>', log.text)
+        return format_html('<pre class="log">{}</pre>', log.text)
 
     @admin.display(description=_("failure message"))
     def failure_message(self, record: DeployRecord) -> str:
