@@ -37,13 +37,17 @@ WITHIN = 2.0  # seconds from an event to the API showing it
 
 
 @pytest.fixture(scope="module")
-def test_images(docker_engine) -> None:
+def test_images(docker_engine) -> Iterator[None]:
     for name, dockerfile in DOCKERFILES.items():
         subprocess.run(["docker", "build", "-q", "-t", name, "-"], input=dockerfile + "\n",
                        text=True,
                        check=True, capture_output=True, env={"DOCKER_BUILDKIT": "0",
                                                              "PATH": "/usr/bin:/bin"})
         subprocess.run(["docker", "push", name], check=True, capture_output=True)
+    yield
+    # The tags are this run's own: untag them, so a developer's engine does not keep one per run.
+    for name in DOCKERFILES:
+        subprocess.run(["docker", "rmi", name], check=False, capture_output=True)
 
 
 @pytest.fixture
