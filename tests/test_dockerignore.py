@@ -108,3 +108,42 @@ def test_a_huge_dockerignore_is_refused():
     source = tar_of({".dockerignore": "x\n" * (dockerignore.MAX_BYTES // 2 + 1)})
     with pytest.raises(dockerignore.DockerignoreError):
         dockerignore.filter_context(source, io.BytesIO(), dockerfile="Dockerfile")
+
+
+@pytest.mark.parametrize(("patterns", "path", "out"), [
+    ("[^R]*.env", "prod.env", True),  # [^...] negates, as in Go's filepath.Match
+    ("[^R]*.env", "Rprod.env", False),
+    ("[a-c]x", "bx", True),
+    ("[a-c]x", "dx", False),
+    ("a**b", "a/x/b", True),  # ** not followed by / is any number of directories, then b
+    ("**", "any/thing/at/all", True),
+])
+def test_classes_and_stars_match_like_docker(patterns, path, out):
+    assert excluded(patterns, path) is out
+
+
+def test_a_pattern_of_many_stars_is_matched_without_backtracking():
+    # A regex would backtrack for O(n^k) steps here; the walk takes a few thousand.
+    matcher = dockerignore.Matcher(dockerignore.read("*a" * 40 + "*b\n"))
+
+    assert matcher.excluded("a" * 4000) is False
+    assert matcher.excluded("a" * 4000 + "b") is True
+
+
+def test_too_many_or_too_long_patterns_are_refused():
+    with pytest.raises(dockerignore.DockerignoreError, match="more than"):
+        dockerignore.Matcher([f"p{n}" for n in range(dockerignore.MAX_PATTERNS + 1)])
+    with pytest.raises(dockerignore.DockerignoreError, match="longer than"):
+        dockerignore.Matcher(["x" * (dockerignore.MAX_PATTERN_CHARS + 1)])
+
+
+def test_a_dockerignore_that_is_a_symlink_is_refused_not_skipped():
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:") as tar:
+        info = tarfile.TarInfo(".dockerignore")
+        info.type, info.linkname = tarfile.SYMTYPE, "rules/ignore"
+        tar.addfile(info)
+    buffer.seek(0)
+
+    with pytest.raises(dockerignore.DockerignoreError, match="not a regular file"):
+        dockerignore.filter_context(buffer, io.BytesIO(), dockerfile="Dockerfile")
