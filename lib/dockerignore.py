@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import posixpath
 import tarfile
+import time
 from typing import IO
 
 FILENAME = ".dockerignore"
@@ -59,6 +60,9 @@ _CHAR, _ONE, _STAR, _DIRS, _ALL, _CLASS = range(6)
 # Bounds on what a repository's .dockerignore may ask of Berth's worker.
 MAX_PATTERNS = 1000
 MAX_PATTERN_CHARS = 1024
+# However many files and patterns: applying the rules is part of a deploy that holds the
+# workload's lock, before the build's own timeout starts.
+MAX_SECONDS = 60
 
 
 def _compile(pattern: str) -> list[tuple]:
@@ -230,7 +234,13 @@ def _kept(members: list[tarfile.TarInfo], patterns: list[str], dockerfile: str) 
     names = [m.name.rstrip("/") for m in members]
     matcher = Matcher(patterns)
     always = {FILENAME, posixpath.normpath(dockerfile)}
-    keep = {n for n in names if posixpath.normpath(n) in always or not matcher.excluded(n)}
+    deadline = time.monotonic() + MAX_SECONDS
+    keep = set()
+    for name in names:
+        if time.monotonic() > deadline:
+            raise DockerignoreError(f"applying {FILENAME} took more than {MAX_SECONDS} s")
+        if posixpath.normpath(name) in always or not matcher.excluded(name):
+            keep.add(name)
     # A directory left out whose kept entries need it as a parent stays.
     for name in list(keep):
         parts = name.split("/")

@@ -147,3 +147,11 @@ def test_a_dockerignore_that_is_a_symlink_is_refused_not_skipped():
 
     with pytest.raises(dockerignore.DockerignoreError, match="not a regular file"):
         dockerignore.filter_context(buffer, io.BytesIO(), dockerfile="Dockerfile")
+
+
+def test_applying_the_rules_stops_at_its_time_bound(monkeypatch):
+    monkeypatch.setattr(dockerignore, "MAX_SECONDS", -1)  # already past it at the first path
+    context = tar_of({".dockerignore": "*.log\n", "a.log": "x", "Dockerfile": "FROM x"})
+
+    with pytest.raises(dockerignore.DockerignoreError, match="took more than"):
+        dockerignore.filter_context(context, io.BytesIO(), dockerfile="Dockerfile")
