@@ -113,7 +113,9 @@ def _owned(images: list[runtime.ImageInfo], *, workload_id: int | None = None
         ledger = ledger.filter(workload_id=workload_id)
     for image in images:
         labelled = _label_workload(image.labels)
-        if labelled is not None and workload_id in (None, labelled):
+        # Labels are inherited: an image built by hand FROM a Berth build carries them too,
+        # but not the tag Berth gives its builds.
+        if labelled is not None and workload_id in (None, labelled) and _berth_tagged(image):
             own(image.id, labelled, image.created)
     for row in pulled:
         own(row.image_id, row.workload_number, row.pulled.timestamp())
@@ -122,6 +124,13 @@ def _owned(images: list[runtime.ImageInfo], *, workload_id: int | None = None
         image_id = row.image_id if row.is_git else by_digest.get(row.pinned_reference, "")
         own(image_id, row.workload_id, row.created.timestamp())
     return owned
+
+
+BUILD_TAG_PREFIX = "berth/"  # engine.locked.sources.image_tag
+
+
+def _berth_tagged(image: runtime.ImageInfo) -> bool:
+    return any(tag.startswith(BUILD_TAG_PREFIX) for tag in image.repo_tags)
 
 
 def _rollback_images(images: list[runtime.ImageInfo]) -> set[str]:

@@ -357,3 +357,59 @@ def test_a_busy_workload_keeps_its_images_this_time(built_images, repo, make_wor
     assert [v.image.id for v in report.skipped] == [built[0].image_id]
     assert report.removed == [] and runtime.image_exists(built[0].image_id)
     assert [v.image.id for v in images.prune().removed] == [built[0].image_id]
+
+
+# Labels are inherited: images made by hand from Berth's carry them (review finding).
+
+@override_settings(BERTH_IMAGE_KEEP=1, BERTH_DEPLOY_HISTORY_KEEP=1)
+def test_an_image_built_by_hand_from_a_berth_build_is_not_removed(built_images, repo,
+                                                                   make_workload):
+    """A child image inherits its base image's labels: `docker build` of `FROM <Berth's
+    build>` by an operator (a debug image, a CI step) carries berth.image.instance = this
+    instance and berth.image.workload = N, so _label_workload() says Berth built it."""
+    workload = git_workload(make_workload, repo)
+    repo.serve("one\n")
+    first = deploy(workload)
+    by_hand = f"berth-gc-test-{uuid.uuid4().hex[:10]}:debug"
+    try:
+        base = sources.image_tag(workload, first.pinned_reference)
+        hand_id = docker_build(f"FROM {base}\nLABEL debug=1\n", by_hand)
+        labels = {i.id: i.labels for i in runtime.list_images()}[hand_id]
+        assert labels.get(runtime.IMAGE_LABEL_PREFIX + "workload") == str(workload.pk)
+        repo.serve("two\n")
+        deploy(workload)  # newer than the hand-built image: it leaves the keep-1 window
+
+        report = images.prune()
+
+        assert hand_id not in {v.image.id for v in report.removed}, (
+            "the collection removed an image built by hand")
+        assert runtime.image_exists(hand_id)
+    finally:
+        rmi(by_hand)
+
+
+@override_settings(BERTH_IMAGE_KEEP=1, BERTH_DEPLOY_HISTORY_KEEP=1)
+def test_a_container_committed_by_hand_is_not_removed(built_images, repo, make_workload):
+    """`docker commit` of one of the workload's containers (a debugging copy) keeps the
+    image's berth.image.* labels (and adds the container's berth.replica): the new-style
+    branch of _label_workload() does not look at berth.replica, so it is "a build"."""
+    workload = git_workload(make_workload, repo)
+    repo.serve("one\n")
+    deploy(workload)
+    [container] = runtime.list_containers(workload.pk)
+    by_hand = f"berth-gc-test-{uuid.uuid4().hex[:10]}:committed"
+    try:
+        subprocess.run(["docker", "commit", container.id, by_hand], check=True,
+                       capture_output=True)
+        committed_id = runtime.image_id(by_hand)
+        repo.serve("two\n")
+        deploy(workload)
+
+        report = images.prune()
+
+        assert committed_id not in {v.image.id for v in report.removed}, (
+            "the collection removed a container committed by hand")
+        assert runtime.image_exists(committed_id)
+    finally:
+        rmi(by_hand)
+
