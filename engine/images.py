@@ -194,15 +194,17 @@ def prune(*, dry_run: bool = False, say: Callable[[str], None] = logger.info) ->
         else:
             report.skipped.append(verdict)
     if not dry_run:
-        _forget_gone({i.id for i in found.images} - {v.image.id for v in report.removed})
+        _forget_gone({i.id for i in found.images} - {v.image.id for v in report.removed},
+                     before=started)
     return report
 
 
-def _forget_gone(present: set[str]) -> None:
+def _forget_gone(present: set[str], *, before: datetime) -> None:
     """Delete the PulledImage rows of images the engine no longer holds (removed here, or by
     hand), a few hundred at a time."""
-    stale = [pk for pk, image_id in PulledImage.objects.values_list("pk", "image_id")
-             if image_id not in present]
+    # Only rows older than the engine's listing: a pull since then is not in it yet.
+    stale = [pk for pk, image_id in PulledImage.objects.filter(pulled__lt=before)
+             .values_list("pk", "image_id") if image_id not in present]
     for start in range(0, len(stale), 500):
         PulledImage.objects.filter(pk__in=stale[start:start + 500]).delete()
 

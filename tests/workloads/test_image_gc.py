@@ -413,3 +413,20 @@ def test_a_container_committed_by_hand_is_not_removed(built_images, repo, make_w
     finally:
         rmi(by_hand)
 
+
+
+def test_a_pull_during_the_collection_is_not_forgotten(workload, monkeypatch):
+    # Mocked engine (an empty image list): the deploy's pull lands between the collection's
+    # listing and its bookkeeping, which real timing would make rare (review finding).
+    fresh = "sha256:" + "e" * 64
+
+    def in_use() -> set[str]:
+        PulledImage.note(workload_id=workload.pk, image_id=fresh, reference="r@sha256:" + "e" * 64)
+        return set()
+
+    monkeypatch.setattr(runtime, "list_images", lambda: [])
+    monkeypatch.setattr(runtime, "images_in_use", in_use)
+
+    images.prune()
+
+    assert PulledImage.objects.filter(workload_number=workload.pk, image_id=fresh).exists()

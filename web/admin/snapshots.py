@@ -21,6 +21,12 @@ from snapshots.models import RestoreJob, Snapshot
 
 @admin.register(Snapshot)
 class SnapshotAdmin(admin.ModelAdmin):
+    def get_actions(self, request):
+        # No bulk delete: a snapshot goes one at a time, through the engine.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
     list_display = [
         "id", "created", "workload", "kind", "state", "imported", "archive_size", "skipped",
         "much_smaller", "deploy",

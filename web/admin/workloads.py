@@ -253,6 +253,12 @@ class WorkloadAdmin(admin.ModelAdmin):
     inlines = [VolumeInline, EnvVarInline, PortInline, ContainerInline]
     actions = ["deploy", "snapshot"]
 
+    def get_actions(self, request):
+        # No bulk delete: a workload goes one at a time, through the engine.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
     def get_readonly_fields(self, request, obj=None):
         fields = list(super().get_readonly_fields(request, obj))
         if not request.user.has_perm("workloads.use_registrycredential"):
