@@ -105,6 +105,7 @@ class _Extractor:
         self.roots = roots
         self.chains = [DirChain(fd) for fd in roots]
         self.space = [_Space(fd, limits) for fd in roots]
+        self.blocks: dict[int, int] = {}
         self.limits = limits
         self.progress = progress
         self.is_root = os.geteuid() == 0
@@ -180,10 +181,14 @@ class _Extractor:
         """
         needs: dict[int, reservations.Need] = {}
         for volume in self.declared:
-            device = self.devices[volume["index"]]
+            index = volume["index"]
+            device = self.devices[index]
             need = needs.setdefault(device, reservations.Need(device))
-            need.bytes += volume["bytes"]
-            need.entries += volume["files"] + volume["directories"]
+            entries = volume["files"] + volume["directories"]
+            # On disk, not in the manifest's terms: every entry takes at least a block
+            # (150,000 tiny files are 600 MB on a 4 KiB filesystem, not 100 kB).
+            need.bytes += volume["bytes"] + entries * self._block(index)
+            need.entries += entries
         self.reservation = reservations.reserve(
             {device: self.roots[self.devices.index(device)] for device in needs},
             list(needs.values()), reserve_bytes=self.limits.reserve_bytes,
@@ -270,6 +275,16 @@ class _Extractor:
             parent, name = self.dirs[parent][:2]
         return -1 - parent, tuple(reversed(parts))
 
+    def _block(self, index: int) -> int:
+        """The filesystem's block size under destination `index`, read once."""
+        if index not in self.blocks:
+            self.blocks[index] = os.fstatvfs(self.roots[index]).f_frsize or 4096
+        return self.blocks[index]
+
+    def _on_disk(self, index: int, size: int) -> int:
+        """What an entry of `size` counts against its reservation: its size and a block."""
+        return size + self._block(index)
+
     def _check_space(self, index: int, size: int) -> None:
         if self.reservation is None:
             self._reserve()
@@ -280,7 +295,7 @@ class _Extractor:
             self._check_space(index, 0)
             parent = self.chains[index].fd(parts[:-1])
             os.mkdir(parts[-1], 0o700, dir_fd=parent)
-            self.reservation.wrote(self.devices[index], 0)
+            self.reservation.wrote(self.devices[index], self._on_disk(index, 0))
         # Modes and times are set at the end (writing inside would change them),
         # from what _place kept of the member.
 
@@ -307,7 +322,7 @@ class _Extractor:
         finally:
             os.close(fd)
         # Counted once written, so that others never subtract less than is still to come.
-        self.reservation.wrote(self.devices[index], member.size)
+        self.reservation.wrote(self.devices[index], self._on_disk(index, member.size))
         if self.progress and self.written - self.reported >= 8 * _CHUNK:
             self.reported = self.written
             self.progress(self.written)

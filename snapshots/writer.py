@@ -133,8 +133,9 @@ class _Scanner:
         self.budget = budget
         self.prefix = len(f"volumes/{scan.index}/".encode())
 
-    def add(self, entry: Entry) -> None:
-        self.scan.entries.append(entry)
+    def _count_entry(self, size: int) -> None:
+        """One more entry seen, stored or skipped: against the entry cap and the budget (a
+        volume of a million symlinks costs the scan as much as a million files)."""
         self.counted[0] += 1
         if self.counted[0] > self.limits.max_entries:
             raise CaptureError(
@@ -143,7 +144,11 @@ class _Scanner:
                 limit=self.limits.max_entries,
             )
         if self.budget is not None:
-            self.budget.check(self.counted[1] + entry.size)
+            self.budget.check(self.counted[1] + size)
+
+    def add(self, entry: Entry) -> None:
+        self.scan.entries.append(entry)
+        self._count_entry(entry.size)
         if entry.is_dir:
             self.scan.directories += 1
             return
@@ -163,6 +168,7 @@ class _Scanner:
             )
 
     def skip(self, parts: tuple[str, ...], kind: str, reason: str) -> None:
+        self._count_entry(0)
         self.scan.skipped.append(
             {"volume": self.scan.index, "path": _shown(parts), "type": kind, "reason": reason}
         )

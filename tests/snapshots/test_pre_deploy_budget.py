@@ -191,3 +191,26 @@ def test_other_captures_have_no_budget(data_workload, settings):
     snapshot.refresh_from_db()
     assert snapshot.state == Snapshot.State.READY, snapshot.failure_text
     assert snapshot.failure_code == ""
+
+
+def test_a_volume_of_symlinks_only_is_held_to_the_budget_and_the_entry_cap(tmp_path):
+    # A container can fill its own volume with entries a snapshot skips (review finding).
+    import itertools
+
+    from snapshots import writer
+    from snapshots.archive_format import Limits
+    from snapshots.errors import CaptureError, OverBudget
+
+    volume = tmp_path / "vol"
+    volume.mkdir()
+    for n in range(3000):
+        os.symlink("/nowhere", volume / f"l{n:05d}")
+    limits = Limits(**{**vars(Limits.from_settings()), "max_entries": 1000})
+    ticks = itertools.chain([0.0, 5.0], itertools.repeat(1e9))  # then long past 10 s
+    budget = writer.Budget.starting_now(max_bytes=1 << 40, seconds=10,
+                                        clock=lambda: next(ticks))
+
+    with pytest.raises(OverBudget):
+        writer.scan_volumes([str(volume)], Limits.from_settings(), budget)
+    with pytest.raises(CaptureError, match="BERTH_SNAPSHOT_MAX_ENTRIES"):
+        writer.scan_volumes([str(volume)], limits, None)

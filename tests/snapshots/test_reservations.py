@@ -267,3 +267,23 @@ def test_a_recovery_checks_its_room_beside_what_extractions_have_reserved(small_
     assert caught.value.code == "no_space"
     other.release()
     disaster.check_room(20 * MIB)
+
+
+def test_a_reservation_counts_the_blocks_tiny_entries_take(tmp_path, db):
+    # 150,000 entries of 100 kB in all take at least a block each on disk (review finding).
+    import json
+
+    from snapshots import archive
+    from snapshots.archive_format import Limits
+
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    extractor = archive._Extractor([fd], Limits.from_settings(), None)
+    try:
+        extractor.declared = [{"index": 0, "bytes": 100_000, "files": 100_000,
+                               "directories": 50_000}]
+        extractor._reserve()
+        [need] = json.loads(extractor.reservation.path.read_text())["needs"]
+        assert need["bytes"] >= 100_000 + 150_000 * os.fstatvfs(fd).f_frsize
+    finally:
+        extractor.close()
+        os.close(fd)
