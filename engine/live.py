@@ -173,9 +173,14 @@ class Follower:
             _mark_removed(row)
             return
         ended = state.status != EngineState.RUNNING
+        late_oom = last_die is None and any(e.action == "oom" for e in burst.deaths)
         if last_die is not None and (burst.last is last_die or not ended):
             # How its last run ended, also once the engine has started it again.
             ending = {"exit_code": code, "oom_killed": oom}
+        elif late_oom and row.exit_code == 137:
+            # The engine told the oom after the die (a window later, on a busy host): the
+            # run that ended killed was killed for memory, whatever runs now.
+            ending = {"exit_code": 137, "oom_killed": True}
         elif ended:
             ending = {"exit_code": state.exit_code, "oom_killed": state.oom_killed}
         else:
