@@ -141,7 +141,8 @@ def test_it_shows_a_docker_stop_in_the_api_within_two_seconds(
     assert container["state"] == "exited" and container["exit_code"] == 137
     assert container["oom_killed"] is False and container["state_since"]
     # The death is an event in the log; Berth's record of the workload is unchanged.
-    assert deaths(workload) == [f"Container {workload.container_name(1)} exited with code 137."]
+    expected = [f"Container {workload.container_name(1)} exited with code 137."]
+    assert wait_for(lambda: deaths(workload) == expected), deaths(workload)
     workload.refresh_from_db()
     assert workload.state == Workload.State.RUNNING
 
