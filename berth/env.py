@@ -55,6 +55,20 @@ def envint(
     return value
 
 
+def envseconds(name: str, default: float, *, maximum: float) -> float:
+    """A non-negative number of seconds, with decimals allowed ("2", "0.5")."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number of seconds.") from None
+    if not 0 <= value <= maximum:  # also refuses nan and inf
+        raise ImproperlyConfigured(f"{name}={value} must be between 0 and {maximum} seconds.")
+    return value
+
+
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -96,6 +110,19 @@ def task_lost_after(default: int = 4200) -> int:
     warnings.warn(
         f"BERTH_TASK_TIMEOUT is deprecated; set BERTH_TASK_LOST_AFTER={value} (its value plus "
         "600 seconds) instead.",
+        BerthDeprecationWarning, stacklevel=2,
+    )
+    return value
+
+
+def deploy_settle_seconds(default: float = 3.0) -> float:
+    """BERTH_DEPLOY_SETTLE_SECONDS, or the deprecated BERTH_START_GRACE_MS in seconds."""
+    if "BERTH_DEPLOY_SETTLE_SECONDS" in os.environ or "BERTH_START_GRACE_MS" not in os.environ:
+        return envseconds("BERTH_DEPLOY_SETTLE_SECONDS", default, maximum=600)
+    value = envint("BERTH_START_GRACE_MS", 1000, minimum=0, maximum=600_000) / 1000
+    warnings.warn(
+        f"BERTH_START_GRACE_MS is deprecated; set BERTH_DEPLOY_SETTLE_SECONDS={value:g} "
+        "instead.",
         BerthDeprecationWarning, stacklevel=2,
     )
     return value

@@ -12,6 +12,7 @@ from django.utils.translation import gettext_lazy as _
 from berth import datadir
 from berth.env import (
     database_from_url,
+    deploy_settle_seconds,
     encryption_key,
     envaddresses,
     envbool,
@@ -247,9 +248,14 @@ BERTH_DEPLOY_HISTORY_KEEP = envint("BERTH_DEPLOY_HISTORY_KEEP", 50, minimum=1)
 BERTH_IMAGE_KEEP = envint("BERTH_IMAGE_KEEP", 3, minimum=1)
 BERTH_DEPLOY_LOCK_TIMEOUT = envint("BERTH_DEPLOY_LOCK_TIMEOUT", 900, minimum=1)
 BERTH_DOCKER_TIMEOUT = envint("BERTH_DOCKER_TIMEOUT", 120, minimum=5)
-# How long a deploy watches its new containers after starting them for one that
-# exits (exited_at_start, out_of_memory); the old ones stay stopped meanwhile.
-BERTH_START_GRACE_MS = envint("BERTH_START_GRACE_MS", 1000, minimum=0, maximum=60000)
+# How long a deploy watches its new containers after starting them: one that exits
+# (exited_at_start, out_of_memory) or whose health check fails (unhealthy) fails the
+# deploy, and the old ones, stopped meanwhile, start again (docs/deploys.md).
+BERTH_DEPLOY_SETTLE_SECONDS = deploy_settle_seconds()
+# How long, from the start, a deploy waits for new containers with a health check to
+# report healthy; past it they count as unhealthy.
+BERTH_DEPLOY_HEALTH_TIMEOUT = envint("BERTH_DEPLOY_HEALTH_TIMEOUT", 120, minimum=1,
+                                     maximum=3600)
 # Git-built workloads: how long one git command and one image build may run,
 # and how much of a build's log is kept with its deploy (the tail).
 BERTH_GIT_TIMEOUT = envint("BERTH_GIT_TIMEOUT", 600, minimum=5)

@@ -132,6 +132,13 @@ class OutOfMemory(ExitedAtStart):
     message = "A container ran out of memory right after it started."
 
 
+class Unhealthy(ExitedAtStart):
+    """A container's health check failed, or had not passed when the wait ended."""
+
+    code = "unhealthy"
+    message = "A container's health check did not pass after it started."
+
+
 class BuildFailed(EngineError):
     code = "build_failed"
     message = "The image could not be built."
@@ -149,6 +156,8 @@ class ContainerSpec:
     binds: dict[str, dict[str, str]] = field(default_factory=dict)
     # Bytes of memory, swap included (no swap beyond it); None: no limit.
     memory_limit: int | None = None
+    # A shell command and its timing in seconds (Workload.health_check); None: the image's.
+    health: dict[str, object] | None = None
 
 
 @dataclass(frozen=True)
@@ -537,8 +546,23 @@ def create(spec: ContainerSpec) -> str:
             detach=True,
             **({"mem_limit": spec.memory_limit, "memswap_limit": spec.memory_limit}
                if spec.memory_limit else {}),
+            **({"healthcheck": _healthcheck(spec.health)} if spec.health else {}),
         )
     return container.id
+
+
+_NS = 1_000_000_000
+
+
+def _healthcheck(health: dict[str, object]) -> dict[str, object]:
+    """The engine's form of a health check: a shell command, durations in nanoseconds."""
+    return {
+        "test": ["CMD-SHELL", health["command"]],
+        "interval": int(health["interval"]) * _NS,
+        "timeout": int(health["timeout"]) * _NS,
+        "retries": int(health["retries"]),
+        "start_period": int(health["start_period"]) * _NS,
+    }
 
 
 # The engine's message when a published host port is taken (its status is a
@@ -564,25 +588,60 @@ def start(container_id: str) -> None:
         raise StartFailed(f"container {container_id} is {container.status} after start")
 
 
-def check_started(container_ids: list[str], *, since: float, grace: float) -> None:
-    """Watch newly started containers for `grace` seconds; ExitedAtStart if one died.
+def settle(container_ids: list[str], *, since: float, window: float,
+           health_deadline: float) -> None:
+    """Watch newly started containers until they have settled; raise if one did not.
+
+    A container has settled when it has run for `window` seconds without
+    exiting or being restarted and, if it has a health check (its image's or
+    the workload's), has reported healthy. ExitedAtStart (OutOfMemory) as soon
+    as one dies; Unhealthy as soon as one reports unhealthy, or when one with
+    a health check is still starting `health_deadline` seconds after `since`.
 
     The containers restart by their policy, and a restarted container reports
-    exit code 0 and no OOM again, so what happened is read from the engine's
-    events since `since` (seconds since the epoch, just before the start): the
-    first `die` event's exit code, and an `oom` event before it. Returns early
-    as soon as one container is seen to have died.
+    exit code 0 and no OOM again, so how one died is read from the engine's
+    events since `since` (seconds since the epoch, just before the start).
     """
-    deadline = time.monotonic() + grace
+    window_ends = time.monotonic() + window
+    health_ends = time.monotonic() + max(window, health_deadline - (time.time() - since))
+    waiting = list(container_ids)
     while True:
-        died = [cid for cid in container_ids if _died_since_start(cid)]
-        if died or time.monotonic() >= deadline:
-            break
+        states = {cid: _start_state(cid) for cid in waiting}
+        died = [cid for cid, state in states.items() if state == "died"]
+        if died:
+            for container_id in died:
+                _raise_if_died(container_id, since)
+            raise StartFailed(f"container {died[0]} stopped after start")
+        sick = [cid for cid, state in states.items() if state == "unhealthy"]
+        if sick:
+            raise Unhealthy(f"container {sick[0]} reported unhealthy", container_id=sick[0])
+        now = time.monotonic()
+        if now >= window_ends:
+            waiting = [cid for cid, state in states.items() if state == "starting"]
+            if not waiting:
+                break
+            if now >= health_ends:
+                raise Unhealthy(f"container {waiting[0]} was not healthy in time",
+                                container_id=waiting[0])
         time.sleep(0.1)
-    for container_id in died:
-        _raise_if_died(container_id, since)
     for container_id in container_ids:
         _raise_if_died(container_id, since, wait=False)
+
+
+def _start_state(container_id: str) -> str:
+    """"died", "unhealthy", "starting" (its health check has not passed yet) or "up"."""
+    with _translated(EngineError):
+        try:
+            attrs = _client().api.inspect_container(container_id)
+        except docker.errors.NotFound:
+            return "died"
+    state = attrs.get("State") or {}
+    if attrs.get("RestartCount") or not state.get("Running") or state.get("Restarting"):
+        return "died"
+    health = (state.get("Health") or {}).get("Status") or ""
+    if health in ("unhealthy", "starting"):
+        return health
+    return "up"
 
 
 def _raise_if_died(container_id: str, since: float, *, wait: bool = True) -> None:
@@ -595,17 +654,6 @@ def _raise_if_died(container_id: str, since: float, *, wait: bool = True) -> Non
         error = OutOfMemory if oom else ExitedAtStart
         raise error(f"container {container_id} exited with code {exit_code} at start",
                     container_id=container_id, exit_code=exit_code)
-
-
-def _died_since_start(container_id: str) -> bool:
-    with _translated(EngineError):
-        try:
-            attrs = _client().api.inspect_container(container_id)
-        except docker.errors.NotFound:
-            return True
-    state = attrs.get("State") or {}
-    return bool(attrs.get("RestartCount")) or not state.get("Running") or \
-        bool(state.get("Restarting"))
 
 
 def _first_death(container_id: str, since: float) -> tuple[int | None, bool]:

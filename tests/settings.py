@@ -18,7 +18,7 @@ os.environ.setdefault("BERTH_ABSOLUTE_VOLUME_ROOTS", tempfile.gettempdir())
 os.environ.setdefault("BERTH_DEPLOY_LOCK_TIMEOUT", "60")
 # Shorter than in production: every deploy waits it out (the tests of an exit at
 # start set a longer one).
-os.environ.setdefault("BERTH_START_GRACE_MS", "300")
+os.environ.setdefault("BERTH_DEPLOY_SETTLE_SECONDS", "0.3")
 # scrypt at the production 2**18 takes seconds a seal on a busy machine; the format is the same.
 os.environ.setdefault("BERTH_PASSPHRASE_WORK_FACTOR", "10")
 # The git tests' file:// repositories live under pytest's tmp_path, in /tmp too.

@@ -201,6 +201,7 @@ def _specs(workload: Workload, pinned: str, record: DeployRecord) -> list[runtim
             binds=binds,
             memory_limit=(workload.memory_limit_mib * 1024 * 1024
                           if workload.memory_limit_mib else None),
+            health=workload.health_check(),
         )
         for n in range(1, workload.replicas + 1)
     ]
@@ -281,7 +282,8 @@ def _replace_containers(
         since = time.time()
         for container_id in created:
             runtime.start(container_id)
-        runtime.check_started(created, since=since, grace=settings.BERTH_START_GRACE_MS / 1000)
+        runtime.settle(created, since=since, window=settings.BERTH_DEPLOY_SETTLE_SECONDS,
+                       health_deadline=settings.BERTH_DEPLOY_HEALTH_TIMEOUT)
         crashpoints.reached("deploy.new-started")
         operation.record(container_journal.COMMIT)
     except runtime.ExitedAtStart as exc:

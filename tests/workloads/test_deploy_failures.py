@@ -126,7 +126,7 @@ def test_a_taken_host_port_is_port_in_use(docker, make_workload, taken_port):
 def test_a_container_that_exits_3_at_start_is_exited_at_start(
     docker, make_workload, chatty_image, settings, django_user_model
 ):
-    settings.BERTH_START_GRACE_MS = 5000
+    settings.BERTH_DEPLOY_SETTLE_SECONDS = 5
     workload, running = running_first(make_workload, image=chatty_image)
     secret = EnvVar(workload=workload, name="TOKEN")
     secret.set_value(SECRET, secret=True)
@@ -174,7 +174,7 @@ def test_a_container_that_exits_3_at_start_is_exited_at_start(
 def test_a_container_over_its_memory_limit_at_start_is_out_of_memory(
     docker, make_workload, chatty_image, settings
 ):
-    settings.BERTH_START_GRACE_MS = 5000
+    settings.BERTH_DEPLOY_SETTLE_SECONDS = 5
     workload, running = running_first(make_workload, image=chatty_image, memory_limit_mib=16)
     # 100 MB in a shell variable, under a 16 MiB limit without swap.
     set_script(workload, "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo done")

@@ -234,6 +234,13 @@ class WorkloadAdmin(admin.ModelAdmin):
             ),
             "classes": ["wide"],
         }),
+        (_("Health check"), {
+            "fields": list(Workload.HEALTH_FIELDS),
+            "description": _(
+                "A deploy succeeds only when its new containers still run after the settle "
+                "window and, with a health check, report healthy."
+            ),
+        }),
         (_("Backup hooks"), {
             "fields": [
                 "pre_backup_hook", "post_backup_hook", "backup_hook_timeout", "pre_hook_failure",

@@ -159,7 +159,8 @@ class WorkloadSerializer(serializers.ModelSerializer):
             "git_username", "git_password", "has_git_credential", "repository_web_url",
             "replicas", "state", "running_reference", "running_commit", "running_commit_url",
             "deployed_at", "created", "snapshot_consistency", "auto_backup_before_deploy",
-            *HOOK_FIELDS, "volumes", "env", "ports", "memory_limit_mib", "live",
+            *HOOK_FIELDS, *Workload.HEALTH_FIELDS, "volumes", "env", "ports", "memory_limit_mib",
+            "live",
         ]
         read_only_fields = ["id", "state", "running_reference", "deployed_at", "created"]
         # validate() checks the slug within its stage, so the error names the

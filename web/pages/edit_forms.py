@@ -50,6 +50,7 @@ class WorkloadPageForm(WorkloadForm):
             "stage", "name", "slug", "source_kind", "image", "registry_credential",
             "git_url", "git_ref", "git_dockerfile", "git_context", "build_args", "replicas",
             "memory_limit_mib", "snapshot_consistency", "auto_backup_before_deploy",
+            *Workload.HEALTH_FIELDS,
         ]
         widgets = {"build_args": forms.Textarea(attrs={"rows": 2})}
 

@@ -99,6 +99,10 @@ class DeployRecord(Job):
             "A new container ran out of memory right after it started (raise the workload's "
             "memory limit); the previous ones were restarted."
         )
+        UNHEALTHY = "unhealthy", _(
+            "A new container's health check failed, or had not passed in time, after it "
+            "started; the previous ones were restarted."
+        )
         INTERNAL = "internal", _("Berth hit an internal error; the server log has the details.")
         INTERRUPTED = "interrupted", _(
             "The deploy was interrupted (its worker stopped) before it finished."
@@ -292,7 +296,8 @@ class DeployRecord(Job):
     @property
     def keeps_failed_containers(self) -> bool:
         """Whether the engine may still hold this deploy's exited containers, for their logs."""
-        return self.failure_code in (self.Failure.EXITED_AT_START, self.Failure.OUT_OF_MEMORY)
+        return self.failure_code in (self.Failure.EXITED_AT_START, self.Failure.OUT_OF_MEMORY,
+                                     self.Failure.UNHEALTHY)
 
     @property
     def duration(self):

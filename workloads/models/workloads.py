@@ -74,6 +74,8 @@ class HookFailure(models.TextChoices):
 HOOK_TIMEOUT_DEFAULT = 300
 HOOK_TIMEOUT_MAX = 3600
 HOOK_COMMAND_MAX_LENGTH = 2000
+HEALTH_COMMAND_MAX_LENGTH = 2000
+HEALTH_SECONDS_MAX = 3600
 
 
 class Workload(models.Model):
@@ -166,6 +168,41 @@ class Workload(models.Model):
             "(out of memory). Empty: no limit. Applies from the next deploy."
         ),
     )
+    # A health check of Berth's own, in place of the image's (docs/deploys.md, "Settle").
+    health_command = models.CharField(
+        _("health check command"),
+        max_length=HEALTH_COMMAND_MAX_LENGTH,
+        blank=True,
+        help_text=_(
+            "A command run with sh -c inside each container; exit code 0 means healthy, e.g. "
+            "wget -q -O /dev/null http://127.0.0.1/. Empty: the image's own health check, "
+            "if it has one. Applies from the next deploy."
+        ),
+    )
+    health_interval_seconds = models.PositiveSmallIntegerField(
+        _("health check interval"),
+        default=5,
+        validators=[MinValueValidator(1), MaxValueValidator(HEALTH_SECONDS_MAX)],
+        help_text=_("Seconds between two runs of the health check command."),
+    )
+    health_timeout_seconds = models.PositiveSmallIntegerField(
+        _("health check timeout"),
+        default=5,
+        validators=[MinValueValidator(1), MaxValueValidator(HEALTH_SECONDS_MAX)],
+        help_text=_("Seconds one run may take before it counts as a failure."),
+    )
+    health_retries = models.PositiveSmallIntegerField(
+        _("health check retries"),
+        default=3,
+        validators=[MinValueValidator(1), MaxValueValidator(100)],
+        help_text=_("Failures in a row after which a container is unhealthy."),
+    )
+    health_start_period_seconds = models.PositiveSmallIntegerField(
+        _("health check start period"),
+        default=0,
+        validators=[MaxValueValidator(HEALTH_SECONDS_MAX)],
+        help_text=_("Seconds after a start in which failures do not count yet."),
+    )
     state = models.CharField(
         _("state"), max_length=12, choices=State, default=State.NEW, editable=False
     )
@@ -233,6 +270,11 @@ class Workload(models.Model):
     objects = WorkloadQuerySet.as_manager()
     # Who may set a backup hook (a command run inside the containers, with their secrets).
     HOOK_PERMISSION = "workloads.deploy_workload"
+    # The workload's own health check, as the API, the pages and the admin edit it.
+    HEALTH_FIELDS = (
+        "health_command", "health_interval_seconds", "health_timeout_seconds", "health_retries",
+        "health_start_period_seconds",
+    )
 
     class Meta:
         ordering = ["stage__project__slug", "stage__slug", "slug"]
@@ -278,6 +320,7 @@ class Workload(models.Model):
 
     def clean(self) -> None:
         self._clean_hooks()
+        self._clean_health()
         if self.source_kind == self.SourceKind.GIT:
             self._clean_git()
             return
@@ -298,6 +341,26 @@ class Workload(models.Model):
                 ) % {"credential": credential.registry,
                      "registry": references.registry_host(self.image)}}
             )
+
+    def _clean_health(self) -> None:
+        command = self.health_command or ""
+        if command and not command.strip():
+            self.health_command = ""  # `sh -c " "` would pass, checking nothing
+        elif "\x00" in command:
+            raise ValidationError(
+                {"health_command": _("A health check command cannot contain a NUL character.")})
+
+    def health_check(self) -> dict[str, object] | None:
+        """The engine's health check settings for Berth's own check; None: the image's own."""
+        if not self.health_command:
+            return None
+        return {
+            "command": self.health_command,
+            "interval": self.health_interval_seconds,
+            "timeout": self.health_timeout_seconds,
+            "retries": self.health_retries,
+            "start_period": self.health_start_period_seconds,
+        }
 
     def _clean_hooks(self) -> None:
         errors = {}
