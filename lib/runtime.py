@@ -104,6 +104,10 @@ class CreateFailed(EngineError):
     message = "A container could not be created."
 
 
+class ImageMissing(CreateFailed):
+    """The engine no longer holds the image a container was to be created from."""
+
+
 class StartFailed(EngineError):
     code = "start_failed"
     message = "A container could not be started."
@@ -534,20 +538,28 @@ def list_containers(workload_id: int, *, kept_failed: bool = False) -> list[Cont
 
 
 def create(spec: ContainerSpec) -> str:
+    """Create a container (not started); ImageMissing if the engine lacks its image."""
     with _translated(CreateFailed):
-        container = _client().containers.create(
-            spec.image,
-            name=spec.name,
-            labels=spec.labels,
-            environment=spec.environment,
-            ports=spec.ports,
-            volumes=spec.binds,
-            restart_policy={"Name": "unless-stopped"},
-            detach=True,
-            **({"mem_limit": spec.memory_limit, "memswap_limit": spec.memory_limit}
-               if spec.memory_limit else {}),
-            **({"healthcheck": _healthcheck(spec.health)} if spec.health else {}),
-        )
+        try:
+            return _create(spec)
+        except docker.errors.ImageNotFound as exc:
+            raise ImageMissing(str(exc)) from None
+
+
+def _create(spec: ContainerSpec) -> str:
+    container = _client().containers.create(
+        spec.image,
+        name=spec.name,
+        labels=spec.labels,
+        environment=spec.environment,
+        ports=spec.ports,
+        volumes=spec.binds,
+        restart_policy={"Name": "unless-stopped"},
+        detach=True,
+        **({"mem_limit": spec.memory_limit, "memswap_limit": spec.memory_limit}
+           if spec.memory_limit else {}),
+        **({"healthcheck": _healthcheck(spec.health)} if spec.health else {}),
+    )
     return container.id
 
 

@@ -87,15 +87,7 @@ def run(workload: Workload, record: DeployRecord, *, backup: bool = True) -> Non
         secrets = workload.secret_values()
         workload.mark_deploying()
         _check_config(workload)
-        try:
-            resolved = sources.resolve(workload, record, secrets)
-        except sources.SourceFailed as exc:
-            raise DeployError(exc.code, exc.raw) from None
-        record.pinned_reference, record.image_id = resolved.pinned, resolved.image_id
-        swap = _replace_containers(
-            workload, resolved.image, record,
-            before_start=(lambda: _backup(workload, record)) if backup else None,
-        )
+        swap = _resolve_and_replace(workload, record, secrets, backup=backup)
     except DeployError as exc:
         record_failure(workload, record, exc, secrets)
         return
@@ -110,6 +102,34 @@ def run(workload: Workload, record: DeployRecord, *, backup: bool = True) -> Non
     except Exception:  # noqa: BLE001 - the journal keeps what is needed
         logger.exception("deploy %s: the new containers run, but recording it failed; the "
                          "sweep finishes it from its journal", record.pk)
+
+
+def _resolve_and_replace(workload: Workload, record: DeployRecord, secrets: list[str], *,
+                         backup: bool) -> Swap:
+    """Pull (or build) the image and swap the containers for ones that run it.
+
+    Image collection of another workload's images can remove the very image this
+    deploy just pulled, before its pull was recorded (docs/deploys.md, "Images"):
+    the create then finds no image, and as nothing was stopped yet, the deploy
+    pulls it once more.
+    """
+    for attempt in (1, 2):
+        try:
+            resolved = sources.resolve(workload, record, secrets)
+        except sources.SourceFailed as exc:
+            raise DeployError(exc.code, exc.raw) from None
+        record.pinned_reference, record.image_id = resolved.pinned, resolved.image_id
+        try:
+            return _replace_containers(
+                workload, resolved.image, record,
+                before_start=(lambda: _backup(workload, record)) if backup else None,
+            )
+        except runtime.ImageMissing as exc:
+            if attempt == 2:
+                raise DeployError(Failure.CREATE_FAILED, exc.raw) from None
+            logger.warning("deploy %s: its image went before the create; pulling it again",
+                           record.pk)
+    raise AssertionError("unreachable")
 
 
 def finish(workload: Workload, record: DeployRecord, swap: Swap) -> None:
@@ -257,6 +277,10 @@ def _replace_containers(
         for spec in specs:
             created.append(runtime.create(spec))
             crashpoints.reached("deploy.created")
+    except runtime.ImageMissing:
+        _discard(created)
+        container_journal.remove(operation)
+        raise  # nothing was stopped: run() pulls it again
     except runtime.EngineError as exc:
         _discard(created)
         container_journal.remove(operation)

@@ -430,3 +430,34 @@ def test_a_pull_during_the_collection_is_not_forgotten(workload, monkeypatch):
     images.prune()
 
     assert PulledImage.objects.filter(workload_number=workload.pk, image_id=fresh).exists()
+
+
+def test_an_image_removed_between_the_pull_and_the_create_is_pulled_again(
+    docker, make_workload, monkeypatch
+):
+    # The race with another workload's collection is made certain by removing the
+    # image right after the real pull (a wrapper around the real resolve: the
+    # timing is what cannot be arranged otherwise), once.
+    suffix = uuid.uuid4().hex[:10]
+    repository = f"{test_images.CURRENT_REPOSITORY.rsplit('/', 1)[0]}/gc-{suffix}"
+    reference = push_unique(repository, "v1", suffix)
+    workload = make_workload(image=reference)
+    real_resolve, pulls = sources.resolve, []
+
+    def resolve_then_lose_it(*args, **kwargs):
+        resolved = real_resolve(*args, **kwargs)
+        pulls.append(resolved.pinned)
+        if len(pulls) == 1:
+            assert runtime.remove_image(runtime.image_id(resolved.pinned))
+        return resolved
+
+    monkeypatch.setattr(sources, "resolve", resolve_then_lose_it)
+    try:
+        record = deploy(workload)
+
+        assert len(pulls) == 2 and pulls[0] == pulls[1] == record.pinned_reference
+        [container] = runtime.list_containers(workload.pk)
+        assert container.running
+    finally:
+        deploys.remove_workload(workload=workload)
+        rmi(reference)
