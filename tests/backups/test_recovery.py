@@ -476,7 +476,7 @@ def test_a_workload_is_not_removed_while_a_recovery_onto_it_is_active(
                         headers={"Authorization": f"Token {token.key}",
                                  "X-Confirm-Delete": workload.path})
     admin = admin_client.post(f"/admin/workloads/workload/{workload.pk}/delete/",
-                              {"post": "yes"})
+                              {"post": "yes", "confirm": workload.path})
 
     assert page.status_code == 409 and "recovery from backup" in page.content.decode()
     assert api.status_code == 409 and "recovery from backup" in api.json()["detail"]

@@ -115,7 +115,8 @@ def test_the_admin_refuses_a_snapshot_that_became_busy_after_the_confirmation(
     RestoreJob.objects.create(workload=workload, snapshot=snapshot,
                               state=RestoreJob.State.RUNNING)
     response = logged_in(staff_operator).post(
-        f"/admin/snapshots/snapshot/{snapshot.pk}/delete/", {"post": "yes"}, follow=True)
+        f"/admin/snapshots/snapshot/{snapshot.pk}/delete/",
+        {"post": "yes", "confirm": workload.path}, follow=True)
     assert "was not deleted: This snapshot is being restored" in response.content.decode()
     assert still_there(snapshot)
 
@@ -133,7 +134,8 @@ def test_the_admin_has_no_bulk_delete_of_snapshots(staff_operator, workload):
 def test_the_admin_deletes_through_the_engine(staff_operator, workload):
     first = fake(workload)
     client = logged_in(staff_operator)
-    client.post(f"/admin/snapshots/snapshot/{first.pk}/delete/", {"post": "yes"})
+    client.post(f"/admin/snapshots/snapshot/{first.pk}/delete/",
+                {"post": "yes", "confirm": workload.path})
     assert not Snapshot.objects.filter(pk=first.pk).exists()
     assert deleted_event(first)
 
@@ -157,3 +159,23 @@ def test_the_command_deletes_a_finished_snapshot(workload, make_workload):
     call_command("delete_snapshot", str(workload.pk), str(snapshot.pk), stdout=out)
     assert f"Deleted snapshot #{snapshot.pk}" in out.getvalue()
     assert not Snapshot.objects.filter(pk=snapshot.pk).exists() and deleted_event(snapshot)
+
+
+@pytest.mark.parametrize("kind", ["workload", "snapshot"])
+def test_the_admin_deletes_only_with_the_workloads_path_typed(staff_operator, workload, kind):
+    snapshot = fake(workload)
+    obj = workload if kind == "workload" else snapshot
+    url = f"/admin/{obj._meta.app_label}/{kind}/{obj.pk}/delete/"
+    client = logged_in(staff_operator)
+
+    page = client.get(url).content.decode()
+    assert workload.path in page and 'name="confirm"' in page
+    for typed in ({}, {"confirm": workload.slug}, {"confirm": workload.path + "x"}):
+        refused = client.post(url, {"post": "yes", **typed})
+        assert refused.status_code == 200  # the confirmation page again, with the error
+        assert "errorlist" in refused.content.decode()
+        assert type(obj).objects.filter(pk=obj.pk).exists()
+
+    done = client.post(url, {"post": "yes", "confirm": workload.path})
+    assert done.status_code == 302
+    assert not type(obj).objects.filter(pk=obj.pk).exists()

@@ -152,7 +152,7 @@ def test_an_admin_delete_removes_the_files(admin_user, make_workload):
     client.force_login(admin_user)
     for snapshot in doomed:
         response = client.post(f"/admin/snapshots/snapshot/{snapshot.pk}/delete/",
-                               {"post": "yes"})
+                               {"post": "yes", "confirm": snapshot.workload.path})
         assert response.status_code == 302
     assert not any(exists(s) for s in doomed) and exists(survivor)
 
@@ -162,7 +162,8 @@ def test_an_admin_delete_of_a_workload_removes_its_snapshots(admin_user, make_wo
     doomed, survivor = fake(first), fake(second)
     client = Client()
     client.force_login(admin_user)
-    response = client.post(f"/admin/workloads/workload/{first.pk}/delete/", {"post": "yes"})
+    response = client.post(f"/admin/workloads/workload/{first.pk}/delete/",
+                           {"post": "yes", "confirm": first.path})
     assert response.status_code == 302
     assert not exists(doomed) and exists(survivor)
     assert not storage.workload_dir(first.pk).exists()

@@ -1,6 +1,6 @@
 """Snapshots in the admin: read-only records, deleted only through the engine.
 
-A delete here — one, or many through the bulk action — is the engine's
+A delete here — one at a time, with the workload's path typed in — is the engine's
 delete_snapshot(), as from the API, the pages and `manage.py delete_snapshot`:
 a snapshot being taken or restored is refused, the deletion is an event, and
 the archive goes once the transaction has committed (snapshots/signals.py).
@@ -17,10 +17,12 @@ from django.utils.translation import ngettext
 
 from engine import captures
 from snapshots.models import RestoreJob, Snapshot
+from web.admin.confirm import TypedPathDelete
+from workloads.models import Workload
 
 
 @admin.register(Snapshot)
-class SnapshotAdmin(admin.ModelAdmin):
+class SnapshotAdmin(TypedPathDelete, admin.ModelAdmin):
     def get_actions(self, request):
         # No bulk delete: a snapshot goes one at a time, through the engine.
         actions = super().get_actions(request)
@@ -69,6 +71,9 @@ class SnapshotAdmin(admin.ModelAdmin):
         # engine refuses it again at the moment of the delete.
         busy = obj is not None and (obj.is_active or obj.restores.active().exists())
         return super().has_delete_permission(request, obj) and not busy
+
+    def confirming_workload(self, snapshot: Snapshot) -> Workload:
+        return snapshot.workload
 
     def delete_model(self, request, snapshot: Snapshot) -> None:
         try:

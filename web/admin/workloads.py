@@ -15,6 +15,7 @@ from django.utils.translation import ngettext
 from engine import captures, deploys
 from lib import runtime
 from lib.locks import LockTimeout
+from web.admin.confirm import TypedPathDelete
 from web.admin.forms import EnvVarForm, RegistryCredentialForm, WorkloadForm
 from workloads import edits
 from workloads.models import (
@@ -201,7 +202,7 @@ def commit_link(sha: str, url: str | None) -> str:
 
 
 @admin.register(Workload)
-class WorkloadAdmin(admin.ModelAdmin):
+class WorkloadAdmin(TypedPathDelete, admin.ModelAdmin):
     form = WorkloadForm
     list_display = [
         "name", "slug", "stage", "source", "state", "live_state", "live_containers", "deployed_at",
@@ -324,6 +325,9 @@ class WorkloadAdmin(admin.ModelAdmin):
                          "Queued deploys of %(count)d workloads.", queued) % {"count": queued},
                 messages.SUCCESS,
             )
+
+    def confirming_workload(self, workload: Workload) -> Workload:
+        return workload
 
     def delete_model(self, request, workload: Workload) -> None:
         # Containers first: a record deleted while its containers run on
