@@ -13,9 +13,12 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
 
+from engine import deploys
+from lib import runtime
 from snapshots.models import RestoreJob, Snapshot
+from tests.fixtures import images
 from tests.snapshots.test_retention import exists, fake
-from workloads.models import EventLog
+from workloads.models import DeployRecord, EventLog, Workload
 
 HTMX = {"HX-Request": "true"}
 
@@ -179,3 +182,21 @@ def test_the_admin_deletes_only_with_the_workloads_path_typed(staff_operator, wo
     done = client.post(url, {"post": "yes", "confirm": workload.path})
     assert done.status_code == 302
     assert not type(obj).objects.filter(pk=obj.pk).exists()
+
+
+@pytest.mark.usefixtures("commits_as_in_production")
+def test_the_admin_deletes_a_workload_that_has_a_history(docker, admin_client, make_workload):
+    # Its ledger rows, events and containers have no delete of their own in the admin;
+    # the engine removes them with the workload.
+    workload = make_workload(image=images.HTTPD_V1)
+    record = deploys.dispatch(workload=workload, reason=DeployRecord.Reason.MANUAL)
+    assert record.outcome == DeployRecord.Outcome.SUCCEEDED, record.failure_code
+    url = f"/admin/workloads/workload/{workload.pk}/delete/"
+
+    page = admin_client.get(url).content.decode()
+    assert "permission to delete" not in page and 'name="confirm"' in page
+    done = admin_client.post(url, {"post": "yes", "confirm": workload.path})
+
+    assert done.status_code == 302
+    assert not Workload.objects.filter(pk=workload.pk).exists()
+    assert runtime.list_containers(workload.pk) == []
