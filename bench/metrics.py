@@ -54,6 +54,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--containers", type=int, default=20, help="containers to sample (20)")
     parser.add_argument("--rounds", type=int, default=7, help="tick/docker stats rounds (7)")
     parser.add_argument("--requests", type=int, default=30, help="timed history requests (30)")
+    parser.add_argument("--workers", type=int,
+                        help="the sampler's stats workers (default: BERTH_STATS_WORKERS' default)")
     parser.add_argument("--only", choices=("tick", "history"),
                         help="run one part only (default: both)")
     parser.add_argument("--database-url", default=DATABASE_URL,
@@ -171,7 +173,7 @@ def bench_tick(args: argparse.Namespace) -> float:
     ids = start_containers(workload, args.containers)
     print(f"metrics: tick — started {len(ids)} containers in "
           f"{time.perf_counter() - started:.1f} s")
-    sampler = Sampler()
+    sampler = Sampler(workers=args.workers)
     indexed = sampler.reconcile().indexed
     if sorted(indexed) != sorted(ids):
         raise BenchError(f"reconcile indexed {len(indexed)} of {len(ids)} containers")
@@ -227,12 +229,10 @@ def _one_shot() -> bool:
 def write_history(workload, *, containers: int, seconds: int, now: datetime) -> int:
     """`containers` containers sampled every INTERVAL s for `seconds`, written with COPY.
 
-    COPY, not bulk_create: 800,000 rows in seconds rather than minutes. Then
-    the rollups the sampler would have kept up (engine.sampler.roll_up).
+    COPY, not bulk_create: 800,000 rows in seconds rather than minutes.
     """
     from django.db import connection
 
-    from engine.sampler import Sampler
     from workloads.models import Container, ContainerStatsSample
 
     last = int(now.timestamp()) // INTERVAL * INTERVAL
@@ -253,7 +253,6 @@ def write_history(workload, *, containers: int, seconds: int, now: datetime) -> 
                     (replica * 7 + k) % 100 / 1.0, (64 + (k % 50)) * 1024 * 1024,
                     512 * 1024 * 1024,
                 ))
-    Sampler().roll_up(datetime.fromtimestamp(last + INTERVAL, UTC))
     return containers * count
 
 
@@ -264,8 +263,9 @@ def bench_history(args: argparse.Namespace) -> list[float]:
     from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
 
+    from engine.sampler import Sampler
     from workloads.metrics_history import WINDOWS
-    from workloads.models import DeployRecord
+    from workloads.models import DeployRecord, StatsRollup
 
     now = timezone.now()
     workloads = []
@@ -279,9 +279,17 @@ def bench_history(args: argparse.Namespace) -> list[float]:
                 outcome=DeployRecord.Outcome.SUCCEEDED, finished=now - timedelta(minutes=minutes)
             )
         print(f"metrics: history {window} — {total:,} samples ({containers} containers × "
-              f"{total // containers:,} ticks at {INTERVAL} s) written and rolled up in "
+              f"{total // containers:,} ticks at {INTERVAL} s) written in "
               f"{time.perf_counter() - started:.1f} s")
         workloads.append((window, containers, workload))
+    # What the sampler keeps up minute by minute, all at once: once every sample is written
+    # (it resumes after the newest minute rolled up, whatever the workload).
+    started = time.perf_counter()
+    minutes, hours = Sampler().roll_up(now)
+    print(f"metrics: history — rolled up into {minutes:,} minute and {hours:,} hour rows in "
+          f"{time.perf_counter() - started:.1f} s")
+    if not minutes or StatsRollup.objects.count() != minutes + hours:
+        raise BenchError("the rollups were not written")
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")  # what autovacuum would have done on a live installation
     print(f"metrics: history on PostgreSQL {connection.pg_version // 10000}")

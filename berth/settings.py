@@ -293,7 +293,9 @@ BERTH_NOTIFY_RETRY_MAX_DELAY = envduration("BERTH_NOTIFY_RETRY_MAX_DELAY", 3600,
 # The stats sampler (`manage.py sample_stats`, engine/sampler.py).
 BERTH_STATS_INTERVAL = envint("BERTH_STATS_INTERVAL", 15, minimum=1)
 BERTH_STATS_RETENTION = envduration("BERTH_STATS_RETENTION", 7 * 86400, minimum=3600)
-BERTH_STATS_WORKERS = envint("BERTH_STATS_WORKERS", 32, minimum=1)
+# A one-shot stats call waits for the engine's next collection (about once a second):
+# with a worker per running container, every container is read in the same one.
+BERTH_STATS_WORKERS = envint("BERTH_STATS_WORKERS", 256, minimum=1)
 # How long a tick waits for the stats calls before it writes what it has: a call
 # still running then is abandoned for that tick (engine/sampler.py).
 BERTH_STATS_DEADLINE = envint("BERTH_STATS_DEADLINE", 5, minimum=1)

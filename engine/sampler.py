@@ -131,9 +131,12 @@ class Sampler:
         self._engine_back()
         for docker_id, error in batch.failed.items():
             logger.warning("stats of container %s failed: %s", docker_id[:12], error)
-        for docker_id in sorted(batch.late - self.late):  # once, not every tick it stays late
-            logger.warning("stats of container %s not answered within %s s; skipped until "
-                           "they are", docker_id[:12], self.deadline)
+        newly_late = sorted(batch.late - self.late)  # once, not every tick it stays late
+        if newly_late:
+            logger.warning(
+                "stats of %d container(s) not answered within %s s, skipped until they are: %s",
+                len(newly_late), self.deadline, " ".join(c[:12] for c in newly_late[:10]),
+            )
         self.late = batch.late
         result.failed, result.missing = len(batch.failed), len(batch.missing)
         result.late = len(batch.late)

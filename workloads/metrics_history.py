@@ -133,13 +133,13 @@ def _points(workload: Workload, start: datetime, end: datetime, step: int) -> li
     for n, part in enumerate(parts):
         inner, inner_params = part.query.sql_with_params()
         sql.append(
-            f"SELECT bucket, cpu, memory, samples, ticks FROM ({inner}) part{n}"  # noqa: S608
+            f"SELECT bucket, cpu, memory, containers, tick_count FROM ({inner}) part{n}"  # noqa: S608
         )
         params.extend(inner_params)
     union = " UNION ALL ".join(sql)
     query = (
-        "SELECT bucket, SUM(cpu) / SUM(ticks), SUM(memory) / SUM(ticks), "  # noqa: S608 - no input
-        f"SUM(samples) / SUM(ticks) FROM ({union}) parts GROUP BY bucket ORDER BY bucket"
+        "SELECT bucket, SUM(cpu) / SUM(tick_count), SUM(memory) / SUM(tick_count), "  # noqa: S608
+        f"SUM(containers) / SUM(tick_count) FROM ({union}) parts GROUP BY bucket ORDER BY bucket"
     )
     with connections[parts[0].db].cursor() as cursor:
         cursor.execute(query, params)
@@ -183,7 +183,7 @@ def _rollup_part(
         workload=workload, resolution=resolution, start__gte=start, start__lt=end,
     ).order_by().values(
         bucket=EpochBucket("start", step), cpu=F("cpu_percent"), memory=F("memory_bytes"),
-        samples=Cast("samples", FloatField()), ticks=Cast("ticks", FloatField()),
+        containers=Cast("samples", FloatField()), tick_count=Cast("ticks", FloatField()),
     )
 
 
@@ -207,8 +207,8 @@ def _sample_part(workload: Workload, start: datetime, end: datetime, step: int) 
             bucket=EpochBucket("timestamp", step),
             cpu=Sum("cpu_percent"),
             memory=Sum(Cast("memory_bytes", FloatField())),
-            samples=Cast(Count("pk"), FloatField()),
-            ticks=Value(1.0, FloatField()),
+            containers=Cast(Count("pk"), FloatField()),
+            tick_count=Value(1.0, FloatField()),
         )
         .order_by()
     )
