@@ -307,25 +307,26 @@ def time_history(args, client, workload, window: str, containers: int) -> float:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from workloads.metrics_history import WINDOWS, step_for
+    from workloads.metrics_history import WINDOWS, history, step_for
 
     url = f"/api/workloads/{workload.pk}/stats/history?window={window}"
 
-    def get() -> tuple[float, dict, int]:
+    def get() -> tuple[float, float, dict, int]:
         with CaptureQueriesContext(connection) as queries:
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.process_time()
             response = client.get(url)
-            elapsed = time.perf_counter() - t
+            elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
         if response.status_code != 200:
             raise BenchError(f"GET {url} answered {response.status_code}: {response.content!r}")
-        return elapsed, response.json(), len(queries.captured_queries)
+        return elapsed, cpu, response.json(), len(queries.captured_queries)
 
     for _ in range(3):
         get()  # warm-up: connection, plan cache
-    times, counts = [], set()
+    times, cpus, counts = [], [], set()
     for _ in range(args.requests):
-        elapsed, body, queries = get()
+        elapsed, cpu, body, queries = get()
         times.append(elapsed)
+        cpus.append(cpu)
         counts.add(queries)
     # One bucket fewer when the clock crossed into a bucket the static data never reached.
     expected = WINDOWS[window] // step_for(WINDOWS[window], INTERVAL)
@@ -336,12 +337,26 @@ def time_history(args, client, workload, window: str, containers: int) -> float:
         raise BenchError(f"a point does not sum all {containers} containers")
     median = statistics.median(times) * 1000
     p90 = sorted(times)[int(0.9 * (len(times) - 1))] * 1000
+    alone = _median_ms(lambda: history(workload=workload, window=window), args.requests)
+    # On a host other jobs load, the CPU time moves less than the wall-clock time.
+    print(f"metrics: history {window} — metrics_history.history() alone median {alone:.1f} ms; "
+          f"Berth's CPU time per request median {statistics.median(cpus) * 1000:.1f} ms "
+          f"(PostgreSQL's not counted)")
     print(f"metrics: history API {window} × {containers} containers — "
           f"{len(body['points'])} points at {body['step_seconds']} s, median {median:.1f} ms, "
           f"p90 {p90:.1f} ms, min {min(times) * 1000:.1f} ms, "
           f"queries per request {sorted(counts)} (target median < 50 ms; "
           f"{args.requests} requests)")
     return median
+
+
+def _median_ms(call, rounds: int) -> float:
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
 
 
 def main() -> int:
