@@ -293,7 +293,16 @@ BERTH_NOTIFY_RETRY_MAX_DELAY = envduration("BERTH_NOTIFY_RETRY_MAX_DELAY", 3600,
 # The stats sampler (`manage.py sample_stats`, engine/sampler.py).
 BERTH_STATS_INTERVAL = envint("BERTH_STATS_INTERVAL", 15, minimum=1)
 BERTH_STATS_RETENTION = envduration("BERTH_STATS_RETENTION", 7 * 86400, minimum=3600)
-BERTH_STATS_WORKERS = envint("BERTH_STATS_WORKERS", 32, minimum=1)
+# A one-shot stats call waits for the engine's next collection (about once a second):
+# with a worker per running container, every container is read in the same one.
+BERTH_STATS_WORKERS = envint("BERTH_STATS_WORKERS", 256, minimum=1)
+# How long a tick waits for the stats calls before it writes what it has: a call
+# still running then is abandoned for that tick (engine/sampler.py).
+BERTH_STATS_DEADLINE = envint("BERTH_STATS_DEADLINE", 5, minimum=1)
+# The per-minute and per-hour rollups the long windows are read from.
+BERTH_STATS_MINUTE_RETENTION = envduration(
+    "BERTH_STATS_MINUTE_RETENTION", 8 * 86400, minimum=7 * 86400)
+BERTH_STATS_HOUR_RETENTION = envduration("BERTH_STATS_HOUR_RETENTION", 90 * 86400, minimum=86400)
 # Not a variable: one stats call may take at most an interval (5 s at least),
 # which bounds how long a tick can run on a slow engine.
 BERTH_STATS_TIMEOUT = max(5, BERTH_STATS_INTERVAL)

@@ -1,18 +1,24 @@
 """The stats sampler: CPU and memory of every live container, every BERTH_STATS_INTERVAL.
 
 `manage.py sample_stats` runs `Sampler.run()`; the tests drive its steps
-(`tick`, `prune`, `reconcile`) one at a time.
+(`tick`, `roll_up`, `prune`, `reconcile`) one at a time.
 
-A tick never overlaps the next:
+A tick never overlaps the next, and one slow container never delays the others:
 
-- one thread runs the loop, and a tick returns only when every stats call of
-  its thread pool has returned (runtime.read_stats shuts the pool down before
-  it answers), so no call of one tick is still running in the next;
+- one thread runs the loop; a tick waits for its stats calls at most
+  BERTH_STATS_DEADLINE seconds, then writes the readings it has: a call still
+  running is abandoned for this tick (`late`), and its container is skipped
+  by the next ticks until that call returns (runtime.read_stats), so at most
+  one thread per container lingers;
 - each stats call has a timeout (BERTH_STATS_TIMEOUT: the interval, at least
-  5 s), so a tick on an engine that hangs ends, with those containers unread;
+  5 s), which ends a lingering call on an engine that hangs;
 - the next tick starts at the next slot of the interval's grid after the
   previous one ended: slots missed while a tick ran long are skipped and
   logged, never caught up in a burst.
+
+After each tick the minutes that are over are rolled up (and the hours whose
+minutes all are) into StatsRollup rows (workloads/stats_rollups.py), which
+the long history windows read; pruning keeps each table within its retention.
 
 CPU percent is computed the way `docker stats` computes it — container CPU
 delta ÷ system CPU delta × online CPUs × 100 — between the reading of this
@@ -36,7 +42,8 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from lib import runtime
-from workloads.models import Container, ContainerStatsSample, DeployRecord, Workload
+from workloads import stats_rollups
+from workloads.models import Container, ContainerStatsSample, DeployRecord, StatsRollup, Workload
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +74,7 @@ class TickResult:
     primed: int = 0  # first readings, kept as the baseline for the next tick
     missing: int = 0  # gone from the engine, or not running
     failed: int = 0  # the engine answered with an error for that container
+    late: int = 0  # no answer by the deadline (or still none since an earlier tick)
     engine_unreachable: bool = False
 
 
@@ -81,17 +89,23 @@ class Sampler:
 
     def __init__(
         self, *, interval: int | None = None, retention: int | None = None,
-        workers: int | None = None, prune_batch: int = PRUNE_BATCH,
-        clock: Callable[[], float] = time.time,
+        workers: int | None = None, deadline: float | None = None,
+        prune_batch: int = PRUNE_BATCH, clock: Callable[[], float] = time.time,
     ) -> None:
         self.interval = interval or settings.BERTH_STATS_INTERVAL
         self.retention = retention or settings.BERTH_STATS_RETENTION
         self.workers = workers or settings.BERTH_STATS_WORKERS
+        self.deadline = deadline or settings.BERTH_STATS_DEADLINE
+        self.retentions = {
+            stats_rollups.MINUTE: settings.BERTH_STATS_MINUTE_RETENTION,
+            stats_rollups.HOUR: settings.BERTH_STATS_HOUR_RETENTION,
+        }
         self.prune_batch = prune_batch
         # Seconds since the epoch; run() waits on `stop` alone, so a test
         # that passes a clock and a stop of its own runs the loop without sleeping.
         self.clock = clock
         self.previous: dict[str, runtime.StatsReading] = {}
+        self.late: set[str] = set()
         self.engine_down = False
 
     # --- the steps -----------------------------------------------------------
@@ -109,7 +123,7 @@ class Sampler:
             self.previous.clear()
             return result
         try:
-            batch = runtime.read_stats(list(live), workers=self.workers)
+            batch = runtime.read_stats(list(live), workers=self.workers, deadline=self.deadline)
         except runtime.EngineUnreachable:
             self._engine_lost()
             result.engine_unreachable = True
@@ -117,7 +131,15 @@ class Sampler:
         self._engine_back()
         for docker_id, error in batch.failed.items():
             logger.warning("stats of container %s failed: %s", docker_id[:12], error)
+        newly_late = sorted(batch.late - self.late)  # once, not every tick it stays late
+        if newly_late:
+            logger.warning(
+                "stats of %d container(s) not answered within %s s, skipped until they are: %s",
+                len(newly_late), self.deadline, " ".join(c[:12] for c in newly_late[:10]),
+            )
+        self.late = batch.late
         result.failed, result.missing = len(batch.failed), len(batch.missing)
+        result.late = len(batch.late)
         samples = []
         for docker_id, reading in batch.readings.items():
             previous = self.previous.get(docker_id)
@@ -136,19 +158,35 @@ class Sampler:
         self.previous = dict(batch.readings)
         return result
 
+    def roll_up(self, now: datetime | None = None) -> tuple[int, int]:
+        """Roll the minutes over before `now` (and the hours) up; the rows written of each."""
+        return stats_rollups.roll_up(
+            now=now or timezone.now(),
+            minute_retention=self.retentions[stats_rollups.MINUTE],
+            hour_retention=self.retentions[stats_rollups.HOUR],
+        )
+
     def prune(self, now: datetime | None = None) -> int:
-        """Delete samples older than the retention, PRUNE_BATCH rows per statement.
+        """Delete samples and rollups older than their retention, PRUNE_BATCH rows per statement.
 
         Batches keep each delete's transaction (and the lock it holds on a
-        SQLite database the web server also writes to) short.
+        SQLite database the web server also writes to) short. Returns the
+        samples deleted.
         """
-        cutoff = (now or timezone.now()) - timedelta(seconds=self.retention)
-        old = ContainerStatsSample.objects.filter(timestamp__lt=cutoff).order_by()
-        deleted = 0
+        now = now or timezone.now()
+        deleted = self._prune(ContainerStatsSample.objects.filter(
+            timestamp__lt=now - timedelta(seconds=self.retention)))
+        for resolution, retention in self.retentions.items():
+            self._prune(StatsRollup.objects.filter(
+                resolution=resolution, start__lt=now - timedelta(seconds=retention)))
+        return deleted
+
+    def _prune(self, old) -> int:
+        old, deleted = old.order_by(), 0
         while True:
             batch = list(old.values_list("pk", flat=True)[: self.prune_batch])
             if batch:
-                deleted += ContainerStatsSample.objects.filter(pk__in=batch).delete()[0]
+                deleted += old.model.objects.filter(pk__in=batch).delete()[0]
             if len(batch) < self.prune_batch:
                 return deleted
 
@@ -237,7 +275,10 @@ class Sampler:
                 return
             last_slot = slot
             close_old_connections()
-            self._guarded(self.tick, datetime.fromtimestamp(slot, UTC))
+            at = datetime.fromtimestamp(slot, UTC)
+            self._guarded(self.tick, at)
+            # Up to this tick's time: no sample older than it is still to come.
+            self._guarded(self.roll_up, at)
             ticks += 1
             if ticks % reconcile_every == 0:
                 self._guarded(self.reconcile)

@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -63,6 +63,11 @@ _clients: dict[tuple[str, str], docker.DockerClient] = {}
 _clients_lock = threading.Lock()
 STATS = "stats"
 ONE_SHOT_API = "1.41"
+# Containers whose stats call has not returned yet, across read_stats() calls: a call
+# abandoned at its deadline keeps its thread until the engine answers (or the client's
+# timeout ends it), and the next read skips the container instead of stacking a second one.
+_stats_in_flight: set[str] = set()
+_stats_in_flight_lock = threading.Lock()
 
 
 class EngineError(Exception):
@@ -201,6 +206,8 @@ class StatsBatch:
     readings: dict[str, StatsReading] = field(default_factory=dict)
     missing: set[str] = field(default_factory=set)  # gone, or not running
     failed: dict[str, EngineError] = field(default_factory=dict)
+    # No answer by the deadline, or the previous call for it is still unanswered.
+    late: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -927,42 +934,70 @@ def _event(raw: dict) -> EngineEvent | None:
                        time_nano=time_nano, attributes=dict(actor.get("Attributes") or {}))
 
 
-def read_stats(container_ids: list[str], *, workers: int) -> StatsBatch:
+def read_stats(
+    container_ids: list[str], *, workers: int, deadline: float | None = None,
+) -> StatsBatch:
     """Read the containers' stats in parallel, at most `workers` calls at a time.
 
     Returns when every call has returned (or timed out after
-    BERTH_STATS_TIMEOUT). Raises EngineUnreachable when no call reached the
-    engine; a container that vanished meanwhile is only `missing`.
+    BERTH_STATS_TIMEOUT), or after `deadline` seconds: the calls still
+    running are abandoned (`late`) and the queued ones cancelled, so one
+    stuck container cannot hold up the others' readings. A container whose
+    call from an earlier read is still running is not asked again (`late`
+    too): at most one thread per container lingers. Raises EngineUnreachable
+    when no call reached the engine; a container that vanished meanwhile is
+    only `missing`.
     """
     # The client is made here, once: made lazily by each thread, a hanging
     # engine would be waited for once per container, one after the other.
     api = _client(STATS).api
     one_shot = True if version_gte(api.api_version, ONE_SHOT_API) else None
     batch = StatsBatch()
-    if not container_ids:
+    with _stats_in_flight_lock:
+        batch.late = {c for c in container_ids if c in _stats_in_flight}
+        to_read = [c for c in container_ids if c not in batch.late]
+        _stats_in_flight.update(to_read)
+    if not to_read:
         return batch
-    with ThreadPoolExecutor(min(workers, len(container_ids)), "berth-stats") as pool:
-        futures = {
-            container_id: pool.submit(_stats, api, container_id, one_shot)
-            for container_id in container_ids
-        }
+    pool = ThreadPoolExecutor(min(workers, len(to_read)), "berth-stats")
+    futures = {c: pool.submit(_stats, api, c, one_shot) for c in to_read}
     for container_id, future in futures.items():
-        try:
-            reading = future.result()
-        except EngineError as exc:
-            batch.failed[container_id] = exc
-            continue
-        except Exception as exc:  # noqa: BLE001 - one container's trouble must not lose the tick
-            batch.failed[container_id] = EngineError(repr(exc))
-            continue
-        if reading is None:
-            batch.missing.add(container_id)
-        else:
-            batch.readings[container_id] = reading
+        # Also called when the future is cancelled, or at once if it is already done.
+        future.add_done_callback(lambda _, c=container_id: _stats_returned(c))
+    wait(futures.values(), timeout=deadline)
+    # Without waiting: an abandoned call ends in its own thread, and its idle
+    # workers exit once the queue is empty.
+    pool.shutdown(wait=False, cancel_futures=True)
+    for container_id, future in futures.items():
+        _collect(batch, container_id, future)
     unreachable = [e for e in batch.failed.values() if isinstance(e, EngineUnreachable)]
-    if len(unreachable) == len(container_ids):
+    if len(unreachable) == len(futures):
         raise EngineUnreachable(unreachable[0].raw)
     return batch
+
+
+def _stats_returned(container_id: str) -> None:
+    with _stats_in_flight_lock:
+        _stats_in_flight.discard(container_id)
+
+
+def _collect(batch: StatsBatch, container_id: str, future: Future) -> None:
+    """File one container's call in the batch: a reading, missing, failed or late."""
+    if not future.done() or future.cancelled():
+        batch.late.add(container_id)
+        return
+    try:
+        reading = future.result()
+    except EngineError as exc:
+        batch.failed[container_id] = exc
+        return
+    except Exception as exc:  # noqa: BLE001 - one container's trouble must not lose the tick
+        batch.failed[container_id] = EngineError(repr(exc))
+        return
+    if reading is None:
+        batch.missing.add(container_id)
+    else:
+        batch.readings[container_id] = reading
 
 
 def _stats(api, container_id: str, one_shot: bool | None) -> StatsReading | None:

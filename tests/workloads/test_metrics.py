@@ -212,6 +212,52 @@ def test_it_survives_a_container_removed_mid_tick(docker, workload, monkeypatch)
 
 @pytest.mark.django_db
 @pytest.mark.usefixtures("commits_as_in_production")
+def test_a_stats_call_that_hangs_does_not_hold_up_the_other_containers(
+    docker, workload, monkeypatch
+):
+    stuck, *others = [run_labelled(workload, "sleep 3600") for _ in range(4)]
+    sampler = Sampler(deadline=5)
+    sampler.reconcile()
+    real_stats = runtime._stats
+    release = threading.Event()
+    calls: list[str] = []
+
+    def hang_for_one(api, container_id, one_shot):
+        # Simulated: the engine never answers this one container's stats call (until the
+        # test releases it). Every other call, and this one after, is the real engine's.
+        calls.append(container_id)
+        if container_id == stuck:
+            release.wait(120)
+        return real_stats(api, container_id, one_shot)
+
+    monkeypatch.setattr(runtime, "_stats", hang_for_one)
+    try:
+        first = sampler.tick()
+        assert not release.is_set()  # the tick returned while that call still hangs
+        second = sampler.tick()
+    finally:
+        release.set()
+
+    assert (first.primed, first.late, first.written) == (3, 1, 0)
+    # Every other container is recorded in the tick, stamped with its time.
+    assert (second.written, second.late, second.failed) == (3, 1, 0)
+    recorded = ContainerStatsSample.objects.filter(timestamp=second.at)
+    assert set(recorded.values_list("container__docker_id", flat=True)) == set(others)
+    # Not asked again while its first call lingers: one thread per container at most.
+    assert calls.count(stuck) == 1
+
+    # Once the engine answers, the container is read again (its first reading primes it).
+    for _ in range(200):
+        if stuck not in runtime._stats_in_flight:
+            break
+        time.sleep(0.05)
+    third = sampler.tick()
+    assert (third.written, third.primed, third.late) == (3, 1, 0)
+    assert calls.count(stuck) == 2
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("commits_as_in_production")
 def test_it_survives_an_unreachable_engine_and_resumes_when_it_is_back(
     docker, workload, monkeypatch, caplog
 ):

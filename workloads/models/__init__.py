@@ -13,6 +13,7 @@ from workloads.models.containers import (
     Health,
     LiveState,
     LiveSummary,
+    StatsRollup,
     live_summary,
     with_live_containers,
 )
@@ -38,6 +39,6 @@ __all__ = [
     "ContainerStatsSample", "DeployInProgress", "EngineState", "Health", "LiveState",
     "LiveSummary", "live_summary", "with_live_containers", "DeployLog", "DeployRecord", "EnvVar",
     "EventLog", "HookFailure", "PortMapping", "Project", "PulledImage", "RegistryCredential",
-    "SnapshotConsistency", "Stage", "VolumeMount", "Workload", "WorkloadQuerySet",
+    "SnapshotConsistency", "Stage", "StatsRollup", "VolumeMount", "Workload", "WorkloadQuerySet",
     "remove_git_cache_after_delete",
 ]

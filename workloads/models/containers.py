@@ -153,6 +153,48 @@ class ContainerStatsSample(models.Model):
         return f"{self.container_id} @ {self.timestamp:%Y-%m-%d %H:%M:%S}"
 
 
+class StatsRollup(models.Model):
+    """A workload's usage over one minute or one hour, rolled up by engine/sampler.py.
+
+    Sums over the period's ticks of each tick's totals (a tick's totals are the
+    sums over the workload's samples with its timestamp), and the number of
+    those ticks: any bucket made of whole periods has the mean of its ticks'
+    totals as sum ÷ ticks, the same number the raw samples give.
+    """
+
+    class Resolution(models.IntegerChoices):
+        MINUTE = 60, _("minute")
+        HOUR = 3600, _("hour")
+
+    # No index of its own: the unique constraint below starts with the workload.
+    workload = models.ForeignKey(
+        Workload, models.CASCADE, related_name="stats_rollups", verbose_name=_("workload"),
+        db_index=False,
+    )
+    resolution = models.PositiveIntegerField(_("resolution (seconds)"), choices=Resolution)
+    start = models.DateTimeField(_("start"))
+    ticks = models.PositiveIntegerField(_("ticks"))
+    cpu_percent = models.FloatField(_("CPU percent, summed over the ticks"))
+    memory_bytes = models.FloatField(_("memory (bytes), summed over the ticks"))
+    samples = models.PositiveIntegerField(_("samples"))
+
+    class Meta:
+        verbose_name = _("stats rollup")
+        verbose_name_plural = _("stats rollups")
+        constraints = [
+            # Also the history query's index: a workload, a resolution, a time range.
+            models.UniqueConstraint(
+                fields=["workload", "resolution", "start"], name="stats_rollup_unique"),
+        ]
+        indexes = [
+            # Pruning, and the newest period rolled up, whatever the workload.
+            models.Index(fields=["resolution", "start"], name="stats_rollup_time_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workload_id} @ {self.start:%Y-%m-%d %H:%M} / {self.resolution} s"
+
+
 class LiveState(models.TextChoices):
     """A workload's state as its containers show it (live_summary says how it is derived)."""
 
