@@ -8,11 +8,13 @@ snapshot taken by v1's deploy, and a "migration" v2 wrote into the volumes
 from __future__ import annotations
 
 import io
+import tempfile
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
+from django.test import Client
 
 from engine import deploys, restores, tasks
 from snapshots.errors import PreflightError
@@ -255,4 +257,65 @@ def test_the_engine_refuses_what_the_api_would(released):
     with pytest.raises(deploys.RollbackRefused):
         restores.rollback_with_data(workload=released.workload, deploy_id=released.v1.pk)
     VolumeMount.objects.filter(workload=released.workload, target="/srv").update(target="/data")
+    assert_nothing_changed(released)
+
+
+# --- the page: the history panel's "Roll back with data" ------------------------------------
+
+def page_post(client, released, **data):
+    return client.post(f"/workloads/{released.workload.pk}/rollback-data",
+                       {"deploy_id": released.v1.pk, **data}, HTTP_HX_REQUEST="true")
+
+
+def test_the_page_offers_it_and_queues_it_once_the_path_is_typed(released, operator,
+                                                                 monkeypatch):
+    ran: list[int] = []
+    monkeypatch.setattr("engine.queue.enqueue", lambda task, row, *, name: ran.append(row))
+    client = Client()
+    client.force_login(operator)
+    page = client.get(f"/workloads/{released.workload.pk}/").content.decode()
+    assert f'data-opens="rollback-data-dialog-{released.v1.pk}"' in page
+    assert f"snapshot #{released.snapshot.pk}, taken just before that deploy ran" in page
+
+    refused = page_post(client, released, confirm="not/the/path")
+
+    assert refused.status_code == 200 and "to confirm the rollback with data" in \
+        refused.content.decode()
+    assert not RestoreJob.objects.exists()
+
+    accepted = page_post(client, released, confirm=released.workload.path)
+
+    assert accepted.status_code == 200
+    job = RestoreJob.objects.get(workload=released.workload)
+    assert job.rollback_to == released.v1 and job.snapshot == released.snapshot
+    assert ran == [job.pk]
+    tasks.run_restore(job.pk)
+    assert_v1_on_its_data(released, job, Path(tempfile.mkdtemp()))
+    history = client.get(f"/workloads/{released.workload.pk}/").content.decode()
+    assert "Code and data" in history
+
+
+def test_the_page_needs_both_permissions(released, operator):
+    operator.groups.clear()
+    operator.user_permissions.add(Permission.objects.get(codename="rollback_workload"),
+                                  Permission.objects.get(codename="view_workload"))
+    client = Client()
+    client.force_login(operator)
+    page = client.get(f"/workloads/{released.workload.pk}/").content.decode()
+    assert "rollback-data-dialog" not in page
+
+    response = page_post(client, released, confirm=released.workload.path)
+
+    assert response.status_code == 403
+    assert_nothing_changed(released)
+
+
+def test_the_page_says_why_it_is_refused(released, operator):
+    Snapshot.objects.filter(pk=released.snapshot.pk).update(deploy=None)
+    client = Client()
+    client.force_login(operator)
+
+    response = page_post(client, released, confirm=released.workload.path)
+
+    assert "no ready snapshot taken before it ran" in response.content.decode()
     assert_nothing_changed(released)
