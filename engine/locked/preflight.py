@@ -65,9 +65,9 @@ def check(*, workload: Workload, snapshot: Snapshot, limits: Limits,
     volumes = workload.captured_volumes()
     if not volumes:
         raise PreflightError(gettext_noop("This workload has no volumes to restore."))
-    _check_indexes(snapshot, volumes)
     if rollback_reference:
-        check_volumes_unchanged(snapshot, volumes)
+        check_volumes_unchanged(snapshot, volumes)  # first: its reason says the most
+    _check_indexes(snapshot, volumes)
     targets = [_host_path(volume) for volume in volumes]
     for volume, target in zip(volumes, targets, strict=True):
         _check_berths_own(volume, target)
