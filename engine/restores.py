@@ -16,15 +16,15 @@ from django.db import IntegrityError, transaction
 from django.utils.translation import gettext, gettext_noop
 
 from backups.models import BackupRecovery
-from engine import lost, queue
-from engine.locked import recovery
+from engine import deploys, lost, queue
+from engine.locked import preflight, recovery
 from engine.locked.restore import Restore, refuse
 from lib import crashpoints, locks, owners
 from snapshots.archive_format import Limits
 from snapshots.errors import PreflightError, RestoreError
 from snapshots.models import RestoreJob, Snapshot
 from workloads.jobs import acting_user
-from workloads.models import Workload
+from workloads.models import DeployRecord, Workload
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +44,16 @@ class RestoreBusy(Exception):
 
 
 def request_restore(*, workload: Workload, snapshot: Snapshot,
-                    user: AbstractBaseUser | None = None) -> RestoreJob:
+                    user: AbstractBaseUser | None = None,
+                    rollback_to: DeployRecord | None = None) -> RestoreJob:
     """Queue a restore on the task worker; returns the queued job to follow.
 
     Raises RestoreBusy while another restore of the workload is queued or
     running (a partial unique index says so across processes), and
     PreflightError if the snapshot is not one that can be restored at all.
+    `rollback_to`: a rollback with data (request_rollback_with_data).
     """
-    job = _open(workload, snapshot, user, recover=False)
+    job = _open(workload, snapshot, user, recover=False, rollback_to=rollback_to)
     transaction.on_commit(lambda: queue.enqueue(queue.RESTORE, job.pk, name=f"restore-{job.pk}"))
     return job
 
@@ -59,7 +61,8 @@ def request_restore(*, workload: Workload, snapshot: Snapshot,
 def restore(*, workload: Workload, snapshot: Snapshot, user: AbstractBaseUser | None = None,
             job: RestoreJob | None = None, limits: Limits | None = None,
             progress: Callable[[RestoreJob], None] | None = None,
-            from_recovery: bool = False) -> RestoreJob:
+            from_recovery: bool = False,
+            rollback_to: DeployRecord | None = None) -> RestoreJob:
     """Restore now, in this process, under the workload's lock; returns the finished job.
 
     `job` is a queued job from request_restore(); it is claimed only once the
@@ -67,10 +70,12 @@ def restore(*, workload: Workload, snapshot: Snapshot, user: AbstractBaseUser | 
     worker has claimed it already it is returned untouched. `progress` is
     called with the job whenever its phase or progress changes. `from_recovery`: the
     caller is the recovery from backup onto this workload (engine/disaster.py), which
-    otherwise keeps every other restore of it away.
+    otherwise keeps every other restore of it away. `rollback_to`: a rollback with data
+    (rollback_with_data).
     """
     if job is None:
-        job = _open(workload, snapshot, user, recover=True, from_recovery=from_recovery)
+        job = _open(workload, snapshot, user, recover=True, from_recovery=from_recovery,
+                    rollback_to=rollback_to)
     try:
         with locks.workload_lock(workload.pk):
             recovery.recover_workload(workload)  # a killed restore of this workload first
@@ -93,7 +98,8 @@ def restore(*, workload: Workload, snapshot: Snapshot, user: AbstractBaseUser | 
 
 
 def _open(workload: Workload, snapshot: Snapshot, user: AbstractBaseUser | None, *,
-          recover: bool, from_recovery: bool = False) -> RestoreJob:
+          recover: bool, from_recovery: bool = False,
+          rollback_to: DeployRecord | None = None) -> RestoreJob:
     if snapshot.workload_id != workload.pk:
         raise Snapshot.DoesNotExist(f"snapshot {snapshot.pk} is not one of workload {workload.pk}")
     if not snapshot.is_ready:
@@ -110,9 +116,59 @@ def _open(workload: Workload, snapshot: Snapshot, user: AbstractBaseUser | None,
             return RestoreJob.objects.create(
                 workload=workload, snapshot=snapshot, bytes_total=snapshot.data_bytes,
                 user=acting_user(user), owner=owners.current() if recover else "",
+                rollback_to=rollback_to,
+                rollback_reference=rollback_to.replay_reference if rollback_to else "",
             )
     except IntegrityError:
         raise RestoreBusy(RestoreJob.objects.active().filter(workload=workload).first()) from None
+
+
+# --- rollback with data: a restore of the target's pre-deploy snapshot ---------------------
+
+def rollback_with_data_target(*, workload: Workload,
+                              deploy_id: int) -> tuple[DeployRecord, Snapshot]:
+    """The deploy to roll back to and the snapshot taken just before it ran.
+
+    DeployRecord.DoesNotExist and deploys.RollbackRefused as for a plain rollback;
+    RollbackRefused too when the deploy has no ready pre-deploy snapshot or is not
+    pinned by image digest, and PreflightError when the workload's volumes changed
+    since that snapshot. The restore's own pre-flight checks all of it again under
+    the workload's lock.
+    """
+    target = deploys.rollback_target(workload=workload, deploy_id=deploy_id)
+    snapshot = Snapshot.objects.filter(deploy=target, workload=workload,
+                                       kind=Snapshot.Kind.PRE_DEPLOY).first()
+    if snapshot is None or not snapshot.is_ready:
+        raise deploys.RollbackRefused(gettext(
+            "Deploy #%(id)d has no ready snapshot taken before it ran, so its data cannot be "
+            "put back; roll back without the data.") % {"id": target.pk})
+    if "@sha256:" not in target.replay_reference:
+        raise deploys.RollbackRefused(gettext(
+            "Deploy #%(id)d is not pinned by image digest; a rollback with data needs one.")
+            % {"id": target.pk})
+    preflight.check_volumes_unchanged(snapshot, workload.captured_volumes())
+    return target, snapshot
+
+
+def request_rollback_with_data(*, workload: Workload, deploy_id: int,
+                               user: AbstractBaseUser | None = None) -> RestoreJob:
+    """Queue a rollback with data: one restore job, whose redeploy is the rollback.
+
+    The target's pre-deploy snapshot is restored as any snapshot is, and after
+    the commit the workload runs the target's pinned digest (docs/restore-protocol.md,
+    "Rollback with data"). Raises as rollback_with_data_target() and request_restore().
+    """
+    target, snapshot = rollback_with_data_target(workload=workload, deploy_id=deploy_id)
+    return request_restore(workload=workload, snapshot=snapshot, user=user, rollback_to=target)
+
+
+def rollback_with_data(*, workload: Workload, deploy_id: int,
+                       user: AbstractBaseUser | None = None,
+                       progress: Callable[[RestoreJob], None] | None = None) -> RestoreJob:
+    """Roll back with data now, in this process (the `rollback --data` command)."""
+    target, snapshot = rollback_with_data_target(workload=workload, deploy_id=deploy_id)
+    return restore(workload=workload, snapshot=snapshot, user=user, progress=progress,
+                   rollback_to=target)
 
 
 def _clear_dead(workload: Workload, *, recover: bool) -> None:

@@ -93,10 +93,21 @@ class Journal:
     job: int
     workload: int
     snapshot: int
-    reference: str                   # the digest the workload ran, to redeploy it unchanged
+    reference: str                   # the digest to redeploy after the COMMIT
     targets: list[Target]
     steps: list[dict] = field(default_factory=list)
     generation: str = ""             # a new random token with every write (the fence)
+    # A rollback with data (docs/restore-protocol.md): the digest the workload ran, to bring
+    # back with the old data if the journal is rolled back, and the deploy rolled back to.
+    # None in a plain restore's journal (and in one an older Berth wrote): then a rollback
+    # redeploys `reference`, the digest the workload ran.
+    previous: str | None = None
+    rollback_to: int | None = None
+
+    @property
+    def reference_before_commit(self) -> str:
+        """The digest that runs on the old data: what a rollback of this journal redeploys."""
+        return self.reference if self.previous is None else self.previous
 
     def has(self, step: str, **details: object) -> bool:
         return any(s["step"] == step and all(s.get(k) == v for k, v in details.items())
@@ -363,6 +374,13 @@ def _check(journal: Journal, path: Path) -> None:
     if not isinstance(journal.reference, str) or not isinstance(journal.steps, list) \
             or not isinstance(journal.generation, str):
         raise ValueError("reference, steps or generation")
+    if journal.previous is not None and not isinstance(journal.previous, str):
+        raise ValueError("previous")
+    if journal.rollback_to is not None and (
+        not isinstance(journal.rollback_to, int) or isinstance(journal.rollback_to, bool)
+        or journal.rollback_to < 1
+    ):
+        raise ValueError("rollback_to")
     if not journal.targets or not all(isinstance(s, dict) and isinstance(s.get("step"), str)
                                       for s in journal.steps):
         raise ValueError("targets or steps")

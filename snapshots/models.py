@@ -264,6 +264,17 @@ class RestoreJob(Job, Progress):
         DeployRecord, models.SET_NULL, null=True, blank=True, related_name="+",
         verbose_name=_("redeploy"), help_text=_("The deploy that brought the workload back."),
     )
+    rollback_to = models.ForeignKey(
+        DeployRecord, models.SET_NULL, null=True, blank=True, related_name="+",
+        verbose_name=_("rolled back to deploy"),
+        help_text=_("A rollback with data: the earlier deploy whose code comes back with the "
+                    "data from before it ran."),
+    )
+    rollback_reference = models.CharField(
+        _("rollback reference"), max_length=512, blank=True,
+        help_text=_("A rollback with data: the pinned reference the workload runs after the "
+                    "swap (kept here too, in case its deploy is pruned from the history)."),
+    )
     kept_paths = models.JSONField(
         _("kept directories"), default=list, blank=True,
         help_text=_("Directories holding the previous data that could not be archived."),

@@ -58,6 +58,7 @@ def dispatch_locked(
     *, workload: Workload, reason: str, user: AbstractBaseUser | None = None,
     reference: str = "", backup: bool = True,
     opened: Callable[[DeployRecord], None] | None = None,
+    rolled_back_from: DeployRecord | None = None, rollback_restored: str = "",
 ) -> DeployRecord:
     """dispatch() for a caller that already holds the workload's lock (restore).
 
@@ -66,11 +67,13 @@ def dispatch_locked(
     data they held before is kept as the restore's `pre_restore` snapshot, and
     capturing them here would stretch the workload's downtime with the size
     of its data. `opened` is told the row as soon as it exists (the restore
-    links it to its job, so a recovery knows this redeploy ran).
+    links it to its job, so a recovery knows this redeploy ran). `rolled_back_from` and
+    `rollback_restored`: a rollback with data's redeploy after its swap (engine/restores.py).
     """
     locks.assert_held(workload.pk)
     record = DeployRecord.open(workload=workload, reason=reason, user=user, reference=reference,
-                               owner=owners.current())
+                               owner=owners.current(), rolled_back_from=rolled_back_from,
+                               rollback_restored=rollback_restored)
     if opened is not None:
         opened(record)
     record.claim()

@@ -48,8 +48,14 @@ class Plan:
         return {"scope": volume.scope, "source": volume.source, "target": volume.target}
 
 
-def check(*, workload: Workload, snapshot: Snapshot, limits: Limits) -> Plan:
-    """Every check that does not read the archive; PreflightError on the first that fails."""
+def check(*, workload: Workload, snapshot: Snapshot, limits: Limits,
+          rollback_reference: str = "") -> Plan:
+    """Every check that does not read the archive; PreflightError on the first that fails.
+
+    `rollback_reference`: a rollback with data, which redeploys this digest after the
+    swap; the volumes must be exactly those the snapshot captured, and the digest must
+    be pullable now (so the redeploy inside the downtime has nothing to download).
+    """
     if snapshot.workload_id != workload.pk:
         raise PreflightError(gettext_noop("Snapshot #%(id)d belongs to another workload."),
                              id=snapshot.pk)
@@ -59,6 +65,8 @@ def check(*, workload: Workload, snapshot: Snapshot, limits: Limits) -> Plan:
     volumes = workload.captured_volumes()
     if not volumes:
         raise PreflightError(gettext_noop("This workload has no volumes to restore."))
+    if rollback_reference:
+        check_volumes_unchanged(snapshot, volumes)  # first: its reason says the most
     _check_indexes(snapshot, volumes)
     targets = [_host_path(volume) for volume in volumes]
     for volume, target in zip(volumes, targets, strict=True):
@@ -71,6 +79,8 @@ def check(*, workload: Workload, snapshot: Snapshot, limits: Limits) -> Plan:
     reference = _reference(workload)
     if reference:
         _check_redeployable(workload, reference)
+    if rollback_reference:
+        _check_rollback_reference(workload, rollback_reference)
     return Plan(workload=workload, snapshot=snapshot, volumes=volumes, targets=targets,
                 reference=reference)
 
@@ -152,6 +162,51 @@ def _check_same_volumes(snapshot: Snapshot, volumes: list[VolumeMount]) -> None:
                              "in the wrong place."),
                 index=entry["index"], then=str(then), now=now,
             )
+
+
+def check_volumes_unchanged(snapshot: Snapshot, volumes: list[VolumeMount]) -> None:
+    """A rollback with data: the workload's volumes are exactly those the snapshot captured.
+
+    Stricter than a restore's index check: the same number of volumes, and each
+    one's scope, source and container path as recorded, because the rollback puts
+    the data back under the release that wrote it, as it was then. (Recorded values
+    are only compared, never used as paths.)
+    """
+    recorded = sorted((v for v in snapshot.volumes if isinstance(v, dict)),
+                      key=lambda v: v.get("index") if isinstance(v.get("index"), int) else -1)
+    then = [(v.get("scope"), v.get("source"), v.get("target")) for v in recorded]
+    now = [(v.scope, v.source, v.target) for v in volumes]
+    if then != now:
+        raise PreflightError(
+            gettext_noop("The workload's volumes changed since snapshot #%(id)d was taken "
+                         "before that deploy (then: %(then)s; now: %(now)s); its data cannot "
+                         "be put back under that release. Roll back without the data, or "
+                         "restore a snapshot by hand."),
+            id=snapshot.pk, then=_describe_volumes(then), now=_describe_volumes(now),
+        )
+
+
+def _describe_volumes(volumes: list[tuple]) -> str:
+    return ", ".join(f"{target} ({scope}:{source})" for scope, source, target in volumes) \
+        or "-"
+
+
+def _check_rollback_reference(workload: Workload, reference: str) -> None:
+    """The release a rollback with data brings back is pinned by digest and can be pulled."""
+    if "@sha256:" not in reference:
+        raise PreflightError(gettext_noop("A rollback with data needs a deploy pinned by image "
+                                          "digest; %(reference)s is not."),
+                             reference=reference)
+    credential = workload.registry_credential
+    try:
+        runtime.pull(reference, username=credential.username if credential else "",
+                     password=credential.get_password() if credential else "")
+    except runtime.EngineError as exc:
+        raise PreflightError(
+            gettext_noop("The image of the deploy to roll back to (%(reference)s) cannot be "
+                         "pulled now: %(error)s"),
+            reference=reference, error=str(exc),
+        ) from None
 
 
 def _host_path(volume: VolumeMount) -> str:

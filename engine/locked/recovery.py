@@ -182,7 +182,7 @@ def roll_back(record: Journal, *, job: RestoreJob | None, workload: Workload | N
     if workload is not None and record.has(journal.QUIESCE):
         # The containers were stopped (and perhaps removed): bring the old data back up.
         ensure_lock(record)
-        deploy = redeploy(record, job, workload)
+        deploy = redeploy(record, job, workload, committed=False)
     crashpoints.reached("rollback.redeployed")
     if job is not None and workload is not None and job.finish(Outcome.FAILED, error.message,
                                                                error.params):
@@ -278,7 +278,7 @@ def finish_forward(record: Journal, *, job: RestoreJob | None, workload: Workloa
         if job is not None:
             job.set_phase(Phase.STARTING)
         note(record, journal.REDEPLOY)
-        deploy = redeploy(record, job, workload)
+        deploy = redeploy(record, job, workload, committed=True)
         started = deploy is None or deploy.outcome == DeployRecord.Outcome.SUCCEEDED
         note(record, journal.REDEPLOYED, deploy=deploy.pk if deploy else None,
              succeeded=started)
@@ -443,16 +443,31 @@ def _not_running_event(workload: Workload, job: RestoreJob) -> None:
 
 # --- shared ------------------------------------------------------------------------------
 
-def redeploy(record: Journal, job: RestoreJob | None,
-              workload: Workload) -> DeployRecord | None:
-    """Bring the workload back on the digest it ran (never a newer tag); None if it never ran."""
-    if not record.reference:
+def redeploy(record: Journal, job: RestoreJob | None, workload: Workload, *,
+             committed: bool) -> DeployRecord | None:
+    """Bring the workload back on a pinned digest (never a newer tag); None if there is none.
+
+    `committed`: on the snapshot's data, after the COMMIT — the journal's `reference`, and
+    for a rollback with data a rollback to its target deploy. Before the commit (a
+    rollback of the journal) the digest the workload ran, on its old data.
+    """
+    reference = record.reference if committed else record.reference_before_commit
+    if not reference:
         return None
     # Linked as soon as it exists: a recovery after a kill mid-redeploy then knows it ran.
     link = (lambda deploy: job.link(deploy=deploy)) if job is not None else None
+    user = job.user if job is not None else None
+    if committed and record.previous is not None:
+        target = DeployRecord.objects.filter(pk=record.rollback_to,
+                                             workload=workload).first()
+        return dispatch_locked(
+            workload=workload, reason=DeployRecord.Reason.ROLLBACK, reference=reference,
+            user=user, backup=False, opened=link, rolled_back_from=target,
+            rollback_restored=DeployRecord.RollbackRestored.CODE_DATA,
+        )
     return dispatch_locked(
-        workload=workload, reason=DeployRecord.Reason.RESTORE, reference=record.reference,
-        user=job.user if job is not None else None, backup=False, opened=link,
+        workload=workload, reason=DeployRecord.Reason.RESTORE, reference=reference,
+        user=user, backup=False, opened=link,
     )
 
 

@@ -102,7 +102,8 @@ class Restore:
     def run(self) -> None:
         try:
             plan = preflight.check(workload=self.workload, snapshot=self.snapshot,
-                                   limits=self.limits)
+                                   limits=self.limits,
+                                   rollback_reference=self.job.rollback_reference)
             source = preflight.open_verified(self.snapshot)
         except PreflightError as exc:
             refuse(self.job, self.workload, exc)
@@ -169,7 +170,7 @@ class Restore:
         if not locks.still_held(self.workload.pk):
             return  # the next holder of the lock redeploys
         try:
-            recovery.redeploy(record, self.job, self.workload)
+            recovery.redeploy(record, self.job, self.workload, committed=True)
         except Exception:  # noqa: BLE001 - logged; the sweep redeploys again
             logger.exception("restore %s: the emergency redeploy failed", self.job.pk)
 
@@ -195,6 +196,11 @@ class Restore:
             ))
         record = Journal(job=self.job.pk, workload=self.workload.pk, snapshot=self.snapshot.pk,
                          reference=plan.reference, targets=targets)
+        if self.job.rollback_reference:
+            # A rollback with data: the target's code after the commit, the running code
+            # with the old data before it (docs/restore-protocol.md, "Rollback with data").
+            record.reference, record.previous = self.job.rollback_reference, plan.reference
+            record.rollback_to = self.job.rollback_to_id
         _check_lock(self.workload)
         record.record(journal.PREPARE)
         crashpoints.reached("restore.prepared")

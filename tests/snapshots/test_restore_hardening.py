@@ -379,7 +379,7 @@ def test_a_failed_archive_after_the_redeploy_does_not_redeploy_again(snapshotted
     workload, paths, snapshot, wanted = snapshotted
     redeploys = []
     monkeypatch.setattr(recovery, "redeploy",
-                        lambda record, job, workload: redeploys.append(job.pk)
+                        lambda record, job, workload, committed: redeploys.append(job.pk)
                         or job.link(deploy=DeployRecord.open(
                             workload=workload, reason=DeployRecord.Reason.RESTORE)))
 

@@ -106,8 +106,8 @@ class RestoreJobAdmin(admin.ModelAdmin):
     date_hierarchy = "created"
     readonly_fields = [
         "workload", "snapshot", "state", "phase", "outcome", "reason_text", "bytes_done",
-        "bytes_total", "pre_restore_snapshot", "deploy", "kept_paths", "user", "created",
-        "started", "finished",
+        "bytes_total", "pre_restore_snapshot", "deploy", "rollback_to", "kept_paths", "user",
+        "created", "started", "finished",
     ]
     fields = readonly_fields
 

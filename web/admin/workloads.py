@@ -412,7 +412,8 @@ class DeployRecordAdmin(ReadOnlyAdmin):
     date_hierarchy = "created"
     readonly_fields = [
         "workload", "reason", "source_kind", "requested_reference", "pinned_reference",
-        "repository", "commit_display", "image_id", "rolled_back_from", "outcome",
+        "repository", "commit_display", "image_id", "rolled_back_from", "rollback_restored",
+        "outcome",
         "failure_code", "failure_message", "failed_step", "user", "created", "started",
         "finished", "build_log_display",
     ]

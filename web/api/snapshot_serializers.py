@@ -67,7 +67,7 @@ class RestoreJobSerializer(serializers.ModelSerializer):
         fields = [
             "id", "url", "workload", "snapshot", "state", "phase", "phase_display", "progress",
             "outcome", "reason", "pre_restore_snapshot", "deploy", "kept_paths", "user",
-            "created", "started", "finished",
+            "created", "started", "finished", "rollback_to",
         ]
 
     def get_url(self, job: RestoreJob) -> str:

@@ -397,7 +397,7 @@ class DeploySerializer(serializers.ModelSerializer):
             "rolled_back_from", "outcome", "failure_code", "failure_message", "user",
             "created", "started", "finished", "duration_seconds", "build_log_url",
             "pre_deploy_snapshot", "backup_failure", "backup_failure_message",
-            "exit_code",
+            "exit_code", "rollback_restored",
         ]
 
     def get_build_log_url(self, record: DeployRecord) -> str | None:
@@ -430,6 +430,12 @@ class DeployLogSerializer(serializers.ModelSerializer):
 
 class RollbackSerializer(serializers.Serializer):
     deploy_id = serializers.IntegerField(min_value=1)
+    data = serializers.BooleanField(
+        default=False,
+        help_text="Also put back the data as it was just before that deploy ran (its "
+                  "pre-deploy snapshot): needs the restore permission and the X-Confirm-Restore "
+                  "header, and answers with the restore job.",
+    )
 
 
 class StatsPointSerializer(serializers.Serializer):

@@ -9,15 +9,23 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
 from backups import health
-from engine import deploys, operations
-from web.api.errors import DELETE_HEADER, Conflict, confirm_delete
+from engine import deploys, operations, restores
+from snapshots.errors import PreflightError
+from web.api.errors import (
+    CONFIRM_HEADER,
+    DELETE_HEADER,
+    Conflict,
+    PreconditionRequired,
+    confirm_delete,
+)
 from web.api.permissions import ActionPermission
 from web.api.schedules import HealthSerializer
+from web.api.snapshot_serializers import RestoreJobSerializer
 from web.api.workload_serializers import (
     ContainerSerializer,
     DeployLogSerializer,
@@ -107,7 +115,12 @@ class WorkloadViewSet(viewsets.ModelViewSet):
 
     @extend_schema(
         request=RollbackSerializer,
-        responses={202: DeploySerializer, 404: None, 409: None},
+        parameters=[OpenApiParameter(
+            CONFIRM_HEADER, OpenApiTypes.STR, OpenApiParameter.HEADER, required=False,
+            description="With `data`: the workload's path, project/stage/workload, confirming "
+                        "that its volumes are replaced (428 without it).",
+        )],
+        responses={202: DeploySerializer, 403: None, 404: None, 409: None, 428: None},
     )
     @action(detail=True, methods=["post"])
     def rollback(self, request, pk=None):
@@ -117,14 +130,48 @@ class WorkloadViewSet(viewsets.ModelViewSet):
         while the engine has it, else the commit rebuilt). 404 if the deploy is
         not this workload's; 409 if it failed, has no pinned reference, or ran
         from another source kind than the workload uses now.
+
+        With `"data": true`, also the data as it was just before that deploy ran
+        (its pre-deploy snapshot), in one restore: 202 with the restore job to
+        follow. It needs the restore permission too (else 403) and the
+        X-Confirm-Restore header (else 428); 409 when the deploy has no ready
+        pre-deploy snapshot, the volumes changed since, or a restore is active.
         """
         workload = self.get_object()
         payload = RollbackSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
+        if payload.validated_data["data"]:
+            return self._rollback_with_data(request, workload,
+                                            payload.validated_data["deploy_id"])
         record = deploys.request_rollback(
             workload=workload, deploy_id=payload.validated_data["deploy_id"], user=request.user
         )
         return self._accepted(record)
+
+    def _rollback_with_data(self, request, workload: Workload, deploy_id: int) -> Response:
+        """The restore of the target's pre-deploy snapshot that ends on the target's code."""
+        if not request.user.has_perm("workloads.restore_workload"):
+            raise PermissionDenied(_("A rollback with data replaces the workload's volumes: "
+                                     "it needs the permission to restore, too."))
+        if request.headers.get(CONFIRM_HEADER) != workload.path:
+            raise PreconditionRequired(
+                _("Confirm the rollback with data with the header %(header)s: %(path)s (the "
+                  "workload's path); its volumes will be replaced by the data from before "
+                  "that deploy ran.") % {"header": CONFIRM_HEADER, "path": workload.path}
+            )
+        try:
+            job = restores.request_rollback_with_data(workload=workload, deploy_id=deploy_id,
+                                                      user=request.user)
+        except restores.RestoreBusy as exc:
+            active = exc.active
+            url = reverse("api:restore-detail", args=[active.pk]) if active else None
+            raise Conflict({"detail": str(exc), "active_restore": url}) from None
+        except PreflightError as exc:
+            raise Conflict(str(exc)) from None
+        job.refresh_from_db()
+        url = reverse("api:restore-detail", args=[job.pk])
+        return Response(RestoreJobSerializer(job).data, status=status.HTTP_202_ACCEPTED,
+                        headers={"Location": url})
 
     def _operate(self, request, action_name: str) -> Response:
         workload = self.get_object()

@@ -13,8 +13,9 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from backups import health
-from engine import deploys, images, operations
+from engine import deploys, images, operations, restores
 from lib import runtime
+from snapshots.errors import PreflightError
 from web.pages import charts, workload_facts
 from web.pages import snapshots as snapshot_views
 from web.pages.responses import bad_request
@@ -285,5 +286,31 @@ def workload_rollback(request: HttpRequest, pk: int) -> HttpResponse:
     except DeployRecord.DoesNotExist:
         raise Http404 from None
     except (deploys.RollbackRefused, DeployInProgress) as exc:
+        error = str(exc)
+    return _after_action(request, workload, error)
+
+
+@require_POST
+@login_required
+@permission_required(["workloads.rollback_workload", "workloads.restore_workload"],
+                     raise_exception=True)
+def workload_rollback_with_data(request: HttpRequest, pk: int) -> HttpResponse:
+    """Queue a rollback with data once the operator has typed the workload's path."""
+    workload = _get_workload(pk)
+    form = RollbackForm(request.POST)
+    if not form.is_valid():
+        return bad_request(form.errors.as_text())
+    error = ""
+    if request.POST.get("confirm", "").strip() != workload.path:
+        error = _("Type the workload's path, %(path)s, to confirm the rollback with data; "
+                  "nothing was changed.") % {"path": workload.path}
+        return _after_action(request, workload, error)
+    try:
+        restores.request_rollback_with_data(
+            workload=workload, deploy_id=form.cleaned_data["deploy_id"], user=request.user
+        )
+    except DeployRecord.DoesNotExist:
+        raise Http404 from None
+    except (deploys.RollbackRefused, restores.RestoreBusy, PreflightError) as exc:
         error = str(exc)
     return _after_action(request, workload, error)

@@ -22,6 +22,12 @@ class DeployInProgress(Exception):
         self.active = active
 
 
+# A rollback with data is a restore's redeploy: it runs under the lock the restore holds,
+# so, like a restore's, it is exempt from the one-active-deploy rule (a deploy requested
+# meanwhile waits for the lock with its row queued).
+ROLLBACK_WITH_DATA = ("code+data", "code+configuration+data")
+
+
 class DeployRecordQuerySet(models.QuerySet):
     def active(self) -> DeployRecordQuerySet:
         return self.filter(outcome__in=DeployRecord.ACTIVE)
@@ -47,6 +53,14 @@ class DeployRecord(Job):
         ROLLBACK = "rollback", _("Rollback")
         RESTORE = "restore", _("Restore")
         AUTO = "auto", _("Automatic")
+
+    class RollbackRestored(models.TextChoices):
+        """What a rollback brought back (blank on every other deploy)."""
+
+        CODE = "code", _("Code")
+        CODE_CONFIGURATION = "code+configuration", _("Code and configuration")
+        CODE_DATA = "code+data", _("Code and data")
+        CODE_CONFIGURATION_DATA = "code+configuration+data", _("Code, configuration and data")
 
     class Outcome(models.TextChoices):
         QUEUED = "queued", _("Queued")
@@ -168,6 +182,11 @@ class DeployRecord(Job):
         verbose_name=_("rolled back to deploy"),
         help_text=_("The earlier deploy whose pinned reference this rollback replayed."),
     )
+    rollback_restored = models.CharField(
+        _("rollback restored"), max_length=40, choices=RollbackRestored, blank=True, default="",
+        help_text=_("What a rollback brought back: the code, and perhaps the configuration "
+                    "and the data."),
+    )
     created = models.DateTimeField(_("requested"), default=timezone.now)
     started = models.DateTimeField(_("started"), null=True, blank=True)
     finished = models.DateTimeField(_("finished"), null=True, blank=True)
@@ -186,7 +205,8 @@ class DeployRecord(Job):
             # exempt: a deploy requested during a restore waits for it.
             models.UniqueConstraint(
                 fields=["workload"],
-                condition=Q(outcome__in=["queued", "running"]) & ~Q(reason="restore"),
+                condition=Q(outcome__in=["queued", "running"]) & ~Q(reason="restore")
+                & ~Q(rollback_restored__in=ROLLBACK_WITH_DATA),
                 name="one_active_deploy_per_workload",
             )
         ]
@@ -198,6 +218,7 @@ class DeployRecord(Job):
     def open(
         cls, *, workload: Workload, reason: str, user=None, reference: str = "",
         rolled_back_from: DeployRecord | None = None, owner: str = "",
+        rollback_restored: str = "",
     ) -> DeployRecord:
         """Add a queued record and prune the workload's history to the newest N.
 
@@ -206,6 +227,7 @@ class DeployRecord(Job):
         ledger never holds more than BERTH_DEPLOY_HISTORY_KEEP finished rows of
         a workload, not even for a moment; unfinished rows are never pruned.
         `owner`: the process that runs it, when it is run in-process (a command).
+        `rollback_restored`: what a rollback brings back (RollbackRestored).
         """
         try:
             with transaction.atomic():
@@ -216,6 +238,7 @@ class DeployRecord(Job):
                     requested_reference=reference or workload.source_reference,
                     user=acting_user(user),
                     rolled_back_from=rolled_back_from,
+                    rollback_restored=rollback_restored,
                     owner=owner,
                 )
                 stale = (

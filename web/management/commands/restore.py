@@ -15,39 +15,10 @@ from web.management.lookup import find_workload
 BAR_WIDTH = 30
 
 
-class Command(BaseCommand):
-    help = (
-        "Replace a workload's volumes with a snapshot, then bring the workload back on the "
-        "version it ran. The current data is kept as a pre-restore snapshot. Needs "
-        "--confirm with the workload's slug."
-    )
+class RestoreOutput:
+    """A restore's progress bar and outcome, for the commands that run one (restore, rollback)."""
 
-    def add_arguments(self, parser) -> None:
-        parser.add_argument("workload", help="id, or project/stage/workload slugs")
-        parser.add_argument("snapshot", type=int, help="the snapshot's id")
-        parser.add_argument("--confirm", required=True, metavar="PATH",
-                            help="the workload's path, project/stage/workload, to confirm "
-                                 "that its data is replaced")
-
-    def handle(self, *args, workload: str, snapshot: int, confirm: str, **options) -> None:
-        target = find_workload(workload)
-        if confirm != target.path:
-            raise CommandError(f"--confirm must be the workload's path, {target.path!r}: its "
-                               "volumes are about to be replaced.")
-        chosen = Snapshot.objects.filter(workload=target, pk=snapshot).first()
-        if chosen is None:
-            raise CommandError(f"Workload {target} has no snapshot #{snapshot}.")
-        self.stdout.write(f"Restoring snapshot #{chosen.pk} ({filesizeformat(chosen.data_bytes)}"
-                          f" of data) onto {target} …")
-        self._drawn = 0.0
-        try:
-            job = restores.restore(workload=target, snapshot=chosen, progress=self._draw)
-        except restores.RestoreBusy as exc:
-            raise CommandError(str(exc)) from None
-        except PreflightError as exc:
-            raise CommandError(str(exc)) from None
-        self.stdout.write("")
-        self._report(job)
+    _drawn = 0.0
 
     def _draw(self, job: RestoreJob) -> None:
         """One line, redrawn at most ten times a second: the phase and the bytes unpacked."""
@@ -87,3 +58,38 @@ class Command(BaseCommand):
             self.stdout.write(self.style.WARNING(job.reason_text))
         if job.outcome == RestoreJob.Outcome.NOT_STARTED:
             raise CommandError("The workload did not start again; see its deploy history.")
+
+
+class Command(RestoreOutput, BaseCommand):
+    help = (
+        "Replace a workload's volumes with a snapshot, then bring the workload back on the "
+        "version it ran. The current data is kept as a pre-restore snapshot. Needs "
+        "--confirm with the workload's slug."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("workload", help="id, or project/stage/workload slugs")
+        parser.add_argument("snapshot", type=int, help="the snapshot's id")
+        parser.add_argument("--confirm", required=True, metavar="PATH",
+                            help="the workload's path, project/stage/workload, to confirm "
+                                 "that its data is replaced")
+
+    def handle(self, *args, workload: str, snapshot: int, confirm: str, **options) -> None:
+        target = find_workload(workload)
+        if confirm != target.path:
+            raise CommandError(f"--confirm must be the workload's path, {target.path!r}: its "
+                               "volumes are about to be replaced.")
+        chosen = Snapshot.objects.filter(workload=target, pk=snapshot).first()
+        if chosen is None:
+            raise CommandError(f"Workload {target} has no snapshot #{snapshot}.")
+        self.stdout.write(f"Restoring snapshot #{chosen.pk} ({filesizeformat(chosen.data_bytes)}"
+                          f" of data) onto {target} …")
+        self._drawn = 0.0
+        try:
+            job = restores.restore(workload=target, snapshot=chosen, progress=self._draw)
+        except restores.RestoreBusy as exc:
+            raise CommandError(str(exc)) from None
+        except PreflightError as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write("")
+        self._report(job)
