@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('snapshots', '0005_snapshot_failure_code'),
-        ('workloads', '0022_rollback_with_data'),
+        ('workloads', '0024_rollback_with_data'),
     ]
 
     operations = [

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('workloads', '0021_backup_over_budget'),
+        ('workloads', '0023_stats_rollups'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
