@@ -58,15 +58,23 @@ class WorkloadLogSerializer(serializers.Serializer):
     gone = serializers.ListField(child=serializers.IntegerField())
 
 
-def _parameters() -> list[OpenApiParameter]:
+def _parameters(*, default_tail: int, max_tail: int) -> list[OpenApiParameter]:
+    """The query as LogQuerySerializer reads it, with its bounds."""
     return [
-        OpenApiParameter("tail", int, default=logs.DEFAULT_TAIL),
-        OpenApiParameter("since", str, description="30s, 15m, 2h, 7d, or an ISO 8601 time"),
-        OpenApiParameter("after", int, description="a cursor from an earlier answer"),
-        OpenApiParameter("replica", int),
+        OpenApiParameter("tail", {"type": "integer", "minimum": 1, "maximum": max_tail},
+                         default=default_tail),
+        OpenApiParameter("since", {"type": "string", "maxLength": 40},
+                         description="30s, 15m, 2h, 7d, or an ISO 8601 time"),
+        OpenApiParameter("after", {"type": "integer", "minimum": 0},
+                         description="a cursor from an earlier answer"),
+        OpenApiParameter("replica", {"type": "integer", "minimum": 1}),
         OpenApiParameter("previous", bool),
-        OpenApiParameter("search", str),
+        OpenApiParameter("search", {"type": "string", "maxLength": logs.MAX_SEARCH}),
     ]
+
+
+# The engine's errors reading the logs are a 503 (web/api/errors.py).
+_ENGINE_DOWN = {503: None}
 
 
 class WorkloadLogsView(APIView):
@@ -95,7 +103,8 @@ class WorkloadLogsView(APIView):
         except logs.LogsRefused as exc:
             raise ValidationError({"replica": [str(exc)]}) from None
 
-    @extend_schema(parameters=_parameters(), responses={200: WorkloadLogSerializer})
+    @extend_schema(parameters=_parameters(default_tail=logs.DEFAULT_TAIL, max_tail=logs.MAX_TAIL),
+                   responses={200: WorkloadLogSerializer, **_ENGINE_DOWN})
     def get(self, request, pk: int) -> Response:
         found = self._read(request, pk)
         return Response(WorkloadLogSerializer(found).data)
@@ -107,7 +116,9 @@ class WorkloadLogsDownloadView(WorkloadLogsView):
     max_tail = default_tail = logs.DOWNLOAD_TAIL
     max_bytes = logs.DOWNLOAD_BYTES
 
-    @extend_schema(parameters=_parameters(), responses={(200, "text/plain"): str})
+    @extend_schema(
+        parameters=_parameters(default_tail=logs.DOWNLOAD_TAIL, max_tail=logs.DOWNLOAD_TAIL),
+        responses={(200, "text/plain"): str, **_ENGINE_DOWN})
     def get(self, request, pk: int) -> HttpResponse:
         found = self._read(request, pk)
         return logs_attachment(found, pk)

@@ -1,7 +1,7 @@
-from django.urls import path
+from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
-from web.api import logs, workloads
+from web.api import errors, logs, workloads
 from web.api.alerts import NotificationChannelViewSet, NotificationViewSet
 from web.api.backups import (
     BackupRecoveryViewSet,
@@ -37,4 +37,6 @@ urlpatterns = [
     path("workloads/<int:pk>/logs", logs.WorkloadLogsView.as_view(), name="workload-logs"),
     path("workloads/<int:pk>/logs/download", logs.WorkloadLogsDownloadView.as_view(),
          name="workload-logs-download"),
+    # Last: any other path under /api/ is a JSON 404 (after authentication), not a page.
+    re_path(r"^.*$", errors.NoSuchEndpoint.as_view(), name="no-such-endpoint"),
 ]

@@ -10,12 +10,12 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
 from backups import health
 from engine import deploys, operations
-from web.api.errors import DELETE_HEADER, Conflict, confirm_delete
+from web.api.errors import DELETE_HEADER, Conflict, confirm_delete, query_flag
+from web.api.pagination import HistoryPages
 from web.api.permissions import ActionPermission
 from web.api.schedules import HealthSerializer
 from web.api.workload_serializers import (
@@ -29,13 +29,6 @@ from web.api.workload_serializers import (
 )
 from workloads import metrics_history
 from workloads.models import DeployLog, DeployRecord, Workload, with_live_containers
-
-
-class HistoryPagination(PageNumberPagination):
-    page_size = 20
-    page_size_query_param = "page_size"
-    max_page_size = 100
-
 
 CONFIRM_DELETE = OpenApiParameter(
     DELETE_HEADER, OpenApiTypes.STR, OpenApiParameter.HEADER, required=True,
@@ -96,7 +89,7 @@ class WorkloadViewSet(viewsets.ModelViewSet):
         data = DeploySerializer(record).data
         return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": url})
 
-    @extend_schema(request=None, responses={202: DeploySerializer})
+    @extend_schema(request=None, responses={202: DeploySerializer, 409: None})
     @action(detail=True, methods=["post"])
     def deploy(self, request, pk=None):
         """Queue a deploy; follow it at the returned deploy's `url`."""
@@ -156,24 +149,25 @@ class WorkloadViewSet(viewsets.ModelViewSet):
         return self._operate(request, "restart")
 
     @extend_schema(responses=DeploySerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=HistoryPages)
     def deploys(self, request, pk=None):
         """The workload's deploy history, newest first."""
         workload = self.get_object()
         history = workload.deploys.select_related("user", "pre_deploy_snapshot").order_by(
             "-created", "-id"
         )
-        paginator = HistoryPagination()
-        page = paginator.paginate_queryset(history, request, view=self)
-        return paginator.get_paginated_response(DeploySerializer(page, many=True).data)
+        page = self.paginate_queryset(history)
+        return self.get_paginated_response(DeploySerializer(page, many=True).data)
 
-    @extend_schema(responses=ContainerSerializer(many=True))
+    @extend_schema(parameters=[OpenApiParameter(
+        "all", OpenApiTypes.BOOL, description="Removed containers too.")],
+        responses=ContainerSerializer(many=True))
     @action(detail=True, methods=["get"])
     def containers(self, request, pk=None):
         """The workload's live containers (add ?all=1 for removed ones too)."""
         workload = self.get_object()
         containers = workload.containers.all()
-        if request.query_params.get("all") not in {"1", "true"}:
+        if not query_flag(request, "all"):
             containers = containers.live()
         page = self.paginate_queryset(containers)
         return self.get_paginated_response(ContainerSerializer(page, many=True).data)
