@@ -20,9 +20,10 @@ from alerts.models import Event, Notification, NotificationChannel, apprise_url_
 from engine import alerts
 from web.api import filters
 from web.api.permissions import ActionPermission
+from web.api.strict import StrictTypes
 
 
-class NotificationChannelSerializer(serializers.ModelSerializer):
+class NotificationChannelSerializer(StrictTypes, serializers.ModelSerializer):
     apprise_url = serializers.CharField(
         write_only=True, required=False, allow_blank=False, trim_whitespace=True,
         max_length=2000,

@@ -38,10 +38,11 @@ from web.api.errors import (
     TargetFailed,
 )
 from web.api.permissions import ActionPermission
+from web.api.strict import StrictTypes
 from workloads.models import Workload
 
 
-class BackupTargetSerializer(serializers.ModelSerializer):
+class BackupTargetSerializer(StrictTypes, serializers.ModelSerializer):
     secret_access_key = serializers.CharField(
         write_only=True, required=False, allow_blank=True, trim_whitespace=False,
         help_text=_("Write-only; leave out to keep the stored one."),
@@ -101,11 +102,11 @@ class SnapshotCopySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class CopyRequestSerializer(serializers.Serializer):
+class CopyRequestSerializer(StrictTypes, serializers.Serializer):
     target = serializers.PrimaryKeyRelatedField(queryset=BackupTarget.objects.all())
 
 
-class IdentitySerializer(serializers.Serializer):
+class IdentitySerializer(StrictTypes, serializers.Serializer):
     identity = serializers.CharField(
         write_only=True, required=False, allow_blank=True, default="",
         help_text=_("The age identity to read an encrypted target with; leave out to use "
@@ -117,7 +118,7 @@ class IdentitySerializer(serializers.Serializer):
     )
 
 
-class PassphraseSerializer(serializers.Serializer):
+class PassphraseSerializer(StrictTypes, serializers.Serializer):
     passphrase = serializers.CharField(write_only=True, trim_whitespace=False,
                                        help_text=_("At least 12 characters."))
     current = serializers.CharField(
@@ -177,7 +178,7 @@ class BackupRecoverySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class CopyRuleSerializer(serializers.ModelSerializer):
+class CopyRuleSerializer(StrictTypes, serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api:copy-rule-detail")
     target_name = serializers.CharField(source="target.name", read_only=True)
     kinds = serializers.ListField(child=serializers.ChoiceField(choices=CopyKind.choices),
@@ -380,7 +381,7 @@ class RestoreDrillSerializer(serializers.ModelSerializer):
         read_only_fields = [f for f in fields if f != "copy"]
 
 
-class DrillRequestSerializer(serializers.Serializer):
+class DrillRequestSerializer(StrictTypes, serializers.Serializer):
     copy = serializers.PrimaryKeyRelatedField(
         queryset=SnapshotCopy.objects.all(),
         error_messages={"does_not_exist": _("Give the id of a snapshot copy."),

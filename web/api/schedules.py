@@ -12,9 +12,10 @@ from backups.models import BackupTarget
 from backups.schedules import BackupPolicy
 from web.api import filters
 from web.api.permissions import ActionPermission
+from web.api.strict import StrictTypes
 
 
-class BackupPolicySerializer(serializers.ModelSerializer):
+class BackupPolicySerializer(StrictTypes, serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api:backup-policy-detail")
     targets = serializers.PrimaryKeyRelatedField(queryset=BackupTarget.objects.all(),
                                                  many=True, required=False)

@@ -113,7 +113,8 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
     serializer_class = SnapshotSerializer
     permission_classes = [ActionPermission]
     http_method_names = ["get", "post", "delete", "head", "options"]
-    lookup_value_regex = "[0-9]+"
+    # At most 18 digits: a longer id is no row's (SQLite refuses to compare it), so a 404.
+    lookup_value_regex = "[0-9]{1,18}"
     action_permissions = {
         "list": "snapshots.view_snapshot",
         "retrieve": "snapshots.view_snapshot",

@@ -15,6 +15,7 @@ from rest_framework.exceptions import PermissionDenied
 
 from engine import images
 from lib import giturls
+from web.api.strict import StrictTypes
 from workloads import edits
 from workloads.models import (
     Container,
@@ -45,7 +46,7 @@ class ReplacedListSerializer(serializers.ListSerializer):
         return child.validated_data
 
 
-class VolumeSerializer(serializers.ModelSerializer):
+class VolumeSerializer(StrictTypes, serializers.ModelSerializer):
     host_path = serializers.SerializerMethodField()
 
     class Meta:
@@ -69,7 +70,7 @@ class VolumeSerializer(serializers.ModelSerializer):
         return attrs
 
 
-class EnvVarSerializer(serializers.ModelSerializer):
+class EnvVarSerializer(StrictTypes, serializers.ModelSerializer):
     # null keeps a stored secret of the same name: a client can PATCH back the
     # list it read (where secrets come back as null) without knowing them.
     # Read back too: a plain value as stored, a secret's as null (to_representation).
@@ -92,7 +93,7 @@ class EnvVarSerializer(serializers.ModelSerializer):
         return data
 
 
-class PortSerializer(serializers.ModelSerializer):
+class PortSerializer(StrictTypes, serializers.ModelSerializer):
     class Meta:
         model = PortMapping
         fields = ["id", "host_ip", "host_port", "container_port", "protocol"]
@@ -139,7 +140,7 @@ class LiveStateSerializer(serializers.Serializer):
     since = serializers.DateTimeField(allow_null=True)
 
 
-class WorkloadSerializer(serializers.ModelSerializer):
+class WorkloadSerializer(StrictTypes, serializers.ModelSerializer):
     stage = serializers.PrimaryKeyRelatedField(queryset=Stage.objects.select_related("project"))
     # The repository credential is write-only: accepted here (or inside
     # git_url, from which it is taken out), stored encrypted, never returned.
@@ -446,7 +447,7 @@ class DeployLogSerializer(serializers.ModelSerializer):
         fields = ["deploy", "finished", "text", "truncated", "failed_step", "updated"]
 
 
-class RollbackSerializer(serializers.Serializer):
+class RollbackSerializer(StrictTypes, serializers.Serializer):
     deploy_id = serializers.IntegerField(min_value=1)
 
 
