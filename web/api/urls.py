@@ -29,7 +29,8 @@ router.register("projects", ProjectViewSet, basename="project")
 router.register("stages", StageViewSet, basename="stage")
 # The workload's id in at most 18 digits, as a snapshot's (web/api/snapshots.py).
 router.register(
-    r"workloads/(?P<workload_pk>[0-9]{1,18})/snapshots", SnapshotViewSet, basename="workload-snapshot"
+    r"workloads/(?P<workload_pk>[0-9]{1,18})/snapshots", SnapshotViewSet,
+    basename="workload-snapshot",
 )
 
 app_name = "api"
