@@ -254,7 +254,7 @@ class BackupTargetViewSet(viewsets.ModelViewSet):
 
     @extend_schema(request=IdentitySerializer,
                    responses={200: EntrySerializer(many=True), 409: None, 502: None, 507: None})
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], pagination_class=None)
     def catalogue(self, request, pk=None):
         """What the target holds, read from the copies' sidecars (no archive is downloaded).
 

@@ -58,12 +58,21 @@ class WorkloadLogSerializer(serializers.Serializer):
     gone = serializers.ListField(child=serializers.IntegerField())
 
 
+# What `since` takes, as a pattern (engine/logs.py, parse_since): empty; a duration within
+# ten years; an ISO 8601 date, with a time and an offset or not. The pattern leaves out
+# days after the 28th, which the calendar may not have, and years before 1970 or after 2999.
+SINCE = (r"^\s*([0-9]{1,4}[smh]|[0-9]{1,3}d"
+         r"|(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
+         r"([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?"
+         r"(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])?)?)?\s*$")
+
+
 def _parameters(*, default_tail: int, max_tail: int) -> list[OpenApiParameter]:
     """The query as LogQuerySerializer reads it, with its bounds."""
     return [
         OpenApiParameter("tail", {"type": "integer", "minimum": 1, "maximum": max_tail},
                          default=default_tail),
-        OpenApiParameter("since", {"type": "string", "maxLength": 40},
+        OpenApiParameter("since", {"type": "string", "maxLength": 40, "pattern": SINCE},
                          description="30s, 15m, 2h, 7d, or an ISO 8601 time"),
         OpenApiParameter("after", {"type": "integer", "minimum": 0},
                          description="a cursor from an earlier answer"),

@@ -66,8 +66,24 @@ DESCRIPTIONS = {
 }
 
 
+# A time of day as DRF writes and reads it ("03:00", "03:00:00"): JSON Schema's "time"
+# format wants an offset ("03:00:00Z"), which a time in a policy's own zone has not.
+TIME_OF_DAY = r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?$"
+BLANK = {"type": "string", "maxLength": 0}
+
+
 class BerthSchema(AutoSchema):
     """drf-spectacular's AutoSchema, with the errors described in the module docstring."""
+
+    def _insert_field_validators(self, field, schema) -> None:
+        super()._insert_field_validators(field, schema)
+        # A blank field with a pattern becomes oneOf [pattern, blank], which "" matches
+        # twice when the pattern takes it too: either will do.
+        if schema.get("oneOf", [None])[-1] == BLANK:
+            schema["anyOf"] = schema.pop("oneOf")
+        if schema.get("format") == "time":
+            del schema["format"]
+            schema["pattern"] = TIME_OF_DAY
 
     def get_operation(self, path, path_regex, path_prefix, method, registry):
         operation = super().get_operation(path, path_regex, path_prefix, method, registry)

@@ -40,5 +40,5 @@ urlpatterns = [
     path("workloads/<int:pk>/logs/download", logs.WorkloadLogsDownloadView.as_view(),
          name="workload-logs-download"),
     # Last: any other path under /api/ is a JSON 404 (after authentication), not a page.
-    re_path(r"^.*$", errors.NoSuchEndpoint.as_view(), name="no-such-endpoint"),
+    re_path(r"^[\s\S]*\Z", errors.NoSuchEndpoint.as_view(), name="no-such-endpoint"),
 ]

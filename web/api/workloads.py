@@ -37,6 +37,10 @@ CONFIRM_DELETE = OpenApiParameter(
 )
 
 
+# Start, stop, restart: 409 while busy or never deployed; 503 when the engine cannot be asked.
+_OPERATE_ERRORS = {409: None, 503: None}
+
+
 @extend_schema_view(
     destroy=extend_schema(parameters=[CONFIRM_DELETE],
                           responses={204: None, 404: None, 409: None, 428: None, 503: None}),
@@ -128,21 +132,21 @@ class WorkloadViewSet(viewsets.ModelViewSet):
         workload = self.get_queryset().get(pk=workload.pk)
         return Response(WorkloadSerializer(workload, context={"request": request}).data)
 
-    @extend_schema(request=None, responses={200: WorkloadSerializer, 409: None})
+    @extend_schema(request=None, responses={200: WorkloadSerializer, **_OPERATE_ERRORS})
     @action(detail=True, methods=["post"])
     def start(self, request, pk=None):
         """Start the workload's containers (all replicas); 409 while a deploy, restore or
         snapshot holds it, or before it was ever deployed. Not a deploy: no ledger row."""
         return self._operate(request, "start")
 
-    @extend_schema(request=None, responses={200: WorkloadSerializer, 409: None})
+    @extend_schema(request=None, responses={200: WorkloadSerializer, **_OPERATE_ERRORS})
     @action(detail=True, methods=["post"])
     def stop(self, request, pk=None):
         """Stop the workload's containers; it stays stopped (a Docker or Berth restart too)
         until started or deployed again."""
         return self._operate(request, "stop")
 
-    @extend_schema(request=None, responses={200: WorkloadSerializer, 409: None})
+    @extend_schema(request=None, responses={200: WorkloadSerializer, **_OPERATE_ERRORS})
     @action(detail=True, methods=["post"])
     def restart(self, request, pk=None):
         """Stop and start the workload's containers."""
