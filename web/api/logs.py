@@ -20,7 +20,9 @@ class LogQuerySerializer(serializers.Serializer):
     """What a logs request may ask; the bounds are engine/logs.py's."""
 
     tail = serializers.IntegerField(min_value=1, required=False)
-    since = serializers.CharField(required=False, allow_blank=True, max_length=40)
+    # Not trimmed before the length check: the schema's maxLength counts every character.
+    since = serializers.CharField(required=False, allow_blank=True, max_length=40,
+                                  trim_whitespace=False)
     after = serializers.IntegerField(
         required=False, min_value=0,
         help_text=_("The cursor of an earlier answer: only newer lines."))
