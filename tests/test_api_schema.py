@@ -39,6 +39,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from tests.fixtures import images
+from workloads.models import Workload
 
 CONFIG = Path(__file__).resolve().parent / "schemathesis.toml"
 EXAMPLES = int(os.environ.get("BERTH_SCHEMATHESIS_EXAMPLES", "10"))
@@ -55,6 +56,99 @@ def test_it_serves_the_schema_only_to_those_who_may_read_workloads(api, api_as, 
     outsider.user_permissions.add(Permission.objects.get(codename="view_workload"))
     reader = User.objects.get(pk=outsider.pk)  # a fresh user: permissions are cached
     assert api_as(reader).get(path).status_code == 200
+
+
+@pytest.fixture
+def admin(db) -> User:
+    return User.objects.create_superuser("schema-admin", password="correct horse battery")
+
+
+@pytest.fixture
+def schema(api_as, viewer) -> dict:
+    return api_as(viewer).get("/api/schema?format=json").json()
+
+
+def test_it_documents_the_errors_an_operation_answers(schema):
+    detail = schema["paths"]["/api/workloads/{id}"]
+    assert set(detail["get"]["responses"]) == {"200", "401", "403", "404"}
+    assert set(detail["delete"]["responses"]) >= {"204", "401", "403", "404", "409", "428",
+                                                  "503"}
+    error = detail["delete"]["responses"]["428"]["content"]["application/json"]["schema"]
+    assert error == {"$ref": "#/components/schemas/Error"}
+    listing = schema["paths"]["/api/workloads"]["get"]
+    assert set(listing["responses"]) == {"200", "401", "403", "404"}  # 404: no such page
+    page = next(p for p in listing["parameters"] if p["name"] == "page")
+    assert page["schema"] == {"type": "integer", "minimum": 1}
+    assert "400" in schema["paths"]["/api/workloads"]["post"]["responses"]
+
+
+def test_it_marks_what_may_be_null_and_what_is_only_read_or_written(schema):
+    components = schema["components"]["schemas"]
+    for name, field in [("Workload", "repository_web_url"), ("Workload", "running_commit_url"),
+                        ("Deploy", "commit_url"), ("Deploy", "user")]:
+        assert components[name]["properties"][field].get("nullable") is True, (name, field)
+    assert components["EnvVar"]["properties"]["value"].get("nullable") is True
+    assert "git_password" not in components["Workload"]["properties"]
+    assert "repository_web_url" not in components["WorkloadRequest"]["properties"]
+
+
+@pytest.mark.parametrize("page", ["", "0", "-1", "abc", "last", "1.0", "²"])
+def test_a_page_that_is_not_a_page_number_is_not_found(api_as, viewer, workload, page):
+    response = api_as(viewer).get(f"/api/workloads?page={page}")
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Invalid page."}
+
+
+@pytest.mark.parametrize("size", ["0", "101", "abc", ""])
+def test_a_page_size_out_of_bounds_is_refused(api_as, viewer, workload, size):
+    response = api_as(viewer).get(f"/api/workloads/{workload.pk}/deploys?page_size={size}")
+
+    assert response.status_code == 400
+    assert "page_size" in response.json()
+
+
+def test_a_page_size_within_bounds_is_taken(api_as, viewer, workload):
+    response = api_as(viewer).get(f"/api/workloads/{workload.pk}/deploys?page_size=100")
+
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("name", 0), ("slug", 1), ("replicas", "2"), ("replicas", True), ("stage", "1"),
+    ("snapshot_consistency", 0),
+])
+def test_a_value_of_the_wrong_json_type_is_refused_not_coerced(api_as, operator, workload,
+                                                               field, value):
+    before = Workload.objects.values().get(pk=workload.pk)
+
+    response = api_as(operator).patch(f"/api/workloads/{workload.pk}", {field: value},
+                                      format="json")
+
+    assert response.status_code == 400
+    assert field in response.json()
+    assert Workload.objects.values().get(pk=workload.pk) == before
+
+
+@pytest.mark.parametrize("query", ["workload=%C2%B2", "workload=-1", "workload=x",
+                                   "workload=99999999999999999999"])
+def test_a_filter_that_is_not_an_id_is_refused(api_as, admin, query):
+    assert api_as(admin).get(f"/api/copy-rules?{query}").status_code == 400
+
+
+def test_a_drill_of_a_body_that_is_not_an_object_is_refused(api_as, admin):
+    response = api_as(admin).post("/api/drills", [None, None], format="json")
+
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize("path", ["/api/deploys/0.5", "/api/workloads/", "/api/nothing%0A"])
+def test_a_path_under_the_api_that_names_no_endpoint_is_a_json_404(api, api_as, viewer, path):
+    assert api.get(path).status_code == 401
+    response = api_as(viewer).get(path)
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found."}
 
 
 @pytest.fixture
