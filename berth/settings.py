@@ -190,9 +190,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    # DRF's page numbers, refusing a page or page size the schema does not allow.
+    "DEFAULT_PAGINATION_CLASS": "web.api.pagination.PageNumbers",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # drf-spectacular's, with the errors every view can answer (web/api/schema.py).
+    "DEFAULT_SCHEMA_CLASS": "web.api.schema.BerthSchema",
     "EXCEPTION_HANDLER": "web.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
@@ -201,7 +203,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Deploy workloads onto the local Docker engine and keep their data safe.",
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # The schema maps the whole API: only for those who may read workloads.
+    "SERVE_PERMISSIONS": ["web.api.schema.SchemaReaders"],
+    # A body sent and a body received are separate components, so that write-only and
+    # read-only fields, and what a request must not leave blank, are exact.
+    "COMPONENT_SPLIT_REQUEST": True,
     # Swagger UI's assets are served from the installed sidecar package, not a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -207,7 +207,11 @@ def test_the_schema_documents_the_build_log(api_as, viewer):
     assert "/api/deploys/{id}/log" in schema["paths"]
     fields = schema["components"]["schemas"]["Workload"]["properties"]
     assert "git_url" in fields and "has_git_credential" in fields
-    assert fields["git_password"].get("writeOnly") is True
+    # The password is only ever sent: in the request's component, not in the answer's.
+    assert "git_password" not in fields
+    sent = schema["components"]["schemas"]["WorkloadRequest"]["properties"]
+    assert sent["git_password"].get("writeOnly") is True
+    assert "has_git_credential" not in sent
 
 
 def test_a_stored_credential_cannot_be_sent_to_another_host(api_as, operator, stage):

@@ -6,17 +6,24 @@ from __future__ import annotations
 import copy
 
 from django.utils.translation import gettext_lazy as _
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from alerts.models import Event, Notification, NotificationChannel, apprise_url_problem
 from engine import alerts
+from web.api import filters
 from web.api.permissions import ActionPermission
+from web.api.strict import StrictTypes
 
 
-class NotificationChannelSerializer(serializers.ModelSerializer):
+class NotificationChannelSerializer(StrictTypes, serializers.ModelSerializer):
     apprise_url = serializers.CharField(
         write_only=True, required=False, allow_blank=False, trim_whitespace=True,
         max_length=2000,
@@ -108,6 +115,10 @@ class NotificationChannelViewSet(viewsets.ModelViewSet):
         return Response({"ok": result.ok, "code": result.code, "message": result.message})
 
 
+@extend_schema_view(list=extend_schema(parameters=[
+    filters.id_filter("workload", "Only this workload's notifications."),
+    OpenApiParameter("event", str, enum=Event.values, description="Only this event's."),
+]))
 class NotificationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
                           viewsets.GenericViewSet):
     """The notifications sent or being sent, newest first. `?workload=ID`, `?event=NAME`."""
@@ -119,11 +130,9 @@ class NotificationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
 
     def get_queryset(self):
         rows = Notification.objects.select_related("channel")
-        workload = self.request.query_params.get("workload")
+        workload = filters.wanted_id(self.request, "workload")
         if workload is not None:
-            if not workload.isdigit():
-                raise serializers.ValidationError({"workload": [_("Give an id.")]})
-            rows = rows.filter(workload_id=int(workload))
+            rows = rows.filter(workload_id=workload)
         event = self.request.query_params.get("event")
         if event is not None:
             if event not in Event.values:

@@ -7,7 +7,13 @@ import copy
 
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
 from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -23,6 +29,7 @@ from backups.models import (
 )
 from engine import backups, disaster, drills
 from lib import agecrypt, offsite
+from web.api import filters
 from web.api.errors import (
     CONFIRM_HEADER,
     Conflict,
@@ -31,10 +38,11 @@ from web.api.errors import (
     TargetFailed,
 )
 from web.api.permissions import ActionPermission
+from web.api.strict import StrictTypes
 from workloads.models import Workload
 
 
-class BackupTargetSerializer(serializers.ModelSerializer):
+class BackupTargetSerializer(StrictTypes, serializers.ModelSerializer):
     secret_access_key = serializers.CharField(
         write_only=True, required=False, allow_blank=True, trim_whitespace=False,
         help_text=_("Write-only; leave out to keep the stored one."),
@@ -94,11 +102,11 @@ class SnapshotCopySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class CopyRequestSerializer(serializers.Serializer):
+class CopyRequestSerializer(StrictTypes, serializers.Serializer):
     target = serializers.PrimaryKeyRelatedField(queryset=BackupTarget.objects.all())
 
 
-class IdentitySerializer(serializers.Serializer):
+class IdentitySerializer(StrictTypes, serializers.Serializer):
     identity = serializers.CharField(
         write_only=True, required=False, allow_blank=True, default="",
         help_text=_("The age identity to read an encrypted target with; leave out to use "
@@ -110,7 +118,7 @@ class IdentitySerializer(serializers.Serializer):
     )
 
 
-class PassphraseSerializer(serializers.Serializer):
+class PassphraseSerializer(StrictTypes, serializers.Serializer):
     passphrase = serializers.CharField(write_only=True, trim_whitespace=False,
                                        help_text=_("At least 12 characters."))
     current = serializers.CharField(
@@ -170,7 +178,7 @@ class BackupRecoverySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class CopyRuleSerializer(serializers.ModelSerializer):
+class CopyRuleSerializer(StrictTypes, serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api:copy-rule-detail")
     target_name = serializers.CharField(source="target.name", read_only=True)
     kinds = serializers.ListField(child=serializers.ChoiceField(choices=CopyKind.choices),
@@ -223,7 +231,8 @@ class BackupTargetViewSet(viewsets.ModelViewSet):
         result = backups.check_target(self.get_object())
         return Response({"ok": result.ok, "code": result.code, "message": result.message})
 
-    @extend_schema(request=PassphraseSerializer, responses={200: BackupTargetSerializer})
+    @extend_schema(request=PassphraseSerializer,
+                   responses={200: BackupTargetSerializer, 502: None})
     @action(detail=True, methods=["post"])
     def passphrase(self, request, pk=None):
         """Let a passphrase open the copies made from now on (docs/backups.md): Berth seals
@@ -243,8 +252,9 @@ class BackupTargetViewSet(viewsets.ModelViewSet):
         target.refresh_from_db()
         return Response(BackupTargetSerializer(target, context={"request": request}).data)
 
-    @extend_schema(request=IdentitySerializer, responses={200: EntrySerializer(many=True)})
-    @action(detail=True, methods=["post"])
+    @extend_schema(request=IdentitySerializer,
+                   responses={200: EntrySerializer(many=True), 409: None, 502: None, 507: None})
+    @action(detail=True, methods=["post"], pagination_class=None)
     def catalogue(self, request, pk=None):
         """What the target holds, read from the copies' sidecars (no archive is downloaded).
 
@@ -264,7 +274,12 @@ class BackupTargetViewSet(viewsets.ModelViewSet):
             raise TargetFailed(detail={"detail": exc.message, "code": exc.code}) from None
         return Response(EntrySerializer(entries, many=True).data)
 
-    @extend_schema(request=RecoverySerializer, responses={202: BackupRecoverySerializer})
+    @extend_schema(
+        request=RecoverySerializer,
+        parameters=[OpenApiParameter(
+            CONFIRM_HEADER, OpenApiTypes.STR, OpenApiParameter.HEADER,
+            description="With `workload`: that workload's path, project/stage/workload.")],
+        responses={202: BackupRecoverySerializer, 409: None, 428: None, 502: None, 507: None})
     @action(detail=True, methods=["post"])
     def recover(self, request, pk=None):
         """Queue a recovery of the copy `key`: a new workload from its sidecar, or onto
@@ -325,6 +340,10 @@ def _refusal(exc: disaster.RecoveryError) -> exceptions.APIException:
     return exceptions.ValidationError(detail=body)
 
 
+@extend_schema_view(list=extend_schema(parameters=[
+    filters.id_filter("workload", "Only this workload's rules."),
+    filters.id_filter("project", "Only this project's default rules."),
+]))
 class CopyRuleViewSet(viewsets.ModelViewSet):
     """Which snapshots go to which target: a workload's rules, or its project's default.
 
@@ -345,11 +364,9 @@ class CopyRuleViewSet(viewsets.ModelViewSet):
     def get_queryset(self):
         rules = CopyRule.objects.select_related("target")
         for owner in ("workload", "project"):
-            wanted = self.request.query_params.get(owner)
+            wanted = filters.wanted_id(self.request, owner)
             if wanted is not None:
-                if not wanted.isdigit():
-                    raise serializers.ValidationError({owner: [_("Give an id.")]})
-                rules = rules.filter(**{f"{owner}_id": int(wanted)})
+                rules = rules.filter(**{f"{owner}_id": wanted})
         return rules
 
 
@@ -364,6 +381,14 @@ class RestoreDrillSerializer(serializers.ModelSerializer):
         read_only_fields = [f for f in fields if f != "copy"]
 
 
+class DrillRequestSerializer(StrictTypes, serializers.Serializer):
+    copy = serializers.PrimaryKeyRelatedField(
+        queryset=SnapshotCopy.objects.all(),
+        error_messages={"does_not_exist": _("Give the id of a snapshot copy."),
+                        "incorrect_type": _("Give the id of a snapshot copy.")},
+        help_text=_("The verified copy to drill."))
+
+
 class RestoreDrillViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
                           mixins.CreateModelMixin, viewsets.GenericViewSet):
     """Restore drills, newest first; POST `{"copy": id}` drills a verified copy."""
@@ -375,14 +400,13 @@ class RestoreDrillViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
                           "retrieve": "backups.view_restoredrill",
                           "create": "backups.add_restoredrill"}
 
+    @extend_schema(request=DrillRequestSerializer,
+                   responses={202: RestoreDrillSerializer, 409: None})
     def create(self, request, *args, **kwargs):
-        copy_id = request.data.get("copy")
-        chosen = SnapshotCopy.objects.filter(pk=copy_id).first() \
-            if str(copy_id).isdigit() else None
-        if chosen is None:
-            raise exceptions.ValidationError({"copy": [_("Give the id of a snapshot copy.")]})
+        body = DrillRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
         try:
-            row = drills.request_drill(copy=chosen, user=request.user)
+            row = drills.request_drill(copy=body.validated_data["copy"], user=request.user)
         except drills.DrillRefused as exc:
             raise Conflict(str(exc.message)) from None
         row.refresh_from_db()

@@ -7,8 +7,10 @@ from django.db import IntegrityError
 from django.http import Http404
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
-from rest_framework import exceptions, status
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, serializers, status
 from rest_framework.request import Request
+from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from engine.deploys import RemovalRefused, RollbackRefused
@@ -53,6 +55,17 @@ def confirm_delete(request: Request, workload: Workload, message: str) -> None:
         raise PreconditionRequired(message % {"header": DELETE_HEADER, "path": workload.path})
 
 
+def query_flag(request: Request, name: str) -> bool:
+    """`?name=` as a boolean (`1`, `0`, `true`, `false`; left out is false); 400 otherwise."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return False
+    try:
+        return serializers.BooleanField().to_internal_value(raw)
+    except exceptions.ValidationError:
+        raise exceptions.ValidationError({name: [_("Give 1 or 0.")]}) from None
+
+
 class Conflict(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = _("The request conflicts with the current state of the resource.")
@@ -63,6 +76,17 @@ class TargetFailed(exceptions.APIException):
     status_code = status.HTTP_502_BAD_GATEWAY
     default_detail = _("A backup target did not do what was asked.")
     default_code = "target_failed"
+
+
+@extend_schema(exclude=True)
+class NoSuchEndpoint(APIView):
+    """Any path under /api/ that names no endpoint: a JSON 404 like the API's own, once the
+    caller is authenticated (an anonymous call is a 401, as everywhere in the API)."""
+
+    def http_method_not_allowed(self, request, *args, **kwargs):
+        raise exceptions.NotFound()
+
+    get = post = put = patch = delete = head = http_method_not_allowed
 
 
 def exception_handler(exc, context):

@@ -20,7 +20,9 @@ class LogQuerySerializer(serializers.Serializer):
     """What a logs request may ask; the bounds are engine/logs.py's."""
 
     tail = serializers.IntegerField(min_value=1, required=False)
-    since = serializers.CharField(required=False, allow_blank=True, max_length=40)
+    # Not trimmed before the length check: the schema's maxLength counts every character.
+    since = serializers.CharField(required=False, allow_blank=True, max_length=40,
+                                  trim_whitespace=False)
     after = serializers.IntegerField(
         required=False, min_value=0,
         help_text=_("The cursor of an earlier answer: only newer lines."))
@@ -58,15 +60,32 @@ class WorkloadLogSerializer(serializers.Serializer):
     gone = serializers.ListField(child=serializers.IntegerField())
 
 
-def _parameters() -> list[OpenApiParameter]:
+# What `since` takes, as a pattern (engine/logs.py, parse_since): empty; a duration within
+# ten years; an ISO 8601 date, with a time and an offset or not. The pattern leaves out
+# days after the 28th, which the calendar may not have, and years before 1970 or after 2999.
+SINCE = (r"^\s*([0-9]{1,4}[smh]|[0-9]{1,3}d"
+         r"|(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])"
+         r"([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?"
+         r"(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])?)?)?\s*$")
+
+
+def _parameters(*, default_tail: int, max_tail: int) -> list[OpenApiParameter]:
+    """The query as LogQuerySerializer reads it, with its bounds."""
     return [
-        OpenApiParameter("tail", int, default=logs.DEFAULT_TAIL),
-        OpenApiParameter("since", str, description="30s, 15m, 2h, 7d, or an ISO 8601 time"),
-        OpenApiParameter("after", int, description="a cursor from an earlier answer"),
-        OpenApiParameter("replica", int),
+        OpenApiParameter("tail", {"type": "integer", "minimum": 1, "maximum": max_tail},
+                         default=default_tail),
+        OpenApiParameter("since", {"type": "string", "maxLength": 40, "pattern": SINCE},
+                         description="30s, 15m, 2h, 7d, or an ISO 8601 time"),
+        OpenApiParameter("after", {"type": "integer", "minimum": 0},
+                         description="a cursor from an earlier answer"),
+        OpenApiParameter("replica", {"type": "integer", "minimum": 1}),
         OpenApiParameter("previous", bool),
-        OpenApiParameter("search", str),
+        OpenApiParameter("search", {"type": "string", "maxLength": logs.MAX_SEARCH}),
     ]
+
+
+# The engine's errors reading the logs are a 503 (web/api/errors.py).
+_ENGINE_DOWN = {503: None}
 
 
 class WorkloadLogsView(APIView):
@@ -95,7 +114,8 @@ class WorkloadLogsView(APIView):
         except logs.LogsRefused as exc:
             raise ValidationError({"replica": [str(exc)]}) from None
 
-    @extend_schema(parameters=_parameters(), responses={200: WorkloadLogSerializer})
+    @extend_schema(parameters=_parameters(default_tail=logs.DEFAULT_TAIL, max_tail=logs.MAX_TAIL),
+                   responses={200: WorkloadLogSerializer, **_ENGINE_DOWN})
     def get(self, request, pk: int) -> Response:
         found = self._read(request, pk)
         return Response(WorkloadLogSerializer(found).data)
@@ -107,7 +127,9 @@ class WorkloadLogsDownloadView(WorkloadLogsView):
     max_tail = default_tail = logs.DOWNLOAD_TAIL
     max_bytes = logs.DOWNLOAD_BYTES
 
-    @extend_schema(parameters=_parameters(), responses={(200, "text/plain"): str})
+    @extend_schema(
+        parameters=_parameters(default_tail=logs.DOWNLOAD_TAIL, max_tail=logs.DOWNLOAD_TAIL),
+        responses={(200, "text/plain"): str, **_ENGINE_DOWN})
     def get(self, request, pk: int) -> HttpResponse:
         found = self._read(request, pk)
         return logs_attachment(found, pk)

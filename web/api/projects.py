@@ -12,6 +12,7 @@ from rest_framework import serializers, viewsets
 
 from web.api.errors import Conflict
 from web.api.permissions import ActionPermission
+from web.api.strict import StrictTypes
 from workloads import edits
 from workloads.models import Project, Stage
 
@@ -31,7 +32,7 @@ def _kept_in_place(check) -> None:
         raise serializers.ValidationError(exc.message_dict) from None
 
 
-class StageSerializer(serializers.ModelSerializer):
+class StageSerializer(StrictTypes, serializers.ModelSerializer):
     project = serializers.PrimaryKeyRelatedField(queryset=Project.objects.all())
     project_slug = serializers.CharField(source="project.slug", read_only=True)
 
@@ -48,7 +49,7 @@ class StageSerializer(serializers.ModelSerializer):
         return attrs
 
 
-class ProjectSerializer(serializers.ModelSerializer):
+class ProjectSerializer(StrictTypes, serializers.ModelSerializer):
     stages = serializers.SerializerMethodField()
 
     class Meta:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import copy
 
 from django.utils.translation import gettext_lazy as _
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, viewsets
 
 from backups.models import BackupTarget
 from backups.schedules import BackupPolicy
+from web.api import filters
 from web.api.permissions import ActionPermission
+from web.api.strict import StrictTypes
 
 
-class BackupPolicySerializer(serializers.ModelSerializer):
+class BackupPolicySerializer(StrictTypes, serializers.ModelSerializer):
     url = serializers.HyperlinkedIdentityField(view_name="api:backup-policy-detail")
     targets = serializers.PrimaryKeyRelatedField(queryset=BackupTarget.objects.all(),
                                                  many=True, required=False)
@@ -53,6 +56,10 @@ class BackupPolicySerializer(serializers.ModelSerializer):
         return super().update(instance, validated_data)
 
 
+@extend_schema_view(list=extend_schema(parameters=[
+    filters.id_filter(owner, f"Only this {owner}'s own policy.")
+    for owner in ("workload", "stage", "project")
+]))
 class BackupPolicyViewSet(viewsets.ModelViewSet):
     """When each workload's scheduled snapshots are taken, where they are copied and how long
     they stay: a policy belongs to one workload, stage or project.
@@ -74,11 +81,9 @@ class BackupPolicyViewSet(viewsets.ModelViewSet):
     def get_queryset(self):
         policies = BackupPolicy.objects.prefetch_related("targets").order_by("pk")
         for owner in ("workload", "stage", "project"):
-            wanted = self.request.query_params.get(owner)
+            wanted = filters.wanted_id(self.request, owner)
             if wanted is not None:
-                if not wanted.isdigit():
-                    raise serializers.ValidationError({owner: [_("Give an id.")]})
-                policies = policies.filter(**{f"{owner}_id": int(wanted)})
+                policies = policies.filter(**{f"{owner}_id": wanted})
         return policies
 
 

@@ -11,7 +11,8 @@ from snapshots.models import RestoreJob, Snapshot
 class SnapshotSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
     download_url = serializers.SerializerMethodField()
-    user = serializers.CharField(source="user.get_username", read_only=True, default=None)
+    user = serializers.CharField(source="user.get_username", read_only=True, default=None,
+                                 allow_null=True)
     failure = serializers.CharField(source="failure_text", read_only=True)
     progress = serializers.SerializerMethodField()
     volumes = serializers.SerializerMethodField()
@@ -60,7 +61,8 @@ class RestoreJobSerializer(serializers.ModelSerializer):
     phase_display = serializers.CharField(source="get_phase_display", read_only=True)
     progress = serializers.SerializerMethodField()
     reason = serializers.CharField(source="reason_text", read_only=True)
-    user = serializers.CharField(source="user.get_username", read_only=True, default=None)
+    user = serializers.CharField(source="user.get_username", read_only=True, default=None,
+                                 allow_null=True)
 
     class Meta:
         model = RestoreJob

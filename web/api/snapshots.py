@@ -31,6 +31,7 @@ from web.api.errors import (
     PreconditionRequired,
     TargetFailed,
     confirm_delete,
+    query_flag,
 )
 from web.api.permissions import ActionPermission
 from web.api.snapshot_serializers import (
@@ -112,7 +113,8 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
     serializer_class = SnapshotSerializer
     permission_classes = [ActionPermission]
     http_method_names = ["get", "post", "delete", "head", "options"]
-    lookup_value_regex = "[0-9]+"
+    # At most 18 digits: a longer id is no row's (SQLite refuses to compare it), so a 404.
+    lookup_value_regex = "[0-9]{1,18}"
     action_permissions = {
         "list": "snapshots.view_snapshot",
         "retrieve": "snapshots.view_snapshot",
@@ -200,12 +202,7 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
     def _with_copies(self) -> bool:
         """`?with_copies=1`: remove the snapshot's verified copies from their targets too,
         which needs the permission to delete copies."""
-        raw = self.request.query_params.get(WITH_COPIES, "0")
-        field = serializers.BooleanField()
-        try:
-            wanted = field.to_internal_value(raw)
-        except ValidationError:
-            raise ValidationError({WITH_COPIES: [_("Give 1 or 0.")]}) from None
+        wanted = query_flag(self.request, WITH_COPIES)
         if wanted and not self.request.user.has_perm("backups.delete_snapshotcopy"):
             raise PermissionDenied(_("Removing copies from backup targets needs the permission "
                                      "to delete snapshot copies."))
@@ -249,15 +246,17 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin,
                                            user=request.user)
         return self._located(snapshot, status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses={200: SnapshotCopySerializer(many=True)})
-    @action(detail=True, methods=["get"])
+    @extend_schema(parameters=[WORKLOAD_ID], request=None,
+                   responses={200: SnapshotCopySerializer(many=True)})
+    @action(detail=True, methods=["get"], pagination_class=None)
     def copies(self, request, *args, **kwargs):
         """The snapshot's copies on backup targets, newest first."""
         snapshot = self.get_object()
         rows = SnapshotCopy.objects.filter(snapshot=snapshot).select_related("target")
         return Response(SnapshotCopySerializer(rows, many=True).data)
 
-    @extend_schema(request=CopyRequestSerializer, responses={202: SnapshotCopySerializer})
+    @extend_schema(parameters=[WORKLOAD_ID], request=CopyRequestSerializer,
+                   responses={202: SnapshotCopySerializer, 409: None})
     @copies.mapping.post
     def copy_again(self, request, *args, **kwargs):
         """Queue a copy of the snapshot to a target (`{"target": id}`)."""

@@ -1,7 +1,7 @@
-from django.urls import path
+from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
-from web.api import logs, workloads
+from web.api import errors, logs, workloads
 from web.api.alerts import NotificationChannelViewSet, NotificationViewSet
 from web.api.backups import (
     BackupRecoveryViewSet,
@@ -27,8 +27,10 @@ router.register("notification-channels", NotificationChannelViewSet,
 router.register("notifications", NotificationViewSet, basename="notification")
 router.register("projects", ProjectViewSet, basename="project")
 router.register("stages", StageViewSet, basename="stage")
+# The workload's id in at most 18 digits, as a snapshot's (web/api/snapshots.py).
 router.register(
-    r"workloads/(?P<workload_pk>[0-9]+)/snapshots", SnapshotViewSet, basename="workload-snapshot"
+    r"workloads/(?P<workload_pk>[0-9]{1,18})/snapshots", SnapshotViewSet,
+    basename="workload-snapshot",
 )
 
 app_name = "api"
@@ -37,4 +39,6 @@ urlpatterns = [
     path("workloads/<int:pk>/logs", logs.WorkloadLogsView.as_view(), name="workload-logs"),
     path("workloads/<int:pk>/logs/download", logs.WorkloadLogsDownloadView.as_view(),
          name="workload-logs-download"),
+    # Last: any other path under /api/ is a JSON 404 (after authentication), not a page.
+    re_path(r"^[\s\S]*\Z", errors.NoSuchEndpoint.as_view(), name="no-such-endpoint"),
 ]

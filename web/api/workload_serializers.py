@@ -15,6 +15,7 @@ from rest_framework.exceptions import PermissionDenied
 
 from engine import images
 from lib import giturls
+from web.api.strict import StrictTypes
 from workloads import edits
 from workloads.models import (
     Container,
@@ -45,7 +46,7 @@ class ReplacedListSerializer(serializers.ListSerializer):
         return child.validated_data
 
 
-class VolumeSerializer(serializers.ModelSerializer):
+class VolumeSerializer(StrictTypes, serializers.ModelSerializer):
     host_path = serializers.SerializerMethodField()
 
     class Meta:
@@ -69,11 +70,14 @@ class VolumeSerializer(serializers.ModelSerializer):
         return attrs
 
 
-class EnvVarSerializer(serializers.ModelSerializer):
+class EnvVarSerializer(StrictTypes, serializers.ModelSerializer):
     # null keeps a stored secret of the same name: a client can PATCH back the
     # list it read (where secrets come back as null) without knowing them.
+    # Read back too: a plain value as stored, a secret's as null (to_representation).
     value = serializers.CharField(
-        allow_blank=True, allow_null=True, write_only=True, trim_whitespace=False
+        allow_blank=True, allow_null=True, trim_whitespace=False,
+        help_text="The value; null when read for a secret, and null sent back keeps a stored "
+                  "secret.",
     )
 
     class Meta:
@@ -89,7 +93,7 @@ class EnvVarSerializer(serializers.ModelSerializer):
         return data
 
 
-class PortSerializer(serializers.ModelSerializer):
+class PortSerializer(StrictTypes, serializers.ModelSerializer):
     class Meta:
         model = PortMapping
         fields = ["id", "host_ip", "host_port", "container_port", "protocol"]
@@ -109,6 +113,19 @@ SOURCE_FIELDS = (
 HOOK_FIELDS = ("pre_backup_hook", "post_backup_hook", "backup_hook_timeout", "pre_hook_failure")
 
 
+@extend_schema_field({
+    "type": "object",
+    "additionalProperties": {"type": "string", "maxLength": giturls.MAX_BUILD_ARG_LENGTH},
+    "maxProperties": giturls.MAX_BUILD_ARGS,
+    "description": "Names (letters, digits and underscores, not starting with a digit) and "
+                   "text values. Not for secrets: build arguments are kept in the image's "
+                   "history.",
+})
+class BuildArgsField(serializers.JSONField):
+    """A git workload's build arguments: an object of names and text values (the model's
+    validation says which names)."""
+
+
 class LiveStateSerializer(serializers.Serializer):
     """A workload's live state, derived from its containers (docs/concepts.md, "Live state")."""
 
@@ -123,7 +140,7 @@ class LiveStateSerializer(serializers.Serializer):
     since = serializers.DateTimeField(allow_null=True)
 
 
-class WorkloadSerializer(serializers.ModelSerializer):
+class WorkloadSerializer(StrictTypes, serializers.ModelSerializer):
     stage = serializers.PrimaryKeyRelatedField(queryset=Stage.objects.select_related("project"))
     # The repository credential is write-only: accepted here (or inside
     # git_url, from which it is taken out), stored encrypted, never returned.
@@ -136,9 +153,10 @@ class WorkloadSerializer(serializers.ModelSerializer):
         write_only=True, required=False, allow_blank=True, trim_whitespace=False, max_length=4096
     )
     has_git_credential = serializers.BooleanField(read_only=True)
-    repository_web_url = serializers.CharField(read_only=True)
+    repository_web_url = serializers.CharField(read_only=True, allow_null=True)
     running_commit = serializers.CharField(read_only=True)
-    running_commit_url = serializers.CharField(read_only=True)
+    running_commit_url = serializers.CharField(read_only=True, allow_null=True)
+    build_args = BuildArgsField(required=False)
     registry_credential = serializers.PrimaryKeyRelatedField(
         queryset=RegistryCredential.objects.all(), allow_null=True, required=False
     )
@@ -379,12 +397,13 @@ class ContainerSerializer(serializers.ModelSerializer):
 
 
 class DeploySerializer(serializers.ModelSerializer):
-    user = serializers.CharField(source="user.get_username", read_only=True, default=None)
+    user = serializers.CharField(source="user.get_username", read_only=True, default=None,
+                                 allow_null=True)
     failure_message = serializers.CharField(read_only=True)
     duration_seconds = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
     commit = serializers.CharField(read_only=True)
-    commit_url = serializers.CharField(read_only=True)
+    commit_url = serializers.CharField(read_only=True, allow_null=True)
     build_log_url = serializers.SerializerMethodField()
     pre_deploy_snapshot = serializers.SerializerMethodField()
     backup_failure_message = serializers.CharField(read_only=True)
@@ -428,7 +447,7 @@ class DeployLogSerializer(serializers.ModelSerializer):
         fields = ["deploy", "finished", "text", "truncated", "failed_step", "updated"]
 
 
-class RollbackSerializer(serializers.Serializer):
+class RollbackSerializer(StrictTypes, serializers.Serializer):
     deploy_id = serializers.IntegerField(min_value=1)
     data = serializers.BooleanField(
         default=False,

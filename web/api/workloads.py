@@ -10,7 +10,6 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
 from backups import health
@@ -22,7 +21,9 @@ from web.api.errors import (
     Conflict,
     PreconditionRequired,
     confirm_delete,
+    query_flag,
 )
+from web.api.pagination import HistoryPages
 from web.api.permissions import ActionPermission
 from web.api.schedules import HealthSerializer
 from web.api.snapshot_serializers import RestoreJobSerializer
@@ -38,18 +39,15 @@ from web.api.workload_serializers import (
 from workloads import metrics_history
 from workloads.models import DeployLog, DeployRecord, Workload, with_live_containers
 
-
-class HistoryPagination(PageNumberPagination):
-    page_size = 20
-    page_size_query_param = "page_size"
-    max_page_size = 100
-
-
 CONFIRM_DELETE = OpenApiParameter(
     DELETE_HEADER, OpenApiTypes.STR, OpenApiParameter.HEADER, required=True,
     description="The workload's path, project/stage/workload: confirms the delete (428 "
                 "without it or when it is not the path).",
 )
+
+
+# Start, stop, restart: 409 while busy or never deployed; 503 when the engine cannot be asked.
+_OPERATE_ERRORS = {409: None, 503: None}
 
 
 @extend_schema_view(
@@ -104,7 +102,7 @@ class WorkloadViewSet(viewsets.ModelViewSet):
         data = DeploySerializer(record).data
         return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": url})
 
-    @extend_schema(request=None, responses={202: DeploySerializer})
+    @extend_schema(request=None, responses={202: DeploySerializer, 409: None})
     @action(detail=True, methods=["post"])
     def deploy(self, request, pk=None):
         """Queue a deploy; follow it at the returned deploy's `url`."""
@@ -182,45 +180,46 @@ class WorkloadViewSet(viewsets.ModelViewSet):
         workload = self.get_queryset().get(pk=workload.pk)
         return Response(WorkloadSerializer(workload, context={"request": request}).data)
 
-    @extend_schema(request=None, responses={200: WorkloadSerializer, 409: None})
+    @extend_schema(request=None, responses={200: WorkloadSerializer, **_OPERATE_ERRORS})
     @action(detail=True, methods=["post"])
     def start(self, request, pk=None):
         """Start the workload's containers (all replicas); 409 while a deploy, restore or
         snapshot holds it, or before it was ever deployed. Not a deploy: no ledger row."""
         return self._operate(request, "start")
 
-    @extend_schema(request=None, responses={200: WorkloadSerializer, 409: None})
+    @extend_schema(request=None, responses={200: WorkloadSerializer, **_OPERATE_ERRORS})
     @action(detail=True, methods=["post"])
     def stop(self, request, pk=None):
         """Stop the workload's containers; it stays stopped (a Docker or Berth restart too)
         until started or deployed again."""
         return self._operate(request, "stop")
 
-    @extend_schema(request=None, responses={200: WorkloadSerializer, 409: None})
+    @extend_schema(request=None, responses={200: WorkloadSerializer, **_OPERATE_ERRORS})
     @action(detail=True, methods=["post"])
     def restart(self, request, pk=None):
         """Stop and start the workload's containers."""
         return self._operate(request, "restart")
 
     @extend_schema(responses=DeploySerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=HistoryPages)
     def deploys(self, request, pk=None):
         """The workload's deploy history, newest first."""
         workload = self.get_object()
         history = workload.deploys.select_related("user", "pre_deploy_snapshot").order_by(
             "-created", "-id"
         )
-        paginator = HistoryPagination()
-        page = paginator.paginate_queryset(history, request, view=self)
-        return paginator.get_paginated_response(DeploySerializer(page, many=True).data)
+        page = self.paginate_queryset(history)
+        return self.get_paginated_response(DeploySerializer(page, many=True).data)
 
-    @extend_schema(responses=ContainerSerializer(many=True))
+    @extend_schema(parameters=[OpenApiParameter(
+        "all", OpenApiTypes.BOOL, description="Removed containers too.")],
+        responses=ContainerSerializer(many=True))
     @action(detail=True, methods=["get"])
     def containers(self, request, pk=None):
         """The workload's live containers (add ?all=1 for removed ones too)."""
         workload = self.get_object()
         containers = workload.containers.all()
-        if request.query_params.get("all") not in {"1", "true"}:
+        if not query_flag(request, "all"):
             containers = containers.live()
         page = self.paginate_queryset(containers)
         return self.get_paginated_response(ContainerSerializer(page, many=True).data)
