@@ -30,8 +30,9 @@ DOCKERFILES = {
     CRASH: f'FROM {images.BUSYBOX}\nCMD ["sh", "-c", "sleep {RUNS_FOR}; echo crashing; exit 3"]',
     # `tail` keeps every byte of an endless line: it outgrows any memory limit.
     OOM: f'FROM {images.BUSYBOX}\nCMD ["sh", "-c", "sleep {RUNS_FOR}; tail /dev/zero"]',
-    # Serves, and fails its health check from the first probe on.
-    SICK: f"FROM {images.HTTPD_V1}\nHEALTHCHECK --interval=1s --timeout=1s --retries=1 CMD false",
+    # Serves, and passes its health check (so its deploy succeeds) until /sick exists.
+    SICK: f"FROM {images.HTTPD_V1}\nHEALTHCHECK --interval=1s --timeout=1s --retries=1 "
+          "CMD test ! -e /sick",
 }
 WITHIN = 2.0  # seconds from an event to the API showing it
 
@@ -209,8 +210,10 @@ def test_it_shows_a_failing_health_check_as_unhealthy(
 ):
     workload = deployed(make_workload, image=SICK)
     api = api_as(viewer)
+    [running] = runtime.list_containers(workload.pk)
+    subprocess.run(["docker", "exec", running.id, "touch", "/sick"], check=True)
 
-    # The first probe runs a second after the start, and fails.
+    # The next probe runs within a second, and fails.
     assert wait_for(lambda: live_in_api(api, workload)["state"] == "unhealthy",
                     timeout=1 + WITHIN + 1)
     [container] = containers_in_api(api, workload)

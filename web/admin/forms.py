@@ -117,6 +117,10 @@ class WorkloadForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        # A form (or a script) that leaves the health check's timing out keeps the defaults.
+        for name in Workload.HEALTH_FIELDS[1:]:
+            if name in self.fields:
+                self.fields[name].required = False
         self.url_credential: tuple[str, str] | None = None
         key = self.add_prefix("git_url")
         self.unsplit_credential = False
@@ -133,8 +137,15 @@ class WorkloadForm(forms.ModelForm):
                 self.data[key] = ""
                 self.unsplit_credential = True
 
+    def clean_health_timing(self, cleaned) -> None:
+        for name in Workload.HEALTH_FIELDS[1:]:
+            if name in self.fields and cleaned.get(name) is None and name not in self.errors:
+                cleaned[name] = (getattr(self.instance, name) if self.instance.pk
+                                 else Workload._meta.get_field(name).default)
+
     def clean(self):
         cleaned = super().clean()
+        self.clean_health_timing(cleaned)
         if self.unsplit_credential:
             self.add_error("git_url", _(
                 "This URL seems to hold a credential Berth cannot take out of it (a '#', '?' "
