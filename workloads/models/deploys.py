@@ -11,6 +11,7 @@ from django.utils.translation import pgettext_lazy
 
 from lib import giturls, owners
 from workloads.jobs import Job, acting_user
+from workloads.models.secret_versions import SecretVersion
 from workloads.models.workloads import Workload
 
 
@@ -108,6 +109,12 @@ class DeployRecord(Job):
             "The deploy was interrupted (its worker stopped) before it finished."
         )
 
+    class Restored(models.TextChoices):
+        """What a rollback set back: the code alone, or the configuration with it."""
+
+        CODE = "code", _("Code")
+        CODE_CONFIGURATION = "code+configuration", _("Code and configuration")
+
     ACTIVE = (Outcome.QUEUED, Outcome.RUNNING)
     FINISHED = (Outcome.SUCCEEDED, Outcome.FAILED)
 
@@ -168,6 +175,18 @@ class DeployRecord(Job):
         verbose_name=_("rolled back to deploy"),
         help_text=_("The earlier deploy whose pinned reference this rollback replayed."),
     )
+    rollback_restored = models.CharField(
+        _("rollback restored"), max_length=40, choices=Restored, blank=True,
+        help_text=_("What a rollback set back to the deploy it rolled back to."),
+    )
+    # What the deploy ran (workloads/configuration.py); null on rows written
+    # before deploys recorded it ("configuration not recorded"). Secrets are
+    # only named here: their values are kept in SecretVersion, linked below so
+    # that a version goes with the last row that refers to it.
+    configuration = models.JSONField(_("configuration"), null=True, blank=True, editable=False)
+    secret_versions = models.ManyToManyField(
+        SecretVersion, blank=True, related_name="deploys", verbose_name=_("secret versions")
+    )
     created = models.DateTimeField(_("requested"), default=timezone.now)
     started = models.DateTimeField(_("started"), null=True, blank=True)
     finished = models.DateTimeField(_("finished"), null=True, blank=True)
@@ -198,6 +217,7 @@ class DeployRecord(Job):
     def open(
         cls, *, workload: Workload, reason: str, user=None, reference: str = "",
         rolled_back_from: DeployRecord | None = None, owner: str = "",
+        rollback_restored: str = "",
     ) -> DeployRecord:
         """Add a queued record and prune the workload's history to the newest N.
 
@@ -206,6 +226,7 @@ class DeployRecord(Job):
         ledger never holds more than BERTH_DEPLOY_HISTORY_KEEP finished rows of
         a workload, not even for a moment; unfinished rows are never pruned.
         `owner`: the process that runs it, when it is run in-process (a command).
+        The secret versions no remaining row refers to go with the pruned rows.
         """
         try:
             with transaction.atomic():
@@ -217,6 +238,7 @@ class DeployRecord(Job):
                     user=acting_user(user),
                     rolled_back_from=rolled_back_from,
                     owner=owner,
+                    rollback_restored=rollback_restored,
                 )
                 stale = (
                     cls.objects.filter(workload=workload, outcome__in=cls.FINISHED)
@@ -224,10 +246,24 @@ class DeployRecord(Job):
                     .values_list("pk", flat=True)[settings.BERTH_DEPLOY_HISTORY_KEEP:]
                 )
                 cls.objects.filter(pk__in=list(stale)).delete()
+                SecretVersion.objects.filter(workload=workload).unreferenced().delete()
         except IntegrityError:
             active = cls.objects.filter(workload=workload).active().first()
             raise DeployInProgress(active) from None
         return record
+
+    def keep_configuration(self, snapshot: dict, versions: list[SecretVersion]) -> None:
+        """Record what this deploy runs, and link the secret versions its snapshot names."""
+        # One transaction: a snapshot naming a version the row does not hold
+        # would let the version be pruned under it.
+        with transaction.atomic():
+            self.configuration = snapshot
+            self.save(update_fields=["configuration"])
+            self.secret_versions.set(versions)
+
+    @property
+    def configuration_recorded(self) -> bool:
+        return self.configuration is not None
 
     @property
     def is_git(self) -> bool:
