@@ -129,6 +129,12 @@ def _port_key(port: dict) -> tuple:
     return port["container_port"], port["protocol"], port["host_ip"], port["host_port"]
 
 
+def setting_rows(snapshot: dict) -> list[tuple[str, Any]]:
+    """(label, value) of each recorded setting of the snapshot's source kind, for a page."""
+    return [(s.label, snapshot["settings"].get(s.field)) for s in SETTINGS
+            if s.applies_to(snapshot["source_kind"]) and s.field in snapshot["settings"]]
+
+
 # --- what differs -----------------------------------------------------------
 
 ADDED, REMOVED, CHANGED = "added", "removed", "changed"

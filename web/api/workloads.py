@@ -14,7 +14,7 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
 from backups import health
-from engine import deploys, operations
+from engine import deploys, operations, rollbacks
 from web.api.errors import DELETE_HEADER, Conflict, confirm_delete
 from web.api.permissions import ActionPermission
 from web.api.schedules import HealthSerializer
@@ -22,6 +22,7 @@ from web.api.workload_serializers import (
     ContainerSerializer,
     DeployLogSerializer,
     DeploySerializer,
+    RollbackDiffSerializer,
     RollbackSerializer,
     StatsHistorySerializer,
     WorkloadDetailSerializer,
@@ -62,6 +63,7 @@ class WorkloadViewSet(viewsets.ModelViewSet):
         "deploy": "workloads.deploy_workload",
         "deploys": "workloads.view_workload",
         "rollback": "workloads.rollback_workload",
+        "rollback_diff": "workloads.view_workload",
         "stats_history": "workloads.view_workload",
         "backup_health": "workloads.view_workload",
         "start": "workloads.operate_workload",
@@ -107,24 +109,43 @@ class WorkloadViewSet(viewsets.ModelViewSet):
 
     @extend_schema(
         request=RollbackSerializer,
-        responses={202: DeploySerializer, 404: None, 409: None},
+        responses={202: DeploySerializer, 400: None, 404: None, 409: None},
     )
     @action(detail=True, methods=["post"])
     def rollback(self, request, pk=None):
         """Queue a redeploy of an earlier successful deploy's pinned reference.
 
         An image deploy's digest, or a git deploy's commit (its image reused
-        while the engine has it, else the commit rebuilt). 404 if the deploy is
-        not this workload's; 409 if it failed, has no pinned reference, or ran
-        from another source kind than the workload uses now.
+        while the engine has it, else the commit rebuilt). With
+        `configuration` (the default) the workload's configuration and its
+        configured image or ref are first set back to what the deploy ran.
+        404 if the deploy is not this workload's; 409 if it failed, has no
+        pinned reference, ran from another source kind than the workload uses
+        now, or (with `configuration`) its configuration was not recorded;
+        400 if a secret's kept value is gone and not in `secrets`, or the
+        recorded configuration breaks today's rules. Nothing changes on a refusal.
         """
         workload = self.get_object()
         payload = RollbackSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         record = deploys.request_rollback(
-            workload=workload, deploy_id=payload.validated_data["deploy_id"], user=request.user
+            workload=workload, deploy_id=payload.validated_data["deploy_id"], user=request.user,
+            configuration=payload.validated_data["configuration"],
+            secrets=payload.validated_data.get("secrets"),
         )
         return self._accepted(record)
+
+    @extend_schema(responses={200: RollbackDiffSerializer, 404: None})
+    @action(detail=True, methods=["get"], url_path=r"deploys/(?P<deploy_id>[0-9]+)/diff",
+            url_name="rollback-diff")
+    def rollback_diff(self, request, pk=None, deploy_id=None):
+        """What a rollback to deploy `deploy_id` changes: the code, each setting, each env
+        name (a secret only as changed), the ports and volumes, and the snapshot taken
+        before that deploy. 404 if the deploy is not this workload's."""
+        workload = self.get_object()
+        target = workload.deploys.select_related("pre_deploy_snapshot").get(pk=deploy_id)
+        preview = rollbacks.preview(workload=workload, target=target)
+        return Response(RollbackDiffSerializer(preview).data)
 
     def _operate(self, request, action_name: str) -> Response:
         workload = self.get_object()

@@ -20,6 +20,8 @@ urlpatterns = [
     path("workloads/<int:pk>/state", workloads.workload_state, name="workload-state"),
     path("workloads/<int:pk>/deploy", workloads.workload_deploy, name="workload-deploy"),
     path("workloads/<int:pk>/rollback", workloads.workload_rollback, name="workload-rollback"),
+    path("workloads/<int:pk>/deploys/<int:deploy_id>/rollback", workloads.rollback_preview,
+         name="rollback-preview"),
     *[path(f"workloads/<int:pk>/{action}", workloads.workload_operate, {"action": action},
            name=f"workload-{action}") for action in ("start", "stop", "restart")],
     path("workloads/<int:pk>/metrics", workloads.workload_metrics, name="workload-metrics"),
