@@ -71,6 +71,7 @@ class Preview:
     configured: str
     running: str
     code: str
+    configures: str
     recorded: bool
     changes: list[configuration.Change]
     missing_secrets: list[str]
@@ -96,6 +97,7 @@ def preview(*, workload: Workload, target: DeployRecord) -> Preview:
         configured=workload.source_reference,
         running=workload.running_reference,
         code=target.replay_reference,
+        configures=target.pinned_reference,
         recorded=recorded,
         changes=(configuration.diff(configuration.describe(workload), target.configuration)
                  if recorded else []),

@@ -162,15 +162,16 @@ def diff(current: dict, target: dict) -> list[Change]:
     """What setting `target` over `current` changes (both snapshots, e.g. describe()'s).
 
     Settings of the other source kind and pinned ones (the code, which the
-    rollback sets to what the deploy ran) are not compared here.
+    rollback sets to what the deploy ran) are not compared here, nor one the
+    target did not record (a field added since: a rollback leaves it as it is).
     """
     kind = current["source_kind"]
     changes = [
         Change("setting", s.field, CHANGED, label=s.label,
-               current=current["settings"].get(s.field), target=target["settings"].get(s.field))
+               current=current["settings"].get(s.field), target=target["settings"][s.field])
         for s in SETTINGS
-        if s.applies_to(kind) and not s.pinned
-        and current["settings"].get(s.field) != target["settings"].get(s.field)
+        if s.applies_to(kind) and not s.pinned and s.field in target["settings"]
+        and current["settings"].get(s.field) != target["settings"][s.field]
     ]
     changes += _env_diff(current["env"], target["env"])
     changes += _set_diff("port", current["ports"], target["ports"], port_text)
@@ -258,7 +259,8 @@ def apply(workload: Workload, snapshot: dict, *, reference: str,
     volumes = [VolumeMount(workload=workload, **v) for v in snapshot["volumes"]]
     _check(workload, ports, volumes, list(values))
     with transaction.atomic():
-        workload.save()
+        # Only the configuration: a restore's redeploy may be writing the state meanwhile.
+        workload.save(update_fields=[setting.field for setting in SETTINGS])
         workload.volumes.all().delete()
         VolumeMount.objects.bulk_create(volumes)
         workload.ports.all().delete()

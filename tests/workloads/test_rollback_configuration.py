@@ -311,3 +311,19 @@ def test_the_command_refuses_a_gone_secret_and_a_missing_variable(workload, monk
         call_command("rollback", str(workload.pk), str(target.pk), "--secret", "TOKEN",
                      stdout=io.StringIO())
     assert workload.deploys.count() == 1
+
+
+def test_a_setting_the_target_did_not_record_is_neither_listed_nor_changed(workload):
+    """A field added to SETTINGS after the deploy ran: the rollback leaves it as it is."""
+    target = recorded(workload)
+    snapshot = target.configuration
+    del snapshot["settings"]["memory_limit_mib"]
+    DeployRecord.objects.filter(pk=target.pk).update(configuration=snapshot)
+    target.refresh_from_db()
+    Workload.objects.filter(pk=workload.pk).update(memory_limit_mib=64)
+    workload.refresh_from_db()
+
+    assert rollbacks.preview(workload=workload, target=target).changes == []
+    deploys.request_rollback(workload=workload, deploy_id=target.pk)
+    workload.refresh_from_db()
+    assert workload.memory_limit_mib == 64

@@ -472,6 +472,9 @@ class RollbackDiffSerializer(serializers.Serializer):
     configured = serializers.CharField(help_text="The image reference or git ref configured now.")
     running = serializers.CharField(help_text="What the containers run now.")
     code = serializers.CharField(help_text="What the deploy ran, which the rollback runs.")
+    configures = serializers.CharField(
+        help_text="The image reference (a digest) or git ref (a commit) a rollback with "
+                  "configuration configures.")
     code_changes = serializers.BooleanField()
     changes = ChangeSerializer(many=True)
     missing_secrets = serializers.ListField(
