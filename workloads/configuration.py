@@ -75,6 +75,7 @@ SETTINGS = (
     Setting("build_args", (GIT,)),
     Setting("replicas"),
     Setting("memory_limit_mib"),
+    *(Setting(field) for field in Workload.HEALTH_FIELDS),
 )
 PORT_FIELDS = ("host_ip", "host_port", "container_port", "protocol")
 VOLUME_FIELDS = ("scope", "source", "target", "read_only")

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('workloads', '0021_backup_over_budget'),
+        ('workloads', '0022_health_check'),
     ]
 
     operations = [
