@@ -327,3 +327,18 @@ def test_a_setting_the_target_did_not_record_is_neither_listed_nor_changed(workl
     deploys.request_rollback(workload=workload, deploy_id=target.pk)
     workload.refresh_from_db()
     assert workload.memory_limit_mib == 64
+
+
+def test_the_health_check_is_recorded_and_set_back(workload):
+    Workload.objects.filter(pk=workload.pk).update(health_command="true", health_retries=5)
+    workload.refresh_from_db()
+    target = recorded(workload)
+    Workload.objects.filter(pk=workload.pk).update(health_command="", health_retries=3)
+    workload.refresh_from_db()
+
+    changes = rollbacks.preview(workload=workload, target=target).changes
+    assert [(c.name, c.current, c.target) for c in changes] == [
+        ("health_command", "", "true"), ("health_retries", 3, 5)]
+    deploys.request_rollback(workload=workload, deploy_id=target.pk)
+    workload.refresh_from_db()
+    assert (workload.health_command, workload.health_retries) == ("true", 5)
