@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('workloads', '0022_health_check'),
+        ('workloads', '0023_stats_rollups'),
     ]
 
     operations = [
