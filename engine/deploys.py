@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
@@ -21,6 +23,7 @@ from engine import logs as workload_logs
 from engine import lost, queue
 from engine.locked import recovery, swap_recovery
 from engine.locked.deploy import DeployError, Failure, record_failure, run
+from engine.rollbacks import RollbackRefused, restore_configuration
 from lib import locks, owners, runtime
 from snapshots.models import RestoreJob
 from workloads.models import DeployRecord, Workload
@@ -40,6 +43,7 @@ class RemovalRefused(Exception):
 def request_deploy(
     *, workload: Workload, reason: str, user: AbstractBaseUser | None = None,
     reference: str = "", rolled_back_from: DeployRecord | None = None,
+    rollback_restored: str = "",
 ) -> DeployRecord:
     """Queue a deploy on the task worker; returns the queued ledger row to follow.
 
@@ -48,7 +52,7 @@ def request_deploy(
     _clear_dead(workload)
     record = DeployRecord.open(
         workload=workload, reason=reason, user=user, reference=reference,
-        rolled_back_from=rolled_back_from,
+        rolled_back_from=rolled_back_from, rollback_restored=rollback_restored,
     )
     transaction.on_commit(
         lambda: queue.enqueue(queue.DEPLOY, record.pk, name=f"deploy-{record.pk}")
@@ -156,10 +160,6 @@ def _finish_interrupted_restores(workload: Workload, record: DeployRecord) -> bo
     return True
 
 
-class RollbackRefused(Exception):
-    """The chosen deploy cannot be rolled back to; the message says why."""
-
-
 def rollback_target(*, workload: Workload, deploy_id: int) -> DeployRecord:
     """The workload's own deploy `deploy_id`, checked to be a valid rollback target.
 
@@ -191,25 +191,61 @@ def rollback_target(*, workload: Workload, deploy_id: int) -> DeployRecord:
 
 
 def request_rollback(
-    *, workload: Workload, deploy_id: int, user: AbstractBaseUser | None = None
+    *, workload: Workload, deploy_id: int, user: AbstractBaseUser | None = None,
+    configuration: bool = True, secrets: dict[str, str] | None = None,
 ) -> DeployRecord:
-    """Queue a deploy of an earlier successful deploy's pinned reference."""
+    """Queue a deploy of an earlier successful deploy's pinned reference.
+
+    With `configuration` (the default) the workload's configuration and its
+    configured image or ref are first set back to what that deploy ran
+    (engine/rollbacks.py; `secrets` supplies values no longer kept), in the
+    transaction that queues the deploy: a refusal of either changes nothing.
+    """
     target = rollback_target(workload=workload, deploy_id=deploy_id)
-    return request_deploy(
-        workload=workload, reason=DeployRecord.Reason.ROLLBACK, user=user,
-        reference=target.replay_reference, rolled_back_from=target,
-    )
+    with _all_or_nothing(workload):
+        restored = _restore(workload, target, configuration, secrets, user)
+        return request_deploy(
+            workload=workload, reason=DeployRecord.Reason.ROLLBACK, user=user,
+            reference=target.replay_reference, rolled_back_from=target,
+            rollback_restored=restored,
+        )
 
 
 def rollback(
-    *, workload: Workload, deploy_id: int, user: AbstractBaseUser | None = None
+    *, workload: Workload, deploy_id: int, user: AbstractBaseUser | None = None,
+    configuration: bool = True, secrets: dict[str, str] | None = None,
 ) -> DeployRecord:
-    """Roll back now, in this process (the `rollback` command)."""
+    """Roll back now, in this process (the `rollback` command); as request_rollback()."""
     target = rollback_target(workload=workload, deploy_id=deploy_id)
-    return dispatch(
-        workload=workload, reason=DeployRecord.Reason.ROLLBACK, user=user,
-        reference=target.replay_reference, rolled_back_from=target,
-    )
+    _clear_dead(workload, recover=True)
+    with _all_or_nothing(workload):
+        restored = _restore(workload, target, configuration, secrets, user)
+        record = DeployRecord.open(
+            workload=workload, reason=DeployRecord.Reason.ROLLBACK, user=user,
+            reference=target.replay_reference, rolled_back_from=target,
+            owner=owners.current(), rollback_restored=restored,
+        )
+    return dispatch(workload=workload, reason=DeployRecord.Reason.ROLLBACK, record=record)
+
+
+@contextmanager
+def _all_or_nothing(workload: Workload) -> Iterator[None]:
+    """One transaction; on a refusal the workload object forgets what was set on it too."""
+    try:
+        with transaction.atomic():
+            yield
+    except BaseException:
+        workload.refresh_from_db()
+        raise
+
+
+def _restore(workload: Workload, target: DeployRecord, configuration: bool,
+             secrets: dict[str, str] | None, user: AbstractBaseUser | None) -> str:
+    """Set the configuration back when asked; what the ledger row says the rollback restored."""
+    if not configuration:
+        return DeployRecord.RollbackRestored.CODE
+    restore_configuration(workload=workload, target=target, secrets=secrets, user=user)
+    return DeployRecord.RollbackRestored.CODE_CONFIGURATION
 
 
 def remove_workload(*, workload: Workload) -> None:

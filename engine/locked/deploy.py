@@ -36,7 +36,7 @@ from alerts.models import Event
 from engine.locked import capture, sources
 from lib import crashpoints, locks, owners, runtime
 from lib.redact import redact
-from workloads import container_journal
+from workloads import configuration, container_journal
 from workloads.models import Container, DeployRecord, EventLog, Workload
 
 logger = logging.getLogger(__name__)
@@ -90,6 +90,10 @@ def run(workload: Workload, record: DeployRecord, *, backup: bool = True) -> Non
         secrets = workload.secret_values()
         workload.mark_deploying()
         _check_config(workload)
+        # Recorded before the source is resolved, so a failed pull or build
+        # says what it tried too; and again once it is resolved, should an edit
+        # have been saved while the image was pulled: the row says what runs.
+        configuration.record(workload, record)
         swap = _resolve_and_replace(workload, record, secrets, backup=backup)
     except DeployError as exc:
         record_failure(workload, record, exc, secrets)
@@ -122,6 +126,7 @@ def _resolve_and_replace(workload: Workload, record: DeployRecord, secrets: list
         except sources.SourceFailed as exc:
             raise DeployError(exc.code, exc.raw) from None
         record.pinned_reference, record.image_id = resolved.pinned, resolved.image_id
+        configuration.record(workload, record)
         try:
             return _replace_containers(
                 workload, resolved.image, record,

@@ -150,7 +150,8 @@ def test_a_rollback_reuses_the_commits_image_without_touching_the_repository(
     # The repository goes away entirely: the engine still has the first image.
     Workload.objects.filter(pk=workload.pk).update(git_url=f"{repo.url}-gone")
 
-    rolled = deploys.rollback(workload=workload, deploy_id=first.pk)
+    # The code only: a rollback with configuration would set the old URL back.
+    rolled = deploys.rollback(workload=workload, deploy_id=first.pk, configuration=False)
 
     rolled.refresh_from_db()
     assert rolled.outcome == Outcome.SUCCEEDED, rolled.failure_code
@@ -158,6 +159,28 @@ def test_a_rollback_reuses_the_commits_image_without_touching_the_repository(
     assert "reusing its image" in rolled.build_log.text
     assert serving(workload) == "first\n"
     assert image_of(runtime.list_containers(workload.pk)[0].id) == first.image_id
+
+
+def test_a_rollback_with_configuration_configures_the_commit_and_its_settings(
+    built_images, repo, make_git_workload
+):
+    repo.serve("first\n")
+    workload = make_git_workload(repo, build_args={"VERSION": "1"})
+    first = deploy(workload)
+    repo.serve("second\n")
+    Workload.objects.filter(pk=workload.pk).update(build_args={"VERSION": "2"})
+    assert deploy(workload).outcome == Outcome.SUCCEEDED
+
+    rolled = deploys.rollback(workload=workload, deploy_id=first.pk)
+
+    assert rolled.outcome == Outcome.SUCCEEDED, rolled.failure_code
+    workload.refresh_from_db()
+    assert (workload.git_ref, workload.build_args) == (first.commit, {"VERSION": "1"})
+    # The next plain deploy asks for the commit itself: it does not go forward.
+    after = deploy(workload)
+    assert after.outcome == Outcome.SUCCEEDED, after.failure_code
+    assert after.pinned_reference == first.pinned_reference
+    assert serving(workload) == "first\n"
 
 
 def test_a_restore_style_replay_of_the_running_reference_reuses_the_running_image(

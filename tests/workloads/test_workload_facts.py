@@ -152,3 +152,16 @@ def test_only_who_may_import_sees_the_upload_button(client, operator, viewer, wo
     assert "data-import" in client.get(f"/workloads/{workload.pk}/").content.decode()
     client.force_login(viewer)
     assert "data-import" not in client.get(f"/workloads/{workload.pk}/").content.decode()
+
+
+def test_no_drift_once_a_rollback_set_the_configured_image_to_what_runs(client, viewer, workload):
+    first = succeeded(workload, images.HTTPD_V1)
+    succeeded(workload, images.HTTPD_V2)
+    rolled = succeeded(workload, first.replay_reference, rolled_back_from=first)
+    workload.image = rolled.pinned_reference  # what a rollback with configuration sets
+    workload.save()
+    client.force_login(viewer)
+
+    html = client.get(f"/workloads/{workload.pk}/").content.decode()
+
+    assert "the next deploy runs" not in html

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
@@ -415,7 +417,7 @@ class DeployRecordAdmin(ReadOnlyAdmin):
         "repository", "commit_display", "image_id", "rolled_back_from", "rollback_restored",
         "outcome",
         "failure_code", "failure_message", "failed_step", "user", "created", "started",
-        "finished", "build_log_display",
+        "finished", "configuration_display", "build_log_display",
     ]
     fields = readonly_fields
 
@@ -445,6 +447,14 @@ class DeployRecordAdmin(ReadOnlyAdmin):
     @admin.display(description=_("failure message"))
     def failure_message(self, record: DeployRecord) -> str:
         return record.failure_message
+
+    @admin.display(description=_("configuration"))
+    def configuration_display(self, record: DeployRecord) -> str:
+        """The recorded configuration (a secret is only a version's id and a fingerprint)."""
+        if record.configuration is None:
+            return _("Configuration not recorded.")
+        return format_html('<pre class="log">{}</pre>',
+                           json.dumps(record.configuration, indent=2, sort_keys=True))
 
 
 @admin.register(Container)

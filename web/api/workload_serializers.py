@@ -407,6 +407,7 @@ class DeploySerializer(serializers.ModelSerializer):
     build_log_url = serializers.SerializerMethodField()
     pre_deploy_snapshot = serializers.SerializerMethodField()
     backup_failure_message = serializers.CharField(read_only=True)
+    configuration_recorded = serializers.BooleanField(read_only=True)
 
     class Meta:
         model = DeployRecord
@@ -416,7 +417,7 @@ class DeploySerializer(serializers.ModelSerializer):
             "rolled_back_from", "outcome", "failure_code", "failure_message", "user",
             "created", "started", "finished", "duration_seconds", "build_log_url",
             "pre_deploy_snapshot", "backup_failure", "backup_failure_message",
-            "exit_code", "rollback_restored",
+            "exit_code", "rollback_restored", "configuration_recorded",
         ]
 
     def get_build_log_url(self, record: DeployRecord) -> str | None:
@@ -449,12 +450,60 @@ class DeployLogSerializer(serializers.ModelSerializer):
 
 class RollbackSerializer(StrictTypes, serializers.Serializer):
     deploy_id = serializers.IntegerField(min_value=1)
+    configuration = serializers.BooleanField(
+        default=True,
+        help_text="Set the configuration (settings, env, ports, volumes) and the configured "
+                  "image or ref back to what the deploy ran; false rolls back the code only.",
+    )
+    secrets = serializers.DictField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=65536),
+        required=False, write_only=True,
+        help_text="Values by name for secret variables whose kept value is gone.",
+    )
     data = serializers.BooleanField(
         default=False,
         help_text="Also put back the data as it was just before that deploy ran (its "
                   "pre-deploy snapshot): needs the restore permission and the X-Confirm-Restore "
                   "header, and answers with the restore job.",
     )
+
+
+class ChangeSerializer(serializers.Serializer):
+    """One difference a rollback makes (workloads/configuration.Change); a secret's values are
+    never shown, only that it changes."""
+
+    part = serializers.ChoiceField(choices=["setting", "env", "port", "volume"])
+    name = serializers.CharField()
+    label = serializers.CharField()
+    change = serializers.ChoiceField(choices=["added", "removed", "changed"])
+    secret = serializers.BooleanField()
+    current = serializers.JSONField(allow_null=True)
+    target = serializers.JSONField(allow_null=True)
+
+
+class RollbackDiffSerializer(serializers.Serializer):
+    """What a rollback to a deploy changes (engine.rollbacks.Preview)."""
+
+    deploy = serializers.IntegerField(source="target.pk")
+    configuration_recorded = serializers.BooleanField(source="recorded")
+    configured = serializers.CharField(help_text="The image reference or git ref configured now.")
+    running = serializers.CharField(help_text="What the containers run now.")
+    code = serializers.CharField(help_text="What the deploy ran, which the rollback runs.")
+    configures = serializers.CharField(
+        help_text="The image reference (a digest) or git ref (a commit) a rollback with "
+                  "configuration configures.")
+    code_changes = serializers.BooleanField()
+    changes = ChangeSerializer(many=True)
+    missing_secrets = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Secret variables whose kept value is gone: supply them in `secrets`.")
+    pre_deploy_snapshot = serializers.IntegerField(source="snapshot.pk", allow_null=True,
+                                                   default=None)
+    snapshot_taken = serializers.DateTimeField(allow_null=True)
+    snapshot_age_seconds = serializers.SerializerMethodField()
+
+    def get_snapshot_age_seconds(self, preview) -> int | None:
+        return int(preview.snapshot_age.total_seconds()) if preview.snapshot_age else None
 
 
 class StatsPointSerializer(serializers.Serializer):

@@ -6,14 +6,19 @@ from django.http import Http404
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 
 from backups import health
-from engine import deploys, operations, restores
+from engine import deploys, operations, restores, rollbacks
 from snapshots.errors import PreflightError
 from web.api.errors import (
     CONFIRM_HEADER,
@@ -31,6 +36,7 @@ from web.api.workload_serializers import (
     ContainerSerializer,
     DeployLogSerializer,
     DeploySerializer,
+    RollbackDiffSerializer,
     RollbackSerializer,
     StatsHistorySerializer,
     WorkloadDetailSerializer,
@@ -68,6 +74,7 @@ class WorkloadViewSet(viewsets.ModelViewSet):
         "deploy": "workloads.deploy_workload",
         "deploys": "workloads.view_workload",
         "rollback": "workloads.rollback_workload",
+        "rollback_diff": "workloads.view_workload",
         "stats_history": "workloads.view_workload",
         "backup_health": "workloads.view_workload",
         "start": "workloads.operate_workload",
@@ -118,16 +125,23 @@ class WorkloadViewSet(viewsets.ModelViewSet):
             description="With `data`: the workload's path, project/stage/workload, confirming "
                         "that its volumes are replaced (428 without it).",
         )],
-        responses={202: DeploySerializer, 403: None, 404: None, 409: None, 428: None},
+        responses={202: PolymorphicProxySerializer(
+            component_name="RollbackAccepted", serializers=[DeploySerializer, RestoreJobSerializer],
+            resource_type_field_name=None), 400: None, 403: None, 404: None, 409: None, 428: None},
     )
     @action(detail=True, methods=["post"])
     def rollback(self, request, pk=None):
         """Queue a redeploy of an earlier successful deploy's pinned reference.
 
         An image deploy's digest, or a git deploy's commit (its image reused
-        while the engine has it, else the commit rebuilt). 404 if the deploy is
-        not this workload's; 409 if it failed, has no pinned reference, or ran
-        from another source kind than the workload uses now.
+        while the engine has it, else the commit rebuilt). With
+        `configuration` (the default) the workload's configuration and its
+        configured image or ref are first set back to what the deploy ran.
+        404 if the deploy is not this workload's; 409 if it failed, has no
+        pinned reference, ran from another source kind than the workload uses
+        now, or (with `configuration`) its configuration was not recorded;
+        400 if a secret's kept value is gone and not in `secrets`, or the
+        recorded configuration breaks today's rules. Nothing changes on a refusal.
 
         With `"data": true`, also the data as it was just before that deploy ran
         (its pre-deploy snapshot), in one restore: 202 with the restore job to
@@ -142,7 +156,9 @@ class WorkloadViewSet(viewsets.ModelViewSet):
             return self._rollback_with_data(request, workload,
                                             payload.validated_data["deploy_id"])
         record = deploys.request_rollback(
-            workload=workload, deploy_id=payload.validated_data["deploy_id"], user=request.user
+            workload=workload, deploy_id=payload.validated_data["deploy_id"], user=request.user,
+            configuration=payload.validated_data["configuration"],
+            secrets=payload.validated_data.get("secrets"),
         )
         return self._accepted(record)
 
@@ -170,6 +186,18 @@ class WorkloadViewSet(viewsets.ModelViewSet):
         url = reverse("api:restore-detail", args=[job.pk])
         return Response(RestoreJobSerializer(job).data, status=status.HTTP_202_ACCEPTED,
                         headers={"Location": url})
+
+    @extend_schema(responses={200: RollbackDiffSerializer, 404: None})
+    @action(detail=True, methods=["get"], url_path=r"deploys/(?P<deploy_id>[0-9]{1,18})/diff",
+            url_name="rollback-diff")
+    def rollback_diff(self, request, pk=None, deploy_id=None):
+        """What a rollback to deploy `deploy_id` changes: the code, each setting, each env
+        name (a secret only as changed), the ports and volumes, and the snapshot taken
+        before that deploy. 404 if the deploy is not this workload's."""
+        workload = self.get_object()
+        target = workload.deploys.select_related("pre_deploy_snapshot").get(pk=deploy_id)
+        preview = rollbacks.preview(workload=workload, target=target)
+        return Response(RollbackDiffSerializer(preview).data)
 
     def _operate(self, request, action_name: str) -> Response:
         workload = self.get_object()

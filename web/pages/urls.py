@@ -22,6 +22,8 @@ urlpatterns = [
     path("workloads/<int:pk>/rollback", workloads.workload_rollback, name="workload-rollback"),
     path("workloads/<int:pk>/rollback-data", workloads.workload_rollback_with_data,
          name="workload-rollback-data"),
+    path("workloads/<int:pk>/deploys/<int:deploy_id>/rollback", workloads.rollback_preview,
+         name="rollback-preview"),
     *[path(f"workloads/<int:pk>/{action}", workloads.workload_operate, {"action": action},
            name=f"workload-{action}") for action in ("start", "stop", "restart")],
     path("workloads/<int:pk>/metrics", workloads.workload_metrics, name="workload-metrics"),

@@ -46,6 +46,8 @@ def drift(workload: Workload, current: DeployRecord | None) -> Drift | None:
     or None when they are the same (or nothing runs)."""
     if current is None or current.source_kind != workload.source_kind:
         return None
+    if current.pinned_reference and workload.source_reference == current.pinned_reference:
+        return None  # configured as exactly what runs (a rollback with its configuration)
     rolled_back = current.rolled_back_from_id is not None
     named = _named(current)
     if workload.source_kind == Workload.SourceKind.GIT:

@@ -6,6 +6,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
@@ -13,13 +14,13 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from backups import health
-from engine import deploys, images, operations, restores
+from engine import deploys, images, operations, restores, rollbacks
 from lib import runtime
 from snapshots.errors import PreflightError
 from web.pages import charts, workload_facts
 from web.pages import snapshots as snapshot_views
 from web.pages.responses import bad_request
-from workloads import metrics_history
+from workloads import configuration, metrics_history
 from workloads.models import (
     DeployInProgress,
     DeployLog,
@@ -228,6 +229,8 @@ def _deploy_context(pk: int, user) -> dict:
         "deploy": record,
         "workload": record.workload,
         "log": DeployLog.objects.filter(deploy=record).first(),
+        "recorded_settings": (configuration.setting_rows(record.configuration)
+                              if record.configuration_recorded else []),
         **_failed_start_context(record, user),
     }
 
@@ -266,7 +269,32 @@ def deploy_panel(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 class RollbackForm(forms.Form):
+    RESTORE_CHOICES = [("configuration", "code and configuration"), ("code", "code")]
+
     deploy_id = forms.IntegerField(min_value=1)
+    # Left out (a form from before the choice): code and configuration, as the API's default.
+    restore = forms.ChoiceField(choices=RESTORE_CHOICES, required=False)
+
+    def secrets(self, data) -> dict[str, str]:
+        """Values typed for secrets whose kept value is gone (fields `secret-<NAME>`)."""
+        return {key.removeprefix(SECRET_FIELD): value for key, value in data.items()
+                if key.startswith(SECRET_FIELD) and value}
+
+
+SECRET_FIELD = "secret-"  # noqa: S105 - the prefix of a form field's name
+
+
+@require_GET
+@login_required
+@permission_required("workloads.rollback_workload", raise_exception=True)
+def rollback_preview(request: HttpRequest, pk: int, deploy_id: int) -> HttpResponse:
+    """The rollback dialog's body: what a rollback to the deploy changes, and the choices."""
+    workload = _get_workload(pk)
+    target = get_object_or_404(workload.deploys.select_related("pre_deploy_snapshot"),
+                               pk=deploy_id)
+    preview = rollbacks.preview(workload=workload, target=target)
+    return render(request, "workloads/_rollback_preview.html",
+                  {"workload": workload, "preview": preview, "secret_field": SECRET_FIELD})
 
 
 @require_POST
@@ -281,12 +309,16 @@ def workload_rollback(request: HttpRequest, pk: int) -> HttpResponse:
     error = ""
     try:
         deploys.request_rollback(
-            workload=workload, deploy_id=form.cleaned_data["deploy_id"], user=request.user
+            workload=workload, deploy_id=form.cleaned_data["deploy_id"], user=request.user,
+            configuration=form.cleaned_data["restore"] != "code",
+            secrets=form.secrets(request.POST),
         )
     except DeployRecord.DoesNotExist:
         raise Http404 from None
     except (deploys.RollbackRefused, DeployInProgress) as exc:
         error = str(exc)
+    except ValidationError as exc:
+        error = " ".join(exc.messages)
     return _after_action(request, workload, error)
 
 

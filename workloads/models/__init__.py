@@ -21,6 +21,7 @@ from workloads.models.deploys import DeployInProgress, DeployLog, DeployRecord
 from workloads.models.events import EventLog
 from workloads.models.images import PulledImage
 from workloads.models.projects import SLUG_VALIDATOR, Project, Stage
+from workloads.models.secret_versions import SecretVersion
 from workloads.models.workloads import (
     ENV_NAME_VALIDATOR,
     EnvVar,
@@ -39,6 +40,7 @@ __all__ = [
     "ContainerStatsSample", "DeployInProgress", "EngineState", "Health", "LiveState",
     "LiveSummary", "live_summary", "with_live_containers", "DeployLog", "DeployRecord", "EnvVar",
     "EventLog", "HookFailure", "PortMapping", "Project", "PulledImage", "RegistryCredential",
-    "SnapshotConsistency", "Stage", "StatsRollup", "VolumeMount", "Workload", "WorkloadQuerySet",
+    "SecretVersion", "SnapshotConsistency", "Stage", "StatsRollup", "VolumeMount", "Workload",
+    "WorkloadQuerySet",
     "remove_git_cache_after_delete",
 ]

@@ -11,6 +11,7 @@ from django.utils.translation import pgettext_lazy
 
 from lib import giturls, owners
 from workloads.jobs import Job, acting_user
+from workloads.models.secret_versions import SecretVersion
 from workloads.models.workloads import Workload
 
 
@@ -187,6 +188,14 @@ class DeployRecord(Job):
         help_text=_("What a rollback brought back: the code, and perhaps the configuration "
                     "and the data."),
     )
+    # What the deploy ran (workloads/configuration.py); null on rows written
+    # before deploys recorded it ("configuration not recorded"). Secrets are
+    # only named here: their values are kept in SecretVersion, linked below so
+    # that a version goes with the last row that refers to it.
+    configuration = models.JSONField(_("configuration"), null=True, blank=True, editable=False)
+    secret_versions = models.ManyToManyField(
+        SecretVersion, blank=True, related_name="deploys", verbose_name=_("secret versions")
+    )
     created = models.DateTimeField(_("requested"), default=timezone.now)
     started = models.DateTimeField(_("started"), null=True, blank=True)
     finished = models.DateTimeField(_("finished"), null=True, blank=True)
@@ -228,6 +237,7 @@ class DeployRecord(Job):
         a workload, not even for a moment; unfinished rows are never pruned.
         `owner`: the process that runs it, when it is run in-process (a command).
         `rollback_restored`: what a rollback brings back (RollbackRestored).
+        The secret versions no remaining row refers to go with the pruned rows.
         """
         try:
             with transaction.atomic():
@@ -247,10 +257,24 @@ class DeployRecord(Job):
                     .values_list("pk", flat=True)[settings.BERTH_DEPLOY_HISTORY_KEEP:]
                 )
                 cls.objects.filter(pk__in=list(stale)).delete()
+                SecretVersion.objects.filter(workload=workload).unreferenced().delete()
         except IntegrityError:
             active = cls.objects.filter(workload=workload).active().first()
             raise DeployInProgress(active) from None
         return record
+
+    def keep_configuration(self, snapshot: dict, versions: list[SecretVersion]) -> None:
+        """Record what this deploy runs, and link the secret versions its snapshot names."""
+        # One transaction: a snapshot naming a version the row does not hold
+        # would let the version be pruned under it.
+        with transaction.atomic():
+            self.configuration = snapshot
+            self.save(update_fields=["configuration"])
+            self.secret_versions.set(versions)
+
+    @property
+    def configuration_recorded(self) -> bool:
+        return self.configuration is not None
 
     @property
     def is_git(self) -> bool:
