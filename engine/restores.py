@@ -16,13 +16,14 @@ from django.db import IntegrityError, transaction
 from django.utils.translation import gettext, gettext_noop
 
 from backups.models import BackupRecovery
-from engine import deploys, lost, queue
+from engine import deploys, lost, queue, rollbacks
 from engine.locked import preflight, recovery
 from engine.locked.restore import Restore, refuse
 from lib import crashpoints, locks, owners
 from snapshots.archive_format import Limits
 from snapshots.errors import PreflightError, RestoreError
 from snapshots.models import RestoreJob, Snapshot
+from workloads import configuration as configuration_rules
 from workloads.jobs import acting_user
 from workloads.models import DeployRecord, Workload
 
@@ -45,7 +46,8 @@ class RestoreBusy(Exception):
 
 def request_restore(*, workload: Workload, snapshot: Snapshot,
                     user: AbstractBaseUser | None = None,
-                    rollback_to: DeployRecord | None = None) -> RestoreJob:
+                    rollback_to: DeployRecord | None = None,
+                    rollback_configuration: bool = False) -> RestoreJob:
     """Queue a restore on the task worker; returns the queued job to follow.
 
     Raises RestoreBusy while another restore of the workload is queued or
@@ -53,7 +55,8 @@ def request_restore(*, workload: Workload, snapshot: Snapshot,
     PreflightError if the snapshot is not one that can be restored at all.
     `rollback_to`: a rollback with data (request_rollback_with_data).
     """
-    job = _open(workload, snapshot, user, recover=False, rollback_to=rollback_to)
+    job = _open(workload, snapshot, user, recover=False, rollback_to=rollback_to,
+                rollback_configuration=rollback_configuration)
     transaction.on_commit(lambda: queue.enqueue(queue.RESTORE, job.pk, name=f"restore-{job.pk}"))
     return job
 
@@ -62,7 +65,8 @@ def restore(*, workload: Workload, snapshot: Snapshot, user: AbstractBaseUser | 
             job: RestoreJob | None = None, limits: Limits | None = None,
             progress: Callable[[RestoreJob], None] | None = None,
             from_recovery: bool = False,
-            rollback_to: DeployRecord | None = None) -> RestoreJob:
+            rollback_to: DeployRecord | None = None,
+            rollback_configuration: bool = False) -> RestoreJob:
     """Restore now, in this process, under the workload's lock; returns the finished job.
 
     `job` is a queued job from request_restore(); it is claimed only once the
@@ -75,7 +79,7 @@ def restore(*, workload: Workload, snapshot: Snapshot, user: AbstractBaseUser | 
     """
     if job is None:
         job = _open(workload, snapshot, user, recover=True, from_recovery=from_recovery,
-                    rollback_to=rollback_to)
+                    rollback_to=rollback_to, rollback_configuration=rollback_configuration)
     try:
         with locks.workload_lock(workload.pk):
             recovery.recover_workload(workload)  # a killed restore of this workload first
@@ -99,7 +103,8 @@ def restore(*, workload: Workload, snapshot: Snapshot, user: AbstractBaseUser | 
 
 def _open(workload: Workload, snapshot: Snapshot, user: AbstractBaseUser | None, *,
           recover: bool, from_recovery: bool = False,
-          rollback_to: DeployRecord | None = None) -> RestoreJob:
+          rollback_to: DeployRecord | None = None,
+          rollback_configuration: bool = False) -> RestoreJob:
     if snapshot.workload_id != workload.pk:
         raise Snapshot.DoesNotExist(f"snapshot {snapshot.pk} is not one of workload {workload.pk}")
     if not snapshot.is_ready:
@@ -118,6 +123,7 @@ def _open(workload: Workload, snapshot: Snapshot, user: AbstractBaseUser | None,
                 user=acting_user(user), owner=owners.current() if recover else "",
                 rollback_to=rollback_to,
                 rollback_reference=rollback_to.replay_reference if rollback_to else "",
+                rollback_configuration=rollback_configuration and rollback_to is not None,
             )
     except IntegrityError:
         raise RestoreBusy(RestoreJob.objects.active().filter(workload=workload).first()) from None
@@ -125,15 +131,19 @@ def _open(workload: Workload, snapshot: Snapshot, user: AbstractBaseUser | None,
 
 # --- rollback with data: a restore of the target's pre-deploy snapshot ---------------------
 
-def rollback_with_data_target(*, workload: Workload,
-                              deploy_id: int) -> tuple[DeployRecord, Snapshot]:
+def rollback_with_data_target(*, workload: Workload, deploy_id: int,
+                              configuration: bool = False,
+                              user: AbstractBaseUser | None = None,
+                              ) -> tuple[DeployRecord, Snapshot]:
     """The deploy to roll back to and the snapshot taken just before it ran.
 
     DeployRecord.DoesNotExist and deploys.RollbackRefused as for a plain rollback;
     RollbackRefused too when the deploy has no ready pre-deploy snapshot or is not
     pinned by image digest, and PreflightError when the workload's volumes changed
-    since that snapshot. The restore's own pre-flight checks all of it again under
-    the workload's lock.
+    since that snapshot. With `configuration`, also what a rollback of the
+    configuration would refuse (engine.rollbacks), and a secret whose kept value is
+    gone (a value cannot be supplied: it would have to wait in the job until the
+    swap). The restore's own pre-flight checks the data again under the lock.
     """
     target = deploys.rollback_target(workload=workload, deploy_id=deploy_id)
     snapshot = Snapshot.objects.filter(deploy=target, workload=workload,
@@ -147,28 +157,53 @@ def rollback_with_data_target(*, workload: Workload,
             "Deploy #%(id)d is not pinned by image digest; a rollback with data needs one.")
             % {"id": target.pk})
     preflight.check_volumes_unchanged(snapshot, workload.captured_volumes())
+    if configuration:
+        _check_configuration(workload, target, user)
     return target, snapshot
 
 
+def _check_configuration(workload: Workload, target: DeployRecord,
+                         user: AbstractBaseUser | None) -> None:
+    """Refuse now what setting the configuration back after the swap would refuse."""
+    missing = configuration_rules.missing_secrets(workload, target.configuration or {"env": []})
+    if missing:
+        raise deploys.RollbackRefused(gettext(
+            "The value of the secret variable %(names)s that this deploy ran with is no longer "
+            "kept, and a rollback with data cannot take one: roll back with the data but "
+            "without the configuration, or the configuration first without the data."
+        ) % {"names": ", ".join(missing)})
+    # A dry run of the rollback of the configuration: every rule an edit keeps today.
+    with transaction.atomic():
+        rollbacks.restore_configuration(workload=workload, target=target, user=user)
+        transaction.set_rollback(True)
+    workload.refresh_from_db()
+
+
 def request_rollback_with_data(*, workload: Workload, deploy_id: int,
-                               user: AbstractBaseUser | None = None) -> RestoreJob:
+                               user: AbstractBaseUser | None = None,
+                               configuration: bool = False) -> RestoreJob:
     """Queue a rollback with data: one restore job, whose redeploy is the rollback.
 
     The target's pre-deploy snapshot is restored as any snapshot is, and after
-    the commit the workload runs the target's pinned digest (docs/restore-protocol.md,
-    "Rollback with data"). Raises as rollback_with_data_target() and request_restore().
+    the commit the workload runs the target's pinned digest (and, with
+    `configuration`, the configuration it ran, set back just before that redeploy)
+    (docs/restore-protocol.md, "Rollback with data"). Raises as
+    rollback_with_data_target() and request_restore().
     """
-    target, snapshot = rollback_with_data_target(workload=workload, deploy_id=deploy_id)
-    return request_restore(workload=workload, snapshot=snapshot, user=user, rollback_to=target)
+    target, snapshot = rollback_with_data_target(workload=workload, deploy_id=deploy_id,
+                                                 configuration=configuration, user=user)
+    return request_restore(workload=workload, snapshot=snapshot, user=user, rollback_to=target,
+                           rollback_configuration=configuration)
 
 
 def rollback_with_data(*, workload: Workload, deploy_id: int,
-                       user: AbstractBaseUser | None = None,
+                       user: AbstractBaseUser | None = None, configuration: bool = False,
                        progress: Callable[[RestoreJob], None] | None = None) -> RestoreJob:
     """Roll back with data now, in this process (the `rollback --data` command)."""
-    target, snapshot = rollback_with_data_target(workload=workload, deploy_id=deploy_id)
+    target, snapshot = rollback_with_data_target(workload=workload, deploy_id=deploy_id,
+                                                 configuration=configuration, user=user)
     return restore(workload=workload, snapshot=snapshot, user=user, progress=progress,
-                   rollback_to=target)
+                   rollback_to=target, rollback_configuration=configuration)
 
 
 def _clear_dead(workload: Workload, *, recover: bool) -> None:

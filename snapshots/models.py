@@ -275,6 +275,11 @@ class RestoreJob(Job, Progress):
         help_text=_("A rollback with data: the pinned reference the workload runs after the "
                     "swap (kept here too, in case its deploy is pruned from the history)."),
     )
+    rollback_configuration = models.BooleanField(
+        _("rolls back the configuration"), default=False,
+        help_text=_("A rollback with data: the configuration that deploy ran is set back too, "
+                    "once the data is swapped and just before the redeploy."),
+    )
     kept_paths = models.JSONField(
         _("kept directories"), default=list, blank=True,
         help_text=_("Directories holding the previous data that could not be archived."),

@@ -13,6 +13,7 @@ import logging
 import os
 from collections.abc import Callable
 
+from django.core.exceptions import ValidationError
 from django.db import DatabaseError
 from django.utils import translation
 from django.utils.translation import gettext_noop
@@ -27,6 +28,7 @@ from snapshots import journal
 from snapshots.errors import RestoreError, SnapshotError
 from snapshots.journal import Journal, Target
 from snapshots.models import RestoreJob
+from workloads import configuration
 from workloads.models import DeployRecord, EventLog, Workload
 
 logger = logging.getLogger(__name__)
@@ -460,15 +462,40 @@ def redeploy(record: Journal, job: RestoreJob | None, workload: Workload, *,
     if committed and record.previous is not None:
         target = DeployRecord.objects.filter(pk=record.rollback_to,
                                              workload=workload).first()
+        restored = DeployRecord.RollbackRestored.CODE_DATA
+        if job is not None and job.rollback_configuration and _set_configuration_back(
+                workload, target):
+            restored = DeployRecord.RollbackRestored.CODE_CONFIGURATION_DATA
         return dispatch_locked(
             workload=workload, reason=DeployRecord.Reason.ROLLBACK, reference=reference,
             user=user, backup=False, opened=link, rolled_back_from=target,
-            rollback_restored=DeployRecord.RollbackRestored.CODE_DATA,
+            rollback_restored=restored,
         )
     return dispatch_locked(
         workload=workload, reason=DeployRecord.Reason.RESTORE, reference=reference,
         user=user, backup=False, opened=link,
     )
+
+
+def _set_configuration_back(workload: Workload, target: DeployRecord | None) -> bool:
+    """A rollback with data and configuration: the configuration `target` ran, set back
+    after the swap and before the redeploy (again, the same, if a crash comes between).
+
+    False if it cannot be: the request checked it, but a rule or a kept secret may have
+    changed since. The data is swapped by now, so the redeploy goes on, with the
+    configuration as it is, and the ledger row says code+data only.
+    """
+    if target is None or target.configuration is None:
+        logger.error("workload %s: the deploy to roll back to is gone; its configuration "
+                     "is not set back", workload.pk)
+        return False
+    try:
+        configuration.apply(workload, target.configuration, reference=target.pinned_reference)
+    except ValidationError as exc:
+        logger.error("workload %s: the configuration of deploy %s is not set back: %s",
+                     workload.pk, target.pk, "; ".join(exc.messages))
+        return False
+    return True
 
 
 def _old_copy(target: Target) -> str | None:

@@ -153,8 +153,13 @@ class WorkloadViewSet(viewsets.ModelViewSet):
         payload = RollbackSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         if payload.validated_data["data"]:
+            if payload.validated_data.get("secrets"):
+                raise ValidationError({"secrets": [_(
+                    "A rollback with data sets the configuration back only with the values "
+                    "Berth kept; roll back the configuration first, without the data.")]})
             return self._rollback_with_data(request, workload,
-                                            payload.validated_data["deploy_id"])
+                                            payload.validated_data["deploy_id"],
+                                            payload.validated_data["configuration"])
         record = deploys.request_rollback(
             workload=workload, deploy_id=payload.validated_data["deploy_id"], user=request.user,
             configuration=payload.validated_data["configuration"],
@@ -162,7 +167,8 @@ class WorkloadViewSet(viewsets.ModelViewSet):
         )
         return self._accepted(record)
 
-    def _rollback_with_data(self, request, workload: Workload, deploy_id: int) -> Response:
+    def _rollback_with_data(self, request, workload: Workload, deploy_id: int,
+                            configuration: bool) -> Response:
         """The restore of the target's pre-deploy snapshot that ends on the target's code."""
         if not request.user.has_perm("workloads.restore_workload"):
             raise PermissionDenied(_("A rollback with data replaces the workload's volumes: "
@@ -175,7 +181,8 @@ class WorkloadViewSet(viewsets.ModelViewSet):
             )
         try:
             job = restores.request_rollback_with_data(workload=workload, deploy_id=deploy_id,
-                                                      user=request.user)
+                                                      user=request.user,
+                                                      configuration=configuration)
         except restores.RestoreBusy as exc:
             active = exc.active
             url = reverse("api:restore-detail", args=[active.pk]) if active else None

@@ -339,10 +339,13 @@ def workload_rollback_with_data(request: HttpRequest, pk: int) -> HttpResponse:
         return _after_action(request, workload, error)
     try:
         restores.request_rollback_with_data(
-            workload=workload, deploy_id=form.cleaned_data["deploy_id"], user=request.user
+            workload=workload, deploy_id=form.cleaned_data["deploy_id"], user=request.user,
+            configuration=form.cleaned_data["restore"] != "code",
         )
     except DeployRecord.DoesNotExist:
         raise Http404 from None
     except (deploys.RollbackRefused, restores.RestoreBusy, PreflightError) as exc:
         error = str(exc)
+    except ValidationError as exc:
+        error = " ".join(exc.messages)
     return _after_action(request, workload, error)

@@ -49,8 +49,10 @@ class Command(RestoreOutput, BaseCommand):
         target = find_workload(workload)
         secrets = self._secrets(secret)
         if data:
-            self._with_data(target, deploy_id, confirm, configuration=not no_configuration,
-                            secrets=secrets)
+            if secrets:
+                raise CommandError("--secret cannot go with --data: a rollback with data sets "
+                                   "the configuration back only with the values Berth kept.")
+            self._with_data(target, deploy_id, confirm, configuration=not no_configuration)
             return
         if confirm is not None:
             raise CommandError("--confirm goes with --data only.")
@@ -71,7 +73,7 @@ class Command(RestoreOutput, BaseCommand):
         self.stdout.write(self.style.SUCCESS(message))
 
     def _with_data(self, target: Workload, deploy_id: int, confirm: str | None, *,
-                   configuration: bool, secrets: dict[str, str]) -> None:
+                   configuration: bool) -> None:
         if confirm != target.path:
             raise CommandError(f"--data needs --confirm with the workload's path, "
                                f"{target.path!r}: its volumes are about to be replaced.")
@@ -79,7 +81,7 @@ class Command(RestoreOutput, BaseCommand):
                           "before it ran …")
         try:
             job = restores.rollback_with_data(workload=target, deploy_id=deploy_id,
-                                              configuration=configuration, secrets=secrets,
+                                              configuration=configuration,
                                               progress=self._draw)
         except DeployRecord.DoesNotExist:
             raise CommandError(f"{target} has no deploy #{deploy_id}.") from None
