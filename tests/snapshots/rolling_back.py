@@ -73,7 +73,8 @@ from workloads.models import Workload
 if os.environ.get("TEST_NO_EXCHANGE") == "1":
     exchange.supported = lambda directory: False
 workload = Workload.objects.with_parents().get(pk=int(sys.argv[1]))
-job = restores.rollback_with_data(workload=workload, deploy_id=int(sys.argv[2]))
+job = restores.rollback_with_data(workload=workload, deploy_id=int(sys.argv[2]),
+                                  configuration=True)
 print(job.pk, job.outcome, flush=True)
 """
 

@@ -51,8 +51,12 @@ def confirmed(released) -> dict:
     return {"HTTP_X_CONFIRM_RESTORE": released.workload.path}
 
 
-def assert_v1_on_its_data(released, job: RestoreJob, scratch: Path) -> None:
-    """v1 runs on the data from before v1 ran; the v2-era data is a pre-restore snapshot."""
+def assert_v1_on_its_data(released, job: RestoreJob, scratch: Path, *,
+                          configuration: bool = True) -> None:
+    """v1 runs on the data from before v1 ran; the v2-era data is a pre-restore snapshot.
+
+    With the configuration (the default) the workload is configured to run v1's digest
+    again; without, it keeps the configuration it had (v2's tag)."""
     job.refresh_from_db()
     assert job.outcome == RestoreJob.Outcome.SUCCEEDED, job.reason_text
     assert trees(released.paths) == released.target_trees
@@ -67,11 +71,14 @@ def assert_v1_on_its_data(released, job: RestoreJob, scratch: Path) -> None:
     deploy = job.deploy
     assert deploy.reason == DeployRecord.Reason.ROLLBACK
     assert deploy.rolled_back_from == released.v1
-    assert deploy.rollback_restored == Restored.CODE_DATA
+    assert deploy.rollback_restored == (Restored.CODE_CONFIGURATION_DATA if configuration
+                                        else Restored.CODE_DATA)
     assert deploy.pinned_reference == released.v1.pinned_reference
     assert strays(released.paths) == [] and journals() == []
     released.workload.refresh_from_db()
     assert released.workload.running_reference == released.v1.pinned_reference
+    configured = released.workload.image
+    assert (configured == released.v1.pinned_reference) is configuration
 
 
 def assert_nothing_changed(released, jobs_before: int = 0) -> None:
@@ -101,7 +108,7 @@ def test_the_api_rolls_back_code_and_data_in_one_restore(api_as, operator, relea
     tasks.run_restore(body["id"])
     assert_v1_on_its_data(released, RestoreJob.objects.get(pk=body["id"]), tmp_path)
     deploy = client.get(f"/api/deploys/{RestoreJob.objects.get(pk=body['id']).deploy_id}")
-    assert deploy.json()["rollback_restored"] == "code+data"
+    assert deploy.json()["rollback_restored"] == "code+configuration+data"
 
 
 def test_the_command_rolls_back_code_and_data(released, tmp_path):
@@ -292,7 +299,7 @@ def test_the_page_offers_it_and_queues_it_once_the_path_is_typed(released, opera
     tasks.run_restore(job.pk)
     assert_v1_on_its_data(released, job, Path(tempfile.mkdtemp()))
     history = client.get(f"/workloads/{released.workload.pk}/").content.decode()
-    assert "Code and data" in history
+    assert "code, configuration and data" in history.lower()
 
 
 def test_the_page_needs_both_permissions(released, operator):
@@ -318,4 +325,24 @@ def test_the_page_says_why_it_is_refused(released, operator):
     response = page_post(client, released, confirm=released.workload.path)
 
     assert "no ready snapshot taken before it ran" in response.content.decode()
+    assert_nothing_changed(released)
+
+
+def test_the_command_can_leave_the_configuration_as_it_is(released, tmp_path):
+    call_command("rollback", released.workload.path, str(released.v1.pk), "--data",
+                 "--no-configuration", "--confirm", released.workload.path,
+                 stdout=io.StringIO())
+
+    job = RestoreJob.objects.get(workload=released.workload)
+    assert not job.rollback_configuration
+    assert_v1_on_its_data(released, job, tmp_path, configuration=False)
+
+
+def test_secret_values_cannot_go_with_the_data(api_as, operator, released):
+    response = api_as(operator).post(
+        url(released), {"deploy_id": released.v1.pk, "data": True,
+                        "secrets": {"TOKEN": "typed-7"}},
+        format="json", **confirmed(released))
+
+    assert response.status_code == 400 and "secrets" in response.json()
     assert_nothing_changed(released)

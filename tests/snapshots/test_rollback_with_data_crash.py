@@ -14,8 +14,10 @@ digest. Afterwards:
   of the other;
 - nothing is left beside the volumes and no journal is left;
 - the job is finished with the matching outcome; on the new side the ledger
-  row of the redeploy is a rollback to v1 that says it restored code and data,
-  and the v2-era data is a pre-restore snapshot;
+  row of the redeploy is a rollback to v1 that says it restored code,
+  configuration and data (the workload is configured to run v1's digest), and
+  the v2-era data is a pre-restore snapshot; on the old side the configuration
+  is as it was;
 - a further sweep changes nothing.
 """
 
@@ -99,6 +101,7 @@ def test_a_crash_with_the_two_rename_fallback_ends_on_one_side(
 def crash_and_recover(released, rollback_point: str, sweep_point: str, side: str,
                       **env) -> None:
     workload = released.workload
+    configured_before = workload.image
     child = spawn_rollback(released, BERTH_CRASH_POINT=rollback_point, **env)
     out, err = child.communicate(timeout=180)
     assert child.returncode == crashpoints.CRASH_EXIT, f"it did not crash: {out}\n{err}"
@@ -135,13 +138,17 @@ def crash_and_recover(released, rollback_point: str, sweep_point: str, side: str
         assert job.pre_restore_snapshot.is_ready
         assert job.deploy.reason == DeployRecord.Reason.ROLLBACK
         assert job.deploy.rolled_back_from == released.v1
-        assert job.deploy.rollback_restored == DeployRecord.RollbackRestored.CODE_DATA
+        # The configuration came back with the code and the data, and only then.
+        assert job.deploy.rollback_restored == \
+            DeployRecord.RollbackRestored.CODE_CONFIGURATION_DATA
         assert job.deploy.outcome == DeployRecord.Outcome.SUCCEEDED
     elif job.deploy is not None:
         # The old data came back up on the old code, as a restore's redeploy.
         assert job.deploy.reason == DeployRecord.Reason.RESTORE
         assert job.deploy.rollback_restored == ""
     assert not DeployRecord.objects.filter(workload=workload).active().exists()
+    workload.refresh_from_db()
+    assert workload.image == (released.v1.pinned_reference if new else configured_before)
     settled = state(released)
 
     third = run_sweep()

@@ -144,9 +144,9 @@ def test_a_gone_secret_is_refused_by_name_unless_supplied(api_as, operator, work
 
 @pytest.mark.parametrize(
     ("body", "status", "field"),
-    [({"data": True}, 400, "data"), ({"configuration": "maybe"}, 400, "configuration"),
+    [({"data": "yes"}, 400, "data"), ({"configuration": "maybe"}, 400, "configuration"),
      ({"secrets": ["TOKEN"]}, 400, "secrets")],
-    ids=["data", "configuration-not-a-boolean", "secrets-not-a-map"])
+    ids=["data-not-a-boolean", "configuration-not-a-boolean", "secrets-not-a-map"])
 def test_bad_rollback_bodies_change_nothing(api_as, operator, workload, body, status, field):
     target = changed_since(workload)
     response = post_rollback(api_as(operator), workload, deploy_id=target.pk, **body)
