@@ -202,6 +202,7 @@ def request_rollback(
     transaction that queues the deploy: a refusal of either changes nothing.
     """
     target = rollback_target(workload=workload, deploy_id=deploy_id)
+    _refuse_during_rollback_with_data(workload)
     with _all_or_nothing(workload):
         restored = _restore(workload, target, configuration, secrets, user)
         return request_deploy(
@@ -218,6 +219,7 @@ def rollback(
     """Roll back now, in this process (the `rollback` command); as request_rollback()."""
     target = rollback_target(workload=workload, deploy_id=deploy_id)
     _clear_dead(workload, recover=True)
+    _refuse_during_rollback_with_data(workload)
     with _all_or_nothing(workload):
         restored = _restore(workload, target, configuration, secrets, user)
         record = DeployRecord.open(
@@ -226,6 +228,15 @@ def rollback(
             owner=owners.current(), rollback_restored=restored,
         )
     return dispatch(workload=workload, reason=DeployRecord.Reason.ROLLBACK, record=record)
+
+
+def _refuse_during_rollback_with_data(workload: Workload) -> None:
+    """A rollback with data sets its own configuration after the swap: another rollback
+    in the meantime would leave one release's code under the other's configuration."""
+    if RestoreJob.objects.active().filter(workload=workload).exclude(
+            rollback_reference="").exists():
+        raise RollbackRefused(_("A rollback with data of this workload is queued or running; "
+                                "wait for it to finish."))
 
 
 @contextmanager

@@ -15,13 +15,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from snapshots.models import Snapshot
 from workloads import configuration, edits
 from workloads.models import DeployRecord, RegistryCredential, Workload
+
+CHANGE_PERMISSION = "workloads.change_workload"
 
 
 class RollbackRefused(Exception):
@@ -47,6 +49,12 @@ def restore_configuration(
             "was not recorded. Roll back the code only."
         ) % {"id": target.pk})
     if user is not None:
+        if not user.has_perm(CHANGE_PERMISSION):
+            # The configuration is the workload's settings, env and secrets: rolling it
+            # back is an edit, which the permission to roll back alone does not give.
+            raise PermissionDenied(_(
+                "Rolling back the configuration changes the workload's settings: it needs "
+                "the permission to change workloads too. Roll back the code only."))
         _check_credential_use(user, workload, target.configuration)
     configuration.apply(workload, target.configuration, reference=target.pinned_reference,
                         secrets=secrets)

@@ -282,6 +282,14 @@ def _env_values(workload: Workload, snapshot: dict,
         raise ValidationError({"secrets": _(
             "%(names)s: not a secret variable of the recorded configuration."
         ) % {"names": ", ".join(unknown)}})
+    kept = sorted(name for name in supplied
+                  if _kept_value(workload, _entry(snapshot, name)) is not None)
+    if kept:
+        # A typed value only stands in for one that is gone, never for one Berth keeps.
+        raise ValidationError({"secrets": _(
+            "%(names)s: Berth still keeps the value this deploy ran with; a rollback does "
+            "not replace it."
+        ) % {"names": ", ".join(kept)}})
     values, missing = {}, []
     for entry in snapshot["env"]:
         name = entry["name"]
@@ -298,6 +306,10 @@ def _env_values(workload: Workload, snapshot: dict,
             "kept: supply it, or roll back the code only."
         ) % {"names": ", ".join(missing)}})
     return values
+
+
+def _entry(snapshot: dict, name: str) -> dict:
+    return next(entry for entry in snapshot["env"] if entry["name"] == name)
 
 
 def _set_settings(workload: Workload, snapshot: dict, reference: str) -> None:

@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext_noop
 
@@ -25,7 +26,8 @@ from snapshots import reservations, storage
 from snapshots.archive_format import Limits
 from snapshots.errors import PreflightError
 from snapshots.models import Snapshot
-from workloads.models import VolumeMount, Workload
+from workloads import configuration
+from workloads.models import DeployRecord, VolumeMount, Workload
 
 # Room kept beyond the snapshot's own size: per file and directory the
 # filesystem's block rounding, plus this share of the data for metadata.
@@ -189,6 +191,36 @@ def check_volumes_unchanged(snapshot: Snapshot, volumes: list[VolumeMount]) -> N
 def _describe_volumes(volumes: list[tuple]) -> str:
     return ", ".join(f"{target} ({scope}:{source})" for scope, source, target in volumes) \
         or "-"
+
+
+def check_rollback_configuration(workload: Workload, target: DeployRecord | None) -> None:
+    """A rollback with data and configuration: the configuration can still be set back.
+
+    Checked at the request and again here, under the lock and before anything is
+    touched: the deploy row may have been pruned from the history while the job was
+    queued, a kept secret with it, or a rule may refuse the configuration now.
+    """
+    if target is None or target.configuration is None:
+        raise PreflightError(gettext_noop(
+            "The deploy to roll back to is no longer in the history, so its configuration "
+            "cannot be set back; nothing was changed."))
+    missing = configuration.missing_secrets(workload, target.configuration)
+    if missing:
+        raise PreflightError(gettext_noop(
+            "The value of the secret variable %(names)s that this deploy ran with is no "
+            "longer kept; nothing was changed."), names=", ".join(missing))
+    try:
+        # A dry run: every rule an edit keeps today, rolled back at once.
+        with transaction.atomic():
+            configuration.apply(workload, target.configuration,
+                                reference=target.pinned_reference)
+            transaction.set_rollback(True)
+    except ValidationError as exc:
+        raise PreflightError(gettext_noop(
+            "The recorded configuration is not allowed any more: %(reason)s"),
+            reason="; ".join(exc.messages)) from None
+    finally:
+        workload.refresh_from_db()
 
 
 def _check_rollback_reference(workload: Workload, reference: str) -> None:

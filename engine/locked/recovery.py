@@ -464,7 +464,7 @@ def redeploy(record: Journal, job: RestoreJob | None, workload: Workload, *,
                                              workload=workload).first()
         restored = DeployRecord.RollbackRestored.CODE_DATA
         if job is not None and job.rollback_configuration and _set_configuration_back(
-                workload, target):
+                workload, target, job):
             restored = DeployRecord.RollbackRestored.CODE_CONFIGURATION_DATA
         return dispatch_locked(
             workload=workload, reason=DeployRecord.Reason.ROLLBACK, reference=reference,
@@ -477,25 +477,37 @@ def redeploy(record: Journal, job: RestoreJob | None, workload: Workload, *,
     )
 
 
-def _set_configuration_back(workload: Workload, target: DeployRecord | None) -> bool:
+def _set_configuration_back(workload: Workload, target: DeployRecord | None,
+                            job: RestoreJob) -> bool:
     """A rollback with data and configuration: the configuration `target` ran, set back
     after the swap and before the redeploy (again, the same, if a crash comes between).
 
-    False if it cannot be: the request checked it, but a rule or a kept secret may have
-    changed since. The data is swapped by now, so the redeploy goes on, with the
-    configuration as it is, and the ledger row says code+data only.
+    The pre-flight under the lock checked that it can be; False if it still cannot
+    (the deploy row gone, a port another workload took since): the data is swapped
+    by now, so the redeploy goes on with the configuration as it is, a warning event
+    says why, and the ledger row says code+data only.
     """
+    # As it is now: an edit saved while the data was unpacked is not undone by fields
+    # the set-back does not touch.
+    workload.refresh_from_db()
     if target is None or target.configuration is None:
-        logger.error("workload %s: the deploy to roll back to is gone; its configuration "
-                     "is not set back", workload.pk)
-        return False
-    try:
-        configuration.apply(workload, target.configuration, reference=target.pinned_reference)
-    except ValidationError as exc:
-        logger.error("workload %s: the configuration of deploy %s is not set back: %s",
-                     workload.pk, target.pk, "; ".join(exc.messages))
-        return False
-    return True
+        reason = "the deploy to roll back to is no longer in the history"
+    else:
+        try:
+            configuration.apply(workload, target.configuration,
+                                reference=target.pinned_reference)
+            return True
+        except ValidationError as exc:
+            reason = "; ".join(exc.messages)
+    logger.error("workload %s: restore %s did not set the configuration back: %s",
+                 workload.pk, job.pk, reason)
+    EventLog.objects.create(
+        workload=workload, user=job.user, level=EventLog.Level.WARNING,
+        message=gettext_noop("Rollback with data (restore #%(job)d): the configuration was "
+                             "not set back (%(reason)s); the code and the data were."),
+        params={"job": job.pk, "reason": reason},
+    )
+    return False
 
 
 def _old_copy(target: Target) -> str | None:

@@ -25,7 +25,7 @@ from snapshots.archive_format import Limits
 from snapshots.errors import ArchiveError, PreflightError, RestoreError, SnapshotError
 from snapshots.journal import Journal, Target
 from snapshots.models import RestoreJob, Snapshot
-from workloads.models import Container, EventLog, Workload
+from workloads.models import Container, DeployRecord, EventLog, Workload
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +104,10 @@ class Restore:
             plan = preflight.check(workload=self.workload, snapshot=self.snapshot,
                                    limits=self.limits,
                                    rollback_reference=self.job.rollback_reference)
+            if self.job.rollback_configuration:
+                # Looked up anew: the row may have been pruned since the job was read.
+                target = DeployRecord.objects.filter(pk=self.job.rollback_to_id).first()
+                preflight.check_rollback_configuration(self.workload, target)
             source = preflight.open_verified(self.snapshot)
         except PreflightError as exc:
             refuse(self.job, self.workload, exc)

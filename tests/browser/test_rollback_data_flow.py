@@ -73,7 +73,7 @@ def test_it_rolls_back_with_the_data_from_the_history_panel(
     expect(newest).to_have_attribute("data-reason", "rollback", timeout=DEPLOY_TIMEOUT_MS)
     expect(newest).to_have_attribute("data-outcome", "succeeded", timeout=DEPLOY_TIMEOUT_MS)
     expect(newest).to_contain_text(f"to #{v1.pk}")
-    expect(newest).to_contain_text("Code and data")
+    expect(newest).to_contain_text("code, configuration and data")
     [running] = engine_containers(workload)
     assert container_image_digest(running.id) == v1.pinned_reference
     assert trees(released.paths) == released.target_trees

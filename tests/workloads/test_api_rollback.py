@@ -53,10 +53,10 @@ def as_user(user) -> Client:
 
 # --- the diff -----------------------------------------------------------------------
 
-def test_the_diff_says_what_a_rollback_changes(api_as, viewer, workload):
+def test_the_diff_says_what_a_rollback_changes(api_as, operator, workload):
     target = changed_since(workload)
 
-    response = api_as(viewer).get(diff_url(workload, target))
+    response = api_as(operator).get(diff_url(workload, target))
 
     assert response.status_code == 200
     body = response.json()
@@ -75,24 +75,25 @@ def test_the_diff_says_what_a_rollback_changes(api_as, viewer, workload):
                                 "target": None}
 
 
-def test_the_diff_of_a_row_from_before_says_not_recorded(api_as, viewer, workload):
+def test_the_diff_of_a_row_from_before_says_not_recorded(api_as, viewer, operator, workload):
     old = DeployRecord.open(workload=workload, reason=DeployRecord.Reason.MANUAL)
-    body = api_as(viewer).get(diff_url(workload, old)).json()
+    body = api_as(operator).get(diff_url(workload, old)).json()
     assert (body["configuration_recorded"], body["changes"]) == (False, [])
     deploy = api_as(viewer).get(f"/api/deploys/{old.pk}").json()
     assert deploy["configuration_recorded"] is False
 
 
-@pytest.mark.parametrize(("who", "status"), [(None, 401), ("outsider", 403), ("viewer", 200)])
+@pytest.mark.parametrize(("who", "status"), [(None, 401), ("outsider", 403), ("viewer", 403),
+                                             ("operator", 200)])
 def test_the_diff_permission_matrix(request, api, api_as, workload, who, status):
     target = recorded(workload)
     client = api_as(request.getfixturevalue(who)) if who else api
     assert client.get(diff_url(workload, target)).status_code == status
 
 
-def test_the_diff_of_another_workloads_deploy_is_404(api_as, viewer, make_workload):
+def test_the_diff_of_another_workloads_deploy_is_404(api_as, operator, make_workload):
     mine, theirs = make_workload(), make_workload()
-    assert api_as(viewer).get(diff_url(mine, recorded(theirs))).status_code == 404
+    assert api_as(operator).get(diff_url(mine, recorded(theirs))).status_code == 404
 
 
 # --- the rollback -----------------------------------------------------------------

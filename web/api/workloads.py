@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
 from django.urls import reverse
 from django.utils.translation import gettext as _
@@ -74,7 +75,9 @@ class WorkloadViewSet(viewsets.ModelViewSet):
         "deploy": "workloads.deploy_workload",
         "deploys": "workloads.view_workload",
         "rollback": "workloads.rollback_workload",
-        "rollback_diff": "workloads.view_workload",
+        # The preview of a rollback, for those who may roll back: it tells whether a
+        # secret's value now equals an earlier one (docs/security.md).
+        "rollback_diff": "workloads.rollback_workload",
         "stats_history": "workloads.view_workload",
         "backup_health": "workloads.view_workload",
         "start": "workloads.operate_workload",
@@ -152,6 +155,9 @@ class WorkloadViewSet(viewsets.ModelViewSet):
         workload = self.get_object()
         payload = RollbackSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
+        if payload.validated_data.get("secrets") and not payload.validated_data["configuration"]:
+            raise ValidationError({"secrets": [_(
+                "Secret values go with a rollback of the configuration only.")]})
         if payload.validated_data["data"]:
             if payload.validated_data.get("secrets"):
                 raise ValidationError({"secrets": [_(
@@ -160,11 +166,14 @@ class WorkloadViewSet(viewsets.ModelViewSet):
             return self._rollback_with_data(request, workload,
                                             payload.validated_data["deploy_id"],
                                             payload.validated_data["configuration"])
-        record = deploys.request_rollback(
-            workload=workload, deploy_id=payload.validated_data["deploy_id"], user=request.user,
-            configuration=payload.validated_data["configuration"],
-            secrets=payload.validated_data.get("secrets"),
-        )
+        try:
+            record = deploys.request_rollback(
+                workload=workload, deploy_id=payload.validated_data["deploy_id"],
+                user=request.user, configuration=payload.validated_data["configuration"],
+                secrets=payload.validated_data.get("secrets"),
+            )
+        except DjangoPermissionDenied as exc:
+            raise PermissionDenied(str(exc)) from None
         return self._accepted(record)
 
     def _rollback_with_data(self, request, workload: Workload, deploy_id: int,
@@ -183,6 +192,8 @@ class WorkloadViewSet(viewsets.ModelViewSet):
             job = restores.request_rollback_with_data(workload=workload, deploy_id=deploy_id,
                                                       user=request.user,
                                                       configuration=configuration)
+        except DjangoPermissionDenied as exc:
+            raise PermissionDenied(str(exc)) from None
         except restores.RestoreBusy as exc:
             active = exc.active
             url = reverse("api:restore-detail", args=[active.pk]) if active else None

@@ -6,7 +6,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
@@ -319,6 +319,8 @@ def workload_rollback(request: HttpRequest, pk: int) -> HttpResponse:
         error = str(exc)
     except ValidationError as exc:
         error = " ".join(exc.messages)
+    except PermissionDenied as exc:
+        error = str(exc)
     return _after_action(request, workload, error)
 
 
@@ -348,4 +350,6 @@ def workload_rollback_with_data(request: HttpRequest, pk: int) -> HttpResponse:
         error = str(exc)
     except ValidationError as exc:
         error = " ".join(exc.messages)
+    except PermissionDenied as exc:
+        error = str(exc)
     return _after_action(request, workload, error)

@@ -48,6 +48,8 @@ class Command(RestoreOutput, BaseCommand):
                secret: list[str], data: bool, confirm: str | None, **options) -> None:
         target = find_workload(workload)
         secrets = self._secrets(secret)
+        if secrets and no_configuration:
+            raise CommandError("--secret goes with a rollback of the configuration only.")
         if data:
             if secrets:
                 raise CommandError("--secret cannot go with --data: a rollback with data sets "
