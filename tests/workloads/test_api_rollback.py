@@ -208,9 +208,11 @@ def test_the_dialog_asks_for_a_gone_secret_and_the_page_takes_it(operator, workl
     refused = client.post(f"/workloads/{workload.pk}/rollback", {"deploy_id": target.pk},
                           headers={"HX-Request": "true"})
     assert "TOKEN" in refused.content.decode() and workload.deploys.count() == 1
-    client.post(f"/workloads/{workload.pk}/rollback",
-                {"deploy_id": target.pk, "restore": "configuration",
-                 "secret-TOKEN": "from-the-page-31"}, headers={"HX-Request": "true"})
+    done = client.post(f"/workloads/{workload.pk}/rollback",
+                       {"deploy_id": target.pk, "restore": "configuration",
+                        "secret-TOKEN": "from-the-page-31"}, headers={"HX-Request": "true"})
+    # The settings and env the page shows changed too: it reloads, not only its panels.
+    assert done.headers.get("HX-Refresh") == "true"
     rollback = workload.deploys.first()
     assert rollback.rollback_restored == Restored.CODE_CONFIGURATION
     assert EnvVar.objects.get(workload=workload, name="TOKEN").get_value() == "from-the-page-31"
@@ -218,9 +220,10 @@ def test_the_dialog_asks_for_a_gone_secret_and_the_page_takes_it(operator, workl
 
 def test_the_page_rolls_back_the_code_only_when_asked(operator, workload):
     target = changed_since(workload)
-    as_user(operator).post(f"/workloads/{workload.pk}/rollback",
-                           {"deploy_id": target.pk, "restore": "code"},
-                           headers={"HX-Request": "true"})
+    panels = as_user(operator).post(f"/workloads/{workload.pk}/rollback",
+                                    {"deploy_id": target.pk, "restore": "code"},
+                                    headers={"HX-Request": "true"})
+    assert "HX-Refresh" not in panels.headers  # only the panels change
     assert workload.deploys.first().rollback_restored == Restored.CODE
     workload.refresh_from_db()
     assert workload.image == images.HTTPD_V2

@@ -11,7 +11,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.http import HttpResponseStopPolling
+from django_htmx.http import HttpResponseClientRefresh, HttpResponseStopPolling
 
 from backups import health
 from engine import deploys, images, operations, restores, rollbacks
@@ -306,9 +306,9 @@ def workload_rollback(request: HttpRequest, pk: int) -> HttpResponse:
     form = RollbackForm(request.POST)
     if not form.is_valid():
         return bad_request(form.errors.as_text())
-    error = ""
+    error, record = "", None
     try:
-        deploys.request_rollback(
+        record = deploys.request_rollback(
             workload=workload, deploy_id=form.cleaned_data["deploy_id"], user=request.user,
             configuration=form.cleaned_data["restore"] != "code",
             secrets=form.secrets(request.POST),
@@ -321,6 +321,10 @@ def workload_rollback(request: HttpRequest, pk: int) -> HttpResponse:
         error = " ".join(exc.messages)
     except PermissionDenied as exc:
         error = str(exc)
+    if record is not None and record.rollback_restored == \
+            DeployRecord.RollbackRestored.CODE_CONFIGURATION and request.htmx:
+        # The settings, env and ports on the page changed too, not only the panels.
+        return HttpResponseClientRefresh()
     return _after_action(request, workload, error)
 
 
