@@ -142,9 +142,19 @@ class _AdvisoryLock:
         return True
 
     def release(self) -> None:
+        import psycopg
+
         if self.session is not None:
             session, self.session = self.session, None
-            session.close()
+            try:
+                # Unlocked before the close: a closed session's lock ends only once the
+                # server has handled the goodbye, which a try-lock right after (the sweep,
+                # the next deploy) may come before.
+                with contextlib.suppress(psycopg.Error):
+                    session.execute("SELECT pg_advisory_unlock(%s, %s)",
+                                    [_PG_NAMESPACE, self.workload_id])
+            finally:
+                session.close()
 
     def held(self) -> bool:
         """Whether the lock's session still holds it, asked of PostgreSQL."""
